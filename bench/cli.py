@@ -1,0 +1,186 @@
+"""The `authbench` command line (also `python -m bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.errors import UserError
+
+LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for every user error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="authbench", description="Benchmark harness for model-specific authorization.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a suite (default: the embedded digits suite)")
+    run.add_argument("suite", nargs="?", help="suite name in suites/ or a path to a .toml file")
+    run.add_argument("--defense", action="append", help="only this defense (repeatable)")
+    run.add_argument("--model", action="append", help="only this model label (repeatable)")
+    run.add_argument("--psnr", action="append", type=float, help="only this PSNR point in dB (repeatable)")
+    run.add_argument("--release", action="append", help="only this release format (repeatable)")
+    run.add_argument("--out", type=Path, help="results folder (default: runs/<suite>)")
+    run.add_argument("--reports", type=Path, help="reports folder (default: reports/<suite>)")
+    run.add_argument("--cache-dir", type=Path, help="cache root (default: $AUTHBENCH_CACHE or ~/.cache/authbench)")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    ls = sub.add_parser("list", help="what is registered")
+    ls.add_argument("what", choices=LISTABLE)
+
+    rep = sub.add_parser("report", help="render tables and figures from a results file without recomputing")
+    rep.add_argument("results", type=Path, help="run folder or results.jsonl")
+    rep.add_argument("--out", type=Path, help="reports folder (default: reports/<suite>)")
+    rep.add_argument("--suite", help="suite whose [report] section picks the points (default: the results' suite)")
+
+    chk = sub.add_parser("check", help="compare results with a reference; exit 1 on a regression")
+    chk.add_argument("results", type=Path, help="run folder, results.jsonl or leaderboard.json")
+    chk.add_argument("--against", type=Path, required=True, help="reference leaderboard.json or results.jsonl")
+    chk.add_argument("--tolerance", action="append", default=[], metavar="METRIC=POINTS", help="per-metric tolerance")
+    chk.add_argument("--default-tolerance", type=float, help="tolerance for metrics not named (points)")
+    chk.add_argument("--suite", help="suite whose [check] section gives tolerances")
+    chk.add_argument("--strict", action="store_true", help="fail on improvements beyond tolerance too")
+
+    cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
+    cache.add_argument("action", choices=("info", "clear"))
+    cache.add_argument("--namespace", help="only this namespace (forward, encoding, zoo)")
+    cache.add_argument("--cache-dir", type=Path)
+    return p
+
+
+def _cmd_run(args) -> int:
+    from bench.reports import render_all
+    from bench.reports.leaderboard import format_leaderboard, leaderboard
+    from bench.results import read_rows
+    from bench.runner import Runner
+    from bench.suite import load_suite
+
+    suite = load_suite(args.suite)
+    out = args.out or Path("runs") / suite.name
+    runner = Runner(
+        suite, out, defenses=args.defense, models=args.model, psnr=args.psnr, releases=args.release,
+        cache_dir=args.cache_dir, progress=not args.no_progress,
+    )
+    summary = runner.run()
+    rows = read_rows(summary.results)
+    paths = render_all(rows, args.reports or Path("reports") / suite.name, suite.report)
+    print(format_leaderboard(leaderboard(rows), top=20))
+    print(
+        f"\ncells: {summary.cells_total} total, {summary.cells_done_before} already done, {summary.cells_run} run | "
+        f"forward passes: {summary.forwards} | encodings: {summary.encodings} | "
+        f"cache hits {summary.cache['hits']}, misses {summary.cache['misses']}, corrupt {summary.cache['corrupt']} | "
+        f"{summary.wall_s:.1f}s"
+    )
+    print(f"results: {summary.results}\nreports: {paths[0].parent if paths else '-'}")
+    return 0
+
+
+def _cmd_list(args) -> int:
+    if args.what == "defenses":
+        from bench.defenses import list_defenses as fn
+    elif args.what == "attacks":
+        from bench.attacks import list_attacks as fn
+    elif args.what == "models":
+        from bench.models.sources import list_models as fn
+    elif args.what == "datasets":
+        from bench.data import DATASETS
+
+        def fn():
+            return {k: v[0] for k, v in DATASETS.items()}
+    else:
+        from bench.suite import available_suites, load_suite
+
+        def fn():
+            return {name: load_suite(str(path)).description for name, path in available_suites().items()}
+
+    entries = fn()
+    width = max(map(len, entries), default=0)
+    for name, desc in entries.items():
+        print(f"{name:<{width}}  {desc}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from bench.reports import render_all
+    from bench.results import read_rows
+    from bench.suite import load_suite
+
+    rows = read_rows(args.results)
+    if not rows:
+        raise UserError(f"{args.results} holds no result rows; run a suite first")
+    name = args.suite or rows[0]["suite"]
+    try:
+        report = load_suite(name).report
+    except UserError:
+        report = {}
+    for path in render_all(rows, args.out or Path("reports") / rows[0]["suite"], report):
+        print(path)
+    return 0
+
+
+def _parse_tolerances(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        metric, sep, value = item.partition("=")
+        try:
+            out[metric] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not metric:
+            raise UserError(f"bad --tolerance {item!r}; expected METRIC=POINTS, e.g. auth_gap=2.0")
+    return out
+
+
+def _cmd_check(args) -> int:
+    from bench.reports.check import check, format_check, load_reference
+    from bench.suite import load_suite
+
+    fresh, reference = load_reference(args.results), load_reference(args.against)
+    tolerances, default = {}, 1.0
+    if args.suite:
+        cfg = load_suite(args.suite).check
+        tolerances.update(cfg.get("tolerance", {}))
+        default = float(cfg.get("default_tolerance", default))
+    tolerances.update(_parse_tolerances(args.tolerance))
+    if args.default_tolerance is not None:
+        default = args.default_tolerance
+    result = check(fresh, reference, tolerances, default_tolerance=default, strict=args.strict)
+    print(format_check(result))
+    return 0 if result.ok else 1
+
+
+def _cmd_cache(args) -> int:
+    from bench.cache import cache_clear, cache_info, cache_root
+
+    root = args.cache_dir or cache_root()
+    if args.action == "clear":
+        cache_clear(root, args.namespace)
+        print(f"cleared {root / args.namespace if args.namespace else root}")
+        return 0
+    info = cache_info(root)
+    print(f"cache root: {root}")
+    for ns, entry in info.items():
+        if not args.namespace or ns == args.namespace:
+            print(f"{ns:<10} {entry['entries']:>7} entries {entry['bytes'] / 2**20:>9.1f} MiB")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check, "cache": _cmd_cache}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"authbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("authbench: interrupted; finished cells are saved and the next run resumes", file=sys.stderr)
+        return 130

@@ -1,0 +1,36 @@
+"""Gaussian-noise control: the same PSNR as NE with no model in mind.
+
+Evaluated beside every NE point so that noise fragility is never mistaken for
+model specificity.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.defenses.base import InputDefense
+
+
+class GaussianNoise(InputDefense):
+    name = "noise"
+    description = "Gaussian-noise control at the same PSNR (model-agnostic)"
+    defaults = {"code": "instance"}
+    model_specific = False
+
+    def directions(self, x, indices, labels, seed):
+        return torch.stack(
+            [
+                torch.randn(x.shape[1:], generator=self.code_generator(seed, int(i), int(y)), dtype=torch.float64)
+                for i, y in zip(indices, labels)
+            ]
+        )
+
+
+class Clean(InputDefense):
+    name = "none"
+    description = "no protection: the clean baseline every table starts from"
+    defaults = {}
+    model_specific = False
+
+    def directions(self, x, indices, labels, seed):
+        return torch.zeros_like(x, dtype=torch.float64)

@@ -1,0 +1,100 @@
+"""Release formats and PSNR calibration of a perturbation direction.
+
+PSNR is always *measured* on the released image in pixel space (peak 1.0). The
+strength lambda is solved per sample so that the released image meets the target:
+
+- psnr_mode "true": target MSE = 10^(-dB/10) in pixel space;
+- psnr_mode "paper-nominal": the NE authors' public code, target MSE = 255^2 / 10^(dB/10)
+  measured on the processor-normalized tensor ((x - mean) / std), so the requested dB is
+  nominal; the achieved true pixel-space PSNR is recorded beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.errors import UserError
+
+RELEASES = {
+    "float": "unclipped float image (what the math assumes)",
+    "clip": "clipped to the valid pixel range [0, 1]",
+    "uint8": "clipped and rounded to 8 bits, as a PNG would store it",
+}
+PSNR_MODES = ("true", "paper-nominal")
+TOLERANCE_DB = 0.1
+
+
+def release(x: torch.Tensor, fmt: str) -> torch.Tensor:
+    if fmt == "float":
+        return x
+    if fmt == "clip":
+        return x.clamp(0.0, 1.0)
+    if fmt == "uint8":
+        return torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
+    raise UserError(f"unknown release format {fmt!r}; valid choices: {', '.join(RELEASES)}")
+
+
+def psnr(clean: torch.Tensor, released: torch.Tensor, std: torch.Tensor | None = None, peak: float = 1.0) -> torch.Tensor:
+    """Per-sample PSNR in dB; with `std`, MSE is taken on the normalized tensor (paper-nominal)."""
+    diff = released - clean
+    if std is not None:
+        diff = diff / std.view(1, -1, 1, 1)
+    mse = diff.pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(peak**2 / mse.clamp_min(1e-30))
+
+
+@dataclass
+class Calibrated:
+    released: torch.Tensor
+    psnr_true: torch.Tensor
+    psnr_nominal: torch.Tensor | None
+    unreachable: int
+    max_err_db: float
+
+
+def calibrate(
+    clean: torch.Tensor,
+    delta: torch.Tensor,
+    target_db: float,
+    fmt: str,
+    mode: str = "true",
+    std: tuple[float, ...] | None = None,
+    iters: int = 40,
+) -> Calibrated:
+    """Scale each sample's delta so PSNR(release(clean + lam * delta), clean) hits target_db."""
+    if mode not in PSNR_MODES:
+        raise UserError(f"unknown psnr_mode {mode!r}; valid choices: {', '.join(PSNR_MODES)}")
+    x = clean.to(torch.float64)
+    d = delta.to(torch.float64)
+    std_t = None
+    if mode == "paper-nominal":
+        if std is None:
+            raise UserError("psnr_mode 'paper-nominal' needs the authorized model's normalization std")
+        std_t = torch.tensor(std, dtype=torch.float64).expand(x.shape[1])
+    peak = 255.0 if mode == "paper-nominal" else 1.0
+    measure = lambda r: psnr(x, r, std_t, peak)  # noqa: E731
+
+    unit = d / d.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, 1, 1, 1)
+    norm_mse = (unit if std_t is None else unit / std_t.view(1, -1, 1, 1)).pow(2).flatten(1).mean(1)
+    target_mse = peak**2 * 10 ** (-target_db / 10)
+    lam = (target_mse / norm_mse).sqrt()  # exact for the float release
+    if fmt != "float":
+        lo, hi = torch.zeros_like(lam), lam * 1e3
+        for _ in range(iters):
+            mid = (lo + hi) / 2
+            too_strong = measure(release(x + mid.view(-1, 1, 1, 1) * unit, fmt)) < target_db
+            hi = torch.where(too_strong, mid, hi)
+            lo = torch.where(too_strong, lo, mid)
+        lam = (lo + hi) / 2
+    out = release(x + lam.view(-1, 1, 1, 1) * unit, fmt)
+    achieved = measure(out)
+    err = (achieved - target_db).abs()
+    return Calibrated(
+        released=out.to(clean.dtype),
+        psnr_true=psnr(x, out),
+        psnr_nominal=achieved if mode == "paper-nominal" else None,
+        unreachable=int((err > TOLERANCE_DB).sum()),
+        max_err_db=float(err.max()),
+    )

@@ -1,0 +1,231 @@
+"""Model sources: turn a spec ("zoo:vit-s0", "timm:resnet50" or a TOML table) into a ModelAdapter.
+
+Table keys: `source` ("zoo" | "timm" | "torch"), `model`, `name`, `pretrained`,
+`num_classes`, `checkpoint`, `kwargs`, `input_size`, `mean`, `std` (and `epochs` for
+the zoo). A "torch" source names `factory = "package.module:function"` and must give
+`mean`, `std` and `input_size`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from bench.errors import UserError, unknown
+from bench.models.adapter import ModelAdapter, Preprocess
+from bench.models.zoo import load_zoo_model, zoo_names
+
+SOURCE_KEYS = {
+    "zoo": {"model", "name", "epochs"},
+    "timm": {"model", "name", "pretrained", "num_classes", "checkpoint", "kwargs", "input_size", "mean", "std"},
+    "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std"},
+}
+
+
+def list_models() -> dict[str, str]:
+    """Every loadable spec (zoo names) plus the generic timm/torch patterns."""
+    models = {f"zoo:{name}": desc for name, desc in zoo_names().items()}
+    models["timm:<name>"] = "any timm architecture (pretrained = true needs hub access; checkpoint = local file)"
+    models["torch:<module:function>"] = (
+        "a table {source = 'torch', factory = 'pkg.mod:fn', kwargs, mean, std, input_size, checkpoint}"
+        " (e.g. torchvision.models:resnet18)"
+    )
+    return models
+
+
+def load_model(spec: str | dict, progress: bool = True) -> ModelAdapter:
+    """The adapter for `spec`: 'zoo:<name>', 'timm:<name>' or a table with a `source` key."""
+    if isinstance(spec, str):
+        source, sep, model = spec.partition(":")
+        if not sep:
+            raise UserError(f"model spec {spec!r} needs a source prefix: 'zoo:<name>' or 'timm:<name>' (see list_models())")
+        if source not in SOURCE_KEYS:
+            raise unknown("model source", source, SOURCE_KEYS)
+        if source == "torch":
+            raise UserError(
+                f"model {spec!r} needs mean, std and input_size; give it as a table "
+                "{source = 'torch', factory = 'pkg.mod:fn', mean = [...], std = [...], input_size = [c, h, w]}"
+            )
+        spec = {"source": source, "model": model}
+    if not isinstance(spec, dict):
+        raise UserError(f"model spec must be a string like 'timm:resnet50' or a table, got {spec!r}")
+    source = spec.get("source")
+    if source not in SOURCE_KEYS:
+        raise unknown("model source", str(source), SOURCE_KEYS)
+    extra = set(spec) - SOURCE_KEYS[source] - {"source"}
+    if extra:
+        raise UserError(
+            f"model spec {spec!r} has key(s) {', '.join(sorted(extra))} not used by source {source!r}; "
+            f"valid keys: {', '.join(sorted(SOURCE_KEYS[source]))}"
+        )
+    if source == "zoo":
+        adapter = load_zoo_model(_required(spec, "model"), spec.get("epochs"), progress)
+        if "name" in spec:
+            adapter.name = spec["name"]
+        return adapter
+    if source == "timm":
+        return _load_timm(spec)
+    return _load_factory(spec)
+
+
+def from_module(
+    module: nn.Module,
+    name: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    input_size: Sequence[int],
+    arch: str | None = None,
+) -> ModelAdapter:
+    """Wrap a plain torch module that takes normalized (N, C, H, W) input."""
+    arch = arch or f"torch/{type(module).__module__}.{type(module).__qualname__}"
+    return ModelAdapter(name, module, _preprocess(name, mean, std, input_size), arch, "torch")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _kwargs(spec: dict, label: str) -> dict:
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise UserError(f"model {label!r}: kwargs must be a table, got {kwargs!r}")
+    return dict(kwargs)
+
+
+def _build(fn, kwargs: dict, label: str) -> nn.Module:
+    """Call a model constructor, turning bad keyword arguments into a UserError."""
+    try:
+        return fn(**kwargs)
+    except TypeError as e:
+        raise UserError(f"model {label!r}: bad arguments {kwargs!r} ({_first_line(e)})") from None
+
+
+def _required(spec: dict, key: str) -> Any:
+    if key not in spec:
+        raise UserError(f"model spec {spec!r} needs a {key!r} key")
+    return spec[key]
+
+
+def _preprocess(label: str, mean, std, input_size, extra: dict | None = None) -> Preprocess:
+    """Validated Preprocess: input_size (C, H, W); mean/std with 1 or C entries, std > 0."""
+    try:
+        size = tuple(int(v) for v in input_size)
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        raise UserError(f"model {label!r}: mean/std must be lists of numbers and input_size [c, h, w] integers") from None
+    if len(size) != 3 or min(size) < 1:
+        raise UserError(f"model {label!r}: input_size must be [c, h, w] with positive entries, got {list(input_size)}")
+    for key, vals in (("mean", mean), ("std", std)):
+        if len(vals) not in (1, size[0]):
+            raise UserError(f"model {label!r}: {key} needs 1 or {size[0]} values (one per channel), got {len(vals)}")
+    if min(std) <= 0:
+        raise UserError(f"model {label!r}: std must be positive, got {list(std)}")
+    return Preprocess(mean, std, size, extra or {})
+
+
+def _load_timm(spec: dict) -> ModelAdapter:
+    import timm
+
+    model = str(_required(spec, "model"))
+    label = spec.get("name", model)
+    if not timm.is_model(model):
+        close = difflib.get_close_matches(model, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
+        raise UserError(f"unknown timm model {model!r}; {hint}")
+    kwargs = _kwargs(spec, label)
+    if "num_classes" in spec:
+        kwargs["num_classes"] = int(spec["num_classes"])
+    pretrained = bool(spec.get("pretrained", False))
+    try:
+        module = _build(functools.partial(timm.create_model, model, pretrained=pretrained), kwargs, label)
+    except (OSError, RuntimeError) as e:
+        if not pretrained:
+            raise
+        raise UserError(
+            f"could not load pretrained weights for timm model {model!r} ({_first_line(e)}); "
+            "set pretrained = false and give a local checkpoint"
+        ) from None
+    if "checkpoint" in spec:
+        _load_checkpoint(module, spec["checkpoint"], label)
+    cfg = timm.data.resolve_data_config({}, model=module)
+    pre = _preprocess(
+        label,
+        spec.get("mean", cfg["mean"]),
+        spec.get("std", cfg["std"]),
+        spec.get("input_size", cfg["input_size"]),
+        {k: cfg[k] for k in ("interpolation", "crop_pct", "crop_mode") if k in cfg},
+    )
+    arch = timm.models.get_arch_name(model)
+    return ModelAdapter(label, module, pre, f"timm/{arch}", "timm")
+
+
+def _load_factory(spec: dict) -> ModelAdapter:
+    factory = str(_required(spec, "factory"))
+    mod_name, sep, fn_name = factory.partition(":")
+    if not sep or not mod_name or not fn_name or ":" in fn_name:
+        raise UserError(f"bad model factory {factory!r}; expected 'package.module:function'")
+    label = spec.get("name", factory)
+    missing = [k for k in ("mean", "std", "input_size") if k not in spec]
+    if missing:
+        raise UserError(f"model {label!r} (factory {factory!r}) needs {', '.join(missing)}: torch factories have no defaults")
+    try:
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+    except ImportError as e:
+        raise UserError(f"bad model factory {factory!r}: cannot import {mod_name!r} ({_first_line(e)})") from None
+    except AttributeError:
+        raise UserError(f"bad model factory {factory!r}: module {mod_name!r} has no {fn_name!r}") from None
+    if not callable(fn):
+        raise UserError(f"bad model factory {factory!r}: {fn_name!r} is not callable")
+    kwargs = _kwargs(spec, label)
+    module = _build(fn, kwargs, label)
+    if not isinstance(module, nn.Module):
+        raise UserError(f"model factory {factory!r} returned {type(module).__name__}, not a torch.nn.Module")
+    if "checkpoint" in spec:
+        _load_checkpoint(module, spec["checkpoint"], label)
+    arch = f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
+    return ModelAdapter(label, module, _preprocess(label, spec["mean"], spec["std"], spec["input_size"]), arch, "torch")
+
+
+def _load_checkpoint(module: nn.Module, path: str | Path, label: str) -> None:
+    """Load a local state dict into `module`, naming the first mismatches if it does not fit."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} for model {label!r} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unreadable file is the user's to fix
+        raise UserError(f"cannot read checkpoint {str(path)!r} for model {label!r}: {_first_line(e)}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint {str(path)!r} is not a state dict (name -> tensor)")
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    expected = module.state_dict()
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [
+        f"{k} has shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise UserError(
+            f"checkpoint {str(path)!r} does not fit model {label!r}: {'; '.join(problems[:3])}{more}"
+        )
+    module.load_state_dict(state)

@@ -1,0 +1,100 @@
+"""NE Figure 1: authorized vs unauthorized top-1 accuracy across target PSNR."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.errors import UserError  # noqa: E402
+from bench.reports.tables import clean_top1, provenance_of, results_frame  # noqa: E402
+
+CONTROL = "noise"  # the Gaussian-noise control: same PSNR, no model specificity
+
+
+def _variants(protected: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(legend label, defense, params, psnr_mode) of every curve family; the label names params
+    and mode only where one defense has several."""
+    keys = protected[["defense", "params", "psnr_mode"]].drop_duplicates().itertuples(index=False)
+    keys = sorted(keys, key=lambda k: (k[0] == CONTROL, k))
+    counts = pd.Series([k[0] for k in keys]).value_counts()
+    out = []
+    for defense, params, mode in keys:
+        label = defense if counts[defense] == 1 else f"{defense} ({', '.join(x for x in (params, mode) if x)})"
+        out.append((label, defense, params, mode))
+    return out
+
+
+def _curves(cells: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Per psnr for authorized model `model`: its own top1 and the mean/min/max of the others."""
+    mine = cells[cells["authorized"] == model]
+    own = mine[mine["role"] == "authorized"].groupby("psnr")["top1"].mean()
+    others = mine[mine["role"].isin(["same-arch", "unauthorized"])].groupby("psnr")["top1"]
+    return pd.DataFrame({"own": own, "mean": others.mean(), "min": others.min(), "max": others.max()}).sort_index()
+
+
+def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 10.0) -> Path:
+    """Write fig1_psnr_<release>.png: one panel per authorized model; solid = authorized model,
+    dashed = mean of the other models with a min..max band; the Gaussian control in grey."""
+    frame = results_frame(rows)
+    protected = frame[(frame["defense"] != "none") & (frame["release"] == release) & (frame["attack"] == "none")
+                      & frame["psnr"].notna()]
+    if protected.empty:
+        raise UserError(f"no protected result rows with release {release!r} to plot")
+    models = list(dict.fromkeys(protected["authorized"]))
+    clean = clean_top1(frame)
+    variants = _variants(protected)
+    colors = iter(plt.get_cmap("tab10").colors)
+    styles = {label: ("0.45" if defense == CONTROL else next(colors)) for label, defense, _, _ in variants}
+
+    ncols = min(3, len(models))
+    nrows = math.ceil(len(models) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False, sharey=True)
+    for ax, model in zip(axes.flat, models):
+        for label, defense, params, mode in variants:
+            cells = protected[(protected["defense"] == defense) & (protected["params"] == params)
+                              & (protected["psnr_mode"] == mode)]
+            curve, color = _curves(cells, model), styles[label]
+            ax.plot(curve.index, curve["own"], "-o", color=color, ms=3, lw=1.6, label=f"{label}: authorized")
+            ax.plot(curve.index, curve["mean"], "--", color=color, lw=1.2, label=f"{label}: others (mean)")
+            if defense != CONTROL:
+                ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.2, lw=0,
+                                label=f"{label}: others (min-max)")
+        if model in clean.index:
+            ax.axhline(clean[model], color="black", lw=0.8, ls="-.", alpha=0.6, label="clean accuracy")
+        ax.axhline(chance, color="black", lw=0.8, ls=":", label=f"chance ({chance:g}%)")
+        ax.set_title(f"authorized: {model}", fontsize=10)
+        ax.set_ylim(-2, 102)
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("target PSNR (dB)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("top-1 accuracy (%)")
+    for ax in list(axes.flat)[len(models):]:
+        ax.set_visible(False)
+
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    prov = provenance_of(rows)
+    fig.suptitle(f"Accuracy vs PSNR (NE Figure 1 shape), release {release}; measured by authbench, "
+                 f"suite {prov['suite']}, git {prov['git'][:12]}", fontsize=10)
+    legend_rows = math.ceil(len(labels) / min(3, len(labels)))
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * legend_rows, 1, 0.95))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"fig1_psnr_{release}.png"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def render_figures(rows: list[dict], out_dir: Path, releases: list[str]) -> list[Path]:
+    """One fig1_psnr_<release>.png per release that has protected rows."""
+    present = {r["release"] for r in rows if r["defense"] != "none"}
+    return [psnr_curves(rows, out_dir, release) for release in releases if release in present]

@@ -1,0 +1,96 @@
+"""Leaderboard: one row per protected configuration, ranked by the authorization gap."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from bench.reports.tables import clean_top1, measured_line, results_frame, to_markdown
+
+METRIC_DIRECTIONS = {"authorized_top1": "higher", "retained": "higher", "auth_gap": "higher",
+                     "unauthorized_mean": "lower", "unauthorized_worst": "lower"}
+GROUP = ["defense", "params", "psnr", "psnr_mode", "release", "attack"]
+COLUMNS = ["rank", *GROUP, "authorized_top1", "retained", "unauthorized_mean", "unauthorized_worst", "auth_gap",
+           "psnr_true", "first_layer_dev_auth", "encode_ms", "n_models"]
+_DECIMALS = {"rank": 0, "n_models": 0, "first_layer_dev_auth": 3, "encode_ms": 3}
+
+
+def _group_metrics(cells: pd.DataFrame, clean: pd.Series) -> dict:
+    """Metrics of one configuration; per authorized model a, then averaged over a."""
+    own = cells[cells["role"] == "authorized"].groupby("authorized")
+    unauth = cells[cells["role"].isin(["same-arch", "unauthorized"])]
+    auth = own["top1"].mean()
+    worst = unauth.groupby("authorized")["top1"].max().reindex(auth.index)
+    return {
+        "authorized_top1": auth.mean(),
+        "retained": (100.0 * auth / clean.reindex(auth.index)).mean(),
+        "unauthorized_mean": unauth["top1"].mean(),
+        "unauthorized_worst": unauth["top1"].max(),
+        "auth_gap": (auth - worst).mean(),
+        "psnr_true": own["psnr_true"].mean().mean(),
+        "first_layer_dev_auth": own["first_layer_dev"].mean().mean(),
+        "encode_ms": own["encode_ms"].mean().mean(),
+        "n_models": cells["evaluated"].nunique(),
+    }
+
+
+def leaderboard(rows: list[dict]) -> pd.DataFrame:
+    """Rank every protected (defense, params, point, release, attack) by auth_gap, the mean over
+    authorized models a of (top1 of a on its own data - max top1 of any other model on it).
+    `retained` is a's top1 as a percent of its clean top1 (defense "none", same attack when measured)."""
+    frame = results_frame(rows)
+    protected = frame[frame["defense"] != "none"]
+    records = []
+    for key, cells in protected.groupby(GROUP, sort=False, dropna=False):
+        records.append({**dict(zip(GROUP, key)), **_group_metrics(cells, clean_top1(frame, key[-1]))})
+    board = pd.DataFrame.from_records(records, columns=[c for c in COLUMNS if c != "rank"])
+    board = board.sort_values("auth_gap", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    board.insert(0, "rank", range(1, len(board) + 1))
+    return board
+
+
+def row_key(row: dict) -> str:
+    """Stable identity of a leaderboard row: defense|params|psnr|psnr_mode|release|attack."""
+    psnr = row["psnr"]
+    psnr = "" if psnr is None or (isinstance(psnr, float) and math.isnan(psnr)) else f"{float(psnr):g}"
+    return "|".join([row["defense"], row["params"], f"psnr={psnr}", row["psnr_mode"], row["release"], row["attack"]])
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def leaderboard_records(df: pd.DataFrame) -> list[dict]:
+    """The leaderboard as JSON-ready dicts, each with its `key`; NaN becomes null."""
+    records = []
+    for row in df.to_dict("records"):
+        row = {k: _plain(v) for k, v in row.items()}
+        records.append({"key": row_key(row), **row})
+    return records
+
+
+def format_leaderboard(df: pd.DataFrame, top: int | None = None) -> str:
+    """Markdown of the leaderboard (the first `top` rows when given)."""
+    shown = df.head(top) if top is not None else df
+    return to_markdown(shown, _DECIMALS, index=False)
+
+
+def write_leaderboard(df: pd.DataFrame, out_dir: Path, provenance: dict) -> list[Path]:
+    """Write leaderboard.md, leaderboard.csv and leaderboard.json (the format `check` reads)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    head = measured_line(provenance)
+    directions = ", ".join(f"{m} ({d} is better)" for m, d in METRIC_DIRECTIONS.items())
+    md, csv, js = out_dir / "leaderboard.md", out_dir / "leaderboard.csv", out_dir / "leaderboard.json"
+    md.write_text(f"{head}\n\n# Leaderboard\n\nRanked by auth_gap. Accuracies in top-1 %; {directions}.\n\n"
+                  f"{format_leaderboard(df)}\n")
+    csv.write_text(f"# {head}\n" + df.to_csv(index=False))
+    payload = {"kind": "authbench-leaderboard", "version": 1, "provenance": provenance,
+               "metrics": METRIC_DIRECTIONS, "rows": leaderboard_records(df)}
+    js.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
+    return [md, csv, js]

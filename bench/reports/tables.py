@@ -1,0 +1,257 @@
+"""Paper-shaped tables (NE Tables 1 and 2) from result rows, measured by this harness."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import UserError
+
+BASELINE = "Baseline (clean)"
+PSNR_COL = "PSNR (dB)"
+DEV_COL = "auth. first-layer dev."
+MISSING = "–"
+_POINT_FIELDS = ("psnr", "psnr_mode")
+_SECTION = ["defense", "params", "psnr", "psnr_mode", "release"]
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (str, int, bool)) or v is None:
+        return str(v)
+    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+def compact_params(params: dict, point: dict) -> str:
+    """`k=v,...` of the defense parameters, with swept values from `point` overriding them;
+    psnr and psnr_mode are left out (they have columns of their own)."""
+    merged = {**(params or {}), **(point or {})}
+    return ",".join(f"{k}={_fmt_value(merged[k])}" for k in sorted(merged) if k not in _POINT_FIELDS)
+
+
+def _num(v) -> float:
+    return float(v) if v is not None else math.nan
+
+
+def results_frame(rows: list[dict]) -> pd.DataFrame:
+    """Flatten result rows into one DataFrame row per cell (the columns reports use)."""
+    records = []
+    for r in rows:
+        point, enc, metrics = r.get("point") or {}, r.get("encoding") or {}, r.get("metrics") or {}
+        records.append({
+            "defense": r["defense"],
+            "params": compact_params(r.get("params") or {}, point),
+            "psnr": _num(point.get("psnr")),
+            "psnr_mode": point.get("psnr_mode") or "",
+            "release": r["release"],
+            "attack": r["attack"],
+            "authorized": r["authorized"],
+            "evaluated": r["evaluated"],
+            "role": r["role"],
+            "arch_authorized": (r.get("arch") or {}).get("authorized", ""),
+            "arch_evaluated": (r.get("arch") or {}).get("evaluated", ""),
+            "top1": _num(metrics.get("top1")),
+            "first_layer_dev": _num(metrics.get("first_layer_dev")),
+            "psnr_true": _num(enc.get("psnr_true")),
+            "encode_ms": _num(enc.get("encode_ms")),
+        })
+    columns = ["defense", "params", "psnr", "psnr_mode", "release", "attack", "authorized", "evaluated",
+               "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "encode_ms"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def clean_top1(frame: pd.DataFrame, attack: str = "none") -> pd.Series:
+    """Clean (defense "none") top1 per evaluated model, under `attack` when such rows exist,
+    else without attack."""
+    clean = frame[frame["defense"] == "none"]
+    if attack != "none" and (clean["attack"] == attack).any():
+        clean = clean[clean["attack"] == attack]
+    else:
+        clean = clean[clean["attack"] == "none"]
+    return clean.groupby("evaluated", sort=False)["top1"].mean()
+
+
+def _select(rows, defense, psnr, release, attack, psnr_mode, params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(all rows as a frame, the protected rows of one section); rejects ambiguous selections."""
+    frame = results_frame(rows)
+    sel = frame[(frame["defense"] == defense) & (frame["release"] == release) & (frame["attack"] == attack)
+                & np.isclose(frame["psnr"], psnr)]
+    if psnr_mode is not None:
+        sel = sel[sel["psnr_mode"] == psnr_mode]
+    if params is not None:
+        sel = sel[sel["params"] == params]
+    if sel.empty:
+        raise UserError(f"no result rows for defense {defense!r} at psnr {psnr:g} dB, release {release!r}, "
+                        f"attack {attack!r}; check the suite's defenses, psnr points and releases")
+    for column in ("psnr_mode", "params"):
+        if sel[column].nunique() > 1:
+            values = ", ".join(repr(v) for v in sorted(sel[column].unique()))
+            raise UserError(f"rows for defense {defense!r} differ in {column} ({values}); pass {column}= to pick one")
+    return frame, sel
+
+
+def _pivot(sel: pd.DataFrame, index: list[str], columns: list[str]) -> pd.DataFrame:
+    return sel.pivot_table(index="authorized", columns="evaluated", values="top1", aggfunc="mean") \
+        .reindex(index=index, columns=columns)
+
+
+def cross_model_matrix(rows: list[dict], defense: str, psnr: float, release: str, attack: str = "none",
+                       psnr_mode: str | None = None, params: str | None = None) -> pd.DataFrame:
+    """NE Table 1: rows = authorized model (after a clean baseline row), columns = evaluated model,
+    cells = top1 (%); plus achieved PSNR and the authorized cell's first-layer deviation."""
+    frame, sel = _select(rows, defense, psnr, release, attack, psnr_mode, params)
+    authorized = list(dict.fromkeys(sel["authorized"]))
+    evaluated = list(dict.fromkeys(sel["evaluated"]))
+    table = _pivot(sel, authorized, evaluated)
+    own = sel[sel["role"] == "authorized"].groupby("authorized")
+    table[PSNR_COL] = own["psnr_true"].mean()
+    table[DEV_COL] = own["first_layer_dev"].mean()
+    baseline = clean_top1(frame, attack).reindex(evaluated).rename(BASELINE).to_frame().T
+    table = pd.concat([baseline, table]).reindex(columns=table.columns)
+    table.index.name = "authorized \\ evaluated"
+    return table
+
+
+def _arch_models(sel: pd.DataFrame) -> list[tuple[str | None, list[str]]]:
+    """Per architecture (those with other-weights variants first, else in order of appearance):
+    its authorized model (first by label) and its other-weights variants (sorted by label)."""
+    out = []
+    for arch in dict.fromkeys(sel["arch_evaluated"]):
+        auth = sorted(set(sel.loc[sel["arch_authorized"] == arch, "authorized"]))
+        models = sorted(set(sel.loc[sel["arch_evaluated"] == arch, "evaluated"]))
+        rep = auth[0] if auth else None
+        out.append((rep, [m for m in models if m != rep]))
+    return sorted(out, key=lambda group: not group[1])
+
+
+def same_arch_matrix(rows: list[dict], defense: str, psnr: float, release: str, attack: str = "none",
+                     psnr_mode: str | None = None, params: str | None = None) -> pd.DataFrame:
+    """NE Table 2: one row per architecture (its first authorized model by label), columns = the
+    other-weights variants of every architecture; the diagonal blocks are same architecture,
+    other weights, the rest is cross-architecture."""
+    _, sel = _select(rows, defense, psnr, release, attack, psnr_mode, params)
+    groups = _arch_models(sel)
+    index = [rep for rep, _ in groups if rep is not None]
+    columns = [m for _, variants in groups for m in variants]
+    table = _pivot(sel, index, columns)
+    table.index.name = "authorized \\ other weights"
+    return table
+
+
+def separation_summary(rows: list[dict], defense: str, psnr: float, release: str, attack: str = "none",
+                       psnr_mode: str | None = None, params: str | None = None) -> pd.DataFrame:
+    """Per authorized model: own top1, mean top1 of same-architecture/other-weights models, and
+    mean and max top1 of other-architecture models."""
+    _, sel = _select(rows, defense, psnr, release, attack, psnr_mode, params)
+
+    def by(role):
+        return sel[sel["role"] == role].groupby("authorized", sort=False)["top1"]
+
+    summary = pd.DataFrame({
+        "own": by("authorized").mean(),
+        "same-arch mean": by("same-arch").mean(),
+        "other-arch mean": by("unauthorized").mean(),
+        "other-arch max": by("unauthorized").max(),
+    })
+    summary = summary.reindex(list(dict.fromkeys(sel["authorized"])))
+    summary.index.name = "authorized"
+    return summary
+
+
+def provenance_of(rows: list[dict]) -> dict:
+    """Suite, suite digest, git revision and versions of the first row; suite and git list every
+    distinct value when the rows come from more than one."""
+    if not rows:
+        return {"suite": "", "suite_digest": "", "git": "", "versions": {}}
+    first, prov = rows[0], rows[0].get("provenance") or {}
+    suites = list(dict.fromkeys(str(r.get("suite", "")) for r in rows))
+    gits = list(dict.fromkeys(str((r.get("provenance") or {}).get("git", "")) for r in rows))
+    return {"suite": ", ".join(suites), "suite_digest": first.get("suite_digest", ""),
+            "git": ", ".join(gits) if len(gits) > 1 else str(prov.get("git", "")),
+            "versions": prov.get("versions") or {}}
+
+
+def measured_line(provenance: dict) -> str:
+    """The first line of every generated report: where its numbers come from."""
+    return (f"Measured by authbench (suite `{provenance.get('suite', '')}`, "
+            f"suite digest `{provenance.get('suite_digest', '')}`, git `{provenance.get('git', '')}`); "
+            "no figure here is reported by a paper.")
+
+
+def format_cell(value, decimals: int = 1) -> str:
+    """One number as report text; a missing cell reads as a dash."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{value:.{decimals}f}"
+
+
+def to_markdown(table: pd.DataFrame, decimals: dict[str, int] | None = None, index: bool = True) -> str:
+    """Markdown of a numeric table: one decimal unless `decimals` names the column."""
+    decimals = decimals or {}
+    text = table.copy().astype(object)
+    align = ["left"] if index else []
+    for column in table.columns:
+        numeric = pd.api.types.is_numeric_dtype(table[column])
+        if numeric:
+            text[column] = [format_cell(v, decimals.get(column, 1)) for v in table[column]]
+        align.append("right" if numeric else "left")
+    return text.to_markdown(index=index, disable_numparse=True, colalign=align)
+
+
+def _sections(frame: pd.DataFrame, psnrs, releases):
+    """(defense, params, psnr_mode, psnr, release) for every protected section present."""
+    protected = frame[(frame["defense"] != "none") & (frame["attack"] == "none")]
+    keys = protected[["defense", "params", "psnr_mode"]].drop_duplicates().itertuples(index=False)
+    for defense, params, mode in keys:
+        for release in releases:
+            for psnr in psnrs:
+                part = protected[(protected["defense"] == defense) & (protected["params"] == params)
+                                 & (protected["psnr_mode"] == mode) & (protected["release"] == release)
+                                 & np.isclose(protected["psnr"], psnr)]
+                if not part.empty:
+                    yield defense, params, mode, psnr, release
+
+
+def _heading(defense, params, mode, psnr, release) -> str:
+    extra = f", {params}" if params else ""
+    mode = f" (psnr_mode {mode})" if mode else ""
+    return f"## {defense}{extra}: target PSNR {psnr:g} dB{mode}, release {release}"
+
+
+def render_tables(rows: list[dict], out_dir: Path, psnrs: list[float], releases: list[str]) -> list[Path]:
+    """Write table1_cross_model.{md,csv} and table2_same_arch.{md,csv}: one section per protected
+    defense x psnr x release (no attack)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = results_frame(rows)
+    head = measured_line(provenance_of(rows))
+    t1 = [f"{head}\n\n# Table 1 (NE shape): cross-model top-1 accuracy (%) on encoded inputs\n\n"
+          "Rows: the authorized model the data was encoded for; columns: the evaluated model."]
+    t2 = [f"{head}\n\n# Table 2 (NE shape): same architecture, other weights: top-1 accuracy (%)\n\n"
+          "Rows: the authorized model of each architecture; columns: models of the same architectures "
+          "with other weights. Same-architecture cells are the diagonal blocks; the rest is cross-architecture."]
+    csv1, csv2 = [], []
+    for defense, params, mode, psnr, release in _sections(frame, psnrs, releases):
+        args = dict(defense=defense, psnr=psnr, release=release, psnr_mode=mode, params=params)
+        heading = _heading(defense, params, mode, psnr, release)
+        section = dict(zip(_SECTION, (defense, params, psnr, mode, release)))
+        m1 = cross_model_matrix(rows, **args)
+        t1.append(f"{heading}\n\n{to_markdown(m1, {DEV_COL: 3})}")
+        csv1.append(m1.reset_index().rename(columns={m1.index.name: "authorized"}).assign(**section))
+        m2, summary = same_arch_matrix(rows, **args), separation_summary(rows, **args)
+        t2.append(f"{heading}\n\n{to_markdown(m2)}\n\n{to_markdown(summary)}")
+        csv2.append(m2.reset_index().rename(columns={m2.index.name: "authorized"}).assign(**section))
+    paths = []
+    for name, parts, frames in (("table1_cross_model", t1, csv1), ("table2_same_arch", t2, csv2)):
+        md, csv = out_dir / f"{name}.md", out_dir / f"{name}.csv"
+        md.write_text("\n\n".join(parts) + "\n")
+        body = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_SECTION)
+        body = body[_SECTION + [c for c in body.columns if c not in _SECTION]]
+        csv.write_text(f"# {head}\n" + body.to_csv(index=False))
+        paths += [md, csv]
+    return paths

@@ -1,0 +1,142 @@
+"""Suite files (TOML): dataset, models, defenses with parameter sweeps, attacks, tolerances, report.
+
+    [suite]      name, description, seed
+    [data]       dataset, split, subset (0 = all), subset_seed
+    [models]     authorized = [spec, ...]; evaluated = [spec, ...] (default: authorized)
+                 a spec is "source:name" or an inline table (see bench.models.sources)
+    [[defenses]] name, params = {...}, psnr = [...], psnr_mode = "true" | "paper-nominal",
+                 release = ["float", "clip", "uint8"], attacks = ["none", ...]
+    [check]      tolerance = {metric = points}, default_tolerance
+    [report]     psnr = [...], release = [...]   (which points get tables)
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.cache import digest
+from bench.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report"}
+DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "release", "attacks"}
+
+
+@dataclass
+class DefenseEntry:
+    name: str
+    params: dict
+    psnr: list[float]
+    psnr_mode: str
+    release: list[str]
+    attacks: list
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    description: str
+    seed: int
+    data: dict
+    authorized: list
+    evaluated: list
+    defenses: list[DefenseEntry]
+    check: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return digest(self.raw)[:16]
+
+
+def available_suites() -> dict[str, Path]:
+    """Suites shipped in suites/ (and in ./suites of the working directory)."""
+    found = {}
+    for folder in (SUITES_DIR, Path.cwd() / "suites"):
+        if folder.is_dir():
+            for p in sorted(folder.glob("*.toml")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def find_suite(name_or_path: str | None) -> Path:
+    if name_or_path is None:
+        name_or_path = "digits"
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(f"suite file {str(path)!r} does not exist; valid suites: {', '.join(available_suites())}")
+        return path
+    suites = available_suites()
+    if name_or_path not in suites:
+        raise UserError(f"unknown suite {name_or_path!r}; valid choices: {', '.join(suites)} or a path to a .toml file")
+    return suites[name_or_path]
+
+
+def _as_list(value, key: str, where: str) -> list:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, (int, float, str)):
+        return [value]
+    raise UserError(f"{where}: {key!r} must be a list, got {type(value).__name__}")
+
+
+def load_suite(name_or_path: str | None = None) -> Suite:
+    path = find_suite(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: malformed TOML: {exc}") from None
+    extra = set(raw) - TOP_KEYS
+    if extra:
+        raise UserError(f"{path}: unknown section {sorted(extra)[0]!r}; valid sections: {', '.join(sorted(TOP_KEYS))}")
+    for key in ("data", "models", "defenses"):
+        if key not in raw:
+            raise UserError(f"{path}: missing [{key}] section")
+    meta = raw.get("suite", {})
+    models = raw["models"]
+    if "authorized" not in models:
+        raise UserError(f"{path}: [models] needs 'authorized = [...]'")
+    authorized = _as_list(models["authorized"], "authorized", str(path))
+    evaluated = _as_list(models.get("evaluated", authorized), "evaluated", str(path))
+    defenses = []
+    for i, d in enumerate(raw["defenses"]):
+        where = f"{path}: defenses[{i}]"
+        if not isinstance(d, dict) or "name" not in d:
+            raise UserError(f"{where}: each [[defenses]] entry needs a 'name'")
+        bad = set(d) - DEFENSE_KEYS
+        if bad:
+            raise UserError(f"{where}: unknown key {sorted(bad)[0]!r}; valid keys: {', '.join(sorted(DEFENSE_KEYS))}")
+        psnr = [float(p) for p in _as_list(d.get("psnr", [20.0]), "psnr", where)]
+        defenses.append(
+            DefenseEntry(
+                name=d["name"],
+                params=dict(d.get("params", {})),
+                psnr=psnr,
+                psnr_mode=d.get("psnr_mode", "true"),
+                release=[str(r) for r in _as_list(d.get("release", ["float"]), "release", where)],
+                attacks=_as_list(d.get("attacks", ["none"]), "attacks", where),
+            )
+        )
+    return Suite(
+        name=meta.get("name", path.stem),
+        path=path,
+        description=meta.get("description", ""),
+        seed=int(meta.get("seed", 0)),
+        data=raw["data"],
+        authorized=authorized,
+        evaluated=evaluated,
+        defenses=defenses,
+        check=raw.get("check", {}),
+        report=raw.get("report", {}),
+        raw=raw,
+    )
