@@ -35,9 +35,9 @@ RESULTS_FILE = "results.jsonl"
 
 
 def results_path(path: Path) -> Path:
-    """Accept a run folder or a results file."""
+    """Accept a run folder (existing or not) or a .jsonl results file."""
     path = Path(path)
-    return path / RESULTS_FILE if path.is_dir() else path
+    return path if path.suffix == ".jsonl" else path / RESULTS_FILE
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -98,11 +98,11 @@ class FirstLinear:
         ow = (w + 2 * self.padding[1] - self.dilation[1] * (kw - 1) - 1) // self.stride[1] + 1
         return oh, ow
 
-    def relative_deviation(self, clean: torch.Tensor, released: torch.Tensor) -> torch.Tensor:
-        """Per-sample ||W(x~) - W(x)|| / ||W(x)|| (linear part, so bias cancels)."""
-        wx = self.apply(clean)
-        return (self.apply(released) - wx).norm(dim=1) / wx.norm(dim=1).clamp_min(1e-12)
-
+    def relative_deviation(self, clean: torch.Tensor, released: torch.Tensor, clean_norm: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample ||W(x~) - W(x)|| / ||W(x)|| (linear part, so bias cancels); pass ||W(x)|| to reuse it."""
+        if clean_norm is None:
+            clean_norm = self.apply(clean).norm(dim=1)
+        return self.apply(released - clean).norm(dim=1) / clean_norm.clamp_min(1e-12)
 
 def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)

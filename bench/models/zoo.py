@@ -71,7 +71,7 @@ class SmallResNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        self.layers = nn.Sequential(BasicBlock(16, 16, 1), BasicBlock(16, 32, 2), BasicBlock(32, 64, 2))
+        self.layers = nn.Sequential(BasicBlock(16, 32, 2), BasicBlock(32, 64, 2))
         self.head = nn.Linear(64, CLASSES)
 
     def forward(self, x):
@@ -146,7 +146,7 @@ class Recipe:
 FAMILIES: dict[str, tuple[type[nn.Module], str, int, float]] = {
     "mlp": (MLP, "MLP 1024-256-128-10 (Linear first layer, 768-dim nullspace)", 40, 2e-3),
     "cnn": (SmallCNN, "3-layer CNN, 3x3 stride-1 stem (overlapping, no per-patch nullspace)", 30, 2e-3),
-    "resnet": (SmallResNet, "ResNet-8-style CNN with BatchNorm, 3x3 stem", 25, 2e-3),
+    "resnet": (SmallResNet, "ResNet-6-style CNN with BatchNorm, 3x3 stride-1 stem, 2 residual blocks", 25, 2e-3),
     "vit": (TinyViT, "ViT, 8x8 patch embedding to 32 dims, 2 blocks", 80, 2e-3),
     "mixer": (TinyMixer, "MLP-Mixer, 8x8 patch embedding to 32 dims, 2 blocks", 80, 2e-3),
 }

@@ -1,0 +1,132 @@
+"""End to end on a reduced digits suite: cells, reuse, determinism, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cache import cache_info
+from bench.results import read_rows
+from bench.runner import Runner
+from bench.suite import load_suite
+from conftest import write_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _measured(rows):
+    """What must be identical between runs: everything but timings and cache counters."""
+    out = {}
+    for r in rows:
+        enc = {k: v for k, v in r["encoding"].items() if k not in ("encode_ms", "fit_ms")}
+        out[r["cell"]] = (r["defense"], r["authorized"], r["evaluated"], r["role"], r["metrics"], enc)
+    return out
+
+
+def test_end_to_end_rows_reuse_and_reports(mini_suite, tmp_path):
+    suite = load_suite(str(mini_suite))
+    runner = Runner(suite, tmp_path / "run", progress=False)
+    summary = runner.run()
+    rows = read_rows(summary.results)
+    # clean baseline for 3 models + 2 defenses x 2 psnr x 2 releases x 3 authorized x 3 evaluated
+    assert len(rows) == summary.cells_total == 3 + 2 * 2 * 2 * 3 * 3
+    assert {r["role"] for r in rows} == {"clean", "authorized", "same-arch", "unauthorized"}
+    same = [r for r in rows if r["role"] == "same-arch"]
+    assert {(r["authorized"], r["evaluated"]) for r in same} == {("mlp-s0", "mlp-s1"), ("mlp-s1", "mlp-s0")}
+    for r in rows:
+        assert 0.0 <= r["metrics"]["top1"] <= 100.0
+        assert r["provenance"]["model_digest"] and r["provenance"]["versions"]["torch"]
+    ne_auth = [r for r in rows if r["defense"] == "ne-patch" and r["role"] == "authorized"]
+    float_dev = [r["metrics"]["first_layer_dev"] for r in ne_auth if r["release"] == "float"]
+    uint8_dev = [r["metrics"]["first_layer_dev"] for r in ne_auth if r["release"] == "uint8"]
+    assert max(float_dev) < 1e-6  # MLP and ViT patch embedding: exact nullspace in float
+    assert min(uint8_dev) > max(float_dev)  # 8-bit rounding leaves it: measured and shown
+    noise = [r for r in rows if r["defense"] == "noise" and r["release"] == "float"]
+    assert all(abs(r["encoding"]["psnr_true"] - r["point"]["psnr"]) < 0.1 for r in noise)
+    # noise is model-agnostic: its encodings are shared by every authorized model
+    assert summary.forwards == 3 + 2 * 2 * 3 * 3 + 2 * 2 * 3
+
+    again = Runner(suite, tmp_path / "run", progress=False).run()
+    assert again.cells_run == 0 and again.forwards == 0
+
+    fresh_folder = Runner(suite, tmp_path / "other", progress=False).run()
+    assert fresh_folder.cells_run == summary.cells_total and fresh_folder.forwards == 0
+    assert _measured(read_rows(fresh_folder.results)) == _measured(rows)
+
+
+def test_two_models_or_settings_never_share_an_entry(tmp_path):
+    suite = load_suite(str(write_suite(tmp_path / "s.toml", psnr=(20, 10), release=("float",), defenses=("ne-patch",))))
+    Runner(suite, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False).run()
+    rows = read_rows(tmp_path / "run")
+    keys = {(r["provenance"]["model_digest"], r["provenance"]["input_digest"]) for r in rows}
+    assert cache_info(tmp_path / "cache")["forward"]["entries"] == len(keys) == len(rows)
+
+
+def test_corrupted_cache_entry_is_recomputed(mini_suite, tmp_path):
+    suite = load_suite(str(mini_suite))
+    Runner(suite, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False).run()
+    entries = sorted((tmp_path / "cache" / "forward").rglob("*.bin"))
+    entries[0].write_bytes(entries[0].read_bytes()[:50])
+    rerun = Runner(suite, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
+    summary = rerun.run()
+    assert summary.cache["corrupt"] == 1 and summary.forwards == 1
+    assert _measured(read_rows(tmp_path / "a")) == _measured(read_rows(tmp_path / "b"))
+
+
+def test_restricting_defenses_models_and_points(mini_suite, tmp_path):
+    suite = load_suite(str(mini_suite))
+    runner = Runner(suite, tmp_path / "r", defenses=["noise"], models=["mlp-s0", "vit-s0"], psnr=[20.0], releases=["float"], progress=False)
+    summary = runner.run()
+    rows = read_rows(summary.results)
+    assert {r["defense"] for r in rows} == {"none", "noise"}
+    assert {r["evaluated"] for r in rows} == {"mlp-s0", "vit-s0"}
+    assert len(rows) == 2 + 2 * 2
+
+
+def test_torn_last_line_is_repaired(mini_suite, tmp_path):
+    suite = load_suite(str(mini_suite))
+    out = tmp_path / "run"
+    Runner(suite, out, psnr=[20.0], progress=False).run()
+    results = out / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(lines[:-1]) + lines[-1][:40])
+    summary = Runner(suite, out, psnr=[20.0], progress=False).run()
+    assert summary.cells_run == 1
+    assert len(read_rows(results)) == len(lines)
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, session_cache):
+    suite_path = write_suite(tmp_path / "s.toml", psnr=(30, 20, 10, 0, -10), release=("float", "clip", "uint8"))
+    reference = tmp_path / "reference"
+    Runner(load_suite(str(suite_path)), reference, progress=False).run()  # also trains the zoo
+    cache = tmp_path / "cold-cache"  # a cold forward cache so the killed run has real work to do
+    (cache / "zoo").parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(session_cache / "zoo", cache / "zoo")
+    cmd = [sys.executable, "-m", "bench", "run", str(suite_path), "--out", str(tmp_path / "killed"),
+           "--reports", str(tmp_path / "rep"), "--cache-dir", str(cache), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "killed" / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and results.read_text().count("\n") >= 10:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(read_rows(results))
+    expected = len(read_rows(reference))
+    assert 0 < partial < expected
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{partial} already done" in done.stdout
+    assert _measured(read_rows(results)) == _measured(read_rows(reference))
+    assert len(json.loads(json.dumps(read_rows(results)))) == expected
