@@ -119,7 +119,8 @@ class FourierBasis:
         self._slot_comp, self._slot_part = comp, part
         # unitary ifft2 of coefficient c at a single frequency has norm |c|; the real part keeps
         # 1/2 of |c|^2 unless the frequency is self-conjugate (v real, e_k real)
-        self._comp_scale = torch.where(self._selfconj[comp_freq], 1.0, math.sqrt(2.0)).to(torch.float64)
+        self._comp_scale = torch.full((take,), math.sqrt(2.0), dtype=torch.float64)
+        self._comp_scale[self._selfconj[comp_freq]] = 1.0
         self._comp_freq = comp_freq
         if self.constant:
             self._vecs = vecs.to(torch.complex128)  # (n_in, n_in), columns indexed by comp_vec
@@ -136,6 +137,11 @@ class FourierBasis:
     @property
     def dim(self) -> int:
         return int(self.gains.numel())
+
+    @property
+    def eigh_blocks(self) -> int:
+        """How many (n_in x n_in) Hermitian matrices were diagonalised (1 when G is constant)."""
+        return 1 if self.constant else len(self._flat)
 
     # --- construction ------------------------------------------------------------------
 
@@ -183,13 +189,20 @@ class FourierBasis:
             ids = freq_ids[start : start + chunk]
             g = (self._phases(self._freq[ids], diffs) @ grams_c).reshape(-1, n_in, n_in)
             real = self._selfconj[ids]
-            if real.any():  # real symmetric there: force real eigenvectors
-                g[real] = g[real].real.to(torch.complex128)
+            lam = torch.empty(len(ids), n_in, dtype=torch.float64)
+            v = torch.empty(len(ids), n_in, n_in, dtype=torch.complex128) if keep_vecs else None
+            # G is real symmetric at self-conjugate frequencies: a real eigh there gives the real
+            # eigenvectors the real-part synthesis needs (a complex eigh may return e^{i phi} v)
+            for mask, mat in ((real, g[real].real), (~real, g[~real])):
+                if not mask.any():
+                    continue
+                if keep_vecs:
+                    lam[mask], vm = torch.linalg.eigh(mat)
+                    v[mask] = vm.to(torch.complex128)
+                else:
+                    lam[mask] = torch.linalg.eigvalsh(mat)
             if keep_vecs:
-                lam, v = torch.linalg.eigh(g)
                 vecs.append(v)
-            else:
-                lam = torch.linalg.eigvalsh(g)
             lams.append(lam.clamp_min(0))
         lam = torch.cat(lams)
         return lam, (torch.cat(vecs) if vecs else None)
