@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--against", type=Path, required=True, help="reference leaderboard.json or results.jsonl")
     chk.add_argument("--tolerance", action="append", default=[], metavar="METRIC=POINTS", help="per-metric tolerance")
     chk.add_argument("--default-tolerance", type=float, help="tolerance for metrics not named (points)")
-    chk.add_argument("--suite", help="suite whose [check] section gives tolerances")
+    chk.add_argument("--suite", help="suite whose [check] section gives tolerances (default: the reference's suite)")
     chk.add_argument("--strict", action="store_true", help="fail on improvements beyond tolerance too")
 
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
@@ -137,14 +137,23 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
     return out
 
 
+def _suite_of(reference) -> str | None:
+    """The shipped suite a reference came from, when it is one (its [check] gives the tolerances)."""
+    from bench.suite import available_suites
+
+    name = reference.get("provenance", {}).get("suite") if isinstance(reference, dict) else (reference or [{}])[0].get("suite")
+    return name if name in available_suites() else None
+
+
 def _cmd_check(args) -> int:
     from bench.reports.check import check, format_check, load_reference
     from bench.suite import load_suite
 
     fresh, reference = load_reference(args.results), load_reference(args.against)
     tolerances, default = {}, 1.0
-    if args.suite:
-        cfg = load_suite(args.suite).check
+    suite_name = args.suite or _suite_of(reference)
+    if suite_name:
+        cfg = load_suite(suite_name).check
         tolerances.update(cfg.get("tolerance", {}))
         default = float(cfg.get("default_tolerance", default))
     tolerances.update(_parse_tolerances(args.tolerance))

@@ -116,7 +116,7 @@ class Runner:
         self.encodings = 0
         self._models: dict[str, ModelAdapter] = {}
         self._fitted: dict[str, InputDefense] = {}
-        self._clean_norms: dict[str, torch.Tensor] = {}
+        self._first_maps: dict[str, tuple | None] = {}
         self._specs = {model_label(s): s for s in [*suite.authorized, *suite.evaluated]}
         self.authorized = [model_label(s) for s in suite.authorized]
         self.evaluated = [model_label(s) for s in suite.evaluated]
@@ -237,14 +237,17 @@ class Runner:
         return x, stats
 
     def _first_layer_dev(self, model: ModelAdapter, x: torch.Tensor) -> np.ndarray:
-        """Per-sample relative deviation of the model's own first linear map, released vs clean."""
-        try:
-            fl = model.first_linear()
-        except UserError:
+        """Per-sample relative deviation of the model's own first linear map, released vs clean (float32)."""
+        if model.digest not in self._first_maps:
+            try:
+                fl = model.first_linear().to(torch.float32)
+                self._first_maps[model.digest] = (fl, fl.apply(self.data.images).norm(dim=1))
+            except UserError:
+                self._first_maps[model.digest] = None
+        if self._first_maps[model.digest] is None:
             return np.full(len(x), np.nan)
-        if model.digest not in self._clean_norms:
-            self._clean_norms[model.digest] = fl.apply(self.data.images.double()).norm(dim=1)
-        return fl.relative_deviation(self.data.images.double(), x.double(), self._clean_norms[model.digest]).numpy()
+        fl, clean_norm = self._first_maps[model.digest]
+        return fl.relative_deviation(self.data.images, x.float(), clean_norm).numpy()
 
     def run_job(self, job: Job) -> list[dict]:
         start = time.perf_counter()

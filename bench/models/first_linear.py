@@ -9,7 +9,7 @@ ViT/DeiT/Swin are Conv2d layers with stride == kernel).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -27,6 +27,10 @@ class FirstLinear:
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     module_name: str = ""
+
+    def to(self, dtype: torch.dtype) -> "FirstLinear":
+        """The same map with W in another dtype (float32 for fast bulk measurements)."""
+        return replace(self, weight=self.weight.to(dtype))
 
     @property
     def matrix(self) -> torch.Tensor:

@@ -42,10 +42,10 @@ class SmallCNN(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         )
-        self.head = nn.Linear(64 * 4 * 4, CLASSES)
+        self.head = nn.Linear(32 * 4 * 4, CLASSES)
 
     def forward(self, x):
         return self.head(self.features(x).flatten(1))
@@ -71,8 +71,8 @@ class SmallResNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        self.layers = nn.Sequential(BasicBlock(16, 32, 2), BasicBlock(32, 64, 2))
-        self.head = nn.Linear(64, CLASSES)
+        self.layers = nn.Sequential(BasicBlock(16, 16, 2), BasicBlock(16, 32, 2))
+        self.head = nn.Linear(32, CLASSES)
 
     def forward(self, x):
         return self.head(self.layers(self.stem(x)).mean((2, 3)))
@@ -140,7 +140,9 @@ class Recipe:
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps({"recipe": asdict(self), "data": "digits/train"}, sort_keys=True).encode()).hexdigest()[:16]
+        arch = repr(FAMILIES[self.family][0]())  # a changed architecture never loads stale weights
+        blob = json.dumps({"recipe": asdict(self), "arch": arch, "data": "digits/train"}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 FAMILIES: dict[str, tuple[type[nn.Module], str, int, float]] = {

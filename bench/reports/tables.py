@@ -13,6 +13,7 @@ from bench.errors import UserError
 
 BASELINE = "Baseline (clean)"
 PSNR_COL = "PSNR (dB)"
+NOMINAL_COL = "paper-nominal PSNR (dB)"
 DEV_COL = "auth. first-layer dev."
 MISSING = "–"
 _POINT_FIELDS = ("psnr", "psnr_mode")
@@ -27,11 +28,23 @@ def _fmt_value(v) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
-def compact_params(params: dict, point: dict) -> str:
-    """`k=v,...` of the defense parameters, with swept values from `point` overriding them;
-    psnr and psnr_mode are left out (they have columns of their own)."""
+def compact_params(params: dict, point: dict, defaults: dict | None = None) -> str:
+    """`k=v,...` of the defense parameters that differ from its defaults, with swept values
+    from `point` overriding them; psnr and psnr_mode are left out (they have their own columns)."""
     merged = {**(params or {}), **(point or {})}
-    return ",".join(f"{k}={_fmt_value(merged[k])}" for k in sorted(merged) if k not in _POINT_FIELDS)
+    defaults = defaults or {}
+    shown = [k for k in sorted(merged) if k not in _POINT_FIELDS and not (k in defaults and defaults[k] == merged[k])]
+    return ",".join(f"{k}={_fmt_value(merged[k])}" for k in shown) or "defaults"
+
+
+def _registered_defaults(defense: str) -> dict:
+    """The defense's default parameters when it is installed here (else nothing is elided)."""
+    from bench.defenses import get_defense
+
+    try:
+        return dict(get_defense(defense).defaults)
+    except UserError:
+        return {}
 
 
 def _num(v) -> float:
@@ -45,7 +58,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
         point, enc, metrics = r.get("point") or {}, r.get("encoding") or {}, r.get("metrics") or {}
         records.append({
             "defense": r["defense"],
-            "params": compact_params(r.get("params") or {}, point),
+            "params": compact_params(r.get("params") or {}, point, _registered_defaults(r["defense"])),
             "psnr": _num(point.get("psnr")),
             "psnr_mode": point.get("psnr_mode") or "",
             "release": r["release"],
@@ -58,10 +71,11 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
             "top1": _num(metrics.get("top1")),
             "first_layer_dev": _num(metrics.get("first_layer_dev")),
             "psnr_true": _num(enc.get("psnr_true")),
+            "psnr_nominal": _num(enc.get("psnr_nominal")),
             "encode_ms": _num(enc.get("encode_ms")),
         })
     columns = ["defense", "params", "psnr", "psnr_mode", "release", "attack", "authorized", "evaluated",
-               "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "encode_ms"]
+               "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "psnr_nominal", "encode_ms"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -110,6 +124,8 @@ def cross_model_matrix(rows: list[dict], defense: str, psnr: float, release: str
     table = _pivot(sel, authorized, evaluated)
     own = sel[sel["role"] == "authorized"].groupby("authorized")
     table[PSNR_COL] = own["psnr_true"].mean()
+    if sel["psnr_nominal"].notna().any():
+        table[NOMINAL_COL] = own["psnr_nominal"].mean()
     table[DEV_COL] = own["first_layer_dev"].mean()
     baseline = clean_top1(frame, attack).reindex(evaluated).rename(BASELINE).to_frame().T
     table = pd.concat([baseline, table]).reindex(columns=table.columns)
