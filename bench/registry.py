@@ -34,3 +34,11 @@ def describe(group: str, builtins: dict[str, type]) -> dict[str, str]:
     for name, ep in _entry_points(group).items():
         out.setdefault(name, f"plugin from {ep.value}")
     return out
+
+
+def merge_params(kind: str, name: str, defaults: dict, params: dict) -> dict:
+    """A plugin's defaults overridden by `params`; an unknown parameter is a user error."""
+    bad = sorted(set(params) - set(defaults))
+    if bad:
+        raise UserError(f"{kind} {name!r} has no parameter {bad[0]!r}; valid parameters: {', '.join(sorted(defaults)) or '(none)'}")
+    return {**defaults, **params}

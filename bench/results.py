@@ -19,7 +19,7 @@ A row (all keys always present):
               could not be met, "subspace_dim": int or null, "encode_ms": ms per sample,
               "fit_ms": one-time fit (SVD) in ms}
   n           number of evaluated samples
-  provenance  {"config_digest", "model_digest", "authorized_digest", "input_digest", "versions",
+  provenance  {"model_digest", "authorized_digest", "input_digest", "versions",
               "git", "device", "seed", "wall_s", "cache": {"hits", "misses", "corrupt"}, "forwards"}
 """
 

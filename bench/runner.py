@@ -74,21 +74,22 @@ class RunSummary:
     results: Path
 
 
+def _cell_fields(suite: Suite, job: Job, evaluated: str) -> dict:
+    """What a cell is: the fields every result row carries and its resume key hashes."""
+    return {
+        "suite": suite.name,
+        "defense": job.defense,
+        "params": job.params,
+        "point": job.point,
+        "release": job.release,
+        "attack": attack_label(job.attack),
+        "authorized": job.authorized,
+        "evaluated": evaluated,
+    }
+
+
 def _cell_key(suite: Suite, job: Job, evaluated: str) -> str:
-    return digest(
-        {
-            "suite": suite.name,
-            "data": suite.data,
-            "seed": suite.seed,
-            "defense": job.defense,
-            "params": job.params,
-            "point": job.point,
-            "release": job.release,
-            "attack": attack_label(job.attack),
-            "authorized": job.authorized,
-            "evaluated": evaluated,
-        }
-    )[:24]
+    return digest({**_cell_fields(suite, job, evaluated), "data": suite.data, "seed": suite.seed})[:24]
 
 
 class Runner:
@@ -301,15 +302,8 @@ class Runner:
             rows.append(
                 {
                     "cell": cell,
-                    "suite": self.suite.name,
+                    **_cell_fields(self.suite, job, e),
                     "suite_digest": self.suite.digest,
-                    "defense": job.defense,
-                    "params": job.params,
-                    "point": job.point,
-                    "release": job.release,
-                    "attack": attack_label(job.attack),
-                    "authorized": job.authorized,
-                    "evaluated": e,
                     "role": role,
                     "arch": {"authorized": auth.arch if auth else "", "evaluated": model.arch},
                     "metrics": {
@@ -319,7 +313,6 @@ class Runner:
                     "encoding": {k: stats[k] for k in ("psnr_true", "psnr_nominal", "calib_err_db", "unreachable", "subspace_dim", "encode_ms", "fit_ms")},
                     "n": int(len(labels)),
                     "provenance": {
-                        "config_digest": digest({"job": job.__dict__ | {"cells": None, "evaluated": e}})[:16],
                         "model_digest": model.digest,
                         "authorized_digest": auth.digest if auth else None,
                         "input_digest": input_digest,

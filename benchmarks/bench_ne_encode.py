@@ -14,30 +14,19 @@ Run: PYTHONPATH=. python benchmarks/bench_ne_encode.py [--repeats 5] [--batch 8]
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from timing import timed  # noqa: E402
 
 from bench.defenses import get_defense  # noqa: E402
 from bench.defenses.release import calibrate  # noqa: E402
 
 PAPER = "reported by the NE paper (Sec. 5, runtime): 0.47 ms SVD once, 0.11 ms per 224x224 image, ResNet-50, GPU"
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None) -> None:

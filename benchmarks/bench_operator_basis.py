@@ -15,30 +15,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from timing import timed  # noqa: E402
 
 from bench.defenses.operator_basis import DenseBasis  # noqa: E402
 from bench.defenses.operator_fourier import FourierBasis  # noqa: E402
 from bench.models.first_linear import FirstLinear  # noqa: E402
 
-
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of fn() in seconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def digits_conv(size: int, c_out: int) -> FirstLinear:

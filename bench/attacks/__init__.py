@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bench.errors import UserError
-from bench.registry import describe, resolve
+from bench.registry import describe, merge_params, resolve
 
 GROUP = "authbench.attacks"
 
@@ -27,12 +27,7 @@ class Attack:
     defaults: ClassVar[dict] = {}
 
     def __init__(self, **params):
-        bad = set(params) - set(self.defaults)
-        if bad:
-            raise UserError(
-                f"attack {self.name!r} has no parameter {sorted(bad)[0]!r}; valid: {', '.join(self.defaults) or '(none)'}"
-            )
-        self.params = {**self.defaults, **params}
+        self.params = merge_params("attack", self.name, self.defaults, params)
 
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         raise NotImplementedError

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 
 from bench.errors import UserError
+from bench.registry import merge_params
 
 
 def sample_generator(seed: int, index: int, stream: str = "") -> torch.Generator:
@@ -30,13 +31,7 @@ class Defense:
     defaults: ClassVar[dict] = {}
 
     def __init__(self, **params):
-        unknown_keys = set(params) - set(self.defaults)
-        if unknown_keys:
-            raise UserError(
-                f"defense {self.name!r} has no parameter {sorted(unknown_keys)[0]!r}; "
-                f"valid parameters: {', '.join(sorted(self.defaults)) or '(none)'}"
-            )
-        self.params = {**self.defaults, **params}
+        self.params = merge_params("defense", self.name, self.defaults, params)
 
 
 class InputDefense(Defense):

@@ -52,7 +52,7 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
     colors = iter(plt.get_cmap("tab10").colors)
     styles = {label: ("0.45" if defense == CONTROL else next(colors)) for label, defense, _, _ in variants}
 
-    ncols = min(3, len(models))
+    ncols = min(5, len(models))
     nrows = math.ceil(len(models) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False, sharey=True)
     for ax, model in zip(axes.flat, models):
@@ -80,11 +80,11 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
         ax.set_visible(False)
 
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
     prov = provenance_of(rows)
     fig.suptitle(f"Accuracy vs PSNR (NE Figure 1 shape), release {release}; measured by authbench, "
                  f"suite {prov['suite']}, git {prov['git'][:12]}", fontsize=10)
-    legend_rows = math.ceil(len(labels) / min(3, len(labels)))
+    legend_rows = math.ceil(len(labels) / min(5, len(labels)))
     fig.tight_layout(rect=(0, 0.04 + 0.035 * legend_rows, 1, 0.95))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

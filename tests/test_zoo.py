@@ -1,0 +1,58 @@
+"""The embedded digits zoo and the default suite's shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.data.digits import load_digits_split
+from bench.models.zoo import FAMILIES, load_zoo_model, test_accuracy as zoo_accuracy
+from bench.runner import Runner
+from bench.suite import load_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_split_is_fixed_stratified_and_in_range():
+    train, test = load_digits_split("train"), load_digits_split("test")
+    assert len(train.labels) + len(test.labels) == 1797 and len(test.labels) == 540
+    assert set(train.indices).isdisjoint(test.indices)
+    assert tuple(test.images.shape[1:]) == (1, 32, 32)
+    assert float(test.images.min()) >= 0.0 and float(test.images.max()) <= 1.0
+    counts = test.labels.bincount()
+    assert int(counts.max() - counts.min()) <= 2  # stratified
+    assert load_digits_split("test").identity == test.identity
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_zoo_family_is_well_trained_and_cached(family):
+    model = load_zoo_model(f"{family}-s0", progress=False)
+    assert zoo_accuracy(model) >= 95.0
+    again = load_zoo_model(f"{family}-s0", progress=False)  # from the cache: same weights
+    assert again.digest == model.digest
+
+
+def test_seeds_give_different_weights():
+    a, b = load_zoo_model("mlp-s0", epochs=2, progress=False), load_zoo_model("mlp-s1", epochs=2, progress=False)
+    assert a.arch == b.arch and a.digest != b.digest
+
+
+def test_default_suite_plans_every_cell():
+    suite = load_suite(None)
+    assert suite.name == "digits"
+    runner = Runner(suite, ROOT / "runs" / "never-written", progress=False)
+    models = len(suite.authorized)
+    points = sum(len(d.psnr) * len(d.release) * len(d.attacks) for d in suite.defenses)
+    assert sum(len(j.cells) for j in runner.jobs) == models + points * models * models
+    assert min(min(d.psnr) for d in suite.defenses) <= -20 and max(max(d.psnr) for d in suite.defenses) >= 40
+    assert {"ne-patch", "ne-operator", "noise"} <= {d.name for d in suite.defenses}
+
+
+def test_checked_in_reference_leaderboard_is_a_measured_leaderboard():
+    ref = json.loads((ROOT / "reports" / "leaderboards" / "digits.json").read_text())
+    assert ref["kind"] == "authbench-leaderboard" and ref["provenance"]["suite"] == "digits"
+    assert ref["provenance"]["git"] not in ("", "unknown")
+    keys = {r["key"] for r in ref["rows"]}
+    assert len(keys) == len(ref["rows"]) == 3 * 7 * 3
