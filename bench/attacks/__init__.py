@@ -24,6 +24,7 @@ GROUP = "authbench.attacks"
 class Attack:
     name: ClassVar[str]
     description: ClassVar[str]
+    kind: ClassVar[str] = "input"
     defaults: ClassVar[dict] = {}
 
     def __init__(self, **params):
