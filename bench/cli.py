@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="results folder (default: runs/<suite>)")
     run.add_argument("--reports", type=Path, help="reports folder (default: reports/<suite>)")
     run.add_argument("--cache-dir", type=Path, help="cache root (default: $AUTHBENCH_CACHE or ~/.cache/authbench)")
+    run.add_argument("--full", action="store_true", help="also run the suite's tier = \"full\" entries (heavier attacks)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     ls = sub.add_parser("list", help="what is registered")
@@ -65,7 +66,7 @@ def _cmd_run(args) -> int:
     out = args.out or Path("runs") / suite.name
     runner = Runner(
         suite, out, defenses=args.defense, models=args.model, psnr=args.psnr, releases=args.release,
-        cache_dir=args.cache_dir, progress=not args.no_progress,
+        cache_dir=args.cache_dir, progress=not args.no_progress, full=args.full,
     )
     summary = runner.run()
     rows = read_rows(summary.results)

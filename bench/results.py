@@ -76,8 +76,8 @@ class ResultWriter:
             with open(self.path, "r+b") as f:
                 f.truncate(keep)
 
-    def done_cells(self) -> set[str]:
-        return {r["cell"] for r in read_rows(self.path)} if self.path.exists() else set()
+    def rows(self) -> list[dict]:
+        return read_rows(self.path) if self.path.exists() else []
 
     def append(self, rows: list[dict]) -> None:
         if not rows:

@@ -10,9 +10,11 @@ pass is shared by every defense and every later run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -42,7 +44,12 @@ def model_label(spec) -> str:
 
 @dataclass
 class Job:
-    """Cells sharing one encoding of the data."""
+    """Cells sharing one encoding of the data (input defenses) or one protected model (model defenses).
+
+    Input jobs know their cells when planned. A model job's cells are the models its defense
+    scores (`ModelDefense.evaluations`), known only when it runs: it is keyed by `key` and
+    done when `expected` rows with that key exist.
+    """
 
     defense: str
     params: dict
@@ -51,7 +58,10 @@ class Job:
     attack: object
     authorized: str  # "" for the clean baseline
     evaluated: list[str]
+    trial: int = 0
+    protocol: str = "input"
     cells: list[str] = field(default_factory=list)
+    key: str = ""
 
 
 class LocalExecutor:
@@ -85,7 +95,16 @@ def _cell_fields(suite: Suite, job: Job, evaluated: str) -> dict:
         "attack": attack_label(job.attack),
         "authorized": job.authorized,
         "evaluated": evaluated,
+        "trial": job.trial,
     }
+
+
+ENCODING_FIELDS = ("psnr_true", "psnr_nominal", "calib_err_db", "unreachable", "subspace_dim", "encode_ms", "fit_ms")
+
+
+def _grid(sweep: dict) -> list[dict]:
+    """Every combination of the swept parameter values (one empty point when nothing is swept)."""
+    return [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())]
 
 
 def _cell_key(suite: Suite, job: Job, evaluated: str) -> str:
@@ -105,10 +124,12 @@ class Runner:
         cache_dir: Path | None = None,
         executor=None,
         progress: bool = True,
+        full: bool = False,
     ):
         self.suite = suite
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.full = full
         self.executor = executor or LocalExecutor()
         root = Path(cache_dir) if cache_dir else cache_root()
         self.forward_cache = ArrayCache(root, "forward")
@@ -118,6 +139,7 @@ class Runner:
         self._models: dict[str, ModelAdapter] = {}
         self._fitted: dict[str, InputDefense] = {}
         self._first_maps: dict[str, tuple | None] = {}
+        self._last_protected: tuple = (None, None)
         self._specs = {model_label(s): s for s in [*suite.authorized, *suite.evaluated]}
         self.authorized = [model_label(s) for s in suite.authorized]
         self.evaluated = [model_label(s) for s in suite.evaluated]
@@ -143,43 +165,73 @@ class Runner:
     def _plan(self) -> list[Job]:
         jobs = [Job("none", {}, {}, "clean", "none", "", list(self.evaluated))]
         for entry in self.suite.defenses:
-            if self._only_defenses and entry.name not in self._only_defenses:
+            if (self._only_defenses and entry.name not in self._only_defenses) or (entry.tier == "full" and not self.full):
                 continue
             cls = get_defense(entry.name)
-            params = cls(**entry.params).params  # validates, fills defaults
-            if entry.psnr_mode not in PSNR_MODES:
-                raise UserError(f"defense {entry.name!r}: unknown psnr_mode {entry.psnr_mode!r}; valid: {', '.join(PSNR_MODES)}")
-            for rel in entry.release:
-                if rel not in RELEASES:
-                    raise UserError(f"defense {entry.name!r}: unknown release {rel!r}; valid choices: {', '.join(RELEASES)}")
             for attack in entry.attacks:
                 get_attack(attack)  # validates
-            points = [p for p in entry.psnr if not self._only_psnr or p in self._only_psnr]
-            releases = [r for r in entry.release if not self._only_releases or r in self._only_releases]
-            for auth in self.authorized:
-                for p in points:
-                    for rel in releases:
-                        for attack in entry.attacks:
-                            point = {"psnr": p, "psnr_mode": entry.psnr_mode}
-                            jobs.append(Job(entry.name, params, point, rel, attack, auth, list(self.evaluated)))
+            for sweep_point in _grid(entry.sweep):
+                params = cls(**{**entry.params, **sweep_point}).params  # validates, fills defaults
+                if cls.protocol == "model":
+                    jobs += self._plan_model(entry, params, sweep_point)
+                else:
+                    jobs += self._plan_input(entry, params, sweep_point)
         for job in jobs:
-            job.cells = [_cell_key(self.suite, job, e) for e in job.evaluated]
+            if job.protocol == "model":
+                job.key = _cell_key(self.suite, job, "")
+            else:
+                job.cells = [_cell_key(self.suite, job, e) for e in job.evaluated]
         return jobs
+
+    def _plan_input(self, entry, params: dict, sweep_point: dict) -> list[Job]:
+        if entry.psnr_mode not in PSNR_MODES:
+            raise UserError(f"defense {entry.name!r}: unknown psnr_mode {entry.psnr_mode!r}; valid: {', '.join(PSNR_MODES)}")
+        for rel in entry.release:
+            if rel not in RELEASES:
+                raise UserError(f"defense {entry.name!r}: unknown release {rel!r}; valid choices: {', '.join(RELEASES)}")
+        points = [p for p in entry.psnr if not self._only_psnr or p in self._only_psnr]
+        releases = [r for r in entry.release if not self._only_releases or r in self._only_releases]
+        return [
+            Job(entry.name, params, {"psnr": p, "psnr_mode": entry.psnr_mode, **sweep_point}, rel, attack, auth,
+                list(self.evaluated), trial)
+            for auth in self.authorized
+            for p in points
+            for rel in releases
+            for trial in range(entry.trials)
+            for attack in entry.attacks
+        ]
+
+    def _plan_model(self, entry, params: dict, sweep_point: dict) -> list[Job]:
+        return [
+            Job(entry.name, params, dict(sweep_point), "model", attack, auth, [], trial, "model")
+            for auth in self.authorized
+            for trial in range(entry.trials)
+            for attack in entry.attacks
+        ]
 
     # -- models and data -------------------------------------------------------------
     def model(self, label: str) -> ModelAdapter:
         if label not in self._models:
-            self._models[label] = load_model(self._specs[label], progress=self.progress)
+            adapter = load_model(self._specs[label], progress=self.progress)
+            adapter.name = label  # the suite's label names the model in every row
+            self._models[label] = adapter
         return self._models[label]
 
-    def _load_data(self):
+    def _load_split(self, split_key: str, default: str):
         data = dict(self.suite.data)
         name = data.pop("dataset", None)
         if name is None:
             raise UserError(f"suite {self.suite.name!r}: [data] needs 'dataset = \"...\"'")
-        split = data.pop("split", "test")
+        split = data.pop(split_key, default)
+        data.pop("split", None), data.pop("train_split", None)
         subset, subset_seed = int(data.pop("subset", 0)), int(data.pop("subset_seed", self.suite.seed))
-        return load_dataset(name, split, **data).subset(subset, subset_seed)
+        loaded = load_dataset(name, split, **data)
+        return loaded.subset(subset, subset_seed) if split_key == "split" else loaded
+
+    @cached_property
+    def train_data(self):
+        """The defender's (and attacker's) training split, for model defenses and model attacks."""
+        return self._load_split("train_split", "train")
 
     # -- one job ----------------------------------------------------------------------
     def _defense(self, job: Job) -> InputDefense:
@@ -204,11 +256,11 @@ class Runner:
                     "authorized": self.model(job.authorized).digest if model_specific else None,
                     "point": job.point,
                     "release": job.release,
-                    "seed": self.suite.seed,
+                    "seed": self.suite.seed + job.trial,
                 }
             )
         if attack_label(job.attack) != "none":
-            transforms.append({"attack": attack_label(job.attack), "seed": self.suite.seed})
+            transforms.append({"attack": attack_label(job.attack), "seed": self.suite.seed + job.trial})
         return {"data": self.data.identity, "transforms": transforms}
 
     def _encode(self, job: Job) -> tuple[torch.Tensor, dict]:
@@ -216,7 +268,7 @@ class Runner:
         defense = self._defense(job)
         stats: dict = {"psnr_true": None, "psnr_nominal": None, "calib_err_db": 0.0, "unreachable": 0}
         if job.defense != "none":
-            dirs = defense.directions(x, self.data.indices, self.data.labels, self.suite.seed)
+            dirs = defense.directions(x, self.data.indices, self.data.labels, self.suite.seed + job.trial)
             std = self.model(job.authorized).preprocess.std if job.authorized else None
             if std is not None and len(std) == 1:
                 std = std * x.shape[1]
@@ -228,7 +280,7 @@ class Runner:
                 calib_err_db=cal.max_err_db,
                 unreachable=cal.unreachable,
             )
-        x = get_attack(job.attack)(x, self.suite.seed)
+        x = get_attack(job.attack)(x, self.suite.seed + job.trial)
         stats["encode_ms"] = (time.perf_counter() - start) * 1e3 / len(x)
         summary = defense.summary()
         stats["fit_ms"] = summary.pop("fit_ms", 0.0)
@@ -250,108 +302,139 @@ class Runner:
         fl, clean_norm = self._first_maps[model.digest]
         return fl.relative_deviation(self.data.images, x.float(), clean_norm).numpy()
 
+    def forward(self, model: ModelAdapter, identity: dict, inputs: Callable[[], torch.Tensor]) -> dict:
+        """Logits and first-layer deviations of `model` on the inputs `identity` names, from the cache
+        when present; `inputs()` is called (once per job, by the caller's memo) only on a miss."""
+        key = self.forward_cache.key(model.digest, identity)
+        out = self.forward_cache.get(key)
+        if out is None:
+            x = inputs()
+            if tuple(x.shape[1:]) != tuple(model.preprocess.input_size):
+                raise UserError(
+                    f"model {model.name!r} expects inputs of shape {tuple(model.preprocess.input_size)} but suite data "
+                    f"has {tuple(x.shape[1:])}; pick models for this dataset or resize the data"
+                )
+            out = {"logits": model.predict(x).numpy(), "first_layer_dev": self._first_layer_dev(model, x)}
+            self.forwards += 1
+            self.forward_cache.put(key, out)
+        return out
+
+    def row(self, job: Job, cell: str, evaluated: str, role: str, model: ModelAdapter, out: dict, extra: dict) -> dict:
+        """One result row (schema: bench.results)."""
+        auth = self.model(job.authorized) if job.authorized else None
+        dev = out["first_layer_dev"]
+        return {
+            "cell": cell,
+            **_cell_fields(self.suite, job, evaluated),
+            "suite_digest": self.suite.digest,
+            "role": role,
+            "arch": {"authorized": auth.arch if auth else "", "evaluated": model.arch},
+            "metrics": {
+                "top1": float((out["logits"].argmax(1) == self.data.labels.numpy()).mean() * 100),
+                "first_layer_dev": None if np.isnan(dev).all() else float(np.nanmean(dev)),
+            },
+            "encoding": extra.get("encoding"),
+            "cost": extra.get("cost"),
+            "n": int(len(self.data.labels)),
+            "provenance": {
+                "model_digest": model.digest,
+                "authorized_digest": auth.digest if auth else None,
+                "input_digest": extra["input_digest"],
+                "defense_summary": extra.get("defense_summary"),
+                "versions": provenance.versions(),
+                "git": provenance.git_revision(),
+                "device": provenance.device(),
+                "seed": self.suite.seed + job.trial,
+                "wall_s": extra["wall_s"],
+                "cache": extra["cache"],
+                "forwards": extra["forwards"],
+            },
+        }
+
+    def _accounting(self):
+        """Snapshot for per-job wall time, cache and forward counts."""
+        return time.perf_counter(), dict(self.forward_cache.stats.as_dict()), self.forwards
+
+    def _since(self, snapshot) -> dict:
+        start, before, forwards = snapshot
+        after = self.forward_cache.stats.as_dict()
+        return {
+            "wall_s": time.perf_counter() - start,
+            "cache": {k: after[k] - before[k] for k in after},
+            "forwards": self.forwards - forwards,
+        }
+
     def run_job(self, job: Job) -> list[dict]:
-        start = time.perf_counter()
-        before = dict(self.forward_cache.stats.as_dict())
-        forwards_before = self.forwards
+        if job.protocol == "model":
+            from bench.model_cells import run_model_job
+
+            return run_model_job(self, job)
+        snapshot = self._accounting()
         identity = self._input_identity(job)
-        input_digest = digest(identity)
-        pending = [(e, c) for e, c in zip(job.evaluated, job.cells) if c not in self.done]
-        outputs, released = {}, None
         enc_key = self.encoding_cache.key("", identity)
         enc = self.encoding_cache.get(enc_key)
-        stats = None if enc is None else json.loads(str(enc["stats"]))
+        memo: dict = {"stats": None if enc is None else json.loads(str(enc["stats"]))}
 
-        def encode():
-            x, st = self._encode(job)
-            self.encoding_cache.put(enc_key, {"stats": np.array(json.dumps(st))})
-            return x, st
+        def released() -> torch.Tensor:
+            if "x" not in memo:
+                memo["x"], memo["stats"] = self._encode(job)
+                self.encoding_cache.put(enc_key, {"stats": np.array(json.dumps(memo["stats"]))})
+            return memo["x"]
 
-        for e, _ in pending:
-            model = self.model(e)
-            key = self.forward_cache.key(model.digest, identity)
-            out = self.forward_cache.get(key)
-            if out is None:
-                if released is None:
-                    released, stats = encode()
-                if tuple(released.shape[1:]) != tuple(model.preprocess.input_size):
-                    raise UserError(
-                        f"model {e!r} expects inputs of shape {tuple(model.preprocess.input_size)} but suite data has "
-                        f"{tuple(released.shape[1:])}; pick models for this dataset or resize the data"
-                    )
-                out = {
-                    "logits": model.predict(released).numpy(),
-                    "first_layer_dev": self._first_layer_dev(model, released),
-                }
-                self.forwards += 1
-                self.forward_cache.put(key, out)
-            outputs[e] = out
-        if stats is None:  # every forward cached but the encoding record was lost: re-encode, no forward
-            released, stats = encode()
-        after = self.forward_cache.stats.as_dict()
-        wall = time.perf_counter() - start
-        labels = self.data.labels.numpy()
+        pending = [(e, c) for e, c in zip(job.evaluated, job.cells) if c not in self.done]
+        outputs = {e: self.forward(self.model(e), identity, released) for e, _ in pending}
+        if memo["stats"] is None:  # every forward cached but the encoding record was lost: re-encode, no forward
+            released()
+        stats = memo["stats"]
+        extra = {
+            "encoding": {k: stats[k] for k in ENCODING_FIELDS} if job.defense != "none" else None,
+            "defense_summary": stats["defense_summary"],
+            "input_digest": digest(identity),
+            **self._since(snapshot),
+        }
         rows = []
         for e, cell in pending:
-            model, out = self.model(e), outputs[e]
-            auth = self.model(job.authorized) if job.authorized else None
-            role = "clean" if not job.authorized else (
-                "authorized" if e == job.authorized else ("same-arch" if model.arch == auth.arch else "unauthorized")
-            )
-            dev = out["first_layer_dev"]
-            rows.append(
-                {
-                    "cell": cell,
-                    **_cell_fields(self.suite, job, e),
-                    "suite_digest": self.suite.digest,
-                    "role": role,
-                    "arch": {"authorized": auth.arch if auth else "", "evaluated": model.arch},
-                    "metrics": {
-                        "top1": float((out["logits"].argmax(1) == labels).mean() * 100),
-                        "first_layer_dev": None if np.isnan(dev).all() else float(np.nanmean(dev)),
-                    },
-                    "encoding": {k: stats[k] for k in ("psnr_true", "psnr_nominal", "calib_err_db", "unreachable", "subspace_dim", "encode_ms", "fit_ms")},
-                    "n": int(len(labels)),
-                    "provenance": {
-                        "model_digest": model.digest,
-                        "authorized_digest": auth.digest if auth else None,
-                        "input_digest": input_digest,
-                        "defense_summary": stats["defense_summary"],
-                        "versions": provenance.versions(),
-                        "git": provenance.git_revision(),
-                        "device": provenance.device(),
-                        "seed": self.suite.seed,
-                        "wall_s": wall,
-                        "cache": {k: after[k] - before[k] for k in after},
-                        "forwards": self.forwards - forwards_before,
-                    },
-                }
-            )
+            model = self.model(e)
+            if not job.authorized:
+                role = "clean"
+            elif e == job.authorized:
+                role = "authorized"
+            else:
+                role = "same-arch" if model.arch == self.model(job.authorized).arch else "unauthorized"
+            rows.append(self.row(job, cell, e, role, model, outputs[e], extra))
         return rows
 
     # -- the run ----------------------------------------------------------------------
     def run(self) -> RunSummary:
         start = time.perf_counter()
         writer = ResultWriter(self.out_dir)
-        self.done = writer.done_cells()
-        total = sum(len(j.cells) for j in self.jobs)
-        todo = [j for j in self.jobs if any(c not in self.done for c in j.cells)]
-        done_before = sum(c in self.done for j in self.jobs for c in j.cells)
+        rows = writer.rows()
+        self.done = {r["cell"] for r in rows}
+        job_rows = {}
+        for r in rows:
+            if r.get("job"):
+                job_rows[r["job"]] = job_rows.get(r["job"], 0) + 1
+        finished = {r["job"] for r in rows if r.get("job") and job_rows[r["job"]] >= r["job_rows"]}
+        todo = [j for j in self.jobs if (j.key not in finished if j.protocol == "model" else any(c not in self.done for c in j.cells))]
+        done_before = len(rows)
         if todo:
-            self.data = self._load_data()
-        bar = tqdm(total=total - done_before, desc=f"{self.suite.name} cells", unit="cell", disable=not self.progress)
-        for rows in self.executor.map(self.run_job, todo):
-            writer.append(rows)
-            bar.update(len(rows))
+            self.data = self._load_split("split", "test")
+        estimate = sum(len(j.cells) or 2 for j in todo) - sum(c in self.done for j in todo for c in j.cells)
+        bar = tqdm(total=estimate, desc=f"{self.suite.name} cells", unit="cell", disable=not self.progress)
+        run = 0
+        for new_rows in self.executor.map(self.run_job, todo):
+            writer.append(new_rows)
+            run += len(new_rows)
+            bar.total = max(bar.total, run)
+            bar.update(len(new_rows))
         bar.close()
         return RunSummary(
-            cells_total=total,
+            cells_total=done_before + run,
             cells_done_before=done_before,
-            cells_run=total - done_before,
+            cells_run=run,
             forwards=self.forwards,
             encodings=self.encodings,
             cache=self.forward_cache.stats.as_dict(),
             wall_s=time.perf_counter() - start,
             results=writer.path,
         )
-

@@ -1,11 +1,15 @@
 """Suite files (TOML): dataset, models, defenses with parameter sweeps, attacks, tolerances, report.
 
     [suite]      name, description, seed
-    [data]       dataset, split, subset (0 = all), subset_seed
+    [data]       dataset, split, subset (0 = all), subset_seed, train_split (defender's and
+                 attacker's data for model defenses and model attacks; default "train"), options
     [models]     authorized = [spec, ...]; evaluated = [spec, ...] (default: authorized)
                  a spec is "source:name" or an inline table (see bench.models.sources)
-    [[defenses]] name, params = {...}, psnr = [...], psnr_mode = "true" | "paper-nominal",
-                 release = ["float", "clip", "uint8"], attacks = ["none", ...]
+    [[defenses]] name, params = {...}, sweep = {param = [values], ...} (cartesian product),
+                 trials = N (repeats with seeds seed..seed+N-1), attacks = ["none", ...],
+                 tier = "default" | "full" (full entries run only with `authbench run --full`);
+                 input defenses also: psnr = [...], psnr_mode = "true" | "paper-nominal",
+                 release = ["float", "clip", "uint8"]
     [check]      tolerance = {metric = points}, default_tolerance
     [report]     psnr = [...], release = [...]   (which points get tables)
 """
@@ -26,7 +30,8 @@ else:  # pragma: no cover
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report"}
-DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "release", "attacks"}
+DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "release", "attacks", "sweep", "trials", "tier"}
+TIERS = ("default", "full")
 
 
 @dataclass
@@ -37,6 +42,9 @@ class DefenseEntry:
     psnr_mode: str
     release: list[str]
     attacks: list
+    sweep: dict = field(default_factory=dict)
+    trials: int = 1
+    tier: str = "default"
 
 
 @dataclass
@@ -117,6 +125,16 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         if bad:
             raise UserError(f"{where}: unknown key {sorted(bad)[0]!r}; valid keys: {', '.join(sorted(DEFENSE_KEYS))}")
         psnr = [float(p) for p in _as_list(d.get("psnr", [20.0]), "psnr", where)]
+        sweep = d.get("sweep", {})
+        if not isinstance(sweep, dict):
+            raise UserError(f"{where}: 'sweep' must be a table of parameter = [values]")
+        sweep = {k: _as_list(v, k, where) for k, v in sweep.items()}
+        trials = d.get("trials", 1)
+        if not isinstance(trials, int) or trials < 1:
+            raise UserError(f"{where}: 'trials' must be a whole number >= 1, got {trials!r}")
+        tier = d.get("tier", "default")
+        if tier not in TIERS:
+            raise UserError(f"{where}: unknown tier {tier!r}; valid choices: {', '.join(TIERS)}")
         defenses.append(
             DefenseEntry(
                 name=d["name"],
@@ -125,6 +143,9 @@ def load_suite(name_or_path: str | None = None) -> Suite:
                 psnr_mode=d.get("psnr_mode", "true"),
                 release=[str(r) for r in _as_list(d.get("release", ["float"]), "release", where)],
                 attacks=_as_list(d.get("attacks", ["none"]), "attacks", where),
+                sweep=sweep,
+                trials=trials,
+                tier=tier,
             )
         )
     return Suite(

@@ -25,14 +25,24 @@ def _measured(rows):
     """What must be identical between runs: everything but timings and cache counters."""
     out = {}
     for r in rows:
-        enc = {k: v for k, v in r["encoding"].items() if k not in ("encode_ms", "fit_ms")}
+        enc = {k: v for k, v in (r["encoding"] or {}).items() if k not in ("encode_ms", "fit_ms")}
         out[r["cell"]] = (r["defense"], r["authorized"], r["evaluated"], r["role"], r["metrics"], enc)
     return out
 
 
-def test_end_to_end_rows_reuse_and_reports(mini_suite, tmp_path):
+def _cold_cache(tmp_path, session_cache):
+    """A cache with the session's trained zoo but no forward passes, so counts do not depend on test order."""
+    cache = tmp_path / "cold-cache"
+    cache.mkdir()
+    os.symlink(session_cache / "zoo", cache / "zoo")
+    return cache
+
+
+def test_end_to_end_rows_reuse_and_reports(mini_suite, tmp_path, session_cache):
     suite = load_suite(str(mini_suite))
-    runner = Runner(suite, tmp_path / "run", progress=False)
+    Runner(suite, tmp_path / "warmup", psnr=[20.0], releases=["float"], defenses=["noise"], progress=False).run()  # trains the zoo
+    cache = _cold_cache(tmp_path, session_cache)
+    runner = Runner(suite, tmp_path / "run", cache_dir=cache, progress=False)
     summary = runner.run()
     rows = read_rows(summary.results)
     # clean baseline for 3 models + 2 defenses x 2 psnr x 2 releases x 3 authorized x 3 evaluated
@@ -53,10 +63,10 @@ def test_end_to_end_rows_reuse_and_reports(mini_suite, tmp_path):
     # noise is model-agnostic: its encodings are shared by every authorized model
     assert summary.forwards == 3 + 2 * 2 * 3 * 3 + 2 * 2 * 3
 
-    again = Runner(suite, tmp_path / "run", progress=False).run()
+    again = Runner(suite, tmp_path / "run", cache_dir=cache, progress=False).run()
     assert again.cells_run == 0 and again.forwards == 0
 
-    fresh_folder = Runner(suite, tmp_path / "other", progress=False).run()
+    fresh_folder = Runner(suite, tmp_path / "other", cache_dir=cache, progress=False).run()
     assert fresh_folder.cells_run == summary.cells_total and fresh_folder.forwards == 0
     assert _measured(read_rows(fresh_folder.results)) == _measured(rows)
 
@@ -106,9 +116,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, session_cache)
     suite_path = write_suite(tmp_path / "s.toml", psnr=(30, 20, 10, 0, -10), release=("float", "clip", "uint8"))
     reference = tmp_path / "reference"
     Runner(load_suite(str(suite_path)), reference, progress=False).run()  # also trains the zoo
-    cache = tmp_path / "cold-cache"  # a cold forward cache so the killed run has real work to do
-    (cache / "zoo").parent.mkdir(parents=True, exist_ok=True)
-    os.symlink(session_cache / "zoo", cache / "zoo")
+    cache = _cold_cache(tmp_path, session_cache)  # so the killed run has real work to do
     cmd = [sys.executable, "-m", "bench", "run", str(suite_path), "--out", str(tmp_path / "killed"),
            "--reports", str(tmp_path / "rep"), "--cache-dir", str(cache), "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -130,3 +138,50 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, session_cache)
     assert f"{partial} already done" in done.stdout
     assert _measured(read_rows(results)) == _measured(read_rows(reference))
     assert len(json.loads(json.dumps(read_rows(results)))) == expected
+
+
+def _model_suite(tmp_path):
+    extra = (
+        '\n[[defenses]]\nname = "corelocker"\nsweep = { criterion = ["l1", "random"], ratio = [0.1, 0.3] }\ntrials = 2\n'
+        '\n[[defenses]]\nname = "corelocker"\nparams = { ratio = 0.3 }\n'
+        'attacks = ["none", { name = "prune", ratio = 0.2 }, { name = "finetune", fraction = 0.05, epochs = 1 }]\n'
+        '\n[[defenses]]\nname = "corelocker"\nattacks = ["distill"]\ntier = "full"\n'
+    )
+    return load_suite(str(write_suite(tmp_path / "m.toml", psnr=(20,), release=("float",), defenses=("noise",), extra=extra)))
+
+
+def test_model_defense_cells_roles_costs_and_reuse(tmp_path):
+    suite = _model_suite(tmp_path)
+    summary = Runner(suite, tmp_path / "run", progress=False).run()
+    rows = read_rows(summary.results)
+    model_rows = [r for r in rows if r["release"] == "model"]
+    # 3 models x (2 criteria x 2 ratios x 2 trials + 3 attacks) jobs, 2 rows each (unlocked, released); no full tier
+    assert len(model_rows) == 3 * (2 * 2 * 2 + 3) * 2
+    assert {r["attack"] for r in model_rows} == {"none", "prune(ratio=0.2)", "finetune(epochs=1,fraction=0.05)"}
+    clean = {r["evaluated"]: r["metrics"]["top1"] for r in rows if r["role"] == "clean"}
+    for r in model_rows:
+        assert r["cost"]["key_bytes"] > 0 and r["job"] and r["job_rows"] == 2
+        if r["role"] == "authorized":  # unlock is bit exact: same weights digest as the clean model
+            assert r["metrics"]["top1"] == clean[r["evaluated"]]
+        else:
+            assert r["evaluated"].endswith("[released]")
+    random_trials = {(r["authorized"], r["trial"], r["metrics"]["top1"]) for r in model_rows
+                     if r["point"].get("criterion") == "random" and r["role"] == "unauthorized"}
+    assert len({t for _, t, _ in random_trials}) == 2
+    again = Runner(suite, tmp_path / "run", progress=False).run()
+    assert again.cells_run == 0 and again.forwards == 0
+    full = Runner(suite, tmp_path / "run", progress=False, full=True).run()
+    assert full.cells_run == 3 * 2  # only the distill jobs of the full tier
+
+
+def test_model_job_cut_off_mid_write_is_completed_without_duplicates(tmp_path):
+    suite = _model_suite(tmp_path)
+    out = tmp_path / "run"
+    Runner(suite, out, defenses=["corelocker"], progress=False).run()
+    results = out / "results.jsonl"
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(lines[:-1]))  # the second row of the last model job never reached the disk
+    summary = Runner(suite, out, defenses=["corelocker"], progress=False).run()
+    assert summary.cells_run == 1
+    rows = read_rows(results)
+    assert len(rows) == len(lines) and len({r["cell"] for r in rows}) == len(rows)

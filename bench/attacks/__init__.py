@@ -1,6 +1,8 @@
 """Attacks applied to released data before the evaluated model sees it.
 
-Built-ins here are the preprocessing an adversary (or a careless pipeline) applies;
+Input attacks (`kind = "input"`) transform the released data: the preprocessing an adversary
+(or a careless pipeline) applies. Model attacks (`kind = "model"`, bench.attacks.model_attacks)
+transform a released model with the attacker's data: fine-tuning, pruning, distillation.
 third-party attacks plug in via the `authbench.attacks` entry point or 'module:Class'.
 An attack entry in a suite is a name or an inline table {name = "...", <params>}.
 """
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from bench.attacks.model_attacks import MODEL_ATTACKS
 from bench.errors import UserError
 from bench.registry import describe, merge_params, resolve
 
@@ -76,6 +79,7 @@ class GaussianBlur(Attack):
 
 
 BUILTIN = {cls.name: cls for cls in (NoAttack, Jpeg, GaussianBlur)}
+BUILTIN.update(MODEL_ATTACKS)
 
 
 def parse_attack(entry) -> tuple[str, dict]:

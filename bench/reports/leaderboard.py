@@ -14,8 +14,8 @@ METRIC_DIRECTIONS = {"authorized_top1": "higher", "retained": "higher", "auth_ga
                      "unauthorized_mean": "lower", "unauthorized_worst": "lower"}
 GROUP = ["defense", "params", "psnr", "psnr_mode", "release", "attack"]
 COLUMNS = ["rank", *GROUP, "authorized_top1", "retained", "unauthorized_mean", "unauthorized_worst", "auth_gap",
-           "psnr_true", "first_layer_dev_auth", "encode_ms", "n_models"]
-_DECIMALS = {"rank": 0, "n_models": 0, "first_layer_dev_auth": 3, "encode_ms": 3}
+           "psnr_true", "first_layer_dev_auth", "encode_ms", "protect_ms", "key_kb", "n_models"]
+_DECIMALS = {"rank": 0, "n_models": 0, "first_layer_dev_auth": 3, "encode_ms": 3, "protect_ms": 1, "key_kb": 1}
 
 
 def _group_metrics(cells: pd.DataFrame, clean: pd.Series) -> dict:
@@ -33,6 +33,8 @@ def _group_metrics(cells: pd.DataFrame, clean: pd.Series) -> dict:
         "psnr_true": own["psnr_true"].mean().mean(),
         "first_layer_dev_auth": own["first_layer_dev"].mean().mean(),
         "encode_ms": own["encode_ms"].mean().mean(),
+        "protect_ms": own["protect_ms"].mean().mean(),
+        "key_kb": own["artifact_bytes"].mean().mean() / 1024,
         "n_models": cells["evaluated"].nunique(),
     }
 

@@ -56,6 +56,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
     records = []
     for r in rows:
         point, enc, metrics = r.get("point") or {}, r.get("encoding") or {}, r.get("metrics") or {}
+        cost = r.get("cost") or {}
         records.append({
             "defense": r["defense"],
             "params": compact_params(r.get("params") or {}, point, _registered_defaults(r["defense"])),
@@ -73,9 +74,11 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
             "psnr_true": _num(enc.get("psnr_true")),
             "psnr_nominal": _num(enc.get("psnr_nominal")),
             "encode_ms": _num(enc.get("encode_ms")),
+            "artifact_bytes": _num(cost.get("key_bytes", cost.get("artifact_bytes"))),
+            "protect_ms": _num(cost.get("protect_ms")),
         })
     columns = ["defense", "params", "psnr", "psnr_mode", "release", "attack", "authorized", "evaluated",
-               "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "psnr_nominal", "encode_ms"]
+               "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "psnr_nominal", "encode_ms", "artifact_bytes", "protect_ms"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 

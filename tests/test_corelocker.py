@@ -1,0 +1,256 @@
+"""CoreLocker: bit-exact unlock, what the released model holds, key files, model attacks, reports, recipe."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+
+from bench.attacks.model_attacks import Distill, FineTune, Prune
+from bench.data.digits import load_digits_split
+from bench.defenses.corelocker import CoreLocker, load_key, save_key, unlock
+from bench.errors import UserError
+from bench.models.adapter import ModelAdapter, Preprocess
+from bench.models.zoo import SmallResNet, TinyViT
+from bench.reports.corelocker import REPORTED, corelocker_frame, render_corelocker, table1
+
+PRE = Preprocess((0.5,), (0.25,), (1, 32, 32))
+
+
+def adapter(module: nn.Module, name: str = "m") -> ModelAdapter:
+    torch.manual_seed(0)
+    for p in module.parameters():  # non-trivial BN affine parameters, so criteria differ
+        if p.ndim == 1:
+            nn.init.uniform_(p, -1, 1)
+    return ModelAdapter(name, module.eval(), PRE, f"test/{name}", "torch")
+
+
+def mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(1024, 64), nn.ReLU(), nn.Linear(64, 48), nn.ReLU(),
+                         nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 16, 24), nn.ReLU(), nn.Linear(24, 10))
+
+
+def vit():
+    torch.manual_seed(0)
+    return TinyViT()
+
+
+MODELS = {"mlp": mlp, "cnn": cnn, "vit": vit}
+
+
+def positions(key: dict) -> dict[str, torch.Tensor]:
+    return {k[: -len(".index")]: v for k, v in key.items() if k.endswith(".index")}
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_unlock_is_bit_exact_and_released_holds_no_key_value(kind):
+    model = adapter(MODELS[kind]())
+    original = copy.deepcopy(model.module.state_dict())
+    defense = CoreLocker(ratio=0.1, criterion="l1")
+    protected = defense.protect(model, None, seed=0)
+    assert all(torch.equal(original[k], v) for k, v in model.module.state_dict().items())  # input untouched
+    unlocked = defense.authorized(protected, model)
+    assert all(torch.equal(original[k], v) for k, v in unlocked.module.state_dict().items())
+    assert unlocked.name == model.name and unlocked.preprocess == model.preprocess and unlocked.arch == model.arch
+    released = protected.released.state_dict()
+    where = positions(protected.key)
+    assert where, "nothing extracted"
+    for name, value in original.items():
+        flat = released[name].flatten()
+        changed = (flat != value.flatten()).nonzero().flatten()
+        index = where.get(name, torch.zeros(0, dtype=torch.long))
+        assert set(changed.tolist()) <= set(index.tolist()), f"{name} changed outside the key"
+        if len(index):
+            assert torch.equal(protected.key[f"{name}.values"], value.flatten()[index])
+            assert (flat[index] == 0).all()
+            kept = value.flatten()[index]
+            assert not torch.isin(flat[index], kept[kept != 0]).any()
+    cost = protected.cost
+    assert cost["key_values"] == sum(len(v) for v in where.values()) and cost["retraining"] is False
+    assert 0 < cost["fraction_of_params"] < 1 and cost["key_bytes"] > 0 and cost["units_extracted"] > 0
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_input_and_output_layers_untouched_and_global_ratio(kind):
+    model = adapter(MODELS[kind]())
+    layers = [(n, m) for n, m in model.module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+              and ".self_attn." not in n]
+    first, last = layers[0][0], layers[-1][0]
+    protected = CoreLocker(ratio=0.1).protect(model, None, 0)
+    touched = {k.rsplit(".", 1)[0] for k in positions(protected.key)}
+    assert first not in touched and last not in touched
+    units = sum(m.out_features if isinstance(m, nn.Linear) else m.out_channels for _, m in layers[1:-1])
+    units += sum(m.in_proj_weight.shape[0] + m.out_proj.out_features for m in model.module.modules()
+                 if isinstance(m, nn.MultiheadAttention))
+    assert protected.cost["units_eligible"] == units
+    assert protected.cost["units_extracted"] == round(0.1 * units)
+
+
+def rows_of(protected, layer: str) -> set[int]:
+    """Output units of `layer` whose whole weight row was extracted."""
+    w = protected.released.state_dict()[f"{layer}.weight"]
+    return {r for r in range(w.shape[0]) if (w[r] == 0).all()}
+
+
+def test_criteria_select_different_units_and_random_uses_seed():
+    model = adapter(cnn())
+    picks = {c: rows_of(CoreLocker(ratio=0.25, criterion=c).protect(model, None, 0), "4") |
+             {100 + r for r in rows_of(CoreLocker(ratio=0.25, criterion=c).protect(model, None, 0), "8")}
+             for c in ("l1", "bn-scale", "random")}
+    assert len({frozenset(p) for p in picks.values()}) == 3
+    again = CoreLocker(ratio=0.25, criterion="random").protect(model, None, 1)
+    assert rows_of(again, "4") | {100 + r for r in rows_of(again, "8")} != picks["random"]
+    bn = CoreLocker(ratio=0.25, criterion="bn-scale").protect(model, None, 0)
+    gamma = model.module[5].weight.abs()
+    chosen = rows_of(bn, "4")
+    if chosen and len(chosen) < 16:  # the chosen filters of conv 4 are its largest |gamma|
+        assert min(gamma[list(chosen)]) >= max(gamma[[r for r in range(16) if r not in chosen]])
+
+
+def test_linked_next_layer_channels_zeroed_and_residual_noted():
+    model = adapter(cnn())
+    protected = CoreLocker(ratio=0.5, criterion="random").protect(model, None, 0)
+    state = protected.released.state_dict()
+    assert rows_of(protected, "4") and rows_of(protected, "8")
+    for layer, nxt, bn in (("4", "8", "5"), ("8", "13", "9")):
+        for r in rows_of(protected, layer):
+            assert state[f"{bn}.weight"][r] == 0 and state[f"{bn}.bias"][r] == 0
+            cols = state[f"{nxt}.weight"][:, r] if layer == "4" else state[f"{nxt}.weight"][:, r * 16 : (r + 1) * 16]
+            assert (cols == 0).all()
+    res = CoreLocker(ratio=0.2).protect(adapter(SmallResNet()), None, 0)
+    assert "without a verified next-layer link" in res.cost["notes"]
+
+
+def test_key_round_trip_and_wrong_model(tmp_path):
+    model = adapter(cnn())
+    protected = CoreLocker().protect(model, None, 0)
+    path = save_key(protected.key, tmp_path / "key.safetensors")
+    assert path.stat().st_size == protected.cost["key_bytes"]
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["__model_digest__"] == model.digest
+    key = load_key(path)
+    assert key.keys() == protected.key.keys() and all(torch.equal(key[k], v) for k, v in protected.key.items())
+    restored = unlock(protected.released, key, model.digest)
+    assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), model.module.state_dict().values()))
+    other = adapter(cnn(), "other")
+    other.module[4].weight.data.add_(1)
+    with pytest.raises(UserError, match="belongs to model"):
+        unlock(protected.released, key, other.digest)
+    with pytest.raises(UserError, match="does not restore"):
+        unlock(other.module, key, model.digest)
+    with pytest.raises(UserError, match="does not have"):
+        unlock(mlp(), key, model.digest)
+    (tmp_path / "bad").write_text("x")
+    with pytest.raises(UserError, match="not a safetensors"):
+        load_key(tmp_path / "bad")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_split("train").subset(200, 0)
+
+
+@pytest.mark.parametrize("attack", [FineTune(epochs=1), Prune(ratio=0.3), Distill(fraction=0.3, epochs=1)])
+def test_model_attacks_copy_and_leave_input(attack, digits):
+    module = adapter(cnn()).module
+    before = copy.deepcopy(module.state_dict())
+    out = attack(module, PRE, digits, seed=0)
+    assert out is not module
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in out.state_dict().items())
+    assert out(PRE(digits.images[:4])).shape == (4, 10)
+
+
+def test_prune_ratio_and_finetune_resamples(digits):
+    module = mlp()
+    out = Prune(ratio=0.2).__call__(module, PRE, digits, 0)
+    weights = [m.weight for m in out.modules() if isinstance(m, nn.Linear)]
+    total = sum(w.numel() for w in weights)
+    assert sum(int((w == 0).sum()) for w in weights) == round(0.2 * total)
+    assert not any(hasattr(m, "weight_orig") for m in out.modules())
+    a, b = (FineTune(epochs=1, fraction=0.1)(module, PRE, digits, s) for s in (0, 1))
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def synthetic_rows() -> list[dict]:
+    rows = []
+
+    def row(model, defense, role, attack, top1, trial=0, **point):
+        rows.append({"suite": "syn", "suite_digest": "abc", "defense": defense, "params": {"ratio": 0.05, "criterion": "bn-scale", "seed": 0},
+                     "point": point, "release": "model" if defense != "none" else "clean", "attack": attack,
+                     "trial": trial, "authorized": "" if defense == "none" else model,
+                     "evaluated": model if role != "unauthorized" else f"{model}[released]", "role": role,
+                     "metrics": {"top1": top1}, "cost": {"key_bytes": 10}, "provenance": {"git": "deadbeef"}})
+
+    for i, model in enumerate(("vgg", "resnet")):
+        row(model, "none", "clean", "none", 94.0 + i)
+        for ratio in (0.001, 0.01, 0.05):
+            for crit in ("l1", "bn-scale"):
+                row(model, "corelocker", "unauthorized", "none", 10.0 + 100 * (0.05 - ratio), ratio=ratio, criterion=crit)
+                row(model, "corelocker", "authorized", "none", 94.0 + i, ratio=ratio, criterion=crit)
+            for t in range(3):
+                row(model, "corelocker", "unauthorized", "none", 80.0 + t, trial=t, ratio=ratio, criterion="random")
+        for t in range(3):
+            for attack, top1 in (("finetune(fraction=0.05)", 20.0 + 2 * t), ("finetune(fraction=0.1)", 30.0 + t),
+                                 ("prune(ratio=0.2)", 10.0), ("distill", 50.0 + t)):
+                row(model, "corelocker", "unauthorized", attack, top1, trial=t, ratio=0.05, criterion="bn-scale")
+    return rows
+
+
+def test_report_tables_from_synthetic_rows(tmp_path):
+    rows = synthetic_rows()
+    t1 = table1(corelocker_frame(rows))
+    assert list(t1) == ["vgg", "resnet"]
+    assert t1["vgg"]["Original"][:2] == (94.0, 0.0)
+    assert t1["vgg"]["Random extraction"] == pytest.approx((81.0, (2 / 3) ** 0.5, 3))
+    paths = render_corelocker(rows, tmp_path)
+    names = {p.name for p in paths}
+    assert {"corelocker_table1.md", "corelocker_table2.md", "corelocker_table3.md", "corelocker_table5.md",
+            "corelocker_fig6.png"} <= names
+    md1 = (tmp_path / "corelocker_table1.md").read_text()
+    assert md1.startswith("Measured by authbench (suite `syn`") and "git `deadbeef`" in md1
+    assert "81.00 ± 0.82" in md1
+    measured, reported = md1.split("### Reported by the paper (CoreLocker (Wang et al., IEEE S&P 2024)), Table 1")
+    assert "94.62" not in measured and "94.62" in reported
+    md2 = (tmp_path / "corelocker_table2.md").read_text()
+    assert "▲ finetune(fraction=0.05)" in md2 and "12.00 ± 1.63" in md2 and "17.23 ± 4.26" in md2
+    assert "prune" not in md2.split("### Reported")[0]
+    md5 = (tmp_path / "corelocker_table5.md").read_text()
+    assert "vgg random" in md5 and "Reported by the paper" not in md5
+    assert (tmp_path / "corelocker_table1.csv").read_text().startswith("# Measured by authbench")
+    assert render_corelocker([r for r in rows if r["attack"] == "none" and r["point"].get("ratio") == 0.05], tmp_path / "few") \
+        and not (tmp_path / "few" / "corelocker_table2.md").exists()
+
+
+def test_reported_values_cite_the_paper():
+    assert len([e for e in REPORTED if e["table"] == 1]) == 36
+    assert {(e["table"], e["kind"]) for e in REPORTED} == {(1, "reported"), (2, "reported"), (3, "reported")}
+    cell = next(e for e in REPORTED if e["table"] == 2 and e["row"] == "CIFAR-10 / Vgg-19" and "10%" in e["column"])
+    assert (cell["value"], cell["std"]) == (29.52, 9.05)
+
+
+def test_train_recipe_smoke(tmp_path):
+    from bench.recipes.train_classifier import densenet40, main, resnet164
+
+    out = main(["--model", "timm:test_resnet", "--dataset", "digits", "--epochs", "1", "--subset", "64",
+                "--batch-size", "32", "--out", str(tmp_path / "ck.safetensors")])
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["dataset"] == "digits" and float(f.metadata()["test_top1"]) >= 0
+        assert any(k.endswith("weight") for k in f.keys())
+    with pytest.raises(UserError, match="not found"):
+        main(["--model", "timm:test_resnet", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", "x"])
+    assert sum(p.numel() for p in resnet164().parameters()) == pytest.approx(1.70e6, rel=0.01)
+    assert sum(p.numel() for p in densenet40().parameters()) == pytest.approx(1.06e6, rel=0.01)
