@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from typing import ClassVar
 
 from bench.errors import UserError, unknown
 
@@ -36,9 +37,18 @@ def describe(group: str, builtins: dict[str, type]) -> dict[str, str]:
     return out
 
 
-def merge_params(kind: str, name: str, defaults: dict, params: dict) -> dict:
-    """A plugin's defaults overridden by `params`; an unknown parameter is a user error."""
-    bad = sorted(set(params) - set(defaults))
-    if bad:
-        raise UserError(f"{kind} {name!r} has no parameter {bad[0]!r}; valid parameters: {', '.join(sorted(defaults)) or '(none)'}")
-    return {**defaults, **params}
+class Plugin:
+    """Base of defenses and attacks: a registry `name`, a one-line `description`, and
+    `defaults` that the parameters given override (an unknown parameter is a user error)."""
+
+    plugin_type: ClassVar[str] = "plugin"
+    name: ClassVar[str]
+    description: ClassVar[str]
+    defaults: ClassVar[dict] = {}
+
+    def __init__(self, **params):
+        bad = sorted(set(params) - set(self.defaults))
+        if bad:
+            valid = ", ".join(sorted(self.defaults)) or "(none)"
+            raise UserError(f"{self.plugin_type} {self.name!r} has no parameter {bad[0]!r}; valid parameters: {valid}")
+        self.params = {**self.defaults, **params}

@@ -73,7 +73,7 @@ def available_suites() -> dict[str, Path]:
         if folder.is_dir():
             for p in sorted(folder.glob("*.toml")):
                 found.setdefault(p.stem, p)
-    return found
+    return dict(sorted(found.items()))
 
 
 def find_suite(name_or_path: str | None) -> Path:

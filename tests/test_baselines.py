@@ -128,11 +128,11 @@ def test_algospec_round_trip(train, test_split):
 
 def test_table3_report_computes_protection_and_separates_reported():
     rows = [
-        {"defense": "ne-patch", "params": {}, "role": "authorized", "accuracy": 97.0, "cost": {"retraining": False}},
-        {"defense": "ne-patch", "params": {}, "role": "unauthorized", "accuracy": 11.0},
-        {"defense": "dp", "params": {"epsilon": 3.0}, "role": "authorized", "accuracy": 80.0,
+        {"defense": "ne-patch", "params": {}, "role": "authorized", "metrics": {"top1": 97.0}, "cost": {"retraining": False}},
+        {"defense": "ne-patch", "params": {}, "role": "unauthorized", "metrics": {"top1": 11.0}},
+        {"defense": "dp", "params": {"epsilon": 3.0}, "role": "authorized", "metrics": {"top1": 80.0},
          "cost": {"retraining": True, "time_per_sample_ms": 0.5}},
-        {"defense": "dp", "params": {"epsilon": 3.0}, "role": "unauthorized", "accuracy": 95.0},
+        {"defense": "dp", "params": {"epsilon": 3.0}, "role": "unauthorized", "metrics": {"top1": 95.0}},
     ]
     table = measured(rows)
     assert table["NE"]["protection"] is True and table["DP (eps=3)"]["protection"] is False

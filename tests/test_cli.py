@@ -44,7 +44,7 @@ def _bad_suite(tmp_path, body: str) -> str:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["run", "no-such-suite"], "unknown suite 'no-such-suite'; valid choices: digits"),
+    (["run", "no-such-suite"], "unknown suite 'no-such-suite'; valid choices: corelocker-cifar, digits, digits-paper"),
     (["run", "missing.toml"], "does not exist"),
     (["list", "widgets"], "invalid choice"),
     (["report", "nowhere/results.jsonl"], "does not exist"),
@@ -127,3 +127,12 @@ def test_cache_info_and_clear(capsys, tmp_path):
     assert code == 0 and "forward" in out and "1 entries" in out
     code, out, _ = run_cli(capsys, "cache", "clear", "--cache-dir", str(tmp_path), "--namespace", "forward")
     assert code == 0 and not (tmp_path / "forward").exists()
+
+
+def test_third_party_defense_by_module_path_is_ranked(capsys, tmp_path):
+    suite = write_suite(tmp_path / "s.toml", psnr=(0,), release=("float",), defenses=("plugin_example:MyRecoding", "noise"))
+    code, stdout, err = run_cli(capsys, "run", str(suite), "--out", str(tmp_path / "o"), "--reports", str(tmp_path / "r"), "--no-progress")
+    assert code == 0, err
+    board = json.loads((tmp_path / "r" / "leaderboard.json").read_text())
+    assert {r["defense"] for r in board["rows"]} == {"plugin_example:MyRecoding", "noise"}
+    assert all(r["authorized_top1"] is not None for r in board["rows"])

@@ -10,7 +10,6 @@ An attack entry in a suite is a name or an inline table {name = "...", <params>}
 from __future__ import annotations
 
 import io
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -19,19 +18,16 @@ from PIL import Image
 
 from bench.attacks.model_attacks import MODEL_ATTACKS
 from bench.errors import UserError
-from bench.registry import describe, merge_params, resolve
+from bench.registry import Plugin, describe, resolve
 
 GROUP = "authbench.attacks"
 
 
-class Attack:
-    name: ClassVar[str]
-    description: ClassVar[str]
-    kind: ClassVar[str] = "input"
-    defaults: ClassVar[dict] = {}
+class Attack(Plugin):
+    """An input attack: transforms the released data."""
 
-    def __init__(self, **params):
-        self.params = merge_params("attack", self.name, self.defaults, params)
+    plugin_type = "attack"
+    kind = "input"
 
     def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
         raise NotImplementedError

@@ -8,21 +8,16 @@ Registered with the same registry as input attacks (`authbench.attacks` entry po
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch.nn as nn
 
-from bench.registry import merge_params
+from bench.registry import Plugin
 
 
-class ModelAttack:
-    name: ClassVar[str]
-    description: ClassVar[str]
-    kind: ClassVar[str] = "model"
-    defaults: ClassVar[dict] = {}
+class ModelAttack(Plugin):
+    """A model attack: transforms the released model."""
 
-    def __init__(self, **params):
-        self.params = merge_params("attack", self.name, self.defaults, params)
+    plugin_type = "attack"
+    kind = "model"
 
     def __call__(self, module: nn.Module, preprocess, data, seed: int) -> nn.Module:
         """Return the attacked copy of `module` (never modify the input in place)."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from bench.errors import UserError
-from bench.registry import merge_params
+from bench.registry import Plugin
 
 
 def sample_generator(seed: int, index: int, stream: str = "") -> torch.Generator:
@@ -30,14 +30,9 @@ def sample_generator(seed: int, index: int, stream: str = "") -> torch.Generator
     return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))
 
 
-class Defense:
-    name: ClassVar[str]
+class Defense(Plugin):
+    plugin_type = "defense"
     protocol: ClassVar[str]
-    description: ClassVar[str]
-    defaults: ClassVar[dict] = {}
-
-    def __init__(self, **params):
-        self.params = merge_params("defense", self.name, self.defaults, params)
 
 
 class InputDefense(Defense):

@@ -1,7 +1,7 @@
 """CoreLocker paper-shaped reports (Tables 1, 2, 3, 5 and Figure 6) from result rows.
 
 Measured numbers come from authbench result rows; the paper's own numbers (`REPORTED`, Tables
-1-3, each with its citation) are rendered in a separate, labelled section, never in the
+1-3 and 5, each with its citation) are rendered in a separate, labelled section, never in the
 measured cells. Cells are mean ± std over trials (std over trials, ddof 0; no ± for one trial).
 """
 
@@ -24,7 +24,7 @@ MAIN_RATIO = 0.05
 
 
 def _reported() -> list[dict]:
-    """The paper's Tables 1-3, typed from its text; every entry names its table, row and column."""
+    """The paper's Tables 1-3 and 5, typed from its text; every entry names its table, row and column."""
     out = []
     t1 = {  # Table 1: top-1 (%) at extraction ratio 0.05
         "Original": [94.62, 94.88, 93.50, 94.04, 94.71, 93.52, 74.53, 76.02, 72.60],
@@ -45,6 +45,16 @@ def _reported() -> list[dict]:
         for model, cells in data.items():
             out += [{"table": table, "row": f"{dataset} / {model}", "column": f"▲ {c}", "value": m, "std": s}
                     for c, (m, s) in zip(cols, cells)]
+    t5 = {  # Table 5 (Appendix B.1): utility (%) vs extraction ratio, CIFAR-100, scale factors
+        "ResNet-164": [73.3, 71.6, 69.3, 66.6, 63.1, 61.3, 59.7, 56.3, 53.2, 51.9,
+                       45.9, 43.9, 41.0, 35.7, 32.0, 32.2, 28.7, 27.9, 26.7, 24.4],
+        "DenseNet-40": [70.2, 66.3, 63.5, 60.0, 55.9, 53.7, 51.5, 47.4, 43.6, 43.1,
+                        39.3, 36.7, 34.1, 29.3, 27.2, 25.2, 25.0, 20.8, 19.5, 19.5],
+    }
+    ratios = [round(0.0005 * (i + 1), 4) for i in range(20)]
+    for model, values in t5.items():
+        out += [{"table": 5, "row": f"{r:.4f}", "column": f"CIFAR-100 / {model}", "value": v, "std": None}
+                for r, v in zip(ratios, values)]
     return [{"kind": "reported", "paper": PAPER, **e} for e in out]
 
 
