@@ -18,7 +18,7 @@ A row (all keys always present):
               or null, "calib_err_db": max |achieved - target|, "unreachable": samples whose target
               could not be met, "subspace_dim": int or null, "encode_ms": ms per sample,
               "fit_ms": one-time fit (SVD) in ms}
-  n           number of evaluated samples
+  n           number of evaluated samples (rows whose logits are all finite; a model may score a subset)
   provenance  {"model_digest", "authorized_digest", "input_digest", "versions",
               "git", "device", "seed", "wall_s", "cache": {"hits", "misses", "corrupt"}, "forwards"}
 """

@@ -323,6 +323,8 @@ class Runner:
         """One result row (schema: bench.results)."""
         auth = self.model(job.authorized) if job.authorized else None
         dev = out["first_layer_dev"]
+        scored = np.isfinite(out["logits"]).all(1)  # a model may score a subset only (e.g. encrypted inference)
+        labels = self.data.labels.numpy()[scored]
         return {
             "cell": cell,
             **_cell_fields(self.suite, job, evaluated),
@@ -330,12 +332,12 @@ class Runner:
             "role": role,
             "arch": {"authorized": auth.arch if auth else "", "evaluated": model.arch},
             "metrics": {
-                "top1": float((out["logits"].argmax(1) == self.data.labels.numpy()).mean() * 100),
+                "top1": float((out["logits"][scored].argmax(1) == labels).mean() * 100) if scored.any() else None,
                 "first_layer_dev": None if np.isnan(dev).all() else float(np.nanmean(dev)),
             },
             "encoding": extra.get("encoding"),
             "cost": extra.get("cost"),
-            "n": int(len(self.data.labels)),
+            "n": int(scored.sum()),
             "provenance": {
                 "model_digest": model.digest,
                 "authorized_digest": auth.digest if auth else None,

@@ -258,3 +258,19 @@ def test_train_recipe_smoke(tmp_path):
         main(["--model", "timm:test_resnet", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", "x"])
     assert sum(p.numel() for p in resnet164().parameters()) == pytest.approx(1.70e6, rel=0.01)
     assert sum(p.numel() for p in densenet40().parameters()) == pytest.approx(1.06e6, rel=0.01)
+
+
+@pytest.mark.parametrize("name, size", [("resnet18", 64), ("densenet121", 32), ("vit_tiny_patch16_224", 224)])
+def test_timm_models_lock_and_unlock_bit_exact(name, size):
+    from bench.data.digits import load_digits_split
+    from bench.models.sources import load_model
+
+    model = load_model({"source": "timm", "model": name, "num_classes": 10, "input_size": [3, size, size]}, progress=False)
+    defense = CoreLocker(ratio=0.05, criterion="bn-scale")
+    protected = defense.protect(model, load_digits_split("train"), 0)
+    original = model.module.state_dict()
+    released = protected.released.state_dict()
+    unlocked = defense.authorized(protected, model).module.state_dict()
+    assert protected.cost["units_extracted"] > 0
+    assert any(not torch.equal(original[k], released[k]) for k in original)
+    assert all(torch.equal(original[k], unlocked[k]) for k in original)

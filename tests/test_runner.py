@@ -185,3 +185,18 @@ def test_model_job_cut_off_mid_write_is_completed_without_duplicates(tmp_path):
     assert summary.cells_run == 1
     rows = read_rows(results)
     assert len(rows) == len(lines) and len({r["cell"] for r in rows}) == len(rows)
+
+
+def test_rows_score_only_samples_with_finite_logits(mini_suite, tmp_path):
+    import numpy as np
+
+    runner = Runner(load_suite(str(mini_suite)), tmp_path / "r", progress=False)
+    runner.data = runner._load_split("split", "test")
+    labels = runner.data.labels.numpy()
+    logits = np.full((len(labels), 10), np.nan)
+    logits[:10] = np.eye(10)[labels[:10]]  # 10 scored samples, all correct
+    logits[10:20] = np.eye(10)[(labels[10:20] + 1) % 10]  # 10 scored samples, all wrong
+    out = {"logits": logits, "first_layer_dev": np.full(len(labels), np.nan)}
+    extra = {"input_digest": "x", "wall_s": 0.0, "cache": {}, "forwards": 0}
+    row = runner.row(runner.jobs[0], "cell", "mlp-s0", "clean", runner.model("mlp-s0"), out, extra)
+    assert row["n"] == 20 and row["metrics"]["top1"] == 50.0 and row["metrics"]["first_layer_dev"] is None

@@ -170,25 +170,38 @@ def _reported_md(table: int) -> str:
 
 
 def _figure6(f: pd.DataFrame, path: Path, head: str, chance: float) -> Path:
+    """Small multiples: one panel per model, one line per criterion (random with its ± std band)."""
     none = f[(f["attack"] == "none") & (f["defense"] == "corelocker") & (f["role"] == "unauthorized")]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    colors = iter(plt.get_cmap("tab10").colors)
-    for model in _models(none):
-        color = next(colors)
+    models = _models(none)
+    ncols = min(5, len(models))
+    nrows = -(-len(models) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.6), squeeze=False,
+                             sharex=True, sharey=True)
+    styles = {SCORED: ("-", "C0"), "l1": ("-.", "C1"), "random": ("--", "C2")}
+    for ax, model in zip(axes.flat, models):
         for crit in sorted(set(none["criterion"])):
             stats = none[(none["model"] == model) & (none["criterion"] == crit)].groupby("ratio")["top1"]
             mean, std = stats.mean(), stats.std(ddof=0).fillna(0)
-            style = {"random": "--", SCORED: "-"}.get(crit, "-.")
-            ax.plot(mean.index, mean.values, style, color=color, marker="o", ms=3, label=f"{model} {crit}")
+            style, color = styles.get(crit, (":", "C3"))
+            ax.plot(mean.index, mean.values, style, color=color, marker="o", ms=3, label=f"CoreLocker {crit}"
+                    if crit != "random" else "random extraction (± std)")
             if crit == "random":
                 ax.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.15)
-    ax.axhline(chance, color="0.5", lw=0.8, ls=":", label=f"chance ({chance:g}%)")
-    ax.set(xscale="log", xlabel="global extraction ratio (fraction of units)", ylabel="top-1 accuracy (%)",
-           title="CoreLocker (solid) vs random extraction (dashed)")
-    ax.legend(fontsize=7, ncol=2)
-    fig.text(0.01, 0.005, head, fontsize=5, color="0.4")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=150)
+        ax.axhline(chance, color="0.5", lw=0.8, ls=":", label=f"chance ({chance:g}%)")
+        ax.set(xscale="log", title=model, ylim=(0, 102))
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(models):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("global extraction ratio")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("top-1, released model (%)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.suptitle("CoreLocker Figure 6 shape: accuracy of the released (locked) model vs extraction ratio\n" + head,
+                 fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.93))
+    fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
 
