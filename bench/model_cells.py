@@ -22,19 +22,11 @@ if TYPE_CHECKING:
     from bench.runner import Job, Runner
 
 
-def _protected(runner: "Runner", job: "Job", defense, model: ModelAdapter):
-    """Protect once per (defense, params, model, trial); jobs differing only in the attack reuse it."""
-    key = digest([job.defense, job.params, model.digest, job.trial])
-    if runner._last_protected[0] != key:
-        runner._last_protected = (key, defense.protect(model, runner.train_data, runner.suite.seed + job.trial))
-    return runner._last_protected[1]
-
-
 def run_model_job(runner: "Runner", job: "Job") -> list[dict]:
-    snapshot = runner._accounting()
+    snapshot = runner.snapshot()
     model = runner.model(job.authorized)
     defense = get_defense(job.defense)(**job.params)
-    protected = _protected(runner, job, defense, model)
+    protected = runner.protect(job, defense, model)
     others = {label: runner.model(label) for label in runner.evaluated if label != job.authorized}
     attack = get_attack(job.attack)
     seed = runner.suite.seed + job.trial
@@ -55,7 +47,7 @@ def run_model_job(runner: "Runner", job: "Job") -> list[dict]:
             attacked = attack(protected.released, model.preprocess, runner.train_data, seed)
             adapter = ModelAdapter(ev.label, attacked, model.preprocess, model.arch, model.source)
         scored.append((ev, adapter, runner.forward(adapter, identity, inputs)))
-    extra = {"cost": protected.cost, "input_digest": digest(identity), **runner._since(snapshot)}
+    extra = {"cost": protected.cost, "input_digest": digest(identity), **runner.since(snapshot)}
     rows = []
     for ev, adapter, out in scored:
         cell = f"{job.key}:{ev.label}"

@@ -1,11 +1,12 @@
 """Expand a suite into cells, run only the missing ones, write one result row per cell.
 
-A *cell* is (defense, parameter point, release format, attack, authorized model,
-evaluated model). Cells that share an encoding form a *job*: the data is encoded
-once for the authorized model and every evaluated model reads it. Jobs go through
-an `Executor` (local, in-process, here; a distributed engine can implement the same
-`map`). Forward passes and encodings are cached by content (bench.cache), so a clean
-pass is shared by every defense and every later run.
+A *cell* is (defense, parameter point, release format, attack, trial, authorized model,
+evaluated model). Cells that share an encoding form a *job*: the data is encoded once for
+the authorized model and every evaluated model reads it. A model-authorization job protects
+the authorized model once and scores the models its defense names (bench.model_cells).
+Jobs go through an `Executor` (local, in-process, here; a distributed engine can implement
+the same `map`). Forward passes and encodings are cached by content (bench.cache), so a
+clean pass is shared by every defense and every later run.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class Runner:
         self._models: dict[str, ModelAdapter] = {}
         self._fitted: dict[str, InputDefense] = {}
         self._first_maps: dict[str, tuple | None] = {}
-        self._last_protected: tuple = (None, None)
+        self._last_protected: tuple = (None, None)  # (key, Protected): jobs differing only in the attack reuse it
         self._specs = {model_label(s): s for s in [*suite.authorized, *suite.evaluated]}
         self.authorized = [model_label(s) for s in suite.authorized]
         self.evaluated = [model_label(s) for s in suite.evaluated]
@@ -302,6 +303,13 @@ class Runner:
         fl, clean_norm = self._first_maps[model.digest]
         return fl.relative_deviation(self.data.images, x.float(), clean_norm).numpy()
 
+    def protect(self, job: Job, defense, model: ModelAdapter):
+        """Protect once per (defense, params, model, trial) on the defender's training split."""
+        key = digest([job.defense, job.params, model.digest, job.trial])
+        if self._last_protected[0] != key:
+            self._last_protected = (key, defense.protect(model, self.train_data, self.suite.seed + job.trial))
+        return self._last_protected[1]
+
     def forward(self, model: ModelAdapter, identity: dict, inputs: Callable[[], torch.Tensor]) -> dict:
         """Logits and first-layer deviations of `model` on the inputs `identity` names, from the cache
         when present; `inputs()` is called (once per job, by the caller's memo) only on a miss."""
@@ -353,11 +361,11 @@ class Runner:
             },
         }
 
-    def _accounting(self):
+    def snapshot(self):
         """Snapshot for per-job wall time, cache and forward counts."""
         return time.perf_counter(), dict(self.forward_cache.stats.as_dict()), self.forwards
 
-    def _since(self, snapshot) -> dict:
+    def since(self, snapshot) -> dict:
         start, before, forwards = snapshot
         after = self.forward_cache.stats.as_dict()
         return {
@@ -371,7 +379,7 @@ class Runner:
             from bench.model_cells import run_model_job
 
             return run_model_job(self, job)
-        snapshot = self._accounting()
+        snapshot = self.snapshot()
         identity = self._input_identity(job)
         enc_key = self.encoding_cache.key("", identity)
         enc = self.encoding_cache.get(enc_key)
@@ -392,7 +400,7 @@ class Runner:
             "encoding": {k: stats[k] for k in ENCODING_FIELDS} if job.defense != "none" else None,
             "defense_summary": stats["defense_summary"],
             "input_digest": digest(identity),
-            **self._since(snapshot),
+            **self.since(snapshot),
         }
         rows = []
         for e, cell in pending:
