@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -420,12 +421,15 @@ class Runner:
         writer = ResultWriter(self.out_dir)
         rows = writer.rows()
         self.done = {r["cell"] for r in rows}
-        job_rows = {}
-        for r in rows:
-            if r.get("job"):
-                job_rows[r["job"]] = job_rows.get(r["job"], 0) + 1
-        finished = {r["job"] for r in rows if r.get("job") and job_rows[r["job"]] >= r["job_rows"]}
-        todo = [j for j in self.jobs if (j.key not in finished if j.protocol == "model" else any(c not in self.done for c in j.cells))]
+        saved = Counter(r["job"] for r in rows if r.get("job"))
+        finished = {r["job"] for r in rows if r.get("job") and saved[r["job"]] >= r["job_rows"]}
+
+        def pending(job: Job) -> bool:
+            if job.protocol == "model":
+                return job.key not in finished
+            return any(c not in self.done for c in job.cells)
+
+        todo = [j for j in self.jobs if pending(j)]
         done_before = len(rows)
         if todo:
             self.data = self._load_split("split", "test")
