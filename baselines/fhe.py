@@ -19,6 +19,7 @@ import copy
 import hashlib
 import math
 import time
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 from bench.defenses.base import Evaluation, ModelDefense, Protected
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
+from bench.models.zoo import Square
 
 
 def _tenseal():
@@ -46,11 +48,6 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (100 * max(0.0, centre - half), 100 * min(1.0, centre + half))
-
-
-class Square(nn.Module):
-    def forward(self, x):
-        return x * x
 
 
 def polynomial_copy(module: nn.Module) -> nn.Module:
@@ -247,6 +244,11 @@ class FHEAdapter(ModelAdapter):
         super().__init__(name, module, preprocess, arch, source)
         self.session, self.attack = session, attack
 
+    @cached_property
+    def identity(self) -> dict:
+        """The polynomial model plus what the encrypted run depends on: parameters, seed, who decrypts."""
+        return {**super().identity, "fhe": self.session.params, "seed": self.session.seed, "attack": self.attack}
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         self.check_input(x)
@@ -270,10 +272,10 @@ class FHE(ModelDefense):
         "coeff_mod_bit_sizes": [31, 26, 26, 26, 26, 26, 26, 31],
         "global_scale_bits": 26,
         "activation": "square",
-        "samples": 200,
+        "samples": 30,
         "finetune_epochs": 10,
         "finetune_lr": 1e-3,
-        "attacker_train": 100,
+        "attacker_train": 50,
     }
 
     def __init__(self, **params):
@@ -287,7 +289,9 @@ class FHE(ModelDefense):
         slots = self.params["poly_modulus_degree"] // 2
         compile_layers(poly, model.preprocess.input_size, slots)  # fail fast, before fine-tuning
         depth = len(self.params["coeff_mod_bit_sizes"]) - 2
-        finetune(poly, model.preprocess, train, self.params["finetune_epochs"], self.params["finetune_lr"], seed)
+        relus = sum(isinstance(m, nn.ReLU) for m in model.module.modules())
+        if relus:  # a model with x^2 activations already (zoo fhe-*) is used as trained
+            finetune(poly, model.preprocess, train, self.params["finetune_epochs"], self.params["finetune_lr"], seed)
         layers = compile_layers(poly.eval(), model.preprocess.input_size, slots)
         if len(layers) > depth:
             raise UserError(f"defense 'fhe': the model needs {len(layers)} multiplicative levels, the context has "
@@ -304,7 +308,8 @@ class FHE(ModelDefense):
             "protect_ms": protect_ms,
             "retraining": True,
             "architecture_changed": True,
-            "notes": "ReLU replaced by x^2 and fine-tuned; inference on CKKS ciphertexts (TenSEAL)",
+            "notes": (f"{relus} ReLU replaced by x^2 and fine-tuned" if relus else "x^2 activations as trained")
+            + "; inference on CKKS ciphertexts (TenSEAL)",
             "artifact_bytes": public,  # the public evaluation context the server needs
             "memory_bytes": public,
             "key_bytes": len(ctx.serialize(save_secret_key=True, save_galois_keys=False, save_relin_keys=False)),
@@ -313,14 +318,15 @@ class FHE(ModelDefense):
         return Protected(poly, key, cost)
 
     def authorized(self, protected: Protected, model: ModelAdapter):
-        return self.evaluations(protected, model, {})[0].adapter
+        return self.evaluations(protected, model, {})[1].adapter
 
     def evaluations(self, protected: Protected, model: ModelAdapter, others: dict) -> list[Evaluation]:
         session = protected.key.setdefault("session", FHESession(protected, model, self.params, protected.key["seed"]))
         def adapter(label, attack=None):
             return FHEAdapter(label, protected.released, model.preprocess, model.arch, model.source, session, attack)
 
-        out = [Evaluation(f"{model.name}[fhe]", adapter(f"{model.name}[fhe]"), "authorized")]
+        out = [Evaluation(model.name, model, "reference"),  # the plaintext model: Table 3's Plain cell
+               Evaluation(f"{model.name}[fhe]", adapter(f"{model.name}[fhe]"), "authorized")]
         for attack in ATTACKS:
             label = f"{model.name}[fhe-no-key:{attack}]"
             out.append(Evaluation(label, adapter(label, attack), "unauthorized"))

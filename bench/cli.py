@@ -23,13 +23,17 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a suite (default: the embedded digits suite)")
     run.add_argument("suite", nargs="?", help="suite name in suites/ or a path to a .toml file")
     run.add_argument("--defense", action="append", help="only this defense (repeatable)")
-    run.add_argument("--model", action="append", help="only this model label (repeatable)")
+    run.add_argument("--model", "--models", action="append", help="only this model label (repeatable)")
     run.add_argument("--psnr", action="append", type=float, help="only this PSNR point in dB (repeatable)")
     run.add_argument("--release", action="append", help="only this release format (repeatable)")
     run.add_argument("--out", type=Path, help="results folder (default: runs/<suite>)")
     run.add_argument("--reports", type=Path, help="reports folder (default: reports/<suite>)")
     run.add_argument("--cache-dir", type=Path, help="cache root (default: $AUTHBENCH_CACHE or ~/.cache/authbench)")
     run.add_argument("--full", action="store_true", help="also run the suite's tier = \"full\" entries (heavier attacks)")
+    run.add_argument("--subset", type=int, help="evaluate a seeded subset of N test samples (overrides [data] subset)")
+    run.add_argument("--data-root", type=Path, help="dataset folder (overrides [data] root)")
+    run.add_argument("--random-weights", action="store_true",
+                     help="timm/hf models with seeded random weights, no checkpoints (smoke runs; suite renamed *-random-weights)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     ls = sub.add_parser("list", help="what is registered")
@@ -61,9 +65,13 @@ def _cmd_run(args) -> int:
     from bench.results import read_rows
     from bench.runner import Runner
     from bench.suite import load_suite
+    from bench.suite_overrides import apply_overrides
+    from bench.task_suites import TASK_DATASETS, run_task_suite
 
-    suite = load_suite(args.suite)
+    suite = apply_overrides(load_suite(args.suite), args.subset, args.data_root, args.random_weights)
     out = args.out or Path("runs") / suite.name
+    if suite.data.get("dataset") in TASK_DATASETS:
+        return run_task_suite(suite, out, args)
     runner = Runner(
         suite, out, defenses=args.defense, models=args.model, psnr=args.psnr, releases=args.release,
         cache_dir=args.cache_dir, progress=not args.no_progress, full=args.full,
@@ -72,6 +80,10 @@ def _cmd_run(args) -> int:
     rows = read_rows(summary.results)
     paths = render_all(rows, args.reports or Path("reports") / suite.name, suite.report)
     print(format_leaderboard(leaderboard(rows), top=20))
+    if any(r["release"] == "verify" for r in rows):
+        from bench.reports.fingerprint import fingerprint_board, format_board
+
+        print(f"\n{format_board(fingerprint_board(rows))}")
     print(
         f"\ncells: {summary.cells_total} total, {summary.cells_done_before} already done, {summary.cells_run} run | "
         f"forward passes: {summary.forwards} | encodings: {summary.encodings} | "

@@ -6,7 +6,7 @@ A row (all keys always present):
   defense     registry name;         params: the defense's full parameters (JSON object)
   point       the swept parameters of this cell, e.g. {"psnr": 20.0, "psnr_mode": "true"}
   release     "float" | "clip" | "uint8" | "clean"
-  attack      attack registry name ("none" when no attack)
+  attack      attack label: registry name and its parameters ("none" when no attack)
   authorized  label of the model the data was protected for ("" for the clean baseline)
   evaluated   label of the model evaluated on the released data
   role        "clean" (no defense) | "authorized" (evaluated is the authorized model)
@@ -18,9 +18,15 @@ A row (all keys always present):
               or null, "calib_err_db": max |achieved - target|, "unreachable": samples whose target
               could not be met, "subspace_dim": int or null, "encode_ms": ms per sample,
               "fit_ms": one-time fit (SVD) in ms}
+  attack_stats  null, or what an input-side attack recorded: "psnr" (attacked vs clean, dB) and
+              a learned attack's fit facts (e.g. "rank" of a projection, "train_mse" of a denoiser)
+  cost        null, or a model defense's measured costs (Protected.cost)
   n           number of evaluated samples (rows whose logits are all finite; a model may score a subset)
   provenance  {"model_digest", "authorized_digest", "input_digest", "versions",
               "git", "device", "seed", "wall_s", "cache": {"hits", "misses", "corrupt"}, "forwards"}
+GLUE and MMBench rows (bench.text.runner, bench.vlm.runner) add "benchmark" ("glue" | "mmbench")
+and "task"; their metrics.top1 is the task's primary metric x 100 (GLUE) or Overall circular
+accuracy x 100 (MMBench), with every official metric / capability group beside it.
 """
 
 from __future__ import annotations

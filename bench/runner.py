@@ -25,12 +25,14 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import provenance
-from bench.attacks import attack_label, get_attack
+from bench.attacks import DATA_KINDS, attack_label, get_attack
+from bench.attacks.attacker import AttackerView, attack_inputs
 from bench.cache import ArrayCache, cache_root, digest
 from bench.data import load_dataset
 from bench.defenses import get_defense
 from bench.defenses.base import InputDefense
 from bench.defenses.release import PSNR_MODES, RELEASES, calibrate
+from bench.encode_space import encode_space, space_input, space_transform, to_pixels
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
 from bench.models.sources import load_model
@@ -101,6 +103,7 @@ def _cell_fields(suite: Suite, job: Job, evaluated: str) -> dict:
     }
 
 
+ATTACK_KINDS = {"input": DATA_KINDS, "model": ("model", "input")}  # protocol -> attack kinds it takes
 ENCODING_FIELDS = ("psnr_true", "psnr_nominal", "calib_err_db", "unreachable", "subspace_dim", "encode_ms", "fit_ms")
 
 
@@ -141,6 +144,8 @@ class Runner:
         self._models: dict[str, ModelAdapter] = {}
         self._fitted: dict[str, InputDefense] = {}
         self._first_maps: dict[str, tuple | None] = {}
+        self.encode_space = encode_space(suite.data)  # where input defenses recode (bench.encode_space)
+        self._reference: tuple | None = None  # (released x, its clean counterpart) for first-layer deviations
         self._last_protected: tuple = (None, None)  # (key, Protected): jobs differing only in the attack reuse it
         self._specs = {model_label(s): s for s in [*suite.authorized, *suite.evaluated]}
         self.authorized = [model_label(s) for s in suite.authorized]
@@ -171,19 +176,41 @@ class Runner:
                 continue
             cls = get_defense(entry.name)
             for attack in entry.attacks:
-                get_attack(attack)  # validates
+                kind = get_attack(attack).kind  # validates
+                allowed = ATTACK_KINDS.get(cls.protocol, (kind,))
+                if kind not in allowed:
+                    raise UserError(
+                        f"defense {entry.name!r} ({cls.protocol} protocol) cannot take attack {attack_label(attack)!r} "
+                        f"of kind {kind!r}; valid kinds here: {', '.join(allowed)}"
+                    )
             for sweep_point in _grid(entry.sweep):
                 params = cls(**{**entry.params, **sweep_point}).params  # validates, fills defaults
-                if cls.protocol == "model":
+                if cls.protocol == "verify":  # ownership verification: bench.verify_cells keys its jobs
+                    from bench.verify_cells import plan_verify
+
+                    jobs += plan_verify(self, entry, params, sweep_point)
+                elif cls.protocol == "model":
                     jobs += self._plan_model(entry, params, sweep_point)
                 else:
                     jobs += self._plan_input(entry, params, sweep_point)
         for job in jobs:
             if job.protocol == "model":
                 job.key = _cell_key(self.suite, job, "")
-            else:
+            elif job.protocol != "verify":
                 job.cells = [_cell_key(self.suite, job, e) for e in job.evaluated]
         return jobs
+
+    def _authorized_for(self, entry) -> list[str]:
+        """The authorized models an entry protects: its `models` (validated), else all of the suite's.
+        A spec with a source ("zoo:fhe-s0") is a model only this entry protects (e.g. FHE's)."""
+        extra = [model_label(m) for m in entry.models if ":" in m and model_label(m) not in self.authorized]
+        self._specs.update({model_label(m): m for m in entry.models if ":" in m})
+        for label in entry.models:
+            if model_label(label) not in self._specs:
+                raise UserError(f"defense {entry.name!r}: model {label!r} in 'models' is not in the suite; "
+                                f"valid choices: {', '.join(self._specs)} or a spec such as 'zoo:fhe-s0'")
+        labels = {model_label(m) for m in entry.models}
+        return [a for a in self.authorized if not entry.models or a in labels] + extra
 
     def _plan_input(self, entry, params: dict, sweep_point: dict) -> list[Job]:
         if entry.psnr_mode not in PSNR_MODES:
@@ -196,7 +223,7 @@ class Runner:
         return [
             Job(entry.name, params, {"psnr": p, "psnr_mode": entry.psnr_mode, **sweep_point}, rel, attack, auth,
                 list(self.evaluated), trial)
-            for auth in self.authorized
+            for auth in self._authorized_for(entry)
             for p in points
             for rel in releases
             for trial in range(entry.trials)
@@ -206,7 +233,7 @@ class Runner:
     def _plan_model(self, entry, params: dict, sweep_point: dict) -> list[Job]:
         return [
             Job(entry.name, params, dict(sweep_point), "model", attack, auth, [], trial, "model")
-            for auth in self.authorized
+            for auth in self._authorized_for(entry)
             for trial in range(entry.trials)
             for attack in entry.attacks
         ]
@@ -227,8 +254,8 @@ class Runner:
         split = data.pop(split_key, default)
         data.pop("split", None), data.pop("train_split", None)
         subset, subset_seed = int(data.pop("subset", 0)), int(data.pop("subset_seed", self.suite.seed))
-        loaded = load_dataset(name, split, **data)
-        return loaded.subset(subset, subset_seed) if split_key == "split" else loaded
+        data.pop("encode_space", None)
+        return load_dataset(name, split, subset if split_key == "split" else 0, subset_seed, **data)
 
     @cached_property
     def train_data(self):
@@ -261,30 +288,48 @@ class Runner:
                     "seed": self.suite.seed + job.trial,
                 }
             )
+            space = space_transform(self.data.images, self.model(job.authorized) if job.authorized else None,
+                                    self.encode_space)
+            if space is not None:  # only where it changes the encoding: older identities stay valid
+                transforms[-1]["space"] = space
         if attack_label(job.attack) != "none":
             transforms.append({"attack": attack_label(job.attack), "seed": self.suite.seed + job.trial})
         return {"data": self.data.identity, "transforms": transforms}
 
-    def _encode(self, job: Job) -> tuple[torch.Tensor, dict]:
-        x, start = self.data.images, time.perf_counter()
-        defense = self._defense(job)
+    def release(self, job: Job, split, seed: int) -> tuple[torch.Tensor, dict]:
+        """`split`'s images as the job's defense releases them (directions, PSNR calibration, release format)."""
+        x = split.images
         stats: dict = {"psnr_true": None, "psnr_nominal": None, "calib_err_db": 0.0, "unreachable": 0}
-        if job.defense != "none":
-            dirs = defense.directions(x, self.data.indices, self.data.labels, self.suite.seed + job.trial)
-            std = self.model(job.authorized).preprocess.std if job.authorized else None
-            if std is not None and len(std) == 1:
-                std = std * x.shape[1]
-            cal = calibrate(x, dirs, job.point["psnr"], job.release, job.point["psnr_mode"], std)
-            x = cal.released
-            stats.update(
-                psnr_true=float(cal.psnr_true.mean()),
-                psnr_nominal=None if cal.psnr_nominal is None else float(cal.psnr_nominal.mean()),
-                calib_err_db=cal.max_err_db,
-                unreachable=cal.unreachable,
-            )
-        x = get_attack(job.attack)(x, self.suite.seed + job.trial)
+        if job.defense == "none":
+            return x, stats
+        auth = self.model(job.authorized) if job.authorized else None
+        x = space_input(x, auth, self.encode_space)
+        dirs, residual = to_pixels(self._defense(job).directions(x, split.indices, split.labels, seed), x, auth)
+        if residual is not None:
+            stats["lift_residual"] = float(residual.mean())
+        std = self.model(job.authorized).preprocess.std if job.authorized else None
+        if std is not None and len(std) == 1:
+            std = std * x.shape[1]
+        cal = calibrate(x, dirs, job.point["psnr"], job.release, job.point["psnr_mode"], std)
+        stats.update(
+            psnr_true=float(cal.psnr_true.mean()),
+            psnr_nominal=None if cal.psnr_nominal is None else float(cal.psnr_nominal.mean()),
+            calib_err_db=cal.max_err_db,
+            unreachable=cal.unreachable,
+        )
+        return cal.released, stats
+
+    def _encode(self, job: Job) -> tuple[torch.Tensor, dict]:
+        start, seed = time.perf_counter(), self.suite.seed + job.trial
+        x, stats = self.release(job, self.data, seed)
         stats["encode_ms"] = (time.perf_counter() - start) * 1e3 / len(x)
-        summary = defense.summary()
+        auth = self.model(job.authorized) if job.authorized and job.defense != "none" else None
+        clean = space_input(self.data.images, auth, self.encode_space)
+        x, stats["attack_stats"] = attack_inputs(self, job, x, clean, seed)
+        self._reference = (x, clean)
+        summary = self._defense(job).summary()
+        if "lift_residual" in stats:
+            summary["lift_residual"] = stats.pop("lift_residual")
         stats["fit_ms"] = summary.pop("fit_ms", 0.0)
         stats["subspace_dim"] = summary.get("subspace_dim")
         stats["defense_summary"] = summary
@@ -292,17 +337,27 @@ class Runner:
         return x, stats
 
     def _first_layer_dev(self, model: ModelAdapter, x: torch.Tensor) -> np.ndarray:
-        """Per-sample relative deviation of the model's own first linear map, released vs clean (float32)."""
+        """Per-sample relative deviation of the model's own first linear map, released vs clean (float32),
+        both through the model's own resize and crop; clean is x's counterpart in its encode space."""
         if model.digest not in self._first_maps:
             try:
                 fl = model.first_linear().to(torch.float32)
-                self._first_maps[model.digest] = (fl, fl.apply(self.data.images).norm(dim=1))
+                geometry = model.preprocess.geometry
+                self._first_maps[model.digest] = (fl, fl.apply(geometry(self.data.images.float())).norm(dim=1))
             except UserError:
                 self._first_maps[model.digest] = None
         if self._first_maps[model.digest] is None:
             return np.full(len(x), np.nan)
         fl, clean_norm = self._first_maps[model.digest]
-        return fl.relative_deviation(self.data.images, x.float(), clean_norm).numpy()
+        reference = self.data.images
+        if self._reference is not None and self._reference[0] is x:
+            reference = self._reference[1]
+        if reference.shape != x.shape:  # e.g. an attack that changed the size: no pixel-wise counterpart
+            return np.full(len(x), np.nan)
+        geometry = model.preprocess.geometry
+        clean = geometry(reference.float())
+        norm = clean_norm if reference is self.data.images else None
+        return fl.relative_deviation(clean, geometry(x.float()), norm).numpy()
 
     def protect(self, job: Job, defense, model: ModelAdapter):
         """Protect once per (defense, params, model, trial) on the defender's training split."""
@@ -311,19 +366,23 @@ class Runner:
             self._last_protected = (key, defense.protect(model, self.train_data, self.suite.seed + job.trial))
         return self._last_protected[1]
 
-    def forward(self, model: ModelAdapter, identity: dict, inputs: Callable[[], torch.Tensor]) -> dict:
+    def forward(self, model: ModelAdapter, identity: dict, inputs: Callable[[], torch.Tensor],
+                adapted: Callable[[], ModelAdapter] | None = None) -> dict:
         """Logits and first-layer deviations of `model` on the inputs `identity` names, from the cache
-        when present; `inputs()` is called (once per job, by the caller's memo) only on a miss."""
+        when present; `inputs()` is called (once per job, by the caller's memo) only on a miss. With
+        `adapted` (an adaptation attack), the logits on a miss come from the model it returns; the
+        identity names the attack, so a warm rerun neither adapts nor forwards."""
         key = self.forward_cache.key(model.digest, identity)
         out = self.forward_cache.get(key)
         if out is None:
             x = inputs()
-            if tuple(x.shape[1:]) != tuple(model.preprocess.input_size):
+            if x.ndim != 4 or x.shape[1] != model.preprocess.input_size[0]:  # any size: the model resizes and crops
                 raise UserError(
-                    f"model {model.name!r} expects inputs of shape {tuple(model.preprocess.input_size)} but suite data "
-                    f"has {tuple(x.shape[1:])}; pick models for this dataset or resize the data"
+                    f"model {model.name!r} expects inputs of shape {tuple(model.preprocess.input_size)} (any height and "
+                    f"width: it resizes and crops) but suite data has {tuple(x.shape[1:])}; pick models for this dataset"
                 )
-            out = {"logits": model.predict(x).numpy(), "first_layer_dev": self._first_layer_dev(model, x)}
+            predictor = adapted() if adapted else model
+            out = {"logits": predictor.predict(x).numpy(), "first_layer_dev": self._first_layer_dev(model, x)}
             self.forwards += 1
             self.forward_cache.put(key, out)
         return out
@@ -345,6 +404,7 @@ class Runner:
                 "first_layer_dev": None if np.isnan(dev).all() else float(np.nanmean(dev)),
             },
             "encoding": extra.get("encoding"),
+            "attack_stats": extra.get("attack_stats"),
             "cost": extra.get("cost"),
             "n": int(scored.sum()),
             "provenance": {
@@ -380,6 +440,10 @@ class Runner:
             from bench.model_cells import run_model_job
 
             return run_model_job(self, job)
+        if job.protocol == "verify":
+            from bench.verify_cells import run_verify_job
+
+            return run_verify_job(self, job)
         snapshot = self.snapshot()
         identity = self._input_identity(job)
         enc_key = self.encoding_cache.key("", identity)
@@ -393,13 +457,22 @@ class Runner:
             return memo["x"]
 
         pending = [(e, c) for e, c in zip(job.evaluated, job.cells) if c not in self.done]
-        outputs = {e: self.forward(self.model(e), identity, released) for e, _ in pending}
+        attack, seed = get_attack(job.attack), self.suite.seed + job.trial
+        view = AttackerView(self, job, seed) if attack.kind == "adapt" else None
+
+        def adapter_for(model: ModelAdapter):
+            if view is None or model.name == job.authorized:  # the attacker adapts unauthorized models only
+                return None
+            return lambda: attack.adapt(model, view, seed)
+
+        outputs = {e: self.forward(self.model(e), identity, released, adapter_for(self.model(e))) for e, _ in pending}
         if memo["stats"] is None:  # every forward cached but the encoding record was lost: re-encode, no forward
             released()
         stats = memo["stats"]
         extra = {
             "encoding": {k: stats[k] for k in ENCODING_FIELDS} if job.defense != "none" else None,
             "defense_summary": stats["defense_summary"],
+            "attack_stats": stats.get("attack_stats") or None,
             "input_digest": digest(identity),
             **self.since(snapshot),
         }

@@ -7,11 +7,16 @@
                  a spec is "source:name" or an inline table (see bench.models.sources)
     [[defenses]] name, params = {...}, sweep = {param = [values], ...} (cartesian product),
                  trials = N (repeats with seeds seed..seed+N-1), attacks = ["none", ...],
-                 tier = "default" | "full" (full entries run only with `authbench run --full`);
+                 tier = "default" | "full" (full entries run only with `authbench run --full`),
+                 models = [labels] (the authorized models this entry protects; default all; a spec
+                 such as "zoo:fhe-s0" adds a model only this entry protects);
                  input defenses also: psnr = [...], psnr_mode = "true" | "paper-nominal",
                  release = ["float", "clip", "uint8"]
     [check]      tolerance = {metric = points}, default_tolerance
-    [report]     psnr = [...], release = [...]   (which points get tables)
+    [report]     psnr = [...], release = [...]   (which points get tables); paper_dataset =
+                 "ImageNet" | "CIFAR-10" and paper_models = {label = "ResNet-50", ...} print the NE
+                 paper's Tables 1-2 beside the measured cells (bench.reports.ne_reported); table3 =
+                 {ne, psnr, release} picks Table 3's NE column (baselines.report; default ne-patch, -10, float)
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report"}
-DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "release", "attacks", "sweep", "trials", "tier"}
+TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report", "suspects"}  # suspects: bench.verify_cells
+DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "release", "attacks", "sweep", "trials", "tier", "models"}
 TIERS = ("default", "full")
 
 
@@ -45,6 +50,7 @@ class DefenseEntry:
     sweep: dict = field(default_factory=dict)
     trials: int = 1
     tier: str = "default"
+    models: list[str] = field(default_factory=list)  # authorized labels this entry protects (empty: all)
 
 
 @dataclass
@@ -146,6 +152,7 @@ def load_suite(name_or_path: str | None = None) -> Suite:
                 sweep=sweep,
                 trials=trials,
                 tier=tier,
+                models=[str(m) for m in _as_list(d.get("models", []), "models", where)],
             )
         )
     return Suite(

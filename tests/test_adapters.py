@@ -158,10 +158,10 @@ def test_predict_rejects_nan():
     _user_error(adapter.predict, x, match="NaN")
 
 
-def test_predict_rejects_wrong_shape():
-    adapter = from_module(_net(), "net", MEAN, STD, SIZE)
-    message = _user_error(adapter.predict, torch.rand(2, 3, 9, 8))
-    assert "(N, 3, 8, 8)" in message and "(2, 3, 9, 8)" in message
+def test_predict_rejects_wrong_channels():
+    adapter = from_module(_net(), "net", MEAN, STD, SIZE)  # any height and width: predict() resizes and crops
+    message = _user_error(adapter.predict, torch.rand(2, 1, 8, 8))
+    assert "(N, 3, H, W)" in message and "(2, 1, 8, 8)" in message
 
 
 # load_model errors
@@ -170,7 +170,7 @@ def test_predict_rejects_wrong_shape():
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ({"source": "hf", "model": "x"}, "unknown model source 'hf'; valid choices: timm, torch, zoo"),
+        ({"source": "onnx", "model": "x"}, "unknown model source 'onnx'; valid choices: hf, timm, torch, zoo"),
         ("onnx:model", "unknown model source 'onnx'"),
         ("resnet50", "needs a source prefix"),
         ({"source": "timm", "model": "resnet18", "chekpoint": "w.pt"}, "chekpoint"),

@@ -45,11 +45,13 @@ def test_default_suite_plans_every_cell():
     assert suite.name == "digits"
     runner = Runner(suite, ROOT / "runs" / "never-written", progress=False)
     models = len(suite.authorized)
-    data_defenses = [d for d in suite.defenses if d.name in ("ne-patch", "ne-operator", "noise")]
-    points = sum(len(d.psnr) * len(d.release) * len(d.attacks) for d in data_defenses)
-    assert sum(len(j.cells) for j in runner.jobs) == models + points * models * models
+    data_defenses = [d for d in suite.defenses if d.name in ("ne-patch", "ne-operator", "noise") and d.tier == "default"]
+    jobs = sum(len(d.psnr) * len(d.release) * len(d.attacks) * (len(d.models) or models) for d in data_defenses)
+    assert sum(len(j.cells) for j in runner.jobs if j.protocol == "input") == models + jobs * models
     model_jobs = [j for j in runner.jobs if j.protocol == "model"]
-    assert {j.defense for j in model_jobs} == {"corelocker"} and len({j.key for j in model_jobs}) == len(model_jobs)
+    assert {j.defense for j in model_jobs} == {"corelocker", "dp", "fhe", "algospec"}
+    assert len({j.key for j in model_jobs}) == len(model_jobs)
+    assert {j.authorized for j in model_jobs if j.defense == "fhe"} == {"fhe-s0"}  # an entry-only model
     assert min(min(d.psnr) for d in suite.defenses) <= -20 and max(max(d.psnr) for d in suite.defenses) >= 40
     assert {"ne-patch", "ne-operator", "noise"} <= {d.name for d in suite.defenses}
 

@@ -26,16 +26,17 @@ def _fraction(params: dict, key: str = "fraction") -> float:
     return value
 
 
-def _train(module: nn.Module, loss_fn, data, epochs: int, lr: float, seed: int) -> nn.Module:
-    """AdamW over seeded mini-batches of `data`; loss_fn(module, x_pixels, y) -> loss."""
+def train_module(module: nn.Module, loss_fn, inputs: torch.Tensor, targets: torch.Tensor, epochs: int, lr: float,
+                 seed: int) -> nn.Module:
+    """AdamW over seeded mini-batches of (inputs, targets); loss_fn(module, inputs, targets) -> loss."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(module.parameters(), lr=lr)
     module.train()
     for _ in range(int(epochs)):
-        order = torch.randperm(len(data.labels), generator=gen)
+        order = torch.randperm(len(targets), generator=gen)
         for i in range(0, len(order), BATCH):
             idx = order[i : i + BATCH]
-            loss = loss_fn(module, data.images[idx], data.labels[idx])
+            loss = loss_fn(module, inputs[idx], targets[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -58,7 +59,8 @@ class FineTune(ModelAttack):
         def loss(m, x, y):
             return F.cross_entropy(m(preprocess(x)), y)
 
-        return _train(copy.deepcopy(module), loss, subset, self.params["epochs"], self.params["lr"], seed)
+        return train_module(copy.deepcopy(module), loss, subset.images, subset.labels, self.params["epochs"],
+                            self.params["lr"], seed)
 
 
 class Prune(ModelAttack):
@@ -67,15 +69,20 @@ class Prune(ModelAttack):
     defaults = {"ratio": 0.2}
 
     def __call__(self, module, preprocess, data, seed):
-        ratio = float(self.params["ratio"])
-        if not 0 <= ratio < 1:
-            raise UserError(f"prune ratio must be in [0, 1), got {self.params['ratio']!r}")
-        module = copy.deepcopy(module)
-        targets = [(m, "weight") for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-        prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=ratio)
-        for m, name in targets:
-            prune.remove(m, name)
-        return module.eval()
+        return magnitude_prune(module, float(self.params["ratio"]))
+
+
+def magnitude_prune(module: nn.Module, rate: float) -> nn.Module:
+    """A copy of `module` with the `rate` fraction of Conv2d/Linear weights of smallest |w| zeroed
+    (global L1-unstructured pruning, made permanent)."""
+    if not 0 <= rate < 1:
+        raise UserError(f"prune ratio must be in [0, 1), got {rate!r}")
+    module = copy.deepcopy(module)
+    targets = [(m, "weight") for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=rate)
+    for m, name in targets:
+        prune.remove(m, name)
+    return module.eval()
 
 
 class Distill(ModelAttack):
@@ -109,7 +116,7 @@ class Distill(ModelAttack):
             kd = F.kl_div(F.log_softmax(logits / t, 1), soft, reduction="batchmean", log_target=True)
             return kd * t * t + F.cross_entropy(logits, y)
 
-        return _train(student, loss, subset, self.params["epochs"], 1e-3, seed)
+        return train_module(student, loss, subset.images, subset.labels, self.params["epochs"], 1e-3, seed)
 
 
 MODEL_ATTACKS = {cls.name: cls for cls in (FineTune, Prune, Distill)}

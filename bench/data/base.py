@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from bench.errors import unknown
+from bench.errors import UserError, unknown
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,17 @@ def register_dataset(name: str, description: str):
     return wrap
 
 
-def load_dataset(name: str, split: str, **options) -> Split:
-    """Load a registered dataset split by name."""
+def load_dataset(name: str, split: str, subset: int = 0, subset_seed: int = 0, **options) -> Split:
+    """Load a registered dataset split by name, optionally a seeded subset of it. Loaders that take
+    `subset` decode only those samples; the result is the same Split as loading all and subsetting."""
     if name not in DATASETS:
         raise unknown("dataset", name, DATASETS)
-    return DATASETS[name][1](split, **options)
+    loader = DATASETS[name][1]
+    accepted = [p for p in inspect.signature(loader).parameters if p != "split"]
+    bad = sorted(set(options) - set(accepted))
+    if bad:
+        raise UserError(f"dataset {name!r} has no option {bad[0]!r}; valid [data] options: "
+                        f"{', '.join(accepted) or '(none)'}")
+    if subset > 0 and "subset" in accepted:
+        return loader(split, subset=subset, subset_seed=subset_seed, **options)
+    return loader(split, **options).subset(subset, subset_seed)

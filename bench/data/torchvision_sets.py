@@ -44,9 +44,21 @@ def _split(name: str, cls_name: str, classes: int, split: str, root: str | None,
     return Split(f"{name}/{split}", images, labels, np.arange(len(labels)), classes)
 
 
-@register_dataset("cifar10", "CIFAR-10 (torchvision files under root), 3x32x32, 10 classes")
-def cifar10(split: str, root: str | None = None) -> Split:
-    return _split("cifar10", "CIFAR10", 10, split, root)
+@register_dataset("cifar10", "CIFAR-10, 3x32x32, 10 classes: torchvision files under root, an .npz (path) or hub")
+def cifar10(split: str, root: str | None = None, path: str | None = None, hub: str | None = None, resize=None,
+            crop=None, resample: str = "bilinear", subset: int = 0, subset_seed: int = 0) -> Split:
+    """Native 32x32 unless `resize` (bench.data.vision); the seeded subset is taken before resizing."""
+    from bench.data.vision import cifar10_arrays, resize_images, subset_positions
+
+    if path or hub:
+        images, labels = cifar10_arrays(split, path, hub)
+        full = Split(f"cifar10/{split}", images, labels, np.arange(len(labels)), 10)
+    else:
+        full = _split("cifar10", "CIFAR10", 10, split, root)
+    keep = subset_positions(len(full.indices), subset, subset_seed)
+    name = full.name if resize is None else f"cifar10@{resize}/{split}"
+    images = resize_images(full.images[keep], resize, crop, resample)
+    return Split(name, images, full.labels[keep], full.indices[keep], 10)
 
 
 @register_dataset("cifar100", "CIFAR-100 (torchvision files under root), 3x32x32, 100 classes")

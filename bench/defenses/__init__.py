@@ -14,8 +14,9 @@ def builtins() -> dict[str, type[Defense]]:
     """Built-ins plus the NE paper's Table 3 baselines (DP, FHE, ALGOSPEC) from the top-level
     `baselines` package, imported on first use (they import this package's base classes)."""
     from baselines import BUILTIN as BASELINES
+    from bench.fingerprint import METHODS as FINGERPRINTS  # ownership verification (protocol "verify")
 
-    return {**BUILTIN, **BASELINES}
+    return {**BUILTIN, **BASELINES, **FINGERPRINTS}
 
 
 def get_defense(name: str) -> type[Defense]:

@@ -7,6 +7,8 @@ strength lambda is solved per sample so that the released image meets the target
 - psnr_mode "paper-nominal": the NE authors' public code, target MSE = 255^2 / 10^(dB/10)
   measured on the processor-normalized tensor ((x - mean) / std), so the requested dB is
   nominal; the achieved true pixel-space PSNR is recorded beside it.
+Given the authorized model's std, the nominal PSNR is recorded in either mode, so reports can
+show both scales.
 """
 
 from __future__ import annotations
@@ -68,11 +70,10 @@ def calibrate(
         raise UserError(f"unknown psnr_mode {mode!r}; valid choices: {', '.join(PSNR_MODES)}")
     x = clean.to(torch.float64)
     d = delta.to(torch.float64)
-    std_t = None
-    if mode == "paper-nominal":
-        if std is None:
-            raise UserError("psnr_mode 'paper-nominal' needs the authorized model's normalization std")
-        std_t = torch.tensor(std, dtype=torch.float64).expand(x.shape[1])
+    if mode == "paper-nominal" and std is None:
+        raise UserError("psnr_mode 'paper-nominal' needs the authorized model's normalization std")
+    std_all = None if std is None else torch.tensor(std, dtype=torch.float64).expand(x.shape[1])
+    std_t = std_all if mode == "paper-nominal" else None
     peak = 255.0 if mode == "paper-nominal" else 1.0
     measure = lambda r: psnr(x, r, std_t, peak)  # noqa: E731
 
@@ -94,7 +95,7 @@ def calibrate(
     return Calibrated(
         released=out.to(clean.dtype),
         psnr_true=psnr(x, out),
-        psnr_nominal=achieved if mode == "paper-nominal" else None,
+        psnr_nominal=None if std_all is None else psnr(x, out, std_all, 255.0),  # recorded in either mode
         unreachable=int((err > TOLERANCE_DB).sum()),
         max_err_db=float(err.max()),
     )

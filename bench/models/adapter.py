@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
@@ -12,28 +13,57 @@ import torch.nn as nn
 
 from bench.errors import UserError
 from bench.models.first_linear import FirstLinear, find_first_linear
+from bench.models.geometry import Geometry, from_crop_pct, interpolation_name
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """What the model expects: pixel-space input of `input_size`, normalized by mean/std.
+    """What the model expects: pixel-space input resized and cropped to `input_size`, normalized by mean/std.
 
-    Resizing and cropping to `input_size` happen in the dataset step (see the suites);
-    the adapter applies the normalization itself so defenses work in pixel space [0, 1].
+    The geometry (resize, center crop, interpolation: `geometry`) comes from `resize` and
+    `interpolation` when given (transformers processors, suite overrides), else from timm's
+    `crop_pct` / `crop_mode` / `interpolation` in `extra`, else shorter side to the input size.
+    It applies only to input of another size (see bench.models.geometry); the adapter applies
+    geometry and normalization itself, so defenses work in pixel space [0, 1].
     """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     input_size: tuple[int, int, int]
     extra: dict = field(default_factory=dict)
+    resize: int | tuple[int, int] | None = None
+    interpolation: str | None = None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype).view(1, -1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
+    @cached_property
+    def geometry(self) -> Geometry:
+        """Resize + center crop from any pixel-space size to `input_size` (identity at that size)."""
+        crop = tuple(self.input_size[1:])
+        interp = self.interpolation or self.extra.get("interpolation") or "bilinear"
+        if self.resize is not None:
+            resize = self.resize if isinstance(self.resize, int) else tuple(self.resize)
+            return Geometry(resize, crop, interpolation_name(interp))
+        return from_crop_pct(crop, self.extra.get("crop_pct"), self.extra.get("crop_mode") or "center", interp)
+
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        out = json.loads(json.dumps(asdict(self)))
+        for key in ("resize", "interpolation"):  # only when set: older identities stay unchanged
+            if out[key] is None:
+                del out[key]
+        return out
+
+
+def compute_device() -> torch.device:
+    """Where predict() runs: $AUTHBENCH_DEVICE (e.g. cpu, cuda, cuda:1), else CUDA when available, else CPU."""
+    name = os.environ.get("AUTHBENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"AUTHBENCH_DEVICE={name!r} is not a torch device; use cpu, cuda or cuda:<index>") from None
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -73,19 +103,31 @@ class ModelAdapter:
         return hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
 
     def check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.preprocess.input_size):
+        channels = self.preprocess.input_size[0]
+        if x.ndim != 4 or x.shape[1] != channels:
             raise UserError(
-                f"model {self.name!r} expects input (N, {', '.join(map(str, self.preprocess.input_size))}), "
-                f"got {tuple(x.shape)}"
+                f"model {self.name!r} expects input (N, {channels}, H, W) (resized and cropped to "
+                f"{tuple(self.preprocess.input_size[1:])}), got {tuple(x.shape)}"
             )
         if not torch.isfinite(x).all():
             raise UserError(f"input to model {self.name!r} contains NaN or infinite values")
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Logits for pixel-space images x (N, C, H, W)."""
+        """Logits for pixel-space images x (N, C, H, W) of any size: the model's own resize and crop
+        (`preprocess.geometry`), then its normalization."""
         self.check_input(x)
-        outs = [self._forward(self.preprocess(x[i : i + batch_size])).float() for i in range(0, len(x), batch_size)]
+        pre, device = self.preprocess, compute_device()
+        if device.type == "cpu":
+            outs = [self._forward(pre(pre.geometry(x[i : i + batch_size]))).float() for i in range(0, len(x), batch_size)]
+            return torch.cat(outs)
+        home = next(self.module.parameters(), torch.empty(0)).device
+        self.module.to(device)  # only for this call: defenses and attacks keep working on the CPU module
+        try:
+            outs = [self._forward(pre(pre.geometry(x[i : i + batch_size].to(device)))).float().cpu()
+                    for i in range(0, len(x), batch_size)]
+        finally:
+            self.module.to(home)
         return torch.cat(outs)
 
     @cached_property

@@ -1,9 +1,12 @@
 """Model sources: turn a spec ("zoo:vit-s0", "timm:resnet50" or a TOML table) into a ModelAdapter.
 
-Table keys: `source` ("zoo" | "timm" | "torch"), `model`, `name`, `pretrained`,
+Table keys: `source` ("zoo" | "timm" | "hf" | "torch"), `model`, `name`, `pretrained`,
 `num_classes`, `checkpoint`, `kwargs`, `input_size`, `mean`, `std` (and `epochs` for
 the zoo). A "torch" source names `factory = "package.module:function"` and must give
-`mean`, `std` and `input_size`.
+`mean`, `std` and `input_size`. "timm" and "hf" also take `arch` (the architecture label
+that groups same-architecture models in NE's Table 2; default: the library's own name),
+`init_seed` (random weights when `pretrained = false`), `resize` and `interpolation`
+(the model's input geometry, see bench.models.geometry); "hf" is bench.models.hf_vision.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ import torch.nn as nn
 
 from bench.errors import UserError, unknown
 from bench.models.adapter import ModelAdapter, Preprocess
+from bench.models.hf_vision import HF_KEYS, load_hf
+from bench.models.geometry import interpolation_name
 from bench.models.zoo import load_zoo_model, zoo_names
 
 SOURCE_KEYS = {
     "zoo": {"model", "name", "epochs"},
-    "timm": {"model", "name", "pretrained", "num_classes", "checkpoint", "kwargs", "input_size", "mean", "std"},
+    "timm": {"model", "name", "pretrained", "num_classes", "checkpoint", "kwargs", "input_size", "mean", "std",
+             "arch", "init_seed", "resize", "interpolation"},
+    "hf": HF_KEYS,
     "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std"},
 }
 
@@ -33,6 +40,10 @@ def list_models() -> dict[str, str]:
     """Every loadable spec (zoo names) plus the generic timm/torch patterns."""
     models = {f"zoo:{name}": desc for name, desc in zoo_names().items()}
     models["timm:<name>"] = "any timm architecture (pretrained = true needs hub access; checkpoint = local file)"
+    models["hf:<hub name or dir>"] = (
+        "transformers AutoModelForImageClassification (pretrained by default; pretrained = false + config table "
+        "for random weights; MambaVision needs CUDA + mamba-ssm and trust_remote_code = true)"
+    )
     models["torch:<module:function>"] = (
         "a table {source = 'torch', factory = 'pkg.mod:fn', kwargs, mean, std, input_size, checkpoint}"
         " (e.g. torchvision.models:resnet18)"
@@ -72,6 +83,8 @@ def load_model(spec: str | dict, progress: bool = True) -> ModelAdapter:
         return adapter
     if source == "timm":
         return _load_timm(spec)
+    if source == "hf":
+        return load_hf(spec, _preprocess, _load_checkpoint)
     return _load_factory(spec)
 
 
@@ -114,8 +127,10 @@ def _required(spec: dict, key: str) -> Any:
     return spec[key]
 
 
-def _preprocess(label: str, mean, std, input_size, extra: dict | None = None) -> Preprocess:
-    """Validated Preprocess: input_size (C, H, W); mean/std with 1 or C entries, std > 0."""
+def _preprocess(label: str, mean, std, input_size, extra: dict | None = None, resize=None,
+                interpolation=None) -> Preprocess:
+    """Validated Preprocess: input_size (C, H, W); mean/std with 1 or C entries, std > 0; resize an
+    int (shorter side) or [h, w]; interpolation a name or PIL resample code."""
     try:
         size = tuple(int(v) for v in input_size)
         mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
@@ -128,7 +143,15 @@ def _preprocess(label: str, mean, std, input_size, extra: dict | None = None) ->
             raise UserError(f"model {label!r}: {key} needs 1 or {size[0]} values (one per channel), got {len(vals)}")
     if min(std) <= 0:
         raise UserError(f"model {label!r}: std must be positive, got {list(std)}")
-    return Preprocess(mean, std, size, extra or {})
+    if resize is not None:
+        ok = isinstance(resize, int) or (isinstance(resize, (list, tuple)) and len(resize) == 2
+                                         and all(isinstance(v, int) for v in resize))
+        if not ok or min([resize] if isinstance(resize, int) else resize) < 1:
+            raise UserError(f"model {label!r}: resize must be an int (shorter side) or [h, w], got {resize!r}")
+        resize = resize if isinstance(resize, int) else tuple(resize)
+    if interpolation is not None:
+        interpolation = interpolation_name(interpolation)
+    return Preprocess(mean, std, size, extra or {}, resize, interpolation)
 
 
 def _load_timm(spec: dict) -> ModelAdapter:
@@ -145,7 +168,10 @@ def _load_timm(spec: dict) -> ModelAdapter:
         kwargs["num_classes"] = int(spec["num_classes"])
     pretrained = bool(spec.get("pretrained", False))
     try:
-        module = _build(functools.partial(timm.create_model, model, pretrained=pretrained), kwargs, label)
+        with torch.random.fork_rng(devices=[], enabled="init_seed" in spec):
+            if "init_seed" in spec:
+                torch.manual_seed(int(spec["init_seed"]))
+            module = _build(functools.partial(timm.create_model, model, pretrained=pretrained), kwargs, label)
     except (OSError, RuntimeError) as e:
         if not pretrained:
             raise
@@ -162,9 +188,11 @@ def _load_timm(spec: dict) -> ModelAdapter:
         spec.get("std", cfg["std"]),
         spec.get("input_size", cfg["input_size"]),
         {k: cfg[k] for k in ("interpolation", "crop_pct", "crop_mode") if k in cfg},
+        spec.get("resize"),
+        spec.get("interpolation"),
     )
-    arch = timm.models.get_arch_name(model)
-    return ModelAdapter(label, module, pre, f"timm/{arch}", "timm")
+    arch = spec.get("arch") or f"timm/{timm.models.get_arch_name(model)}"
+    return ModelAdapter(label, module, pre, str(arch), "timm")
 
 
 def _load_factory(spec: dict) -> ModelAdapter:

@@ -1,7 +1,8 @@
 """The embedded zoo: small models trained by the harness on digits, on first use, on the CPU.
 
 Five architecture families (MLP, CNN, ResNet with BatchNorm, ViT with a patch
-embedding, MLP-Mixer) x two seeds. Weights are cached as safetensors under the
+embedding, MLP-Mixer) x two seeds, plus `fhe-*` (a conv-then-MLP with x^2 activations, sized
+for CKKS encrypted inference, baselines.fhe). Weights are cached as safetensors under the
 cache root, keyed by a digest of the full training recipe, and reused afterwards.
 """
 
@@ -126,6 +127,28 @@ class TinyMixer(nn.Module):
         return self.head(self.norm(self.blocks(t)).mean(1))
 
 
+class Square(nn.Module):
+    """x^2: the activation CKKS evaluates exactly (one multiplication)."""
+
+    def forward(self, x):
+        return x * x
+
+
+class FHENet(nn.Module):
+    """FHE-sized CNN with x^2 activations: one 8x8 stride-8 single-channel conv (im2col-packable), then a
+    2-layer MLP (baselines.fhe runs it encrypted)."""
+
+    def __init__(self, channels: int = 4, hidden: int = 16):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(INPUT[0], channels, 8, 8), Square(), nn.Flatten(),
+            nn.Linear(channels * (INPUT[1] // 8) ** 2, hidden), Square(), nn.Linear(hidden, CLASSES),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines a zoo model's weights."""
@@ -151,6 +174,7 @@ FAMILIES: dict[str, tuple[type[nn.Module], str, int, float]] = {
     "resnet": (SmallResNet, "ResNet-6-style CNN with BatchNorm, 3x3 stride-1 stem, 2 residual blocks", 25, 2e-3),
     "vit": (TinyViT, "ViT, 8x8 patch embedding to 32 dims, 2 blocks", 80, 2e-3),
     "mixer": (TinyMixer, "MLP-Mixer, 8x8 patch embedding to 32 dims, 2 blocks", 80, 2e-3),
+    "fhe": (FHENet, "FHE-sized CNN with x^2 activations: 8x8/8 conv to 4 channels, MLP 64-16-10 (for encrypted inference)", 15, 3e-3),
 }
 SEEDS = (0, 1)
 

@@ -31,11 +31,27 @@ def _variants(protected: pd.DataFrame) -> list[tuple[str, str, str, str]]:
 
 
 def _curves(cells: pd.DataFrame, model: str) -> pd.DataFrame:
-    """Per psnr for authorized model `model`: its own top1 and the mean/min/max of the others."""
+    """Per PSNR point for authorized model `model`: its own top1 and the mean/min/max of the others,
+    indexed by the measured true PSNR."""
     mine = cells[cells["authorized"] == model]
     own = mine[mine["role"] == "authorized"].groupby("psnr")["top1"].mean()
     others = mine[mine["role"].isin(["same-arch", "unauthorized"])].groupby("psnr")["top1"]
-    return pd.DataFrame({"own": own, "mean": others.mean(), "min": others.min(), "max": others.max()}).sort_index()
+    curve = pd.DataFrame({"own": own, "mean": others.mean(), "min": others.min(), "max": others.max()})
+    true = mine.groupby("psnr")["psnr_true"].mean()  # x = the measured true PSNR, whatever the calibration mode
+    curve.index = true.reindex(curve.index).fillna(pd.Series(curve.index, index=curve.index))
+    return curve.sort_index()
+
+
+def _nominal_axis(ax, cells: pd.DataFrame) -> None:
+    """A top axis in the paper's nominal PSNR (MSE on the normalized tensor): its offset from the true
+    PSNR is the model's normalization, measured as the median (nominal - true) over its cells."""
+    offset = (cells["psnr_nominal"] - cells["psnr_true"]).dropna()
+    if offset.empty:
+        return
+    shift = float(offset.median())
+    top = ax.secondary_xaxis("top", functions=(lambda x: x + shift, lambda x: x - shift))
+    top.set_xlabel("paper-nominal PSNR (dB)", fontsize=8)
+    top.tick_params(labelsize=7)
 
 
 def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 10.0) -> Path:
@@ -72,8 +88,9 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
         ax.set_ylim(-2, 102)
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
+        _nominal_axis(ax, protected[protected["authorized"] == model])
     for ax in axes[-1]:
-        ax.set_xlabel("target PSNR (dB)")
+        ax.set_xlabel("true PSNR (dB, pixel space)")
     for ax in axes[:, 0]:
         ax.set_ylabel("top-1 accuracy (%)")
     for ax in list(axes.flat)[len(models):]:
@@ -95,6 +112,6 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
 
 
 def render_figures(rows: list[dict], out_dir: Path, releases: list[str]) -> list[Path]:
-    """One fig1_psnr_<release>.png per release that has protected rows."""
-    present = {r["release"] for r in rows if r["defense"] != "none"}
+    """One fig1_psnr_<release>.png per release that has protected rows without an attack."""
+    present = {r["release"] for r in rows if r["defense"] != "none" and r["attack"] == "none"}
     return [psnr_curves(rows, out_dir, release) for release in releases if release in present]

@@ -43,7 +43,7 @@ def leaderboard(rows: list[dict]) -> pd.DataFrame:
     """Rank every protected (defense, params, point, release, attack) by auth_gap, the mean over
     authorized models a of (top1 of a on its own data - max top1 of any other model on it).
     `retained` is a's top1 as a percent of its clean top1 (defense "none", same attack when measured)."""
-    frame = results_frame(rows)
+    frame = results_frame([r for r in rows if r["release"] != "verify"])  # verify: bench.reports.fingerprint
     protected = frame[frame["defense"] != "none"]
     records = []
     for key, cells in protected.groupby(GROUP, sort=False, dropna=False):

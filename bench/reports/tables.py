@@ -74,11 +74,12 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
             "psnr_true": _num(enc.get("psnr_true")),
             "psnr_nominal": _num(enc.get("psnr_nominal")),
             "encode_ms": _num(enc.get("encode_ms")),
+            "attack_psnr": _num((r.get("attack_stats") or {}).get("psnr")),
             "artifact_bytes": _num(cost.get("key_bytes", cost.get("artifact_bytes"))),
             "protect_ms": _num(cost.get("protect_ms")),
         })
     columns = ["defense", "params", "psnr", "psnr_mode", "release", "attack", "authorized", "evaluated",
-               "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "psnr_nominal", "encode_ms", "artifact_bytes", "protect_ms"]
+               "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "psnr_nominal", "encode_ms", "attack_psnr", "artifact_bytes", "protect_ms"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 

@@ -1,0 +1,55 @@
+"""Attack base classes, by what the attacker touches.
+
+- `Attack` (kind "input"): a fixed transform of the released data (`__call__(x, seed)`).
+- `LearnedAttack` (kind "learned"): first learns from the attacker's own released data
+  (`fit(view, seed)`, view = bench.attacks.attacker.AttackerView), then transforms the released
+  test data: reconstruction by a denoiser, projection of an estimated recoding subspace.
+- `AdaptationAttack` (kind "adapt"): adapts each unauthorized model to the released data
+  (`adapt(adapter, view, seed)` -> adapter); the released test data reach it unchanged.
+- `bench.attacks.model.ModelAttack` (kind "model"): transforms a released model (CoreLocker).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.registry import Plugin
+
+
+class Attack(Plugin):
+    """An input attack: transforms the released data."""
+
+    plugin_type = "attack"
+    kind = "input"
+
+    def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NoAttack(Attack):
+    name = "none"
+    description = "the released data as shipped"
+
+    def __call__(self, x, seed):
+        return x
+
+
+class LearnedAttack(Attack):
+    """An input attack that learns from the attacker's own released data before transforming."""
+
+    kind = "learned"
+
+    def fit(self, view, seed: int) -> dict:
+        """Learn from `view` (AttackerView); return non-secret facts to record (e.g. train loss)."""
+        raise NotImplementedError
+
+
+class AdaptationAttack(Plugin):
+    """Adapts an unauthorized model to the released data (the data itself is left as released)."""
+
+    plugin_type = "attack"
+    kind = "adapt"
+
+    def adapt(self, adapter, view, seed: int):
+        """Return an adapted copy of `adapter` (a ModelAdapter); never modify it in place."""
+        raise NotImplementedError

@@ -1,0 +1,112 @@
+"""Preprocessing attacks: what an adversary (or a careless pipeline) does to released images.
+
+Each transforms pixel-space images (N, C, H, W) and keeps their size, so every model reads
+the result as it would the released data. Randomness is drawn per sample from the seed and
+the sample's position, so a batch gives the same output however it is split.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from bench.attacks.base import Attack
+from bench.defenses.base import sample_generator
+from bench.errors import UserError
+
+
+def _check_range(name: str, value, low: float, high: float) -> float:
+    value = float(value)
+    if not low <= value <= high:
+        raise UserError(f"attack {name!r}: value {value} outside [{low}, {high}]")
+    return value
+
+
+class Jpeg(Attack):
+    name = "jpeg"
+    description = "JPEG re-encoding at a given quality (PIL); the paper sweeps 95 -> 75"
+    defaults = {"quality": 75}
+
+    def __call__(self, x, seed):
+        quality = int(_check_range(self.name, self.params["quality"], 1, 100))
+        out = []
+        for img in x.clamp(0, 1):
+            arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+            buf = io.BytesIO()
+            pil.save(buf, format="JPEG", quality=quality)
+            dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255.0
+            out.append(torch.from_numpy(dec.reshape(arr.shape)).permute(2, 0, 1))
+        return torch.stack(out).to(x.dtype)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur with reflect padding (radius 3 sigma)."""
+    radius = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+class GaussianBlur(Attack):
+    name = "blur"
+    description = "Gaussian blur with a given sigma (pixels)"
+    defaults = {"sigma": 1.0}
+
+    def __call__(self, x, seed):
+        return gaussian_blur(x, _check_range(self.name, self.params["sigma"], 1e-3, 100))
+
+
+class RandomCrop(Attack):
+    name = "crop"
+    description = "random crop keeping a fraction of the image area drawn from [low, high], resized back (bilinear)"
+    defaults = {"low": 0.6, "high": 0.9}
+
+    def __call__(self, x, seed):
+        low = _check_range(self.name, self.params["low"], 0.01, 1)
+        high = _check_range(self.name, self.params["high"], low, 1)
+        h, w = x.shape[-2:]
+        out = []
+        for i, img in enumerate(x):
+            g = sample_generator(seed, i, self.name)
+            keep = low + (high - low) * torch.rand((), generator=g).item()
+            ch, cw = max(1, round(h * keep**0.5)), max(1, round(w * keep**0.5))
+            top = int(torch.randint(0, h - ch + 1, (), generator=g))
+            left = int(torch.randint(0, w - cw + 1, (), generator=g))
+            crop = img[None, :, top : top + ch, left : left + cw]
+            out.append(F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0])
+        return torch.stack(out)
+
+
+class Resize(Attack):
+    name = "resize"
+    description = "downscale by a factor (antialiased bilinear) and back up to the original size"
+    defaults = {"scale": 0.5}
+
+    def __call__(self, x, seed):
+        scale = _check_range(self.name, self.params["scale"], 0.01, 4)
+        h, w = x.shape[-2:]
+        small = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
+                              antialias=True, align_corners=False)
+        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
+class AddGaussianNoise(Attack):
+    name = "gauss-noise"
+    description = "add i.i.d. Gaussian pixel noise with standard deviation sigma"
+    defaults = {"sigma": 0.05}
+
+    def __call__(self, x, seed):
+        sigma = _check_range(self.name, self.params["sigma"], 0, 10)
+        noise = torch.stack([torch.randn(x.shape[1:], generator=sample_generator(seed, i, self.name)) for i in range(len(x))])
+        return x + sigma * noise.to(x.dtype)
+
+
+PREPROCESSING = (Jpeg, GaussianBlur, RandomCrop, Resize, AddGaussianNoise)

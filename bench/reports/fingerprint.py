@@ -1,0 +1,246 @@
+"""Ownership-verification reports: MFUE Table 1 shape, leaderboard, ROC and score figures, attacks.
+
+Everything is computed from verify-protocol result rows (bench.verify_cells), except the
+`reported` columns of Table 1, which are the seed paper's figures with their citation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.fingerprint.metrics import roc  # noqa: E402
+from bench.reports.tables import compact_params, measured_line, provenance_of, to_markdown  # noqa: E402
+
+CITATION = "MFUE (seed 003), Table 1: AUC of fingerprinting methods, 64 positive / 60 negative suspects on CIFAR-10"
+REPORTED_AUC = {  # reported by the paper, never measured here: (CIFAR-10, CIFAR-100, ImageNet)
+    "ipguard": (0.63, 0.66, 0.57), "cae": (0.58, 0.63, 0.54), "metafinger": (0.81, 0.84, 0.72),
+    "adv-tra": (0.94, 0.97, 0.85), "mfue-w": (1.00, 1.00, 0.95), "mfue-b": (1.00, 1.00, 0.88),
+}
+REPORTED_DATASETS = ("CIFAR-10", "CIFAR-100", "ImageNet")
+SORT = ["auc", "tpr@1%fpr"]
+
+
+def _method(row: dict) -> str:
+    from bench.reports.tables import _registered_defaults
+
+    params = compact_params(row.get("params") or {}, row.get("point") or {}, _registered_defaults(row["defense"]))
+    return row["defense"] if params == "defaults" else f"{row['defense']} ({params})"
+
+
+def _label(row: dict) -> str:
+    """Short name for figures: the method and its swept parameters (the leaderboard lists them all)."""
+    point = row.get("point") or {}
+    return row["defense"] + (" (" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in sorted(point.items())) + ")" if point else "")
+
+
+def summaries(rows: list[dict]) -> pd.DataFrame:
+    """One row per (suite, method, attack) from the jobs' summary rows (mean over trials)."""
+    records = []
+    for r in rows:
+        if r["role"] != "summary":
+            continue
+        m = r["metrics"]
+        records.append({"suite": r["suite"], "method": _method(r), "label": _label(r), "defense": r["defense"],
+                        "attack": r["attack"],
+                        "source": r["authorized"], "labels_only": (r.get("cost") or {}).get("labels_only"),
+                        "auc": m["auc"], "auc_lo": m["auc_ci"][0], "auc_hi": m["auc_ci"][1],
+                        "tpr@1%fpr": m["tpr@1%fpr"], "tpr1_lo": m["tpr@1%fpr_ci"][0], "tpr1_hi": m["tpr@1%fpr_ci"][1],
+                        "tpr@5%fpr": m["tpr@5%fpr"], "pos_mean": m["score_pos_mean"], "neg_mean": m["score_neg_mean"],
+                        "detect": m.get("query_detection_rate"), "n_pos": m["n_positive"], "n_neg": m["n_negative"],
+                        "queries": (r.get("cost") or {}).get("queries")})
+    frame = pd.DataFrame.from_records(records)
+    if frame.empty:
+        return frame
+    keys = ["suite", "method", "label", "defense", "attack", "source", "labels_only"]
+    return frame.groupby(keys, sort=False, dropna=False).mean(numeric_only=True).reset_index()
+
+
+def _ci(v, lo, hi) -> str:
+    return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def fingerprint_board(rows: list[dict]) -> pd.DataFrame:
+    """Methods without a verification attack, ranked by AUC, then TPR@1%FPR."""
+    s = summaries(rows)
+    if s.empty:
+        return s
+    s = s[s["attack"] == "none"].sort_values(SORT, ascending=False, kind="stable").reset_index(drop=True)
+    s.insert(0, "rank", range(1, len(s) + 1))
+    return s
+
+
+def format_board(board: pd.DataFrame) -> str:
+    if board.empty:
+        return "(no fingerprint summaries)"
+    shown = pd.DataFrame({
+        "rank": board["rank"], "method": board["method"], "source": board["source"],
+        "labels only": ["yes" if v else "no" for v in board["labels_only"]],
+        "AUC [95% CI]": [_ci(*v) for v in board[["auc", "auc_lo", "auc_hi"]].itertuples(index=False)],
+        "TPR@1%FPR [95% CI]": [_ci(*v) for v in board[["tpr@1%fpr", "tpr1_lo", "tpr1_hi"]].itertuples(index=False)],
+        "TPR@5%FPR": board["tpr@5%fpr"], "score pos": board["pos_mean"], "score neg": board["neg_mean"],
+        "query detection": board["detect"], "positives": board["n_pos"], "negatives": board["n_neg"],
+        "queries/suspect": board["queries"],
+    })
+    return to_markdown(shown, {"TPR@5%FPR": 3, "score pos": 3, "score neg": 3, "query detection": 2, "rank": 0,
+                               "positives": 0, "negatives": 0, "queries/suspect": 0}, index=False)
+
+
+def table1(rows: list[dict]) -> str:
+    """MFUE Table 1 shape: AUC per method; measured columns (this harness, per suite: each method's
+    first configuration in the suite, no attack) next to the paper's reported columns."""
+    s = summaries(rows)
+    first = s[s["attack"] == "none"].drop_duplicates(["suite", "defense"]) if not s.empty else s
+    measured = first.pivot(index="defense", columns="suite", values="auc") if not first.empty else pd.DataFrame()
+    methods = list(dict.fromkeys([*REPORTED_AUC, *measured.index]))
+    table = pd.DataFrame(index=methods)
+    for suite in measured.columns:
+        table[f"{suite} (measured)"] = measured[suite].reindex(methods)
+    for i, name in enumerate(REPORTED_DATASETS):
+        table[f"{name} (reported)"] = [REPORTED_AUC.get(m, (math.nan,) * 3)[i] for m in methods]
+    return (f"{measured_line(provenance_of(rows))} Columns marked (reported) are not measured: {CITATION}.\n\n"
+            f"# Fingerprinting AUC (MFUE Table 1 shape)\n\nMeasured: each method's first configuration in "
+            f"the suite (the paper's parameters where the suite keeps them), no attack on verification; "
+            f"every configuration is in fingerprint_leaderboard.md.\n\n"
+            f"{to_markdown(table, {c: 3 for c in table.columns})}\n")
+
+
+def suspect_table(rows: list[dict]) -> str:
+    """MFUE Table 3 (Appendix C) shape: every suspect, its kind, role and clean top-1."""
+    seen, lines = set(), []
+    for r in rows:
+        if r["role"] == "summary" and ("source", r["authorized"]) not in seen and "source_top1" in r["metrics"]:
+            seen.add(("source", r["authorized"]))
+            lines.append({"source": r["authorized"], "suspect": f"source({r['authorized']})", "kind": "source",
+                          "role": "source", "clean top-1 (%)": r["metrics"]["source_top1"]})
+        if r["role"] in ("positive", "negative") and (r["authorized"], r["evaluated"]) not in seen:
+            seen.add((r["authorized"], r["evaluated"]))
+            lines.append({"source": r["authorized"], "suspect": r["evaluated"], "kind": r.get("suspect_kind", ""),
+                          "role": r["role"], "clean top-1 (%)": r["metrics"].get("top1")})
+    frame = pd.DataFrame.from_records(sorted(lines, key=lambda d: d["role"] != "source"))
+    return f"{measured_line(provenance_of(rows))}\n\n# Suspect models\n\n{to_markdown(frame, index=False)}\n"
+
+
+def _scores(rows: list[dict], attack: str = "none") -> dict:
+    """method -> {"positive": [...], "negative": [...], "kinds": [...]} for one attack."""
+    out: dict = {}
+    for r in rows:
+        if r["role"] in ("positive", "negative") and r["attack"] == attack:
+            d = out.setdefault(_label(r), {"positive": [], "negative": [], "kinds": []})
+            d[r["role"]].append(r["metrics"]["score"])
+            if r["role"] == "positive":
+                d["kinds"].append(r.get("suspect_kind", ""))
+    return out
+
+
+def _footer(fig, rows):
+    prov = provenance_of(rows)
+    fig.text(0.01, 0.005, f"measured by authbench, suite {prov['suite']}, git {prov['git'][:12]}", fontsize=7)
+
+
+def roc_figure(rows: list[dict], path: Path) -> Path:
+    """Figure 4a shape: ROC curve of every method (no verification attack)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for method, d in _scores(rows).items():
+        if d["positive"] and d["negative"]:
+            fpr, tpr, _ = roc(d["positive"], d["negative"])
+            from sklearn.metrics import auc as area
+
+            ax.plot(fpr, tpr, lw=1.6, label=f"{method} (AUC {area(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="0.5", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC of ownership verification")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    ax.grid(alpha=0.3)
+    _footer(fig, rows)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def score_figure(rows: list[dict], path: Path) -> Path:
+    """Figure 4b-d shape: matching-score distribution per method, per positive kind and for negatives."""
+    scores = _scores(rows)
+    kinds = sorted({k for d in scores.values() for k in d["kinds"]})
+    groups = [*kinds, "negative"]
+    ncols = min(5, max(1, len(scores)))
+    nrows = math.ceil(len(scores) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.6 * nrows), squeeze=False, sharey=True)
+    for ax in list(axes.flat)[len(scores):]:
+        ax.set_visible(False)
+    for ax, (method, d) in zip(axes.flat, scores.items()):
+        data = [[s for s, k in zip(d["positive"], d["kinds"]) if k == kind] for kind in kinds] + [d["negative"]]
+        ax.boxplot([v if v else [np.nan] for v in data], showfliers=False)
+        for i, v in enumerate(data, 1):
+            jitter = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else np.zeros(len(v))
+            ax.scatter(i + jitter, v, s=8, color="tab:red" if groups[i - 1] == "negative" else "tab:blue", alpha=0.7)
+        ax.set_xticks(range(1, len(groups) + 1), groups, rotation=60, fontsize=7)
+        ax.set_title(method, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("matching score")
+    _footer(fig, rows)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def attack_figure(rows: list[dict], path: Path) -> Path:
+    """Figures 9-10 shape: AUC and mean positive score of every method under each verification attack."""
+    s = summaries(rows)
+    attacks = list(dict.fromkeys(s["attack"]))
+    methods = list(dict.fromkeys(s["label"]))
+    fig, axes = plt.subplots(2, 1, figsize=(max(9, 1.1 * len(attacks) + 3), 7.5), sharex=True)
+    width = 0.8 / max(1, len(methods))
+    for ax, column, label in ((axes[0], "auc", "AUC"), (axes[1], "pos_mean", "mean score of positives")):
+        for i, method in enumerate(methods):
+            sub = s[s["label"] == method].groupby("attack")[column].mean().reindex(attacks)
+            ax.bar(np.arange(len(attacks)) + i * width, sub.values, width, label=method)
+        ax.set_xticks(np.arange(len(attacks)) + 0.4 - width / 2, attacks, rotation=40, ha="right", fontsize=7)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle("Attacks on verification: query processing and DP-Logits", fontsize=10)
+    _footer(fig, rows)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def render_fingerprint(rows: list[dict], out_dir: Path) -> list[Path]:
+    """Write the fingerprint tables, leaderboard and figures; returns the paths written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    board = fingerprint_board(rows)
+    prov = provenance_of(rows)
+    paths = [out / "fingerprint_table1.md", out / "fingerprint_leaderboard.md", out / "fingerprint_leaderboard.json",
+             out / "fingerprint_suspects.md", out / "fingerprint_attacks.md"]
+    paths[0].write_text(table1(rows))
+    paths[1].write_text(f"{measured_line(prov)}\n\n# Fingerprinting leaderboard\n\nRanked by AUC, then TPR@1%FPR "
+                        f"(higher is better); 95% bootstrap CIs over suspects.\n\n{format_board(board)}\n")
+    records = json.loads(board.to_json(orient="records")) if not board.empty else []
+    paths[2].write_text(json.dumps({"kind": "authbench-fingerprint-leaderboard", "version": 1, "provenance": prov,
+                                    "rank_by": SORT, "rows": records}, indent=1) + "\n")
+    paths[3].write_text(suspect_table(rows))
+    s = summaries(rows)
+    wide = s.pivot_table(index="label", columns="attack", values="auc", sort=False) if not s.empty else s
+    paths[4].write_text(f"{measured_line(prov)}\n\n# AUC under attacks on verification\n\n"
+                        f"{to_markdown(wide, {c: 3 for c in wide.columns})}\n")
+    if any(r["role"] != "summary" and r["attack"] == "none" for r in rows):
+        paths += [roc_figure(rows, out / "fingerprint_roc.png"), score_figure(rows, out / "fingerprint_scores.png")]
+    if len(set(s["attack"])) > 1:
+        paths.append(attack_figure(rows, out / "fingerprint_attacks.png"))
+    return paths

@@ -1,0 +1,1 @@
+"""GLUE with BERT/RoBERTa sequence classifiers and NE in the first self-attention block's input space."""

@@ -1,0 +1,1 @@
+"""MMBench through VLMEvalKit with NE in the authorized vision tower's patch-embedding space."""

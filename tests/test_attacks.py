@@ -1,0 +1,208 @@
+"""Attacks on input authorization: preprocessing, reconstruction, projection, adaptation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from bench.attacks import get_attack
+from bench.attacks.preprocessing import gaussian_blur
+from bench.data.base import Split
+from bench.defenses.release import psnr
+from bench.errors import UserError
+from bench.models.sources import from_module
+from bench.reports import render_all
+from bench.results import read_rows
+from bench.runner import Runner
+from bench.suite import load_suite
+from conftest import write_suite
+
+
+def _images(n: int, size: int = 8, seed: int = 0) -> torch.Tensor:
+    """Smooth random images in [0, 1] (blurred noise), so the content is low-dimensional."""
+    g = torch.Generator().manual_seed(seed)
+    return gaussian_blur(torch.rand(n, 1, size, size, generator=g), 1.5).clamp(0, 1)
+
+
+class SubspaceView:
+    """An AttackerView over synthetic data recoded in a known subspace (orthonormal columns `basis`)."""
+
+    def __init__(self, n=300, size=8, rank=12, scale=2.0):
+        self.size, self.scale = size, scale
+        q, _ = torch.linalg.qr(torch.randn(size * size, size * size, generator=torch.Generator().manual_seed(1)))
+        self.basis = q[:, :rank]
+        imgs = _images(n, size)
+        self.split = Split("synthetic", imgs, torch.zeros(n, dtype=torch.long), np.arange(n), 2)
+
+    def recode(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        coeffs = torch.randn(len(x), self.basis.shape[1], generator=g) * self.scale
+        return x + (coeffs @ self.basis.T).reshape(x.shape)
+
+    def clean(self, samples):
+        return self.split
+
+    def released(self, clean, draw=0):
+        return self.recode(clean.images, 10 + draw)
+
+    def whitebox_directions(self, clean):
+        return self.recode(torch.zeros_like(clean.images), 99)
+
+
+# -- preprocessing -----------------------------------------------------------------------------
+@pytest.mark.parametrize("entry", ["jpeg", "blur", "crop", "resize", "gauss-noise", {"name": "jpeg", "quality": 95}])
+def test_preprocessing_keeps_shape_and_is_deterministic(entry):
+    x = _images(6, 16)
+    attack = get_attack(entry)
+    out = attack(x, seed=3)
+    assert out.shape == x.shape
+    assert torch.equal(out, attack(x, seed=3))
+    assert not torch.equal(out, x)
+
+
+def test_crop_keeps_the_drawn_area_and_resizes_back():
+    x = torch.zeros(50, 1, 20, 20)
+    x[:, :, :, :10] = 1.0  # left half white
+    out = get_attack({"name": "crop", "low": 1.0, "high": 1.0})(x, seed=0)
+    assert torch.allclose(out, x, atol=1e-6)  # keeping all of the image is the identity
+    out = get_attack({"name": "crop", "low": 0.6, "high": 0.9})(x, seed=0)
+    assert len({round(float(o.mean()), 3) for o in out}) > 5  # each sample draws its own crop
+
+
+def test_noise_attack_psnr_matches_sigma():
+    x = torch.full((20, 1, 32, 32), 0.5)
+    out = get_attack({"name": "gauss-noise", "sigma": 0.1})(x, seed=0)
+    assert psnr(x, out).mean().item() == pytest.approx(20.0, abs=0.3)
+
+
+def test_bad_attack_parameters_are_one_line_errors():
+    with pytest.raises(UserError, match="outside"):
+        get_attack({"name": "jpeg", "quality": 0})(_images(1), 0)
+    with pytest.raises(UserError, match="no parameter 'strength'"):
+        get_attack({"name": "blur", "strength": 2})
+    with pytest.raises(UserError, match="unknown target"):
+        get_attack({"name": "reconstruct", "target": "noise2void"}).fit(SubspaceView(), 0)
+    with pytest.raises(UserError, match="unknown estimate"):
+        get_attack({"name": "project", "estimate": "oracle"}).fit(SubspaceView(), 0)
+
+
+# -- learned attacks on a known subspace ------------------------------------------------------
+@pytest.mark.parametrize("estimate", ["pairs", "whitebox"])
+def test_projection_finds_the_recoding_subspace_and_removes_it(estimate):
+    view = SubspaceView(rank=12)
+    attack = get_attack({"name": "project", "estimate": estimate})
+    facts = attack.fit(view, seed=0)
+    assert facts["rank"] == 12
+    clean = _images(40, seed=5)
+    released = view.recode(clean, 123)
+    attacked = attack(released, seed=0)
+    assert psnr(clean, attacked).mean() > psnr(clean, released).mean() + 10  # the recoding is gone
+
+
+def test_projection_regression_fill_beats_the_mean_fill():
+    view = SubspaceView(rank=12)
+    clean = _images(40, seed=5)
+    released = view.recode(clean, 123)
+    gains = {}
+    for fill in ("mean", "regress"):
+        attack = get_attack({"name": "project", "fill": fill})
+        attack.fit(view, seed=0)
+        gains[fill] = psnr(clean, attack(released, seed=0)).mean().item()
+    assert gains["regress"] > gains["mean"]
+
+
+def test_noise2clean_denoiser_removes_gaussian_noise():
+    class NoiseView(SubspaceView):
+        def released(self, clean, draw=0):
+            g = torch.Generator().manual_seed(draw)
+            return clean.images + 0.1 * torch.randn(clean.images.shape, generator=g)
+
+    view = NoiseView(n=256, size=16)
+    attack = get_attack({"name": "reconstruct", "target": "noise2clean", "epochs": 20, "width": 16, "depth": 3})
+    facts = attack.fit(view, seed=0)
+    assert facts["samples"] == 256
+    clean = _images(32, 16, seed=9)
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(4))
+    assert psnr(clean, attack(noisy, 0)).mean() > psnr(clean, noisy).mean() + 1.0
+
+
+def test_adaptation_returns_a_new_model_and_leaves_the_original():
+    view = SubspaceView(n=64)
+    view.split = Split("synthetic", view.split.images, torch.arange(64) % 2, np.arange(64), 2)
+    module = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    adapter = from_module(module, "toy", [0.5], [0.5], [1, 8, 8])
+    before = adapter.digest
+    adapted = get_attack({"name": "adapt", "epochs": 2}).adapt(adapter, view, seed=0)
+    assert adapter.digest == before
+    assert adapted.digest != before and adapted.name == "toy"
+
+
+# -- through the runner on the digits zoo -----------------------------------------------------
+ATTACKS = ('["none", "crop", {name = "reconstruct", epochs = 1, samples = 128, width = 8, depth = 2}, '
+           '{name = "project", samples = 256}, {name = "adapt", samples = 128, epochs = 1}]')
+
+
+@pytest.fixture(scope="module")
+def attacked_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("attacks")
+    extra = (f'\n[[defenses]]\nname = "ne-patch"\npsnr = [-10]\nrelease = ["float"]\nattacks = {ATTACKS}\n'
+             'models = ["mlp-s0", "vit-s0"]\n')
+    suite = load_suite(write_suite(tmp / "a.toml", psnr=(-10,), release=("float",), defenses=(), extra=extra))
+    runner = Runner(suite, tmp / "run", progress=False)
+    summary = runner.run()
+    return suite, tmp, summary, read_rows(tmp / "run")
+
+
+def test_attacks_run_in_the_grid_and_record_what_they_did(attacked_run):
+    _, _, summary, rows = attacked_run
+    by_attack = {}
+    for r in rows:
+        by_attack.setdefault(r["attack"].split("(")[0], []).append(r)
+    assert set(by_attack) == {"none", "crop", "reconstruct", "project", "adapt"}
+    assert all(len(by_attack[a]) == 6 for a in ("crop", "reconstruct", "project", "adapt"))  # 2 authorized x 3 evaluated
+    assert {r["authorized"] for r in by_attack["adapt"]} == {"mlp-s0", "vit-s0"}  # the entry's `models`
+    assert all(r["attack_stats"]["psnr"] > -10.5 for r in by_attack["project"])
+    assert all(0 < r["attack_stats"]["rank"] <= 1024 for r in by_attack["project"])
+    released = {(r["authorized"], r["evaluated"]): r["metrics"]["top1"] for r in by_attack["none"] if r["authorized"]}
+    for r in by_attack["adapt"]:  # the authorized model is never adapted: its accuracy is the released one
+        if r["role"] == "authorized":
+            assert r["metrics"]["top1"] == released[(r["authorized"], r["evaluated"])]
+
+
+def test_a_warm_rerun_neither_adapts_nor_forwards(attacked_run):
+    suite, tmp, _, rows = attacked_run
+    (tmp / "run2").mkdir()
+    runner = Runner(suite, tmp / "run2", progress=False)
+    summary = runner.run()
+    assert summary.forwards == 0
+    again = {r["cell"]: r["metrics"]["top1"] for r in read_rows(tmp / "run2")}
+    assert again == {r["cell"]: r["metrics"]["top1"] for r in rows}
+
+
+def test_attack_reports_are_written(attacked_run, tmp_path):
+    _, _, _, rows = attacked_run
+    paths = render_all(rows, tmp_path, {})
+    text = (tmp_path / "ne_attacks.md").read_text()
+    assert tmp_path / "ne_attacks.md" in paths
+    for heading in ("Preprocessing robustness", "Reconstruction", "projection", "Learned adaptation", "Reported by the NE paper"):
+        assert heading in text
+
+
+def test_entry_models_must_be_suite_models(tmp_path):
+    extra = '\n[[defenses]]\nname = "noise"\nmodels = ["mlp-s9"]\n'
+    suite = load_suite(write_suite(tmp_path / "m.toml", defenses=(), extra=extra))
+    with pytest.raises(UserError, match="'mlp-s9' in 'models' is not in the suite"):
+        Runner(suite, tmp_path / "run", progress=False)
+
+
+def test_attack_kind_must_fit_the_protocol(tmp_path):
+    extra = '\n[[defenses]]\nname = "ne-patch"\npsnr = [0]\nrelease = ["float"]\nattacks = ["prune"]\n'
+    suite = load_suite(write_suite(tmp_path / "b.toml", defenses=(), extra=extra))
+    with pytest.raises(UserError, match="cannot take attack 'prune'"):
+        Runner(suite, tmp_path / "run", progress=False)
+    extra = '\n[[defenses]]\nname = "corelocker"\nattacks = ["adapt"]\n'
+    suite = load_suite(write_suite(tmp_path / "c.toml", defenses=(), extra=extra))
+    with pytest.raises(UserError, match="cannot take attack 'adapt'"):
+        Runner(suite, tmp_path / "run", progress=False)

@@ -1,0 +1,77 @@
+"""The NE paper's reported Tables 1, 2, 8, 9: cited entries, reference leaderboards, measured-vs-reported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.errors import UserError
+from bench.reports.ne_reported import REPORTED, compare, reference_leaderboard, render_comparison, reported_table
+from bench.reports.tables import BASELINE, cross_model_matrix
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_reported_entry_is_cited_and_labelled():
+    assert {e["table"] for e in REPORTED} == {1, 2, 8, 9}
+    for e in REPORTED:
+        assert e["kind"] == "reported" and f"Table {e['table']}" in e["cite"] and e["row"] in e["cite"]
+    table1 = reported_table(1, "ImageNet")
+    assert table1.shape == (6, 5) and table1.loc["ViT-B", "ViT-B"] == 81.3
+
+
+@pytest.mark.parametrize("dataset,name", [("ImageNet", "imagenet"), ("CIFAR-10", "cifar10")])
+def test_checked_in_reference_leaderboards_match_the_code(dataset, name):
+    stored = json.loads((ROOT / "reports" / "leaderboards" / f"{name}.json").read_text())
+    assert stored == json.loads(json.dumps(reference_leaderboard(dataset)))
+    assert stored["rows"] == [] and all(e["kind"] == "reported" for e in stored["reported"])
+
+
+def _row(authorized, evaluated, top1, defense="ne-patch", psnr=20.0):
+    arch = {"r50b": "r50"}.get(evaluated, evaluated)  # r50b: ResNet-50 with other weights
+    role = "clean" if not authorized else ("authorized" if authorized == evaluated else
+                                          "same-arch" if arch == authorized else "unauthorized")
+    return {"suite": "s", "suite_digest": "d", "defense": defense, "params": {}, "point": {} if defense == "none" else
+            {"psnr": psnr, "psnr_mode": "true"}, "release": "clean" if defense == "none" else "float", "attack": "none",
+            "authorized": authorized, "evaluated": evaluated, "role": role,
+            "arch": {"authorized": authorized, "evaluated": arch}, "metrics": {"top1": top1, "first_layer_dev": 0.0},
+            "encoding": {"psnr_true": psnr, "psnr_nominal": None}, "cost": None, "attack_stats": None,
+            "provenance": {"git": "g", "versions": {}}}
+
+
+ROWS = [_row("", "r50", 80.0, "none"), _row("", "vit", 81.0, "none"),
+        _row("r50", "r50", 79.0), _row("r50", "vit", 1.0), _row("vit", "r50", 0.5), _row("vit", "vit", 81.0)]
+VARIANT_ROWS = ROWS + [_row("", "r50b", 79.5, "none"), _row("r50", "r50b", 2.0), _row("vit", "r50b", 0.3)]
+
+
+def test_measured_cells_sit_beside_reported_ones_with_the_delta():
+    measured = cross_model_matrix(ROWS, "ne-patch", 20.0, "float").select_dtypes("number")
+    cmp = compare(measured, 1, "ImageNet", {"r50": "ResNet-50", "vit": "ViT-B"})
+    cell = cmp[(cmp["authorized"] == "r50") & (cmp["evaluated"] == "r50")].iloc[0]
+    assert (cell["measured"], cell["reported"]) == (79.0, 80.2)
+    assert cell["delta"] == pytest.approx(-1.2)
+    baseline = cmp[(cmp["authorized"] == BASELINE) & (cmp["evaluated"] == "vit")].iloc[0]
+    assert baseline["reported"] == 81.6 and len(cmp) == 6
+
+
+def test_comparison_report_needs_paper_names(tmp_path):
+    assert render_comparison(ROWS, tmp_path, {}) == []
+    (path,) = render_comparison(ROWS, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})
+    assert "| r50 " in path.read_text() and "80.2" in path.read_text()
+    with pytest.raises(UserError, match="valid paper columns"):
+        render_comparison(ROWS, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-5O"}})
+    with pytest.raises(UserError, match="valid choices: CIFAR-10, ImageNet"):
+        render_comparison(ROWS, tmp_path, {"paper_dataset": "VDSR", "paper_models": {"r50": "ResNet-50"}})
+
+
+def test_table2_maps_other_weights_columns_apart_from_table1(tmp_path):
+    report = {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50", "vit": "ViT-B"},
+              "paper_variants": {"r50b": "ResNet-50"}}
+    (path,) = render_comparison(VARIANT_ROWS, tmp_path, report)
+    text = path.read_text()
+    table1, table2 = text.split("## Table 2")
+    assert "r50b" not in table1  # a variant is no Table 1 column
+    (line,) = [l for l in table2.splitlines() if l.startswith("| r50 ") and "r50b" in l]
+    assert [c.strip() for c in line.strip("|").split("|")] == ["r50", "r50b", "ResNet-50", "ResNet-50", "2.0", "1.2", "0.8"]
