@@ -5,7 +5,7 @@ A row (all keys always present):
   suite       suite name;            suite_digest: digest of the suite file's parsed content
   defense     registry name;         params: the defense's full parameters (JSON object)
   point       the swept parameters of this cell, e.g. {"psnr": 20.0, "psnr_mode": "true"}
-  release     "float" | "clip" | "uint8" | "clean"
+  release     "float" | "clip" | "uint8" | "clean" | "model" (model defenses) | "verify" (fingerprints)
   attack      attack label: registry name and its parameters ("none" when no attack)
   authorized  label of the model the data was protected for ("" for the clean baseline)
   evaluated   label of the model evaluated on the released data
@@ -24,6 +24,10 @@ A row (all keys always present):
   n           number of evaluated samples (rows whose logits are all finite; a model may score a subset)
   provenance  {"model_digest", "authorized_digest", "input_digest", "versions",
               "git", "device", "seed", "wall_s", "cache": {"hits", "misses", "corrupt"}, "forwards"}
+Model-defense and fingerprint rows add "job" and "job_rows" (the job's key and how many rows
+it writes, for resume); fingerprint rows (bench.verify_cells) have role "positive" | "negative" |
+"summary" and add "suspect_kind", with the ROC metrics (AUC, TPR at 1% / 5% FPR, CIs) on the
+summary row.
 GLUE and MMBench rows (bench.text.runner, bench.vlm.runner) add "benchmark" ("glue" | "mmbench")
 and "task"; their metrics.top1 is the task's primary metric x 100 (GLUE) or Overall circular
 accuracy x 100 (MMBench), with every official metric / capability group beside it.

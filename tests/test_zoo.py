@@ -62,5 +62,8 @@ def test_checked_in_reference_leaderboard_is_a_measured_leaderboard():
     assert ref["provenance"]["git"] not in ("", "unknown")
     keys = {r["key"] for r in ref["rows"]}
     assert len(keys) == len(ref["rows"])
-    assert len([r for r in ref["rows"] if r["release"] != "model"]) == 3 * 7 * 3  # 3 defenses x 7 PSNR x 3 formats
-    assert {r["defense"] for r in ref["rows"]} == {"ne-patch", "ne-operator", "noise", "corelocker"}
+    data_rows = [r for r in ref["rows"] if r["release"] != "model"]
+    assert len([r for r in data_rows if r["attack"] == "none"]) == 3 * 7 * 3  # 3 defenses x 7 PSNR x 3 formats
+    attacked = {r["attack"].split("(")[0] for r in data_rows if r["attack"] != "none"}
+    assert attacked == {"jpeg", "crop", "reconstruct", "project", "adapt"}  # NE's attacks, the projection included
+    assert {r["defense"] for r in ref["rows"]} == {"ne-patch", "ne-operator", "noise", "corelocker", "dp", "fhe", "algospec"}

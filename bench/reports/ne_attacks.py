@@ -42,26 +42,30 @@ def _section(label: str) -> str | None:
 
 
 def attack_summary(rows: list[dict]) -> pd.DataFrame:
-    """One row per (defense, params, psnr, release, attack) of input-authorization cells."""
+    """One row per attacked (defense, params, psnr, release, attack) of input-authorization cells, beside
+    the same cells unattacked (the same authorized models, so `restored` compares like with like)."""
     frame = results_frame(rows)
     frame = frame[(frame["defense"] != "none") & frame["role"].isin(["authorized", "same-arch", "unauthorized"])
                   & frame["psnr"].notna()]
+    unattacked = frame[frame["attack"] == "none"]
     records = []
-    for key, cells in frame.groupby([*KEYS, "attack"], sort=False, dropna=False):
-        own = cells[cells["role"] == "authorized"]
-        others = cells[cells["role"] != "authorized"]
+    for key, cells in frame[frame["attack"] != "none"].groupby([*KEYS, "attack"], sort=False, dropna=False):
+        models = sorted(set(cells["authorized"]))
+        base = unattacked[unattacked["authorized"].isin(models)]
+        for k, v in zip(KEYS, key):
+            base = base[base[k] == v]
+        own, others = cells[cells["role"] == "authorized"], cells[cells["role"] != "authorized"]
+        base_others = base[base["role"] != "authorized"]["top1"]
         records.append({**dict(zip([*KEYS, "attack"], key)), "section": _section(key[-1]),
+                        "authorized models": ", ".join(models),
                         "psnr released": own["psnr_true"].mean(),
                         "psnr attacked": own["attack_psnr"].mean() if own["attack_psnr"].notna().any() else np.nan,
-                        "authorized": own["top1"].mean(), "unauthorized mean": others["top1"].mean(),
-                        "unauthorized max": others["top1"].max()})
-    table = pd.DataFrame.from_records(records)
-    if table.empty:
-        return table
-    base = table[table["attack"] == "none"].set_index(KEYS)["unauthorized mean"]
-    table["restored"] = [row["unauthorized mean"] - base.get(tuple(row[k] for k in KEYS), np.nan)
-                         for _, row in table.iterrows()]
-    return table
+                        "authorized released": base[base["role"] == "authorized"]["top1"].mean(),
+                        "authorized": own["top1"].mean(),
+                        "unauthorized released": base_others.mean(),
+                        "unauthorized mean": others["top1"].mean(), "unauthorized max": others["top1"].max(),
+                        "restored": others["top1"].mean() - base_others.mean()})
+    return pd.DataFrame.from_records(records)
 
 
 def adaptation_table(rows: list[dict]) -> pd.DataFrame:
@@ -93,22 +97,20 @@ def _reported_section() -> str:
 def render_attacks(rows: list[dict], out_dir: Path) -> list[Path]:
     """Write ne_attacks.md and ne_attacks.csv when any input-authorization cell ran an attack."""
     summary = attack_summary(rows)
-    if summary.empty or not (summary["attack"] != "none").any():
+    if summary.empty:
         return []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = [measured_line(provenance_of(rows)), "", "# Attacks on input authorization", "",
              "Mean top-1 (%) of the authorized models on their own released data and of every other model "
-             "(unauthorized); `restored` = unauthorized mean minus its value on the unattacked released data.", ""]
-    columns = [*KEYS, "attack", "psnr released", "psnr attacked", "authorized", "unauthorized mean",
-               "unauthorized max", "restored"]
+             "(unauthorized), after the attack and on the same released data unattacked (`... released`); "
+             "`restored` = unauthorized mean after minus before the attack.", ""]
+    columns = [*KEYS, "attack", "authorized models", "psnr released", "psnr attacked", "authorized released",
+               "authorized", "unauthorized released", "unauthorized mean", "unauthorized max", "restored"]
     for section, (heading, note) in SECTIONS.items():
-        part = summary[(summary["section"] == section) | (summary["attack"] == "none")]
-        if not (part["attack"] != "none").any():
-            continue
-        keys = part.loc[part["attack"] != "none", KEYS].drop_duplicates()
-        part = part.merge(keys, on=KEYS)
-        parts += [f"## {heading}", "", f"{note}.", "", to_markdown(part[columns], index=False), ""]
+        part = summary[summary["section"] == section]
+        if not part.empty:
+            parts += [f"## {heading}", "", f"{note}.", "", to_markdown(part[columns], index=False), ""]
     adaptation = adaptation_table(rows)
     if not adaptation.empty:
         parts += ["## Adaptation per model", "", to_markdown(adaptation, index=False), ""]
