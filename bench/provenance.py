@@ -43,5 +43,23 @@ def device() -> str:
     return f"cpu:{platform.machine()}:{torch.get_num_threads()}threads"
 
 
+def row_provenance(model_digest: str, authorized_digest: str | None, input_digest: str | None, defense_summary,
+                   seed: int, wall_s: float, cache: dict, forwards: int) -> dict:
+    """A result row's provenance: the models' digests, the input's, versions, git, device and run counters."""
+    return {
+        "model_digest": model_digest,
+        "authorized_digest": authorized_digest,
+        "input_digest": input_digest,
+        "defense_summary": defense_summary,
+        "versions": versions(),
+        "git": git_revision(),
+        "device": device(),
+        "seed": seed,
+        "wall_s": wall_s,
+        "cache": cache,
+        "forwards": forwards,
+    }
+
+
 def command_line() -> str:
     return " ".join(sys.argv)

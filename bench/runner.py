@@ -407,19 +407,9 @@ class Runner:
             "attack_stats": extra.get("attack_stats"),
             "cost": extra.get("cost"),
             "n": int(scored.sum()),
-            "provenance": {
-                "model_digest": model.digest,
-                "authorized_digest": auth.digest if auth else None,
-                "input_digest": extra["input_digest"],
-                "defense_summary": extra.get("defense_summary"),
-                "versions": provenance.versions(),
-                "git": provenance.git_revision(),
-                "device": provenance.device(),
-                "seed": self.suite.seed + job.trial,
-                "wall_s": extra["wall_s"],
-                "cache": extra["cache"],
-                "forwards": extra["forwards"],
-            },
+            "provenance": provenance.row_provenance(
+                model.digest, auth.digest if auth else None, extra["input_digest"], extra.get("defense_summary"),
+                self.suite.seed + job.trial, extra["wall_s"], extra["cache"], extra["forwards"]),
         }
 
     def snapshot(self):

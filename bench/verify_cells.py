@@ -112,9 +112,7 @@ def run_verify_job(runner: "Runner", job: "Job") -> list[dict]:
     base = {"suite_digest": runner.suite.digest, "encoding": None, "job": job.key, "job_rows": len(suspects) + 1}
 
     def prov(adapter, wall_s):
-        return {"model_digest": adapter.digest, "authorized_digest": source.digest, "input_digest": None,
-                "defense_summary": fp.summary, "versions": provenance.versions(), "git": provenance.git_revision(),
-                "device": provenance.device(), "seed": seed, "wall_s": wall_s, "cache": {}, "forwards": 0}
+        return provenance.row_provenance(adapter.digest, source.digest, None, fp.summary, seed, wall_s, {}, 0)
 
     rows, scores = [], {"positive": [], "negative": []}
     for s in suspects:

@@ -165,19 +165,9 @@ class TextRunner:
             "cost": None if out is not None else {"note": f"{model.name} reads {model.hidden_size}-dim embeddings; "
                                                            f"the release has {auth.hidden_size if auth else '?'}"},
             "n": len(data) if out is not None else 0,
-            "provenance": {
-                "model_digest": model.digest,
-                "authorized_digest": auth.digest if auth else None,
-                "input_digest": extra["input_digest"],
-                "defense_summary": extra.get("defense_summary"),
-                "versions": provenance.versions(),
-                "git": provenance.git_revision(),
-                "device": provenance.device(),
-                "seed": self.suite.seed,
-                "wall_s": extra["wall_s"],
-                "cache": dict(self.cache.stats.as_dict()),
-                "forwards": self.forwards,
-            },
+            "provenance": provenance.row_provenance(
+                model.digest, auth.digest if auth else None, extra["input_digest"], extra.get("defense_summary"),
+                self.suite.seed, extra["wall_s"], dict(self.cache.stats.as_dict()), self.forwards),
         }
 
     def _run_task(self, task: str, pending: list[dict]) -> list[dict]:

@@ -177,19 +177,10 @@ class VLMRunner:
             "attack_stats": None,
             "cost": None,
             "n": n,
-            "provenance": {
-                "model_digest": digest(self.identity(e)),
-                "authorized_digest": digest(self.identity(auth)) if auth else None,
-                "input_digest": extra["input_digest"],
-                "defense_summary": None,
-                "versions": provenance.versions(),
-                "git": provenance.git_revision(),
-                "device": provenance.device(),
-                "seed": self.suite.seed,
-                "wall_s": extra["wall_s"],
-                "cache": {"hits": self.cache.hits, "misses": self.cache.misses, "corrupt": 0},
-                "forwards": self.generated,
-            },
+            "provenance": provenance.row_provenance(
+                digest(self.identity(e)), digest(self.identity(auth)) if auth else None, extra["input_digest"], None,
+                self.suite.seed, extra["wall_s"], {"hits": self.cache.hits, "misses": self.cache.misses, "corrupt": 0},
+                self.generated),
         }
 
     def run(self) -> RunSummary:
