@@ -296,18 +296,19 @@ class Runner:
             transforms.append({"attack": attack_label(job.attack), "seed": self.suite.seed + job.trial})
         return {"data": self.data.identity, "transforms": transforms}
 
-    def release(self, job: Job, split, seed: int) -> tuple[torch.Tensor, dict]:
-        """`split`'s images as the job's defense releases them (directions, PSNR calibration, release format)."""
+    def release(self, job: Job, split, seed: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """`split`'s images as the job's defense releases them (directions, PSNR calibration, release format),
+        their clean counterpart in the encode space, and the encoding stats."""
         x = split.images
         stats: dict = {"psnr_true": None, "psnr_nominal": None, "calib_err_db": 0.0, "unreachable": 0}
         if job.defense == "none":
-            return x, stats
+            return x, x, stats
         auth = self.model(job.authorized) if job.authorized else None
         x = space_input(x, auth, self.encode_space)
         dirs, residual = to_pixels(self._defense(job).directions(x, split.indices, split.labels, seed), x, auth)
         if residual is not None:
             stats["lift_residual"] = float(residual.mean())
-        std = self.model(job.authorized).preprocess.std if job.authorized else None
+        std = auth.preprocess.std if auth else None
         if std is not None and len(std) == 1:
             std = std * x.shape[1]
         cal = calibrate(x, dirs, job.point["psnr"], job.release, job.point["psnr_mode"], std)
@@ -317,14 +318,12 @@ class Runner:
             calib_err_db=cal.max_err_db,
             unreachable=cal.unreachable,
         )
-        return cal.released, stats
+        return cal.released, x, stats
 
     def _encode(self, job: Job) -> tuple[torch.Tensor, dict]:
         start, seed = time.perf_counter(), self.suite.seed + job.trial
-        x, stats = self.release(job, self.data, seed)
+        x, clean, stats = self.release(job, self.data, seed)
         stats["encode_ms"] = (time.perf_counter() - start) * 1e3 / len(x)
-        auth = self.model(job.authorized) if job.authorized and job.defense != "none" else None
-        clean = space_input(self.data.images, auth, self.encode_space)
         x, stats["attack_stats"] = attack_inputs(self, job, x, clean, seed)
         self._reference = (x, clean)
         summary = self._defense(job).summary()

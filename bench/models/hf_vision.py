@@ -85,30 +85,29 @@ def _config(spec: dict, model: str, trc: bool):
     from transformers import AutoConfig
 
     table = spec.get("config")
-    if table is None and not spec.get("pretrained", True) and model in OFFLINE_ARCHITECTURES:
-        try:
-            return _with_classes(AutoConfig.from_pretrained(model, trust_remote_code=trc, revision=spec.get("revision")),
-                                 spec)
-        except (OSError, ValueError, KeyError):  # no hub here: the published architecture, random weights anyway
-            table = OFFLINE_ARCHITECTURES[model]
     try:
         if table is not None:
             if not isinstance(table, dict) or "model_type" not in table:
                 raise UserError(f"hf model {model!r}: config must be a table with a model_type, got {table!r}")
-            kwargs = dict(table)
-            config = AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
+            config = _from_table(table)
         else:
             config = AutoConfig.from_pretrained(model, trust_remote_code=trc, revision=spec.get("revision"))
     except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"cannot get the config of hf model {model!r} ({_first_line(e)}); give a local model "
-                        "directory, a config table, or run where the hub (or its cache) is reachable") from None
-    return _with_classes(config, spec)
-
-
-def _with_classes(config, spec: dict):
+        if table is None and not spec.get("pretrained", True) and model in OFFLINE_ARCHITECTURES:
+            config = _from_table(OFFLINE_ARCHITECTURES[model])  # no hub: the published architecture, random weights
+        else:
+            raise UserError(f"cannot get the config of hf model {model!r} ({_first_line(e)}); give a local model "
+                            "directory, a config table, or run where the hub (or its cache) is reachable") from None
     if "num_classes" in spec:
         config.num_labels = int(spec["num_classes"])
     return config
+
+
+def _from_table(table: dict):
+    from transformers import AutoConfig
+
+    kwargs = dict(table)
+    return AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
 
 
 def _build(spec: dict, model: str, config, trc: bool) -> nn.Module:

@@ -142,9 +142,14 @@ def _scores(rows: list[dict], attack: str = "none") -> dict:
     return out
 
 
-def _footer(fig, rows):
+def _save(fig, rows, path: Path, top: float = 1.0, bottom: float = 0.04) -> Path:
+    """Footer with the figure's provenance, then tight layout, PNG, close."""
     prov = provenance_of(rows)
     fig.text(0.01, 0.005, f"measured by authbench, suite {prov['suite']}, git {prov['git'][:12]}", fontsize=7)
+    fig.tight_layout(rect=(0, bottom, 1, top))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
 
 
 def roc_figure(rows: list[dict], path: Path) -> Path:
@@ -162,11 +167,7 @@ def roc_figure(rows: list[dict], path: Path) -> Path:
     ax.set_title("ROC of ownership verification")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     ax.grid(alpha=0.3)
-    _footer(fig, rows)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return _save(fig, rows, path, bottom=0.03)
 
 
 def score_figure(rows: list[dict], path: Path) -> Path:
@@ -190,11 +191,7 @@ def score_figure(rows: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
         ax.set_ylabel("matching score")
-    _footer(fig, rows)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return _save(fig, rows, path)
 
 
 def attack_figure(rows: list[dict], path: Path) -> Path:
@@ -213,11 +210,7 @@ def attack_figure(rows: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle("Attacks on verification: query processing and DP-Logits", fontsize=10)
-    _footer(fig, rows)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return _save(fig, rows, path, top=0.95)
 
 
 def render_fingerprint(rows: list[dict], out_dir: Path) -> list[Path]:

@@ -9,7 +9,14 @@ names the dataset with `paper_dataset = "ImageNet" | "CIFAR-10"`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
+
+from bench.errors import UserError
+from bench.reports.leaderboard import METRIC_DIRECTIONS
+from bench.reports.tables import (BASELINE, cross_model_matrix, measured_line, provenance_of, results_frame,
+                                  same_arch_matrix, to_markdown)
 
 PAPER = "Non-Transferable Examples (NE) paper"
 BACKBONES = ("ResNet-50", "ViT-B", "SwinV2-T", "DeiT-B", "MambaVision-T")
@@ -83,8 +90,6 @@ def compare(measured: pd.DataFrame, table: int, dataset: str, rows: dict[str, st
     label -> paper name; columns default to rows), beside the reported value and the delta
     (measured - reported). `measured` is indexed by authorized label (or the clean baseline row)
     with evaluated labels as columns."""
-    from bench.reports.tables import BASELINE
-
     reported = reported_table(table, dataset)
     names, columns = {**rows, BASELINE: "Baseline"}, columns or rows
     records = []
@@ -99,15 +104,9 @@ def compare(measured: pd.DataFrame, table: int, dataset: str, rows: dict[str, st
                                                        "measured", "reported", "delta"])
 
 
-def render_comparison(rows: list[dict], out_dir, report: dict) -> list:
+def render_comparison(rows: list[dict], out_dir, report: dict) -> list[Path]:
     """ne_paper_comparison.md: measured Tables 1 and 2 cells beside the paper's, with the delta, for
     every NE section at the paper's 20 dB; needs `paper_models` and `paper_dataset` in [report]."""
-    from pathlib import Path
-
-    from bench.errors import UserError
-    from bench.reports.tables import (cross_model_matrix, measured_line, provenance_of, results_frame,
-                                      same_arch_matrix, to_markdown)
-
     models, dataset = report.get("paper_models"), report.get("paper_dataset")
     variants = report.get("paper_variants") or {}
     if not models or not dataset:
@@ -140,8 +139,6 @@ def render_comparison(rows: list[dict], out_dir, report: dict) -> list:
 def reference_leaderboard(dataset: str) -> dict:
     """The fixed reference for a paper dataset before anything is measured there: no measured rows,
     the paper's entries for that dataset (Tables 1, 2 and, for CIFAR-10, 9) plus Table 8, each cited."""
-    from bench.reports.leaderboard import METRIC_DIRECTIONS
-
     entries = [e for e in REPORTED if e["dataset"] in (dataset, "VDSR")]
     return {"kind": "authbench-leaderboard", "version": 1,
             "provenance": {"note": "reported entries only; measured rows appear when the suite is run on a GPU machine"},
