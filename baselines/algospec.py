@@ -75,6 +75,8 @@ class AlternativeRelease(nn.Module):
 class OnAlternatives(ModelAdapter):
     """`inner` (the polynomial pipeline or any other model) evaluated on the released alternatives."""
 
+    whole_split = True  # optimizes alternatives for the whole evaluated split at once (one seeded start)
+
     def __init__(self, name: str, inner: ModelAdapter, release: AlternativeRelease, cost: dict):
         super().__init__(name, inner.module, inner.preprocess, inner.arch, inner.source)
         self.inner, self.release, self.cost = inner, release, cost

@@ -240,6 +240,8 @@ ATTACKS = ("wrong_key", "centroid")
 class FHEAdapter(ModelAdapter):
     """Authorized (decrypted logits) or unauthorized (attacker's best guess, one-hot) on the subset; NaN elsewhere."""
 
+    whole_split = True  # encrypts a seeded subset of the whole evaluated split: predict sees it in one call
+
     def __init__(self, name, module, preprocess, arch, source, session: FHESession, attack: str | None = None):
         super().__init__(name, module, preprocess, arch, source)
         self.session, self.attack = session, attack

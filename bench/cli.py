@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", type=Path, help="dataset folder (overrides [data] root)")
     run.add_argument("--random-weights", action="store_true",
                      help="timm/hf models with seeded random weights, no checkpoints (smoke runs; suite renamed *-random-weights)")
+    run.add_argument("--batch-size", type=int, help="images per batch through encoding and every model (default: "
+                     "suite [run] batch_size, else 256); results do not depend on it")
+    run.add_argument("--device", help="compute device: cpu, cuda, cuda:N or auto (default: suite [run] device, else auto)")
+    run.add_argument("--threads", type=int, help="torch CPU threads (on a shared machine 1 is often fastest)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     ls = sub.add_parser("list", help="what is registered")
@@ -60,37 +64,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> int:
-    from bench.reports import render_all
-    from bench.reports.leaderboard import format_leaderboard, leaderboard
-    from bench.results import read_rows
-    from bench.runner import Runner
+    from bench.api import run_suite
     from bench.suite import load_suite
     from bench.suite_overrides import apply_overrides
-    from bench.task_suites import TASK_DATASETS, run_task_suite
 
     suite = apply_overrides(load_suite(args.suite), args.subset, args.data_root, args.random_weights)
-    out = args.out or Path("runs") / suite.name
-    if suite.data.get("dataset") in TASK_DATASETS:
-        return run_task_suite(suite, out, args)
-    runner = Runner(
-        suite, out, defenses=args.defense, models=args.model, psnr=args.psnr, releases=args.release,
-        cache_dir=args.cache_dir, progress=not args.no_progress, full=args.full,
-    )
-    summary = runner.run()
-    rows = read_rows(summary.results)
-    paths = render_all(rows, args.reports or Path("reports") / suite.name, suite.report)
-    print(format_leaderboard(leaderboard(rows), top=20))
-    if any(r["release"] == "verify" for r in rows):
-        from bench.reports.fingerprint import fingerprint_board, format_board
-
-        print(f"\n{format_board(fingerprint_board(rows))}")
-    print(
-        f"\ncells: {summary.cells_total} total, {summary.cells_done_before} already done, {summary.cells_run} run | "
-        f"forward passes: {summary.forwards} | encodings: {summary.encodings} | "
-        f"cache hits {summary.cache['hits']}, misses {summary.cache['misses']}, corrupt {summary.cache['corrupt']} | "
-        f"{summary.wall_s:.1f}s"
-    )
-    print(f"results: {summary.results}\nreports: {paths[0].parent if paths else '-'}")
+    results = run_suite(suite, out=args.out, reports=args.reports, defenses=args.defense, models=args.model,
+                        psnr=args.psnr, releases=args.release, full=args.full, batch_size=args.batch_size,
+                        device=args.device, threads=args.threads, cache_dir=args.cache_dir,
+                        progress=not args.no_progress)
+    print(results.summary_text())
     return 0
 
 
@@ -120,7 +103,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from bench.reports import render_all
+    from bench.protocols import render
     from bench.results import read_rows
     from bench.suite import load_suite
 
@@ -132,7 +115,7 @@ def _cmd_report(args) -> int:
         report = load_suite(name).report
     except UserError:
         report = {}
-    for path in render_all(rows, args.out or Path("reports") / rows[0]["suite"], report):
+    for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report):
         print(path)
     return 0
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from bench.core.types import Provenance
+
 PACKAGES = ("authbench", "torch", "numpy", "scikit-learn", "timm", "transformers")
 
 
@@ -37,28 +39,20 @@ def git_revision() -> str:
         return "unknown"
 
 
-def device() -> str:
-    if torch.cuda.is_available():
-        return f"cuda:{torch.cuda.get_device_name(0)}"
+def device(where: torch.device | None = None) -> str:
+    """The compute device in words: the GPU's name, or the CPU's architecture and thread count."""
+    where = where if where is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if where.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(where)}"
     return f"cpu:{platform.machine()}:{torch.get_num_threads()}threads"
 
 
-def row_provenance(model_digest: str, authorized_digest: str | None, input_digest: str | None, defense_summary,
-                   seed: int, wall_s: float, cache: dict, forwards: int) -> dict:
+def build(*, model_digest: str | None, authorized_digest: str | None, input_digest: str | None, defense_summary,
+          seed: int, wall_s: float, cache: dict, forwards: int, where: torch.device | None = None) -> Provenance:
     """A result row's provenance: the models' digests, the input's, versions, git, device and run counters."""
-    return {
-        "model_digest": model_digest,
-        "authorized_digest": authorized_digest,
-        "input_digest": input_digest,
-        "defense_summary": defense_summary,
-        "versions": versions(),
-        "git": git_revision(),
-        "device": device(),
-        "seed": seed,
-        "wall_s": wall_s,
-        "cache": cache,
-        "forwards": forwards,
-    }
+    return Provenance(model_digest=model_digest, authorized_digest=authorized_digest, input_digest=input_digest,
+                      defense_summary=defense_summary, versions=versions(), git=git_revision(), device=device(where),
+                      seed=seed, wall_s=wall_s, cache=cache, forwards=forwards)
 
 
 def command_line() -> str:

@@ -52,3 +52,25 @@ class Plugin:
             valid = ", ".join(sorted(self.defaults)) or "(none)"
             raise UserError(f"{self.plugin_type} {self.name!r} has no parameter {bad[0]!r}; valid parameters: {valid}")
         self.params = {**self.defaults, **params}
+
+
+class Registry:
+    """One registry of a kind of plugin: built-ins registered by decorator, third-party ones by the
+    entry point `group` or as 'package.module:Class'. Protocols and executors live in one each."""
+
+    def __init__(self, kind: str, group: str):
+        self.kind, self.group = kind, group
+        self.builtins: dict[str, type] = {}
+
+    def register(self, cls: type) -> type:
+        self.builtins[cls.name] = cls
+        return cls
+
+    def get(self, name: str) -> type:
+        return resolve(self.kind, self.group, self.builtins, name)
+
+    def names(self) -> list[str]:
+        return [*self.builtins, *(n for n in _entry_points(self.group) if n not in self.builtins)]
+
+    def describe(self) -> dict[str, str]:
+        return describe(self.group, self.builtins)

@@ -13,6 +13,7 @@
                  input defenses also: psnr = [...], psnr_mode = "true" | "paper-nominal",
                  release = ["float", "clip", "uint8"]
     [check]      tolerance = {metric = points}, default_tolerance
+    [run]        batch_size, device ("cpu" | "cuda" | "cuda:N" | "auto"), threads (CLI flags override)
     [report]     psnr = [...], release = [...]   (which points get tables); paper_dataset =
                  "ImageNet" | "CIFAR-10" and paper_models = {label = "ResNet-50", ...} print the NE
                  paper's Tables 1-2 beside the measured cells (bench.reports.ne_reported); table3 =
@@ -34,7 +35,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report", "suspects"}  # suspects: bench.verify_cells
+TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report", "suspects", "run"}  # suspects: ownership
+RUN_KEYS = {"batch_size": int, "device": str, "threads": int}
 DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "release", "attacks", "sweep", "trials", "tier", "models"}
 TIERS = ("default", "full")
 
@@ -66,6 +68,7 @@ class Suite:
     check: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
+    run: dict = field(default_factory=dict)  # [run]: batch_size, device, threads
 
     @property
     def digest(self) -> str:
@@ -117,6 +120,12 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         if key not in raw:
             raise UserError(f"{path}: missing [{key}] section")
     meta = raw.get("suite", {})
+    run = raw.get("run", {})
+    for key, value in run.items():
+        if key not in RUN_KEYS:
+            raise UserError(f"{path}: [run] has no key {key!r}; valid keys: {', '.join(sorted(RUN_KEYS))}")
+        if not isinstance(value, RUN_KEYS[key]) or isinstance(value, bool):
+            raise UserError(f"{path}: [run] {key} must be {RUN_KEYS[key].__name__}, got {value!r}")
     models = raw["models"]
     if "authorized" not in models:
         raise UserError(f"{path}: [models] needs 'authorized = [...]'")
@@ -167,4 +176,5 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         check=raw.get("check", {}),
         report=raw.get("report", {}),
         raw=raw,
+        run=dict(run),
     )

@@ -43,3 +43,27 @@ def write_suite(path: Path, psnr=(20, -10), release=("float", "uint8"), defenses
 @pytest.fixture
 def mini_suite(tmp_path) -> Path:
     return write_suite(tmp_path / "mini.toml")
+
+
+def make_engine(suite, out, **options):
+    """The engine for `suite` writing to `out`, with RunOptions given as keywords (lists allowed)."""
+    from bench.core.context import RunOptions
+    from bench.core.engine import Engine
+
+    return Engine(suite, out, RunOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}))
+
+
+def validate_rows(rows: list[dict]) -> None:
+    """Every row against the published schema (docs/results.schema.json) and the one serialiser."""
+    import json
+
+    import jsonschema
+
+    from bench.core.types import Row
+
+    schema = json.loads((Path(__file__).resolve().parent.parent / "docs" / "results.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for row in rows:
+        errors = sorted(validator.iter_errors(row), key=str)
+        assert not errors, f"row {row.get('cell')} ({row.get('protocol')}): {errors[0].message}"
+        assert Row.from_json(row).to_json() == row  # one serialiser, lossless

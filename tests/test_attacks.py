@@ -13,9 +13,9 @@ from bench.data.base import Split
 from bench.defenses.release import psnr
 from bench.errors import UserError
 from bench.models.sources import from_module
-from bench.reports import render_all
+from bench.protocols import render
 from bench.results import read_rows
-from bench.runner import Runner
+from conftest import make_engine
 from bench.suite import load_suite
 from conftest import write_suite
 
@@ -150,7 +150,7 @@ def attacked_run(tmp_path_factory):
     extra = (f'\n[[defenses]]\nname = "ne-patch"\npsnr = [-10]\nrelease = ["float"]\nattacks = {ATTACKS}\n'
              'models = ["mlp-s0", "vit-s0"]\n')
     suite = load_suite(write_suite(tmp / "a.toml", psnr=(-10,), release=("float",), defenses=(), extra=extra))
-    runner = Runner(suite, tmp / "run", progress=False)
+    runner = make_engine(suite, tmp / "run", progress=False)
     summary = runner.run()
     return suite, tmp, summary, read_rows(tmp / "run")
 
@@ -174,7 +174,7 @@ def test_attacks_run_in_the_grid_and_record_what_they_did(attacked_run):
 def test_a_warm_rerun_neither_adapts_nor_forwards(attacked_run):
     suite, tmp, _, rows = attacked_run
     (tmp / "run2").mkdir()
-    runner = Runner(suite, tmp / "run2", progress=False)
+    runner = make_engine(suite, tmp / "run2", progress=False)
     summary = runner.run()
     assert summary.forwards == 0
     again = {r["cell"]: r["metrics"]["top1"] for r in read_rows(tmp / "run2")}
@@ -183,7 +183,7 @@ def test_a_warm_rerun_neither_adapts_nor_forwards(attacked_run):
 
 def test_attack_reports_are_written(attacked_run, tmp_path):
     _, _, _, rows = attacked_run
-    paths = render_all(rows, tmp_path, {})
+    paths = render(rows, tmp_path, {})
     text = (tmp_path / "ne_attacks.md").read_text()
     assert tmp_path / "ne_attacks.md" in paths
     for heading in ("Preprocessing robustness", "Reconstruction", "projection", "Learned adaptation", "Reported by the NE paper"):
@@ -194,15 +194,15 @@ def test_entry_models_must_be_suite_models(tmp_path):
     extra = '\n[[defenses]]\nname = "noise"\nmodels = ["mlp-s9"]\n'
     suite = load_suite(write_suite(tmp_path / "m.toml", defenses=(), extra=extra))
     with pytest.raises(UserError, match="'mlp-s9' in 'models' is not in the suite"):
-        Runner(suite, tmp_path / "run", progress=False)
+        make_engine(suite, tmp_path / "run", progress=False)
 
 
 def test_attack_kind_must_fit_the_protocol(tmp_path):
     extra = '\n[[defenses]]\nname = "ne-patch"\npsnr = [0]\nrelease = ["float"]\nattacks = ["prune"]\n'
     suite = load_suite(write_suite(tmp_path / "b.toml", defenses=(), extra=extra))
     with pytest.raises(UserError, match="cannot take attack 'prune'"):
-        Runner(suite, tmp_path / "run", progress=False)
+        make_engine(suite, tmp_path / "run", progress=False)
     extra = '\n[[defenses]]\nname = "corelocker"\nattacks = ["adapt"]\n'
     suite = load_suite(write_suite(tmp_path / "c.toml", defenses=(), extra=extra))
     with pytest.raises(UserError, match="cannot take attack 'adapt'"):
-        Runner(suite, tmp_path / "run", progress=False)
+        make_engine(suite, tmp_path / "run", progress=False)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import validate_rows
 from bench.attacks.model_attacks import magnitude_prune
 from bench.cli import main as cli_main
 from bench.data.digits import load_digits_split
@@ -149,6 +150,7 @@ def test_cli_run_writes_rows_roc_and_table(tmp_path, capsys):
     assert cli_main(args) == 0
     rows = [r for r in read_rows(tmp_path / "run") if r["release"] == "verify"]
     assert {r["role"] for r in rows} == {"positive", "negative", "summary"}
+    validate_rows(rows)
     assert len([r for r in rows if r["role"] == "positive"]) == 2 * 3  # 2 positives x 3 attacks
     assert "source(src,digits)->prune(0.2)" in {r["evaluated"] for r in rows}
     summary = next(r for r in rows if r["role"] == "summary" and r["attack"] == "none")
@@ -165,14 +167,14 @@ def test_cli_run_writes_rows_roc_and_table(tmp_path, capsys):
 
 
 def test_bad_suites_are_user_errors(tmp_path):
-    from bench.runner import Runner
+    from conftest import make_engine
     from bench.suite import load_suite
 
     with pytest.raises(UserError, match=r"no \[suspects\] section"):
-        Runner(load_suite(str(_suite(tmp_path / "a.toml", suspects=False))), tmp_path / "ra", progress=False)
+        make_engine(load_suite(str(_suite(tmp_path / "a.toml", suspects=False))), tmp_path / "ra", progress=False)
     model_attack = '\n[[defenses]]\nname = "mfue-w"\nattacks = ["prune"]\n'
     with pytest.raises(UserError, match="belong in the \\[suspects\\] section"):
-        Runner(load_suite(str(_suite(tmp_path / "b.toml", model_attack))), tmp_path / "rb", progress=False)
+        make_engine(load_suite(str(_suite(tmp_path / "b.toml", model_attack))), tmp_path / "rb", progress=False)
     with pytest.raises(UserError, match="tau must be in"):
         METHODS["mfue-w"](tau=1.5)
     with pytest.raises(UserError, match="unknown probe"):
@@ -183,14 +185,14 @@ def test_gpu_suites_plan_and_hub_architectures(tmp_path):
     """The CIFAR-10 / ImageNet suites parse and plan verify jobs; their timm/torchvision steps run on a tiny batch."""
     from bench.data.base import Split
     from bench.models.adapter import Preprocess
-    from bench.runner import Runner
+    from conftest import make_engine
     from bench.suite import load_suite
-    from bench.verify_cells import zoo_config
+    from bench.protocols.ownership import zoo_config
 
     for name in ("fingerprint-cifar10", "fingerprint-imagenet"):
-        runner = Runner(load_suite(name), tmp_path / name, progress=False)
+        runner = make_engine(load_suite(name), tmp_path / name, progress=False)
         assert {j.protocol for j in runner.jobs if j.defense != "none"} == {"verify"}
-        assert len(zoo_config(runner).positives) >= 14
+        assert len(zoo_config(runner.ctx.suite).positives) >= 14
     gen = torch.Generator().manual_seed(0)
     tiny = Split("tiny", torch.rand(8, 3, 32, 32, generator=gen), torch.arange(8) % 4, torch.arange(8).numpy(), 4)
     pre = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), (3, 32, 32))

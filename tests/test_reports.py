@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.errors import UserError
-from bench.reports import render_all
+from bench.protocols import render
 from bench.reports.figures import psnr_curves
 from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard, write_leaderboard
 from bench.reports.tables import (BASELINE, DEV_COL, PSNR_COL, cross_model_matrix, render_tables,
@@ -166,15 +166,15 @@ def test_render_tables_sections_and_provenance(tmp_path):
     assert (tmp_path / "table1_cross_model.csv").read_text().startswith("# Measured by authbench")
 
 
-def test_figures_and_render_all(tmp_path):
+def test_figures_and_render(tmp_path):
     rows = synthetic_rows()
     path = psnr_curves(rows, tmp_path, "float")
     assert path.name == "fig1_psnr_float.png" and path.stat().st_size > 10_000
-    paths = render_all(rows, tmp_path / "all", {"psnr": [20.0], "release": ["uint8"]})
+    paths = render(rows, tmp_path / "all", {"psnr": [20.0], "release": ["uint8"]})
     names = {p.name for p in paths}
     assert {"table1_cross_model.md", "leaderboard.json", "fig1_psnr_uint8.png"} <= names
     assert "fig1_psnr_float.png" not in names
-    defaults = render_all(rows, tmp_path / "defaults", {})
+    defaults = render(rows, tmp_path / "defaults", {})
     assert {"fig1_psnr_float.png", "fig1_psnr_uint8.png"} <= {p.name for p in defaults}
 
 

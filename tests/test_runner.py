@@ -14,9 +14,9 @@ import pytest
 
 from bench.cache import cache_info
 from bench.results import read_rows
-from bench.runner import Runner
+from conftest import make_engine
 from bench.suite import load_suite
-from conftest import write_suite
+from conftest import validate_rows, write_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,11 +40,12 @@ def _cold_cache(tmp_path, session_cache):
 
 def test_end_to_end_rows_reuse_and_reports(mini_suite, tmp_path, session_cache):
     suite = load_suite(str(mini_suite))
-    Runner(suite, tmp_path / "warmup", psnr=[20.0], releases=["float"], defenses=["noise"], progress=False).run()  # trains the zoo
+    make_engine(suite, tmp_path / "warmup", psnr=[20.0], releases=["float"], defenses=["noise"], progress=False).run()  # trains the zoo
     cache = _cold_cache(tmp_path, session_cache)
-    runner = Runner(suite, tmp_path / "run", cache_dir=cache, progress=False)
+    runner = make_engine(suite, tmp_path / "run", cache_dir=cache, progress=False)
     summary = runner.run()
     rows = read_rows(summary.results)
+    validate_rows(rows)
     # clean baseline for 3 models + 2 defenses x 2 psnr x 2 releases x 3 authorized x 3 evaluated
     assert len(rows) == summary.cells_total == 3 + 2 * 2 * 2 * 3 * 3
     assert {r["role"] for r in rows} == {"clean", "authorized", "same-arch", "unauthorized"}
@@ -63,17 +64,17 @@ def test_end_to_end_rows_reuse_and_reports(mini_suite, tmp_path, session_cache):
     # noise is model-agnostic: its encodings are shared by every authorized model
     assert summary.forwards == 3 + 2 * 2 * 3 * 3 + 2 * 2 * 3
 
-    again = Runner(suite, tmp_path / "run", cache_dir=cache, progress=False).run()
+    again = make_engine(suite, tmp_path / "run", cache_dir=cache, progress=False).run()
     assert again.cells_run == 0 and again.forwards == 0
 
-    fresh_folder = Runner(suite, tmp_path / "other", cache_dir=cache, progress=False).run()
+    fresh_folder = make_engine(suite, tmp_path / "other", cache_dir=cache, progress=False).run()
     assert fresh_folder.cells_run == summary.cells_total and fresh_folder.forwards == 0
     assert _measured(read_rows(fresh_folder.results)) == _measured(rows)
 
 
 def test_two_models_or_settings_never_share_an_entry(tmp_path):
     suite = load_suite(str(write_suite(tmp_path / "s.toml", psnr=(20, 10), release=("float",), defenses=("ne-patch",))))
-    Runner(suite, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False).run()
+    make_engine(suite, tmp_path / "run", cache_dir=tmp_path / "cache", progress=False).run()
     rows = read_rows(tmp_path / "run")
     keys = {(r["provenance"]["model_digest"], r["provenance"]["input_digest"]) for r in rows}
     assert cache_info(tmp_path / "cache")["forward"]["entries"] == len(keys) == len(rows)
@@ -81,10 +82,10 @@ def test_two_models_or_settings_never_share_an_entry(tmp_path):
 
 def test_corrupted_cache_entry_is_recomputed(mini_suite, tmp_path):
     suite = load_suite(str(mini_suite))
-    Runner(suite, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False).run()
+    make_engine(suite, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False).run()
     entries = sorted((tmp_path / "cache" / "forward").rglob("*.bin"))
     entries[0].write_bytes(entries[0].read_bytes()[:50])
-    rerun = Runner(suite, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
+    rerun = make_engine(suite, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
     summary = rerun.run()
     assert summary.cache["corrupt"] == 1 and summary.forwards == 1
     assert _measured(read_rows(tmp_path / "a")) == _measured(read_rows(tmp_path / "b"))
@@ -92,7 +93,7 @@ def test_corrupted_cache_entry_is_recomputed(mini_suite, tmp_path):
 
 def test_restricting_defenses_models_and_points(mini_suite, tmp_path):
     suite = load_suite(str(mini_suite))
-    runner = Runner(suite, tmp_path / "r", defenses=["noise"], models=["mlp-s0", "vit-s0"], psnr=[20.0], releases=["float"], progress=False)
+    runner = make_engine(suite, tmp_path / "r", defenses=["noise"], models=["mlp-s0", "vit-s0"], psnr=[20.0], releases=["float"], progress=False)
     summary = runner.run()
     rows = read_rows(summary.results)
     assert {r["defense"] for r in rows} == {"none", "noise"}
@@ -103,11 +104,11 @@ def test_restricting_defenses_models_and_points(mini_suite, tmp_path):
 def test_torn_last_line_is_repaired(mini_suite, tmp_path):
     suite = load_suite(str(mini_suite))
     out = tmp_path / "run"
-    Runner(suite, out, psnr=[20.0], progress=False).run()
+    make_engine(suite, out, psnr=[20.0], progress=False).run()
     results = out / "results.jsonl"
     lines = results.read_text().splitlines(keepends=True)
     results.write_text("".join(lines[:-1]) + lines[-1][:40])
-    summary = Runner(suite, out, psnr=[20.0], progress=False).run()
+    summary = make_engine(suite, out, psnr=[20.0], progress=False).run()
     assert summary.cells_run == 1
     assert len(read_rows(results)) == len(lines)
 
@@ -115,7 +116,7 @@ def test_torn_last_line_is_repaired(mini_suite, tmp_path):
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, session_cache):
     suite_path = write_suite(tmp_path / "s.toml", psnr=(30, 20, 10, 0, -10), release=("float", "clip", "uint8"))
     reference = tmp_path / "reference"
-    Runner(load_suite(str(suite_path)), reference, progress=False).run()  # also trains the zoo
+    make_engine(load_suite(str(suite_path)), reference, progress=False).run()  # also trains the zoo
     cache = _cold_cache(tmp_path, session_cache)  # so the killed run has real work to do
     cmd = [sys.executable, "-m", "bench", "run", str(suite_path), "--out", str(tmp_path / "killed"),
            "--reports", str(tmp_path / "rep"), "--cache-dir", str(cache), "--no-progress"]
@@ -150,10 +151,11 @@ def _model_suite(tmp_path):
     return load_suite(str(write_suite(tmp_path / "m.toml", psnr=(20,), release=("float",), defenses=("noise",), extra=extra)))
 
 
-def test_model_defense_cells_roles_costs_and_reuse(tmp_path):
+def test_model_defense_cells_roles_costs_and_reuse(tmp_path, monkeypatch):
     suite = _model_suite(tmp_path)
-    summary = Runner(suite, tmp_path / "run", progress=False).run()
+    summary = make_engine(suite, tmp_path / "run", progress=False).run()
     rows = read_rows(summary.results)
+    validate_rows(rows)
     model_rows = [r for r in rows if r["release"] == "model"]
     # 3 models x (2 criteria x 2 ratios x 2 trials + 3 attacks) jobs, 2 rows each (unlocked, released); no full tier
     assert len(model_rows) == 3 * (2 * 2 * 2 + 3) * 2
@@ -168,35 +170,51 @@ def test_model_defense_cells_roles_costs_and_reuse(tmp_path):
     random_trials = {(r["authorized"], r["trial"], r["metrics"]["top1"]) for r in model_rows
                      if r["point"].get("criterion") == "random" and r["role"] == "unauthorized"}
     assert len({t for _, t, _ in random_trials}) == 2
-    again = Runner(suite, tmp_path / "run", progress=False).run()
+    again = make_engine(suite, tmp_path / "run", progress=False).run()
     assert again.cells_run == 0 and again.forwards == 0
-    full = Runner(suite, tmp_path / "run", progress=False, full=True).run()
+    full = make_engine(suite, tmp_path / "run", progress=False, full=True).run()
     assert full.cells_run == 3 * 2  # only the distill jobs of the full tier
+    # a new results folder over the warm cache: the artifact records make protection and model attacks unneeded
+    from bench.attacks.model_attacks import FineTune
+    from bench.defenses.corelocker import CoreLocker
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("protected or attacked again on a warm cache")
+
+    monkeypatch.setattr(CoreLocker, "protect", refuse)
+    monkeypatch.setattr(FineTune, "__call__", refuse)
+    fresh = make_engine(suite, tmp_path / "fresh", progress=False).run()
+    assert fresh.cells_run == len(rows) and fresh.forwards == 0
+    assert _measured(read_rows(fresh.results)) == _measured(rows)
 
 
 def test_model_job_cut_off_mid_write_is_completed_without_duplicates(tmp_path):
     suite = _model_suite(tmp_path)
     out = tmp_path / "run"
-    Runner(suite, out, defenses=["corelocker"], progress=False).run()
+    make_engine(suite, out, defenses=["corelocker"], progress=False).run()
     results = out / "results.jsonl"
     lines = results.read_text().splitlines(keepends=True)
     results.write_text("".join(lines[:-1]))  # the second row of the last model job never reached the disk
-    summary = Runner(suite, out, defenses=["corelocker"], progress=False).run()
+    summary = make_engine(suite, out, defenses=["corelocker"], progress=False).run()
     assert summary.cells_run == 1
     rows = read_rows(results)
     assert len(rows) == len(lines) and len({r["cell"] for r in rows}) == len(rows)
 
 
-def test_rows_score_only_samples_with_finite_logits(mini_suite, tmp_path):
+def test_rows_score_only_samples_with_finite_logits():
     import numpy as np
+    import torch
 
-    runner = Runner(load_suite(str(mini_suite)), tmp_path / "r", progress=False)
-    runner.data = runner._load_split("split", "test")
-    labels = runner.data.labels.numpy()
-    logits = np.full((len(labels), 10), np.nan)
-    logits[:10] = np.eye(10)[labels[:10]]  # 10 scored samples, all correct
-    logits[10:20] = np.eye(10)[(labels[10:20] + 1) % 10]  # 10 scored samples, all wrong
-    out = {"logits": logits, "first_layer_dev": np.full(len(labels), np.nan)}
-    extra = {"input_digest": "x", "wall_s": 0.0, "cache": {}, "forwards": 0}
-    row = runner.row(runner.jobs[0], "cell", "mlp-s0", "clean", runner.model("mlp-s0"), out, extra)
-    assert row["n"] == 20 and row["metrics"]["top1"] == 50.0 and row["metrics"]["first_layer_dev"] is None
+    from bench.protocols import classify
+
+    labels = torch.arange(40) % 10
+    logits = torch.full((40, 10), float("nan"))
+    logits[:10] = torch.eye(10)[labels[:10]]  # 10 scored samples, all correct
+    logits[10:20] = torch.eye(10)[(labels[10:20] + 1) % 10]  # 10 scored samples, all wrong
+    acc = classify.Accumulator()
+    for part in (slice(0, 7), slice(7, 40)):  # accumulated in two batches
+        acc.add(logits[part], np.full(len(labels[part]), np.nan))
+    metrics, n = classify.score(acc.result(), labels)
+    assert n == 20 and metrics["top1"] == 50.0 and metrics["first_layer_dev"] is None
+    legacy = classify.from_cache({"logits": logits.numpy(), "first_layer_dev": np.full(40, np.nan)})
+    assert classify.score(legacy, labels) == (metrics, n)  # a forward entry written before streaming still scores

@@ -15,7 +15,7 @@ from bench.recipes.finetune_glue import finetune  # noqa: E402
 from bench.results import read_rows  # noqa: E402
 from bench.suite import load_suite  # noqa: E402
 from bench.text.glue import get_task, load_glue, score  # noqa: E402
-from bench.text.runner import TextRunner  # noqa: E402
+from conftest import make_engine, validate_rows  # noqa: E402
 
 WORDS = "the a cat dog sat ran on mat fast slow good bad movie film is was very not really big small red blue".split()
 HIDDEN, NULL_DIMS, MAX_LEN = 32, 8, 24
@@ -142,9 +142,10 @@ def test_glue_file_errors(tmp_path):
 def test_text_ne_suite(suite_file, text_cache, tmp_path):
     suite = load_suite(str(suite_file))
     out, cache = tmp_path / "run", text_cache
-    summary = TextRunner(suite, out, cache_dir=cache, progress=False, batch_size=16).run()
+    summary = make_engine(suite, out, cache_dir=cache, progress=False, batch_size=16).run()
     rows = read_rows(summary.results)
     assert summary.cells_run == len(rows) == 2 * (2 + 2 * 2 * 2)
+    validate_rows(rows)
     by = {(r["task"], r["release"], r["authorized"], r["evaluated"]): r for r in rows}
     for task, metric in (("cola", "matthews"), ("stsb", "spearman")):
         for auth, other in (("bert", "roberta"), ("roberta", "bert")):
@@ -159,9 +160,9 @@ def test_text_ne_suite(suite_file, text_cache, tmp_path):
             # the entry point is exact: a model fed its own clean embedding output scores its clean baseline
             control = by[(task, "embedding-clean", auth, auth)]
             assert control["metrics"]["top1"] == pytest.approx(by[(task, "clean", "", auth)]["metrics"]["top1"], abs=1e-9)
-    again = TextRunner(suite, out, cache_dir=cache, progress=False).run()
+    again = make_engine(suite, out, cache_dir=cache, progress=False).run()
     assert again.cells_run == 0 and again.forwards == 0
-    fresh = TextRunner(suite, tmp_path / "run2", cache_dir=cache, progress=False).run()
+    fresh = make_engine(suite, tmp_path / "run2", cache_dir=cache, progress=False).run()
     assert fresh.cells_run == len(rows) and fresh.forwards == 0  # every forward pass comes from the cache
     assert all(r["encoding"]["snr_db"] is not None for r in read_rows(fresh.results) if r["release"] == "embedding")
     # `authbench report` renders Table 7 from the rows, with the paper's values only where labels map to them
@@ -193,10 +194,10 @@ def test_finetune_recipe(suite_file, glue_files, tmp_path):
 def test_unknown_model_and_release(suite_file, tmp_path):
     suite = load_suite(str(suite_file))
     with pytest.raises(UserError, match="not in suite"):
-        TextRunner(suite, tmp_path, models=["gpt"], progress=False)
+        make_engine(suite, tmp_path, models=["gpt"], progress=False)
     suite.defenses[0].release = ["uint8"]
     with pytest.raises(UserError, match="unknown release"):
-        TextRunner(suite, tmp_path, progress=False)
+        make_engine(suite, tmp_path, progress=False)
 
 
 def test_label_order(suite_file):

@@ -17,7 +17,9 @@ from bench.errors import UserError
 from bench.models.geometry import Geometry, lift
 from bench.models.sources import SOURCE_KEYS, load_model
 from bench.results import read_rows
-from bench.runner import Runner, model_label
+from bench.models.sources import model_label
+from bench.encode_space import encode_space
+from conftest import make_engine
 from bench.suite import load_suite
 
 if sys.version_info >= (3, 11):
@@ -201,8 +203,8 @@ def test_shipped_suites_plan(name):
     import timm
 
     suite = load_suite(name)
-    runner = Runner(suite, "unused", progress=False)
-    assert len(runner.authorized) == 4 and runner.encode_space == "model"
+    runner = make_engine(suite, "unused", progress=False)
+    assert len(runner.ctx.authorized) == 4 and encode_space(suite.data) == "model"
     labels = [model_label(s) for s in suite.evaluated]
     assert labels[:4] == ["resnet-50", "vit-b16", "swinv2-t", "deit-b16"]
     arches = {model_label(s): s["arch"] for s in suite.evaluated}
@@ -210,15 +212,15 @@ def test_shipped_suites_plan(name):
         assert set(spec) - {"source"} <= SOURCE_KEYS[spec["source"]]
         if spec["source"] == "timm":  # real pretrained tags, each sharing an arch label with a backbone
             assert spec["model"] in timm.list_pretrained(spec["model"])
-            assert spec["arch"] in {arches[a] for a in runner.authorized}
+            assert spec["arch"] in {arches[a] for a in runner.ctx.authorized}
     attack_jobs = sum(len(d.attacks) * len(d.models) for d in suite.defenses if d.models)  # cifar10: Tables 8-9
-    assert len(runner.jobs) == 1 + len(runner.authorized) * 2 * (7 * 2 + 1 * 2) + attack_jobs
+    assert len(runner.jobs) == 1 + len(runner.ctx.authorized) * 2 * (7 * 2 + 1 * 2) + attack_jobs
 
 
 @pytest.mark.parametrize("space", ["model", "pixel"])
 def test_full_grid_two_native_resolutions(tmp_path, image_folder, space):
     suite = load_suite(_suite(tmp_path / "s.toml", image_folder, space))
-    summary = Runner(suite, tmp_path / "run", progress=False, cache_dir=tmp_path / "cache").run()
+    summary = make_engine(suite, tmp_path / "run", progress=False, cache_dir=tmp_path / "cache").run()
     rows = read_rows(summary.results)
     assert len(rows) == 2 + 2 * 2 * 2  # clean + 2 authorized x (ne, noise) x 2 evaluated
     assert all(r["metrics"]["top1"] is not None and r["n"] == 6 for r in rows)
@@ -235,7 +237,7 @@ def test_full_grid_two_native_resolutions(tmp_path, image_folder, space):
         assert summaries["hf-vit32"]["lift_residual"] < 1e-2
     else:
         assert all("lift_residual" not in s for s in summaries.values())
-    rerun = Runner(suite, tmp_path / "run2", progress=False, cache_dir=tmp_path / "cache").run()
+    rerun = make_engine(suite, tmp_path / "run2", progress=False, cache_dir=tmp_path / "cache").run()
     assert rerun.forwards == 0  # every forward cached, keyed by the encode space
 
 

@@ -26,7 +26,7 @@ from bench.vlm.mmbench import load_mmbench  # noqa: E402
 from bench.vlm.ne import VLMNE, on_canvas, patch_deviation  # noqa: E402
 from bench.vlm.patch_embed import patch_first_linear  # noqa: E402
 from bench.vlm.profiles import profile_for  # noqa: E402
-from bench.vlm.runner import VLMRunner  # noqa: E402
+from conftest import make_engine, validate_rows  # noqa: E402
 from bench.vlm.vlmeval_import import import_vlmeval  # noqa: E402
 
 GROUPS = {"AR": "attribute_reasoning", "CP": "coarse_perception", "FP-C": "finegrained_perception (cross-instance)",
@@ -179,9 +179,10 @@ params = {{ dims = 0, psnr = 20.0 }}
     suite_path.write_text(suite_text)
     suite = load_suite(str(suite_path))
     out, cache = tmp_path / "run", tmp_path / "cache"
-    summary = VLMRunner(suite, out, cache_dir=cache, progress=False, loader=loader).run()
+    summary = make_engine(suite, out, cache_dir=cache, progress=False, loader=loader).run()
     rows = read_rows(summary.results)
     assert len(rows) == 2 + 2 * 2 and dataset.dataset_name == "MMBench_fixture"
+    validate_rows(rows)
     by = {(r["authorized"], r["evaluated"]): r for r in rows}
     for model in ("qwen-tiny", "internvl-tiny"):
         assert by[("", model)]["metrics"]["Overall"] == 1.0
@@ -193,19 +194,19 @@ params = {{ dims = 0, psnr = 20.0 }}
         assert own["metrics"]["first_layer_dev"] < 0.02 and cross["metrics"]["first_layer_dev"] > 0.05
         assert (out / "released" / auth).is_dir()
     # rerun: nothing to do; new results folder, same cache: no model is asked again
-    assert VLMRunner(suite, out, cache_dir=cache, progress=False, loader=loader).run().cells_run == 0
-    again = VLMRunner(suite, tmp_path / "run2", cache_dir=cache, progress=False, loader=loader).run()
+    assert make_engine(suite, out, cache_dir=cache, progress=False, loader=loader).run().cells_run == 0
+    again = make_engine(suite, tmp_path / "run2", cache_dir=cache, progress=False, loader=loader).run()
     assert again.cells_run == 6 and again.forwards == 0
     # an extra unauthorized model: only it answers; one wrong rotation zeroes its LR group (circular rule)
     suite.evaluated = [*suite.authorized, {"name": "qwen-lr-wrong", "family": "qwen2.5-vl", "min_pixels": 784}]
-    extra = VLMRunner(suite, tmp_path / "run2", cache_dir=cache, progress=False, loader=loader).run()
+    extra = make_engine(suite, tmp_path / "run2", cache_dir=cache, progress=False, loader=loader).run()
     assert extra.cells_run == 3 and extra.forwards == 3 * len(dataset.data)
     wrong = [r for r in read_rows(extra.results) if r["evaluated"] == "qwen-lr-wrong" and r["authorized"] == ""][0]
     assert wrong["metrics"]["LR"] == 0.0 and wrong["metrics"]["AR"] == 1.0
     assert wrong["metrics"]["Overall"] == pytest.approx(5 / 6)
     # --subset keeps whole circular groups
     suite.data["subset"] = 2
-    small = VLMRunner(suite, tmp_path / "run3", cache_dir=cache, progress=False, loader=loader).run()
+    small = make_engine(suite, tmp_path / "run3", cache_dir=cache, progress=False, loader=loader).run()
     assert {r["n"] for r in read_rows(small.results)} == {2 * 4} and small.forwards == 0
     # `authbench report` renders Table 4 from the rows
     assert main(["report", str(tmp_path / "run2"), "--out", str(tmp_path / "rep")]) == 0

@@ -9,7 +9,7 @@ import pytest
 
 from bench.data.digits import load_digits_split
 from bench.models.zoo import FAMILIES, load_zoo_model, test_accuracy as zoo_accuracy
-from bench.runner import Runner
+from conftest import make_engine
 from bench.suite import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def test_seeds_give_different_weights():
 def test_default_suite_plans_every_cell():
     suite = load_suite(None)
     assert suite.name == "digits"
-    runner = Runner(suite, ROOT / "runs" / "never-written", progress=False)
+    runner = make_engine(suite, ROOT / "runs" / "never-written", progress=False)
     models = len(suite.authorized)
     data_defenses = [d for d in suite.defenses if d.name in ("ne-patch", "ne-operator", "noise") and d.tier == "default"]
     jobs = sum(len(d.psnr) * len(d.release) * len(d.attacks) * (len(d.models) or models) for d in data_defenses)

@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import inspect
+
+import numpy as np
 import torch
 
 from bench.registry import Plugin
@@ -22,15 +25,27 @@ class Attack(Plugin):
     plugin_type = "attack"
     kind = "input"
 
-    def __call__(self, x: torch.Tensor, seed: int) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, seed: int, positions: np.ndarray | None = None) -> torch.Tensor:
+        """Attack the batch x; `positions` (default 0..n-1) are the samples' positions in the split, which
+        seed per-sample randomness, so a split attacked in batches equals the split attacked at once."""
         raise NotImplementedError
+
+
+def apply_attack(attack, x: torch.Tensor, seed: int, positions: np.ndarray) -> torch.Tensor:
+    """Apply an input-side attack to one batch (on the CPU, where PIL and the learned attacks run), passing
+    the batch's positions to attacks that take them (third-party attacks may take only (x, seed))."""
+    device = x.device
+    x = x.cpu()
+    if "positions" in inspect.signature(attack.__call__).parameters:
+        return attack(x, seed, positions=positions).to(device)
+    return attack(x, seed).to(device)
 
 
 class NoAttack(Attack):
     name = "none"
     description = "the released data as shipped"
 
-    def __call__(self, x, seed):
+    def __call__(self, x, seed, positions=None):
         return x
 
 

@@ -2,7 +2,8 @@
 
 Each transforms pixel-space images (N, C, H, W) and keeps their size, so every model reads
 the result as it would the released data. Randomness is drawn per sample from the seed and
-the sample's position, so a batch gives the same output however it is split.
+the sample's position in the split (`positions`, default 0..n-1), so a split gives the same
+output however it is batched.
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ class RandomCrop(Attack):
     description = "random crop keeping a fraction of the image area drawn from [low, high], resized back (bilinear)"
     defaults = {"low": 0.6, "high": 0.9}
 
-    def __call__(self, x, seed):
+    def __call__(self, x, seed, positions=None):
+        positions = range(len(x)) if positions is None else positions
         low = _check_range(self.name, self.params["low"], 0.01, 1)
         high = _check_range(self.name, self.params["high"], low, 1)
         h, w = x.shape[-2:]
         out = []
-        for i, img in enumerate(x):
-            g = sample_generator(seed, i, self.name)
+        for i, img in zip(positions, x):
+            g = sample_generator(seed, int(i), self.name)
             keep = low + (high - low) * torch.rand((), generator=g).item()
             ch, cw = max(1, round(h * keep**0.5)), max(1, round(w * keep**0.5))
             top = int(torch.randint(0, h - ch + 1, (), generator=g))
@@ -103,9 +105,11 @@ class AddGaussianNoise(Attack):
     description = "add i.i.d. Gaussian pixel noise with standard deviation sigma"
     defaults = {"sigma": 0.05}
 
-    def __call__(self, x, seed):
+    def __call__(self, x, seed, positions=None):
+        positions = range(len(x)) if positions is None else positions
         sigma = _check_range(self.name, self.params["sigma"], 0, 10)
-        noise = torch.stack([torch.randn(x.shape[1:], generator=sample_generator(seed, i, self.name)) for i in range(len(x))])
+        noise = torch.stack([torch.randn(x.shape[1:], generator=sample_generator(seed, int(i), self.name))
+                             for i in positions])
         return x + sigma * noise.to(x.dtype)
 
 

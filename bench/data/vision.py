@@ -14,6 +14,9 @@ The ImageFolder must hold all 1000 class folders (labels are their sorted order)
 it is stored at its native 32 x 32 unless `resize` is given. Each model then applies its own
 resize, crop and normalization (bench.models.geometry); the stored images are what "pixel"
 encode space perturbs.
+
+All of them are lazy: a Split holds labels, indices and a small reader (an ImageFolder's file list,
+a hub dataset object, a CIFAR uint8 array), and images are decoded and resized only when read.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.data.base import Split, register_dataset
+from bench.data.base import Split, check_labels, check_lengths, register_dataset
 from bench.errors import UserError
 from bench.models.geometry import center_crop, interpolation_name
 
@@ -90,15 +93,107 @@ def _pil_to_tensor(img, resize, crop, resample: str) -> torch.Tensor:
     return TF.pil_to_tensor(img).float() / 255.0
 
 
+PROGRESS_MIN = 1024  # a progress bar only for reads this large (not for every batch)
+
+
 def _stack(decode: Callable[[int], object], positions: Sequence[int], resize, crop, resample, what: str) -> torch.Tensor:
     from tqdm.auto import tqdm
 
     images = [_pil_to_tensor(decode(int(i)), resize, crop, resample)
-              for i in tqdm(positions, desc=f"decoding {what}", unit="img", disable=len(positions) < 64)]
-    shapes = {tuple(t.shape) for t in images}
+              for i in tqdm(positions, desc=f"decoding {what}", unit="img", leave=False,
+                            disable=len(positions) < PROGRESS_MIN)]
+    _same_shapes({tuple(t.shape) for t in images}, what)
+    return torch.stack(images)
+
+
+def _same_shapes(shapes: set, what: str) -> None:
     if len(shapes) > 1:
         raise UserError(f"{what} images have different sizes {sorted(shapes)[:3]}; set [data] resize = 256 (and crop)")
-    return torch.stack(images)
+
+
+class ImageFolderReader:
+    """Decodes root/files[p] at the stored resolution when read (PIL, as deployed loaders); holds only the file list."""
+
+    def __init__(self, root: str, files: list[str], resize, crop, resample: str, what: str = "imagenet"):
+        self.root, self.files = str(root), list(files)
+        self.resize, self.crop, self.resample, self.what = resize, crop, resample, what
+
+    def path(self, position: int) -> str:
+        return os.path.join(self.root, self.files[position])
+
+    def __call__(self, positions: np.ndarray) -> torch.Tensor:
+        from torchvision.datasets.folder import default_loader  # what ImageFolder.loader is
+
+        return _stack(lambda p: default_loader(self.path(p)), positions, self.resize, self.crop, self.resample,
+                      self.what)
+
+
+class HubReader:
+    """Decodes rows of a `datasets` dataset when read: "pil" = PIL resize/crop (ImageNet), "array" = the
+    image's pixels as stored, then resize_images (CIFAR-10)."""
+
+    def __init__(self, ds, column: str, mode: str, resize, crop, resample: str, what: str):
+        self.ds = ds.select_columns([column]) if hasattr(ds, "select_columns") else ds
+        self.column, self.mode, self.what = column, mode, what
+        self.resize, self.crop, self.resample = resize, crop, resample
+
+    def __call__(self, positions: np.ndarray) -> torch.Tensor:
+        rows = [int(p) for p in positions]
+        images = self.ds[rows][self.column]
+        if self.mode == "pil":
+            return _stack(lambda i: images[i], range(len(images)), self.resize, self.crop, self.resample, self.what)
+        x = torch.stack([torch.from_numpy(np.array(img.convert("RGB"))) for img in images])
+        x = x.permute(0, 3, 1, 2).float() / 255.0
+        return resize_images(x, self.resize, self.crop, self.resample).contiguous()
+
+
+class ArrayReader:
+    """Rows of an image array (uint8, or floats in [0, 1]) kept in memory as stored and converted to float32
+    per read: layout "nhwc" / "nchw" / "nhw", scaled by 1/255 when `scale`, zero-padded by `pad`, resized.
+    `source` says how to load the array again in another process (it is not pickled):
+    ("npz", path, key) or ("torchvision", class name, root, train)."""
+
+    def __init__(self, source: tuple, layout: str, scale: bool, pad: int = 0, resize=None, crop=None,
+                 resample: str = "bilinear", array: np.ndarray | None = None):
+        self.source, self.layout, self.scale, self.pad = tuple(source), layout, bool(scale), int(pad)
+        self.resize, self.crop, self.resample = resize, crop, resample
+        self._array = array
+
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = _load_array(self.source)
+        return self._array
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}
+
+    def __call__(self, positions: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(self.array()[positions]).float()
+        if self.layout == "nhw":
+            x = x.unsqueeze(1)
+        elif self.layout == "nhwc":
+            x = x.permute(0, 3, 1, 2)
+        if self.scale:
+            x = x / 255.0
+        if self.pad:
+            x = F.pad(x, (self.pad,) * 4)
+        return resize_images(x, self.resize, self.crop, self.resample).contiguous()
+
+
+def _load_array(source: tuple) -> np.ndarray:
+    kind = source[0]
+    if kind == "npz":
+        with np.load(source[1]) as arrays:
+            return np.asarray(arrays[source[2]])
+    if kind == "torchvision":
+        return np.asarray(torchvision_set(*source[1:]).data)
+    raise ValueError(f"unknown array source {source!r}")
+
+
+def torchvision_set(cls_name: str, root: str, train: bool):
+    import torchvision.datasets as tvd
+
+    return getattr(tvd, cls_name)(root=root, train=train, download=False)
 
 
 def _hub(name: str, split: str, what: str):
@@ -130,18 +225,20 @@ IMAGENET_SPLITS = {"validation": ("val", "validation"), "val": ("val", "validati
 @register_dataset("imagenet", "ImageNet-1k (ImageFolder root or hub name), stored at resize/crop (default 256), 1000 classes")
 def imagenet(split: str = "validation", root: str | None = None, hub: str | None = None, resize=256, crop=None,
              resample: str = "bilinear", subset: int = 0, subset_seed: int = 0) -> Split:
-    """ImageNet-1k from an ImageFolder (class folders in sorted-wnid order = the standard label order) or the hub."""
+    """ImageNet-1k from an ImageFolder (class folders in sorted-wnid order = the standard label order) or the hub.
+    Lazy: files (or hub rows) and labels are listed here; images are decoded and resized when read."""
     if split not in IMAGENET_SPLITS:
         raise UserError(f"unknown imagenet split {split!r}; valid choices: {', '.join(IMAGENET_SPLITS)}")
-    tag = f"imagenet@{_tag(resize, crop)}/{'validation' if split == 'val' else split}"
+    tag = f"imagenet@{resolution_tag(resize, crop)}/{'validation' if split == 'val' else split}"
     if hub:
         ds = _hub(str(hub), "validation" if split == "val" else split, "imagenet")
         image_col, label_col = _hub_columns(ds, "imagenet")
         positions = subset_positions(len(ds), subset, subset_seed)
-        picked = ds.select(positions.tolist())
-        images = _stack(lambda i: picked[i][image_col], range(len(picked)), resize, crop, resample, "imagenet")
+        picked = ds.select(positions.tolist()) if len(positions) < len(ds) else ds
         labels = torch.tensor([int(v) for v in picked[label_col]], dtype=torch.long)
-        return Split(tag, images, labels, positions, 1000)
+        check_labels(labels, 1000, f"imagenet hub {hub!r} split {split!r}")
+        reader = HubReader(picked, image_col, "pil", resize, crop, resample, "imagenet")
+        return Split(tag, None, labels, positions, 1000, reader=reader)
     folder = data_path(root)
     if folder is None:
         raise UserError("dataset 'imagenet' needs root = \"<ImageFolder path>\" (or hub = \"ILSVRC/imagenet-1k\") in "
@@ -156,16 +253,39 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     from torchvision.datasets import ImageFolder
 
     try:
-        ds = ImageFolder(str(folder))
+        ds = ImageFolder(str(folder))  # lists class folders and files; opens no image
     except (FileNotFoundError, RuntimeError) as e:
         raise UserError(f"imagenet root {str(folder)!r} is not an ImageFolder ({str(e).splitlines()[0]})") from None
     positions = subset_positions(len(ds.samples), subset, subset_seed)
-    images = _stack(lambda i: ds.loader(ds.samples[i][0]), positions, resize, crop, resample, "imagenet")
+    paths = [ds.samples[i][0] for i in positions]
+    _check_headers(paths, resize, "imagenet")
+    base = str(folder)
+    files = [p[len(base) + 1:] if p.startswith(base + os.sep) else os.path.relpath(p, base) for p in paths]
     labels = torch.tensor([ds.samples[i][1] for i in positions], dtype=torch.long)
-    return Split(tag, images, labels, positions, 1000)  # class folders in sorted-wnid order: the 1k label order
+    reader = ImageFolderReader(base, files, resize, crop, resample, "imagenet")
+    return Split(tag, None, labels, positions, 1000, reader=reader)  # class folders in sorted-wnid order: the 1k label order
 
 
-def _tag(resize, crop) -> str:
+def _check_headers(paths: Sequence[str], resize, what: str) -> None:
+    """Open each image's header (PIL reads the size, decodes no pixels), so that an unreadable file, or images of
+    different native sizes without resize, fail here in one line and not in the middle of a run."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    sizes = set()
+    for path in tqdm(paths, desc=f"checking {what}", unit="img", leave=False, disable=len(paths) < 4 * PROGRESS_MIN):
+        try:
+            with Image.open(path) as img:
+                w, h = img.size
+        except (OSError, ValueError, SyntaxError) as e:
+            problem = _first_line(e)
+            raise UserError(f"{what}: cannot read image {str(path)!r} ({problem}); remove or replace the file") from None
+        if resize is None:
+            sizes.add((3, h, w))
+    _same_shapes(sizes, what)
+
+
+def resolution_tag(resize, crop) -> str:
     if resize is None:
         return "native"
     r = "x".join(map(str, _hw(resize, "resize")))
@@ -173,27 +293,84 @@ def _tag(resize, crop) -> str:
     return f"{r}c{c}"
 
 
-def cifar10_arrays(split: str, path: str | None, hub: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8-valued float images (N, 3, 32, 32) in [0, 1], labels) from an .npz file or the hub."""
+CIFAR_SHAPES = "(N, 32, 32, 3) or (N, 3, 32, 32)"
+
+
+def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, crop=None,
+                   resample: str = "bilinear") -> tuple[object, torch.Tensor]:
+    """(reader of all N images at the stored resolution, labels (N,)) from an .npz file or the hub; the
+    arrays are checked here, the pixels converted to float only when read."""
     if hub:
         ds = _hub(str(hub), split, "cifar10")
         image_col, label_col = _hub_columns(ds, "cifar10")
-        images = torch.stack([torch.as_tensor(np.asarray(img.convert("RGB"))) for img in ds[image_col]])
-        return images.permute(0, 3, 1, 2).float() / 255.0, torch.tensor(ds[label_col], dtype=torch.long)
+        labels = torch.tensor([int(v) for v in ds[label_col]], dtype=torch.long)
+        check_labels(labels, 10, f"cifar10 hub {hub!r} split {split!r}")
+        return HubReader(ds, image_col, "array", resize, crop, resample, "cifar10"), labels
     file = data_path(path)
     if file is None or not file.is_file():
         raise UserError(f"cifar10 array file {str(file)!r} does not exist; set [data] path to an .npz with images and labels")
-    with np.load(file) as arrays:
+    images, labels, img_key, lab_key = _read_npz(file, split)
+    what = str(file)
+    if images.ndim != 4 or 3 not in (images.shape[1], images.shape[-1]):
+        raise UserError(f"{what}: images {img_key!r} must be {CIFAR_SHAPES}, got {images.shape}")
+    if images.dtype.kind not in "biuf":
+        raise UserError(f"{what}: images {img_key!r} have dtype {images.dtype}; store uint8 0..255 (or floats in [0, 1])")
+    if labels.ndim != 1:
+        raise UserError(f"{what}: labels {lab_key!r} must be a 1-D array (N,), got shape {labels.shape}")
+    check_lengths(len(images), len(labels), f"{what}: {img_key!r} / {lab_key!r}")
+    if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0)):
+        raise UserError(f"{what}: labels {lab_key!r} must be integer class ids, got dtype {labels.dtype}")
+    labels = torch.as_tensor(labels.astype(np.int64))
+    check_labels(labels, 10, f"{what}: labels {lab_key!r}")
+    lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+    if images.dtype.kind == "f" and (lo < 0.0 or hi > 1.0 or not np.isfinite([lo, hi]).all()):
+        raise UserError(f"{what}: float images {img_key!r} have values in [{lo:.4g}, {hi:.4g}]; float pixels must lie "
+                        "in [0, 1] (or store uint8 0..255)")
+    if images.dtype.kind in "iu" and (lo < 0 or hi > 255):
+        raise UserError(f"{what}: integer images {img_key!r} have values in [{lo:.0f}, {hi:.0f}]; integer pixels must "
+                        "lie in 0..255")
+    layout = "nhwc" if images.shape[-1] == 3 else "nchw"
+    scale = images.dtype == np.uint8 or (images.dtype.kind != "f" and hi > 1.0)  # ints 0..255 (0/1 ints as they are)
+    return ArrayReader(("npz", str(file), img_key), layout, scale, 0, resize, crop, resample, array=images), labels
+
+
+def _read_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
+    import zipfile
+
+    try:
+        arrays = np.load(file)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{file}: cannot read it as an .npz array file ({_first_line(e)})") from None
+    if not hasattr(arrays, "files"):
+        raise UserError(f"{file}: is a single array, not an .npz with images and labels (np.savez(path, images=..., "
+                        "labels=...))")
+    with arrays:
         keys = set(arrays.files)
         img_key = next((k for k in (f"{split}_images", "images", "x") if k in keys), None)
         lab_key = next((k for k in (f"{split}_labels", "labels", "y") if k in keys), None)
         if img_key is None or lab_key is None:
             raise UserError(f"{file}: needs arrays 'images' and 'labels' (or '{split}_images', '{split}_labels'), "
                             f"has {sorted(keys)}")
-        images, labels = np.asarray(arrays[img_key]), np.asarray(arrays[lab_key])
-    if images.ndim != 4 or 3 not in (images.shape[1], images.shape[-1]):
-        raise UserError(f"{file}: images must be (N, 32, 32, 3) or (N, 3, 32, 32), got {images.shape}")
-    x = torch.as_tensor(images).float()
-    x = x.permute(0, 3, 1, 2) if x.shape[-1] == 3 else x
-    x = x / 255.0 if images.dtype == np.uint8 or x.max() > 1.0 else x
-    return x.contiguous(), torch.as_tensor(labels, dtype=torch.long)
+        out = []
+        for key in (img_key, lab_key):
+            try:
+                out.append(np.asarray(arrays[key]))
+            except ValueError:  # allow_pickle=False refuses an object array
+                raise UserError(f"{file}: array {key!r} holds Python objects (dtype object); store images as a "
+                                "uint8 array and labels as an integer array") from None
+    for key, arr in zip((img_key, lab_key), out):
+        if arr.dtype == object:
+            raise UserError(f"{file}: array {key!r} holds Python objects (dtype object); store images as a uint8 "
+                            "array and labels as an integer array")
+    return out[0], out[1], img_key, lab_key
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def cifar10_arrays(split: str, path: str | None, hub: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(all images (N, 3, 32, 32) float in [0, 1], labels), eagerly: for small splits and legacy callers only."""
+    reader, labels = cifar10_reader(split, path, hub)
+    return reader(np.arange(len(labels))), labels

@@ -57,13 +57,27 @@ class Preprocess:
         return out
 
 
-def compute_device() -> torch.device:
-    """Where predict() runs: $AUTHBENCH_DEVICE (e.g. cpu, cuda, cuda:1), else CUDA when available, else CPU."""
-    name = os.environ.get("AUTHBENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+DEVICES = ("auto", "cpu", "cuda", "cuda:<index>")
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """The compute device for `name` (cpu, cuda, cuda:N or auto). auto: $AUTHBENCH_DEVICE when set,
+    else CUDA when available, else the CPU. Asking for CUDA where there is none is a user error."""
+    name = str(name or "auto")
+    if name == "auto":
+        name = os.environ.get("AUTHBENCH_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"AUTHBENCH_DEVICE={name!r} is not a torch device; use cpu, cuda or cuda:<index>") from None
+        raise UserError(f"device {name!r} is not a torch device; valid choices: {', '.join(DEVICES)}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"device {name!r} is not supported; valid choices: {', '.join(DEVICES)}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} asked for, but torch sees no CUDA device here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -112,28 +126,30 @@ class ModelAdapter:
         if not torch.isfinite(x).all():
             raise UserError(f"input to model {self.name!r} contains NaN or infinite values")
 
+    @property
+    def device(self) -> torch.device:
+        """Where the module's weights are (the module stays there: see `to`)."""
+        return next(self.module.parameters(), torch.empty(0)).device
+
+    def to(self, device: torch.device) -> "ModelAdapter":
+        """Move the module to `device` once; every later predict runs there."""
+        self.module.to(device)
+        return self
+
     @torch.no_grad()
     def predict(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Logits for pixel-space images x (N, C, H, W) of any size: the model's own resize and crop
-        (`preprocess.geometry`), then its normalization."""
+        """Logits (float32, on x's device) for pixel-space images x (N, C, H, W) of any size: the model's
+        own resize and crop (`preprocess.geometry`), then its normalization, on the module's device."""
         self.check_input(x)
-        pre, device = self.preprocess, compute_device()
-        if device.type == "cpu":
-            outs = [self._forward(pre(pre.geometry(x[i : i + batch_size]))).float() for i in range(0, len(x), batch_size)]
-            return torch.cat(outs)
-        home = next(self.module.parameters(), torch.empty(0)).device
-        self.module.to(device)  # only for this call: defenses and attacks keep working on the CPU module
-        try:
-            outs = [self._forward(pre(pre.geometry(x[i : i + batch_size].to(device)))).float().cpu()
-                    for i in range(0, len(x), batch_size)]
-        finally:
-            self.module.to(home)
+        pre, device = self.preprocess, self.device
+        outs = [self._forward(pre(pre.geometry(x[i : i + batch_size].to(device)))).float().to(x.device)
+                for i in range(0, len(x), batch_size)]
         return torch.cat(outs)
 
     @cached_property
     def _first_linear(self) -> FirstLinear:
         c, h, w = self.preprocess.input_size
-        probe = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0))
+        probe = torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(0)).to(self.device)
         scale = 1.0 / torch.tensor(self.preprocess.std, dtype=torch.float64)
         if scale.numel() == 1:
             scale = scale.expand(c).clone()

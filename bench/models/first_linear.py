@@ -28,9 +28,9 @@ class FirstLinear:
     dilation: tuple[int, int] = (1, 1)
     module_name: str = ""
 
-    def to(self, dtype: torch.dtype) -> "FirstLinear":
-        """The same map with W in another dtype (float32 for fast bulk measurements)."""
-        return replace(self, weight=self.weight.to(dtype))
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> "FirstLinear":
+        """The same map with W in another dtype (float32 for fast bulk measurements) or on another device."""
+        return replace(self, weight=self.weight.to(dtype=dtype, device=device))
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -143,7 +143,7 @@ def find_first_linear(
             f"first linear layer {name!r} does not read the model input directly; "
             "give the adapter a first_linear() override for this architecture"
         )
-    weight = module.weight.detach().to(torch.float64)
+    weight = module.weight.detach().to(device="cpu", dtype=torch.float64)  # W lives on the CPU: fits run there
     scale = scale.to(torch.float64)
     if isinstance(module, nn.Linear):
         shape_ok = seen.shape[-1] == module.in_features == c * h * w

@@ -36,6 +36,14 @@ SOURCE_KEYS = {
 }
 
 
+def model_label(spec) -> str:
+    """The label a suite's model spec goes by in every row: its `name`, else its model, else the
+    part of a 'source:name' string after the source."""
+    if isinstance(spec, dict):
+        return str(spec.get("name") or spec.get("model"))
+    return str(spec).split(":", 1)[-1]
+
+
 def list_models() -> dict[str, str]:
     """Every loadable spec (zoo names) plus the generic timm/torch patterns."""
     models = {f"zoo:{name}": desc for name, desc in zoo_names().items()}

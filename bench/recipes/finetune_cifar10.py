@@ -32,15 +32,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.errors import UserError
+from bench.models.sources import model_label
 from bench.recipes.train_classifier import accuracy, augment
 
 CLASSES = 10
-
-
-def _label(spec) -> str:
-    from bench.runner import model_label
-
-    return model_label(spec)
 
 
 def _finetune_spec(spec) -> dict:
@@ -50,7 +45,7 @@ def _finetune_spec(spec) -> dict:
         spec = {"source": source, "model": model}
     spec = dict(spec)
     if spec.get("source") == "zoo":
-        raise UserError(f"model {_label(spec)!r}: zoo models are trained by the harness itself, not fine-tuned")
+        raise UserError(f"model {model_label(spec)!r}: zoo models are trained by the harness itself, not fine-tuned")
     if spec.get("source") != "torch":
         spec["num_classes"] = CLASSES
     return spec
@@ -153,7 +148,7 @@ def main(argv: list[str] | None = None) -> Path:
     from bench.suite import load_suite
 
     suite = load_suite(args.suite)
-    specs = {_label(s): s for s in [*suite.authorized, *suite.evaluated]}
+    specs = {model_label(s): s for s in [*suite.authorized, *suite.evaluated]}
     for m in args.model or []:
         if m not in specs:
             raise UserError(f"model {m!r} is not in suite {suite.name!r}; valid choices: {', '.join(specs)}")

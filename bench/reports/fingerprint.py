@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.fingerprint.metrics import roc  # noqa: E402
-from bench.reports.tables import compact_params, measured_line, provenance_of, to_markdown  # noqa: E402
+from bench.reports.tables import (  # noqa: E402
+    compact_params, measured_line, provenance_of, registered_defaults, to_markdown)
 
 CITATION = "MFUE (seed 003), Table 1: AUC of fingerprinting methods, 64 positive / 60 negative suspects on CIFAR-10"
 REPORTED_AUC = {  # reported by the paper, never measured here: (CIFAR-10, CIFAR-100, ImageNet)
@@ -30,9 +31,8 @@ SORT = ["auc", "tpr@1%fpr"]
 
 
 def _method(row: dict) -> str:
-    from bench.reports.tables import _registered_defaults
 
-    params = compact_params(row.get("params") or {}, row.get("point") or {}, _registered_defaults(row["defense"]))
+    params = compact_params(row.get("params") or {}, row.get("point") or {}, registered_defaults(row["defense"]))
     return row["defense"] if params == "defaults" else f"{row['defense']} ({params})"
 
 

@@ -37,7 +37,7 @@ def compact_params(params: dict, point: dict, defaults: dict | None = None) -> s
     return ",".join(f"{k}={_fmt_value(merged[k])}" for k in shown) or "defaults"
 
 
-def _registered_defaults(defense: str) -> dict:
+def registered_defaults(defense: str) -> dict:
     """The defense's default parameters when it is installed here (else nothing is elided)."""
     from bench.defenses import get_defense
 
@@ -59,7 +59,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
         cost = r.get("cost") or {}
         records.append({
             "defense": r["defense"],
-            "params": compact_params(r.get("params") or {}, point, _registered_defaults(r["defense"])),
+            "params": compact_params(r.get("params") or {}, point, registered_defaults(r["defense"])),
             "psnr": _num(point.get("psnr")),
             "psnr_mode": point.get("psnr_mode") or "",
             "release": r["release"],

@@ -1,0 +1,85 @@
+"""The Python API: `bench.evaluate(suite, **overrides) -> Results`.
+
+    import bench
+    res = bench.evaluate("digits", defenses=["ne-patch"], psnr=[20.0], releases=["float"], threads=1)
+    res.rows            # one row per cell (pandas DataFrame; nested fields flattened, e.g. "metrics.top1")
+    res.leaderboard     # the ranked board of the image protocols (DataFrame, or None)
+    res.summary         # cells, forward passes, cache hits, wall time (RunSummary)
+
+It runs exactly what `authbench run` runs (same engine, cache and results folder, so a notebook
+and the CLI resume each other's runs) and renders the same reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.core.context import RunOptions
+from bench.core.engine import Engine, RunSummary
+from bench.core.types import infer_protocol
+from bench.executors import Executor
+from bench.protocols import render
+from bench.reports.fingerprint import fingerprint_board, format_board
+from bench.reports.leaderboard import format_leaderboard, leaderboard
+from bench.results import read_rows
+from bench.suite import Suite, load_suite
+from bench.suite_overrides import apply_overrides
+
+
+@dataclass(frozen=True, kw_only=True)
+class Results:
+    records: list[dict]  # the result rows as written (JSON objects)
+    summary: RunSummary
+    reports: list[Path] = field(default_factory=list)
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        return pd.json_normalize(self.records)
+
+    @property
+    def leaderboard(self) -> pd.DataFrame | None:
+        ranked = [r for r in self.records if infer_protocol(r) in ("input", "model")]
+        return leaderboard(ranked) if ranked else None
+
+    def summary_text(self) -> str:
+        """What `authbench run` prints: the boards (or the task tables), the counts, where things are."""
+        parts = []
+        protocols = {infer_protocol(r) for r in self.records}
+        if protocols & {"glue", "mmbench"}:
+            parts += [p.read_text() for p in self.reports if p.suffix == ".md"]
+        elif self.leaderboard is not None:
+            parts.append(format_leaderboard(self.leaderboard, top=20))
+        if "verify" in protocols:
+            parts.append(format_board(fingerprint_board([r for r in self.records if infer_protocol(r) == "verify"])))
+        s = self.summary
+        parts.append(
+            f"cells: {s.cells_total} total, {s.cells_done_before} already done, {s.cells_run} run | "
+            f"forward passes: {s.forwards} | encodings: {s.encodings} | "
+            f"cache hits {s.cache['hits']}, misses {s.cache['misses']}, corrupt {s.cache['corrupt']} | {s.wall_s:.1f}s")
+        parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}")
+        return "\n\n".join(parts[:-1]) + "\n" + parts[-1]
+
+
+def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
+              executor: Executor | None = None, **options) -> Results:
+    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
+    opts = RunOptions(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items() if v is not None})
+    engine = Engine(suite, Path(out) if out else Path("runs") / suite.name, opts, executor)
+    summary = engine.run()
+    records = read_rows(summary.results)
+    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report) \
+        if write_reports and records else []
+    return Results(records=records, summary=summary, reports=paths)
+
+
+def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None, data_root: Path | None = None,
+             random_weights: bool = False, progress: bool = False, **overrides) -> Results:
+    """Run a suite (a shipped name, a .toml path or a loaded Suite) with the CLI's overrides as keywords:
+    out, reports, write_reports, defenses, models, psnr, releases, full, batch_size, device, threads,
+    cache_dir, loader, executor; subset, data_root and random_weights as `authbench run` has them."""
+    loaded = suite if isinstance(suite, Suite) else load_suite(str(suite))
+    loaded = apply_overrides(loaded, subset, data_root, random_weights)
+    return run_suite(loaded, progress=progress, **overrides)

@@ -1,0 +1,2 @@
+"""The engine's core: typed values (types), the evaluation context protocols receive (context),
+and the one plan -> resume -> execute -> write loop (engine)."""

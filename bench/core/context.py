@@ -1,0 +1,152 @@
+"""What a protocol receives to plan and run jobs: the `EvalContext`.
+
+It holds the suite and the run's options, the lazily loaded splits, the model store (each model
+loaded once and kept on the compute device), the content-addressed caches, the run's counters
+and the seeds. Protocols use it through its public methods only; they never see the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench.cache import ArrayCache, cache_root
+from bench.data import load_dataset
+from bench.errors import UserError
+from bench.models.adapter import ModelAdapter, resolve_device
+from bench.models.sources import load_model, model_label
+from bench.suite import Suite
+
+DEFAULT_BATCH_SIZE = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """What a user can override for one run (CLI flags, `bench.evaluate` keywords, suite [run])."""
+
+    defenses: tuple[str, ...] = ()  # only these defense entries (by name)
+    models: tuple[str, ...] = ()  # only these model labels
+    psnr: tuple[float, ...] = ()  # only these PSNR points
+    releases: tuple[str, ...] = ()  # only these release formats
+    full: bool = False  # also the suite's tier = "full" entries
+    batch_size: int | None = None  # default: suite [run] batch_size, else 256
+    device: str | None = None  # cpu | cuda | cuda:N | auto (default: suite [run] device, else auto)
+    threads: int | None = None  # torch CPU threads (default: suite [run] threads, else torch's own)
+    progress: bool = True
+    cache_dir: Path | None = None
+    loader: Callable | None = None  # replaces the protocol's model loader (tests, notebooks)
+
+
+@dataclass
+class Counters:
+    forwards: int = 0  # forward passes over a split (or model calls for VLMs) actually computed
+    encodings: int = 0  # encodings of a split actually computed
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    start: float
+    cache: dict
+    forwards: int
+
+
+@dataclass
+class EvalContext:
+    suite: Suite
+    options: RunOptions = field(default_factory=RunOptions)
+    out_dir: Path | None = None  # the run folder (protocols that write artifacts put them under it)
+
+    def __post_init__(self):
+        run = self.suite.run
+        size = self.options.batch_size if self.options.batch_size is not None else run.get("batch_size")
+        self.batch_size = int(size if size is not None else DEFAULT_BATCH_SIZE)
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
+        self.device = resolve_device(self.options.device or run.get("device"))
+        threads = self.options.threads if self.options.threads is not None else run.get("threads")
+        if threads is not None:
+            if int(threads) < 1:
+                raise UserError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(int(threads))
+        self.cache_root = Path(self.options.cache_dir) if self.options.cache_dir else cache_root()
+        self.forward_cache = ArrayCache(self.cache_root, "forward")
+        self.encoding_cache = ArrayCache(self.cache_root, "encoding")
+        self.artifact_cache = ArrayCache(self.cache_root, "artifact")
+        self.counters = Counters()
+        self.done: set[str] = set()  # cells already in the results file
+        self.progress = self.options.progress
+        self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
+        for m in self.options.models:
+            if m not in self.specs:
+                raise UserError(f"model {m!r} is not in suite {self.suite.name!r}; valid choices: {', '.join(self.specs)}")
+        keep = set(self.options.models)
+        self.authorized = [m for m in map(model_label, self.suite.authorized) if not keep or m in keep]
+        self.evaluated = [m for m in map(model_label, self.suite.evaluated) if not keep or m in keep]
+        self._models: dict[str, ModelAdapter] = {}
+        self._memos: dict[str, dict] = {}
+
+    # -- models ------------------------------------------------------------------------------
+    def authorized_for(self, entry) -> list[str]:
+        """The authorized models an entry protects: its `models` (validated), else all of the suite's.
+        A spec with a source ("zoo:fhe-s0") is a model only this entry protects (e.g. FHE's)."""
+        extra = [model_label(m) for m in entry.models if ":" in m and model_label(m) not in self.authorized]
+        self.specs.update({model_label(m): m for m in entry.models if ":" in m})
+        for label in entry.models:
+            if model_label(label) not in self.specs:
+                raise UserError(f"defense {entry.name!r}: model {label!r} in 'models' is not in the suite; "
+                                f"valid choices: {', '.join(self.specs)} or a spec such as 'zoo:fhe-s0'")
+        labels = {model_label(m) for m in entry.models}
+        return [a for a in self.authorized if not entry.models or a in labels] + extra
+
+    def model(self, label: str) -> ModelAdapter:
+        """The image model `label`, loaded once and moved to the compute device once."""
+        if label not in self._models:
+            adapter = load_model(self.specs[label], progress=self.progress)
+            adapter.name = label  # the suite's label names the model in every row
+            self._models[label] = adapter.to(self.device)
+        return self._models[label]
+
+    # -- data --------------------------------------------------------------------------------
+    def load_split(self, split_key: str, default: str):
+        data = dict(self.suite.data)
+        name = data.pop("dataset", None)
+        if name is None:
+            raise UserError(f"suite {self.suite.name!r}: [data] needs 'dataset = \"...\"'")
+        split = data.pop(split_key, default)
+        data.pop("split", None), data.pop("train_split", None)
+        subset, subset_seed = int(data.pop("subset", 0)), int(data.pop("subset_seed", self.suite.seed))
+        data.pop("encode_space", None)
+        return load_dataset(name, split, subset if split_key == "split" else 0, subset_seed, **data)
+
+    @cached_property
+    def data(self):
+        """The evaluated split (read lazily, in batches)."""
+        return self.load_split("split", "test")
+
+    @cached_property
+    def train_data(self):
+        """The defender's (and attacker's) training split."""
+        return self.load_split("train_split", "train")
+
+    # -- seeds, memos, counters ----------------------------------------------------------------
+    def seed(self, trial: int = 0) -> int:
+        return self.suite.seed + int(trial)
+
+    def memo(self, namespace: str) -> dict:
+        """A dict that lives as long as this context (a protocol's fitted defenses, suspect zoos)."""
+        return self._memos.setdefault(namespace, {})
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(time.perf_counter(), dict(self.forward_cache.stats.as_dict()), self.counters.forwards)
+
+    def since(self, snapshot: Snapshot) -> dict:
+        """Wall time, cache-counter deltas and forward passes since `snapshot`."""
+        after = self.forward_cache.stats.as_dict()
+        return {"wall_s": time.perf_counter() - snapshot.start,
+                "cache": {k: after[k] - snapshot.cache[k] for k in after},
+                "forwards": self.counters.forwards - snapshot.forwards}

@@ -1,0 +1,209 @@
+"""The values that cross module boundaries: cells, jobs, result rows and their parts.
+
+Every one is a small frozen dataclass built with keyword arguments and serialised in one
+place (`to_json` / `from_json`), so a row's schema lives here and in docs/results.schema.json,
+never in dict literals at call sites.
+
+- `Cell`: what one result row measures: (defense, parameter point, release, attack, trial,
+  authorized model, evaluated model) of a suite. Its key is the digest that resumable runs
+  look up; it is the same digest the harness has always written, so old runs still resume.
+- `Job`: cells that share one expensive step (one encoding of the data, one protected model,
+  one fingerprint): the unit an executor runs.
+- `Row`: one measured cell, with its `protocol`, metrics, encoding stats and `Provenance`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+
+from bench.cache import digest
+
+CELL_KEY_LENGTH = 24
+
+
+class Role(str, Enum):
+    """How the evaluated model of a cell relates to the authorized one."""
+
+    CLEAN = "clean"  # no defense: the baseline
+    AUTHORIZED = "authorized"  # the model the data (or key) is for
+    SAME_ARCH = "same-arch"  # same architecture, other weights
+    UNAUTHORIZED = "unauthorized"  # another architecture, or a released artifact without its key
+    REFERENCE = "reference"  # an unprotected reference the defense scores beside (FHE's plaintext model)
+    POSITIVE = "positive"  # a suspect derived from the protected source (ownership)
+    NEGATIVE = "negative"  # an independently trained suspect (ownership)
+    SUMMARY = "summary"  # the ROC summary of an ownership job
+
+    @classmethod
+    def of(cls, *, authorized: str, evaluated: str, same_arch: bool) -> "Role":
+        """The role rule every input-authorization protocol uses."""
+        if not authorized:
+            return cls.CLEAN
+        if evaluated == authorized:
+            return cls.AUTHORIZED
+        return cls.SAME_ARCH if same_arch else cls.UNAUTHORIZED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cell:
+    suite: str
+    defense: str
+    params: dict
+    point: dict
+    release: str
+    attack: str
+    authorized: str
+    evaluated: str
+    trial: int = 0
+    extra: dict = field(default_factory=dict)  # protocol fields that name the cell, e.g. {"benchmark", "task"}
+
+    def fields(self) -> dict:
+        """The fields every result row of this cell carries (and its key hashes)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**out, **self.extra}
+
+    def key(self, *, data: dict, seed: int) -> str:
+        return digest({**self.fields(), "data": data, "seed": seed})[:CELL_KEY_LENGTH]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """Cells sharing one expensive step. `cells` are the keys known when planned; a job whose
+    rows are known only when it runs (model authorization, ownership) is done once `key`'s rows
+    are all written (rows carry `job` and `job_rows`)."""
+
+    protocol: str
+    defense: str
+    params: dict
+    point: dict
+    release: str
+    attack: object  # the suite's attack entry: a name or {name = ..., params}
+    authorized: str  # "" for the clean baseline
+    evaluated: tuple[str, ...] = ()
+    trial: int = 0
+    key: str = ""
+    cells: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)  # protocol-specific (e.g. {"task": "sst2"})
+    group: str = ""  # placement: jobs of one group share loaded models (the authorized model)
+
+    def cell(self, evaluated: str, *, suite: str, attack_label: str) -> Cell:
+        return Cell(suite=suite, defense=self.defense, params=self.params, point=self.point, release=self.release,
+                    attack=attack_label, authorized=self.authorized, evaluated=evaluated, trial=self.trial,
+                    extra=dict(self.extra.get("cell_fields", {})))
+
+
+ENCODING_ALWAYS = ("psnr_true", "psnr_nominal")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Encoding:
+    """What an encoding achieved (never its secret): PSNR, calibration, subspace size, timings."""
+
+    psnr_true: float | None = None  # mean achieved pixel-space PSNR (dB)
+    psnr_nominal: float | None = None  # paper-nominal dB, when the authorized std is known
+    calib_err_db: float | None = None  # max |achieved - target|
+    unreachable: int | None = None  # samples whose target could not be met
+    subspace_dim: int | None = None
+    encode_ms: float | None = None  # per sample
+    fit_ms: float | None = None  # one-time fit (SVD)
+    snr_db: float | None = None  # text: embedding-space SNR
+    auth_dev: float | None = None  # VLM: the authorized tower's patch-embedding deviation
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k in ENCODING_ALWAYS or v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "Encoding | None":
+        if data is None:
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Provenance:
+    """Where a number came from."""
+
+    model_digest: str | None
+    authorized_digest: str | None
+    input_digest: str | None
+    defense_summary: dict | None
+    versions: dict
+    git: str
+    device: str
+    seed: int
+    wall_s: float
+    cache: dict
+    forwards: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Provenance":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: data.get(k) for k in known})
+
+
+PROTOCOL_OF_RELEASE = {"model": "model", "verify": "verify"}
+
+
+def infer_protocol(row: dict) -> str:
+    """The protocol of a row written before rows named it (the only place that rule lives)."""
+    if row.get("protocol"):
+        return row["protocol"]
+    if row.get("benchmark") in ("glue", "mmbench"):
+        return row["benchmark"]
+    return PROTOCOL_OF_RELEASE.get(row.get("release"), "input")
+
+
+ROW_EXTRA_KEYS = ("benchmark", "task", "suspect_kind", "job", "job_rows")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    protocol: str
+    cell: str
+    suite: str
+    suite_digest: str
+    defense: str
+    params: dict
+    point: dict
+    release: str
+    attack: str
+    authorized: str
+    evaluated: str
+    trial: int
+    role: str
+    arch: dict  # {"authorized": arch or "", "evaluated": arch}
+    metrics: dict
+    encoding: Encoding | None = None
+    attack_stats: dict | None = None
+    cost: dict | None = None
+    n: int = 0
+    provenance: Provenance
+    extra: dict = field(default_factory=dict)  # benchmark / task (GLUE, MMBench), suspect_kind, job / job_rows
+
+    @classmethod
+    def build(cls, *, protocol: str, cell: Cell, key: str, suite_digest: str, role: Role | str, **values) -> "Row":
+        """A row of `cell`: its fields, plus what was measured."""
+        base = cell.fields()
+        extra = {k: base.pop(k) for k in list(base) if k in ROW_EXTRA_KEYS}
+        extra.update(values.pop("extra", {}))
+        return cls(protocol=protocol, cell=key, suite_digest=suite_digest, role=Role(role).value, extra=extra,
+                   **base, **values)
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["encoding"] = self.encoding.to_json() if self.encoding is not None else None
+        out["provenance"] = self.provenance.to_json()
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Row":
+        known = {f.name for f in fields(cls)} - {"extra", "protocol"}
+        values = {k: data.get(k) for k in known}
+        values["encoding"] = Encoding.from_json(data.get("encoding"))
+        values["provenance"] = Provenance.from_json(data.get("provenance") or {})
+        extra = {k: v for k, v in data.items() if k not in known and k != "protocol"}
+        return cls(protocol=infer_protocol(data), extra=extra, **values)

@@ -1,0 +1,56 @@
+"""Protocols: how each family of defenses is planned, run and reported (bench.protocols.base).
+
+Importing this package registers the built-ins; `protocol_of(suite, entry)` is the one place
+that decides which protocol an entry of a suite belongs to, and `render(rows, ...)` the one
+place that dispatches reports on each row's `protocol`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.core.types import infer_protocol
+from bench.defenses import get_defense
+from bench.protocols import glue, input_auth, mmbench, model_auth, ownership  # noqa: F401  (registers them)
+from bench.protocols.base import PROTOCOLS, Protocol, get_protocol, grid
+from bench.protocols.model_auth import render_baselines
+from bench.reports.leaderboard import leaderboard, write_leaderboard
+from bench.reports.tables import provenance_of
+
+PRIMARY = "input"  # a suite no protocol owns is an image suite
+
+
+def primary_protocol(suite) -> Protocol:
+    """The protocol that owns the whole suite (GLUE, MMBench), else image input authorization."""
+    for name in PROTOCOLS.names():
+        cls = PROTOCOLS.get(name)
+        if cls.owns_suite(suite):
+            return cls()
+    return get_protocol(PRIMARY)
+
+
+def protocol_of(primary: Protocol, entry) -> Protocol:
+    """The protocol of one [[defenses]] entry: the suite's owner, else the one its defense names."""
+    if primary.name != PRIMARY:
+        return primary
+    return get_protocol(get_defense(entry.name).protocol)
+
+
+def render(rows: list[dict], out_dir: Path, cfg: dict) -> list[Path]:
+    """Every protocol's reports for its rows, then the leaderboard of the image protocols and NE Table 3."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_protocol: dict[str, list[dict]] = {}
+    for r in rows:
+        by_protocol.setdefault(infer_protocol(r), []).append(r)
+    paths: list[Path] = []
+    for name, part in by_protocol.items():
+        paths += get_protocol(name).reports(part, out_dir, cfg)
+    ranked = [r for r in rows if infer_protocol(r) in ("input", "model")]
+    if ranked:
+        paths += write_leaderboard(leaderboard(ranked), out_dir, provenance_of(ranked))
+        paths += render_baselines(ranked, out_dir, cfg)
+    return paths
+
+
+__all__ = ["PROTOCOLS", "Protocol", "get_protocol", "grid", "primary_protocol", "protocol_of", "render"]

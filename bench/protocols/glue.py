@@ -1,0 +1,213 @@
+"""NE on text classifiers, GLUE (BERT, RoBERTa): the `glue` protocol (NE Table 7).
+
+Jobs: per task, one clean job (every evaluated model on the task's split) and one job per
+(NE point, release, authorized model). Releases:
+- "embedding": the authorized model's embedding output + delta (bench.text.ne) - what NE releases;
+- "embedding-clean": the same sequence with delta = 0, a control that shows what feeding another
+  model's embedding space does by itself (BERT and RoBERTa have different tokenizers and
+  embedding tables, so this control is far from their clean baseline).
+Every evaluated model consumes a release at its own embedding-output entry point
+(TextClassifier.logits_from_embeddings). Rows follow bench.core.types.Row (metrics.top1 = the
+task's primary GLUE metric x 100) plus "benchmark" and "task"; logits are cached per (model, inputs),
+and the split is tokenised, encoded and scored batch by batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bench import provenance
+from bench.cache import digest
+from bench.core.types import Encoding, Job, Role, Row
+from bench.errors import UserError
+from bench.protocols.base import PROTOCOLS, Protocol, grid
+from bench.reports.ne_tasks import render_task_tables
+from bench.text.adapter import TextClassifier, load_text_model
+from bench.text.glue import PAPER_TASKS, TextSplit, load_glue, score
+from bench.text.ne import TextNE, qkv_deviation
+
+RELEASES = ("embedding", "embedding-clean")
+DEFAULT_TEXT_BATCH = 32
+
+
+@PROTOCOLS.register
+class Glue(Protocol):
+    name = "glue"
+    description = "NE on GLUE text classifiers: embedding-space release for one model, every model scored (Table 7)"
+
+    @classmethod
+    def owns_suite(cls, suite) -> bool:
+        return suite.data.get("dataset") == "glue"
+
+    # -- planning ------------------------------------------------------------------------------
+    @staticmethod
+    def tasks(ctx) -> list[str]:
+        return [str(t).lower() for t in ctx.suite.data.get("tasks", PAPER_TASKS)]
+
+    @staticmethod
+    def models(ctx) -> list[str]:
+        return list(dict.fromkeys([*ctx.authorized, *ctx.evaluated]))
+
+    def job(self, ctx, task: str, **fields) -> Job:
+        job = Job(protocol=self.name, attack="none", evaluated=tuple(self.models(ctx)), group=task,
+                  extra={"task": task, "cell_fields": {"benchmark": "glue", "task": task}}, **fields)
+        cells = tuple(job.cell(e, suite=ctx.suite.name, attack_label="none").key(data=ctx.suite.data, seed=ctx.suite.seed)
+                      for e in job.evaluated)
+        return Job(**{**job.__dict__, "cells": cells})
+
+    def baseline(self, ctx):
+        return [self.job(ctx, t, defense="none", params={}, point={"task": t}, release="clean", authorized="")
+                for t in self.tasks(ctx)]
+
+    def plan(self, ctx, entry):
+        if entry.name != TextNE.name:
+            raise UserError(f"suite {ctx.suite.name!r}: GLUE suites take defense {TextNE.name!r}, got {entry.name!r}")
+        bad = [r for r in entry.release if r not in RELEASES]
+        if bad:
+            raise UserError(f"defense {entry.name!r}: unknown release {bad[0]!r}; valid choices: {', '.join(RELEASES)}")
+        jobs = []
+        for t in self.tasks(ctx):
+            for point in grid(entry.sweep):
+                params = TextNE(**{**entry.params, **point}).params  # validates, fills defaults
+                jobs += [self.job(ctx, t, defense=TextNE.name, params=params, point={"task": t, **point}, release=r,
+                                  authorized=a) for a in ctx.authorized for r in entry.release]
+        return jobs
+
+    # -- data and models -----------------------------------------------------------------------
+    def data(self, ctx, task: str) -> TextSplit:
+        memo = ctx.memo("glue.data")
+        if task not in memo:
+            data = ctx.suite.data
+            root = data.get("root")  # --data-root: <root>/<task>.tsv unless [data] files names the task
+            path = data.get("files", {}).get(task) or (str(Path(root) / f"{task}.tsv") if root else None)
+            memo[task] = load_glue(task, path, data.get("split"), int(data.get("subset", 0)),
+                                   int(data.get("subset_seed", ctx.suite.seed)))
+        return memo[task]
+
+    def model(self, ctx, label: str, task: str) -> TextClassifier:
+        memo = ctx.memo("glue.models")
+        if (label, task) not in memo:
+            loader = ctx.options.loader or load_text_model
+            memo[(label, task)] = loader(label, ctx.specs[label], task, ctx.progress)
+        return memo[(label, task)]
+
+    def batches(self, ctx, n: int):
+        size = ctx.options.batch_size or ctx.suite.run.get("batch_size") or DEFAULT_TEXT_BATCH
+        return [np.arange(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def tokenize(self, model: TextClassifier, data: TextSplit, idx):
+        return model.tokenize([data.text_a[i] for i in idx], [data.text_b[i] for i in idx] if data.text_b else None)
+
+    # -- forward passes --------------------------------------------------------------------------
+    def clean(self, ctx, model: TextClassifier, data: TextSplit) -> dict:
+        key = ctx.forward_cache.key(model.digest, {"data": data.identity})
+        out = ctx.forward_cache.get(key)
+        if out is None:
+            logits = [model.logits(self.tokenize(model, data, idx))
+                      for idx in tqdm(self.batches(ctx, len(data)), desc=f"{model.name} clean",
+                                      disable=not ctx.progress, leave=False)]
+            out = {"logits": np.concatenate(logits), "first_layer_dev": np.zeros(len(data))}
+            ctx.forward_cache.put(key, out)
+            ctx.counters.forwards += 1
+        return out
+
+    def released(self, ctx, auth: TextClassifier, ne: TextNE | None, data: TextSplit, models: list[TextClassifier],
+                 identity: dict) -> tuple[dict, dict]:
+        """Logits and QKV deviations of every model in `models` on the authorized release, and encoding stats."""
+        keys = {m.name: ctx.forward_cache.key(m.digest, identity) for m in models}
+        outs = {m.name: ctx.forward_cache.get(keys[m.name]) for m in models}
+        todo = [m for m in models if outs[m.name] is None]
+        stats = {"snr_db": [], "encode_ms": 0.0}
+        if todo:
+            parts = {m.name: {"logits": [], "first_layer_dev": []} for m in todo}
+            for idx in tqdm(self.batches(ctx, len(data)), desc=f"{auth.name} release", disable=not ctx.progress,
+                            leave=False):
+                b = self.tokenize(auth, data, idx)
+                start = time.perf_counter()
+                h = auth.embed(b)
+                released = h
+                if ne is not None:
+                    released, snr = ne.encode(h, b["attention_mask"], data.indices[idx], data.labels[idx], ctx.suite.seed)
+                    stats["snr_db"].append(snr.numpy())
+                stats["encode_ms"] += (time.perf_counter() - start) * 1e3
+                for m in todo:
+                    if m.hidden_size != h.shape[-1]:
+                        continue
+                    parts[m.name]["logits"].append(m.logits_from_embeddings(released, b["attention_mask"]))
+                    parts[m.name]["first_layer_dev"].append(qkv_deviation(m, h, released).numpy())
+            for m in todo:
+                if m.hidden_size != auth.hidden_size:
+                    outs[m.name] = None
+                    continue
+                outs[m.name] = {k: np.concatenate(v) for k, v in parts[m.name].items()}
+                ctx.forward_cache.put(keys[m.name], outs[m.name])
+                ctx.counters.forwards += 1
+            ctx.counters.encodings += 1
+        stats_key = ctx.encoding_cache.key(auth.digest, identity)
+        if todo:
+            stats["encode_ms"] /= max(len(data), 1)
+            stats["snr_db"] = float(np.concatenate(stats["snr_db"]).mean()) if stats["snr_db"] else None
+            ctx.encoding_cache.put(stats_key, {"stats": np.array(json.dumps(stats))})
+        else:  # every forward pass cached: read the encoding record (its stats are null if it was lost)
+            cached = ctx.encoding_cache.get(stats_key)
+            stats = json.loads(str(cached["stats"])) if cached else {"snr_db": None, "encode_ms": None}
+        return outs, stats
+
+    # -- one job -----------------------------------------------------------------------------------
+    def row(self, ctx, job: Job, key: str, evaluated: str, model: TextClassifier, auth: TextClassifier | None,
+            out: dict | None, data: TextSplit, extra: dict) -> Row:
+        role = Role.of(authorized=job.authorized, evaluated=evaluated, same_arch=bool(auth) and model.arch == auth.arch)
+        metrics = {"top1": None, "first_layer_dev": None}
+        if out is not None:
+            metrics = {**score(data.task, out["logits"], data.labels),
+                       "first_layer_dev": float(np.mean(out["first_layer_dev"])) if job.authorized else None}
+        cost = None if out is not None else {
+            "note": f"{model.name} reads {model.hidden_size}-dim embeddings; the release has "
+                    f"{auth.hidden_size if auth else '?'}"}
+        return Row.build(
+            protocol=self.name, cell=job.cell(evaluated, suite=ctx.suite.name, attack_label="none"), key=key,
+            suite_digest=ctx.suite.digest, role=role, arch={"authorized": auth.arch if auth else "", "evaluated": model.arch},
+            metrics=metrics, encoding=extra.get("encoding"), cost=cost, n=len(data) if out is not None else 0,
+            provenance=provenance.build(
+                model_digest=model.digest, authorized_digest=auth.digest if auth else None,
+                input_digest=extra["input_digest"], defense_summary=extra.get("defense_summary"), seed=ctx.suite.seed,
+                wall_s=extra["wall_s"], cache=dict(ctx.forward_cache.stats.as_dict()), forwards=ctx.counters.forwards))
+
+    def run(self, ctx, job):
+        task = job.extra["task"]
+        data = self.data(ctx, task)
+        pending = [(e, c) for e, c in zip(job.evaluated, job.cells) if c not in ctx.done]
+        start = time.perf_counter()
+        if job.defense == "none":
+            rows = []
+            for e, key in pending:
+                start = time.perf_counter()
+                model = self.model(ctx, e, task)
+                out = self.clean(ctx, model, data)
+                rows.append(self.row(ctx, job, key, e, model, None, out, data, {
+                    "input_digest": digest({"data": data.identity}), "wall_s": time.perf_counter() - start}))
+            return rows
+        auth = self.model(ctx, job.authorized, task)
+        ne = None
+        if job.release == "embedding":
+            ne = TextNE(**job.params)
+            ne.fit(auth)
+        transform = {"defense": TextNE.name, "params": job.params, "authorized": auth.digest, "release": job.release,
+                     "seed": ctx.suite.seed}
+        identity = {"data": data.identity, "transforms": [transform]}
+        models = {e: self.model(ctx, e, task) for e, _ in pending}
+        outs, stats = self.released(ctx, auth, ne, data, list(models.values()), identity)
+        summary = ne.summary() if ne else {}
+        extra = {
+            "encoding": Encoding(snr_db=stats["snr_db"], subspace_dim=summary.get("subspace_dim"),
+                                 encode_ms=stats["encode_ms"], fit_ms=summary.pop("fit_ms", 0.0)),
+            "defense_summary": summary, "input_digest": digest(identity), "wall_s": time.perf_counter() - start}
+        return [self.row(ctx, job, key, e, models[e], auth, outs[e], data, extra) for e, key in pending]
+
+    def reports(self, rows, out, cfg):
+        return render_task_tables(rows, out, cfg)

@@ -1,0 +1,153 @@
+"""Model authorization (CoreLocker, DP, FHE, ALGOSPEC): the `model` protocol.
+
+One job = (defense, parameter point, trial, attack, authorized model). The defense protects the
+authorized model on the defender's training split (`ModelDefense.protect`), then lists the models
+to score with their roles (`evaluations`): the key holder's model ("authorized") and what a party
+without the key has ("unauthorized"). A model attack (fine-tuning, pruning, distillation) is
+applied to the released artifact with the attacker's data; an input attack to the test inputs,
+batch by batch. Forward passes are cached by each scored model's own weights, so an unlock that
+restores the weights bit for bit reuses the clean pass; and the job's evaluations (labels, roles,
+digests, cost) are cached as an artifact record, so a warm rerun into a new folder neither
+protects nor attacks again.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bench import provenance
+from bench.attacks import attack_label, get_attack
+from bench.attacks.base import apply_attack
+from bench.cache import digest
+from bench.core.types import Job, Row
+from bench.defenses import get_defense
+from bench.errors import UserError
+from bench.models.adapter import ModelAdapter
+from bench.protocols import classify
+from bench.protocols.base import PROTOCOLS, Protocol, grid
+from bench.reports.corelocker import render_corelocker
+from baselines import BUILTIN as BASELINES
+from baselines.report import render_markdown
+
+ATTACK_KINDS = ("model", "input")
+
+
+@PROTOCOLS.register
+class ModelAuthorization(Protocol):
+    name = "model"
+    description = "model authorization: a protected model scored with and without its key, plus its cost"
+
+    def plan(self, ctx, entry):
+        cls = get_defense(entry.name)
+        for attack in entry.attacks:
+            kind = get_attack(attack).kind
+            if kind not in ATTACK_KINDS:
+                raise UserError(f"defense {entry.name!r} ({self.name} protocol) cannot take attack {attack_label(attack)!r} "
+                                f"of kind {kind!r}; valid kinds here: {', '.join(ATTACK_KINDS)}")
+        jobs = []
+        for sweep_point in grid(entry.sweep):
+            params = cls(**{**entry.params, **sweep_point}).params
+            for auth in ctx.authorized_for(entry):
+                for trial in range(entry.trials):
+                    for attack in entry.attacks:
+                        job = Job(protocol=self.name, defense=entry.name, params=params, point=dict(sweep_point),
+                                  release="model", attack=attack, authorized=auth, trial=trial, group=auth)
+                        key = job.cell("", suite=ctx.suite.name, attack_label=attack_label(attack)).key(
+                            data=ctx.suite.data, seed=ctx.suite.seed)
+                        jobs.append(Job(**{**job.__dict__, "key": key}))
+        return jobs
+
+    def protect(self, ctx, job: Job, defense, model: ModelAdapter):
+        """Protect once per (defense, params, model, trial) on the defender's training split; jobs that
+        differ only in the attack reuse it."""
+        last = ctx.memo("model.protected")
+        key = digest([job.defense, job.params, model.digest, job.trial])
+        if last.get("key") != key:
+            last.update(key=key, protected=defense.protect(model, ctx.train_data, ctx.seed(job.trial)))
+        return last["protected"]
+
+    def run(self, ctx, job):
+        snapshot = ctx.snapshot()
+        seed = ctx.seed(job.trial)
+        model = ctx.model(job.authorized)
+        attack = get_attack(job.attack)
+        identity = {"data": ctx.data.identity, "transforms": []}
+        if attack.kind == "input" and attack_label(job.attack) != "none":
+            identity["transforms"].append({"attack": attack_label(job.attack), "seed": seed})
+        others = [label for label in ctx.evaluated if label != job.authorized]
+        record_key = ctx.artifact_cache.key(model.digest, {
+            "job": job.key, "identity": identity, "others": [ctx.model(o).digest for o in others]})
+        record = ctx.artifact_cache.get(record_key)
+        scored = json.loads(str(record["evaluations"])) if record is not None else None
+        outputs = {}
+        if scored is not None:
+            for ev in scored:
+                outputs[ev["label"]] = classify.from_cache(ctx.forward_cache.get(ctx.forward_cache.key(ev["digest"], identity)))
+        if scored is None or any(o is None for o in outputs.values()):
+            scored, outputs = self.measure(ctx, job, model, attack, identity, {o: ctx.model(o) for o in others}, seed)
+            ctx.artifact_cache.put(record_key, {"evaluations": np.array(json.dumps(scored))})
+        cost = scored[0]["cost"] if scored else None
+        spent = ctx.since(snapshot)
+        rows = []
+        for ev in scored:
+            cell_key = f"{job.key}:{ev['label']}"
+            if cell_key in ctx.done:  # a job cut off mid-write: keep the rows already saved
+                continue
+            metrics, n = classify.score(outputs[ev["label"]], ctx.data.labels)
+            cell = job.cell(ev["label"], suite=ctx.suite.name, attack_label=attack_label(job.attack))
+            rows.append(Row.build(
+                protocol=self.name, cell=cell, key=cell_key, suite_digest=ctx.suite.digest, role=ev["role"],
+                arch={"authorized": model.arch, "evaluated": ev["arch"]}, metrics=metrics, cost=cost, n=n,
+                extra={"job": job.key, "job_rows": len(scored)},
+                provenance=provenance.build(model_digest=ev["digest"], authorized_digest=model.digest,
+                                            input_digest=digest(identity), defense_summary=None, seed=seed,
+                                            where=ctx.device, **spent)))
+        return rows
+
+    def measure(self, ctx, job, model, attack, identity, others, seed) -> tuple[list[dict], dict]:
+        defense = get_defense(job.defense)(**job.params)
+        protected = self.protect(ctx, job, defense, model)
+        adapters = {}
+        evaluations = []
+        for ev in defense.evaluations(protected, model, others):
+            adapter = ev.adapter
+            if attack.kind == "model" and adapter.module is protected.released:
+                attacked = attack(protected.released, model.preprocess, ctx.train_data, seed)
+                adapter = ModelAdapter(ev.label, attacked, model.preprocess, model.arch, model.source).to(ctx.device)
+            adapters[ev.label] = adapter
+            evaluations.append({"label": ev.label, "role": ev.role, "digest": adapter.digest, "arch": adapter.arch})
+        keys = {label: ctx.forward_cache.key(a.digest, identity) for label, a in adapters.items()}
+        outputs = {label: classify.from_cache(ctx.forward_cache.get(k)) for label, k in keys.items()}
+        todo = {label: adapters[label] for label, out in outputs.items() if out is None}
+        attacks_inputs = attack.kind == "input" and attack.name != "none"
+
+        def inputs(batch):
+            x = batch.images.to(ctx.device)
+            return (apply_attack(attack, x, seed, batch.positions) if attacks_inputs else x), x
+
+        deviations = {label: classify.FirstLayerDeviation(a) for label, a in todo.items()}
+        for label, out in classify.stream(ctx, todo, deviations, inputs, f"{job.defense} {job.authorized}").items():
+            ctx.forward_cache.put(keys[label], out)
+            ctx.counters.forwards += 1
+            outputs[label] = out
+        cost = json.loads(json.dumps(protected.cost, default=str))  # the cost as measured, after every evaluation
+        for ev in evaluations:
+            ev["cost"] = cost
+        return evaluations, outputs
+
+    def reports(self, rows, out, cfg):
+        paths = []
+        if any(r["defense"] == "corelocker" for r in rows):
+            paths += render_corelocker(rows, out)
+        return paths
+
+
+def render_baselines(rows: list[dict], out, cfg: dict) -> list:
+    """NE Table 3's layout over input- and model-authorization rows (baselines.report)."""
+    if not any(r["defense"] in BASELINES for r in rows):
+        return []
+    path = out / "table3_baselines.md"
+    path.write_text(render_markdown(rows, **cfg.get("table3", {})))  # [report] table3 = {ne, psnr, release}
+    return [path]

@@ -1,0 +1,150 @@
+"""Ownership verification (MFUE, IPGuard, CAE, MetaFinger, ADV-TRA): the `verify` protocol.
+
+One job = (method, parameter point, trial, verification attack, source model). The suite's
+[suspects] section names the suspect zoo (bench.fingerprint.suspects), built once per source
+from the attacker's half of the training split and cached. The method fingerprints the source
+on the defender's half (`FingerprintMethod.fingerprint`), then queries every suspect through a
+`SuspectOracle` carrying the attack: an input attack processes the queries, an output attack
+(dp-logits) perturbs the answers. Rows: one per suspect (role "positive" / "negative", metric
+`score`, the suspect's clean `top1` and `kind`), then one "summary" row (AUC, TPR@1%/5%FPR with
+bootstrap CIs, the source's self-score and a max-softmax query detector's detection rate).
+The summary row's cell is the job key, so a job counts as done once its summary is written.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench import provenance
+from bench.attacks import attack_label, get_attack
+from bench.cache import digest
+from bench.core.types import Job, Role, Row
+from bench.defenses import get_defense
+from bench.errors import UserError
+from bench.fingerprint.base import SuspectOracle
+from bench.fingerprint.metrics import summarize
+from bench.fingerprint.suspects import ZooConfig, build_zoo
+from bench.fingerprint.training import halves
+from bench.protocols.base import PROTOCOLS, Protocol, grid
+from bench.reports.fingerprint import render_fingerprint
+
+DETECTOR_FPR = 0.10  # MFUE Sec. 4.6: threshold at the bottom 10% quantile of normal samples
+
+
+def zoo_config(suite) -> ZooConfig:
+    section = suite.raw.get("suspects")
+    if not section:
+        raise UserError(f"suite {suite.name!r} has verify-protocol defenses but no [suspects] section; "
+                        "add one with positives = [chains...] and negatives = [families...]")
+    return ZooConfig.from_section(section, suite.seed)
+
+
+@torch.no_grad()
+def detection_rate(source, queries: torch.Tensor, clean: torch.Tensor) -> float:
+    """Share of `queries` a max-softmax OOD detector on the deployed model flags, its threshold set
+    so that DETECTOR_FPR of clean test inputs are flagged (balanced accuracy = (rate + 0.9) / 2)."""
+    msp = F.softmax(source.predict(clean), 1).amax(1)
+    threshold = torch.quantile(msp, DETECTOR_FPR)
+    return float((F.softmax(source.predict(queries), 1).amax(1) < threshold).float().mean())
+
+
+@PROTOCOLS.register
+class OwnershipVerification(Protocol):
+    name = "verify"
+    description = "ownership verification: fingerprint a source, score positive and negative suspects by ROC/AUC"
+
+    def plan(self, ctx, entry):
+        cls = get_defense(entry.name)
+        zoo_config(ctx.suite)  # validates [suspects] at plan time
+        jobs = []
+        for sweep_point in grid(entry.sweep):
+            params = cls(**{**entry.params, **sweep_point}).params
+            for auth in ctx.authorized_for(entry):
+                for trial in range(entry.trials):
+                    for attack in entry.attacks:
+                        kind = get_attack(attack).kind
+                        if kind not in ("input", "output"):
+                            raise UserError(
+                                f"defense {entry.name!r} (verify protocol) takes query attacks (input) or output "
+                                f"attacks (dp-logits), not {attack_label(attack)!r} of kind {kind!r}; model "
+                                "modifications belong in the [suspects] section")
+                        job = Job(protocol=self.name, defense=entry.name, params=params, point=dict(sweep_point),
+                                  release="verify", attack=attack, authorized=auth, trial=trial, group=auth)
+                        key = job.cell("", suite=ctx.suite.name, attack_label=attack_label(attack)).key(
+                            data=ctx.suite.data, seed=ctx.suite.seed)
+                        jobs.append(Job(**{**job.__dict__, "key": key, "cells": (key,)}))
+        return jobs
+
+    def suspects(self, ctx, source):
+        zoos = ctx.memo("verify.zoos")
+        if source.digest not in zoos:
+            _, attacker = halves(ctx.train_data)
+            dataset = str(ctx.suite.data.get("dataset"))
+            zoos[source.digest] = build_zoo(source, zoo_config(ctx.suite), attacker, ctx.data, dataset, ctx.progress)
+        return zoos[source.digest]
+
+    def fingerprint(self, ctx, method, job: Job, source, seed: int):
+        prints = ctx.memo("verify.fingerprints")
+        key = digest([job.defense, job.params, source.digest, seed])
+        if key not in prints:
+            defender, _ = halves(ctx.train_data)
+            prints[key] = method.fingerprint(source, defender, seed)
+        return prints[key]
+
+    def run(self, ctx, job):
+        snapshot = ctx.snapshot()
+        seed = ctx.seed(job.trial)
+        source = ctx.model(job.authorized)
+        method = get_defense(job.defense)(**job.params)
+        suspects = self.suspects(ctx, source)
+        fp = self.fingerprint(ctx, method, job, source, seed)
+        attack = get_attack(job.attack)
+        hooks = {"input_attack": attack if attack.kind == "input" and attack_label(job.attack) != "none" else None,
+                 "output_attack": attack if attack.kind == "output" else None}
+        label = attack_label(job.attack)
+        extra = {"job": job.key, "job_rows": len(suspects) + 1}
+
+        def oracle(adapter):
+            return SuspectOracle(adapter, method.labels_only, seed=seed, **hooks)
+
+        def prov(adapter, wall_s):
+            return provenance.build(model_digest=adapter.digest, authorized_digest=source.digest, input_digest=None,
+                                    defense_summary=fp.summary, seed=seed, wall_s=wall_s, cache={}, forwards=0,
+                                    where=ctx.device)
+
+        rows, scores = [], {"positive": [], "negative": []}
+        for s in suspects:
+            start, o = time.perf_counter(), oracle(s.adapter)
+            score = float(method.verify(fp, o))
+            scores[s.role].append(score)
+            rows.append(Row.build(
+                protocol=self.name, cell=job.cell(s.name, suite=ctx.suite.name, attack_label=label),
+                key=f"{job.key}:{s.name}", suite_digest=ctx.suite.digest, role=s.role,
+                arch={"authorized": source.arch, "evaluated": s.adapter.arch},
+                metrics={"score": score, "top1": s.top1},
+                cost={"verify_ms": (time.perf_counter() - start) * 1e3, "queries": o.queries}, n=o.queries,
+                extra={**extra, "suspect_kind": s.kind}, provenance=prov(s.adapter, time.perf_counter() - start)))
+        self_oracle = oracle(source)
+        self_score = float(method.verify(fp, self_oracle))
+        queries = torch.cat(self_oracle.log)
+        clean = ctx.data.images  # the fingerprint test split is small: held for the detector and the source's top-1
+        source_top1 = float((source.predict(clean).argmax(1) == ctx.data.labels).float().mean()) * 100
+        summary = {**summarize(scores["positive"], scores["negative"], seed=seed), "self_score": self_score,
+                   "source_top1": source_top1, "query_detection_rate": detection_rate(source, queries, clean),
+                   "score_pos_mean": float(np.mean(scores["positive"])),
+                   "score_neg_mean": float(np.mean(scores["negative"]))}
+        spent = ctx.since(snapshot)
+        rows.append(Row.build(
+            protocol=self.name, cell=job.cell("(all suspects)", suite=ctx.suite.name, attack_label=label),
+            key=job.key, suite_digest=ctx.suite.digest, role=Role.SUMMARY,
+            arch={"authorized": source.arch, "evaluated": ""}, metrics=summary,
+            cost={"fit_ms": fp.summary.get("fit_ms"), "queries": self_oracle.queries, "labels_only": method.labels_only},
+            n=len(suspects), extra={**extra, "suspect_kind": ""}, provenance=prov(source, spent["wall_s"])))
+        return rows
+
+    def reports(self, rows, out, cfg):
+        return render_fingerprint(rows, out)
