@@ -4,6 +4,10 @@ An entry is keyed by the sha256 of (namespace, model identity, input identity) a
 stored as MAGIC | sha256(payload) | payload, written to a temporary file and
 renamed into place, so a reader never sees a partial entry; a truncated or
 altered entry fails its checksum and is deleted and recomputed, never read.
+The payload holds its own key (`KEY_FIELD`), checked on read: an entry moved or
+copied over another key's file is never served for that key. Each entry is one
+file, so a cache on shared storage is safe for several workers at once: two that
+compute the same entry both rename a complete file into place, and either wins.
 """
 
 from __future__ import annotations
@@ -19,7 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.errors import UserError
+
 MAGIC = b"ABC1"
+KEY_FIELD = "__key__"
+NAMESPACE_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def cache_root() -> Path:
@@ -52,7 +60,7 @@ def digest(obj) -> str:
 class CacheStats:
     hits: int = 0
     misses: int = 0
-    corrupt: int = 0
+    corrupt: int = 0  # failed their checksum, or hold another key (misplaced), or no key (written before keys)
 
     def as_dict(self) -> dict:
         return {"hits": self.hits, "misses": self.misses, "corrupt": self.corrupt}
@@ -73,31 +81,34 @@ class ArrayCache:
     def key(self, model: str, inputs: dict) -> str:
         return digest({"namespace": self.namespace, "model": model, "inputs": inputs})
 
-    def _path(self, key: str) -> Path:
+    def path_of(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.bin"
 
     def get(self, key: str) -> dict[str, np.ndarray] | None:
-        path = self._path(key)
+        path = self.path_of(key)
         try:
             blob = path.read_bytes()
         except FileNotFoundError:
             self.stats.misses += 1
             return None
         payload = blob[len(MAGIC) + 32 :]
-        if blob[: len(MAGIC)] != MAGIC or hashlib.sha256(payload).digest() != blob[len(MAGIC) : len(MAGIC) + 32]:
+        entry = None
+        if blob[: len(MAGIC)] == MAGIC and hashlib.sha256(payload).digest() == blob[len(MAGIC) : len(MAGIC) + 32]:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+                entry = {k: npz[k] for k in npz.files}
+        if entry is None or str(entry.pop(KEY_FIELD, "")) != key:
             self.stats.corrupt += 1
             self.stats.misses += 1
             path.unlink(missing_ok=True)
             return None
         self.stats.hits += 1
-        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        return entry
 
     def put(self, key: str, arrays: dict[str, np.ndarray]) -> None:
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays, **{KEY_FIELD: np.array(key)})
         payload = buf.getvalue()
-        atomic_write_bytes(self._path(key), MAGIC + hashlib.sha256(payload).digest() + payload)
+        atomic_write_bytes(self.path_of(key), MAGIC + hashlib.sha256(payload).digest() + payload)
 
 
 def cache_info(root: Path | None = None) -> dict:
@@ -112,7 +123,13 @@ def cache_info(root: Path | None = None) -> dict:
 
 
 def cache_clear(root: Path | None = None, namespace: str | None = None) -> None:
-    root = root or cache_root()
+    """Delete one namespace of the cache root (a plain name such as forward), or the whole root."""
+    root = Path(root or cache_root())
+    if namespace is not None and (not namespace or set(namespace) - NAMESPACE_CHARS):
+        raise UserError(f"cache namespace {namespace!r} is not a plain name; valid: lower-case letters, digits, '-' "
+                        f"and '_' (e.g. forward, encoding, artifact, zoo)")
     target = root / namespace if namespace else root
+    if target.resolve().parent != root.resolve() and target != root:
+        raise UserError(f"cache namespace {namespace!r} resolves outside the cache root {str(root)!r}")
     if target.exists():
         shutil.rmtree(target)

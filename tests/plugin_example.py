@@ -16,7 +16,7 @@ class MyRecoding(InputDefense):
         self._basis = vh[-self.params["dims"]:].T  # least sensitive patch directions; never written out
 
     def directions(self, x, indices, labels, seed):
-        # one direction per sample; the runner scales it to the target PSNR and applies the release format
+        # one direction per sample; the engine scales it to the target PSNR and applies the release format
         positions = self._fl.unfold(x[:1].double()).shape[-1]
         z = [torch.randn(self._basis.shape[1], positions, generator=self.code_generator(seed, int(i), int(y)),
                          dtype=torch.float64) for i, y in zip(indices, labels)]

@@ -47,6 +47,9 @@ class SubspaceView:
     def released(self, clean, draw=0):
         return self.recode(clean.images, 10 + draw)
 
+    def released_split(self, clean, draw=0):
+        return Split("released", self.released(clean, draw), clean.labels, clean.indices, clean.num_classes)
+
     def whitebox_directions(self, clean):
         return self.recode(torch.zeros_like(clean.images), 99)
 

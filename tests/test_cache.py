@@ -57,3 +57,32 @@ def test_info_and_clear(tmp_path):
     assert info["forward"]["entries"] == 1 and info["forward"]["bytes"] > 0
     cache_clear(tmp_path, "forward")
     assert "forward" not in cache_info(tmp_path)
+
+
+def test_an_entry_copied_over_another_keys_file_is_not_served(tmp_path):
+    """Regression (issue 14, bug 3): a valid entry under another key's file name was served."""
+    import shutil
+
+    c = ArrayCache(tmp_path, "forward")
+    a, b = c.key("model-a", {"d": 1}), c.key("model-b", {"d": 1})
+    c.put(a, {"logits": np.zeros(3)})
+    c.put(b, {"logits": np.ones(3)})
+    shutil.copyfile(c.path_of(a), c.path_of(b))  # a valid entry (checksum intact) at the path of another key
+    assert c.get(b) is None and c.stats.corrupt == 1
+    assert np.array_equal(c.get(a)["logits"], np.zeros(3))
+    assert "__key__" not in c.get(a)
+
+
+def test_cache_clear_refuses_names_that_leave_the_root(tmp_path):
+    """Regression (issue 14, bug 5): `cache clear --namespace ../victim` deleted a folder outside the root."""
+    import pytest
+
+    from bench.errors import UserError
+
+    root, victim = tmp_path / "cache", tmp_path / "victim"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("x")
+    for bad in ("../victim", "/tmp", "a/b", ".."):
+        with pytest.raises(UserError, match="plain name"):
+            cache_clear(root, bad)
+    assert (victim / "keep.txt").exists()

@@ -78,6 +78,11 @@ def test_unlock_is_bit_exact_and_released_holds_no_key_value(kind):
             assert (flat[index] == 0).all()
             kept = value.flatten()[index]
             assert not torch.isin(flat[index], kept[kept != 0]).any()
+    bns = {n for n, m in model.module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    for bn in bns & {n.rpartition(".")[0] for n in where}:  # extracted channels: their running statistics too
+        for stat in ("running_mean", "running_var"):
+            assert torch.equal(where[f"{bn}.{stat}"], where[f"{bn}.weight"])
+            assert (released[f"{bn}.{stat}"].flatten()[where[f"{bn}.{stat}"]] == 0).all()
     cost = protected.cost
     assert cost["key_values"] == sum(len(v) for v in where.values()) and cost["retraining"] is False
     assert 0 < cost["fraction_of_params"] < 1 and cost["key_bytes"] > 0 and cost["units_extracted"] > 0
@@ -274,3 +279,26 @@ def test_timm_models_lock_and_unlock_bit_exact(name, size):
     assert protected.cost["units_extracted"] > 0
     assert any(not torch.equal(original[k], released[k]) for k in original)
     assert all(torch.equal(original[k], unlocked[k]) for k in original)
+
+
+def test_batchnorm_statistics_of_extracted_channels_are_zeroed_and_restored():
+    """Issue 14: the released model kept the running mean/variance of extracted channels (per-channel
+    statistics of the training data); they are extracted into the key with gamma and beta."""
+    model = adapter(MODELS["cnn"]())
+    gen = torch.Generator().manual_seed(0)
+    for m in model.module.modules():  # statistics as after training (fresh modules hold zeros and ones)
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen))
+            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=gen))
+    defense = CoreLocker(ratio=0.3, criterion="bn-scale")
+    protected = defense.protect(model, None, seed=0)
+    where = positions(protected.key)
+    stats = [n for n in where if n.endswith((".running_mean", ".running_var"))]
+    assert len(stats) >= 2
+    released = protected.released.state_dict()
+    for name in stats:
+        bn = name.rpartition(".")[0]
+        assert torch.equal(where[name], where[f"{bn}.weight"]) and (released[name].flatten()[where[name]] == 0).all()
+        assert not torch.equal(released[name], model.module.state_dict()[name])
+    unlocked = defense.authorized(protected, model).module.state_dict()
+    assert all(torch.equal(unlocked[k], v) for k, v in model.module.state_dict().items())

@@ -223,3 +223,17 @@ def test_python_api_runs_and_resumes_a_suite(tmp_path):
     assert res.leaderboard is not None and "cells: 12 total" in res.summary_text()
     again = bench.evaluate(suite, out=tmp_path / "run", write_reports=False)
     assert again.summary.cells_run == 0 and again.summary.forwards == 0 and again.reports == []
+
+
+def test_a_third_party_protocol_plugs_in_by_module_path(tmp_path):
+    """A defense names its protocol once; the engine plans and runs it like a built-in (here via 'module:Class';
+    an installed package would use the `authbench.protocols` entry point)."""
+    path = write_suite(tmp_path / "p.toml", defenses=("protocol_example:Identity",))
+    res = bench.evaluate(path, out=tmp_path / "run", reports=tmp_path / "rep", threads=1)
+    mine = [r for r in res.records if r["defense"] == "protocol_example:Identity"]
+    clean = {r["evaluated"]: r for r in res.records if r["defense"] == "none"}
+    assert len(mine) == 3 and all(r["metrics"]["top1"] == clean[r["evaluated"]]["metrics"]["top1"] for r in mine)
+    assert all(r["metrics"]["correct"] == round(r["metrics"]["top1"] * r["n"] / 100) for r in mine)
+    assert {r["protocol"] for r in mine} == {"protocol_example:CountCorrect"}
+    validate_rows(res.records)
+    assert bench.evaluate(path, out=tmp_path / "run", write_reports=False).summary.cells_run == 0

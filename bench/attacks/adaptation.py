@@ -22,7 +22,7 @@ class Adapt(AdaptationAttack):
 
     def adapt(self, adapter, view, seed):
         clean = view.clean(self.params["samples"])
-        released = view.released(clean, 0)
+        released = view.released_split(clean, 0)  # read (encoded) batch by batch while adapting
         preprocess = adapter.preprocess
 
         def loss(m, x, y):  # the model's own resize/crop, then its normalization, as at inference

@@ -8,6 +8,10 @@ code as the test data), draw 1 a fresh seed (a second encoding of the same image
 and the pairs projection need). A white-box attacker also knows the method and the authorized
 model's first layer, so it can draw recoding directions of its own (`whitebox_directions`).
 
+`released_split(clean, draw)` is the same release as a lazy `Split`: its batches are encoded when
+read (per-sample encodings do not depend on the batch), so an attack that trains for several
+epochs reads its data in batches instead of holding every release at once.
+
 The protocol that runs the attack builds the view from three functions, so the view (and every
 attack) depends on no protocol:
     encode(split, seed) -> released images of `split` (pixel space, CPU)
@@ -52,6 +56,16 @@ class AttackerView:
             stored = self._memo.get(("stored", clean.identity["indices"]), clean)  # as stored, before the encode space
             self._memo[key] = self._encode(stored, self._seed + DRAW_STRIDE * draw)
         return self._memo[key]
+
+    def released_split(self, clean: Split, draw: int = 0) -> Split:
+        """`released(clean, draw)` as a lazy Split (labels and indices of `clean`), encoded batch by batch."""
+        stored = self._memo.get(("stored", clean.identity["indices"]), clean)
+        seed = self._seed + DRAW_STRIDE * draw
+
+        def read(positions) -> torch.Tensor:
+            return self._encode(stored.take(positions), seed)
+
+        return Split(f"{clean.name}[released:{draw}]", None, clean.labels, clean.indices, clean.num_classes, reader=read)
 
     def whitebox_directions(self, clean: Split) -> torch.Tensor:
         """Recoding directions drawn with the attacker's own seed (knows the method and the model)."""

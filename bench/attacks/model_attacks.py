@@ -26,17 +26,24 @@ def _fraction(params: dict, key: str = "fraction") -> float:
     return value
 
 
-def train_module(module: nn.Module, loss_fn, inputs: torch.Tensor, targets: torch.Tensor, epochs: int, lr: float,
-                 seed: int) -> nn.Module:
-    """AdamW over seeded mini-batches of (inputs, targets); loss_fn(module, inputs, targets) -> loss."""
+def _rows(source, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Rows `idx` of a tensor, or of a Split (read lazily: only this batch is decoded or encoded)."""
+    rows = source[idx] if isinstance(source, torch.Tensor) else source.read(idx.numpy())
+    return rows.to(device)
+
+
+def train_module(module: nn.Module, loss_fn, inputs, targets, epochs: int, lr: float, seed: int) -> nn.Module:
+    """AdamW over seeded mini-batches of (inputs, targets) on the module's device; loss_fn(module, inputs,
+    targets) -> loss. `inputs` and `targets` are tensors or Splits (whose images are read batch by batch)."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(module.parameters(), lr=lr)
+    device = next(module.parameters()).device
     module.train()
     for _ in range(int(epochs)):
         order = torch.randperm(len(targets), generator=gen)
         for i in range(0, len(order), BATCH):
             idx = order[i : i + BATCH]
-            loss = loss_fn(module, inputs[idx], targets[idx])
+            loss = loss_fn(module, _rows(inputs, idx, device), _rows(targets, idx, device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -59,7 +66,7 @@ class FineTune(ModelAttack):
         def loss(m, x, y):
             return F.cross_entropy(m(preprocess(x)), y)
 
-        return train_module(copy.deepcopy(module), loss, subset.images, subset.labels, self.params["epochs"],
+        return train_module(copy.deepcopy(module), loss, subset, subset.labels, self.params["epochs"],
                             self.params["lr"], seed)
 
 
@@ -116,7 +123,7 @@ class Distill(ModelAttack):
             kd = F.kl_div(F.log_softmax(logits / t, 1), soft, reduction="batchmean", log_target=True)
             return kd * t * t + F.cross_entropy(logits, y)
 
-        return train_module(student, loss, subset.images, subset.labels, self.params["epochs"], 1e-3, seed)
+        return train_module(student, loss, subset, subset.labels, self.params["epochs"], 1e-3, seed)
 
 
 MODEL_ATTACKS = {cls.name: cls for cls in (FineTune, Prune, Distill)}

@@ -45,11 +45,11 @@ class Reconstruct(LearnedAttack):
         if int(self.params["depth"]) < 2:
             raise UserError(f"attack 'reconstruct': depth must be >= 2, got {self.params['depth']!r}")
         clean = view.clean(self.params["samples"])
-        noisy = view.released(clean, 0)
-        goal = view.released(clean, 1) if target == "noise2noise" else clean.images
+        noisy = view.released_split(clean, 0)  # read (encoded) batch by batch while training
+        goal = view.released_split(clean, 1) if target == "noise2noise" else clean
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = ResidualDenoiser(noisy.shape[1], int(self.params["width"]), int(self.params["depth"]))
+            net = ResidualDenoiser(clean.shape[0], int(self.params["width"]), int(self.params["depth"]))
         losses: list[float] = []
 
         def loss(m, x, y):

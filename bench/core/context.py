@@ -19,7 +19,7 @@ from bench.cache import ArrayCache, cache_root
 from bench.data import load_dataset
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, resolve_device
-from bench.models.sources import load_model, model_label
+from bench.models.sources import default_init_seed, load_model, model_label
 from bench.suite import Suite
 
 DEFAULT_BATCH_SIZE = 256
@@ -106,7 +106,8 @@ class EvalContext:
     def model(self, label: str) -> ModelAdapter:
         """The image model `label`, loaded once and moved to the compute device once."""
         if label not in self._models:
-            adapter = load_model(self.specs[label], progress=self.progress)
+            adapter = load_model(self.specs[label], progress=self.progress, cache_dir=self.cache_root,
+                                 default_seed=default_init_seed(self.suite.seed, label))
             adapter.name = label  # the suite's label names the model in every row
             self._models[label] = adapter.to(self.device)
         return self._models[label]

@@ -12,7 +12,8 @@ consumes a conv/linear output (units without one are ranked by l1 in a separate 
 its proportional share of k, since |gamma| and l1 are not comparable); "random" = uniform.
 
 Extraction zeroes each selected filter/row, its bias and its BatchNorm gamma/beta (its feature
-map becomes exactly zero) and the linked input channels/columns of the next layer (Sec. 3.2,
+map becomes exactly zero), that BatchNorm's running mean and variance for the unit (per-channel
+statistics of the training data, which would otherwise leak; the key restores them), and the linked input channels/columns of the next layer (Sec. 3.2,
 step 4). A link is made only where that layer's input at those positions is verified to be
 exactly zero on the probe after extraction (not where a residual add or a concat keeps it
 alive); unlinked units are counted in `cost["notes"]`.
@@ -231,8 +232,13 @@ class CoreLocker(ModelDefense):
         chosen, notes = _select(groups, params, self.params["criterion"], float(self.params["ratio"]), gen)
         original = {n: p.detach().clone() for n, p in params.items()}
         masks, link_notes = _extract(released, groups, chosen, linear, probe)
+        stats = _bn_statistics(released, groups, chosen)  # per-channel running statistics leak too: extract them
+        original.update({n: b.detach().clone() for n, b in dict(released.named_buffers()).items() if n in stats})
+        with torch.no_grad():
+            for name, m in stats.items():
+                dict(released.named_buffers())[name][m] = 0
         key = {}
-        for name, m in sorted(masks.items()):
+        for name, m in sorted({**masks, **stats}.items()):
             index = m.flatten().nonzero().flatten()
             key[f"{name}.values"] = original[name].flatten()[index].contiguous()
             key[f"{name}.index"] = index
@@ -240,6 +246,7 @@ class CoreLocker(ModelDefense):
         key["__weights_digest__"] = _hex(weights_digest(model.module))
         protect_ms = (time.perf_counter() - start) * 1e3
         n_values = sum(v.numel() for k, v in key.items() if k.endswith(".values"))
+        n_weights = sum(v.numel() for k, v in key.items() if k.endswith(".values") and k[: -len(".values")] in params)
         cost = {
             "key_bytes": len(key_bytes(key)),
             "key_values": n_values,
@@ -248,7 +255,7 @@ class CoreLocker(ModelDefense):
             "architecture_changed": False,
             "units_extracted": len(chosen),
             "units_eligible": sum(g.size for g in groups),
-            "fraction_of_params": n_values / sum(p.numel() for p in params.values()),
+            "fraction_of_params": n_weights / sum(p.numel() for p in params.values()),
             "notes": "; ".join(notes + link_notes),
         }
         return Protected(released, key, cost)
@@ -256,6 +263,20 @@ class CoreLocker(ModelDefense):
     def authorized(self, protected: Protected, model) -> ModelAdapter:
         module = unlock(protected.released, protected.key, model.digest)
         return type(model)(model.name, module, model.preprocess, model.arch, model.source)
+
+
+def _bn_statistics(module: nn.Module, groups: list, chosen: list) -> dict[str, torch.Tensor]:
+    """Masks of the BatchNorm running mean / variance entries of the extracted units (the channels whose
+    gamma and beta are extracted): zeroed in the released model, restored from the key."""
+    buffers = dict(module.named_buffers())
+    masks: dict[str, torch.Tensor] = {}
+    for g, r in chosen:
+        bn = groups[g].bn
+        for stat in ("running_mean", "running_var"):
+            name = f"{bn}.{stat}" if bn else None
+            if name in buffers:
+                masks.setdefault(name, torch.zeros_like(buffers[name], dtype=torch.bool))[r] = True
+    return masks
 
 
 def _digests(key: dict) -> dict[str, str]:
@@ -271,7 +292,7 @@ def unlock(released: nn.Module, key: dict, model_digest: str) -> nn.Module:
     if digests["__model_digest__"] != model_digest:
         raise UserError(f"corelocker key belongs to model {digests['__model_digest__'][:12]}, not {model_digest[:12]}")
     module = copy.deepcopy(released)
-    params = dict(module.named_parameters())
+    params = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     with torch.no_grad():
         for entry in key:
             if not entry.endswith(".values"):

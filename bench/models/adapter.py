@@ -99,6 +99,7 @@ class ModelAdapter:
         self.preprocess = preprocess
         self.arch = arch
         self.source = source
+        self.init_seed: int | None = None  # the seed of a random initialisation (bench.models.sources.load_model)
 
     def _forward(self, model_input: torch.Tensor) -> torch.Tensor:
         return self.module(model_input)

@@ -12,6 +12,7 @@ that groups same-architecture models in NE's Table 2; default: the library's own
 from __future__ import annotations
 
 import difflib
+import hashlib
 import functools
 import importlib
 import json
@@ -32,7 +33,7 @@ SOURCE_KEYS = {
     "timm": {"model", "name", "pretrained", "num_classes", "checkpoint", "kwargs", "input_size", "mean", "std",
              "arch", "init_seed", "resize", "interpolation"},
     "hf": HF_KEYS,
-    "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std"},
+    "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std", "init_seed"},
 }
 
 
@@ -59,8 +60,17 @@ def list_models() -> dict[str, str]:
     return models
 
 
-def load_model(spec: str | dict, progress: bool = True) -> ModelAdapter:
-    """The adapter for `spec`: 'zoo:<name>', 'timm:<name>' or a table with a `source` key."""
+def default_init_seed(suite_seed: int, label: str) -> int:
+    """The seed of a model's random initialisation when its spec names none: from the suite seed and the
+    model's label, so random weights are the same in every process and run."""
+    return int(hashlib.sha256(f"{suite_seed}|{label}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | None = None,
+               cache_dir: Path | None = None) -> ModelAdapter:
+    """The adapter for `spec`: 'zoo:<name>', 'timm:<name>' or a table with a `source` key. `default_seed`
+    seeds the random initialisation of timm and torch-factory models whose spec gives no `init_seed`
+    (recorded as `adapter.init_seed`); `cache_dir` is where zoo weights live (default: the cache root)."""
     if isinstance(spec, str):
         source, sep, model = spec.partition(":")
         if not sep:
@@ -85,15 +95,19 @@ def load_model(spec: str | dict, progress: bool = True) -> ModelAdapter:
             f"valid keys: {', '.join(sorted(SOURCE_KEYS[source]))}"
         )
     if source == "zoo":
-        adapter = load_zoo_model(_required(spec, "model"), spec.get("epochs"), progress)
+        adapter = load_zoo_model(_required(spec, "model"), spec.get("epochs"), progress, cache_dir)
         if "name" in spec:
             adapter.name = spec["name"]
         return adapter
-    if source == "timm":
-        return _load_timm(spec)
     if source == "hf":
         return load_hf(spec, _preprocess, _load_checkpoint)
-    return _load_factory(spec)
+    seed = spec.get("init_seed", default_seed)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        adapter = _load_timm(spec) if source == "timm" else _load_factory(spec)
+    adapter.init_seed = None if seed is None else int(seed)
+    return adapter
 
 
 def from_module(
@@ -175,11 +189,8 @@ def _load_timm(spec: dict) -> ModelAdapter:
     if "num_classes" in spec:
         kwargs["num_classes"] = int(spec["num_classes"])
     pretrained = bool(spec.get("pretrained", False))
-    try:
-        with torch.random.fork_rng(devices=[], enabled="init_seed" in spec):
-            if "init_seed" in spec:
-                torch.manual_seed(int(spec["init_seed"]))
-            module = _build(functools.partial(timm.create_model, model, pretrained=pretrained), kwargs, label)
+    try:  # seeded by load_model (init_seed, else the suite's default seed)
+        module = _build(functools.partial(timm.create_model, model, pretrained=pretrained), kwargs, label)
     except (OSError, RuntimeError) as e:
         if not pretrained:
             raise

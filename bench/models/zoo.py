@@ -11,17 +11,20 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file, save as save_bytes
 from tqdm.auto import tqdm
 
 from bench.cache import atomic_write_bytes, cache_root
 from bench.data.digits import load_digits_split
 from bench.errors import UserError
-from bench.models.adapter import ModelAdapter, Preprocess
+from bench.models.adapter import ModelAdapter, Preprocess, weights_digest
 
 INPUT = (1, 32, 32)
 CLASSES = 10
@@ -177,6 +180,7 @@ FAMILIES: dict[str, tuple[type[nn.Module], str, int, float]] = {
     "fhe": (FHENet, "FHE-sized CNN with x^2 activations: 8x8/8 conv to 4 channels, MLP 64-16-10 (for encrypted inference)", 15, 3e-3),
 }
 SEEDS = (0, 1)
+DIGEST_KEY = "weights_sha256"  # safetensors metadata: the sha256 of the weights (bench.models.adapter.weights_digest)
 
 
 def zoo_names() -> dict[str, str]:
@@ -191,6 +195,7 @@ def recipe_for(name: str, epochs: int | None = None) -> Recipe:
     return Recipe(family, int(seed), epochs or default_epochs, lr)
 
 
+@lru_cache(maxsize=1)
 def digits_preprocess() -> Preprocess:
     """Normalization statistics of the digits training split."""
     train = load_digits_split("train")
@@ -233,22 +238,45 @@ def train(recipe: Recipe, progress: bool = True) -> nn.Module:
     return model.eval()
 
 
-def load_zoo_model(name: str, epochs: int | None = None, progress: bool = True) -> ModelAdapter:
-    """The zoo model `name` (e.g. 'vit-s1'), trained and cached on first use."""
+def zoo_path(name: str, recipe: Recipe, root: Path | None = None) -> Path:
+    return Path(root or cache_root()) / "zoo" / f"{name}-{recipe.digest}.safetensors"
+
+
+def load_zoo_model(name: str, epochs: int | None = None, progress: bool = True, root: Path | None = None) -> ModelAdapter:
+    """The zoo model `name` (e.g. 'vit-s1'), trained and cached on first use under `root` (the cache root).
+
+    The file records the sha256 of its weights (`weights_digest`); every load recomputes it, and a
+    mismatch (a flipped bit, a file edited or swapped) is a one-line error, never used. A file
+    written before digests were recorded gets its digest recorded on first load."""
     recipe = recipe_for(name, epochs)
-    path = cache_root() / "zoo" / f"{name}-{recipe.digest}.safetensors"
+    path = zoo_path(name, recipe, root)
     module = FAMILIES[recipe.family][0]()
     if path.exists():
         try:
+            with safe_open(str(path), "pt") as f:
+                metadata = f.metadata() or {}
             module.load_state_dict(load_file(str(path)))
-        except Exception:  # a damaged file is retrained, never trusted
+        except Exception:  # an unreadable or ill-fitting file is retrained, never trusted
             path.unlink()
-    if not path.exists():
+    if path.exists():
+        expected, actual = metadata.get(DIGEST_KEY), weights_digest(module)
+        if expected is None:  # written before digests: record it now
+            _save(path, module, recipe)
+        elif expected != actual:
+            raise UserError(f"zoo weights {str(path)!r} fail their checksum (recorded {expected[:12]}..., found "
+                            f"{actual[:12]}...); delete the file to retrain it, or run "
+                            "`authbench cache clear --namespace zoo`")
+    else:
         module = train(recipe, progress)
-        state = {k: v.contiguous() for k, v in module.state_dict().items()}
-        atomic_write_bytes(path, save_bytes(state, metadata={"recipe": json.dumps(asdict(recipe))}))
+        _save(path, module, recipe)
     label = name if epochs is None else f"{name}@{epochs}ep"
     return ModelAdapter(label, module, digits_preprocess(), f"zoo/{recipe.family}", "zoo")
+
+
+def _save(path: Path, module: nn.Module, recipe: Recipe) -> None:
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    metadata = {"recipe": json.dumps(asdict(recipe)), DIGEST_KEY: weights_digest(module)}
+    atomic_write_bytes(path, save_bytes(state, metadata=metadata))
 
 
 def test_accuracy(adapter: ModelAdapter) -> float:

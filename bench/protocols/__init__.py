@@ -13,6 +13,7 @@ from bench.core.types import infer_protocol
 from bench.defenses import get_defense
 from bench.protocols import glue, input_auth, mmbench, model_auth, ownership  # noqa: F401  (registers them)
 from bench.protocols.base import PROTOCOLS, Protocol, get_protocol, grid
+from bench.protocols import classify  # noqa: F401  (public for third-party protocols)
 from bench.protocols.model_auth import render_baselines
 from bench.reports.leaderboard import leaderboard, write_leaderboard
 from bench.reports.tables import provenance_of
@@ -53,4 +54,4 @@ def render(rows: list[dict], out_dir: Path, cfg: dict) -> list[Path]:
     return paths
 
 
-__all__ = ["PROTOCOLS", "Protocol", "get_protocol", "grid", "primary_protocol", "protocol_of", "render"]
+__all__ = ["PROTOCOLS", "Protocol", "classify", "get_protocol", "grid", "primary_protocol", "protocol_of", "render"]

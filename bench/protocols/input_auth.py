@@ -122,12 +122,14 @@ class InputAuthorization(Protocol):
         transforms = []
         if job.defense != "none":
             model_specific = get_defense(job.defense).model_specific
+            auth = ctx.model(job.authorized) if job.authorized else None
             transforms.append({"defense": job.defense, "params": job.params,
-                               "authorized": ctx.model(job.authorized).digest if model_specific else None,
+                               "authorized": auth.digest if model_specific and auth else None,
                                "point": job.point, "release": job.release, "seed": ctx.seed(job.trial)})
+            if auth is not None and not model_specific:  # the calibration reads the authorized normalisation
+                transforms[-1]["std"] = list(auth.preprocess.std)
             shape = (1, *ctx.data.shape)
-            space = space_transform(torch.empty(shape), ctx.model(job.authorized) if job.authorized else None,
-                                    encode_space(ctx.suite.data))
+            space = space_transform(torch.empty(shape), auth, encode_space(ctx.suite.data))
             if space is not None:  # only where it changes the encoding: older identities stay valid
                 transforms[-1]["space"] = space
         if attack_label(job.attack) != "none":

@@ -1,0 +1,45 @@
+"""A third-party protocol and a defense that names it, kept runnable (docs/engine.md, "Adding a protocol").
+
+The protocol scores how many test samples each evaluated model gets right after its defense
+"releases" them unchanged; it is a minimal, complete example of plan / run / reports.
+"""
+
+from bench import provenance
+from bench.core.types import Job, Role, Row
+from bench.defenses.base import Defense
+from bench.protocols import Protocol, classify
+
+
+class Identity(Defense):
+    name = "identity-release"
+    description = "releases the data unchanged (example defense of a third-party protocol)"
+    protocol = "protocol_example:CountCorrect"
+
+
+class CountCorrect(Protocol):
+    name = "protocol_example:CountCorrect"
+    description = "counts correct predictions on the released (here: unchanged) test split"
+
+    def plan(self, ctx, entry):
+        job = Job(protocol=self.name, defense=entry.name, params={}, point={}, release="plain", attack="none",
+                  authorized="", evaluated=tuple(ctx.evaluated))
+        cells = tuple(job.cell(e, suite=ctx.suite.name, attack_label="none").key(data=ctx.suite.data, seed=ctx.suite.seed)
+                      for e in job.evaluated)
+        return [Job(**{**job.__dict__, "cells": cells})]
+
+    def run(self, ctx, job):
+        snapshot = ctx.snapshot()
+        models = {e: ctx.model(e) for e in job.evaluated}
+        no_dev = {e: (lambda x, clean: [float("nan")] * len(x)) for e in models}
+        outs = classify.stream(ctx, models, no_dev, lambda b: (b.images.to(ctx.device), None), "count")
+        rows = []
+        for e, key in zip(job.evaluated, job.cells):
+            metrics, n = classify.score(outs[e], ctx.data.labels)
+            rows.append(Row.build(
+                protocol=self.name, cell=job.cell(e, suite=ctx.suite.name, attack_label="none"), key=key,
+                suite_digest=ctx.suite.digest, role=Role.CLEAN, arch={"authorized": "", "evaluated": models[e].arch},
+                metrics={**metrics, "correct": int(round(metrics["top1"] * n / 100))}, n=n,
+                provenance=provenance.build(model_digest=models[e].digest, authorized_digest=None, input_digest=None,
+                                            defense_summary=None, seed=ctx.seed(), where=ctx.device,
+                                            **ctx.since(snapshot))))
+        return rows

@@ -1,0 +1,84 @@
+"""Identity and integrity regressions (issue 14): zoo checksums, the zoo under --cache-dir, seeded random
+weights, and transforms whose inputs (the authorized model's normalisation) belong in their identity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.core.context import EvalContext, RunOptions
+from bench.errors import UserError
+from bench.models.sources import load_model
+from bench.models.zoo import load_zoo_model, recipe_for, zoo_path
+from bench.suite import load_suite
+from conftest import write_suite
+
+
+def _flip_a_weight_byte(path):
+    data = bytearray(path.read_bytes())
+    header = int.from_bytes(data[:8], "little")
+    data[8 + header + 100] ^= 0x01  # inside the first tensor's bytes: the file still loads
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_zoo_weights_is_an_error_not_used(tmp_path):
+    """Regression (bug 4): a flipped bit in a zoo weight tensor was used silently."""
+    first = load_zoo_model("mlp-s0", epochs=1, progress=False, root=tmp_path)
+    path = zoo_path("mlp-s0", recipe_for("mlp-s0", 1), tmp_path)
+    assert load_zoo_model("mlp-s0", epochs=1, progress=False, root=tmp_path).digest == first.digest
+    _flip_a_weight_byte(path)
+    with pytest.raises(UserError, match="fail their checksum"):
+        load_zoo_model("mlp-s0", epochs=1, progress=False, root=tmp_path)
+
+
+def test_cache_dir_holds_the_zoo(tmp_path, monkeypatch):
+    """Regression (bug 6): --cache-dir did not move the zoo (it stayed under $AUTHBENCH_CACHE)."""
+    default = tmp_path / "default"
+    monkeypatch.setenv("AUTHBENCH_CACHE", str(default))
+    suite = load_suite(str(write_suite(tmp_path / "s.toml")))
+    ctx = EvalContext(suite, RunOptions(cache_dir=tmp_path / "mine"))
+    ctx.model("mlp-s0")
+    assert list((tmp_path / "mine" / "zoo").glob("mlp-s0-*.safetensors"))
+    assert not (default / "zoo").exists()
+
+
+FACTORY = {"source": "torch", "factory": "torchvision.models:resnet18", "kwargs": {"num_classes": 10},
+           "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "input_size": [3, 32, 32], "name": "r18"}
+
+
+def test_random_weights_are_seeded_by_default_and_the_seed_is_recorded(tmp_path):
+    """Regression (bug 7): a torch factory without a checkpoint got new random weights in every process."""
+    path = tmp_path / "s.toml"
+    path.write_text('[suite]\nname = "r"\nseed = 3\n[data]\ndataset = "digits"\n[models]\nauthorized = [\n'
+                    '{ source = "torch", factory = "torchvision.models:resnet18", kwargs = { num_classes = 10 }, '
+                    'mean = [0.5], std = [0.25], input_size = [1, 32, 32], name = "r18" }]\n'
+                    '[[defenses]]\nname = "noise"\n')
+    suite = load_suite(str(path))
+    torch.manual_seed(123)
+    a = EvalContext(suite, RunOptions(cache_dir=tmp_path)).model("r18")
+    torch.manual_seed(456)  # whatever the global RNG holds
+    b = EvalContext(suite, RunOptions(cache_dir=tmp_path)).model("r18")
+    assert a.digest == b.digest and a.init_seed == b.init_seed is not None
+    other = load_suite(str(path))
+    other.seed = 4
+    assert EvalContext(other, RunOptions(cache_dir=tmp_path)).model("r18").digest != a.digest
+    explicit = load_model({**FACTORY, "init_seed": 7}, default_seed=99)
+    assert explicit.init_seed == 7 and explicit.digest == load_model({**FACTORY, "init_seed": 7}).digest
+
+
+def test_noise_encodings_of_authorized_models_with_other_normalisation_are_not_shared(tmp_path):
+    """Regression (bug 8): the noise control's encoding was shared across authorized models whose
+    normalisation std differs, so both got one PSNR (24.79 dB where the second is 11.87 dB)."""
+    from bench.results import read_rows
+    from conftest import make_engine
+
+    spec = ("{{ source = \"torch\", factory = \"models_example:tiny_cnn\", "
+            'mean = [0.5], std = [{std}], input_size = [1, 32, 32], name = "{name}", init_seed = 0 }}')
+    path = tmp_path / "s.toml"
+    path.write_text('[suite]\nname = "std"\nseed = 0\n[data]\ndataset = "digits"\nsubset = 16\n[models]\nauthorized = ['
+                    + spec.format(std=0.229, name="a") + ", " + spec.format(std=1.0, name="b") + ']\n'
+                    '[[defenses]]\nname = "noise"\npsnr = [60]\npsnr_mode = "paper-nominal"\nrelease = ["float"]\n')
+    rows = read_rows(make_engine(load_suite(str(path)), tmp_path / "run", cache_dir=tmp_path / "c", progress=False,
+                                 threads=1).run().results)
+    psnr = {r["authorized"]: r["encoding"]["psnr_true"] for r in rows if r["defense"] == "noise"}
+    assert psnr["a"] - psnr["b"] == pytest.approx(20 * __import__("math").log10(1 / 0.229), abs=0.05)
