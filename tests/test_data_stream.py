@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from bench.data import DATASETS, Batch, Split, load_dataset
-from bench.data import vision
+from bench.data import torchvision_sets, vision
+from bench.data.base import array_digest, file_digest
 from bench.data.vision import _pil_to_tensor, _stack, resize_images, subset_positions
 from bench.errors import UserError
 
@@ -223,7 +224,7 @@ def test_npz_lazy_reads_equal_eager_decoding(npz, resize, subset):
     images, labels, keep = eager_npz(npz, "train", resize, None, subset, 3)
     s = load_dataset("cifar10", "train", subset, 3, path=str(npz), resize=resize)
     assert torch.equal(s.labels, labels) and np.array_equal(s.indices, keep)
-    assert s.identity == legacy_identity(s.name, keep)
+    assert s.identity == {**legacy_identity(s.name, keep), "content": file_digest(npz)}  # the file's bytes, too
     assert_reads_like(s, images)
     blob = pickle.dumps(s)
     assert len(blob) < 4000  # the array is not pickled: the reader loads it again from its path
@@ -248,7 +249,9 @@ def test_torchvision_files_read_lazily(monkeypatch):
     sets = {("CIFAR10", True): Fake(rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), list(rng.integers(0, 10, 20))),
             ("FashionMNIST", False): Fake(torch.as_tensor(rng.integers(0, 256, (15, 28, 28), dtype=np.uint8)),
                                           torch.as_tensor(rng.integers(0, 10, 15)))}
-    monkeypatch.setattr(vision, "_torchvision_set", lambda cls, root, train: sets[(cls, train)])
+    fake = lambda cls, root, train: sets[(cls, train)]  # noqa: E731
+    monkeypatch.setattr(vision, "torchvision_set", fake)
+    monkeypatch.setattr(torchvision_sets, "torchvision_set", fake)
     ds = sets[("CIFAR10", True)]
     full = (torch.as_tensor(np.asarray(ds.data)).float() / 255.0).permute(0, 3, 1, 2)
     keep = subset_positions(20, 8, 0)
@@ -258,9 +261,11 @@ def test_torchvision_files_read_lazily(monkeypatch):
     fm = sets[("FashionMNIST", False)]
     x = torch.nn.functional.pad((torch.as_tensor(np.asarray(fm.data)).float() / 255.0).unsqueeze(1), (2, 2, 2, 2))
     f = load_dataset("fashion-mnist", "test", root="anywhere")
-    assert f.shape == (1, 32, 32) and f.identity == legacy_identity("fashion-mnist/test", np.arange(15))
+    content = array_digest(np.asarray(fm.data), np.asarray(fm.targets))
+    assert f.shape == (1, 32, 32) and f.identity == {**legacy_identity("fashion-mnist/test", np.arange(15)),
+                                                     "content": content}
     assert_reads_like(f, x)
-    assert torch.equal(pickle.loads(pickle.dumps(f)).read([3]), x[3:4])  # reloads through _torchvision_set
+    assert torch.equal(pickle.loads(pickle.dumps(f)).read([3]), x[3:4])  # reloads through torchvision_set
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -333,3 +338,32 @@ def test_synthetic_option_errors():
         assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="valid choices: train, test"):
         load_dataset("synthetic", "validation")
+
+
+# -- identity covers the content (issue 14, bug 2) --------------------------------------------------
+
+
+def test_two_npz_files_of_the_same_shape_never_share_an_identity(tmp_path):
+    """Regression: two .npz files with the same image count shared cache entries (14.06 served for 9.375)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 12)
+    for name in ("a", "b"):
+        np.savez(tmp_path / f"{name}.npz", images=rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8), labels=labels)
+    a = load_dataset("cifar10", "test", path=str(tmp_path / "a.npz"))
+    b = load_dataset("cifar10", "test", path=str(tmp_path / "b.npz"))
+    assert a.identity != b.identity and a.identity["content"] != b.identity["content"]
+    assert a.subset(5, 1).identity["content"] == a.identity["content"]  # a subset keeps the file's identity
+    assert load_dataset("cifar10", "test", path=str(tmp_path / "a.npz")).identity == a.identity
+
+
+def test_an_edited_imagefolder_file_changes_the_identity(folder, tmp_path):
+    import shutil
+    import time
+
+    root = tmp_path / "copy"
+    shutil.copytree(folder, root)
+    before = load_dataset("imagenet", "validation", root=str(root), resize=24).identity
+    target = sorted((root / "val").rglob("*.png"))[0]
+    time.sleep(0.01)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(target)
+    assert load_dataset("imagenet", "validation", root=str(root), resize=24).identity != before

@@ -14,10 +14,49 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from bench.errors import UserError, unknown
+
+
+_FILE_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path) -> str:
+    """sha256 of a file's bytes, computed once per (path, size, modification time) in this process."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _FILE_DIGESTS[key] = h.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def array_digest(*arrays) -> str:
+    """sha256 over arrays' dtypes, shapes and bytes (the content of an in-memory dataset)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{a.dtype}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def stat_digest(root, files) -> str:
+    """sha256 over the files' relative names, sizes and modification times: a folder of images' identity
+    without reading every image (a replaced or edited file changes its size or time)."""
+    h = hashlib.sha256()
+    for name in files:
+        st = (Path(root) / name).stat()
+        h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 class TensorReader:

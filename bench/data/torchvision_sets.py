@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.data.base import Split, check_labels, register_dataset
+from bench.data.base import Split, array_digest, check_labels, register_dataset
 from bench.data.vision import ArrayReader, cifar10_reader, resolution_tag, subset_positions, torchvision_set
 from bench.errors import UserError
 
@@ -45,12 +45,13 @@ def _reader(cls_name: str, name: str, split: str, root: str | None, classes: int
     pad = (pad_to - width) // 2 if pad_to and width < pad_to else 0
     reader = ArrayReader(("torchvision", cls_name, str(root), split == "train"), layout, True, pad, resize, crop,
                          resample, array=array)
+    reader.content = array_digest(array, labels.numpy())
     return reader, labels
 
 
 def _split(name: str, cls_name: str, classes: int, split: str, root: str | None, pad_to: int = 0) -> Split:
     reader, labels = _reader(cls_name, name, split, root, classes, pad_to)
-    return Split(f"{name}/{split}", None, labels, np.arange(len(labels)), classes, reader=reader)
+    return Split(f"{name}/{split}", None, labels, np.arange(len(labels)), classes, reader=reader, content=reader.content)
 
 
 @register_dataset("cifar10", "CIFAR-10, 3x32x32, 10 classes: torchvision files under root, an .npz (path) or hub")
@@ -65,7 +66,7 @@ def cifar10(split: str, root: str | None = None, path: str | None = None, hub: s
     else:
         reader, labels = _reader("CIFAR10", "cifar10", split, root, 10, 0, resize, crop, resample)
     name = f"cifar10/{split}" if resize is None else f"cifar10@{resize}/{split}"
-    full = Split(name, None, labels, np.arange(len(labels)), 10, reader=reader)
+    full = Split(name, None, labels, np.arange(len(labels)), 10, reader=reader, content=reader.content)
     keep = subset_positions(len(full), subset, subset_seed)
     return full if len(keep) == len(full) else full.take(keep)
 

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.data.base import Split, check_labels, check_lengths, register_dataset
+from bench.data.base import (Split, array_digest, check_labels, check_lengths, file_digest, register_dataset,
+                             stat_digest)
 from bench.errors import UserError
 from bench.models.geometry import center_crop, interpolation_name
 
@@ -196,6 +197,11 @@ def torchvision_set(cls_name: str, root: str, train: bool):
     return getattr(tvd, cls_name)(root=root, train=train, download=False)
 
 
+def hub_fingerprint(ds) -> str:
+    """The `datasets` library's fingerprint of a loaded dataset (its content and processing), else its size."""
+    return str(getattr(ds, "_fingerprint", None) or f"{getattr(ds, 'info', None)}|{len(ds)}")
+
+
 def _hub(name: str, split: str, what: str):
     try:
         import datasets
@@ -238,7 +244,7 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
         labels = torch.tensor([int(v) for v in picked[label_col]], dtype=torch.long)
         check_labels(labels, 1000, f"imagenet hub {hub!r} split {split!r}")
         reader = HubReader(picked, image_col, "pil", resize, crop, resample, "imagenet")
-        return Split(tag, None, labels, positions, 1000, reader=reader)
+        return Split(tag, None, labels, positions, 1000, reader=reader, content=hub_fingerprint(ds))
     folder = data_path(root)
     if folder is None:
         raise UserError("dataset 'imagenet' needs root = \"<ImageFolder path>\" (or hub = \"ILSVRC/imagenet-1k\") in "
@@ -263,7 +269,9 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     files = [p[len(base) + 1:] if p.startswith(base + os.sep) else os.path.relpath(p, base) for p in paths]
     labels = torch.tensor([ds.samples[i][1] for i in positions], dtype=torch.long)
     reader = ImageFolderReader(base, files, resize, crop, resample, "imagenet")
-    return Split(tag, None, labels, positions, 1000, reader=reader)  # class folders in sorted-wnid order: the 1k label order
+    every = [os.path.relpath(p, base) for p, _ in ds.samples]  # the folder's identity: all its files' names, sizes, mtimes
+    # class folders in sorted-wnid order: the 1k label order
+    return Split(tag, None, labels, positions, 1000, reader=reader, content=stat_digest(base, every))
 
 
 def _check_headers(paths: Sequence[str], resize, what: str) -> None:
@@ -305,7 +313,9 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
         image_col, label_col = _hub_columns(ds, "cifar10")
         labels = torch.tensor([int(v) for v in ds[label_col]], dtype=torch.long)
         check_labels(labels, 10, f"cifar10 hub {hub!r} split {split!r}")
-        return HubReader(ds, image_col, "array", resize, crop, resample, "cifar10"), labels
+        reader = HubReader(ds, image_col, "array", resize, crop, resample, "cifar10")
+        reader.content = hub_fingerprint(ds)
+        return reader, labels
     file = data_path(path)
     if file is None or not file.is_file():
         raise UserError(f"cifar10 array file {str(file)!r} does not exist; set [data] path to an .npz with images and labels")
@@ -331,7 +341,9 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
                         "lie in 0..255")
     layout = "nhwc" if images.shape[-1] == 3 else "nchw"
     scale = images.dtype == np.uint8 or (images.dtype.kind != "f" and hi > 1.0)  # ints 0..255 (0/1 ints as they are)
-    return ArrayReader(("npz", str(file), img_key), layout, scale, 0, resize, crop, resample, array=images), labels
+    reader = ArrayReader(("npz", str(file), img_key), layout, scale, 0, resize, crop, resample, array=images)
+    reader.content = file_digest(file)  # two files of the same shape never share an identity
+    return reader, labels
 
 
 def _read_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
