@@ -14,6 +14,7 @@
                  release = ["float", "clip", "uint8"]
     [check]      tolerance = {metric = points}, default_tolerance
     [run]        batch_size, device ("cpu" | "cuda" | "cuda:N" | "auto"), threads (CLI flags override)
+    [executor]   name ("local" | "ray" | "submitit"), and their settings (EXECUTOR_KEYS; bench.executors)
     [report]     psnr = [...], release = [...]   (which points get tables); paper_dataset =
                  "ImageNet" | "CIFAR-10" and paper_models = {label = "ResNet-50", ...} print the NE
                  paper's Tables 1-2 beside the measured cells (bench.reports.ne_reported); table3 =
@@ -22,6 +23,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +36,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a suite's name is a folder name under runs/, reports/
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report", "suspects", "run"}  # suspects: ownership
+TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report", "suspects", "run", "executor"}  # suspects: ownership
 RUN_KEYS = {"batch_size": int, "device": str, "threads": int}
+EXECUTOR_KEYS = {"name": str, "address": str, "cpus_per_job": (int, float), "gpus_per_job": (int, float),
+                 "max_in_flight": int, "max_retries": int, "partition": str, "array_parallelism": int,
+                 "time_limit": int, "mem_gb": (int, float), "job_folder": str, "cluster": str}
 DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "release", "attacks", "sweep", "trials", "tier", "models"}
 TIERS = ("default", "full")
 
@@ -126,6 +132,14 @@ def load_suite(name_or_path: str | None = None) -> Suite:
             raise UserError(f"{path}: [run] has no key {key!r}; valid keys: {', '.join(sorted(RUN_KEYS))}")
         if not isinstance(value, RUN_KEYS[key]) or isinstance(value, bool):
             raise UserError(f"{path}: [run] {key} must be {RUN_KEYS[key].__name__}, got {value!r}")
+    if not isinstance(raw.get("executor", {}), dict):
+        raise UserError(f"{path}: [executor] must be a table, e.g. [executor] name = \"ray\"")
+    for key, value in raw.get("executor", {}).items():
+        if key not in EXECUTOR_KEYS:
+            raise UserError(f"{path}: [executor] has no key {key!r}; valid keys: {', '.join(sorted(EXECUTOR_KEYS))}")
+        if not isinstance(value, EXECUTOR_KEYS[key]) or isinstance(value, bool):
+            kind = "a number" if EXECUTOR_KEYS[key] == (int, float) else EXECUTOR_KEYS[key].__name__
+            raise UserError(f"{path}: [executor] {key} must be {kind}, got {value!r}")
     models = raw["models"]
     if "authorized" not in models:
         raise UserError(f"{path}: [models] needs 'authorized = [...]'")
@@ -164,8 +178,12 @@ def load_suite(name_or_path: str | None = None) -> Suite:
                 models=[str(m) for m in _as_list(d.get("models", []), "models", where)],
             )
         )
+    name = meta.get("name", path.stem)
+    if not isinstance(name, str) or not SUITE_NAME.fullmatch(name):
+        raise UserError(f"{path}: [suite] name {name!r} cannot name a folder (runs/<name>, reports/<name>); use letters, "
+                        "digits, '.', '_' and '-', starting with a letter or digit")
     return Suite(
-        name=meta.get("name", path.stem),
+        name=name,
         path=path,
         description=meta.get("description", ""),
         seed=int(meta.get("seed", 0)),

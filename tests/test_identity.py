@@ -82,3 +82,12 @@ def test_noise_encodings_of_authorized_models_with_other_normalisation_are_not_s
                                  threads=1).run().results)
     psnr = {r["authorized"]: r["encoding"]["psnr_true"] for r in rows if r["defense"] == "noise"}
     assert psnr["a"] - psnr["b"] == pytest.approx(20 * __import__("math").log10(1 / 0.229), abs=0.05)
+
+
+@pytest.mark.parametrize("name", ["../../../escaped", "/abs/path", "a/b", "..", ""])
+def test_a_suite_name_that_would_leave_runs_is_refused(tmp_path, name):
+    """Regression (bug 5): a suite named '../../../escaped' wrote results outside runs/."""
+    path = write_suite(tmp_path / "s.toml")
+    path.write_text(path.read_text().replace('name = "mini"', f'name = "{name}"'))
+    with pytest.raises(UserError, match="cannot name a folder"):
+        load_suite(str(path))
