@@ -15,7 +15,7 @@ from bench.protocols import glue, input_auth, mmbench, model_auth, ownership  # 
 from bench.protocols.base import PROTOCOLS, Protocol, get_protocol, grid
 from bench.protocols import classify  # noqa: F401  (public for third-party protocols)
 from bench.protocols.model_auth import render_baselines
-from bench.reports.leaderboard import leaderboard, write_leaderboard
+from bench.reports.leaderboard import RANKED, leaderboard, write_leaderboard
 from bench.reports.tables import provenance_of
 
 PRIMARY = "input"  # a suite no protocol owns is an image suite
@@ -47,7 +47,7 @@ def render(rows: list[dict], out_dir: Path, cfg: dict) -> list[Path]:
     paths: list[Path] = []
     for name, part in by_protocol.items():
         paths += get_protocol(name).reports(part, out_dir, cfg)
-    ranked = [r for r in rows if infer_protocol(r) in ("input", "model")]
+    ranked = [r for r in rows if infer_protocol(r) in RANKED]
     if ranked:
         paths += write_leaderboard(leaderboard(ranked), out_dir, provenance_of(ranked))
         paths += render_baselines(ranked, out_dir, cfg)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.core.types import infer_protocol
 from bench.reports.tables import clean_top1, measured_line, results_frame, to_markdown
 
+RANKED = ("input", "model")  # the protocols this board ranks (ownership: bench.reports.fingerprint)
 METRIC_DIRECTIONS = {"authorized_top1": "higher", "retained": "higher", "auth_gap": "higher",
                      "unauthorized_mean": "lower", "unauthorized_worst": "lower"}
 GROUP = ["defense", "params", "psnr", "psnr_mode", "release", "attack"]
@@ -43,7 +45,7 @@ def leaderboard(rows: list[dict]) -> pd.DataFrame:
     """Rank every protected (defense, params, point, release, attack) by auth_gap, the mean over
     authorized models a of (top1 of a on its own data - max top1 of any other model on it).
     `retained` is a's top1 as a percent of its clean top1 (defense "none", same attack when measured)."""
-    frame = results_frame([r for r in rows if r["release"] != "verify"])  # verify: bench.reports.fingerprint
+    frame = results_frame([r for r in rows if infer_protocol(r) in RANKED])  # verify: bench.reports.fingerprint
     protected = frame[frame["defense"] != "none"]
     records = []
     for key, cells in protected.groupby(GROUP, sort=False, dropna=False):

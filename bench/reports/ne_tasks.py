@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.core.types import infer_protocol
 from bench.reports.tables import measured_line, provenance_of, to_markdown
 
 PAPER = "Non-Transferable Examples (NE) paper"
@@ -71,7 +72,7 @@ def _reported_block(table: int, model: str | None, columns: list[str]) -> pd.Dat
 
 def table7(rows: list[dict], paper_models: dict[str, str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
     """[(params, evaluated model, frame)]: rows Baseline / NE / Unauthorized (per source) / control; columns tasks."""
-    frame = _frame([r for r in rows if r.get("benchmark") == "glue"])
+    frame = _frame([r for r in rows if infer_protocol(r) == "glue"])
     paper_models = paper_models or {}
     if frame.empty:
         return []
@@ -104,7 +105,7 @@ def table7(rows: list[dict], paper_models: dict[str, str] | None = None) -> list
 
 def table4(rows: list[dict], paper_models: dict[str, str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
     """[(params, authorized model, frame)]: for each evaluated model a block of rows Baseline / NE; columns groups."""
-    frame = _frame([r for r in rows if r.get("benchmark") == "mmbench"])
+    frame = _frame([r for r in rows if infer_protocol(r) == "mmbench"])
     paper_models = paper_models or {}
     if frame.empty:
         return []
