@@ -31,9 +31,9 @@ from bench.models.zoo import load_zoo_model, zoo_names
 SOURCE_KEYS = {
     "zoo": {"model", "name", "epochs"},
     "timm": {"model", "name", "pretrained", "num_classes", "checkpoint", "kwargs", "input_size", "mean", "std",
-             "arch", "init_seed", "resize", "interpolation"},
+             "arch", "init_seed", "resize", "interpolation", "loader"},
     "hf": HF_KEYS,
-    "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std", "init_seed"},
+    "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std", "init_seed", "loader", "arch"},
 }
 
 
@@ -199,7 +199,7 @@ def _load_timm(spec: dict) -> ModelAdapter:
             "set pretrained = false and give a local checkpoint"
         ) from None
     if "checkpoint" in spec:
-        _load_checkpoint(module, spec["checkpoint"], label)
+        _load_checkpoint(module, spec["checkpoint"], label, spec.get("loader"))
     cfg = timm.data.resolve_data_config({}, model=module)
     pre = _preprocess(
         label,
@@ -236,43 +236,88 @@ def _load_factory(spec: dict) -> ModelAdapter:
     if not isinstance(module, nn.Module):
         raise UserError(f"model factory {factory!r} returned {type(module).__name__}, not a torch.nn.Module")
     if "checkpoint" in spec:
-        _load_checkpoint(module, spec["checkpoint"], label)
-    arch = f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
+        _load_checkpoint(module, spec["checkpoint"], label, spec.get("loader"))
+    arch = spec.get("arch") or f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
     return ModelAdapter(label, module, _preprocess(label, spec["mean"], spec["std"], spec["input_size"]), arch, "torch")
 
 
-def _load_checkpoint(module: nn.Module, path: str | Path, label: str) -> None:
-    """Load a local state dict into `module`, naming the first mismatches if it does not fit."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} for model {label!r} does not exist")
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state", "module", "weights")
+PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel; torch.compile
+
+
+def _describe(obj) -> str:
+    if isinstance(obj, dict):
+        keys = ", ".join(repr(k) for k in list(obj)[:6]) + (", ..." if len(obj) > 6 else "")
+        return f"a dict with keys {keys}" if obj else "an empty dict"
+    if isinstance(obj, (list, tuple)):
+        return f"a {type(obj).__name__} of {len(obj)} item(s)"
+    return f"a {type(obj).__name__}"
+
+
+def unwrap_state_dict(obj):
+    """The name -> tensor mapping inside the common checkpoint wrappers: {'state_dict': ...}, {'model': ...},
+    {'net': ...} (and the other WRAPPER_KEYS), a one-element list, keys prefixed 'module.' or '_orig_mod.';
+    None when there is none."""
+    for _ in range(4):  # wrappers nest (e.g. {'model': {'state_dict': ...}})
+        if isinstance(obj, (list, tuple)) and len(obj) == 1:
+            obj = obj[0]
+        elif isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), (dict, list, tuple))), None)
+            if inner is None:
+                return None
+            obj = inner
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return None
+    for prefix in PREFIXES:
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k[len(prefix):]: v for k, v in obj.items()}
+    return obj
+
+
+def _read_checkpoint(path: Path, label: str, loader: str | None):
+    if loader:
+        mod_name, sep, fn_name = loader.partition(":")
+        if not sep or not mod_name or not fn_name:
+            raise UserError(f"model {label!r}: bad loader {loader!r}; expected 'package.module:function'")
+        try:
+            fn = getattr(importlib.import_module(mod_name), fn_name)
+        except (ImportError, AttributeError) as e:
+            raise UserError(f"model {label!r}: cannot load loader {loader!r} ({_first_line(e)})") from None
+        try:
+            return fn(str(path))
+        except Exception as e:  # the user's loader: its failure is theirs to fix
+            raise UserError(f"model {label!r}: loader {loader!r} failed on {str(path)!r}: {_first_line(e)}") from None
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file is the user's to fix
         raise UserError(f"cannot read checkpoint {str(path)!r} for model {label!r}: {_first_line(e)}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"checkpoint {str(path)!r} is not a state dict (name -> tensor)")
-    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module.") :]: v for k, v in state.items()}
+
+
+def _load_checkpoint(module: nn.Module, path: str | Path, label: str, loader: str | None = None) -> None:
+    """Load a local checkpoint into `module` by torch's own rules (e.g. BatchNorm state saved before
+    `num_batches_tracked` existed loads), unwrapping the common wrappers; a file that does not fit is a
+    one-line error naming the first missing / unexpected keys and shape mismatches. `loader`
+    ('module:function', path -> state dict) reads formats the harness does not know."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} for model {label!r} does not exist")
+    raw = _read_checkpoint(path, label, loader)
+    state = unwrap_state_dict(raw)
+    if state is None:
+        raise UserError(f"checkpoint {str(path)!r} for model {label!r} holds no state dict (name -> tensor): found "
+                        f"{_describe(raw)}; give the spec a loader = 'module:function' for this format")
     expected = module.state_dict()
-    problems = [f"missing {k}" for k in expected if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [
-        f"{k} has shape {tuple(state[k].shape)}, model expects {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
+    mismatched = [k for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    # torch decides what may be absent (e.g. BatchNorm's num_batches_tracked in old files); the module is
+    # discarded when anything is reported below
+    result = module.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
+    problems = [f"missing {k}" for k in result.missing_keys if k not in mismatched]
+    problems += [f"unexpected {k}" for k in result.unexpected_keys]
+    problems += [f"{k} has shape {tuple(state[k].shape)}, model expects {tuple(expected[k].shape)}" for k in mismatched]
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise UserError(
-            f"checkpoint {str(path)!r} does not fit model {label!r}: {'; '.join(problems[:3])}{more}"
-        )
-    module.load_state_dict(state)
+        raise UserError(f"checkpoint {str(path)!r} does not fit model {label!r}: {'; '.join(problems[:3])}{more}")
