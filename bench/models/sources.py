@@ -177,7 +177,10 @@ def _preprocess(label: str, mean, std, input_size, extra: dict | None = None, re
 
 
 def _load_timm(spec: dict) -> ModelAdapter:
-    import timm
+    try:
+        import timm
+    except ImportError:
+        raise UserError(f"model {spec.get('name', spec.get('model'))!r} needs timm: pip install 'authbench[vision]'") from None
 
     model = str(_required(spec, "model"))
     label = spec.get("name", model)
