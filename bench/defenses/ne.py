@@ -8,15 +8,21 @@ Two variants (see the NE paper, Sec. 3, and the design notes in README):
   overlap; for overlapping convolutions the folded sum leaves the subspace (measured).
 - `ne-operator`: the k smallest singular directions of the whole first-layer operator
   (all patch positions and padding at once), which overlapping stems do have.
+
+`directions` is batched and follows the batch's device: the codes z are drawn per sample on the
+CPU (the same generator calls as a per-sample loop), moved to the device once per group, and
+mapped through the basis (kept on the CPU, a copy cached per device) and the fold there.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 
 from bench.defenses.base import InputDefense
+from bench.defenses.batched import PerDevice, rows_matmul
 from bench.defenses.operator_basis import low_gain_basis, resolve_dims
 from bench.errors import UserError
 
@@ -54,6 +60,7 @@ class NEPatch(InputDefense):
             k_tau = int((torch.cumsum(sv, 0) <= self.params["tau"]).sum())
         k = max(k_tau, int(self.params["min_dims"]))
         self._fl, self._basis = fl, v[:, :k]
+        self._state = PerDevice(basis=self._basis.contiguous(), basis_t=self._basis.T.contiguous())
         self._positions = fl.unfold(torch.zeros(1, *fl.input_shape, dtype=torch.float64)).shape[-1]
         self._summary = {
             "subspace_dim": k,
@@ -67,16 +74,21 @@ class NEPatch(InputDefense):
         }
 
     def directions(self, x, indices, labels, seed):
-        k = self._basis.shape[1]
-        cols = []
-        for i, y in zip(indices, labels):
-            gen = self.code_generator(seed, int(i), int(y))
-            if self.params["layout"] == "tiled":
-                z = torch.randn(k, 1, generator=gen, dtype=torch.float64).expand(k, self._positions)
-            else:
-                z = torch.randn(k, self._positions, generator=gen, dtype=torch.float64)
-            cols.append(self._basis @ z)
-        return self._fl.fold(torch.stack(cols))
+        """delta = fold(V z) per sample; z (k, L) per position ("independent") or (k, 1) tiled."""
+        (n, k), positions = self._basis.shape, self._positions
+        tiled = self.params["layout"] == "tiled"
+        code_shape = (k, 1) if tiled else (k, positions)
+
+        def build(z):  # (G, k, 1 or L) on the device -> (G, C, H, W)
+            g, state = len(z), self._state.on(z.device)
+            if tiled or positions == 1:  # one k-vector per sample: rows of one fixed-shape product
+                cols = rows_matmul(z[:, :, 0], state["basis_t"]).unsqueeze(2).expand(g, n, positions)
+            else:  # one (n, k) @ (k, L) product per sample, all of the same shape
+                cols = torch.bmm(state["basis"].expand(g, n, k), z)
+            return self._fl.fold(cols)
+
+        per_sample = 8 * (k + 2 * n) * positions  # codes, products, folded image (upper bound)
+        return self.batched_directions(x, indices, labels, seed, code_shape, self._fl.input_shape, build, per_sample)
 
     def summary(self) -> dict:
         return dict(self._summary)
@@ -101,7 +113,11 @@ class NEOperator(InputDefense):
         }
 
     def directions(self, x, indices, labels, seed):
-        return torch.stack([self._basis.sample(self.code_generator(seed, int(i), int(y))) for i, y in zip(indices, labels)])
+        """delta = U z per sample, U the k low-gain directions, z ~ N(0, I_k) from the sample's code."""
+        basis = self._basis
+        n = math.prod(basis.shape)
+        per_sample = 8 * (basis.dim + 6 * n)  # codes and the (complex) spectra or products
+        return self.batched_directions(x, indices, labels, seed, (basis.dim,), basis.shape, basis.combine_batch, per_sample)
 
     def summary(self) -> dict:
         return dict(self._summary)

@@ -18,12 +18,9 @@ class GaussianNoise(InputDefense):
     model_specific = False
 
     def directions(self, x, indices, labels, seed):
-        return torch.stack(
-            [
-                torch.randn(x.shape[1:], generator=self.code_generator(seed, int(i), int(y)), dtype=torch.float64)
-                for i, y in zip(indices, labels)
-            ]
-        )
+        """An i.i.d. standard Gaussian image per sample (per code), drawn on the CPU, on x's device."""
+        shape = tuple(x.shape[1:])
+        return self.batched_directions(x, indices, labels, seed, shape, shape, lambda z: z)
 
 
 class Clean(InputDefense):

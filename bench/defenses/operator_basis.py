@@ -6,6 +6,9 @@ singular values of A (eigenvectors of A^T A). Backends:
 - "fourier": block-diagonalisation of a strided convolution in the Fourier domain
   (bench.defenses.operator_fourier), for 224x224-scale inputs;
 - "auto": dense up to DENSE_MAX_DIM input dims, fourier above.
+
+Both keep the fitted basis on the CPU and a copy per device they are used on (`PerDevice`);
+`combine_batch(z)` turns a batch of codes (B, k), on any device, into directions there.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import math
 
 import torch
 
+from bench.defenses.batched import PerDevice, rows_matmul
+from bench.defenses.operator_fourier import FourierBasis
 from bench.errors import UserError
 from bench.models.first_linear import FirstLinear
 
@@ -35,14 +40,20 @@ class DenseBasis:
         self.vectors = evecs[:, :k]
         self.gains = gains[:k]
         self.top_gain = float(gains[-1])
+        self._state = PerDevice(vectors_t=self.vectors.T.contiguous())
 
     @property
     def dim(self) -> int:
         return self.vectors.shape[1]
 
     def sample(self, gen: torch.Generator) -> torch.Tensor:
-        z = torch.randn(self.dim, generator=gen, dtype=torch.float64)
-        return (self.vectors @ z).reshape(self.shape)
+        """One standard Gaussian draw in the k-dim subspace, (C, H, W) float64."""
+        return self.combine_batch(torch.randn(1, self.dim, generator=gen, dtype=torch.float64))[0]
+
+    def combine_batch(self, z: torch.Tensor) -> torch.Tensor:
+        """sum_i z[b, i] v_i for each row b of the codes z (B, k), on z's device: (B, C, H, W) float64."""
+        vt = self._state.on(z.device)["vectors_t"]
+        return rows_matmul(z.to(torch.float64), vt).view(len(z), *self.shape)
 
 
 def resolve_dims(dims: float, n: int) -> int:
@@ -59,6 +70,5 @@ def low_gain_basis(fl: FirstLinear, k: int, backend: str = "auto"):
     n = math.prod(fl.input_shape)
     if backend == "dense" or (backend == "auto" and n <= DENSE_MAX_DIM):
         return DenseBasis(fl, k)
-    from bench.defenses.operator_fourier import FourierBasis
 
     return FourierBasis(fl, k)

@@ -23,8 +23,10 @@ for two orthogonal real directions Re(v e_k) and Im(v e_k), both with gain sqrt(
 eigenpair at a self-conjugate frequency (k = -k: zero or Nyquist) for one (v taken real). The
 k smallest gains are picked over these real directions; `sample()` draws complex Gaussian
 coefficients for the chosen components, builds the half spectrum, inverse-FFTs, takes the real
-part and undoes the polyphase layout. The sample is an isotropic standard Gaussian in the
-chosen k-dimensional real subspace, the same law as DenseBasis.sample.
+part and undoes the polyphase layout (`combine_batch` does so for a batch of codes at once, on
+the codes' device; the fitted state stays on the CPU, with a copy per device). The sample is an
+isotropic standard Gaussian in the chosen k-dimensional real subspace, the same law as
+DenseBasis.sample.
 
 The circular operator equals the true (zero-padded) one except for outputs whose receptive
 field crosses the border (none at all for non-overlapping patch embeddings with pad 0), so the
@@ -38,6 +40,7 @@ import math
 
 import torch
 
+from bench.defenses.batched import PerDevice, rows_matmul
 from bench.errors import UserError
 from bench.models.first_linear import FirstLinear
 
@@ -133,6 +136,8 @@ class FourierBasis:
             else:
                 self._vecs = vecs[comp_freq, :, comp_vec]  # (n_comp, n_in)
             self._comp_vec = None
+        self._passes = 0
+        self._state = PerDevice(**self._use_state())
 
     @property
     def dim(self) -> int:
@@ -207,6 +212,29 @@ class FourierBasis:
         lam = torch.cat(lams)
         return lam, (torch.cat(vecs) if vecs else None)
 
+    def _use_state(self) -> dict[str, torch.Tensor]:
+        """What combine_batch reads, as CPU tensors (copied once to each device it runs on)."""
+        state = {"slot_comp": self._slot_comp, "slot_part": self._slot_part, "comp_scale": self._comp_scale,
+                 "flat": self._flat}
+        if self.constant:
+            state.update(comp_freq=self._comp_freq, comp_vec=self._comp_vec, vecs_t=self._vecs.T.contiguous())
+            return state
+        # the components sharing a frequency are added in passes, pass r taking the r-th component
+        # of every frequency: no frequency repeats within a pass (a plain indexed add, deterministic
+        # on every device), and each frequency sums its components in their order, as the
+        # sequential index_add_ of the per-sample code did
+        seen: dict[int, int] = {}
+        rank = []
+        for f in self._comp_freq.tolist():
+            rank.append(seen.get(f, 0))
+            seen[f] = rank[-1] + 1
+        rank = torch.tensor(rank, dtype=torch.long)
+        self._passes = int(rank.max()) + 1 if len(rank) else 0
+        for r in range(self._passes):
+            comps = torch.nonzero(rank == r).reshape(-1)
+            state.update({f"pass{r}_comp": comps, f"pass{r}_freq": self._comp_freq[comps], f"pass{r}_vecs": self._vecs[comps]})
+        return state
+
     # --- use ---------------------------------------------------------------------------
 
     def sample(self, gen: torch.Generator) -> torch.Tensor:
@@ -215,27 +243,33 @@ class FourierBasis:
 
     def combine(self, z: torch.Tensor) -> torch.Tensor:
         """The direction sum_i z_i u_i for the orthonormal real basis u_1..u_k (gains ascending)."""
-        n_comp = len(self._comp_freq)
-        coef = torch.zeros(n_comp, 2, dtype=torch.float64)
-        coef[self._slot_comp, self._slot_part] = z
-        coef = torch.view_as_complex(coef) * self._comp_scale  # (n_comp,)
-        n_freq = len(self._flat)
-        if self.constant:
-            cmat = torch.zeros(n_freq, self.n_in, dtype=torch.complex128)
-            cmat[self._comp_freq, self._comp_vec] = coef
-            half = cmat @ self._vecs.T  # (F, n_in)
-        else:
-            half = torch.zeros(n_freq, self.n_in, dtype=torch.complex128)
-            half.index_add_(0, self._comp_freq, coef.unsqueeze(1) * self._vecs)
-        return self._synthesize(half)
+        return self.combine_batch(z.unsqueeze(0))[0]
 
-    def _synthesize(self, half: torch.Tensor) -> torch.Tensor:
-        """Half spectrum (F, n_in) -> real part of the unitary inverse FFT, in (C, H, W) layout."""
+    def combine_batch(self, z: torch.Tensor) -> torch.Tensor:
+        """combine() for each row of the codes z (B, k), batched on z's device: (B, C, H, W) float64."""
+        st = self._state.on(z.device)
+        b, n_comp, n_freq = len(z), len(self._comp_freq), len(self._flat)
+        coef = torch.zeros(b, n_comp, 2, dtype=torch.float64, device=z.device)
+        coef[:, st["slot_comp"], st["slot_part"]] = z.to(torch.float64)
+        coef = torch.view_as_complex(coef) * st["comp_scale"]  # (B, n_comp)
+        if self.constant:
+            cmat = torch.zeros(b, n_freq, self.n_in, dtype=torch.complex128, device=z.device)
+            cmat[:, st["comp_freq"], st["comp_vec"]] = coef
+            half = rows_matmul(cmat.view(b * n_freq, self.n_in), st["vecs_t"]).view(b, n_freq, self.n_in)
+        else:
+            half = torch.zeros(b, n_freq, self.n_in, dtype=torch.complex128, device=z.device)
+            for r in range(self._passes):
+                f = st[f"pass{r}_freq"]
+                half[:, f] = half[:, f] + coef[:, st[f"pass{r}_comp"], None] * st[f"pass{r}_vecs"]
+        return self._synthesize(half, st["flat"])
+
+    def _synthesize(self, half: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """Half spectra (B, F, n_in) -> real part of the unitary inverse FFT, in (B, C, H, W) layout."""
         m_, n_ = self.grid
-        spec = torch.zeros(self.n_in, m_ * n_, dtype=torch.complex128)
-        spec[:, self._flat] = half.T
-        phases = torch.fft.ifft2(spec.reshape(self.n_in, m_, n_), norm="ortho").real
-        return self._from_polyphase(phases.unsqueeze(0))[0]
+        spec = torch.zeros(len(half), self.n_in, m_ * n_, dtype=torch.complex128, device=half.device)
+        spec[:, :, flat] = half.transpose(1, 2)
+        phases = torch.fft.ifft2(spec.view(len(half), self.n_in, m_, n_), norm="ortho").real
+        return self._from_polyphase(phases)
 
     def _to_polyphase(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C*sh*sw, M, N) with channel order (c, r1, r2)."""

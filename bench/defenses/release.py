@@ -9,6 +9,10 @@ strength lambda is solved per sample so that the released image meets the target
   nominal; the achieved true pixel-space PSNR is recorded beside it.
 Given the authorized model's std, the nominal PSNR is recorded in either mode, so reports can
 show both scales.
+
+`calibrate` runs on the batch's device in float64, vectorised over the batch (closed form for
+"float", a batched bisection for "clip" and "uint8"); every per-sample reduction is taken in a
+fixed order, so a sample's result does not depend on the other samples in its batch.
 """
 
 from __future__ import annotations
@@ -38,12 +42,26 @@ def release(x: torch.Tensor, fmt: str) -> torch.Tensor:
     raise UserError(f"unknown release format {fmt!r}; valid choices: {', '.join(RELEASES)}")
 
 
+def _row_sum(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample sum of an (N, ...) tensor: over the last axis first, then over the rest.
+
+    One long reduction per sample may be split across threads when the batch is smaller than
+    the thread count, which changes its last bits; these two short ones are not."""
+    if t.dim() > 2:
+        t = t.sum(-1)
+    return t.reshape(len(t), -1).sum(1)
+
+
+def _sum_sq(t: torch.Tensor) -> torch.Tensor:
+    return _row_sum(t.pow(2))
+
+
 def psnr(clean: torch.Tensor, released: torch.Tensor, std: torch.Tensor | None = None, peak: float = 1.0) -> torch.Tensor:
     """Per-sample PSNR in dB; with `std`, MSE is taken on the normalized tensor (paper-nominal)."""
     diff = released - clean
     if std is not None:
-        diff = diff / std.view(1, -1, 1, 1)
-    mse = diff.pow(2).flatten(1).mean(1)
+        diff = diff / std.to(diff.device).view(1, -1, 1, 1)
+    mse = _sum_sq(diff) / diff[0].numel() if len(diff) else diff.new_zeros(0)
     return 10 * torch.log10(peak**2 / mse.clamp_min(1e-30))
 
 
@@ -69,33 +87,51 @@ def calibrate(
     if mode not in PSNR_MODES:
         raise UserError(f"unknown psnr_mode {mode!r}; valid choices: {', '.join(PSNR_MODES)}")
     x = clean.to(torch.float64)
-    d = delta.to(torch.float64)
+    d = delta.to(device=x.device, dtype=torch.float64)
     if mode == "paper-nominal" and std is None:
         raise UserError("psnr_mode 'paper-nominal' needs the authorized model's normalization std")
-    std_all = None if std is None else torch.tensor(std, dtype=torch.float64).expand(x.shape[1])
+    std_all = None if std is None else torch.tensor(std, dtype=torch.float64, device=x.device).expand(x.shape[1])
     std_t = std_all if mode == "paper-nominal" else None
     peak = 255.0 if mode == "paper-nominal" else 1.0
     measure = lambda r: psnr(x, r, std_t, peak)  # noqa: E731
 
-    unit = d / d.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, 1, 1, 1)
-    norm_mse = (unit if std_t is None else unit / std_t.view(1, -1, 1, 1)).pow(2).flatten(1).mean(1)
+    per_sample = x[0].numel() if len(x) else 1
+    unit = d / _sum_sq(d).sqrt().clamp_min(1e-30).view(-1, 1, 1, 1)
+    norm_mse = _sum_sq(unit if std_t is None else unit / std_t.view(1, -1, 1, 1)) / per_sample
     target_mse = peak**2 * 10 ** (-target_db / 10)
     lam = (target_mse / norm_mse).sqrt()  # exact for the float release
     if fmt != "float":
+        if fmt not in RELEASES:
+            release(x[:0], fmt)  # the one-line error
+        buf = torch.empty_like(x)
+
+        def measure_at(scale: torch.Tensor) -> torch.Tensor:
+            """measure(release(x + scale * unit, fmt)), computed in place in one buffer (same values)."""
+            torch.mul(unit, scale.view(-1, 1, 1, 1), out=buf)
+            buf.add_(x).clamp_(0.0, 1.0)
+            if fmt == "uint8":
+                buf.mul_(255.0).round_().div_(255.0)
+            buf.sub_(x)
+            if std_t is not None:
+                buf.div_(std_t.view(1, -1, 1, 1))
+            mse = _row_sum(buf.mul_(buf)) / per_sample
+            return 10 * torch.log10(peak**2 / mse.clamp_min(1e-30))
+
         lo, hi = torch.zeros_like(lam), lam * 1e3
         for _ in range(iters):
             mid = (lo + hi) / 2
-            too_strong = measure(release(x + mid.view(-1, 1, 1, 1) * unit, fmt)) < target_db
+            too_strong = measure_at(mid) < target_db
             hi = torch.where(too_strong, mid, hi)
             lo = torch.where(too_strong, lo, mid)
         lam = (lo + hi) / 2
     out = release(x + lam.view(-1, 1, 1, 1) * unit, fmt)
-    achieved = measure(out)
+    achieved = measure(out)  # the PSNR of the mode, recorded as it (the other one computed)
     err = (achieved - target_db).abs()
+    nominal = achieved if mode == "paper-nominal" else None if std_all is None else psnr(x, out, std_all, 255.0)
     return Calibrated(
         released=out.to(clean.dtype),
-        psnr_true=psnr(x, out),
-        psnr_nominal=None if std_all is None else psnr(x, out, std_all, 255.0),  # recorded in either mode
+        psnr_true=achieved if mode == "true" else psnr(x, out),
+        psnr_nominal=nominal,  # recorded in either mode when the std is known
         unreachable=int((err > TOLERANCE_DB).sum()),
-        max_err_db=float(err.max()),
+        max_err_db=float(err.max()) if len(err) else 0.0,
     )
