@@ -7,7 +7,10 @@
     res.summary         # cells, forward passes, cache hits, wall time (RunSummary)
 
 It runs exactly what `authbench run` runs (same engine, cache and results folder, so a notebook
-and the CLI resume each other's runs) and renders the same reports.
+and the CLI resume each other's runs) and renders the same reports. `executor="ray"` or
+`"submitit"` (with the CLI's executor options as keywords: address, gpus_per_job, cpus_per_job,
+max_in_flight, max_retries, partition, array_parallelism, time_limit, mem_gb, job_folder) runs the
+jobs on workers, exactly as `authbench run --executor ...` does.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import pandas as pd
 from bench.core.context import RunOptions
 from bench.core.engine import Engine, RunSummary
 from bench.core.types import infer_protocol
-from bench.executors import Executor
+from bench.errors import UserError
+from bench.executors import OPTION_FLAGS, Executor, make_executor
 from bench.protocols import render
 from bench.reports.fingerprint import fingerprint_board, format_board
-from bench.reports.leaderboard import format_leaderboard, leaderboard
+from bench.reports.leaderboard import RANKED, format_leaderboard, leaderboard
 from bench.results import read_rows
 from bench.suite import Suite, load_suite
 from bench.suite_overrides import apply_overrides
@@ -41,7 +45,7 @@ class Results:
 
     @property
     def leaderboard(self) -> pd.DataFrame | None:
-        ranked = [r for r in self.records if infer_protocol(r) in ("input", "model")]
+        ranked = [r for r in self.records if infer_protocol(r) in RANKED]
         return leaderboard(ranked) if ranked else None
 
     def summary_text(self) -> str:
@@ -58,17 +62,30 @@ class Results:
         parts.append(
             f"cells: {s.cells_total} total, {s.cells_done_before} already done, {s.cells_run} run | "
             f"forward passes: {s.forwards} | encodings: {s.encodings} | "
-            f"cache hits {s.cache['hits']}, misses {s.cache['misses']}, corrupt {s.cache['corrupt']} | {s.wall_s:.1f}s")
+            f"cache hits {s.cache['hits']}, misses {s.cache['misses']}, corrupt {s.cache['corrupt']} | {s.wall_s:.1f}s"
+            + (f" | executor {s.executor}" if s.executor != "local" else "")
+            + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
+               "retries only them" if s.jobs_failed else ""))
         parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}")
         return "\n\n".join(parts[:-1]) + "\n" + parts[-1]
 
 
-def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
-              executor: Executor | None = None, **options) -> Results:
-    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
+def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | str | None = None, **options) -> Engine:
+    """The engine of a run: RunOptions from `options`, and the executor (an instance, or a name with the
+    executor options among `options`, over the suite's [executor] section)."""
+    chosen = {k: options.pop(k) for k in list(options) if k in OPTION_FLAGS}
+    if not isinstance(executor, Executor):
+        executor = make_executor(executor, suite.raw.get("executor"), **chosen)
+    elif any(v is not None for v in chosen.values()):
+        raise UserError("pass executor options with an executor name, not with an Executor instance")
     opts = RunOptions(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items() if v is not None})
-    engine = Engine(suite, Path(out) if out else Path("runs") / suite.name, opts, executor)
-    summary = engine.run()
+    return Engine(suite, Path(out) if out else Path("runs") / suite.name, opts, executor)
+
+
+def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
+              executor: Executor | str | None = None, **options) -> Results:
+    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
+    summary = engine_for(suite, out=out, executor=executor, **options).run()
     records = read_rows(summary.results)
     paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report) \
         if write_reports and records else []
@@ -79,7 +96,9 @@ def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None,
              random_weights: bool = False, progress: bool = False, **overrides) -> Results:
     """Run a suite (a shipped name, a .toml path or a loaded Suite) with the CLI's overrides as keywords:
     out, reports, write_reports, defenses, models, psnr, releases, full, batch_size, device, threads,
-    cache_dir, loader, executor; subset, data_root and random_weights as `authbench run` has them."""
+    cache_dir, loader, executor (a name or an Executor) and the executor options (address, gpus_per_job,
+    cpus_per_job, max_in_flight, max_retries, partition, array_parallelism, time_limit, mem_gb, job_folder);
+    subset, data_root and random_weights as `authbench run` has them."""
     loaded = suite if isinstance(suite, Suite) else load_suite(str(suite))
     loaded = apply_overrides(loaded, subset, data_root, random_weights)
     return run_suite(loaded, progress=progress, **overrides)

@@ -39,6 +39,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="compute device: cpu, cuda, cuda:N or auto (default: suite [run] device, else auto)")
     run.add_argument("--threads", type=int, help="torch CPU threads (on a shared machine 1 is often fastest)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--plan", action="store_true",
+                     help="print the jobs, their groups and tasks and the estimated forward passes; run nothing")
+    ex = run.add_argument_group("executor (or the suite's [executor] section; see docs/executors.md)")
+    ex.add_argument("--executor", help="where jobs run: local (default), ray, submitit, or an installed plugin")
+    ex.add_argument("--address", help="ray: the cluster to join (auto, host:port, ray://host:10001; default: a local Ray)")
+    ex.add_argument("--gpus-per-job", type=float, help="ray: num_gpus per task (fractions allowed); submitit: GPUs per array task")
+    ex.add_argument("--cpus-per-job", type=float, help="CPUs per job (ray num_cpus, submitit cpus_per_task; default 1); "
+                    "also the worker's torch threads unless --threads says")
+    ex.add_argument("--max-in-flight", type=int, help="tasks submitted at once (ray default: twice what the cluster fits)")
+    ex.add_argument("--max-retries", type=int, help="retries of a task whose worker died (ray default 3, submitit 1)")
+    ex.add_argument("--partition", help="submitit: Slurm partition")
+    ex.add_argument("--array-parallelism", type=int, help="submitit: array tasks running at once (Slurm %%N; local: "
+                    "subprocesses at once, default CPUs / --cpus-per-job)")
+    ex.add_argument("--time-limit", type=int, help="submitit: minutes per array task (default 240)")
+    ex.add_argument("--mem-gb", type=float, help="submitit: memory per array task in GB")
+    ex.add_argument("--job-folder", type=Path, help="submitit: pickled specs, logs, results, on shared storage "
+                    "(default: <out>/submitit)")
 
     ls = sub.add_parser("list", help="what is registered")
     ls.add_argument("what", choices=LISTABLE)
@@ -63,18 +80,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+EXECUTOR_FLAGS = ("address", "gpus_per_job", "cpus_per_job", "max_in_flight", "max_retries", "partition",
+                  "array_parallelism", "time_limit", "mem_gb", "job_folder")
+
+
+def _whole(value):
+    """A count given as a float flag (--gpus-per-job 1) stays an int, so submitit takes it."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _cmd_run(args) -> int:
-    from bench.api import run_suite
+    from bench.api import engine_for, run_suite
     from bench.suite import load_suite
     from bench.suite_overrides import apply_overrides
 
     suite = apply_overrides(load_suite(args.suite), args.subset, args.data_root, args.random_weights)
-    results = run_suite(suite, out=args.out, reports=args.reports, defenses=args.defense, models=args.model,
-                        psnr=args.psnr, releases=args.release, full=args.full, batch_size=args.batch_size,
-                        device=args.device, threads=args.threads, cache_dir=args.cache_dir,
-                        progress=not args.no_progress)
+    executor = {k: _whole(getattr(args, k)) for k in EXECUTOR_FLAGS}
+    if executor["job_folder"] is not None:
+        executor["job_folder"] = str(executor["job_folder"])
+    options = dict(defenses=args.defense, models=args.model, psnr=args.psnr, releases=args.release, full=args.full,
+                   batch_size=args.batch_size, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
+                   progress=not args.no_progress, executor=args.executor, **executor)
+    if args.plan:
+        print(engine_for(suite, out=args.out, **options).describe())
+        return 0
+    results = run_suite(suite, out=args.out, reports=args.reports, **options)
     print(results.summary_text())
-    return 0
+    return 1 if results.summary.jobs_failed else 0
 
 
 def _cmd_list(args) -> int:

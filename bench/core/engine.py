@@ -1,30 +1,40 @@
-"""The one plan -> resume -> execute -> write loop.
+"""The one plan -> resume -> execute -> write loop, on this machine or on workers.
 
 `plan(ctx)` expands a suite into jobs through the protocols (bench.protocols); `Engine.run()`
-reads the results folder, skips every job whose cells are already written, runs the others
-through an executor (bench.executors) and appends each job's rows as it finishes, so a crash
-loses at most the job in flight and a rerun resumes. Only this loop writes results.
+reads the results folder, skips every job whose cells are already written, hands the others to
+an executor (bench.executors: local, ray, submitit) in tasks placed by authorized model, and
+appends each job's rows as it comes back, so a crash loses at most the jobs in flight and a rerun
+resumes. Only this loop writes results, whatever the executor: a remote worker receives a small
+`JobSpec` (bench.core.spec), rebuilds the context (`run_specs`, once per process and suite), runs
+the job and returns its rows and counters; the driver drops any row whose cell is already
+written, so a retried task never duplicates one.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
+import traceback
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from bench.core.context import EvalContext, RunOptions
+from bench.core.spec import JobResult, JobSpec, environment, job_id, job_label, suite_toml
 from bench.core.types import Job
 from bench.errors import UserError
-from bench.executors import Executor, LocalExecutor
+from bench.executors import Executor, Failure, make_executor
 from bench.protocols import get_protocol, primary_protocol, protocol_of
-from bench.results import ResultWriter
+from bench.provenance import versions
+from bench.results import ResultWriter, read_rows, results_path
 from bench.suite import Suite
 
 FILTERS = {"psnr": "--psnr", "release": "--release"}
+CACHE_COUNTERS = ("hits", "misses", "corrupt")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,11 +44,14 @@ class RunSummary:
     cells_run: int
     jobs_total: int
     jobs_run: int
-    forwards: int
+    forwards: int  # summed over workers
     encodings: int
     cache: dict
     wall_s: float
     results: Path
+    jobs_failed: int = 0
+    failures: tuple[str, ...] = ()  # one line per failed task (its worker died past its retries)
+    executor: str = "local"
 
 
 def plan(ctx: EvalContext) -> list[Job]:
@@ -60,6 +73,81 @@ def plan(ctx: EvalContext) -> list[Job]:
     return jobs
 
 
+def _where() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execute(ctx: EvalContext, job: Job, key: str = "", where: str = "") -> JobResult:
+    """Run one job in `ctx`: its rows as JSON dicts, and what it cost (forward passes, encodings, cache counters)."""
+    forwards, encodings = ctx.counters.forwards, ctx.counters.encodings
+    cache, start = dict(ctx.forward_cache.stats.as_dict()), time.perf_counter()
+    rows = [row.to_json() for row in get_protocol(job.protocol).run(ctx, job)]
+    after = ctx.forward_cache.stats.as_dict()
+    return JobResult(job=key or job_id(job), rows=rows, forwards=ctx.counters.forwards - forwards,
+                     encodings=ctx.counters.encodings - encodings, cache={k: after[k] - cache[k] for k in after},
+                     wall_s=time.perf_counter() - start, worker=where)
+
+
+# -- the worker side ------------------------------------------------------------------------------
+KEEP_CONTEXTS = 2  # contexts (suites x options) a worker process keeps, with their loaded models
+_CONTEXTS: OrderedDict[str, tuple[EvalContext, dict[str, Job]]] = OrderedDict()
+
+
+def options_of(data: dict) -> RunOptions:
+    known = {f.name for f in fields(RunOptions)}
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
+    if values.get("cache_dir"):
+        values["cache_dir"] = Path(values["cache_dir"])
+    return RunOptions(**values)
+
+
+def worker_context(spec: JobSpec) -> tuple[EvalContext, dict[str, Job]]:
+    """The context and planned jobs for `spec`, built once per process and (suite, options): a worker
+    that runs several jobs of a run loads each model, split and fitted defense once."""
+    if spec.context_key in _CONTEXTS:
+        _CONTEXTS.move_to_end(spec.context_key)
+        return _CONTEXTS[spec.context_key]
+    mine = versions().get("authbench", "unknown")
+    if spec.version != mine:
+        raise UserError(f"the driver runs authbench {spec.version}, this worker {mine}; install one version everywhere")
+    os.environ.update(spec.env)
+    sys.path.extend(p for p in spec.sys_path if p not in sys.path and os.path.exists(p))
+    if spec.cwd and os.path.isdir(spec.cwd) and os.getcwd() != spec.cwd:
+        os.chdir(spec.cwd)  # relative data roots and checkpoints resolve as on the driver (shared storage)
+    ctx = EvalContext(spec.suite(), options_of(spec.options), out_dir=Path(spec.out_dir))
+    _CONTEXTS[spec.context_key] = (ctx, {job_id(j): j for j in plan(ctx)})
+    while len(_CONTEXTS) > KEEP_CONTEXTS:
+        _CONTEXTS.popitem(last=False)
+    return _CONTEXTS[spec.context_key]
+
+
+def run_specs(specs: tuple[JobSpec, ...]) -> list[JobResult]:
+    """The worker entry point (a Ray task, a submitit array task): run each job of a chunk and return
+    its rows and counters. A job's error comes back as a one-line result (its traceback goes to the
+    worker's log), so the other jobs of the chunk still return; a dead process is the executor's to retry."""
+    out, where = [], _where()
+    for i, spec in enumerate(specs, 1):
+        print(f"authbench worker {where}: job {i}/{len(specs)} {spec.job} {spec.label}", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        try:
+            ctx, jobs = worker_context(spec)
+            if spec.job not in jobs:
+                raise UserError(f"job {spec.job} ({spec.label}) is not in suite {spec.suite_name!r} as planned on the "
+                                "worker; driver and worker must run the same authbench and suite")
+            ctx.done = set(spec.done)
+            result = execute(ctx, jobs[spec.job], spec.job, where)
+            out.append(JobResult(**{**result.__dict__, "wall_s": time.perf_counter() - start}))
+        except UserError as exc:
+            out.append(JobResult(job=spec.job, error=str(exc), user_error=True, worker=where))
+        except Exception as exc:  # noqa: BLE001 - reported to the driver as one line
+            traceback.print_exc()
+            text = " ".join(str(exc).split())[:300]
+            out.append(JobResult(job=spec.job, error=f"{type(exc).__name__}: {text}", worker=where,
+                                 wall_s=time.perf_counter() - start))
+    return out
+
+
+# -- the driver -----------------------------------------------------------------------------------
 class Engine:
     """A suite's run: its context, its jobs, and the loop that executes the missing ones."""
 
@@ -67,7 +155,7 @@ class Engine:
                  executor: Executor | None = None):
         self.out_dir = Path(out_dir)
         self.ctx = EvalContext(suite, options or RunOptions(), out_dir=self.out_dir)
-        self.executor = executor or LocalExecutor()
+        self.executor = executor or make_executor(None, suite.raw.get("executor"))
         self.jobs = plan(self.ctx)
 
     def pending(self, rows: list[dict]) -> list[Job]:
@@ -79,27 +167,139 @@ class Engine:
         return [j for j in self.jobs if (any(c not in done for c in j.cells) if j.cells else j.key not in finished)]
 
     def run_job(self, job: Job) -> list[dict]:
-        return [row.to_json() for row in get_protocol(job.protocol).run(self.ctx, job)]
+        """One job in this process: its rows (as written)."""
+        return execute(self.ctx, job).rows
+
+    def run_jobs(self, jobs: list[Job]) -> list[JobResult]:
+        """A task of the local executor: its jobs in this process, one after another."""
+        return [execute(self.ctx, job, where="local") for job in jobs]
+
+    def spec(self, job: Job, rows_of: dict[str, set] | None = None) -> JobSpec:
+        """The self-contained record a remote worker runs `job` from (no model, no tensor)."""
+        ctx, suite = self.ctx, self.ctx.suite
+        if ctx.options.loader is not None:
+            raise UserError(f"a custom model loader cannot be sent to {self.executor.name} workers; "
+                            "use the local executor, or name the models in the suite")
+        if not hasattr(self, "_spec_base"):
+            options = {}
+            for f in fields(RunOptions):
+                value = getattr(ctx.options, f.name)
+                options[f.name] = list(value) if isinstance(value, tuple) else value
+            options.pop("loader", None)
+            options.update(progress=False, cache_dir=str(Path(ctx.cache_root).resolve()))
+            if options.get("threads") is None and suite.run.get("threads") is None:
+                options["threads"] = self.executor.threads_per_job()
+            self._spec_base = dict(
+                suite_name=suite.name, suite_file=Path(suite.path).name, suite_toml=suite_toml(suite),
+                suite_digest=suite.digest, options=options, out_dir=str(self.out_dir.resolve()),
+                version=versions().get("authbench", "unknown"), cwd=os.getcwd(),
+                sys_path=tuple(p for p in sys.path if p), env=environment())
+        done = {c for c in job.cells if c in ctx.done} | set((rows_of or {}).get(job.key, ()) if job.key else ())
+        return JobSpec(job=job_id(job), label=job_label(job), done=tuple(sorted(done)), **self._spec_base)
 
     def run(self) -> RunSummary:
         start = time.perf_counter()
         writer = ResultWriter(self.out_dir)
         rows = writer.rows()
-        self.ctx.done = {r["cell"] for r in rows}
+        written = {r["cell"] for r in rows}
+        self.ctx.done = set(written)
         todo = self.pending(rows)
-        estimate = sum(len(j.cells) or 2 for j in todo) - sum(c in self.ctx.done for j in todo for c in j.cells)
+        estimate = sum(len(j.cells) or 2 for j in todo) - sum(c in written for j in todo for c in j.cells)
+        executor = self.executor
+        executor.bind(self.out_dir)
+        tasks = executor.tasks(todo)
+        if executor.remote:
+            rows_of: dict[str, set] = {}
+            for r in rows:
+                if r.get("job"):
+                    rows_of.setdefault(r["job"], set()).add(r["cell"])
+            items, fn = [tuple(self.spec(j, rows_of) for j in task) for task in tasks], run_specs
+        else:
+            items, fn = tasks, self.run_jobs
+        labels = {job_id(j): job_label(j) for j in todo}
         show = self.ctx.progress and sys.stderr.isatty()
         bar = tqdm(total=estimate, desc=f"{self.ctx.suite.name} cells", unit="cell", disable=not show)
-        run = 0
-        for i, new_rows in enumerate(self.executor.map(self.run_job, todo), 1):
-            writer.append(new_rows)
-            run += len(new_rows)
-            bar.total = max(bar.total, run)
-            bar.update(len(new_rows))
-            if self.ctx.progress and not show:  # a log, not a bar, where stderr is not a terminal
-                print(f"{self.ctx.suite.name}: job {i}/{len(todo)} done, {run} cells written", file=sys.stderr)
-        bar.close()
+        run, done_jobs, failures, received = 0, 0, [], set()
+        counts = Counter(forwards=0, encodings=0, **{k: 0 for k in CACHE_COUNTERS})
+
+        def fail(line: str) -> None:
+            failures.append(line)
+            (bar.write if show else lambda s: print(s, file=sys.stderr))(f"authbench: {line}")
+
+        results = executor.map(fn, items) if items else iter(())  # nothing to run: start no cluster
+        try:
+            for out in results:
+                if isinstance(out, Failure):
+                    jobs = [s.job if isinstance(s, JobSpec) else job_id(s) for s in out.item]
+                    fail(f"task of {len(jobs)} job(s) ({labels.get(jobs[0], jobs[0])}"
+                         f"{', ...' if len(jobs) > 1 else ''}) failed: {out.message}")
+                    continue
+                for res in out:
+                    if res.job in received:  # the same job delivered twice (a task retried after it returned)
+                        continue
+                    if res.error:
+                        if res.user_error:
+                            raise UserError(res.error)
+                        fail(f"job {labels.get(res.job, res.job)} failed on {res.worker}: {res.error}")
+                        continue
+                    received.add(res.job)
+                    new = [r for r in res.rows if r["cell"] not in written]  # one writer: never a duplicate row
+                    writer.append(new)
+                    written.update(r["cell"] for r in new)
+                    run += len(new)
+                    done_jobs += 1
+                    counts.update(forwards=res.forwards, encodings=res.encodings, **res.cache)
+                    bar.total = max(bar.total, run)
+                    bar.update(len(new))
+                    bar.set_postfix_str(f"jobs {done_jobs}/{len(todo)}" + (f", {len(failures)} failed" if failures else ""))
+                    if self.ctx.progress and not show:  # a log, not a bar, where stderr is not a terminal
+                        print(f"{self.ctx.suite.name}: job {done_jobs}/{len(todo)} done, {run} cells written",
+                              file=sys.stderr)
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # cancels what is still in flight
+            bar.close()
         return RunSummary(
             cells_total=len(rows) + run, cells_done_before=len(rows), cells_run=run, jobs_total=len(self.jobs),
-            jobs_run=len(todo), forwards=self.ctx.counters.forwards, encodings=self.ctx.counters.encodings,
-            cache=self.ctx.forward_cache.stats.as_dict(), wall_s=time.perf_counter() - start, results=writer.path)
+            jobs_run=done_jobs, forwards=counts["forwards"], encodings=counts["encodings"],
+            cache={k: counts[k] for k in CACHE_COUNTERS}, wall_s=time.perf_counter() - start, results=writer.path,
+            jobs_failed=len(todo) - done_jobs, failures=tuple(failures), executor=executor.name)
+
+    # -- the plan, without running --------------------------------------------------------------
+    def describe(self) -> str:
+        """What `authbench run --plan` prints: jobs, their groups and tasks, and the estimated forward passes."""
+        path = results_path(self.out_dir)
+        rows = read_rows(path) if path.exists() else []
+        self.ctx.done = {r["cell"] for r in rows}
+        todo = self.pending(rows)
+        self.executor.bind(self.out_dir)
+        tasks = self.executor.tasks(todo)
+        cells = [c for j in todo for c in j.cells if c not in self.ctx.done]
+        unknown = sum(not j.cells for j in todo)
+
+        def forwards(job: Job) -> int:  # one pass over the split per evaluated model still to score
+            return sum(c not in self.ctx.done for c in job.cells) if job.cells else max(1, len(job.evaluated))
+
+        suite = self.ctx.suite
+        lines = [f"plan: suite {suite.name} (digest {suite.digest}), executor {self.executor.describe()}",
+                 f"jobs: {len(self.jobs)} planned, {len(self.jobs) - len(todo)} done, {len(todo)} to run in "
+                 f"{len(tasks)} task(s); cells to run: {len(cells)}"
+                 + (f" (+ {unknown} job(s) whose cells are known when they run)" if unknown else ""),
+                 f"estimated forward passes: {sum(map(forwards, todo))} (cold cache; every cache hit is one less)",
+                 "", f"{'group (authorized model)':<28} {'jobs':>5} {'cells':>6} {'forwards':>9} {'tasks':>6}"]
+        groups: dict[str, list[Job]] = {}
+        for job in todo:
+            groups.setdefault(job.group, []).append(job)
+        for group in sorted(groups):
+            members = groups[group]
+            n_tasks = sum(1 for t in tasks if t and t[0].group == group)
+            lines.append(f"{group or '(clean baseline)':<28} {len(members):>5} "
+                         f"{sum(c not in self.ctx.done for j in members for c in j.cells):>6} "
+                         f"{sum(map(forwards, members)):>9} {n_tasks:>6}")
+        lines.append("")
+        for i, task in enumerate(tasks, 1):
+            lines.append(f"task {i}: group {task[0].group or '(clean baseline)'}, {len(task)} job(s)")
+            lines += [f"  {job_id(j)}  {job_label(j)}  [{len(j.cells) or '?'} cell(s), ~{forwards(j)} forward(s)]"
+                      for j in task]
+        return "\n".join(lines)

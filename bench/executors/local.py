@@ -8,7 +8,7 @@ from bench.executors.base import EXECUTORS, Executor
 @EXECUTORS.register
 class LocalExecutor(Executor):
     name = "local"
-    description = "run jobs one after another in this process"
+    description = "run jobs one after another in this process (the default)"
 
     def map(self, fn, jobs):
         for job in jobs:

@@ -1,0 +1,102 @@
+"""Ray: one Ray task per job on a Ray cluster (or a local one), a bounded number in flight.
+
+    authbench run imagenet --executor ray --address auto --gpus-per-job 1
+
+`ray.init(address=...)` joins a cluster (`auto`: the one `ray start --head` started on this
+machine; `ray://host:10001`: a remote head); without an address, or when Ray is already
+initialised in this process, it starts (or uses) a local one. Each job is a task with `num_cpus` /
+`num_gpus` from `--cpus-per-job` / `--gpus-per-job` (or [executor]); Ray retries a task whose
+worker died (`max_retries`, system failures only: an exception inside a job is reported, not
+retried). At most `--max-in-flight` tasks are submitted at once (default: twice the jobs the
+cluster fits), and `ray.wait` hands each result to the driver as it finishes. Workers are reused
+across tasks, and each keeps its rebuilt context, so a worker loads each model once.
+"""
+
+from __future__ import annotations
+
+import math
+
+from bench.errors import UserError
+from bench.executors.base import EXECUTORS, Executor, Failure, positive
+
+DEFAULT_RETRIES = 3  # Ray's own default for tasks
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("the ray executor needs Ray: pip install 'authbench[dist]' (or pip install 'ray>=2.9')") from None
+    return ray
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+@EXECUTORS.register
+class RayExecutor(Executor):
+    name = "ray"
+    description = "one Ray task per job on a Ray cluster (--address), or on a local Ray"
+    remote = True
+    options = ("address", "cpus_per_job", "gpus_per_job", "max_in_flight", "max_retries")
+
+    def __init__(self, address: str | None = None, cpus_per_job: float | None = None, gpus_per_job: float | None = None,
+                 max_in_flight: int | None = None, max_retries: int | None = None):
+        self.address = None if address in (None, "", "local") else str(address)
+        self.cpus_per_job = positive("cpus_per_job", cpus_per_job if cpus_per_job is not None else 1)
+        self.gpus_per_job = positive("gpus_per_job", gpus_per_job, zero=True)
+        self.max_in_flight = positive("max_in_flight", max_in_flight, integer=True)
+        self.max_retries = positive("max_retries", max_retries if max_retries is not None else DEFAULT_RETRIES,
+                                    integer=True, zero=True)
+
+    def threads_per_job(self) -> int:
+        return max(1, int(self.cpus_per_job))
+
+    def _in_flight(self, ray) -> int:
+        if self.max_in_flight:
+            return self.max_in_flight
+        res = ray.cluster_resources()
+        fits = [res.get("CPU", 1) / self.cpus_per_job]
+        if self.gpus_per_job:
+            fits.append(res.get("GPU", 0) / self.gpus_per_job)
+        return max(1, 2 * math.floor(min(fits)))
+
+    def map(self, fn, items):
+        ray = import_ray()
+        started = not ray.is_initialized()
+        if started:
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         configure_logging=True, logging_level="warning")
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise UserError(f"cannot join the Ray cluster at {self.address or 'a new local Ray'}: {one_line(exc)}; "
+                                "start one with `ray start --head` or pass --address host:port") from None
+        task = ray.remote(num_cpus=self.cpus_per_job, num_gpus=self.gpus_per_job or 0,
+                          max_retries=self.max_retries, retry_exceptions=False)(fn)
+        queue, pending = iter(items), {}
+        limit = self._in_flight(ray)
+
+        def submit():
+            for item in queue:
+                pending[task.remote(item)] = item
+                if len(pending) >= limit:
+                    return
+
+        try:
+            submit()
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                item = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # the worker died past its retries, or could not start
+                    result = Failure(item, one_line(exc))
+                submit()
+                yield result
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()

@@ -1,0 +1,178 @@
+"""submitit: Slurm job arrays (or submitit's local executor where there is no Slurm).
+
+    authbench run imagenet --executor submitit --partition gpu --gpus-per-job 1 --array-parallelism 32
+
+`submitit.AutoExecutor` picks Slurm when `srun` is on the PATH, else its local executor (real
+subprocesses on this machine); `[executor] cluster = "local" | "slurm"` forces one. The
+Slurm parameters come from the CLI or [executor]: partition, gpus and cpus per job (one task per
+array element), memory, time limit (minutes) and array parallelism. Jobs are sorted by authorized
+model and cut into chunks so that there are about as many array tasks as can run at once (each
+chunk holds jobs of one authorized model, so a task loads it once); the chunks are submitted as
+one job array (`map_array`). The job folder (pickled specs, logs, results; default
+`<results folder>/submitit`) must be on storage the nodes share, as must the cache.
+
+A task that fails (a killed process, a node failure, an exception outside a job) is resubmitted
+up to `--max-retries` times in the same run, then reported as one line; preempted tasks are
+requeued by submitit (the task is checkpointable) and a later `authbench run` resumes whatever
+is still missing, like any run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+from bench.errors import UserError
+from bench.executors.base import EXECUTORS, Executor, Failure, chunked, positive
+
+DEFAULT_TIME_LIMIT = 240  # minutes per array task
+DEFAULT_RETRIES = 1
+DEFAULT_SLURM_PARALLELISM = 32  # array tasks at once (and about as many chunks) unless --array-parallelism says
+CLUSTERS = ("slurm", "local")
+
+
+def import_submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("the submitit executor needs submitit: pip install 'authbench[dist]' "
+                        "(or pip install 'submitit>=1.5')") from None
+    return submitit
+
+
+def one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    tail = next((line for line in reversed(lines) if "Error" in line or "error" in line), lines[0] if lines else "")
+    return f"{type(exc).__name__}: {tail[:300]}"
+
+
+class SpecTask:
+    """One array task: the worker function over a chunk of job specs. Checkpointable: when Slurm
+    preempts it (or it reaches its time limit), submitit requeues it with the same chunk."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, item):
+        return self.fn(item)
+
+    def checkpoint(self, item):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, item)
+
+
+@EXECUTORS.register
+class SubmititExecutor(Executor):
+    name = "submitit"
+    description = "Slurm job arrays through submitit (its local executor where there is no Slurm)"
+    remote = True
+    options = ("partition", "gpus_per_job", "cpus_per_job", "mem_gb", "time_limit", "array_parallelism",
+               "max_in_flight", "max_retries", "job_folder", "cluster")
+
+    def __init__(self, partition: str | None = None, gpus_per_job: int | None = None, cpus_per_job: int | None = None,
+                 mem_gb: float | None = None, time_limit: int | None = None, array_parallelism: int | None = None,
+                 max_in_flight: int | None = None, max_retries: int | None = None, job_folder=None,
+                 cluster: str | None = None):
+        self.partition = partition
+        self.gpus_per_job = positive("gpus_per_job", gpus_per_job, integer=True, zero=True)
+        self.cpus_per_job = positive("cpus_per_job", cpus_per_job if cpus_per_job is not None else 1, integer=True)
+        self.mem_gb = positive("mem_gb", mem_gb)
+        self.time_limit = positive("time_limit", time_limit if time_limit is not None else DEFAULT_TIME_LIMIT,
+                                   integer=True)
+        self.array_parallelism = positive("array_parallelism", array_parallelism, integer=True)
+        self.max_in_flight = positive("max_in_flight", max_in_flight, integer=True)
+        self.max_retries = positive("max_retries", max_retries if max_retries is not None else DEFAULT_RETRIES,
+                                    integer=True, zero=True)
+        self.job_folder = job_folder
+        if cluster is not None and cluster not in CLUSTERS:
+            raise UserError(f"unknown submitit cluster {cluster!r}; valid choices: {', '.join(CLUSTERS)}")
+        self.cluster = cluster
+        self._chosen: str | None = None
+
+    # -- placement -----------------------------------------------------------------------------
+    def which(self) -> str:
+        """The cluster submitit will use: the one asked for, else Slurm when srun exists, else local."""
+        if self._chosen is None:
+            self._chosen = self.cluster or import_submitit().AutoExecutor.which()
+        return self._chosen
+
+    def slots(self) -> int:
+        """Array tasks that run at once."""
+        if self.which() == "slurm":
+            return self.array_parallelism or self.max_in_flight or DEFAULT_SLURM_PARALLELISM
+        local = max(1, (os.cpu_count() or 1) // self.cpus_per_job)
+        return self.max_in_flight or self.array_parallelism or local
+
+    def tasks(self, jobs):
+        """Jobs of one authorized model in chunks, about as many chunks as there are slots."""
+        return chunked(jobs, max(1, math.ceil(len(jobs) / self.slots())))
+
+    def threads_per_job(self) -> int:
+        return self.cpus_per_job
+
+    def describe(self) -> str:
+        return super().describe().replace(self.name, f"{self.name} ({self.which()})", 1)
+
+    # -- running -------------------------------------------------------------------------------
+    def folder(self) -> Path:
+        if self.job_folder:
+            return Path(self.job_folder)
+        return (self.out_dir or Path("runs")) / "submitit"
+
+    def executor(self):
+        submitit = import_submitit()
+        executor = submitit.AutoExecutor(folder=str(self.folder()), cluster=self.which())
+        params = {"name": "authbench", "timeout_min": self.time_limit, "cpus_per_task": self.cpus_per_job,
+                  "gpus_per_node": self.gpus_per_job or 0, "tasks_per_node": 1, "mem_gb": self.mem_gb}
+        if self.which() == "slurm":
+            params.update(slurm_partition=self.partition, slurm_array_parallelism=self.slots())
+        executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        return executor
+
+    def map(self, fn, items):
+        executor = self.executor()
+        task = SpecTask(fn)
+        items = list(items)
+        slurm = self.which() == "slurm"
+        limit = len(items) if slurm else self.slots()  # Slurm bounds an array itself; locally, bound it here
+        queue = list(enumerate(items))
+        attempts = {i: 0 for i, _ in queue}
+        pending: dict = {}  # submitit job -> index
+
+        def submit():
+            take = queue[:max(0, limit - len(pending))]
+            del queue[:len(take)]
+            if not take:
+                return
+            jobs = executor.map_array(task, [item for _, item in take])  # one job array
+            pending.update({job: i for job, (i, _) in zip(jobs, take)})
+
+        try:
+            submit()
+            while pending:
+                finished = [job for job in pending if job.done()]
+                if not finished:
+                    time.sleep(1.0 if slurm else 0.1)
+                    continue
+                for job in finished:
+                    i = pending.pop(job)
+                    try:
+                        result = job.result()
+                    except Exception as exc:  # killed, preempted past its requeues, node failure
+                        attempts[i] += 1
+                        if attempts[i] <= self.max_retries:
+                            queue.insert(0, (i, items[i]))
+                            continue
+                        result = Failure(items[i], f"{one_line(exc)} (job {job.job_id}, logs in {self.folder()})")
+                    submit()
+                    yield result
+                submit()
+        finally:
+            for job in pending:
+                try:
+                    job.cancel(check=False)
+                except Exception:  # noqa: BLE001 - best effort on the way out
+                    pass
