@@ -64,6 +64,7 @@ class Results:
             f"forward passes: {s.forwards} | encodings: {s.encodings} | "
             f"cache hits {s.cache['hits']}, misses {s.cache['misses']}, corrupt {s.cache['corrupt']} | {s.wall_s:.1f}s"
             + (f" | executor {s.executor}" if s.executor != "local" else "")
+            + (f" | {s.superseded} superseded" if s.superseded else "")
             + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
                "retries only them" if s.jobs_failed else ""))
         parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}")

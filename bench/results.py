@@ -1,47 +1,24 @@
-"""Result rows: one JSON line per cell, appended durably, read back tolerant of a torn last line.
+"""Result rows on disk: one JSON line per cell, appended durably, read back tolerant of a torn last line.
 
-A row (all keys always present):
-  cell        digest of the cell's configuration (the resume key)
-  suite       suite name;            suite_digest: digest of the suite file's parsed content
-  defense     registry name;         params: the defense's full parameters (JSON object)
-  point       the swept parameters of this cell, e.g. {"psnr": 20.0, "psnr_mode": "true"}
-  release     "float" | "clip" | "uint8" | "clean" | "model" (model defenses) | "verify" (fingerprints)
-  attack      attack label: registry name and its parameters ("none" when no attack)
-  authorized  label of the model the data was protected for ("" for the clean baseline)
-  evaluated   label of the model evaluated on the released data
-  role        "clean" (no defense) | "authorized" (evaluated is the authorized model)
-              | "same-arch" (same architecture, other weights) | "unauthorized" (other architecture)
-  arch        {"authorized": arch or "", "evaluated": arch}
-  metrics     {"top1": percent, "first_layer_dev": mean relative deviation of the evaluated
-              model's first linear map on released vs clean input}
-  encoding    {"psnr_true": mean achieved pixel-space PSNR (dB), "psnr_nominal": paper-nominal dB
-              or null, "calib_err_db": max |achieved - target|, "unreachable": samples whose target
-              could not be met, "subspace_dim": int or null, "encode_ms": ms per sample,
-              "fit_ms": one-time fit (SVD) in ms}
-  attack_stats  null, or what an input-side attack recorded: "psnr" (attacked vs clean, dB) and
-              a learned attack's fit facts (e.g. "rank" of a projection, "train_mse" of a denoiser)
-  cost        null, or a model defense's measured costs (Protected.cost)
-  n           number of evaluated samples (rows whose logits are all finite; a model may score a subset)
-  provenance  {"model_digest", "authorized_digest", "input_digest", "versions",
-              "git", "device", "seed", "wall_s", "cache": {"hits", "misses", "corrupt"}, "forwards"}
-Model-defense and fingerprint rows add "job" and "job_rows" (the job's key and how many rows
-it writes, for resume); fingerprint rows (bench.verify_cells) have role "positive" | "negative" |
-"summary" and add "suspect_kind", with the ROC metrics (AUC, TPR at 1% / 5% FPR, CIs) on the
-summary row.
-GLUE and MMBench rows (bench.text.runner, bench.vlm.runner) add "benchmark" ("glue" | "mmbench")
-and "task"; their metrics.top1 is the task's primary metric x 100 (GLUE) or Overall circular
-accuracy x 100 (MMBench), with every official metric / capability group beside it.
+A row is written by `bench.core.types.Row.to_json` only; its schema is docs/results.schema.json
+(validated in the tests against rows of every protocol). A results folder is written by one run at a
+time (an advisory lock); a cell written twice (a rerun superseding a row, a duplicate) is read as its
+last row.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import time
 from pathlib import Path
 
 from bench.errors import UserError
 
 RESULTS_FILE = "results.jsonl"
+LOCK_FILE = ".lock"
 
 
 def results_path(path: Path) -> Path:
@@ -50,32 +27,83 @@ def results_path(path: Path) -> Path:
     return path if path.suffix == ".jsonl" else path / RESULTS_FILE
 
 
-def read_rows(path: Path) -> list[dict]:
-    """All complete rows; a torn last line (killed mid-write) is ignored."""
+def latest(rows: list[dict]) -> tuple[list[dict], int]:
+    """One row per cell, the last written (a row superseded by a rerun, or a duplicate left by a crash or an
+    old concurrent run, is dropped), and how many rows were dropped."""
+    last = {r["cell"]: i for i, r in enumerate(rows)}
+    return [r for i, r in enumerate(rows) if last[r["cell"]] == i], len(rows) - len(last)
+
+
+def read_rows(path: Path, all_rows: bool = False) -> list[dict]:
+    """The complete rows, one per cell (the last written: see `latest`); `all_rows` keeps every line.
+    A torn last line (killed mid-write) is ignored; a line that is not a result row is a one-line error."""
     path = results_path(path)
     if not path.exists():
         raise UserError(f"results file {str(path)!r} does not exist; pass a run folder or its {RESULTS_FILE}")
     rows = []
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text file of JSON result rows") from None
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 break
             raise UserError(f"{path}:{i + 1} is not a JSON result row; the file is damaged")
-    return rows
+        if not isinstance(row, dict) or not isinstance(row.get("cell"), str):
+            raise UserError(f"{path}:{i + 1} is not a result row (a JSON object with a 'cell'); is this a results.jsonl?")
+        rows.append(row)
+    return rows if all_rows else latest(rows)[0]
 
 
 class ResultWriter:
-    """Appends rows durably; repairs a torn tail left by a crash before appending."""
+    """Appends rows durably; repairs a torn tail left by a crash before appending. Holds an advisory lock
+    on the folder (`<folder>/.lock`, released on close, exit or crash): a second run on the same folder
+    is refused with one line naming the running one, instead of duplicating every row."""
 
     def __init__(self, path: Path):
         self.path = results_path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"results folder {str(self.path.parent)!r} cannot be made: a file is in the way") from None
+        self._lock = self._acquire()
         self._repair_tail()
+
+    def _acquire(self):
+        lock = open(self.path.parent / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise UserError(f"results folder {str(self.path.parent)!r} is in use by a running authbench ({holder}); "
+                            "wait for it to finish, or pass another --out") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.flush()
+        return lock
+
+    def close(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> "ResultWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        self.close()
 
     def _repair_tail(self) -> None:
         if not self.path.exists():
@@ -87,7 +115,8 @@ class ResultWriter:
                 f.truncate(keep)
 
     def rows(self) -> list[dict]:
-        return read_rows(self.path) if self.path.exists() else []
+        """Every row line as written (duplicates and superseded rows included)."""
+        return read_rows(self.path, all_rows=True) if self.path.exists() else []
 
     def append(self, rows: list[dict]) -> None:
         if not rows:

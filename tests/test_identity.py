@@ -91,3 +91,64 @@ def test_a_suite_name_that_would_leave_runs_is_refused(tmp_path, name):
     path.write_text(path.read_text().replace('name = "mini"', f'name = "{name}"'))
     with pytest.raises(UserError, match="cannot name a folder"):
         load_suite(str(path))
+
+
+def _suite_with(tmp_path, epochs: int):
+    path = tmp_path / "m.toml"
+    path.write_text('[suite]\nname = "mid"\nseed = 0\n[data]\ndataset = "digits"\nsubset = 30\n[models]\nauthorized = ['
+                    f'{{ source = "zoo", model = "mlp-s0", epochs = {epochs}, name = "m" }}]\n'
+                    '[[defenses]]\nname = "noise"\npsnr = [20]\nrelease = ["float"]\n')
+    return load_suite(str(path))
+
+
+def test_resume_binds_the_model_not_its_label(tmp_path):
+    """Regression (bug 1): a model changed behind the same label resumed as '6 already done, 0 run' with the
+    old model's numbers; now its rows are superseded (kept in the file), recomputed, and read back as the new."""
+    from bench.results import read_rows
+    from conftest import make_engine
+
+    out = tmp_path / "run"
+    first = make_engine(_suite_with(tmp_path, 1), out, cache_dir=tmp_path / "c", progress=False, threads=1).run()
+    again = make_engine(_suite_with(tmp_path, 1), out, cache_dir=tmp_path / "c", progress=False).run()
+    assert first.cells_run == 2 and again.cells_run == 0 and again.superseded == 0
+    changed = make_engine(_suite_with(tmp_path, 2), out, cache_dir=tmp_path / "c", progress=False, threads=1).run()
+    assert changed.cells_run == 2 and changed.superseded == 2 and changed.cells_done_before == 0
+    lines = read_rows(out, all_rows=True)
+    rows = read_rows(out)
+    assert len(lines) == 4 and len(rows) == 2  # the old rows stay in the file; readers see the new ones
+    old = {r["cell"]: r["provenance"]["model_digest"] for r in lines[:2]}
+    assert all(r["provenance"]["model_digest"] != old[r["cell"]] for r in rows)
+
+
+def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    """Regression (bug 9): two runs on one output folder duplicated every row; the folder is locked."""
+    from bench.results import ResultWriter, latest
+
+    with ResultWriter(tmp_path / "run"):
+        with pytest.raises(UserError, match=r"is in use by a running authbench \(pid \d+"):
+            ResultWriter(tmp_path / "run")
+    with ResultWriter(tmp_path / "run") as writer:  # released on close (and by the OS on exit or crash)
+        writer.append([{"cell": "a", "v": 1}, {"cell": "a", "v": 2}, {"cell": "b", "v": 3}])
+    rows, dropped = latest(writer.rows())
+    assert dropped == 1 and [r["v"] for r in rows] == [2, 3]
+
+
+def test_bad_model_specs_are_all_reported_before_the_first_job(tmp_path):
+    """Issue 16 (bug 4): a bad checkpoint for the 11th model failed after 88 s of work; every spec is now
+    resolved and checked against the data first, and all bad ones are named in one line."""
+    from conftest import make_engine
+
+    path = write_suite(tmp_path / "s.toml")
+    text = path.read_text().replace(
+        'authorized = [', 'authorized = [{ source = "torch", factory = "models_example:tiny_cnn", mean = [0.5], '
+        'std = [0.25], input_size = [1, 32, 32], name = "gone", checkpoint = "missing.pt" }, '
+        '{ source = "torch", factory = "torchvision.models:resnet18", mean = [0.5, 0.5, 0.5], std = [0.25, 0.25, 0.25], '
+        'input_size = [3, 32, 32], name = "rgb" }, ')
+    path.write_text(text)
+    engine = make_engine(load_suite(str(path)), tmp_path / "run", cache_dir=tmp_path / "c", progress=False)
+    with pytest.raises(UserError) as err:
+        engine.run()
+    message = str(err.value)
+    assert "2 of 5 model spec(s) cannot run, nothing was started" in message and "\n" not in message
+    assert "gone: checkpoint 'missing.pt'" in message and "rgb: expects 3-channel input" in message
+    assert not (tmp_path / "run" / "results.jsonl").exists() or not (tmp_path / "run" / "results.jsonl").read_text()

@@ -19,7 +19,7 @@ from bench.cache import ArrayCache, cache_root
 from bench.data import load_dataset
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, resolve_device
-from bench.models.sources import default_init_seed, load_model, model_label
+from bench.models.sources import default_init_seed, load_model, model_label, spec_identity
 from bench.suite import Suite
 
 DEFAULT_BATCH_SIZE = 256
@@ -111,6 +111,10 @@ class EvalContext:
             adapter.name = label  # the suite's label names the model in every row
             self._models[label] = adapter.to(self.device)
         return self._models[label]
+
+    def model_identity(self, label: str) -> dict:
+        """What determines model `label`'s weights, known without loading it (bench.models.sources.spec_identity)."""
+        return spec_identity(self.specs[label], default_init_seed(self.suite.seed, label))
 
     # -- data --------------------------------------------------------------------------------
     def load_split(self, split_key: str, default: str):

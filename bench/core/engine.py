@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 
 from bench.core.context import EvalContext, RunOptions
 from bench.core.spec import JobResult, JobSpec, environment, job_id, job_label, suite_toml
-from bench.core.types import Job
+from bench.cache import digest
+from bench.core.types import RESULTS_VERSION, Job
 from bench.errors import UserError
 from bench.executors import Executor, Failure, make_executor
 from bench.protocols import get_protocol, primary_protocol, protocol_of
 from bench.provenance import versions
-from bench.results import ResultWriter, read_rows, results_path
+from bench.results import ResultWriter, latest, read_rows, results_path
 from bench.suite import Suite
 
 FILTERS = {"psnr": "--psnr", "release": "--release"}
@@ -52,6 +53,7 @@ class RunSummary:
     jobs_failed: int = 0
     failures: tuple[str, ...] = ()  # one line per failed task (its worker died past its retries)
     executor: str = "local"
+    superseded: int = 0  # rows kept in the file but not reused: written for another model, data or version
 
 
 def plan(ctx: EvalContext) -> list[Job]:
@@ -158,6 +160,45 @@ class Engine:
         self.executor = executor or make_executor(None, suite.raw.get("executor"))
         self.jobs = plan(self.ctx)
 
+    def row_identity(self, row: dict) -> str:
+        """What a row's numbers depend on: the identities of its models (spec, recipe or checkpoint digest, init
+        seed), the data's (the [data] section and the split's content), the suspect zoo's settings and the
+        results version. A row is reused on resume only when it matches (rows written before rows carried it
+        are reused as they are)."""
+        if not hasattr(self, "_identities"):
+            self._identities = {"data": primary_protocol(self.ctx.suite).data_identity(self.ctx),
+                                "suspects": self.ctx.suite.raw.get("suspects"), "version": RESULTS_VERSION}
+            self._models: dict[str, dict] = {}
+        labels = sorted({row["authorized"], row["evaluated"]} & set(self.ctx.specs))
+        for label in labels:
+            if label not in self._models:
+                self._models[label] = self.ctx.model_identity(label)
+        return digest({**self._identities, "models": {label: self._models[label] for label in labels}})[:24]
+
+    def current(self, rows: list[dict]) -> tuple[list[dict], int]:
+        """The rows a resumed run reuses (one per cell, bound to today's identity) and how many it supersedes."""
+        keep = [r for r in rows
+                if (r.get("provenance") or {}).get("identity") in (None, self.row_identity(r))]
+        return latest(keep)[0], len(rows) - len(keep)
+
+    def check_models(self, jobs: list[Job]) -> None:
+        """Load every image model the jobs name before the first runs (they stay loaded for the run), and
+        report every bad spec at once, in one line, instead of failing in the job that first needs it."""
+        if primary_protocol(self.ctx.suite).name != "input":
+            return  # GLUE / MMBench load their models per task through their own loaders
+        labels = list(dict.fromkeys(l for j in jobs for l in (j.authorized, *j.evaluated) if l in self.ctx.specs))
+        bad = []
+        for label in labels:
+            try:
+                model = self.ctx.model(label)
+                if model.preprocess.input_size[0] != self.ctx.data.shape[0]:
+                    bad.append(f"{label}: expects {model.preprocess.input_size[0]}-channel input, the data has "
+                               f"{self.ctx.data.shape[0]} channels")
+            except UserError as exc:
+                bad.append(f"{label}: {exc}")
+        if bad:
+            raise UserError(f"{len(bad)} of {len(labels)} model spec(s) cannot run, nothing was started: " + "; ".join(bad))
+
     def pending(self, rows: list[dict]) -> list[Job]:
         """Jobs with a cell not yet written; a job whose rows are known only when it runs is done once
         as many rows as it wrote (`job_rows`) carry its key."""
@@ -198,14 +239,22 @@ class Engine:
         return JobSpec(job=job_id(job), label=job_label(job), done=tuple(sorted(done)), **self._spec_base)
 
     def run(self) -> RunSummary:
+        with ResultWriter(self.out_dir) as writer:  # one run per results folder at a time
+            return self._run(writer)
+
+    def _run(self, writer: ResultWriter) -> RunSummary:
         start = time.perf_counter()
-        writer = ResultWriter(self.out_dir)
-        rows = writer.rows()
+        rows, superseded = self.current(writer.rows())
+        if superseded and self.ctx.progress:
+            print(f"authbench: {superseded} row(s) in {writer.path} were written for another model, data or harness "
+                  "version: kept in the file, not reused", file=sys.stderr)
         written = {r["cell"] for r in rows}
         self.ctx.done = set(written)
         todo = self.pending(rows)
         estimate = sum(len(j.cells) or 2 for j in todo) - sum(c in written for j in todo for c in j.cells)
         executor = self.executor
+        if not executor.remote:
+            self.check_models(todo)
         executor.bind(self.out_dir)
         tasks = executor.tasks(todo)
         if executor.remote:
@@ -244,6 +293,8 @@ class Engine:
                         continue
                     received.add(res.job)
                     new = [r for r in res.rows if r["cell"] not in written]  # one writer: never a duplicate row
+                    for r in new:
+                        r["provenance"]["identity"] = self.row_identity(r)
                     writer.append(new)
                     written.update(r["cell"] for r in new)
                     run += len(new)
@@ -264,13 +315,13 @@ class Engine:
             cells_total=len(rows) + run, cells_done_before=len(rows), cells_run=run, jobs_total=len(self.jobs),
             jobs_run=done_jobs, forwards=counts["forwards"], encodings=counts["encodings"],
             cache={k: counts[k] for k in CACHE_COUNTERS}, wall_s=time.perf_counter() - start, results=writer.path,
-            jobs_failed=len(todo) - done_jobs, failures=tuple(failures), executor=executor.name)
+            jobs_failed=len(todo) - done_jobs, failures=tuple(failures), executor=executor.name, superseded=superseded)
 
     # -- the plan, without running --------------------------------------------------------------
     def describe(self) -> str:
         """What `authbench run --plan` prints: jobs, their groups and tasks, and the estimated forward passes."""
         path = results_path(self.out_dir)
-        rows = read_rows(path) if path.exists() else []
+        rows = self.current(read_rows(path, all_rows=True))[0] if path.exists() else []
         self.ctx.done = {r["cell"] for r in rows}
         todo = self.pending(rows)
         self.executor.bind(self.out_dir)

@@ -20,6 +20,9 @@ from enum import Enum
 from bench.cache import digest
 
 CELL_KEY_LENGTH = 24
+# Bump when a change to the harness moves measured results: rows written under another version are
+# superseded (recomputed) on resume, never reused.
+RESULTS_VERSION = 1
 
 
 class Role(str, Enum):
@@ -135,6 +138,7 @@ class Provenance:
     wall_s: float
     cache: dict
     forwards: int
+    identity: str | None = None  # what the row's numbers depend on: models, data, RESULTS_VERSION (resume checks it)
 
     def to_json(self) -> dict:
         return asdict(self)

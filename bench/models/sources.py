@@ -26,7 +26,8 @@ from bench.errors import UserError, unknown
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
 from bench.models.geometry import interpolation_name
-from bench.models.zoo import load_zoo_model, zoo_names
+from bench.data.base import file_digest
+from bench.models.zoo import load_zoo_model, recipe_for, zoo_names
 
 SOURCE_KEYS = {
     "zoo": {"model", "name", "epochs"},
@@ -64,6 +65,28 @@ def default_init_seed(suite_seed: int, label: str) -> int:
     """The seed of a model's random initialisation when its spec names none: from the suite seed and the
     model's label, so random weights are the same in every process and run."""
     return int(hashlib.sha256(f"{suite_seed}|{label}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
+    """What determines a model's weights, known without loading it: the spec, the seed of a random
+    initialisation, a zoo model's recipe digest, a local checkpoint's file digest. Results are bound to it,
+    so a model changed behind the same label (other epochs, another checkpoint file) is never reused."""
+    if isinstance(spec, str):
+        source, _, model = spec.partition(":")
+        spec = {"source": source, "model": model}
+    out: dict = {"spec": spec}
+    if spec.get("source") == "zoo":
+        try:
+            out["recipe"] = recipe_for(str(spec.get("model")), spec.get("epochs")).digest
+        except UserError:
+            out["recipe"] = None  # reported when the model is loaded
+    elif spec.get("source") in ("timm", "torch"):
+        out["init_seed"] = spec.get("init_seed", default_seed)
+    checkpoint = spec.get("checkpoint")
+    if checkpoint:
+        path = Path(str(checkpoint)).expanduser()
+        out["checkpoint"] = file_digest(path) if path.is_file() else None
+    return out
 
 
 def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | None = None,

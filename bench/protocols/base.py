@@ -53,6 +53,10 @@ class Protocol:
     def reports(self, rows: list[dict], out: Path, cfg: dict) -> list[Path]:
         return []
 
+    def data_identity(self, ctx: EvalContext) -> dict:
+        """What the evaluated data is, for binding results to it (the suite's [data] section by default)."""
+        return {"suite_data": ctx.suite.data}
+
 
 def get_protocol(name: str) -> Protocol:
     return PROTOCOLS.get(name)()

@@ -255,6 +255,10 @@ class InputAuthorization(Protocol):
                  "attack_stats": attack_stats}
         return outputs, stats
 
+    def data_identity(self, ctx):
+        """The [data] section and the split's own identity (its indices and content digest)."""
+        return {"suite_data": ctx.suite.data, "split": ctx.data.identity}
+
     def reports(self, rows, out, cfg):
         protected = [r for r in rows if r["defense"] != "none"]
         if not protected:
