@@ -465,3 +465,26 @@ def test_cuda_matches_cpu(defense, params, name):
         assert _rel(b.psnr_true.cpu(), a.psnr_true) <= 1e-9
     part = d.directions(x.cuda()[:4], indices[:4], labels[:4], 0)  # batch-independent within 1e-12 on a GPU
     assert _rel(part.cpu(), gpu[:4].cpu()) <= REL
+
+
+def test_the_dense_operator_basis_does_not_depend_on_the_thread_count():
+    """Found while checking that results do not move: on a Linear first layer (a 768-dim exact nullspace)
+    the dense backend's eigenvectors, and with them every ne-operator release, changed with torch's thread
+    count (1 vs 2 threads gave directions 2.3 apart). The fit runs on one thread."""
+    import torch.nn as nn
+
+    from bench.defenses.operator_basis import DenseBasis
+    from bench.models.first_linear import FirstLinear
+
+    w = nn.Linear(1024, 256).weight.detach().double()
+    fl = FirstLinear("linear", w, (1, 32, 32))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = DenseBasis(fl, 86).vectors
+        torch.set_num_threads(2)
+        two = DenseBasis(fl, 86).vectors
+        assert torch.get_num_threads() == 2  # restored
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)

@@ -14,6 +14,7 @@ Both keep the fitted basis on the CPU and a copy per device they are used on (`P
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 
@@ -26,6 +27,18 @@ DENSE_MAX_DIM = 4096
 BACKENDS = ("auto", "dense", "fourier")
 
 
+@contextmanager
+def one_thread():
+    """Run the enclosed torch ops on one CPU thread (restored after): a fitted basis must not depend on how
+    many threads the machine gives torch, or two runs of one suite release different data."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class DenseBasis:
     """Exact eigenvectors of A^T A, smallest first."""
 
@@ -34,7 +47,8 @@ class DenseBasis:
         n = c * h * w
         eye = torch.eye(n, dtype=torch.float64)
         a_t = torch.cat([fl.apply(eye[i : i + 512].reshape(-1, c, h, w)) for i in range(0, n, 512)])  # (n, m)
-        evals, evecs = torch.linalg.eigh(a_t @ a_t.T)
+        with one_thread():  # LAPACK's basis of a degenerate eigenspace depends on the thread count
+            evals, evecs = torch.linalg.eigh(a_t @ a_t.T)
         gains = evals.clamp_min(0).sqrt()
         self.shape = (c, h, w)
         self.vectors = evecs[:, :k]
