@@ -8,6 +8,7 @@ from bench import provenance
 from bench.core.types import Job, Role, Row
 from bench.defenses.base import Defense
 from bench.protocols import Protocol, classify
+from bench.protocols.base import with_cells
 
 
 class Identity(Defense):
@@ -21,11 +22,8 @@ class CountCorrect(Protocol):
     description = "counts correct predictions on the released (here: unchanged) test split"
 
     def plan(self, ctx, entry):
-        job = Job(protocol=self.name, defense=entry.name, params={}, point={}, release="plain", attack="none",
-                  authorized="", evaluated=tuple(ctx.evaluated))
-        cells = tuple(job.cell(e, suite=ctx.suite.name, attack_label="none").key(data=ctx.suite.data, seed=ctx.suite.seed)
-                      for e in job.evaluated)
-        return [Job(**{**job.__dict__, "cells": cells})]
+        return [with_cells(ctx, Job(protocol=self.name, defense=entry.name, params={}, point={}, release="plain",
+                                    attack="none", authorized="", evaluated=tuple(ctx.evaluated)))]
 
     def run(self, ctx, job):
         snapshot = ctx.snapshot()

@@ -15,9 +15,11 @@ A protocol receives an `EvalContext` (bench.core.context), never the engine. Bui
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
+from bench.attacks import attack_label
 from bench.core.context import EvalContext
 from bench.core.types import Job, Row
 from bench.registry import Registry
@@ -28,6 +30,36 @@ PROTOCOLS = Registry("protocol", "authbench.protocols")
 def grid(sweep: dict) -> list[dict]:
     """Every combination of the swept parameter values (one empty point when nothing is swept)."""
     return [dict(zip(sweep, values)) for values in itertools.product(*sweep.values())]
+
+
+def with_cells(ctx: EvalContext, job: Job) -> Job:
+    """`job` with the keys of its cells, one per evaluated model (cells known when planned)."""
+    label = attack_label(job.attack)
+    cells = tuple(job.cell(e, suite=ctx.suite.name, attack_label=label).key(data=ctx.suite.data, seed=ctx.suite.seed)
+                  for e in job.evaluated)
+    return replace(job, cells=cells)
+
+
+def with_key(ctx: EvalContext, job: Job, *, summary_cell: bool = False) -> Job:
+    """`job` keyed by its cell with no evaluated model (its rows are known only when it runs; `summary_cell`:
+    its summary row's cell is the key itself, so the job is done once that row is written)."""
+    key = job.cell("", suite=ctx.suite.name, attack_label=attack_label(job.attack)).key(
+        data=ctx.suite.data, seed=ctx.suite.seed)
+    return replace(job, key=key, cells=(key,) if summary_cell else ())
+
+
+def entry_jobs(ctx: EvalContext, protocol: str, entry, cls, *, release: str, check_attack=None,
+               summary_cell: bool = False) -> list[Job]:
+    """One keyed job per (sweep point, authorized model, trial, attack) of a [[defenses]] entry whose rows are
+    known when it runs (model authorization, ownership); `check_attack(entry)` validates the attacks first."""
+    jobs = []
+    for sweep_point in grid(entry.sweep):
+        params = cls(**{**entry.params, **sweep_point}).params  # validates, fills defaults
+        jobs += [with_key(ctx, Job(protocol=protocol, defense=entry.name, params=params, point=dict(sweep_point),
+                                   release=release, attack=attack, authorized=auth, trial=trial, group=auth),
+                          summary_cell=summary_cell)
+                 for auth in ctx.authorized_for(entry) for trial in range(entry.trials) for attack in entry.attacks]
+    return jobs
 
 
 class Protocol:

@@ -25,7 +25,7 @@ from bench import provenance
 from bench.cache import digest
 from bench.core.types import Encoding, Job, Role, Row
 from bench.errors import UserError
-from bench.protocols.base import PROTOCOLS, Protocol, grid
+from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
 from bench.reports.ne_tasks import render_task_tables
 from bench.text.adapter import TextClassifier, load_text_model
 from bench.text.glue import PAPER_TASKS, TextSplit, load_glue, score
@@ -56,9 +56,7 @@ class Glue(Protocol):
     def job(self, ctx, task: str, **fields) -> Job:
         job = Job(protocol=self.name, attack="none", evaluated=tuple(self.models(ctx)), group=task,
                   extra={"task": task, "cell_fields": {"benchmark": "glue", "task": task}}, **fields)
-        cells = tuple(job.cell(e, suite=ctx.suite.name, attack_label="none").key(data=ctx.suite.data, seed=ctx.suite.seed)
-                      for e in job.evaluated)
-        return Job(**{**job.__dict__, "cells": cells})
+        return with_cells(ctx, job)
 
     def baseline(self, ctx):
         return [self.job(ctx, t, defense="none", params={}, point={"task": t}, release="clean", authorized="")

@@ -34,7 +34,7 @@ from bench.defenses.release import PSNR_MODES, RELEASES, calibrate, psnr
 from bench.encode_space import encode_space, space_input, space_transform, to_pixels
 from bench.errors import UserError
 from bench.protocols import classify
-from bench.protocols.base import PROTOCOLS, Protocol, grid
+from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
 from bench.reports.figures import render_figures
 from bench.reports.ne_attacks import render_attacks
 from bench.reports.ne_reported import render_comparison
@@ -68,10 +68,7 @@ class InputAuthorization(Protocol):
     # -- planning ------------------------------------------------------------------------------
     def job(self, ctx: EvalContext, **fields) -> Job:
         job = Job(protocol=self.name, evaluated=tuple(ctx.evaluated), group=fields.get("authorized", ""), **fields)
-        label = attack_label(job.attack)
-        cells = tuple(job.cell(e, suite=ctx.suite.name, attack_label=label).key(data=ctx.suite.data, seed=ctx.suite.seed)
-                      for e in job.evaluated)
-        return Job(**{**job.__dict__, "cells": cells})
+        return with_cells(ctx, job)
 
     def baseline(self, ctx):
         return [self.job(ctx, defense="none", params={}, point={}, release="clean", attack="none", authorized="")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from bench.cache import atomic_write_bytes, digest
 from bench.core.types import Encoding, Job, Role, Row
 from bench.errors import UserError
 from bench.models.adapter import weights_digest
-from bench.protocols.base import PROTOCOLS, Protocol, grid
+from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
 from bench.reports.ne_tasks import render_task_tables
 from bench.vlm.mmbench import PredictionCache, evaluate, file_sha, load_mmbench, message_for
 from bench.vlm.ne import VLMNE, patch_deviation
@@ -182,10 +183,8 @@ class MMBench(Protocol):
                   evaluated=tuple(dict.fromkeys([*ctx.authorized, *ctx.evaluated, *ctx.specs])),
                   extra={"cell_fields": CELL_FIELDS}, group=fields.get("authorized", ""), **fields)
         if ctx.options.models:
-            job = Job(**{**job.__dict__, "evaluated": tuple(e for e in job.evaluated if e in ctx.options.models)})
-        cells = tuple(job.cell(e, suite=ctx.suite.name, attack_label="none").key(data=ctx.suite.data, seed=ctx.suite.seed)
-                      for e in job.evaluated)
-        return Job(**{**job.__dict__, "cells": cells})
+            job = replace(job, evaluated=tuple(e for e in job.evaluated if e in ctx.options.models))
+        return with_cells(ctx, job)
 
     def baseline(self, ctx):
         return [self.job(ctx, defense="none", params={}, point={}, release="clean", authorized="")]

@@ -26,7 +26,7 @@ from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
 from bench.protocols import classify
-from bench.protocols.base import PROTOCOLS, Protocol, grid
+from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
 from bench.reports.corelocker import render_corelocker
 from baselines import BUILTIN as BASELINES
 from baselines.report import render_markdown
@@ -46,18 +46,7 @@ class ModelAuthorization(Protocol):
             if kind not in ATTACK_KINDS:
                 raise UserError(f"defense {entry.name!r} ({self.name} protocol) cannot take attack {attack_label(attack)!r} "
                                 f"of kind {kind!r}; valid kinds here: {', '.join(ATTACK_KINDS)}")
-        jobs = []
-        for sweep_point in grid(entry.sweep):
-            params = cls(**{**entry.params, **sweep_point}).params
-            for auth in ctx.authorized_for(entry):
-                for trial in range(entry.trials):
-                    for attack in entry.attacks:
-                        job = Job(protocol=self.name, defense=entry.name, params=params, point=dict(sweep_point),
-                                  release="model", attack=attack, authorized=auth, trial=trial, group=auth)
-                        key = job.cell("", suite=ctx.suite.name, attack_label=attack_label(attack)).key(
-                            data=ctx.suite.data, seed=ctx.suite.seed)
-                        jobs.append(Job(**{**job.__dict__, "key": key}))
-        return jobs
+        return entry_jobs(ctx, self.name, entry, cls, release="model")
 
     def protect(self, ctx, job: Job, defense, model: ModelAdapter):
         """Protect once per (defense, params, model, trial) on the defender's training split; jobs that

@@ -29,7 +29,7 @@ from bench.fingerprint.base import SuspectOracle
 from bench.fingerprint.metrics import summarize
 from bench.fingerprint.suspects import ZooConfig, build_zoo
 from bench.fingerprint.training import halves
-from bench.protocols.base import PROTOCOLS, Protocol, grid
+from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
 from bench.reports.fingerprint import render_fingerprint
 
 DETECTOR_FPR = 0.10  # MFUE Sec. 4.6: threshold at the bottom 10% quantile of normal samples
@@ -60,24 +60,13 @@ class OwnershipVerification(Protocol):
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
         zoo_config(ctx.suite)  # validates [suspects] at plan time
-        jobs = []
-        for sweep_point in grid(entry.sweep):
-            params = cls(**{**entry.params, **sweep_point}).params
-            for auth in ctx.authorized_for(entry):
-                for trial in range(entry.trials):
-                    for attack in entry.attacks:
-                        kind = get_attack(attack).kind
-                        if kind not in ("input", "output"):
-                            raise UserError(
-                                f"defense {entry.name!r} (verify protocol) takes query attacks (input) or output "
+        for attack in entry.attacks:
+            kind = get_attack(attack).kind
+            if kind not in ("input", "output"):
+                raise UserError(f"defense {entry.name!r} (verify protocol) takes query attacks (input) or output "
                                 f"attacks (dp-logits), not {attack_label(attack)!r} of kind {kind!r}; model "
                                 "modifications belong in the [suspects] section")
-                        job = Job(protocol=self.name, defense=entry.name, params=params, point=dict(sweep_point),
-                                  release="verify", attack=attack, authorized=auth, trial=trial, group=auth)
-                        key = job.cell("", suite=ctx.suite.name, attack_label=attack_label(attack)).key(
-                            data=ctx.suite.data, seed=ctx.suite.seed)
-                        jobs.append(Job(**{**job.__dict__, "key": key, "cells": (key,)}))
-        return jobs
+        return entry_jobs(ctx, self.name, entry, cls, release="verify", summary_cell=True)
 
     def suspects(self, ctx, source):
         zoos = ctx.memo("verify.zoos")
