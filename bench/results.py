@@ -30,8 +30,9 @@ def results_path(path: Path) -> Path:
 def latest(rows: list[dict]) -> tuple[list[dict], int]:
     """One row per cell, the last written (a row superseded by a rerun, or a duplicate left by a crash or an
     old concurrent run, is dropped), and how many rows were dropped."""
-    last = {r["cell"]: i for i, r in enumerate(rows)}
-    return [r for i, r in enumerate(rows) if last[r["cell"]] == i], len(rows) - len(last)
+    last = {r.get("cell"): i for i, r in enumerate(rows)}
+    keep = [r for i, r in enumerate(rows) if r.get("cell") is None or last[r["cell"]] == i]
+    return keep, len(rows) - len(keep)
 
 
 def read_rows(path: Path, all_rows: bool = False) -> list[dict]:
@@ -54,8 +55,8 @@ def read_rows(path: Path, all_rows: bool = False) -> list[dict]:
             if i == len(lines) - 1:
                 break
             raise UserError(f"{path}:{i + 1} is not a JSON result row; the file is damaged")
-        if not isinstance(row, dict) or not isinstance(row.get("cell"), str):
-            raise UserError(f"{path}:{i + 1} is not a result row (a JSON object with a 'cell'); is this a results.jsonl?")
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{i + 1} is not a result row (a JSON object); is this a results.jsonl?")
         rows.append(row)
     return rows if all_rows else latest(rows)[0]
 
@@ -91,7 +92,7 @@ class ResultWriter:
         return lock
 
     def close(self) -> None:
-        if self._lock is not None:
+        if getattr(self, "_lock", None) is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None

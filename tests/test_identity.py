@@ -150,5 +150,5 @@ def test_bad_model_specs_are_all_reported_before_the_first_job(tmp_path):
         engine.run()
     message = str(err.value)
     assert "2 of 5 model spec(s) cannot run, nothing was started" in message and "\n" not in message
-    assert "gone: checkpoint 'missing.pt'" in message and "rgb: expects 3-channel input" in message
+    assert "gone: checkpoint 'missing.pt'" in message and "rgb: expects inputs of shape (3, 32, 32)" in message
     assert not (tmp_path / "run" / "results.jsonl").exists() or not (tmp_path / "run" / "results.jsonl").read_text()

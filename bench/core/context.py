@@ -68,6 +68,7 @@ class EvalContext:
         if self.batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {self.batch_size}")
         self.device = resolve_device(self.options.device or run.get("device"))
+        self._threads_before = torch.get_num_threads()
         threads = self.options.threads if self.options.threads is not None else run.get("threads")
         if threads is not None:
             if int(threads) < 1:
@@ -89,6 +90,10 @@ class EvalContext:
         self.evaluated = [m for m in map(model_label, self.suite.evaluated) if not keep or m in keep]
         self._models: dict[str, ModelAdapter] = {}
         self._memos: dict[str, dict] = {}
+
+    def restore_threads(self) -> None:
+        """torch's CPU thread count as it was before this context set `threads`."""
+        torch.set_num_threads(self._threads_before)
 
     # -- models ------------------------------------------------------------------------------
     def authorized_for(self, entry) -> list[str]:

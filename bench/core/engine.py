@@ -192,8 +192,8 @@ class Engine:
             try:
                 model = self.ctx.model(label)
                 if model.preprocess.input_size[0] != self.ctx.data.shape[0]:
-                    bad.append(f"{label}: expects {model.preprocess.input_size[0]}-channel input, the data has "
-                               f"{self.ctx.data.shape[0]} channels")
+                    bad.append(f"{label}: expects inputs of shape {tuple(model.preprocess.input_size)} (any height and "
+                               f"width) but the data has {tuple(self.ctx.data.shape)}")
             except UserError as exc:
                 bad.append(f"{label}: {exc}")
         if bad:
@@ -239,8 +239,11 @@ class Engine:
         return JobSpec(job=job_id(job), label=job_label(job), done=tuple(sorted(done)), **self._spec_base)
 
     def run(self) -> RunSummary:
-        with ResultWriter(self.out_dir) as writer:  # one run per results folder at a time
-            return self._run(writer)
+        try:
+            with ResultWriter(self.out_dir) as writer:  # one run per results folder at a time
+                return self._run(writer)
+        finally:
+            self.ctx.restore_threads()  # --threads applies to this run, not to the rest of the process
 
     def _run(self, writer: ResultWriter) -> RunSummary:
         start = time.perf_counter()
