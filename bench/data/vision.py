@@ -8,7 +8,8 @@
     crop = 256                    # ... then center crop 256 x 256 (default: resize)
     subset = 512                  # seeded subset: only these images are decoded
 
-The ImageFolder must hold all 1000 class folders (labels are their sorted order).
+Labels are the class folders' sorted order, which is the 1k label order when the folder holds all
+1000 class folders (fewer are accepted, e.g. for fixtures: their labels are then 0..k-1).
 `dataset = "cifar10"` reads torchvision's files under `root`, an array file (`path`, .npz with
 `images` (N, 32, 32, 3) or (N, 3, 32, 32) uint8 and `labels`), or `hub = "uoft-cs/cifar10"`;
 it is stored at its native 32 x 32 unless `resize` is given. Each model then applies its own
