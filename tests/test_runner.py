@@ -116,10 +116,12 @@ def test_torn_last_line_is_repaired(mini_suite, tmp_path):
 def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, session_cache):
     suite_path = write_suite(tmp_path / "s.toml", psnr=(30, 20, 10, 0, -10), release=("float", "clip", "uint8"))
     reference = tmp_path / "reference"
-    make_engine(load_suite(str(suite_path)), reference, progress=False).run()  # also trains the zoo
+    # one thread in both: float reductions (PSNR means) are bitwise equal only at equal thread counts, and a
+    # subprocess may inherit another (Ray's driver sets OMP_NUM_THREADS, for one)
+    make_engine(load_suite(str(suite_path)), reference, progress=False, threads=1).run()  # also trains the zoo
     cache = _cold_cache(tmp_path, session_cache)  # so the killed run has real work to do
     cmd = [sys.executable, "-m", "bench", "run", str(suite_path), "--out", str(tmp_path / "killed"),
-           "--reports", str(tmp_path / "rep"), "--cache-dir", str(cache), "--no-progress"]
+           "--reports", str(tmp_path / "rep"), "--cache-dir", str(cache), "--no-progress", "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     results = tmp_path / "killed" / "results.jsonl"
