@@ -139,7 +139,13 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, session_cache)
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"{partial} already done" in done.stdout
-    assert _measured(read_rows(results)) == _measured(read_rows(reference))
+    resumed, uninterrupted = _measured(read_rows(results)), _measured(read_rows(reference))
+    assert resumed.keys() == uninterrupted.keys()
+    for cell, (*fields, metrics, enc) in resumed.items():
+        *ref_fields, ref_metrics, ref_enc = uninterrupted[cell]
+        assert fields == ref_fields and enc == ref_enc and metrics["top1"] == ref_metrics["top1"]
+        # the float32 first-layer deviation is reproducible across processes to float32 precision only
+        assert metrics["first_layer_dev"] == pytest.approx(ref_metrics["first_layer_dev"], rel=1e-6, abs=1e-9)
     assert len(json.loads(json.dumps(read_rows(results)))) == expected
 
 
