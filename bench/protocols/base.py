@@ -68,10 +68,13 @@ class Protocol:
     # the CLI filters a protocol honours besides --defense and --model
     filters: ClassVar[tuple[str, ...]] = ()
 
+    # a suite whose [data] dataset is this one belongs to this protocol entirely (GLUE, MMBench)
+    owns_dataset: ClassVar[str | None] = None
+
     @classmethod
     def owns_suite(cls, suite) -> bool:
-        """True when every entry of `suite` belongs to this protocol (e.g. a GLUE dataset)."""
-        return False
+        """True when every entry of `suite` belongs to this protocol (its dataset is `owns_dataset`)."""
+        return cls.owns_dataset is not None and suite.data.get("dataset") == cls.owns_dataset
 
     def baseline(self, ctx: EvalContext) -> list[Job]:
         return []

@@ -39,10 +39,7 @@ DEFAULT_TEXT_BATCH = 32
 class Glue(Protocol):
     name = "glue"
     description = "NE on GLUE text classifiers: embedding-space release for one model, every model scored (Table 7)"
-
-    @classmethod
-    def owns_suite(cls, suite) -> bool:
-        return suite.data.get("dataset") == "glue"
+    owns_dataset = "glue"
 
     # -- planning ------------------------------------------------------------------------------
     @staticmethod

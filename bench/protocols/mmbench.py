@@ -167,10 +167,7 @@ class VLMState:
 class MMBench(Protocol):
     name = "mmbench"
     description = "NE on vision-language models: MMBench through VLMEvalKit (Table 4)"
-
-    @classmethod
-    def owns_suite(cls, suite) -> bool:
-        return suite.data.get("dataset") == "mmbench"
+    owns_dataset = "mmbench"
 
     def state(self, ctx) -> VLMState:
         memo = ctx.memo("mmbench")
