@@ -144,8 +144,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, session_cache)
     for cell, (*fields, metrics, enc) in resumed.items():
         *ref_fields, ref_metrics, ref_enc = uninterrupted[cell]
         assert fields == ref_fields and enc == ref_enc and metrics["top1"] == ref_metrics["top1"]
-        # the float32 first-layer deviation is reproducible across processes to float32 precision only
-        assert metrics["first_layer_dev"] == pytest.approx(ref_metrics["first_layer_dev"], rel=1e-6, abs=1e-9)
+        # the float32 first-layer deviation is reproducible across processes to float32 precision only (an exact
+        # nullspace reads as ~2e-8, which differed between two processes in CI)
+        assert metrics["first_layer_dev"] == pytest.approx(ref_metrics["first_layer_dev"], rel=1e-6, abs=1e-6)
     assert len(json.loads(json.dumps(read_rows(results)))) == expected
 
 
