@@ -207,10 +207,6 @@ class Engine:
         done = self.ctx.done
         return [j for j in self.jobs if (any(c not in done for c in j.cells) if j.cells else j.key not in finished)]
 
-    def run_job(self, job: Job) -> list[dict]:
-        """One job in this process: its rows (as written)."""
-        return execute(self.ctx, job).rows
-
     def run_jobs(self, jobs: list[Job]) -> list[JobResult]:
         """A task of the local executor: its jobs in this process, one after another."""
         return [execute(self.ctx, job, where="local") for job in jobs]
