@@ -27,7 +27,7 @@ from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
 from bench.models.geometry import interpolation_name
 from bench.data.base import file_digest
-from bench.models.zoo import load_zoo_model, recipe_for, zoo_names
+from bench.models.zoo import load_zoo_model, pinned_identity, recipe_for, zoo_names
 
 SOURCE_KEYS = {
     "zoo": {"model", "name", "epochs"},
@@ -78,6 +78,7 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
     if spec.get("source") == "zoo":
         try:
             out["recipe"] = recipe_for(str(spec.get("model")), spec.get("epochs")).digest
+            out["pinned"] = pinned_identity(str(spec.get("model")), spec.get("epochs"))
         except UserError:
             out["recipe"] = None  # reported when the model is loaded
     elif spec.get("source") in ("timm", "torch"):

@@ -1,16 +1,23 @@
-"""The embedded zoo: small models trained by the harness on digits, on first use, on the CPU.
+"""The embedded zoo: small models on digits, pinned weights shipped with the package.
 
 Five architecture families (MLP, CNN, ResNet with BatchNorm, ViT with a patch
 embedding, MLP-Mixer) x two seeds, plus `fhe-*` (a conv-then-MLP with x^2 activations, sized
-for CKKS encrypted inference, baselines.fhe). Weights are cached as safetensors under the
-cache root, keyed by a digest of the full training recipe, and reused afterwards.
+for CKKS encrypted inference, baselines.fhe). The default recipe of every model is pinned
+(bench.models.pinned: safetensors files + a manifest of digests, recipe, seed and accuracy) and
+loaded from the package, its sha256 checked on every load; only `authbench zoo retrain` trains
+them again (into the cache). A recipe that is not pinned (other `epochs`) is trained on first
+use and cached as safetensors under the cache root, keyed by a digest of the full recipe.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
+import sys
+import time
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,13 +25,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save as save_bytes
+from safetensors.torch import load as load_bytes, load_file, save as save_bytes
 from tqdm.auto import tqdm
 
 from bench.cache import atomic_write_bytes, cache_root
 from bench.data.digits import load_digits_split
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess, weights_digest
+from bench.models.pinned import (REPRODUCE_TOLERANCE, PinnedEntry, pinned_entries, pinned_entry, read_pinned,
+                                 sha256_bytes, write_pinned)
 
 INPUT = (1, 32, 32)
 CLASSES = 10
@@ -242,13 +251,39 @@ def zoo_path(name: str, recipe: Recipe, root: Path | None = None) -> Path:
     return Path(root or cache_root()) / "zoo" / f"{name}-{recipe.digest}.safetensors"
 
 
-def load_zoo_model(name: str, epochs: int | None = None, progress: bool = True, root: Path | None = None) -> ModelAdapter:
-    """The zoo model `name` (e.g. 'vit-s1'), trained and cached on first use under `root` (the cache root).
+def pinned_for(name: str, epochs: int | None = None, pinned_root: Path | None = None) -> PinnedEntry | None:
+    """The pinned entry `name` loads from (its default recipe only), checked against the code's recipe."""
+    if epochs is not None:
+        return None
+    entry = pinned_entry(name, pinned_root)
+    if entry is not None and entry.recipe_digest != recipe_for(name).digest:
+        raise UserError(f"pinned zoo weights for {name} were trained by recipe {entry.recipe_digest}, but the code's "
+                        f"recipe is now {recipe_for(name).digest}; run `authbench zoo retrain --model {name}` then "
+                        "`authbench zoo pin` to pin the new recipe's weights")
+    return entry
 
-    The file records the sha256 of its weights (`weights_digest`); every load recomputes it, and a
+
+def load_zoo_model(name: str, epochs: int | None = None, progress: bool = True, root: Path | None = None,
+                   pinned_root: Path | None = None) -> ModelAdapter:
+    """The zoo model `name` (e.g. 'vit-s1'): its pinned weights (package data, sha256 checked on every load)
+    for the default recipe; a recipe that is not pinned (other `epochs`) is trained and cached on first use
+    under `root` (the cache root).
+
+    A cached file records the sha256 of its weights (`weights_digest`); every load recomputes it, and a
     mismatch (a flipped bit, a file edited or swapped) is a one-line error, never used. A file
     written before digests were recorded gets its digest recorded on first load."""
     recipe = recipe_for(name, epochs)
+    label = name if epochs is None else f"{name}@{epochs}ep"
+    entry = pinned_for(name, epochs, pinned_root)
+    if entry is not None:
+        module = FAMILIES[recipe.family][0]()
+        module.load_state_dict(load_bytes(read_pinned(entry, pinned_root)))
+        return ModelAdapter(label, module.eval(), digits_preprocess(), f"zoo/{recipe.family}", "zoo")
+    return ModelAdapter(label, _cached_or_trained(name, recipe, progress, root), digits_preprocess(),
+                        f"zoo/{recipe.family}", "zoo")
+
+
+def _cached_or_trained(name: str, recipe: Recipe, progress: bool, root: Path | None) -> nn.Module:
     path = zoo_path(name, recipe, root)
     module = FAMILIES[recipe.family][0]()
     if path.exists():
@@ -269,17 +304,138 @@ def load_zoo_model(name: str, epochs: int | None = None, progress: bool = True, 
     else:
         module = train(recipe, progress)
         _save(path, module, recipe)
-    label = name if epochs is None else f"{name}@{epochs}ep"
-    return ModelAdapter(label, module, digits_preprocess(), f"zoo/{recipe.family}", "zoo")
+    return module.eval()
+
+
+def _file_bytes(module: nn.Module, recipe: Recipe) -> bytes:
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    metadata = {"recipe": json.dumps(asdict(recipe)), DIGEST_KEY: weights_digest(module)}
+    return save_bytes(state, metadata=metadata)
 
 
 def _save(path: Path, module: nn.Module, recipe: Recipe) -> None:
-    state = {k: v.contiguous() for k, v in module.state_dict().items()}
-    metadata = {"recipe": json.dumps(asdict(recipe)), DIGEST_KEY: weights_digest(module)}
-    atomic_write_bytes(path, save_bytes(state, metadata=metadata))
+    atomic_write_bytes(path, _file_bytes(module, recipe))
 
 
 def test_accuracy(adapter: ModelAdapter) -> float:
     test = load_digits_split("test")
     return float((adapter.predict(test.images).argmax(1) == test.labels).float().mean()) * 100
 
+
+
+# -- pinning: `authbench zoo list / verify / retrain / pin` ------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class ZooStatus:
+    """One zoo model as `zoo list` / `zoo verify` see it."""
+
+    name: str
+    description: str
+    pinned: bool
+    file: str = ""
+    bytes: int = 0
+    sha256: str = ""
+    pinned_accuracy: float | None = None
+    accuracy: float | None = None  # measured now (verify only)
+    problem: str = ""  # why verification failed ("" = ok)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainResult:
+    """One model retrained by its recipe into the cache, against its pinned weights."""
+
+    name: str
+    seconds: float
+    accuracy: float
+    pinned_accuracy: float | None
+    identical: bool  # bit-identical weights to the pinned file
+    reproduces: bool | None  # accuracy within `tolerance` of the pinned weights' (None: nothing pinned)
+    tolerance: float
+    path: str
+
+
+def _selected(models: list[str] | None) -> list[str]:
+    names = list(zoo_names())
+    for m in models or []:
+        recipe_for(m)  # one-line error naming the valid choices
+    return [n for n in names if not models or n in models]
+
+
+def zoo_status(models: list[str] | None = None, *, verify: bool = False,
+               pinned_root: Path | None = None) -> list[ZooStatus]:
+    """Every zoo model and its pinned file; `verify` also checks each file's sha256, the recipe digest, the
+    weights digest and measures the test accuracy (a problem is reported in the status, never raised)."""
+    out = []
+    for name in _selected(models):
+        desc = zoo_names()[name]
+        entry = pinned_entry(name, pinned_root)
+        if entry is None:
+            out.append(ZooStatus(name=name, description=desc, pinned=False,
+                                 problem="not pinned (trained on first use)" if verify else ""))
+            continue
+        status = dict(name=name, description=desc, pinned=True, file=entry.file, bytes=entry.bytes,
+                      sha256=entry.sha256, pinned_accuracy=entry.test_accuracy)
+        if verify:
+            try:
+                model = load_zoo_model(name, progress=False, pinned_root=pinned_root)
+                found = weights_digest(model.module)
+                if found != entry.weights_sha256:
+                    raise UserError(f"weights sha256 {found} differs from the manifest's {entry.weights_sha256}")
+                status["accuracy"] = test_accuracy(model)
+            except UserError as e:
+                status["problem"] = str(e)
+        out.append(ZooStatus(**status))
+    return out
+
+
+def retrain(models: list[str] | None = None, *, root: Path | None = None, progress: bool = False,
+            tolerance: float = REPRODUCE_TOLERANCE, pinned_root: Path | None = None) -> list[RetrainResult]:
+    """Train each model's recipe again into the cache (never the package) and compare it with the pinned
+    weights: test accuracy within `tolerance` points reproduces; bit-identical weights are reported too."""
+    results = []
+    for name in _selected(models):
+        recipe = recipe_for(name)
+        start = time.perf_counter()
+        module = train(recipe, progress)
+        seconds = time.perf_counter() - start
+        path = zoo_path(name, recipe, root)
+        _save(path, module, recipe)
+        accuracy = test_accuracy(ModelAdapter(name, module, digits_preprocess(), f"zoo/{recipe.family}", "zoo"))
+        entry = pinned_entry(name, pinned_root)
+        pinned_acc = entry.test_accuracy if entry else None
+        results.append(RetrainResult(
+            name=name, seconds=seconds, accuracy=accuracy, pinned_accuracy=pinned_acc,
+            identical=bool(entry) and weights_digest(module) == entry.weights_sha256,
+            reproduces=None if entry is None else abs(accuracy - pinned_acc) <= tolerance,
+            tolerance=tolerance, path=str(path)))
+    return results
+
+
+def pin(models: list[str] | None = None, *, root: Path | None = None, pinned_root: Path | None = None) -> Path:
+    """Copy the cache's weights of each model's default recipe (as `zoo retrain` wrote them) into the package's
+    pinned folder with their digests, recipe, seed and measured accuracy; returns the manifest written."""
+    entries = {}
+    for name in _selected(models):
+        recipe = recipe_for(name)
+        path = zoo_path(name, recipe, root)
+        if not path.exists():
+            raise UserError(f"no cached weights for {name} at {str(path)!r}; run `authbench zoo retrain --model "
+                            f"{name}` first")
+        module = _cached_or_trained(name, recipe, False, root)  # checks the cached file's digest
+        adapter = ModelAdapter(name, module, digits_preprocess(), f"zoo/{recipe.family}", "zoo")
+        data = _file_bytes(module, recipe)
+        entries[name] = (PinnedEntry(name=name, file=f"{name}.safetensors", sha256=sha256_bytes(data),
+                                     weights_sha256=weights_digest(module), recipe=asdict(recipe),
+                                     recipe_digest=recipe.digest, seed=recipe.seed,
+                                     test_accuracy=round(test_accuracy(adapter), 4), bytes=len(data)), data)
+    header = {"pinned_at": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "torch": torch.__version__,
+              "python": platform.python_version(), "platform": f"{sys.platform}-{platform.machine()}",
+              "accuracy": "top-1 % on the digits test split (540 images), measured when pinned",
+              "sha256": "of the file's bytes; weights_sha256: bench.models.adapter.weights_digest of the module"}
+    return write_pinned(entries, header, pinned_root)
+
+
+def pinned_identity(name: str, epochs: int | None = None) -> str | None:
+    """The sha256 of the pinned file `name` loads (None when its recipe is not pinned): results bind to it."""
+    entry = pinned_entries().get(name) if epochs is None else None
+    return entry.sha256 if entry else None
