@@ -97,6 +97,7 @@ class OnAlternatives(ModelAdapter):
 
 class AlgoSpec(ModelDefense):
     name = "algospec"
+    trains = True  # fits its polynomial surrogates by optimization
     description = "ALGOSPEC: polynomial surrogates of the network; released alternatives only the polynomial reads"
     defaults = {"degree": 8, "depth": 0, "probe": 256, "margin": 0.1, "steps": 150, "lr": 0.05}
 

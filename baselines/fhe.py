@@ -268,6 +268,7 @@ class FHEAdapter(ModelAdapter):
 
 class FHE(ModelDefense):
     name = "fhe"
+    trains = True  # fine-tunes the square-activation copy; CKKS encryption draws fresh noise
     description = "CKKS encrypted inference (TenSEAL) of a square-activation copy of the model; key holder decrypts"
     defaults = {
         "poly_modulus_degree": 8192,

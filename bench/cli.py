@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -65,13 +66,36 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="reports folder (default: reports/<suite>)")
     rep.add_argument("--suite", help="suite whose [report] section picks the points (default: the results' suite)")
 
-    chk = sub.add_parser("check", help="compare results with a reference; exit 1 on a regression")
-    chk.add_argument("results", type=Path, help="run folder, results.jsonl or leaderboard.json")
-    chk.add_argument("--against", type=Path, required=True, help="reference leaderboard.json or results.jsonl")
-    chk.add_argument("--tolerance", action="append", default=[], metavar="METRIC=POINTS", help="per-metric tolerance")
-    chk.add_argument("--default-tolerance", type=float, help="tolerance for metrics not named (points)")
-    chk.add_argument("--suite", help="suite whose [check] section gives tolerances (default: the reference's suite)")
+    chk = sub.add_parser("check", help="compare results with a reference; exit 1 on a regression or nothing compared")
+    chk.add_argument("results", type=Path, help="run folder, results.jsonl or a reference .json")
+    chk.add_argument("--against", type=Path, required=True,
+                     help="reference .json (authbench leaderboard freeze), a leaderboard.json or results.jsonl")
+    chk.add_argument("--tolerance", action="append", default=[], metavar="METRIC=POINTS",
+                     help="per-metric tolerance, replacing the reference's recorded one")
+    chk.add_argument("--default-tolerance", type=float, help="tolerance for metrics not named, replacing the recorded ones")
+    chk.add_argument("--suite", help="suite whose [check] section gives tolerances where the reference records none "
+                     "(default: the reference's suite)")
     chk.add_argument("--strict", action="store_true", help="fail on improvements beyond tolerance too")
+    chk.add_argument("--allow-subset", action="store_true",
+                     help="compare a run of another suite digest or model set on the cells both hold")
+    chk.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    chk.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML, one testcase per cell")
+
+    lb = sub.add_parser("leaderboard", help="freeze a run's boards into a reference `check` compares with")
+    lb.add_argument("action", choices=("freeze",))
+    lb.add_argument("results", type=Path, help="run folder or results.jsonl (trained cells: several trials)")
+    lb.add_argument("--out", type=Path, required=True, help="reference .json to write, e.g. reports/leaderboards/digits.json")
+    lb.add_argument("--suite", help="suite whose [check] section gives the tolerance floors (default: the results' suite)")
+
+    zoo = sub.add_parser("zoo", help="the pinned digits zoo: list, verify, retrain (into the cache), pin")
+    zoo.add_argument("action", choices=("list", "verify", "retrain", "pin"))
+    zoo.add_argument("--model", "--models", action="append", help="only this zoo model, e.g. vit-s0 (repeatable)")
+    zoo.add_argument("--cache-dir", type=Path, help="cache root retrain writes to and pin reads from "
+                     "(default: $AUTHBENCH_CACHE or ~/.cache/authbench)")
+    zoo.add_argument("--tolerance", type=float, help="retrain: accuracy points within which a recipe reproduces "
+                     "the pinned weights (default 1.0)")
+    zoo.add_argument("--threads", type=int, help="torch CPU threads")
+    zoo.add_argument("--no-progress", action="store_true", help="hide training progress bars")
 
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
     cache.add_argument("action", choices=("info", "clear"))
@@ -165,31 +189,89 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _suite_of(reference) -> str | None:
-    """The shipped suite a reference came from, when it is one (its [check] gives the tolerances)."""
-    from bench.suite import available_suites
+def _check_section(name: str | None) -> dict:
+    """The [check] section of a shipped suite (or a suite path); {} when the name is not a suite here."""
+    from bench.suite import available_suites, load_suite
 
-    name = reference.get("provenance", {}).get("suite") if isinstance(reference, dict) else (reference or [{}])[0].get("suite")
-    return name if name in available_suites() else None
+    if not name or (name not in available_suites() and not str(name).endswith(".toml")):
+        return {}
+    return load_suite(name).check
 
 
 def _cmd_check(args) -> int:
-    from bench.reports.check import check, format_check, load_reference
-    from bench.suite import load_suite
+    from bench.reports.check import check, format_check, github_annotations, load_reference, to_text_json, write_junit
+    from bench.reports.reference import Tolerances, suite_of
 
-    fresh, reference = load_reference(args.results), load_reference(args.against)
-    tolerances, default = {}, 1.0
-    suite_name = args.suite or _suite_of(reference)
-    if suite_name:
-        cfg = load_suite(suite_name).check
-        tolerances.update(cfg.get("tolerance", {}))
-        default = float(cfg.get("default_tolerance", default))
-    tolerances.update(_parse_tolerances(args.tolerance))
-    if args.default_tolerance is not None:
-        default = args.default_tolerance
-    result = check(fresh, reference, tolerances, default_tolerance=default, strict=args.strict)
-    print(format_check(result))
+    tolerances = Tolerances.from_check(_check_section(args.suite or suite_of(args.against)))
+    fresh, reference = load_reference(args.results, tolerances), load_reference(args.against, tolerances)
+    result = check(fresh, reference, strict=args.strict, allow_subset=args.allow_subset,
+                   override=_parse_tolerances(args.tolerance), override_default=args.default_tolerance)
+    print(to_text_json(result) if args.format == "json" else format_check(result))
+    if args.junit:
+        write_junit(result, args.junit)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        print(github_annotations(result))
     return 0 if result.ok else 1
+
+
+def _cmd_leaderboard(args) -> int:
+    from bench.reports.reference import Tolerances, freeze
+    from bench.results import read_rows
+
+    rows = read_rows(args.results)
+    if not rows:
+        raise UserError(f"{args.results} holds no result rows; run a suite first")
+    ref = freeze(rows, args.out, Tolerances.from_check(_check_section(args.suite or rows[0].get("suite"))))
+    trained = [c for c in ref.cells if c.trained]
+    spread = [c for c in trained if c.n_trials >= 2]
+    print(f"froze {len(ref.cells)} cells of suite {ref.suite!r} ({len(ref.models or ())} models) to {args.out}: "
+          f"{len(ref.cells) - len(trained)} exact (inference only), {len(trained)} trained at run time "
+          f"({len(spread)} with a measured spread over trials)")
+    return 0
+
+
+def _cmd_zoo(args) -> int:
+    from bench.models import zoo
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.action in ("list", "verify"):
+        statuses = zoo.zoo_status(args.model, verify=args.action == "verify")
+        width = max(len(s.name) for s in statuses)
+        for s in statuses:
+            if not s.pinned:
+                print(f"{s.name:<{width}}  not pinned{'  FAIL: ' + s.problem if args.action == 'verify' else ''}")
+                continue
+            acc = f"pinned acc {s.pinned_accuracy:.2f}%"
+            if args.action == "verify":
+                state = f"FAIL: {s.problem}" if s.problem else f"ok (sha256 verified, acc now {s.accuracy:.2f}%)"
+                print(f"{s.name:<{width}}  {s.sha256[:12]}  {acc}  {state}")
+            else:
+                print(f"{s.name:<{width}}  {s.file}  {s.bytes / 1024:7.1f} KiB  sha256 {s.sha256[:12]}  {acc}  "
+                      f"{s.description}")
+        failed = [s for s in statuses if s.problem]
+        if args.action == "verify":
+            print(f"verified {len(statuses) - len(failed)} of {len(statuses)} zoo model(s)"
+                  + (f"; {len(failed)} FAILED" if failed else ""))
+        return 1 if failed else 0
+    if args.action == "pin":
+        print(zoo.pin(args.model, root=args.cache_dir))
+        return 0
+    tolerance = zoo.REPRODUCE_TOLERANCE if args.tolerance is None else args.tolerance
+    results = zoo.retrain(args.model, root=args.cache_dir, progress=not args.no_progress, tolerance=tolerance)
+    for r in results:
+        pinned = "no pinned weights" if r.pinned_accuracy is None else (
+            f"pinned {r.pinned_accuracy:.2f}%, delta {r.accuracy - r.pinned_accuracy:+.2f} -> "
+            f"{'reproduces' if r.reproduces else 'DOES NOT reproduce'} (tolerance {r.tolerance:g} points)"
+            f"{', bit-identical weights' if r.identical else ', weights differ'}")
+        print(f"{r.name}: retrained in {r.seconds:.1f}s, test acc {r.accuracy:.2f}%; {pinned}; wrote {r.path}")
+    bad = [r for r in results if r.reproduces is False]
+    total = sum(r.seconds for r in results)
+    print(f"retrained {len(results)} model(s) in {total:.1f}s: {len(results) - len(bad)} reproduce"
+          + (f", {len(bad)} do not ({', '.join(r.name for r in bad)})" if bad else ""))
+    return 1 if bad else 0
 
 
 def _cmd_cache(args) -> int:
@@ -208,7 +290,9 @@ def _cmd_cache(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check, "cache": _cmd_cache}
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check,
+            "leaderboard": _cmd_leaderboard, "zoo": _cmd_zoo,
+            "cache": _cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

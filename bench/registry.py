@@ -45,6 +45,9 @@ class Plugin:
     name: ClassVar[str]
     description: ClassVar[str]
     defaults: ClassVar[dict] = {}
+    # True when the plugin trains (or draws randomness the pinned models do not fix) at run time: its cells
+    # repeat over the suite's [check] trials and `check` derives their tolerance from the spread over trials.
+    trains: ClassVar[bool] = False
 
     def __init__(self, **params):
         bad = sorted(set(params) - set(self.defaults))

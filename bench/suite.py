@@ -12,7 +12,9 @@
                  such as "zoo:fhe-s0" adds a model only this entry protects);
                  input defenses also: psnr = [...], psnr_mode = "true" | "paper-nominal",
                  release = ["float", "clip", "uint8"]
-    [check]      tolerance = {metric = points}, default_tolerance
+    [check]      tolerance = {metric = points}, default_tolerance, inference_tolerance (cells that train
+                 nothing at run time; default 0 = exact), trials (repeats of the cells that train at run
+                 time, for the spread `check` derives their tolerance from; bench.reports.reference)
     [run]        batch_size, device ("cpu" | "cuda" | "cuda:N" | "auto"), threads (CLI flags override)
     [executor]   name ("local" | "ray" | "submitit"), and their settings (EXECUTOR_KEYS; bench.executors)
     [report]     psnr = [...], release = [...]   (which points get tables); paper_dataset =

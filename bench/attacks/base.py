@@ -53,6 +53,7 @@ class LearnedAttack(Attack):
     """An input attack that learns from the attacker's own released data before transforming."""
 
     kind = "learned"
+    trains = True
 
     def fit(self, view, seed: int) -> dict:
         """Learn from `view` (AttackerView); return non-secret facts to record (e.g. train loss)."""
@@ -64,6 +65,7 @@ class AdaptationAttack(Plugin):
 
     plugin_type = "attack"
     kind = "adapt"
+    trains = True
 
     def adapt(self, adapter, view, seed: int):
         """Return an adapted copy of `adapter` (a ModelAdapter); never modify it in place."""

@@ -57,6 +57,7 @@ def _attacker_data(data, fraction: float, seed: int):
 
 class FineTune(ModelAttack):
     name = "finetune"
+    trains = True
     description = "fine-tune the released model (AdamW, cross-entropy) on a seeded random fraction of the attacker's data"
     defaults = {"fraction": 0.05, "epochs": 10, "lr": 1e-3}
 
@@ -98,6 +99,7 @@ class Distill(ModelAttack):
     seeded `fraction` of the attacker's data with loss = T^2 KL(student_T || released_T) +
     cross-entropy on the attacker's ground-truth labels, equal weights, AdamW lr 1e-3."""
 
+    trains = True
     name = "distill"
     description = "knowledge distillation into a re-initialised copy: released model's soft labels (T) + true hard labels"
     defaults = {"fraction": 0.5, "epochs": 15, "temperature": 4.0}

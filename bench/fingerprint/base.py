@@ -75,6 +75,7 @@ class FingerprintMethod(Defense):
     """Base of fingerprinting (ownership-verification) methods: MFUE, IPGuard, CAE, MetaFinger, ADV-TRA."""
 
     protocol = "verify"
+    trains = True  # the suspect zoo (and most methods' fingerprints) train at run time
     labels_only: ClassVar[bool] = True
     defaults = {"n_triggers": 100}
 

@@ -19,9 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
-from bench.attacks import attack_label
+from bench.attacks import attack_label, get_attack
 from bench.core.context import EvalContext
 from bench.core.types import Job, Row
+from bench.errors import UserError
 from bench.registry import Registry
 
 PROTOCOLS = Registry("protocol", "authbench.protocols")
@@ -48,6 +49,17 @@ def with_key(ctx: EvalContext, job: Job, *, summary_cell: bool = False) -> Job:
     return replace(job, key=key, cells=(key,) if summary_cell else ())
 
 
+def trials_for(ctx: EvalContext, entry, cls, attack) -> int:
+    """The entry's `trials`, raised to the suite's [check] trials where the defense or the attack trains at
+    run time (`Plugin.trains`): the reference records those cells' spread over trials (bench.reports.reference)."""
+    if cls.trains or get_attack(attack).trains:
+        trials = ctx.suite.check.get("trials", 1)
+        if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+            raise UserError(f"suite {ctx.suite.name!r}: [check] trials must be a whole number >= 1, got {trials!r}")
+        return max(entry.trials, trials)
+    return entry.trials
+
+
 def entry_jobs(ctx: EvalContext, protocol: str, entry, cls, *, release: str, check_attack=None,
                summary_cell: bool = False) -> list[Job]:
     """One keyed job per (sweep point, authorized model, trial, attack) of a [[defenses]] entry whose rows are
@@ -58,7 +70,9 @@ def entry_jobs(ctx: EvalContext, protocol: str, entry, cls, *, release: str, che
         jobs += [with_key(ctx, Job(protocol=protocol, defense=entry.name, params=params, point=dict(sweep_point),
                                    release=release, attack=attack, authorized=auth, trial=trial, group=auth),
                           summary_cell=summary_cell)
-                 for auth in ctx.authorized_for(entry) for trial in range(entry.trials) for attack in entry.attacks]
+                 for auth in ctx.authorized_for(entry)
+                 for trial in range(max((trials_for(ctx, entry, cls, a) for a in entry.attacks), default=0))
+                 for attack in entry.attacks if trial < trials_for(ctx, entry, cls, attack)]
     return jobs
 
 

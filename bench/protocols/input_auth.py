@@ -34,7 +34,7 @@ from bench.defenses.release import PSNR_MODES, RELEASES, calibrate, psnr
 from bench.encode_space import encode_space, space_input, space_transform, to_pixels
 from bench.errors import UserError
 from bench.protocols import classify
-from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
+from bench.protocols.base import PROTOCOLS, Protocol, grid, trials_for, with_cells
 from bench.reports.figures import render_figures
 from bench.reports.ne_attacks import render_attacks
 from bench.reports.ne_reported import render_comparison
@@ -97,7 +97,8 @@ class InputAuthorization(Protocol):
                               point={"psnr": p, "psnr_mode": entry.psnr_mode, **sweep_point}, release=rel,
                               attack=attack, authorized=auth, trial=trial)
                      for auth in ctx.authorized_for(entry) for p in points for rel in releases
-                     for trial in range(entry.trials) for attack in entry.attacks]
+                     for trial in range(max((trials_for(ctx, entry, cls, a) for a in entry.attacks), default=0))
+                     for attack in entry.attacks if trial < trials_for(ctx, entry, cls, attack)]
         return jobs
 
     # -- the defense and its release -----------------------------------------------------------
