@@ -9,15 +9,29 @@ import pytest
 from test_reports import synthetic_rows, tiny_rows
 
 from bench.errors import UserError
-from bench.reports.check import check, format_check, load_reference
+from bench.reports.check import check as check_refs, format_check, load_reference
 from bench.reports.leaderboard import leaderboard, write_leaderboard
+from bench.reports.reference import Tolerances, reference_from_rows
 
 KEY = "ne|tau=0.0001|psnr=20|true|float|none"
+ONE = Tolerances(inference=1.0)  # these synthetic cells train nothing: exact by default, 1 point here
+
+
+def as_ref(source, tolerances=ONE):
+    return source if not isinstance(source, list) else reference_from_rows(source, tolerances)
+
+
+def check(fresh, ref, tolerances, default_tolerance=None, strict=False):
+    """The check of rows (or a reference) against a reference, with per-metric tolerances replacing the
+    recorded ones, as `authbench check --tolerance` does."""
+    return check_refs(as_ref(fresh), as_ref(ref), override=tolerances, override_default=default_tolerance,
+                      strict=strict)
 
 
 def reference_json(tmp_path, rows):
+    """A legacy leaderboard.json reference (tolerances from the suite: 1 point for these cells)."""
     write_leaderboard(leaderboard(rows), tmp_path, {"suite": "synthetic", "git": "abc123"})
-    return load_reference(tmp_path / "leaderboard.json")
+    return load_reference(tmp_path / "leaderboard.json", ONE)
 
 
 def shifted(rows, authorized, evaluated, delta):
@@ -35,7 +49,7 @@ def test_passes_against_itself(tmp_path):
     for fresh in (rows, ref):
         result = check(fresh, ref, {})
         assert result.ok and not result.improvements and not result.missing
-        assert result.compared == len(ref["rows"]) * 5
+        assert result.compared == len(ref.cells) == len(leaderboard(rows)) * 5
     assert check(rows, rows, {}).ok  # rows against rows
     assert "OK" in format_check(check(rows, ref, {}))
 
@@ -103,9 +117,9 @@ def test_load_reference_formats_and_errors(tmp_path):
     with pytest.raises(UserError, match="not readable JSON"):
         load_reference(tmp_path / "bad.json")
     (tmp_path / "other.json").write_text('{"kind": "something-else"}')
-    with pytest.raises(UserError, match="not an authbench leaderboard"):
+    with pytest.raises(UserError, match="not an authbench reference"):
         load_reference(tmp_path / "other.json")
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in tiny_rows()))
-    assert load_reference(tmp_path / "results.jsonl") == tiny_rows()
-    assert load_reference(tmp_path) == tiny_rows()  # a run folder
-    assert check(load_reference(tmp_path), reference_json(tmp_path, tiny_rows()), {}).ok
+    assert load_reference(tmp_path / "results.jsonl", ONE) == as_ref(tiny_rows())
+    assert load_reference(tmp_path, ONE) == as_ref(tiny_rows())  # a run folder
+    assert check(load_reference(tmp_path, ONE), reference_json(tmp_path, tiny_rows()), {}).ok

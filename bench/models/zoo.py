@@ -400,7 +400,7 @@ def retrain(models: list[str] | None = None, *, root: Path | None = None, progre
         seconds = time.perf_counter() - start
         path = zoo_path(name, recipe, root)
         _save(path, module, recipe)
-        accuracy = test_accuracy(ModelAdapter(name, module, digits_preprocess(), f"zoo/{recipe.family}", "zoo"))
+        accuracy = round(test_accuracy(ModelAdapter(name, module, digits_preprocess(), f"zoo/{recipe.family}", "zoo")), 4)
         entry = pinned_entry(name, pinned_root)
         pinned_acc = entry.test_accuracy if entry else None
         results.append(RetrainResult(
