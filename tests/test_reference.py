@@ -228,3 +228,14 @@ def test_check_section_rejects_unknown_keys():
         Tolerances.from_check({"tolerances": {}})
     with pytest.raises(UserError, match="unknown metric"):
         Tolerances.from_check({"tolerance": {"top5": 1.0}})
+
+
+def test_a_run_without_a_terminal_logs_one_line_per_job_and_no_bar(tmp_path, capsys):
+    suite = tmp_path / "log.toml"
+    suite.write_text(TINY.replace(f', {RECON}', "").replace("subset = 64", "subset = 16"))
+    assert main(["run", str(suite), "--out", str(tmp_path / "run"), "--reports", str(tmp_path / "rep"),
+                 "--threads", "1"]) == 0  # progress on, but stderr is captured: not a terminal
+    err = capsys.readouterr().err
+    jobs = [line for line in err.splitlines() if line.startswith("tiny: job ")]
+    assert len(jobs) == 4 and jobs[-1].startswith("tiny: job 4/4 done (") and "cells), " in jobs[-1]
+    assert "\r" not in err and "cells/s" not in err and "it/s" not in err

@@ -7,6 +7,7 @@ and the seeds. Protocols use it through its public methods only; they never see 
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -80,7 +81,7 @@ class EvalContext:
         self.artifact_cache = ArrayCache(self.cache_root, "artifact")
         self.counters = Counters()
         self.done: set[str] = set()  # cells already in the results file
-        self.progress = self.options.progress
+        self.progress = self.options.progress and sys.stderr.isatty()  # bars only on a terminal (the engine logs)
         self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
         for m in self.options.models:
             if m not in self.specs:

@@ -244,7 +244,7 @@ class Engine:
     def _run(self, writer: ResultWriter) -> RunSummary:
         start = time.perf_counter()
         rows, superseded = self.current(writer.rows())
-        if superseded and self.ctx.progress:
+        if superseded and self.ctx.options.progress:
             print(f"authbench: {superseded} row(s) in {writer.path} were written for another model, data or harness "
                   "version: kept in the file, not reused", file=sys.stderr)
         written = {r["cell"] for r in rows}
@@ -265,7 +265,7 @@ class Engine:
         else:
             items, fn = tasks, self.run_jobs
         labels = {job_id(j): job_label(j) for j in todo}
-        show = self.ctx.progress and sys.stderr.isatty()
+        show = self.ctx.progress  # a terminal (EvalContext); elsewhere one line per job
         bar = tqdm(total=estimate, desc=f"{self.ctx.suite.name} cells", unit="cell", disable=not show)
         run, done_jobs, failures, received = 0, 0, [], set()
         counts = Counter(forwards=0, encodings=0, **{k: 0 for k in CACHE_COUNTERS})
@@ -302,9 +302,9 @@ class Engine:
                     bar.total = max(bar.total, run)
                     bar.update(len(new))
                     bar.set_postfix_str(f"jobs {done_jobs}/{len(todo)}" + (f", {len(failures)} failed" if failures else ""))
-                    if self.ctx.progress and not show:  # a log, not a bar, where stderr is not a terminal
-                        print(f"{self.ctx.suite.name}: job {done_jobs}/{len(todo)} done, {run} cells written",
-                              file=sys.stderr)
+                    if self.ctx.options.progress and not show:  # a log, not a bar, where stderr is not a terminal
+                        print(f"{self.ctx.suite.name}: job {done_jobs}/{len(todo)} done ({labels.get(res.job, res.job)}: "
+                              f"{len(new)} cells), {run} cells written", file=sys.stderr)
         finally:
             close = getattr(results, "close", None)
             if close is not None:
