@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.attacks import get_attack
 from bench.data.digits import load_digits_split
 from bench.models.zoo import FAMILIES, load_zoo_model, test_accuracy as zoo_accuracy
 from conftest import make_engine
@@ -46,7 +47,13 @@ def test_default_suite_plans_every_cell():
     runner = make_engine(suite, ROOT / "runs" / "never-written", progress=False)
     models = len(suite.authorized)
     data_defenses = [d for d in suite.defenses if d.name in ("ne-patch", "ne-operator", "noise") and d.tier == "default"]
-    jobs = sum(len(d.psnr) * len(d.release) * len(d.attacks) * (len(d.models) or models) for d in data_defenses)
+    repeats = suite.check.get("trials", 1)  # [check] trials repeat the attacks that train at run time
+
+    def trials(d, attack):
+        return max(d.trials, repeats) if get_attack(attack).trains else d.trials
+
+    jobs = sum(len(d.psnr) * len(d.release) * sum(trials(d, a) for a in d.attacks) * (len(d.models) or models)
+               for d in data_defenses)
     assert sum(len(j.cells) for j in runner.jobs if j.protocol == "input") == models + jobs * models
     model_jobs = [j for j in runner.jobs if j.protocol == "model"]
     assert {j.defense for j in model_jobs} == {"corelocker", "dp", "fhe", "algospec"}
