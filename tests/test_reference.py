@@ -17,6 +17,7 @@ from bench.cli import main
 from bench.defenses import builtins as defense_builtins
 from bench.errors import UserError
 from bench.reports.check import check, load_reference
+from bench.reports.fingerprint import fingerprint_board
 from bench.reports.reference import STD_FACTOR, Tolerances, freeze, reference_from_rows
 from bench.results import read_rows
 from bench.suite import load_suite
@@ -191,6 +192,15 @@ def test_fingerprint_boards_are_gated_on_auc_and_tpr(tmp_path):
     result = check(reference_from_rows(worse, Tolerances()), ref)
     assert not result.ok and [line.split(":")[0] for line in result.regressions] == [
         "verify|mfue-w|attack=none|source=cnn-src auc"]
+    # a fingerprint_leaderboard.json (refused by `check` before) is a reference too, on the same keys
+    board = fingerprint_board(rows)
+    legacy = tmp_path / "fingerprint_leaderboard.json"
+    legacy.write_text(json.dumps({"kind": "authbench-fingerprint-leaderboard", "version": 1, "provenance": {},
+                                  "rows": json.loads(board.to_json(orient="records"))}))
+    old = load_reference(legacy)
+    assert {(c.key, c.metric) for c in old.cells} == {(c.key, c.metric) for c in ref.cells}
+    assert check(ref, old).ok and check(ref, old).compared == 4
+    assert not check(reference_from_rows(worse, Tolerances()), old).ok
 
 
 def test_trials_knob_repeats_only_the_cells_that_train(tiny):

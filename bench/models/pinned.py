@@ -2,8 +2,8 @@
 
 `bench/models/zoo_weights/manifest.json` records, per model, the file, the sha256 of its bytes,
 the sha256 of its weights (`bench.models.adapter.weights_digest`), the recipe that trained it and
-that recipe's digest, the training seed, and the test accuracy measured when it was pinned; at
-the top, the torch version, Python, platform and date of pinning. Every read of a pinned file
+that recipe's digest, the training seed, the test accuracy measured when it was pinned, the torch
+version and date; at the top, the torch version, Python, platform and date of the latest pin. Every read of a pinned file
 recomputes the sha256 of its bytes; a mismatch is a one-line error naming the file and both
 digests (exit 2). Pinning (`authbench zoo pin`) copies weights that `authbench zoo retrain` wrote
 to the cache; nothing here trains.
@@ -42,6 +42,8 @@ class PinnedEntry:
     seed: int
     test_accuracy: float  # top-1 % on the digits test split, measured when pinned
     bytes: int
+    torch: str  # the torch version that trained it
+    pinned_at: str  # date (UTC) it was pinned
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -51,7 +53,7 @@ class PinnedEntry:
     @classmethod
     def from_json(cls, name: str, data: dict) -> "PinnedEntry":
         return cls(name=name, **{k: data[k] for k in ("file", "sha256", "weights_sha256", "recipe", "recipe_digest",
-                                                      "seed", "test_accuracy", "bytes")})
+                                                      "seed", "test_accuracy", "bytes", "torch", "pinned_at")})
 
 
 def sha256_bytes(data: bytes) -> str:

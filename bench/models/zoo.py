@@ -414,7 +414,7 @@ def retrain(models: list[str] | None = None, *, root: Path | None = None, progre
 def pin(models: list[str] | None = None, *, root: Path | None = None, pinned_root: Path | None = None) -> Path:
     """Copy the cache's weights of each model's default recipe (as `zoo retrain` wrote them) into the package's
     pinned folder with their digests, recipe, seed and measured accuracy; returns the manifest written."""
-    entries = {}
+    entries, today = {}, datetime.now(timezone.utc).strftime("%Y-%m-%d")
     for name in _selected(models):
         recipe = recipe_for(name)
         path = zoo_path(name, recipe, root)
@@ -427,8 +427,9 @@ def pin(models: list[str] | None = None, *, root: Path | None = None, pinned_roo
         entries[name] = (PinnedEntry(name=name, file=f"{name}.safetensors", sha256=sha256_bytes(data),
                                      weights_sha256=weights_digest(module), recipe=asdict(recipe),
                                      recipe_digest=recipe.digest, seed=recipe.seed,
-                                     test_accuracy=round(test_accuracy(adapter), 4), bytes=len(data)), data)
-    header = {"pinned_at": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "torch": torch.__version__,
+                                     test_accuracy=round(test_accuracy(adapter), 4), bytes=len(data),
+                                     torch=torch.__version__, pinned_at=today), data)
+    header = {"pinned_at": today, "torch": torch.__version__,
               "python": platform.python_version(), "platform": f"{sys.platform}-{platform.machine()}",
               "accuracy": "top-1 % on the digits test split (540 images), measured when pinned",
               "sha256": "of the file's bytes; weights_sha256: bench.models.adapter.weights_digest of the module"}

@@ -125,6 +125,7 @@ def check(fresh: Reference, reference: Reference, *, strict: bool = False, allow
         notes.append("legacy leaderboard.json reference: no model set or trial spread recorded; rebuild it with "
                      "`authbench leaderboard freeze`")
     new = {(c.board, c.key, c.metric): c for c in fresh.cells}
+    rows_held = {(c.board, c.key) for c in fresh.cells}
     outcomes, skipped = [], 0
     for c in reference.cells:
         tol = override.get(c.metric, c.tolerance if override_default is None else override_default)
@@ -135,8 +136,8 @@ def check(fresh: Reference, reference: Reference, *, strict: bool = False, allow
             if allow_subset:
                 skipped += 1
                 continue
-            row_known = any(k[:2] == (c.board, c.key) for k in new)
-            outcomes.append(CellOutcome(**base, fresh=None, status="not-measured" if row_known else "missing"))
+            status = "not-measured" if (c.board, c.key) in rows_held else "missing"
+            outcomes.append(CellOutcome(**base, fresh=None, status=status))
             continue
         gain = (got.value - c.value) if c.direction == "higher" else (c.value - got.value)
         status = "regression" if gain < -tol else "improvement" if gain > tol else "ok"

@@ -38,6 +38,7 @@ from bench.results import read_rows
 
 KIND = "authbench-reference"
 LEGACY_KIND = "authbench-leaderboard"  # a leaderboard.json (write_leaderboard): values only, no trials
+LEGACY_FINGERPRINT_KIND = "authbench-fingerprint-leaderboard"  # fingerprint_leaderboard.json, likewise
 VERSION = 1
 STD_FACTOR = 3.0
 FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
@@ -146,6 +147,11 @@ def _finite(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def fingerprint_key(rec: dict) -> str:
+    """The key of an ownership-board row: verify|method|attack=..|source=.."""
+    return "|".join(["verify", str(rec["method"]), f"attack={rec['attack']}", f"source={rec['source']}"])
+
+
 def board_values(rows: list[dict]) -> dict[tuple[str, str, str], tuple[float, bool]]:
     """(board, key, metric) -> (value, trains at run time) of every measured board cell of `rows`."""
     out = {}
@@ -160,7 +166,7 @@ def board_values(rows: list[dict]) -> dict[tuple[str, str, str], tuple[float, bo
     if verify:
         frame = summaries(verify)
         for rec in ([] if frame.empty else frame.to_dict("records")):
-            key = "|".join(["verify", rec["method"], f"attack={rec['attack']}", f"source={rec['source']}"])
+            key = fingerprint_key(rec)
             trained = trains_at_run_time(rec["defense"], rec["attack"])
             for metric in FINGERPRINT_METRICS:
                 if _finite(rec.get(metric)):
@@ -202,12 +208,14 @@ def reference_from_rows(rows: list[dict], tolerances: Tolerances) -> Reference:
 
 def _legacy(data: dict, tolerances: Tolerances) -> Reference:
     prov = data.get("provenance") or {}
+    board = "fingerprint" if data["kind"] == LEGACY_FINGERPRINT_KIND else "leaderboard"
     cells = []
     for rec in data["rows"]:
         trained = trains_at_run_time(str(rec.get("defense", "")), str(rec.get("attack", "")))
-        for metric, direction in METRIC_DIRECTIONS.items():
+        key = fingerprint_key(rec) if board == "fingerprint" else rec["key"]
+        for metric, direction in BOARDS[board].items():
             if _finite(rec.get(metric)):
-                cells.append(RefCell(board="leaderboard", key=rec["key"], metric=metric, direction=direction,
+                cells.append(RefCell(board=board, key=key, metric=metric, direction=direction,
                                      value=float(rec[metric]), std=None, n_trials=1, trained=trained,
                                      tolerance=tolerances.derive(metric, trained=trained, std=None, n_trials=1)))
     return Reference(suite=str(prov.get("suite", "")), suite_digest=prov.get("suite_digest") or None, models=None,
@@ -241,10 +249,10 @@ def read_json(path: Path) -> dict | None:
                         "results.jsonl") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"reference {str(path)!r} is not readable JSON ({e}); pass a reference .json") from None
-    if not isinstance(data, dict) or data.get("kind") not in (KIND, LEGACY_KIND):
+    if not isinstance(data, dict) or data.get("kind") not in (KIND, LEGACY_KIND, LEGACY_FINGERPRINT_KIND):
         raise UserError(f"reference {str(path)!r} is not an authbench reference (expected \"kind\": \"{KIND}\", "
-                        f"or \"{LEGACY_KIND}\" for a leaderboard.json)")
-    if data["kind"] == LEGACY_KIND and not isinstance(data.get("rows"), list):
+                        f"or \"{LEGACY_KIND}\" / \"{LEGACY_FINGERPRINT_KIND}\" for a leaderboard.json)")
+    if data["kind"] != KIND and not isinstance(data.get("rows"), list):
         raise UserError(f"reference {str(path)!r} is a leaderboard without rows")
     return data
 
