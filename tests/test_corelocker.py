@@ -88,20 +88,48 @@ def test_unlock_is_bit_exact_and_released_holds_no_key_value(kind):
     assert 0 < cost["fraction_of_params"] < 1 and cost["key_bytes"] > 0 and cost["units_extracted"] > 0
 
 
+@pytest.mark.parametrize("granularity", ["row", "weight"])
 @pytest.mark.parametrize("kind", list(MODELS))
-def test_input_and_output_layers_untouched_and_global_ratio(kind):
+def test_input_and_output_layers_untouched_and_global_ratio(kind, granularity):
     model = adapter(MODELS[kind]())
     layers = [(n, m) for n, m in model.module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
               and ".self_attn." not in n]
     first, last = layers[0][0], layers[-1][0]
-    protected = CoreLocker(ratio=0.1).protect(model, None, 0)
+    protected = CoreLocker(ratio=0.1, criterion="l1", granularity=granularity).protect(model, None, 0)
     touched = {k.rsplit(".", 1)[0] for k in positions(protected.key)}
     assert first not in touched and last not in touched
-    units = sum(m.out_features if isinstance(m, nn.Linear) else m.out_channels for _, m in layers[1:-1])
-    units += sum(m.in_proj_weight.shape[0] + m.out_proj.out_features for m in model.module.modules()
-                 if isinstance(m, nn.MultiheadAttention))
+    mhas = [m for m in model.module.modules() if isinstance(m, nn.MultiheadAttention)]
+    if granularity == "row":  # units: filters and rows
+        units = sum(m.out_features if isinstance(m, nn.Linear) else m.out_channels for _, m in layers[1:-1])
+        units += sum(m.in_proj_weight.shape[0] + m.out_proj.out_features for m in mhas)
+    else:  # Conv2d filters, single Linear / attention weights
+        units = sum(m.weight.numel() if isinstance(m, nn.Linear) else m.out_channels for _, m in layers[1:-1])
+        units += sum(m.in_proj_weight.numel() + m.out_proj.weight.numel() for m in mhas)
     assert protected.cost["units_eligible"] == units
-    assert protected.cost["units_extracted"] == round(0.1 * units)
+    if granularity == "row" or kind == "mlp":  # one pool: exactly the global share
+        assert protected.cost["units_extracted"] == round(0.1 * units)
+
+
+def test_weight_granularity_extracts_the_largest_single_weights_globally():
+    """Definition 1 / Sec. 5.1: single Linear weights ranked by |w| over all hidden layers together; the
+    'row' option ranks whole rows by their l1 norm (the harness's earlier behaviour)."""
+    model = adapter(mlp())
+    hidden = ["3", "5"]  # Linear layers 2 and 3 of 4 (the input layer 1 and output layer 7 are kept)
+    weights = torch.cat([model.module.state_dict()[f"{n}.weight"].flatten() for n in hidden]).abs()
+    protected = CoreLocker(ratio=0.01, criterion="l1").protect(model, None, 0)
+    where = positions(protected.key)
+    assert set(where) <= {f"{n}.weight" for n in hidden}  # no bias, no next-layer columns: single weights
+    k = round(0.01 * len(weights))
+    picked = torch.cat([protected.key[f"{n}.weight.values"] for n in hidden if f"{n}.weight" in where]).abs()
+    assert len(picked) == k == protected.cost["units_extracted"]
+    assert picked.min() >= torch.sort(weights, descending=True).values[k - 1]
+    released = protected.released.state_dict()
+    for n in hidden:  # no whole row is zeroed (a 1% pick of |w| does not fill a row)
+        assert not (released[f"{n}.weight"] == 0).all(1).any()
+    rows = CoreLocker(ratio=0.1, criterion="l1", granularity="row").protect(model, None, 0)
+    assert any((rows.released.state_dict()[f"{n}.weight"] == 0).all(1).any() for n in hidden)
+    with pytest.raises(UserError, match="granularity 'cell'; valid choices: weight, row"):
+        CoreLocker(granularity="cell")
 
 
 def rows_of(protected, layer: str) -> set[int]:
@@ -302,3 +330,65 @@ def test_batchnorm_statistics_of_extracted_channels_are_zeroed_and_restored():
         assert not torch.equal(released[name], model.module.state_dict()[name])
     unlocked = defense.authorized(protected, model).module.state_dict()
     assert all(torch.equal(unlocked[k], v) for k, v in model.module.state_dict().items())
+
+
+class _SharedOutput(nn.Module):
+    """A hidden conv whose output feeds a BatchNorm and, unnormalised, a concat (as a DenseNet stem does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.mid = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1)
+        self.bn, self.conv = nn.BatchNorm2d(6), nn.Conv2d(6, 6, 3, padding=1)
+        self.head = nn.Linear(12, 10)
+
+    def forward(self, x):
+        m = self.mid(self.stem(x))
+        y = torch.cat([m, self.conv(torch.relu(self.bn(m)))], 1)
+        return self.head(y.mean((2, 3)))
+
+
+def test_bn_scale_ranks_every_batchnorm_gamma_globally_in_a_preactivation_resnet():
+    """Issue 15: bn-scale used only a BatchNorm that directly reads a conv output, so a pre-activation
+    network (bn -> relu -> conv on a residual sum) fell back to an l1 pool; the public code ranks every
+    BatchNorm gamma globally. Units are now all BN channels; the top |gamma| are extracted."""
+    from bench.recipes.train_classifier import resnet164
+
+    torch.manual_seed(0)
+    model = adapter(resnet164(num_classes=10, in_chans=1, depth=11))  # 3 pre-activation bottlenecks
+    bns = {n: m for n, m in model.module.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    protected = CoreLocker(ratio=0.1, criterion="bn-scale").protect(model, None, 0)
+    total = sum(m.num_features for m in bns.values())
+    assert protected.cost["units_eligible"] == total and protected.cost["unit"] == "batchnorm channel"
+    assert "ranked by l1" not in protected.cost["notes"]
+    where = positions(protected.key)
+    picked = {(n, int(c)) for n in bns for c in where.get(f"{n}.weight", [])}
+    k = round(0.1 * total)
+    assert len(picked) == k == protected.cost["units_extracted"]
+    gammas = sorted(((float(m.weight[c].detach().abs()), n, c) for n, m in bns.items() for c in range(m.num_features)), reverse=True)
+    assert picked == {(n, c) for _, n, c in gammas[:k]}
+    released = protected.released.state_dict()
+    for n, c in picked:
+        assert released[f"{n}.weight"][c] == 0 and released[f"{n}.bias"][c] == 0
+    residual = [n for n in picked if n[0].endswith("bn1") or n[0] == "4"]  # BNs that read a residual sum
+    assert residual, "no pre-activation BN (on a residual sum) among the extracted channels"
+    for n, c in picked:  # a BN that reads a conv output alone: that filter is extracted with the channel
+        if n.endswith(("bn2", "bn3")):
+            conv = n[: -len("bnX")] + ("conv1" if n.endswith("bn2") else "conv2")
+            assert (released[f"{conv}.weight"][c] == 0).all() and f"{conv}.weight" in where
+    unlocked = CoreLocker(ratio=0.1).authorized(protected, model).module.state_dict()
+    assert all(torch.equal(unlocked[k_], v) for k_, v in model.module.state_dict().items())
+    x = PRE(torch.rand(4, 1, 32, 32))
+    assert not torch.equal(protected.released(x), model.module(x))
+
+
+def test_bn_scale_keeps_a_producer_filter_that_also_feeds_a_concat_and_falls_back_without_bn():
+    model = adapter(_SharedOutput())
+    protected = CoreLocker(ratio=0.5, criterion="bn-scale").protect(model, None, 0)
+    where = positions(protected.key)
+    assert "bn.weight" in where and "mid.weight" not in where  # zeroing mid would change the concat
+    assert "also feeds other layers" in protected.cost["notes"]
+    x = PRE(torch.rand(2, 1, 32, 32))
+    # the concat's unnormalised copy of the channel is untouched
+    assert torch.equal(protected.released.mid(protected.released.stem(x)), model.module.mid(model.module.stem(x)))
+    plain = CoreLocker(ratio=0.1, criterion="bn-scale").protect(adapter(mlp()), None, 0)
+    assert "no affine BatchNorm; units ranked by l1" in plain.cost["notes"]
