@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 
-from bench.attacks.model_attacks import Distill, FineTune, Prune
+from bench.attacks.model_attacks import Distill, FinePrune, FineTune, Prune
 from bench.data.digits import load_digits_split
 from bench.defenses.corelocker import CoreLocker, load_key, save_key, unlock
 from bench.errors import UserError
@@ -196,7 +196,7 @@ def digits():
     return load_digits_split("train").subset(200, 0)
 
 
-@pytest.mark.parametrize("attack", [FineTune(epochs=1), Prune(ratio=0.3), Distill(fraction=0.3, epochs=1)])
+@pytest.mark.parametrize("attack", [FineTune(epochs=1), Prune(ratio=0.3), FinePrune(epochs=1), Distill(fraction=0.3, epochs=1)])
 def test_model_attacks_copy_and_leave_input(attack, digits):
     module = adapter(cnn()).module
     before = copy.deepcopy(module.state_dict())
@@ -392,3 +392,35 @@ def test_bn_scale_keeps_a_producer_filter_that_also_feeds_a_concat_and_falls_bac
     assert torch.equal(protected.released.mid(protected.released.stem(x)), model.module.mid(model.module.stem(x)))
     plain = CoreLocker(ratio=0.1, criterion="bn-scale").protect(adapter(mlp()), None, 0)
     assert "no affine BatchNorm; units ranked by l1" in plain.cost["notes"]
+
+
+def test_fine_prune_removes_the_least_activated_channels_then_fine_tunes(digits):
+    """Fine-Pruning (the attack CoreLocker Sec. 5.3 follows): channels ranked by mean activation on the
+    attacker's clean data, the least active `ratio` of each hidden layer pruned, then fine-tuning that
+    keeps them pruned."""
+    module = adapter(cnn()).module
+    subset = digits.subset(round(0.5 * len(digits.labels)), 0)
+    acts = {}
+    hooks = [module[i].register_forward_hook(lambda m, a, o, i=i: acts.__setitem__(i, o.detach()))
+             for i in (4, 8, 13)]
+    with torch.no_grad():
+        module(PRE(subset.images))
+    for h in hooks:
+        h.remove()
+    only = FinePrune(ratio=0.25, fraction=0.5, epochs=0)(module, PRE, digits, 0)
+    for i in (4, 8, 13):  # hidden layers: conv 4, conv 8, linear 13 (conv 0 and linear 15 are kept)
+        w = only.state_dict()[f"{i}.weight"]
+        zero = {r for r in range(w.shape[0]) if (w[r] == 0).all()}
+        mean = acts[i].transpose(0, 1).flatten(1).mean(1) if acts[i].ndim == 4 else acts[i].mean(0)
+        assert zero == set(torch.sort(mean, stable=True).indices[: round(0.25 * w.shape[0])].tolist())
+    assert torch.equal(only.state_dict()["0.weight"], module.state_dict()["0.weight"])
+    last = FinePrune(ratio=0.25, fraction=0.5, epochs=0, scope="last")(module, PRE, digits, 0)
+    assert not (last.state_dict()["4.weight"] == 0).all((1, 2, 3)).any() and (last.state_dict()["8.weight"] == 0).any()
+    tuned = FinePrune(ratio=0.25, fraction=0.5, epochs=1)(module, PRE, digits, 0)
+    for i in (4, 8, 13):
+        pruned = (only.state_dict()[f"{i}.weight"] == 0).flatten(1).all(1)
+        assert (tuned.state_dict()[f"{i}.weight"][pruned] == 0).all()
+    assert not torch.equal(tuned.state_dict()["0.weight"], module.state_dict()["0.weight"])
+    assert not any(hasattr(m, "weight_orig") for m in tuned.modules())
+    with pytest.raises(UserError, match="fine-prune scope 'first'; valid choices: all, last"):
+        FinePrune(scope="first")(module, PRE, digits, 0)
