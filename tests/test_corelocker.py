@@ -263,7 +263,8 @@ def test_report_tables_from_synthetic_rows(tmp_path):
     assert "prune" not in md2.split("### Reported")[0]
     md5 = (tmp_path / "corelocker_table5.md").read_text()
     measured5, reported5 = md5.split("### Reported by the paper")
-    assert "vgg random" in measured5 and "73.30" not in measured5 and "73.30" in reported5
+    assert "vgg random" in measured5 and "73.3" not in measured5
+    assert "| 73.3 " in reported5 and "73.30" not in reported5 and "| 70–75 " in reported5  # the paper's precision
     assert (tmp_path / "corelocker_table1.csv").read_text().startswith("# Measured by authbench")
     assert render_corelocker([r for r in rows if r["attack"] == "none" and r["point"].get("ratio") == 0.05], tmp_path / "few") \
         and not (tmp_path / "few" / "corelocker_table2.md").exists()
@@ -271,7 +272,9 @@ def test_report_tables_from_synthetic_rows(tmp_path):
 
 def test_reported_values_cite_the_paper():
     assert len([e for e in REPORTED if e["table"] == 1]) == 36
-    assert {(e["table"], e["kind"]) for e in REPORTED} == {(t, "reported") for t in (1, 2, 3, 5)}
+    assert {(e["table"], e["kind"]) for e in REPORTED} == {(t, "reported") for t in (1, 2, 3, 5, 6, 7, "fig7")}
+    assert all("IEEE Symposium on Security and Privacy (S&P) 2024" in e["citation"] and "Z. Wang" in e["citation"]
+               for e in REPORTED)
     assert len([e for e in REPORTED if e["table"] == 5]) == 40  # 20 ratios x (ResNet-164, DenseNet-40)
     cell5 = next(e for e in REPORTED if e["table"] == 5 and e["row"] == "0.0050" and "ResNet-164" in e["column"])
     assert cell5["value"] == 51.9
