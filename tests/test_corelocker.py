@@ -427,3 +427,24 @@ def test_fine_prune_removes_the_least_activated_channels_then_fine_tunes(digits)
     assert not any(hasattr(m, "weight_orig") for m in tuned.modules())
     with pytest.raises(UserError, match="fine-prune scope 'first'; valid choices: all, last"):
         FinePrune(scope="first")(module, PRE, digits, 0)
+
+
+@pytest.mark.parametrize("granularity", ["weight", "row"])
+def test_cnn_lstm_recurrent_weights_are_units_and_unlock_is_bit_exact(granularity):
+    """Table 6's CNN-LSTM: the LSTM's weight matrices are hidden-layer units (single weights or gate rows)."""
+    from bench.recipes.train_classifier import cnn_lstm
+
+    torch.manual_seed(0)
+    model = adapter(cnn_lstm(num_classes=10, in_chans=1))
+    defense = CoreLocker(ratio=0.05, criterion="l1", granularity=granularity)
+    protected = defense.protect(model, None, 0)
+    where = positions(protected.key)
+    assert {"lstm.weight_ih_l0", "lstm.weight_hh_l0"} & set(where)
+    assert not {"features.0.weight", "fc.weight"} & set(where)  # input and output layers
+    lstm = model.module.lstm
+    conv = model.module.features[4]
+    units = conv.out_channels + sum(w.numel() if granularity == "weight" else w.shape[0]
+                                    for w in (lstm.weight_ih_l0, lstm.weight_hh_l0))
+    assert protected.cost["units_eligible"] == units
+    unlocked = defense.authorized(protected, model).module.state_dict()
+    assert all(torch.equal(unlocked[k], v) for k, v in model.module.state_dict().items())

@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 from bench.defenses.corelocker import CoreLocker  # noqa: E402
 from bench.errors import UserError  # noqa: E402
+from bench.models.sources import model_label  # noqa: E402
 from bench.protocols import classify, render  # noqa: E402
 from bench.reports.corelocker import REPORTED, range_bin, render_corelocker  # noqa: E402
 from bench.results import read_rows  # noqa: E402
@@ -182,3 +183,25 @@ def test_table5_reported_grid_is_the_papers():
     assert next(e for e in t5 if e["row"] == "0.0100" and "DenseNet" in e["column"])["range"] == "15–20"
     t7 = {e["row"]: e["value"] for e in REPORTED if e["table"] == 7}
     assert t7 == {"0.0000": 81.4, "0.0050": 74.2, "0.0100": 65.0, "0.0150": 58.1, "0.0200": 41.8}
+
+
+@pytest.mark.parametrize("name", ["corelocker-cifar", "corelocker-cifar100", "corelocker-fashion", "corelocker-digits",
+                                  "corelocker-text"])
+def test_corelocker_suites_load_with_the_papers_grids(name):
+    suite = load_suite(name)
+    entries = [d for d in suite.defenses if d.name == "corelocker"]
+    assert entries
+    for d in entries:
+        for point in ([{}] if not d.sweep else [dict(zip(d.sweep, v)) for v in zip(*d.sweep.values())]):
+            CoreLocker(**{**d.params, **point})  # every parameter point is valid
+    ratios = {r for d in entries for r in d.sweep.get("ratio", [])}
+    if name in ("corelocker-cifar100", "corelocker-digits"):  # Table 5's grid
+        assert {round(0.0005 * (i + 1), 4) for i in range(20)} <= ratios
+    if name in ("corelocker-cifar100", "corelocker-digits"):  # Table 7's grid
+        assert {0.0, 0.005, 0.01, 0.015, 0.02} <= ratios
+    attacks = {a["name"] if isinstance(a, dict) else a for d in entries for a in d.attacks}
+    if name in ("corelocker-cifar", "corelocker-fashion", "corelocker-digits"):
+        assert {"prune", "fine-prune"} <= attacks
+    labels = {model_label(m) for m in suite.authorized}
+    assert set(suite.report.get("corelocker_compare", {})) <= labels
+    assert all(set(d.models) <= labels for d in entries)

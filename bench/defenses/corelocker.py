@@ -1,22 +1,33 @@
 """CoreLocker (Wang et al., IEEE S&P 2024): lock a model by extracting its most important units.
 
-Units are the output channels (filters) of Conv2d layers, the rows (output neurons) of Linear
-layers, and the rows of a MultiheadAttention's fused `in_proj_weight` (its `out_proj` is a
-Linear). The input layer (first such layer the input reaches) and the output layer (last one)
-are never touched (Sec. 3.1). Layers are found by tracing one forward pass of a seeded probe.
+Layers are found by tracing one forward pass of a seeded probe: images of the model's input size,
+or token ids for a text classifier (bench.text.adapter.TextClassifier). The input layer (the first
+Conv2d/Linear/attention/recurrent layer the input reaches) and the output layer (the last one) are
+never touched (Sec. 3.1).
 
-`ratio` counts units: k = max(1, round(ratio * U)) of the U eligible units of all hidden
-layers together (a global ratio, not per layer). Criteria (Sec. 3.2), ranked globally by raw
-value: "l1" = sum |w| of the filter/row; "bn-scale" = |gamma| of the BatchNorm that directly
-consumes a conv/linear output (units without one are ranked by l1 in a separate pool that gets
-its proportional share of k, since |gamma| and l1 are not comparable); "random" = uniform.
+Units and criteria (Sec. 3.2), each pool ranked globally over all hidden layers:
+- `criterion = "l1"` with `granularity = "weight"` (default; Definition 1 and Sec. 5.1 extract
+  single weights): every hidden Linear, attention-projection and recurrent (LSTM/GRU/RNN) weight is
+  a unit, ranked by |w|; Conv2d layers keep whole filters, ranked by the filter's l1 norm (the
+  Remark after Definition 1). Filters and single weights are two pools (their scores are not
+  comparable); each extracts the `ratio` share of its own size.
+- `granularity = "row"`: Linear / attention / recurrent rows ranked by their l1 norm (the
+  harness's earlier behaviour), in one pool with the conv filters.
+- `criterion = "bn-scale"`: every affine BatchNorm channel the probe reaches, ranked globally by
+  |gamma|, as the public code does (corelock.py ranks all BatchNorm2d weights against one
+  threshold), so pre-activation ResNet-164 and DenseNet-40 use their BN layers wherever they sit.
+  A model without BatchNorm falls back to l1 (noted in the cost).
+- `criterion = "random"`: the paper's control, uniform over the same units.
+`ratio` counts units: k = max(1, round(ratio * U)) of the U eligible units.
 
-Extraction zeroes each selected filter/row, its bias and its BatchNorm gamma/beta (its feature
-map becomes exactly zero), that BatchNorm's running mean and variance for the unit (per-channel
-statistics of the training data, which would otherwise leak; the key restores them), and the linked input channels/columns of the next layer (Sec. 3.2,
-step 4). A link is made only where that layer's input at those positions is verified to be
-exactly zero on the probe after extraction (not where a residual add or a concat keeps it
-alive); unlinked units are counted in `cost["notes"]`.
+Extraction zeroes the unit: a filter/row with its bias and its BatchNorm gamma/beta; a single
+weight alone; a BatchNorm channel's gamma and beta, plus the producing filter when the BN reads a
+hidden layer's output and zeroing that filter provably changes nothing else on the probe (not
+where the output also feeds a concat or a residual). The running mean and variance of an
+extracted BN channel are extracted too (per-channel statistics of the training data, which would
+otherwise leak; the public code leaves them). The next layer's input channels/columns fed by an
+extracted filter/row/channel are zeroed (Sec. 3.2 step 4) only where verified exactly zero on the
+probe; unlinked units are counted in `cost["notes"]`.
 
 The key holds exactly the zeroed values and their flat positions per parameter
 (`<param>.values`, `<param>.index`), plus `__model_digest__` and `__weights_digest__` (uint8
@@ -94,7 +105,7 @@ def _layers(module: nn.Module, forward):
     """Execution-order trace: [(name, module)] of Conv2d/Linear/MHA/BatchNorm calls, their input
     tensors and output tensors (MHA outputs unwrapped), and the module's output."""
     order, inputs, outputs, handles = [], {}, {}, []
-    kinds = (nn.Conv2d, nn.Linear, nn.MultiheadAttention, nn.modules.batchnorm._BatchNorm)
+    kinds = (nn.Conv2d, nn.Linear, nn.MultiheadAttention, nn.RNNBase, nn.modules.batchnorm._BatchNorm)
 
     def hook(name):
         def fn(mod, args, out):
@@ -122,7 +133,7 @@ def _groups(module: nn.Module, forward, granularity: str = "row") -> tuple[list[
     BatchNorm units: one group per affine BatchNorm the probe reaches, in execution order."""
     order, inputs, outputs, _ = _layers(module, forward)
     mhas = [n for n, m in order if isinstance(m, nn.MultiheadAttention)]
-    linear = [(n, m) for n, m in order if isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention))
+    linear = [(n, m) for n, m in order if isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention, nn.RNNBase))
               and not any(n.startswith(f"{a}.") for a in mhas)]
     entries = granularity == "weight"
     groups, by_output = [], {}
@@ -138,6 +149,13 @@ def _groups(module: nn.Module, forward, granularity: str = "row") -> tuple[list[
             groups.append(Group(name, pre + "out_proj.weight", None if entries or out.bias is None else pre + "out_proj.bias",
                                 out.weight.numel() if entries else out.weight.shape[0], next=None if entries else nxt,
                                 entries=entries))
+            continue
+        if isinstance(mod, nn.RNNBase):  # LSTM/GRU/RNN: its input-hidden and hidden-hidden matrices
+            for wname, w in mod.named_parameters():
+                if wname.startswith("weight_"):
+                    bname = wname.replace("weight_", "bias_", 1)
+                    groups.append(Group(name, pre + wname, None if entries or getattr(mod, bname, None) is None
+                                        else pre + bname, w.numel() if entries else w.shape[0], entries=entries))
             continue
         if entries and isinstance(mod, nn.Linear):
             groups.append(Group(name, pre + "weight", None, mod.weight.numel(), entries=True))
@@ -239,7 +257,7 @@ def _extract(module: nn.Module, groups: list[Group], chosen, linear: dict, forwa
         if grp.entries:  # a single weight: no unit, nothing linked
             continue
         nxt = grp.next and linear[grp.next]
-        if nxt is None or grp.next == list(linear)[-1]:  # the output layer is never touched
+        if nxt is None or grp.next == list(linear)[-1] or isinstance(nxt, nn.RNNBase):  # output layer: never touched
             unlinked += len(rows)
             continue
         x = after[grp.next].detach()
