@@ -4,6 +4,8 @@ comparisons with delta (Tables 5-7), and the paper-grid suites with generated da
 
 from __future__ import annotations
 
+import pickle
+
 
 import numpy as np
 import pandas as pd
@@ -205,3 +207,61 @@ def test_corelocker_suites_load_with_the_papers_grids(name):
     labels = {model_label(m) for m in suite.authorized}
     assert set(suite.report.get("corelocker_compare", {})) <= labels
     assert all(set(d.models) <= labels for d in entries)
+
+
+def _write_cifar100(root, rng, n=24):
+    """torchvision's on-disk CIFAR-100 layout (cifar-100-python/{train,test,meta} pickles)."""
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    for split in ("train", "test"):
+        entry = {"data": rng.integers(0, 256, (n, 3 * 32 * 32), dtype=np.uint8),
+                 "fine_labels": [int(v) for v in rng.integers(0, 100, n)], "coarse_labels": [0] * n}
+        (folder / split).write_bytes(pickle.dumps(entry))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+
+
+def _write_fashion(root, rng, n=24):
+    """torchvision's on-disk Fashion-MNIST layout (FashionMNIST/raw/*-idx?-ubyte, big-endian idx files)."""
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix in ("train", "t10k"):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(np.array([2051, n, 28, 28], ">i4").tobytes() + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], ">i4").tobytes() + labels.tobytes())
+
+
+@pytest.mark.parametrize("name", ["corelocker-cifar100", "corelocker-fashion"])
+def test_paper_suites_run_on_generated_torchvision_files(name, tmp_path, monkeypatch):
+    """The CIFAR-100 and Fashion-MNIST suites' data path end to end: torchvision-format files generated
+    here, read by the suite's dataset, one CoreLocker cell on a random-weight pre-activation ResNet of the
+    suite's shape (no checkpoint: the trained ones live on a GPU machine)."""
+    torchvision = pytest.importorskip("torchvision")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    if name == "corelocker-cifar100":
+        _write_cifar100(data, rng)
+        monkeypatch.setattr(torchvision.datasets.CIFAR100, "_check_integrity", lambda self: True)  # md5 of the real files
+        monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    else:
+        _write_fashion(data, rng)
+    suite = load_suite(name)
+    spec = dict(suite.authorized[0])
+    spec.pop("checkpoint")
+    spec["kwargs"] = {**spec["kwargs"], "depth": 11}
+    classes = spec["kwargs"]["num_classes"]
+    raw = suite.raw
+    text = (f'[suite]\nname = "{name}-fixture"\nseed = 0\n[data]\ndataset = "{raw["data"]["dataset"]}"\n'
+            f'root = "{data}"\nsplit = "test"\n[models]\nauthorized = [{{ source = "torch", factory = "{spec["factory"]}", '
+            f'name = "{spec["name"]}", kwargs = {{ num_classes = {classes}, in_chans = {spec["input_size"][0]}, '
+            f'depth = 11 }}, input_size = {spec["input_size"]}, mean = {spec["mean"]}, std = {spec["std"]} }}]\n'
+            '[[defenses]]\nname = "corelocker"\nparams = { ratio = 0.05, criterion = "bn-scale" }\n')
+    path = tmp_path / "fixture.toml"
+    path.write_text(text)
+    summary = make_engine(load_suite(str(path)), tmp_path / "run", cache_dir=tmp_path / "cache", progress=False).run()
+    rows = read_rows(summary.results)
+    validate_rows(rows)
+    assert {r["role"] for r in rows} == {"clean", "authorized", "unauthorized"}
+    assert all(r["n"] == 24 and r["metrics"]["top3"] is not None for r in rows)
+    locked = next(r for r in rows if r["role"] == "unauthorized")
+    assert locked["cost"]["unit"] == "batchnorm channel"

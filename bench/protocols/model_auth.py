@@ -38,6 +38,7 @@ ATTACK_KINDS = ("model", "input")
 class ModelAuthorization(Protocol):
     name = "model"
     description = "model authorization: a protected model scored with and without its key, plus its cost"
+    uses_clean_rows = True  # the image suite's clean baseline rows reach its reports (the "Original" columns)
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
