@@ -265,3 +265,14 @@ def test_paper_suites_run_on_generated_torchvision_files(name, tmp_path, monkeyp
     assert all(r["n"] == 24 and r["metrics"]["top3"] is not None for r in rows)
     locked = next(r for r in rows if r["role"] == "unauthorized")
     assert locked["cost"]["unit"] == "batchnorm channel"
+
+
+def test_model_protocol_reports_see_the_clean_baseline(tmp_path):
+    """The clean rows are input-protocol rows; CoreLocker's "Original" columns read them (they were '–')."""
+    rows = _rows({"res": [91.25, 50.0]}, [0.05])
+    for r in rows:
+        r["protocol"] = "input" if r["defense"] == "none" else "model"
+        r["release"] = "clean" if r["defense"] == "none" else "model"
+    render(rows, tmp_path, {})
+    table1 = (tmp_path / "corelocker_table1.md").read_text().split("### Reported")[0]
+    assert "| res " in table1 and "91.25" in table1
