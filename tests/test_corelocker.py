@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 
-from bench.attacks.model_attacks import Distill, FineTune, Prune
+from bench.attacks.model_attacks import Distill, FinePrune, FineTune, Prune
 from bench.data.digits import load_digits_split
 from bench.defenses.corelocker import CoreLocker, load_key, save_key, unlock
 from bench.errors import UserError
@@ -88,20 +88,48 @@ def test_unlock_is_bit_exact_and_released_holds_no_key_value(kind):
     assert 0 < cost["fraction_of_params"] < 1 and cost["key_bytes"] > 0 and cost["units_extracted"] > 0
 
 
+@pytest.mark.parametrize("granularity", ["row", "weight"])
 @pytest.mark.parametrize("kind", list(MODELS))
-def test_input_and_output_layers_untouched_and_global_ratio(kind):
+def test_input_and_output_layers_untouched_and_global_ratio(kind, granularity):
     model = adapter(MODELS[kind]())
     layers = [(n, m) for n, m in model.module.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
               and ".self_attn." not in n]
     first, last = layers[0][0], layers[-1][0]
-    protected = CoreLocker(ratio=0.1).protect(model, None, 0)
+    protected = CoreLocker(ratio=0.1, criterion="l1", granularity=granularity).protect(model, None, 0)
     touched = {k.rsplit(".", 1)[0] for k in positions(protected.key)}
     assert first not in touched and last not in touched
-    units = sum(m.out_features if isinstance(m, nn.Linear) else m.out_channels for _, m in layers[1:-1])
-    units += sum(m.in_proj_weight.shape[0] + m.out_proj.out_features for m in model.module.modules()
-                 if isinstance(m, nn.MultiheadAttention))
+    mhas = [m for m in model.module.modules() if isinstance(m, nn.MultiheadAttention)]
+    if granularity == "row":  # units: filters and rows
+        units = sum(m.out_features if isinstance(m, nn.Linear) else m.out_channels for _, m in layers[1:-1])
+        units += sum(m.in_proj_weight.shape[0] + m.out_proj.out_features for m in mhas)
+    else:  # Conv2d filters, single Linear / attention weights
+        units = sum(m.weight.numel() if isinstance(m, nn.Linear) else m.out_channels for _, m in layers[1:-1])
+        units += sum(m.in_proj_weight.numel() + m.out_proj.weight.numel() for m in mhas)
     assert protected.cost["units_eligible"] == units
-    assert protected.cost["units_extracted"] == round(0.1 * units)
+    if granularity == "row" or kind == "mlp":  # one pool: exactly the global share
+        assert protected.cost["units_extracted"] == round(0.1 * units)
+
+
+def test_weight_granularity_extracts_the_largest_single_weights_globally():
+    """Definition 1 / Sec. 5.1: single Linear weights ranked by |w| over all hidden layers together; the
+    'row' option ranks whole rows by their l1 norm (the harness's earlier behaviour)."""
+    model = adapter(mlp())
+    hidden = ["3", "5"]  # Linear layers 2 and 3 of 4 (the input layer 1 and output layer 7 are kept)
+    weights = torch.cat([model.module.state_dict()[f"{n}.weight"].flatten() for n in hidden]).abs()
+    protected = CoreLocker(ratio=0.01, criterion="l1").protect(model, None, 0)
+    where = positions(protected.key)
+    assert set(where) <= {f"{n}.weight" for n in hidden}  # no bias, no next-layer columns: single weights
+    k = round(0.01 * len(weights))
+    picked = torch.cat([protected.key[f"{n}.weight.values"] for n in hidden if f"{n}.weight" in where]).abs()
+    assert len(picked) == k == protected.cost["units_extracted"]
+    assert picked.min() >= torch.sort(weights, descending=True).values[k - 1]
+    released = protected.released.state_dict()
+    for n in hidden:  # no whole row is zeroed (a 1% pick of |w| does not fill a row)
+        assert not (released[f"{n}.weight"] == 0).all(1).any()
+    rows = CoreLocker(ratio=0.1, criterion="l1", granularity="row").protect(model, None, 0)
+    assert any((rows.released.state_dict()[f"{n}.weight"] == 0).all(1).any() for n in hidden)
+    with pytest.raises(UserError, match="granularity 'cell'; valid choices: weight, row"):
+        CoreLocker(granularity="cell")
 
 
 def rows_of(protected, layer: str) -> set[int]:
@@ -168,7 +196,7 @@ def digits():
     return load_digits_split("train").subset(200, 0)
 
 
-@pytest.mark.parametrize("attack", [FineTune(epochs=1), Prune(ratio=0.3), Distill(fraction=0.3, epochs=1)])
+@pytest.mark.parametrize("attack", [FineTune(epochs=1), Prune(ratio=0.3), FinePrune(epochs=1), Distill(fraction=0.3, epochs=1)])
 def test_model_attacks_copy_and_leave_input(attack, digits):
     module = adapter(cnn()).module
     before = copy.deepcopy(module.state_dict())
@@ -235,7 +263,8 @@ def test_report_tables_from_synthetic_rows(tmp_path):
     assert "prune" not in md2.split("### Reported")[0]
     md5 = (tmp_path / "corelocker_table5.md").read_text()
     measured5, reported5 = md5.split("### Reported by the paper")
-    assert "vgg random" in measured5 and "73.30" not in measured5 and "73.30" in reported5
+    assert "vgg random" in measured5 and "73.3" not in measured5
+    assert "| 73.3 " in reported5 and "73.30" not in reported5 and "| 70–75 " in reported5  # the paper's precision
     assert (tmp_path / "corelocker_table1.csv").read_text().startswith("# Measured by authbench")
     assert render_corelocker([r for r in rows if r["attack"] == "none" and r["point"].get("ratio") == 0.05], tmp_path / "few") \
         and not (tmp_path / "few" / "corelocker_table2.md").exists()
@@ -243,7 +272,9 @@ def test_report_tables_from_synthetic_rows(tmp_path):
 
 def test_reported_values_cite_the_paper():
     assert len([e for e in REPORTED if e["table"] == 1]) == 36
-    assert {(e["table"], e["kind"]) for e in REPORTED} == {(t, "reported") for t in (1, 2, 3, 5)}
+    assert {(e["table"], e["kind"]) for e in REPORTED} == {(t, "reported") for t in (1, 2, 3, 5, 6, 7, "fig7")}
+    assert all("IEEE Symposium on Security and Privacy (S&P) 2024" in e["citation"] and "Z. Wang" in e["citation"]
+               for e in REPORTED)
     assert len([e for e in REPORTED if e["table"] == 5]) == 40  # 20 ratios x (ResNet-164, DenseNet-40)
     cell5 = next(e for e in REPORTED if e["table"] == 5 and e["row"] == "0.0050" and "ResNet-164" in e["column"])
     assert cell5["value"] == 51.9
@@ -300,5 +331,120 @@ def test_batchnorm_statistics_of_extracted_channels_are_zeroed_and_restored():
         bn = name.rpartition(".")[0]
         assert torch.equal(where[name], where[f"{bn}.weight"]) and (released[name].flatten()[where[name]] == 0).all()
         assert not torch.equal(released[name], model.module.state_dict()[name])
+    unlocked = defense.authorized(protected, model).module.state_dict()
+    assert all(torch.equal(unlocked[k], v) for k, v in model.module.state_dict().items())
+
+
+class _SharedOutput(nn.Module):
+    """A hidden conv whose output feeds a BatchNorm and, unnormalised, a concat (as a DenseNet stem does)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.mid = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 6, 3, padding=1)
+        self.bn, self.conv = nn.BatchNorm2d(6), nn.Conv2d(6, 6, 3, padding=1)
+        self.head = nn.Linear(12, 10)
+
+    def forward(self, x):
+        m = self.mid(self.stem(x))
+        y = torch.cat([m, self.conv(torch.relu(self.bn(m)))], 1)
+        return self.head(y.mean((2, 3)))
+
+
+def test_bn_scale_ranks_every_batchnorm_gamma_globally_in_a_preactivation_resnet():
+    """Issue 15: bn-scale used only a BatchNorm that directly reads a conv output, so a pre-activation
+    network (bn -> relu -> conv on a residual sum) fell back to an l1 pool; the public code ranks every
+    BatchNorm gamma globally. Units are now all BN channels; the top |gamma| are extracted."""
+    from bench.recipes.train_classifier import resnet164
+
+    torch.manual_seed(0)
+    model = adapter(resnet164(num_classes=10, in_chans=1, depth=11))  # 3 pre-activation bottlenecks
+    bns = {n: m for n, m in model.module.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    protected = CoreLocker(ratio=0.1, criterion="bn-scale").protect(model, None, 0)
+    total = sum(m.num_features for m in bns.values())
+    assert protected.cost["units_eligible"] == total and protected.cost["unit"] == "batchnorm channel"
+    assert "ranked by l1" not in protected.cost["notes"]
+    where = positions(protected.key)
+    picked = {(n, int(c)) for n in bns for c in where.get(f"{n}.weight", [])}
+    k = round(0.1 * total)
+    assert len(picked) == k == protected.cost["units_extracted"]
+    gammas = sorted(((float(m.weight[c].detach().abs()), n, c) for n, m in bns.items() for c in range(m.num_features)), reverse=True)
+    assert picked == {(n, c) for _, n, c in gammas[:k]}
+    released = protected.released.state_dict()
+    for n, c in picked:
+        assert released[f"{n}.weight"][c] == 0 and released[f"{n}.bias"][c] == 0
+    residual = [n for n in picked if n[0].endswith("bn1") or n[0] == "4"]  # BNs that read a residual sum
+    assert residual, "no pre-activation BN (on a residual sum) among the extracted channels"
+    for n, c in picked:  # a BN that reads a conv output alone: that filter is extracted with the channel
+        if n.endswith(("bn2", "bn3")):
+            conv = n[: -len("bnX")] + ("conv1" if n.endswith("bn2") else "conv2")
+            assert (released[f"{conv}.weight"][c] == 0).all() and f"{conv}.weight" in where
+    unlocked = CoreLocker(ratio=0.1).authorized(protected, model).module.state_dict()
+    assert all(torch.equal(unlocked[k_], v) for k_, v in model.module.state_dict().items())
+    x = PRE(torch.rand(4, 1, 32, 32))
+    assert not torch.equal(protected.released(x), model.module(x))
+
+
+def test_bn_scale_keeps_a_producer_filter_that_also_feeds_a_concat_and_falls_back_without_bn():
+    model = adapter(_SharedOutput())
+    protected = CoreLocker(ratio=0.5, criterion="bn-scale").protect(model, None, 0)
+    where = positions(protected.key)
+    assert "bn.weight" in where and "mid.weight" not in where  # zeroing mid would change the concat
+    assert "also feeds other layers" in protected.cost["notes"]
+    x = PRE(torch.rand(2, 1, 32, 32))
+    # the concat's unnormalised copy of the channel is untouched
+    assert torch.equal(protected.released.mid(protected.released.stem(x)), model.module.mid(model.module.stem(x)))
+    plain = CoreLocker(ratio=0.1, criterion="bn-scale").protect(adapter(mlp()), None, 0)
+    assert "no affine BatchNorm; units ranked by l1" in plain.cost["notes"]
+
+
+def test_fine_prune_removes_the_least_activated_channels_then_fine_tunes(digits):
+    """Fine-Pruning (the attack CoreLocker Sec. 5.3 follows): channels ranked by mean activation on the
+    attacker's clean data, the least active `ratio` of each hidden layer pruned, then fine-tuning that
+    keeps them pruned."""
+    module = adapter(cnn()).module
+    subset = digits.subset(round(0.5 * len(digits.labels)), 0)
+    acts = {}
+    hooks = [module[i].register_forward_hook(lambda m, a, o, i=i: acts.__setitem__(i, o.detach()))
+             for i in (4, 8, 13)]
+    with torch.no_grad():
+        module(PRE(subset.images))
+    for h in hooks:
+        h.remove()
+    only = FinePrune(ratio=0.25, fraction=0.5, epochs=0)(module, PRE, digits, 0)
+    for i in (4, 8, 13):  # hidden layers: conv 4, conv 8, linear 13 (conv 0 and linear 15 are kept)
+        w = only.state_dict()[f"{i}.weight"]
+        zero = {r for r in range(w.shape[0]) if (w[r] == 0).all()}
+        mean = acts[i].transpose(0, 1).flatten(1).mean(1) if acts[i].ndim == 4 else acts[i].mean(0)
+        assert zero == set(torch.sort(mean, stable=True).indices[: round(0.25 * w.shape[0])].tolist())
+    assert torch.equal(only.state_dict()["0.weight"], module.state_dict()["0.weight"])
+    last = FinePrune(ratio=0.25, fraction=0.5, epochs=0, scope="last")(module, PRE, digits, 0)
+    assert not (last.state_dict()["4.weight"] == 0).all((1, 2, 3)).any() and (last.state_dict()["8.weight"] == 0).any()
+    tuned = FinePrune(ratio=0.25, fraction=0.5, epochs=1)(module, PRE, digits, 0)
+    for i in (4, 8, 13):
+        pruned = (only.state_dict()[f"{i}.weight"] == 0).flatten(1).all(1)
+        assert (tuned.state_dict()[f"{i}.weight"][pruned] == 0).all()
+    assert not torch.equal(tuned.state_dict()["0.weight"], module.state_dict()["0.weight"])
+    assert not any(hasattr(m, "weight_orig") for m in tuned.modules())
+    with pytest.raises(UserError, match="fine-prune scope 'first'; valid choices: all, last"):
+        FinePrune(scope="first")(module, PRE, digits, 0)
+
+
+@pytest.mark.parametrize("granularity", ["weight", "row"])
+def test_cnn_lstm_recurrent_weights_are_units_and_unlock_is_bit_exact(granularity):
+    """Table 6's CNN-LSTM: the LSTM's weight matrices are hidden-layer units (single weights or gate rows)."""
+    from bench.recipes.train_classifier import cnn_lstm
+
+    torch.manual_seed(0)
+    model = adapter(cnn_lstm(num_classes=10, in_chans=1))
+    defense = CoreLocker(ratio=0.05, criterion="l1", granularity=granularity)
+    protected = defense.protect(model, None, 0)
+    where = positions(protected.key)
+    assert {"lstm.weight_ih_l0", "lstm.weight_hh_l0"} & set(where)
+    assert not {"features.0.weight", "fc.weight"} & set(where)  # input and output layers
+    lstm = model.module.lstm
+    conv = model.module.features[4]
+    units = conv.out_channels + sum(w.numel() if granularity == "weight" else w.shape[0]
+                                    for w in (lstm.weight_ih_l0, lstm.weight_hh_l0))
+    assert protected.cost["units_eligible"] == units
     unlocked = defense.authorized(protected, model).module.state_dict()
     assert all(torch.equal(unlocked[k], v) for k, v in model.module.state_dict().items())

@@ -4,7 +4,7 @@ By what they touch (bench.attacks.base): input attacks transform the released da
 (preprocessing: jpeg, blur, crop, resize, gauss-noise); learned attacks first learn from the
 attacker's own released data (reconstruct: a Noise2Noise / Noise2Clean denoiser; project: the
 method-aware subspace projection); the adaptation attack fine-tunes unauthorized models on
-released data (adapt); model attacks transform a released model (finetune, prune, distill).
+released data (adapt); model attacks transform a released model (finetune, prune, fine-prune, distill).
 Third-party attacks plug in via the `authbench.attacks` entry point or 'module:Class'.
 An attack entry in a suite is a name or an inline table {name = "...", <params>}.
 """

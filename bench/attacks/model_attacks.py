@@ -1,4 +1,4 @@
-"""Model attacks on a released (locked) model: fine-tuning, magnitude pruning, distillation.
+"""Model attacks on a released (locked) model: fine-tuning, magnitude pruning, fine-pruning, distillation.
 
 Each returns a new module; the input module is never modified. The attacker's data is a Split
 of pixel-space images; `preprocess` normalizes them before the module.
@@ -93,6 +93,85 @@ def magnitude_prune(module: nn.Module, rate: float) -> nn.Module:
     return module.eval()
 
 
+def _hidden_layers(module: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, nn.Module]], dict]:
+    """The hidden Conv2d/Linear layers in execution order (the first and last layer the input reaches are
+    left out) and their outputs on `x`."""
+    order, outputs, handles = [], {}, []
+
+    def hook(name):
+        def fn(mod, args, out):
+            if name not in outputs:
+                order.append((name, mod))
+                outputs[name] = out.detach()
+        return fn
+
+    for name, mod in module.named_modules():
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            handles.append(mod.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return order[1:-1], outputs
+
+
+class FinePrune(ModelAttack):
+    """Fine-Pruning (Liu, Dolan-Gavitt and Garg, RAID 2018), the pruning attack CoreLocker Sec. 5.3 follows
+    after AdvParams (Xue et al., IEEE TETC 2023): feed the attacker's clean data, rank the output channels
+    (filters / neurons) of each pruned layer by their mean activation, prune the `ratio` least active ones
+    (zero their filter and bias, kept at zero while training), then fine-tune on the same data (AdamW,
+    cross-entropy; `epochs = 0` prunes only). `scope = "last"` prunes the last hidden Conv2d (Fine-Pruning's
+    setting; the last hidden Linear in a model without one), `"all"` every hidden Conv2d/Linear layer."""
+
+    name = "fine-prune"
+    description = "Fine-Pruning: prune the least-activated channels on clean attacker data, then fine-tune"
+    defaults = {"ratio": 0.2, "fraction": 0.05, "epochs": 5, "lr": 1e-3, "scope": "all"}
+    SCOPES = ("all", "last")
+
+    def __call__(self, module, preprocess, data, seed):
+        rate = float(self.params["ratio"])
+        if not 0 <= rate < 1:
+            raise UserError(f"fine-prune ratio must be in [0, 1), got {self.params['ratio']!r}")
+        if self.params["scope"] not in self.SCOPES:
+            raise UserError(f"unknown fine-prune scope {self.params['scope']!r}; valid choices: {', '.join(self.SCOPES)}")
+        subset = _attacker_data(data, _fraction(self.params), seed)
+        module = copy.deepcopy(module).eval()
+        device = next(module.parameters()).device
+        sums: dict[str, torch.Tensor] = {}
+        layers: list = []
+        for i in range(0, len(subset.labels), BATCH):
+            x = preprocess(_rows(subset, torch.arange(i, min(i + BATCH, len(subset.labels))), device))
+            layers, outputs = _hidden_layers(module, x)
+            for name, mod in layers:
+                out = outputs[name]
+                act = out.transpose(0, 1).flatten(1).sum(1) if isinstance(mod, nn.Conv2d) else out.flatten(0, -2).sum(0)
+                sums[name] = sums.get(name, 0) + act.double()
+        if self.params["scope"] == "last":
+            convs = [(n, m) for n, m in layers if isinstance(m, nn.Conv2d)]
+            layers = (convs or layers)[-1:]
+        pruned = []
+        for name, mod in layers:
+            n_out = mod.weight.shape[0]
+            drop = torch.sort(sums[name], stable=True).indices[: round(rate * n_out)].to(mod.weight.device)
+            for pname in ("weight", "bias"):
+                if getattr(mod, pname, None) is not None:
+                    mask = torch.ones_like(getattr(mod, pname))
+                    mask[drop] = 0
+                    prune.custom_from_mask(mod, pname, mask)
+                    pruned.append((mod, pname))
+        if int(self.params["epochs"]) > 0:
+
+            def loss(m, x, y):
+                return F.cross_entropy(m(preprocess(x)), y)
+
+            module = train_module(module, loss, subset, subset.labels, self.params["epochs"], self.params["lr"], seed)
+        for mod, pname in pruned:
+            prune.remove(mod, pname)
+        return module.eval()
+
+
 class Distill(ModelAttack):
     """Train a fresh copy of the architecture (every module with `reset_parameters` re-initialised
     from the seed; free parameters such as position embeddings keep the released values) on a
@@ -128,4 +207,4 @@ class Distill(ModelAttack):
         return train_module(student, loss, subset, subset.labels, self.params["epochs"], 1e-3, seed)
 
 
-MODEL_ATTACKS = {cls.name: cls for cls in (FineTune, Prune, Distill)}
+MODEL_ATTACKS = {cls.name: cls for cls in (FineTune, Prune, FinePrune, Distill)}

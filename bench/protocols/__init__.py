@@ -45,8 +45,12 @@ def render(rows: list[dict], out_dir: Path, cfg: dict) -> list[Path]:
     for r in rows:
         by_protocol.setdefault(infer_protocol(r), []).append(r)
     paths: list[Path] = []
+    clean = [r for r in by_protocol.get(PRIMARY, []) if r.get("role") == "clean"]
     for name, part in by_protocol.items():
-        paths += get_protocol(name).reports(part, out_dir, cfg)
+        protocol = get_protocol(name)
+        if getattr(protocol, "uses_clean_rows", False) and name != PRIMARY:  # its tables' "Original" column
+            part = part + clean
+        paths += protocol.reports(part, out_dir, cfg)
     ranked = [r for r in rows if infer_protocol(r) in RANKED]
     if ranked:
         paths += write_leaderboard(leaderboard(ranked), out_dir, provenance_of(ranked))

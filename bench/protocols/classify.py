@@ -118,10 +118,19 @@ def stream(ctx: EvalContext, predictors: dict[str, ModelAdapter], deviations: di
 
 
 def score(out: dict, labels: torch.Tensor) -> tuple[dict, int]:
-    """top-1 / top-5 (percent) over the samples with finite logits, the mean first-layer deviation, and n."""
+    """top-1 and top-3 (percent; top-3 from the kept top-5 classes, None under 3 classes) over the samples
+    with finite logits, the mean first-layer deviation, and n."""
     scored = out["finite"].astype(bool)
     y = labels.numpy()[scored]
     dev = out["first_layer_dev"]
     top1 = float((out["pred"][scored] == y).mean() * 100) if scored.any() else None
     metrics = {"top1": top1, "first_layer_dev": None if np.isnan(dev).all() else float(np.nanmean(dev))}
+    metrics["top3"] = top_k(out, y, scored, 3)
     return metrics, int(scored.sum())
+
+
+def top_k(out: dict, y: np.ndarray, scored: np.ndarray, k: int) -> float | None:
+    """Top-k accuracy (percent) from the kept top-5 classes; None for k > 5 or fewer than k classes."""
+    if not scored.any() or out["top5"].shape[1] < k:
+        return None
+    return float((out["top5"][scored][:, :k] == y[:, None]).any(1).mean() * 100)

@@ -1,4 +1,5 @@
-"""NE on text classifiers, GLUE (BERT, RoBERTa): the `glue` protocol (NE Table 7).
+"""NE on text classifiers, GLUE (BERT, RoBERTa): the `glue` protocol (NE Table 7); CoreLocker on
+text classifiers (CoreLocker Table 6, BERT on AG News) through the same data and models.
 
 Jobs: per task, one clean job (every evaluated model on the task's split) and one job per
 (NE point, release, authorized model). Releases:
@@ -6,6 +7,9 @@ Jobs: per task, one clean job (every evaluated model on the task's split) and on
 - "embedding-clean": the same sequence with delta = 0, a control that shows what feeding another
   model's embedding space does by itself (BERT and RoBERTa have different tokenizers and
   embedding tables, so this control is far from their clean baseline).
+A `corelocker` entry locks each authorized text classifier (bench.defenses.corelocker, probed
+through the text adapter's tokens) and scores the key holder's unlocked model ("authorized") and
+the released model ("unauthorized", label `<model>[released]`) on the task's split, per trial.
 Every evaluated model consumes a release at its own embedding-output entry point
 (TextClassifier.logits_from_embeddings). Rows follow bench.core.types.Row (metrics.top1 = the
 task's primary GLUE metric x 100) plus "benchmark" and "task"; logits are cached per (model, inputs),
@@ -24,14 +28,17 @@ from tqdm.auto import tqdm
 from bench import provenance
 from bench.cache import digest
 from bench.core.types import Encoding, Job, Role, Row
+from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
+from bench.reports.corelocker import render_corelocker
 from bench.reports.ne_tasks import render_task_tables
 from bench.text.adapter import TextClassifier, load_text_model
 from bench.text.glue import PAPER_TASKS, TextSplit, load_glue, score
 from bench.text.ne import TextNE, qkv_deviation
 
 RELEASES = ("embedding", "embedding-clean")
+LOCK = "corelocker"  # the model-authorization defense this protocol also runs on text classifiers
 DEFAULT_TEXT_BATCH = 32
 
 
@@ -50,8 +57,8 @@ class Glue(Protocol):
     def models(ctx) -> list[str]:
         return list(dict.fromkeys([*ctx.authorized, *ctx.evaluated]))
 
-    def job(self, ctx, task: str, **fields) -> Job:
-        job = Job(protocol=self.name, attack="none", evaluated=tuple(self.models(ctx)), group=task,
+    def job(self, ctx, task: str, evaluated: tuple[str, ...] | None = None, **fields) -> Job:
+        job = Job(protocol=self.name, attack="none", evaluated=evaluated or tuple(self.models(ctx)), group=task,
                   extra={"task": task, "cell_fields": {"benchmark": "glue", "task": task}}, **fields)
         return with_cells(ctx, job)
 
@@ -60,8 +67,15 @@ class Glue(Protocol):
                 for t in self.tasks(ctx)]
 
     def plan(self, ctx, entry):
+        if entry.name == LOCK:
+            cls = get_defense(LOCK)
+            return [self.job(ctx, t, evaluated=(a, f"{a}[released]"), defense=LOCK, params=cls(**{**entry.params, **p}).params,
+                             point={"task": t, **p}, release="model", authorized=a, trial=trial)
+                    for t in self.tasks(ctx) for p in grid(entry.sweep) for a in ctx.authorized
+                    for trial in range(entry.trials)]
         if entry.name != TextNE.name:
-            raise UserError(f"suite {ctx.suite.name!r}: GLUE suites take defense {TextNE.name!r}, got {entry.name!r}")
+            raise UserError(f"suite {ctx.suite.name!r}: GLUE suites take defense {TextNE.name!r} or {LOCK!r}, "
+                            f"got {entry.name!r}")
         bad = [r for r in entry.release if r not in RELEASES]
         if bad:
             raise UserError(f"defense {entry.name!r}: unknown release {bad[0]!r}; valid choices: {', '.join(RELEASES)}")
@@ -156,12 +170,13 @@ class Glue(Protocol):
     # -- one job -----------------------------------------------------------------------------------
     def row(self, ctx, job: Job, key: str, evaluated: str, model: TextClassifier, auth: TextClassifier | None,
             out: dict | None, data: TextSplit, extra: dict) -> Row:
-        role = Role.of(authorized=job.authorized, evaluated=evaluated, same_arch=bool(auth) and model.arch == auth.arch)
+        role = extra.get("role") or Role.of(authorized=job.authorized, evaluated=evaluated,
+                                            same_arch=bool(auth) and model.arch == auth.arch)
         metrics = {"top1": None, "first_layer_dev": None}
         if out is not None:
             metrics = {**score(data.task, out["logits"], data.labels),
                        "first_layer_dev": float(np.mean(out["first_layer_dev"])) if job.authorized else None}
-        cost = None if out is not None else {
+        cost = extra["cost"] if "cost" in extra else None if out is not None else {
             "note": f"{model.name} reads {model.hidden_size}-dim embeddings; the release has "
                     f"{auth.hidden_size if auth else '?'}"}
         return Row.build(
@@ -188,6 +203,8 @@ class Glue(Protocol):
                     "input_digest": digest({"data": data.identity}), "wall_s": time.perf_counter() - start}))
             return rows
         auth = self.model(ctx, job.authorized, task)
+        if job.defense == LOCK:
+            return self.run_lock(ctx, job, auth, data, pending, start)
         ne = None
         if job.release == "embedding":
             ne = TextNE(**job.params)
@@ -204,5 +221,26 @@ class Glue(Protocol):
             "defense_summary": summary, "input_digest": digest(identity), "wall_s": time.perf_counter() - start}
         return [self.row(ctx, job, key, e, models[e], auth, outs[e], data, extra) for e, key in pending]
 
+    def run_lock(self, ctx, job: Job, auth: TextClassifier, data: TextSplit, pending, start: float) -> list[Row]:
+        """CoreLocker on a text classifier: protect it, score the unlocked and the released model."""
+        defense = get_defense(LOCK)(**job.params)
+        protected = defense.protect(auth, None, ctx.seed(job.trial))
+        unlocked = defense.authorized(protected, auth)
+        released = TextClassifier(f"{auth.name}[released]", protected.released, auth.tokenizer, auth.source,
+                                  auth.max_length, auth.label_order)
+        cost = json.loads(json.dumps(protected.cost, default=str))
+        rows = []
+        for e, key in pending:
+            model, role = (unlocked, Role.AUTHORIZED) if e == auth.name else (released, Role.UNAUTHORIZED)
+            out = self.clean(ctx, model, data)
+            rows.append(self.row(ctx, job, key, e, model, auth, out, data, {
+                "role": role, "cost": cost, "input_digest": digest({"data": data.identity}),
+                "wall_s": time.perf_counter() - start}))
+        return rows
+
     def reports(self, rows, out, cfg):
-        return render_task_tables(rows, out, cfg)
+        locked = [r for r in rows if r.get("defense") == LOCK]
+        paths = render_task_tables([r for r in rows if r.get("defense") != LOCK], out, cfg)
+        if locked:
+            paths += render_corelocker([r for r in rows if r.get("defense") in (LOCK, "none")], out, chance=0.0, cfg=cfg)
+        return paths

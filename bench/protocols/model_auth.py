@@ -38,6 +38,7 @@ ATTACK_KINDS = ("model", "input")
 class ModelAuthorization(Protocol):
     name = "model"
     description = "model authorization: a protected model scored with and without its key, plus its cost"
+    uses_clean_rows = True  # the image suite's clean baseline rows reach its reports (the "Original" columns)
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
@@ -129,7 +130,7 @@ class ModelAuthorization(Protocol):
     def reports(self, rows, out, cfg):
         paths = []
         if any(r["defense"] == "corelocker" for r in rows):
-            paths += render_corelocker(rows, out)
+            paths += render_corelocker(rows, out, cfg=cfg)
         return paths
 
 

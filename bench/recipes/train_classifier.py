@@ -88,6 +88,30 @@ def densenet40(num_classes: int = 10, in_chans: int = 3, depth: int = 40, growth
     return nn.Sequential(*layers)
 
 
+class CNNLSTM(nn.Module):
+    """A CNN-LSTM for 32x32 images (CoreLocker Table 6 names "CNNLSTM" without its layers; this one is the
+    harness's choice): two conv-BN-ReLU-pool stages, the feature map read row by row as a sequence by a
+    one-layer LSTM, its last state classified by a Linear layer."""
+
+    def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 32, hidden: int = 128):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_chans, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, 1, 1, bias=False), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2))
+        self.lstm = nn.LSTM(2 * width * 8, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        f = self.features(x)  # (N, C, 8, 8) at 32x32
+        seq = f.permute(0, 2, 1, 3).flatten(2)  # rows as time steps: (N, 8, C * 8)
+        out, _ = self.lstm(seq)
+        return self.fc(out[:, -1])
+
+
+def cnn_lstm(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
+    return CNNLSTM(num_classes, in_chans)
+
+
 def build_model(spec: str, num_classes: int, in_chans: int) -> nn.Module:
     source, _, name = spec.partition(":")
     if source == "timm":

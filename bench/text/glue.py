@@ -31,6 +31,8 @@ class GlueTask:
     eval_split: str
     metrics: tuple[str, ...]
     primary: str
+    hub: str = HUB_DATASET  # the hub dataset; GLUE tasks are configs of it, named as the task
+    hub_config: str | None = None
 
 
 TASKS = {
@@ -45,13 +47,16 @@ TASKS = {
         GlueTask("qnli", "question", "sentence", 2, "validation", ("accuracy",), "accuracy"),
         GlueTask("rte", "sentence1", "sentence2", 2, "validation", ("accuracy",), "accuracy"),
         GlueTask("wnli", "sentence1", "sentence2", 2, "validation", ("accuracy",), "accuracy"),
+        # not GLUE: AG News (4-class topic classification), CoreLocker Table 6's BERT row
+        GlueTask("ag_news", "text", None, 4, "test", ("accuracy",), "accuracy", hub="fancyzhx/ag_news"),
     )
 }
 PAPER_TASKS = ("cola", "mnli", "qnli", "qqp", "rte", "sst2", "stsb")
 
 
 def get_task(name: str) -> GlueTask:
-    key = name.lower().replace("-", "")
+    key = name.lower().replace("-", "").replace("_", "")
+    key = {k.replace("_", ""): k for k in TASKS}.get(key, key)
     if key not in TASKS:
         raise UserError(f"unknown GLUE task {name!r}; valid choices: {', '.join(TASKS)}")
     return TASKS[key]
@@ -91,9 +96,10 @@ def _read_hub(task: GlueTask, split: str) -> pd.DataFrame:
         raise UserError("loading GLUE by hub name needs `datasets` (pip install 'authbench[text]'), "
                         "or give local files with files = {task = path}") from None
     try:
-        return datasets.load_dataset(HUB_DATASET, task.name, split=split).to_pandas()
+        config = task.name if task.hub == HUB_DATASET else task.hub_config
+        return datasets.load_dataset(task.hub, config, split=split).to_pandas()
     except Exception as exc:  # network, offline mode, unknown split: one line for the user
-        raise UserError(f"could not load {HUB_DATASET} {task.name!r} split {split!r} ({type(exc).__name__}: {exc}); "
+        raise UserError(f"could not load {task.hub} {task.name!r} split {split!r} ({type(exc).__name__}: {exc}); "
                         "without hub access give local files with [data] files = {task = path}") from None
 
 
@@ -117,7 +123,7 @@ def load_glue(task_name: str, path: str | None = None, split: str | None = None,
     if task.num_labels > 1 and (labels < 0).any():
         raise UserError(f"GLUE {task.name} split {split!r} has unlabeled rows (label -1, the test split); "
                         f"use {task.eval_split!r}")
-    source = {"file": str(Path(path).resolve()), "bytes": Path(path).stat().st_size} if path else {"hub": HUB_DATASET}
+    source = {"file": str(Path(path).resolve()), "bytes": Path(path).stat().st_size} if path else {"hub": task.hub}
     return TextSplit(
         task=task,
         text_a=frame[task.text_a].astype(str).tolist(),
