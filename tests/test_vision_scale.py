@@ -213,8 +213,13 @@ def test_shipped_suites_plan(name):
         if spec["source"] == "timm":  # real pretrained tags, each sharing an arch label with a backbone
             assert spec["model"] in timm.list_pretrained(spec["model"])
             assert spec["arch"] in {arches[a] for a in runner.ctx.authorized}
-    attack_jobs = sum(len(d.attacks) * len(d.models) for d in suite.defenses if d.models)  # cifar10: Tables 8-9
-    assert len(runner.jobs) == 1 + len(runner.ctx.authorized) * 2 * (7 * 2 + 1 * 2) + attack_jobs
+    default = [d for d in suite.defenses if d.tier == "default"]
+    attack_jobs = sum(len(d.attacks) * len(d.models) * len(d.psnr) * len(d.release) for d in default if d.models)
+    grid = sum(len(d.psnr) * len(d.release) * len(d.attacks) for d in default if not d.models)
+    assert grid == 2 * (7 * 2 + 1 * 2) + (2 if name == "imagenet" else 1)  # the sweeps, the paper-nominal points, paper-code
+    assert len(runner.jobs) == 1 + len(runner.ctx.authorized) * grid + attack_jobs  # cifar10: Tables 8-9 on vit-b16
+    code = [j for j in runner.jobs if j.point.get("psnr_mode") == "paper-code"]
+    assert code and all(j.point["evaluation"] == "paper-code" for j in code)
 
 
 @pytest.mark.parametrize("space", ["model", "pixel"])
