@@ -222,6 +222,18 @@ def test_shipped_suites_plan(name):
     assert code and all(j.point["evaluation"] == "paper-code" for j in code)
 
 
+@pytest.mark.parametrize("name", ["table3-cifar10", "table3-imagenet"])
+def test_shipped_table3_suites_plan_the_baselines_beside_ne(name):
+    """NE Table 3 at scale: DP and ALGOSPEC on ResNet-50 and ViT-B beside NE, rendered by [report] table3."""
+    suite = load_suite(name)
+    runner = make_engine(suite, "unused", progress=False)
+    assert list(runner.ctx.authorized) == ["resnet-50", "vit-b16"]
+    planned = {(j.defense, j.authorized) for j in runner.jobs}
+    for defense in ("dp", "algospec", "ne-patch"):
+        assert {(defense, "resnet-50"), (defense, "vit-b16")} <= planned
+    assert suite.report["table3"]["ne"] == "ne-patch"
+
+
 @pytest.mark.parametrize("space", ["model", "pixel"])
 def test_full_grid_two_native_resolutions(tmp_path, image_folder, space):
     suite = load_suite(_suite(tmp_path / "s.toml", image_folder, space))
