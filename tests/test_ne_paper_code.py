@@ -140,7 +140,9 @@ def _code_suite(tmp, evaluation="paper-code", mode="paper-code", defense="ne-pat
     from tests.conftest import write_suite
 
     extra = (f'\n[[defenses]]\nname = "{defense}"\nparams = {{ layout = "tiled" }}\npsnr = [20]\npsnr_mode = "{mode}"\n'
-             f'evaluation = "{evaluation}"\nrelease = ["float"]\n')
+             f'evaluation = "{evaluation}"\nrelease = ["float"]\n'
+             f'\n[[defenses]]\nname = "noise"\npsnr = [20]\npsnr_mode = "{mode}"\nevaluation = "{evaluation}"\n'
+             'release = ["float"]\n')
     path = write_suite(tmp / "code.toml", psnr=(20,), release=("float",), defenses=(), extra=extra)
     text = path.read_text().replace('{ source = "zoo", model = "vit-s0", epochs = 6 }',
                                     '{ source = "zoo", model = "cnn-s0", epochs = 2 }')
@@ -163,6 +165,8 @@ def test_paper_code_through_the_runner(tmp_path):
     assert summary["mlp-s0"]["evaluation"].startswith("paper-code (non-overlapping")
     assert all(r["encoding"]["psnr_true"] is not None and r["encoding"]["psnr_nominal"] is not None for r in rows)
     assert all("psnr_nominal_split" in s for s in summary.values())
+    noise = [r for r in read_rows(tmp_path / "run") if r["defense"] == "noise"]
+    assert noise and all(r["encoding"]["psnr_true"] is not None for r in noise)
 
 
 def test_paper_code_evaluation_needs_the_code_psnr_mode(tmp_path):

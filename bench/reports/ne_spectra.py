@@ -23,18 +23,23 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-import pandas as pd
-import torch
-import torch.nn as nn
+import matplotlib
 
-from bench import provenance
-from bench.defenses import get_defense
-from bench.defenses.release import calibrate
-from bench.errors import UserError
-from bench.models.sources import load_model
-from bench.reports.ne_reported import CITATION, LAYERS_REPORTED, SPECTRA_REPORTED
-from bench.reports.tables import to_markdown
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+from bench import provenance  # noqa: E402
+from bench.data import load_dataset  # noqa: E402
+from bench.defenses import get_defense  # noqa: E402
+from bench.defenses.release import calibrate  # noqa: E402
+from bench.errors import UserError  # noqa: E402
+from bench.models.sources import load_model  # noqa: E402
+from bench.reports.ne_reported import CITATION, LAYERS_REPORTED, SPECTRA_REPORTED  # noqa: E402
+from bench.reports.tables import to_markdown  # noqa: E402
 
 # The paper's backbones (its Tables 1 and 5), as the GPU suites load them; MambaVision ships its own code
 # and needs CUDA (bench.models.hf_vision), so it is listed but builds only on such a machine.
@@ -148,11 +153,6 @@ def render_spectra(names: list[str], out_dir: Path, pretrained: bool = False, se
 
 
 def _plot_spectra(spectra: dict, path: Path, weights: set[str]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, s in spectra.items():
         s = np.sort(s)[::-1]
@@ -197,8 +197,6 @@ def probe_images(adapter, samples: int, seed: int) -> tuple[torch.Tensor, str]:
     random images (no dataset is reachable offline; labelled so)."""
     c, h, w = adapter.preprocess.input_size
     if c == 1:
-        from bench.data import load_dataset
-
         test = load_dataset("digits", "test").subset(samples, seed)
         return adapter.preprocess.geometry(test.images), f"digits test split ({samples} seeded images)"
     g = torch.Generator().manual_seed(seed)
