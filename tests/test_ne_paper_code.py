@@ -119,7 +119,6 @@ def test_bypass_feeds_the_authorized_model_the_noised_patches(tmp_path):
     model = stem_model(kernel=4, stride=2)
     fl = model.first_linear()
     x = images().float()
-    std, mean = (0.5,) * 3, (0.4,) * 3
     g = torch.Generator().manual_seed(5)
     cols = fl.unfold((x.double() - 0.4) / 0.5)
     noise = 3.0 * torch.randn(cols.shape, generator=g, dtype=torch.float64)
