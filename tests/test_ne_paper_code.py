@@ -175,3 +175,21 @@ def test_paper_code_evaluation_needs_the_code_psnr_mode(tmp_path):
     suite = load_suite(_code_suite(tmp_path, mode="true"))
     with pytest.raises(UserError, match="evaluation 'paper-code' needs psnr_mode"):
         make_engine(suite, tmp_path / "run", progress=False).run()
+
+
+def test_paper_code_release_does_not_depend_on_the_batch():
+    model = stem_model(kernel=4, stride=2, std=(0.2, 0.5, 0.3))
+    defense = get_defense("ne-patch")(layout="tiled")
+    defense.fit(model)
+    fl, std, mean = model.first_linear(), (0.2, 0.5, 0.3), (0.4,) * 3
+    x = images(7)
+
+    def released(rows):
+        part = x[rows]
+        first = defense.patch_noise(part, rows, [0] * len(rows), 0, fl, std)
+        fresh = defense.patch_noise(part, rows, [0] * len(rows), 1, fl, std)
+        return calibrate_paper_code(part, first, fresh, fl.unfold, fl.fold, mean, std, 20.0, "uint8").calibrated.released
+
+    whole = released(list(range(7)))
+    assert torch.equal(torch.cat([released([i]) for i in range(7)]), whole)
+    assert torch.equal(torch.cat([released([0, 1, 2]), released([3, 4, 5, 6])]), whole)
