@@ -136,7 +136,7 @@ def test_bypass_feeds_the_authorized_model_the_noised_patches(tmp_path):
 
 
 def _code_suite(tmp, evaluation="paper-code", mode="paper-code", defense="ne-patch"):
-    from tests.conftest import write_suite
+    from conftest import write_suite
 
     extra = (f'\n[[defenses]]\nname = "{defense}"\nparams = {{ layout = "tiled" }}\npsnr = [20]\npsnr_mode = "{mode}"\n'
              f'evaluation = "{evaluation}"\nrelease = ["float"]\n'
@@ -153,10 +153,11 @@ def test_paper_code_through_the_runner(tmp_path):
     """The bypass applies to the overlapping CNN stem only, is labelled on the row, and keeps the true PSNR."""
     from bench.results import read_rows
     from bench.suite import load_suite
-    from tests.conftest import make_engine
+    from conftest import make_engine, validate_rows
 
     suite = load_suite(_code_suite(tmp_path))
     make_engine(suite, tmp_path / "run", progress=False).run()
+    validate_rows(read_rows(tmp_path / "run"))
     rows = [r for r in read_rows(tmp_path / "run") if r["defense"] == "ne-patch"]
     assert rows and all(r["point"]["evaluation"] == "paper-code" and r["point"]["psnr_mode"] == "paper-code" for r in rows)
     summary = {r["authorized"]: r["provenance"]["defense_summary"] for r in rows}
@@ -170,7 +171,7 @@ def test_paper_code_through_the_runner(tmp_path):
 
 def test_paper_code_evaluation_needs_the_code_psnr_mode(tmp_path):
     from bench.suite import load_suite
-    from tests.conftest import make_engine
+    from conftest import make_engine
 
     suite = load_suite(_code_suite(tmp_path, mode="true"))
     with pytest.raises(UserError, match="evaluation 'paper-code' needs psnr_mode"):
