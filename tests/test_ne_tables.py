@@ -63,7 +63,7 @@ def test_random_weights_are_the_default_and_labelled():
 def test_cli_ne_spectra_on_the_zoo_and_errors(tmp_path, capsys):
     assert cli_main(["tables", "ne-spectra", "--arch", "zoo:mlp-s0", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "ne_table5_spectra.md").read_text()
-    assert "zoo:mlp-s0" in text and "RANDOM WEIGHTS" not in text and (tmp_path / "ne_fig3_spectra.png").stat().st_size
+    assert "zoo:mlp-s0" in text and "RANDOM WEIGHTS" not in text and "no figure here is reported" in text and (tmp_path / "ne_fig3_spectra.png").stat().st_size
     capsys.readouterr()
     assert cli_main(["tables", "ne-spectra", "--arch", "resnet-5O", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -82,3 +82,4 @@ def test_cli_ne_layers_on_the_zoo(tmp_path):
     text = (tmp_path / "ne_table6_layers.md").read_text()
     assert "| zoo:mlp-s0 | authorized" in text and "| zoo:mlp-s1 | unauthorized" in text
     assert "beside the paper's Table 6" not in text  # only a ResNet-50 is compared with the paper
+    assert "no figure here is reported by a paper" in text and "`reported` column" not in text

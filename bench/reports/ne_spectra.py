@@ -99,9 +99,10 @@ def _fmt(v: float) -> str:
     return f"{v:.4f}" if 1e-3 <= abs(v) < 1e4 or v == 0 else f"{v:.2e}"
 
 
-def _header(weights: set[str]) -> list[str]:
-    line = (f"Measured by authbench (git `{provenance.git_revision()}`); the `reported` column quotes {CITATION} "
-            "(table, row and column as labelled), at the paper's printed precision.")
+def _header(weights: set[str], quoted: bool) -> list[str]:
+    line = f"Measured by authbench (git `{provenance.git_revision()}`); " + (
+        f"the `reported` column quotes {CITATION} (table, row and column as labelled), at the paper's printed precision."
+        if quoted else "no figure here is reported by a paper.")
     out = [line, ""]
     if any(w.startswith("random") for w in weights):
         out += ["**RANDOM WEIGHTS**: backbones built from their published configurations with seeded random "
@@ -137,7 +138,7 @@ def render_spectra(names: list[str], out_dir: Path, pretrained: bool = False, se
     shown = frame.copy()
     for col in ("Max", "Min", "Mean", "Median"):
         shown[col] = shown[col].map(_fmt)
-    parts = _header(weights) + ["# NE Table 5 and Figure 3: first-layer singular values", "",
+    parts = _header(weights, bool(compare)) + ["# NE Table 5 and Figure 3: first-layer singular values", "",
                                 "Singular values of the first linear map's weight as the layer holds it "
                                 "(out x in, flattened per output, as the public NE code takes it); P95 / P99: "
                                 "components (largest first) reaching 95% / 99% of the sum of squared singular values.", "",
@@ -232,7 +233,7 @@ def render_layers(authorized: str, others: list[str], out_dir: Path, pretrained:
                             **{f"L{i}": v for i, v in enumerate(devs)}})
     frame = pd.DataFrame.from_records(records)
     levels = [c for c in frame.columns if c.startswith("L")]
-    parts = _header({lab for _, lab in models.values()}) + [
+    parts = _header({lab for _, lab in models.values()}, paper == "ResNet-50") + [
         f"# NE Table 6: layer-wise deviation norms, NE made for {authorized}", "",
         f"Relative deviation ||h(x~) - h(x)|| / ||h(x)|| (mean over {data_label}) at every {every}th forward operation "
         f"({', '.join(t.__name__ for t in LAYER_OPS)}, in execution order; L0 = the first); ne-patch tau = 1e-4, "
