@@ -10,6 +10,8 @@ from pathlib import Path
 from bench.errors import UserError
 
 LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
+TABLES = ("ne-spectra", "ne-layers")
+DEFAULT_ARCHES = {"ne-spectra": ["resnet-50", "vit-b16", "swinv2-t", "deit-b16"], "ne-layers": ["resnet-50", "vit-b16"]}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +98,19 @@ def _parser() -> argparse.ArgumentParser:
                      "the pinned weights (default 1.0)")
     zoo.add_argument("--threads", type=int, help="torch CPU threads")
     zoo.add_argument("--no-progress", action="store_true", help="hide training progress bars")
+
+    tab = sub.add_parser("tables", help="regenerate a paper table that needs only the architectures (offline)")
+    tab.add_argument("table", choices=TABLES, help="ne-spectra: NE Table 5 + Figure 3; ne-layers: NE Table 6")
+    tab.add_argument("--arch", action="append", help="backbone (resnet-50, vit-b16, swinv2-t, deit-b16, mambavision-t) "
+                     "or zoo:<name> (repeatable; ne-layers: the first is authorized, the rest unauthorized)")
+    tab.add_argument("--pretrained", action="store_true", help="the published weights (needs the hub or its cache); "
+                     "default: seeded random weights from the published configuration, labelled so")
+    tab.add_argument("--seed", type=int, default=0, help="random-weights seed (the next models take seed+1, ...)")
+    tab.add_argument("--samples", type=int, default=8, help="ne-layers: images encoded")
+    tab.add_argument("--psnr", action="append", type=float, help="ne-layers: PSNR points (default: the paper's 40 .. 0 dB)")
+    tab.add_argument("--psnr-mode", default="true", choices=("true", "paper-nominal"), help="ne-layers: PSNR scale")
+    tab.add_argument("--every", type=int, default=40, help="ne-layers: checkpoint every N forward operations (paper: 40)")
+    tab.add_argument("--out", type=Path, default=Path("reports") / "ne-tables", help="output folder")
 
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
     cache.add_argument("action", choices=("info", "clear"))
@@ -274,6 +289,22 @@ def _cmd_zoo(args) -> int:
     return 1 if bad else 0
 
 
+def _cmd_tables(args) -> int:
+    from bench.reports.ne_spectra import TABLE6_PSNR, render_layers, render_spectra
+
+    arches = args.arch or DEFAULT_ARCHES[args.table]
+    if args.samples < 1 or args.every < 1:
+        raise UserError("--samples and --every must be >= 1")
+    if args.table == "ne-spectra":
+        paths = render_spectra(arches, args.out, args.pretrained, args.seed)
+    else:
+        paths = render_layers(arches[0], arches[1:], args.out, args.pretrained, args.seed, args.samples,
+                              tuple(args.psnr or TABLE6_PSNR), args.every, args.psnr_mode)
+    for path in paths:
+        print(path)
+    return 0
+
+
 def _cmd_cache(args) -> int:
     from bench.cache import cache_clear, cache_info, cache_root
 
@@ -291,7 +322,7 @@ def _cmd_cache(args) -> int:
 
 
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check,
-            "leaderboard": _cmd_leaderboard, "zoo": _cmd_zoo,
+            "leaderboard": _cmd_leaderboard, "zoo": _cmd_zoo, "tables": _cmd_tables,
             "cache": _cmd_cache}
 
 

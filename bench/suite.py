@@ -10,7 +10,9 @@
                  tier = "default" | "full" (full entries run only with `authbench run --full`),
                  models = [labels] (the authorized models this entry protects; default all; a spec
                  such as "zoo:fhe-s0" adds a model only this entry protects);
-                 input defenses also: psnr = [...], psnr_mode = "true" | "paper-nominal",
+                 input defenses also: psnr = [...], psnr_mode = "true" | "paper-nominal" |
+                 "paper-code", evaluation = "release" | "paper-code" (the public code's
+                 authorized-model bypass, non-deployable; needs psnr_mode "paper-code"),
                  release = ["float", "clip", "uint8"]
     [check]      tolerance = {metric = points}, default_tolerance, inference_tolerance (cells that train
                  nothing at run time; default 0 = exact), trials (repeats of the cells that train at run
@@ -45,7 +47,7 @@ RUN_KEYS = {"batch_size": int, "device": str, "threads": int}
 EXECUTOR_KEYS = {"name": str, "address": str, "cpus_per_job": (int, float), "gpus_per_job": (int, float),
                  "max_in_flight": int, "max_retries": int, "partition": str, "array_parallelism": int,
                  "time_limit": int, "mem_gb": (int, float), "job_folder": str, "cluster": str}
-DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "release", "attacks", "sweep", "trials", "tier", "models"}
+DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "evaluation", "release", "attacks", "sweep", "trials", "tier", "models"}
 TIERS = ("default", "full")
 
 
@@ -61,6 +63,7 @@ class DefenseEntry:
     trials: int = 1
     tier: str = "default"
     models: list[str] = field(default_factory=list)  # authorized labels this entry protects (empty: all)
+    evaluation: str = "release"  # input defenses: "release" | "paper-code" (bench.protocols.input_auth)
 
 
 @dataclass
@@ -172,6 +175,7 @@ def load_suite(name_or_path: str | None = None) -> Suite:
                 params=dict(d.get("params", {})),
                 psnr=psnr,
                 psnr_mode=d.get("psnr_mode", "true"),
+                evaluation=str(d.get("evaluation", "release")),
                 release=[str(r) for r in _as_list(d.get("release", ["float"]), "release", where)],
                 attacks=_as_list(d.get("attacks", ["none"]), "attacks", where),
                 sweep=sweep,

@@ -55,7 +55,7 @@ class SubspaceView:
 
 
 # -- preprocessing -----------------------------------------------------------------------------
-@pytest.mark.parametrize("entry", ["jpeg", "blur", "crop", "resize", "gauss-noise", {"name": "jpeg", "quality": 95}])
+@pytest.mark.parametrize("entry", ["jpeg", "blur", "crop", "cutout", "resize", "gauss-noise", {"name": "jpeg", "quality": 95}])
 def test_preprocessing_keeps_shape_and_is_deterministic(entry):
     x = _images(6, 16)
     attack = get_attack(entry)
@@ -72,6 +72,22 @@ def test_crop_keeps_the_drawn_area_and_resizes_back():
     assert torch.allclose(out, x, atol=1e-6)  # keeping all of the image is the identity
     out = get_attack({"name": "crop", "low": 0.6, "high": 0.9})(x, seed=0)
     assert len({round(float(o.mean()), 3) for o in out}) > 5  # each sample draws its own crop
+
+
+def test_cutout_zeroes_one_square_of_the_drawn_side_and_keeps_the_rest():
+    x = torch.ones(40, 3, 20, 20)
+    out = get_attack("cutout")(x, seed=0)  # defaults: side 10-40% of 20 pixels, as the public code's "crop"
+    zeroed = (out == 0).all(1)  # (N, H, W): every channel zeroed together
+    for mask in zeroed:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        side = len(rows)
+        assert 2 <= side <= 8 and len(cols) == side and int(mask.sum()) == side * side  # one square
+        assert rows.max() - rows.min() + 1 == side
+    assert torch.equal(out[~(out == 0)], x[~(out == 0)])  # nothing else changes (no resize, unlike crop)
+    assert len({int(m.sum()) for m in zeroed}) > 2  # each sample draws its own side
+    batched = torch.cat([get_attack("cutout")(x[i : i + 7], seed=0, positions=list(range(i, min(i + 7, 40))))
+                         for i in range(0, 40, 7)])
+    assert torch.equal(batched, out)
 
 
 def test_noise_attack_psnr_matches_sigma():
@@ -116,6 +132,57 @@ def test_projection_regression_fill_beats_the_mean_fill():
     assert gains["regress"] > gains["mean"]
 
 
+def _real_view(n=64):
+    """An AttackerView whose 'defense' adds seeded Gaussian noise per (index, seed): records every encode call."""
+    from bench.attacks.attacker import AttackerView
+
+    imgs = _images(n, 8)
+    train = Split("train", imgs, torch.zeros(n, dtype=torch.long), np.arange(n), 2)
+    calls = []
+
+    def encode(split, seed):
+        calls.append(seed)
+        noise = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(seed * 1000 + int(i)))
+                             for i in split.indices])
+        return split.images + 0.1 * noise
+
+    return AttackerView(train=train, seed=3, encode=encode, to_space=lambda x: x, directions=None), calls
+
+
+def test_whitebox_access_trains_on_the_attackers_own_releases():
+    """NE Table 8 row 3: the attacker recodes its own images (draws x samples pairs, its own seeds)."""
+    from bench.attacks.attacker import DRAW_STRIDE
+
+    view, calls = _real_view()
+    attack = get_attack({"name": "reconstruct", "access": "whitebox", "draws": 3, "target": "noise2clean",
+                         "samples": 64, "epochs": 1, "width": 8, "depth": 2})
+    facts = attack.fit(view, seed=0)
+    assert facts["train_pairs"] == 3 * 64 and facts["samples"] == 64
+    draws = {(s - 3) // DRAW_STRIDE for s in calls}
+    assert draws == {8, 9, 10}  # never the defender's own releases (draws 0 and 1)
+    view, calls = _real_view()
+    get_attack({"name": "reconstruct", "samples": 64, "epochs": 1, "width": 8, "depth": 2}).fit(view, seed=0)
+    assert {(s - 3) // DRAW_STRIDE for s in calls} == {0, 1}  # black box: the defender's two releases
+    split = view.self_released_split(view.clean(64), 2)
+    assert len(split) == 128 and torch.equal(split.read(np.arange(64, 70)), split.read(np.arange(64, 128))[:6])
+
+
+def test_srresnet_denoiser_is_the_residual_block_net():
+    from bench.attacks.reconstruction import SRResNet
+
+    net = SRResNet(1, 16, 2)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) == 2 * 2 + 1
+    assert sum(isinstance(m, nn.PReLU) for m in net.modules()) == 2 + 1
+    assert net(torch.zeros(2, 1, 8, 8)).shape == (2, 1, 8, 8)
+    view, _ = _real_view()
+    attack = get_attack({"name": "reconstruct", "net": "srresnet", "blocks": 2, "width": 8, "target": "noise2clean",
+                         "samples": 64, "epochs": 1})
+    attack.fit(view, seed=0)
+    assert isinstance(attack.net, SRResNet) and attack(_images(4), seed=0).shape == (4, 1, 8, 8)
+    with pytest.raises(UserError, match="unknown net"):
+        get_attack({"name": "reconstruct", "net": "unet"}).fit(view, 0)
+
+
 def test_noise2clean_denoiser_removes_gaussian_noise():
     class NoiseView(SubspaceView):
         def released(self, clean, draw=0):
@@ -140,6 +207,26 @@ def test_adaptation_returns_a_new_model_and_leaves_the_original():
     adapted = get_attack({"name": "adapt", "epochs": 2}).adapt(adapter, view, seed=0)
     assert adapter.digest == before
     assert adapted.digest != before and adapted.name == "toy"
+
+
+def test_adaptation_from_the_standard_initialisation_resets_the_weights():
+    from bench.attacks.adaptation import standard_init
+
+    module = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    with torch.no_grad():
+        module[1].weight.fill_(3.0)
+    adapter = from_module(module, "toy", [0.5], [0.5], [1, 8, 8])
+    view = SubspaceView(n=64)
+    view.split = Split("synthetic", view.split.images, torch.arange(64) % 2, np.arange(64), 2)
+    kept = get_attack({"name": "adapt", "epochs": 0}).adapt(adapter, view, seed=0)
+    fresh = get_attack({"name": "adapt", "epochs": 0, "init": "standard"}).adapt(adapter, view, seed=0)
+    assert torch.equal(kept.module[1].weight, module[1].weight)  # epochs 0: the evaluated model as it is
+    assert fresh.module[1].weight.abs().max() < 1.0  # nn.Linear's own init, not the 3.0 it had
+    again = standard_init(nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), 0)
+    assert torch.equal(fresh.module[1].weight, again[1].weight)  # seeded
+    assert torch.equal(module[1].weight, torch.full_like(module[1].weight, 3.0))  # never in place
+    with pytest.raises(UserError, match="unknown init"):
+        get_attack({"name": "adapt", "init": "xavier"}).adapt(adapter, view, seed=0)
 
 
 # -- through the runner on the digits zoo -----------------------------------------------------

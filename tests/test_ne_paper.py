@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_reported_entry_is_cited_and_labelled():
     assert {e["table"] for e in REPORTED} == {1, 2, 8, 9}
     for e in REPORTED:
-        assert e["kind"] == "reported" and f"Table {e['table']}" in e["cite"] and e["row"] in e["cite"]
+        assert e["kind"] == "reported" and f"Table {e['table']}" in e["cite"]
+        assert e["row"] in e["cite"] or "not a row" in e["cite"]  # Table 9's 98.7 is in its caption and Sec. 5.3
     table1 = reported_table(1, "ImageNet")
     assert table1.shape == (6, 5) and table1.loc["ViT-B", "ViT-B"] == 81.3
 
@@ -75,3 +76,34 @@ def test_table2_maps_other_weights_columns_apart_from_table1(tmp_path):
     assert "r50b" not in table1  # a variant is no Table 1 column
     (line,) = [l for l in table2.splitlines() if l.startswith("| r50 ") and "r50b" in l]
     assert [c.strip() for c in line.strip("|").split("|")] == ["r50", "r50b", "ResNet-50", "ResNet-50", "2.0", "1.2", "0.8"]
+
+
+def test_citations_name_authors_title_arxiv_and_the_987_is_no_table_9_row():
+    from bench.reports.ne_reported import CITATION
+
+    assert "Wang et al." in CITATION and "Catch-Only-One" in CITATION and "arXiv 2510.10982" in CITATION
+    assert all(e["cite"].startswith(CITATION) for e in REPORTED)
+    (auth,) = [e for e in REPORTED if e["table"] == 9 and e["value"] == 98.7]
+    assert "caption and Sec. 5.3" in auth["cite"] and "not a row" in auth["cite"]
+    assert all("caption" not in e["cite"] for e in REPORTED if e["table"] == 9 and e["value"] != 98.7)
+    assert {e["text"] for e in REPORTED if e["table"] == 1 and e["row"] == "Baseline"} >= {"98.2", "80.3"}
+
+
+def test_comparison_of_a_random_weights_run_is_labelled_so(tmp_path):
+    rows = [{**r, "suite": "imagenet-random-weights"} for r in ROWS]
+    (path,) = render_comparison(rows, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})
+    text = path.read_text()
+    assert "RANDOM WEIGHTS" in text and "not comparable" in text and "measured vs reported" not in text
+    (path,) = render_comparison(ROWS, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})
+    assert "RANDOM WEIGHTS" not in path.read_text()
+
+
+def test_paper_code_rows_say_the_papers_figures_come_from_them(tmp_path):
+    code = [{**r, "point": {**r["point"], "psnr_mode": "paper-code", "evaluation": "paper-code"}} if r["defense"] != "none"
+            else r for r in ROWS]
+    (path,) = render_comparison(ROWS + code, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})
+    sections = path.read_text().split("## Table 1: ")[1:]
+    assert len(sections) == 2
+    (marked,) = [s for s in sections if "evaluation=paper-code" in s.splitlines()[0]]
+    assert "The paper's figures come from this setting" in marked
+    assert all("come from this setting" not in s for s in sections if s is not marked)

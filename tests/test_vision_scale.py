@@ -213,8 +213,25 @@ def test_shipped_suites_plan(name):
         if spec["source"] == "timm":  # real pretrained tags, each sharing an arch label with a backbone
             assert spec["model"] in timm.list_pretrained(spec["model"])
             assert spec["arch"] in {arches[a] for a in runner.ctx.authorized}
-    attack_jobs = sum(len(d.attacks) * len(d.models) for d in suite.defenses if d.models)  # cifar10: Tables 8-9
-    assert len(runner.jobs) == 1 + len(runner.ctx.authorized) * 2 * (7 * 2 + 1 * 2) + attack_jobs
+    default = [d for d in suite.defenses if d.tier == "default"]
+    attack_jobs = sum(len(d.attacks) * len(d.models) * len(d.psnr) * len(d.release) for d in default if d.models)
+    grid = sum(len(d.psnr) * len(d.release) * len(d.attacks) for d in default if not d.models)
+    assert grid == 2 * (7 * 2 + 1 * 2) + (2 if name == "imagenet" else 1)  # the sweeps, the paper-nominal points, paper-code
+    assert len(runner.jobs) == 1 + len(runner.ctx.authorized) * grid + attack_jobs  # cifar10: Tables 8-9 on vit-b16
+    code = [j for j in runner.jobs if j.point.get("psnr_mode") == "paper-code"]
+    assert code and all(j.point["evaluation"] == "paper-code" for j in code)
+
+
+@pytest.mark.parametrize("name", ["table3-cifar10", "table3-imagenet"])
+def test_shipped_table3_suites_plan_the_baselines_beside_ne(name):
+    """NE Table 3 at scale: DP and ALGOSPEC on ResNet-50 and ViT-B beside NE, rendered by [report] table3."""
+    suite = load_suite(name)
+    runner = make_engine(suite, "unused", progress=False)
+    assert list(runner.ctx.authorized) == ["resnet-50", "vit-b16"]
+    planned = {(j.defense, j.authorized) for j in runner.jobs}
+    for defense in ("dp", "algospec", "ne-patch"):
+        assert {(defense, "resnet-50"), (defense, "vit-b16")} <= planned
+    assert suite.report["table3"]["ne"] == "ne-patch"
 
 
 @pytest.mark.parametrize("space", ["model", "pixel"])

@@ -1,7 +1,7 @@
 """Attacks: what an adversary does before or instead of inference (DESIGN.md "Attack").
 
 By what they touch (bench.attacks.base): input attacks transform the released data
-(preprocessing: jpeg, blur, crop, resize, gauss-noise); learned attacks first learn from the
+(preprocessing: jpeg, blur, crop, cutout, resize, gauss-noise); learned attacks first learn from the
 attacker's own released data (reconstruct: a Noise2Noise / Noise2Clean denoiser; project: the
 method-aware subspace projection); the adaptation attack fine-tunes unauthorized models on
 released data (adapt); model attacks transform a released model (finetune, prune, fine-prune, distill).

@@ -67,6 +67,26 @@ class AttackerView:
 
         return Split(f"{clean.name}[released:{draw}]", None, clean.labels, clean.indices, clean.num_classes, reader=read)
 
+    def self_released_split(self, clean: Split, draws: int, first: int = WHITEBOX_DRAW + 1) -> Split:
+        """`clean` released `draws` times, by the attacker itself (white-box access to the authorized model:
+        it knows the method and the model, so it recodes its own images at the job's strength, with seeds
+        of its own, draws first, first+1, ...): a lazy Split of draws * len(clean) samples, draw-major."""
+        stored = self._memo.get(("stored", clean.identity["indices"]), clean)
+        n, draws = len(clean.labels), int(draws)
+
+        def read(positions) -> torch.Tensor:
+            positions = torch.as_tensor(positions, dtype=torch.long)
+            out = None
+            for d in sorted(set((positions // n).tolist())):
+                rows = (positions // n == d).nonzero().flatten()
+                part = self._encode(stored.take((positions[rows] % n).numpy()), self._seed + DRAW_STRIDE * (first + d))
+                out = torch.empty(len(positions), *part.shape[1:], dtype=part.dtype) if out is None else out
+                out[rows] = part
+            return out
+
+        return Split(f"{clean.name}[self-released:{draws}]", None, clean.labels.repeat(draws),
+                     list(clean.indices) * draws, clean.num_classes, reader=read)
+
     def whitebox_directions(self, clean: Split) -> torch.Tensor:
         """Recoding directions drawn with the attacker's own seed (knows the method and the model)."""
         if self._directions is None:

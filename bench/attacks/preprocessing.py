@@ -87,6 +87,29 @@ class RandomCrop(Attack):
         return torch.stack(out)
 
 
+class Cutout(Attack):
+    name = "cutout"
+    description = "zero one random square of side drawn from [low, high] of the image side (the public NE code's 'crop')"
+    defaults = {"low": 0.1, "high": 0.4}
+
+    def __call__(self, x, seed, positions=None):
+        """The public code's `apply_crop_to_image(threshold)` zeroes a square of side threshold * H at a random
+        place; its sweep runs threshold over 10-40%, so the side is drawn per sample from [low, high]."""
+        positions = range(len(x)) if positions is None else positions
+        low = _check_range(self.name, self.params["low"], 0.0, 1)
+        high = _check_range(self.name, self.params["high"], low, 1)
+        h, w = x.shape[-2:]
+        out = x.clone()
+        for row, i in enumerate(positions):
+            g = sample_generator(seed, int(i), self.name)
+            side = low + (high - low) * torch.rand((), generator=g).item()
+            ch, cw = max(1, int(h * side)), max(1, int(w * side))
+            top = int(torch.randint(0, h - ch + 1, (), generator=g))
+            left = int(torch.randint(0, w - cw + 1, (), generator=g))
+            out[row, :, top : top + ch, left : left + cw] = 0
+        return out
+
+
 class Resize(Attack):
     name = "resize"
     description = "downscale by a factor (antialiased bilinear) and back up to the original size"
@@ -113,4 +136,4 @@ class AddGaussianNoise(Attack):
         return x + sigma * noise.to(x.dtype)
 
 
-PREPROCESSING = (Jpeg, GaussianBlur, RandomCrop, Resize, AddGaussianNoise)
+PREPROCESSING = (Jpeg, GaussianBlur, RandomCrop, Cutout, Resize, AddGaussianNoise)

@@ -147,6 +147,16 @@ class InputDefense(Defense):
             out[start : start + len(part)] = build(self.draw_codes(seed, part, code_shape, device))
         return out if which is None else out[which.to(device)]
 
+    # psnr_mode "paper-code" (bench.defenses.release.calibrate_paper_code): whether the public NE code
+    # draws the perturbation afresh after computing its scale (NE: yes; its Gaussian control: no)
+    paper_code_fresh: ClassVar[bool] = True
+
+    def patch_noise(self, x: torch.Tensor, indices, labels, seed: int, fl, std) -> torch.Tensor:
+        """The perturbation in the unfolded-patch domain of the authorized first layer `fl`, on the
+        processor-normalized tensor (per-channel `std`): (N, n, L) float64 on x's device. Only defenses
+        that the public NE code's strength rule covers have one (psnr_mode "paper-code")."""
+        raise UserError(f"defense {self.name!r} has no per-patch noise: psnr_mode 'paper-code' takes ne-patch or noise")
+
     def summary(self) -> dict:
         """Non-secret facts about the fitted state, recorded in results."""
         return {}

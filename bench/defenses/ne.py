@@ -60,6 +60,7 @@ class NEPatch(InputDefense):
             k_tau = int((torch.cumsum(sv, 0) <= self.params["tau"]).sum())
         k = max(k_tau, int(self.params["min_dims"]))
         self._fl, self._basis = fl, v[:, :k]
+        self._normalized: dict = {}
         self._state = PerDevice(basis=self._basis.contiguous(), basis_t=self._basis.T.contiguous())
         self._positions = fl.unfold(torch.zeros(1, *fl.input_shape, dtype=torch.float64)).shape[-1]
         self._summary = {
@@ -89,6 +90,39 @@ class NEPatch(InputDefense):
 
         per_sample = 8 * (k + 2 * n) * positions  # codes, products, folded image (upper bound)
         return self.batched_directions(x, indices, labels, seed, code_shape, self._fl.input_shape, build, per_sample)
+
+    def _normalized_basis(self, std) -> PerDevice:
+        """The basis as an orthonormal basis of the same subspace in the processor-normalized patch domain.
+
+        W acts on pixel-space deltas (the std folded in), so a pixel delta d in its low-gain subspace is
+        the normalized delta d / std; with one std for every channel the columns stay orthonormal and
+        are the basis itself, else they are re-orthonormalised (QR)."""
+        key = tuple(float(v) for v in std)
+        if key not in self._normalized:
+            n, c = self._basis.shape[0], self._fl.input_shape[0]
+            per_entry = torch.tensor(key, dtype=torch.float64).expand(c).repeat_interleave(n // c)
+            basis = self._basis
+            if not bool((per_entry == per_entry[0]).all()):
+                basis = torch.linalg.qr(basis / per_entry[:, None]).Q
+            self._normalized[key] = PerDevice(basis=basis.contiguous(), basis_t=basis.T.contiguous())
+        return self._normalized[key]
+
+    def patch_noise(self, x, indices, labels, seed, fl, std):
+        """V z per patch before the fold, in the normalized domain (the public code's noise: the same codes
+        z as `directions`, tiled or per position), (N, n, L); `fl` is the fitted model's own first layer."""
+        (n, k), positions = self._basis.shape, self._positions
+        tiled = self.params["layout"] == "tiled"
+        normalized = self._normalized_basis(std)
+
+        def build(z):
+            g, state = len(z), normalized.on(z.device)
+            if tiled or positions == 1:
+                return rows_matmul(z[:, :, 0], state["basis_t"]).unsqueeze(2).expand(g, n, positions)
+            return torch.bmm(state["basis"].expand(g, n, k), z)
+
+        code_shape = (k, 1) if tiled else (k, positions)
+        return self.batched_directions(x, indices, labels, seed, code_shape, (n, positions), build,
+                                       8 * (k + 2 * n) * positions)
 
     def summary(self) -> dict:
         return dict(self._summary)

@@ -22,6 +22,14 @@ class GaussianNoise(InputDefense):
         shape = tuple(x.shape[1:])
         return self.batched_directions(x, indices, labels, seed, shape, shape, lambda z: z)
 
+    paper_code_fresh = False  # the public code scales its one Gaussian draw
+
+    def patch_noise(self, x, indices, labels, seed, fl, std):
+        """As the public code's Gaussian control: i.i.d. N(0, 1) entries over the unfolded (n, L) patches of
+        the authorized first layer `fl` (so overlapping patches get independent noise, summed by the fold)."""
+        shape = tuple(fl.unfold(torch.zeros(1, *fl.input_shape, dtype=torch.float64)).shape[1:])
+        return self.batched_directions(x, indices, labels, seed, shape, shape, lambda z: z)
+
 
 class Clean(InputDefense):
     name = "none"

@@ -4,10 +4,19 @@ PSNR is always *measured* on the released image in pixel space (peak 1.0). The
 strength lambda is solved per sample so that the released image meets the target:
 
 - psnr_mode "true": target MSE = 10^(-dB/10) in pixel space;
-- psnr_mode "paper-nominal": the NE authors' public code, target MSE = 255^2 / 10^(dB/10)
-  measured on the processor-normalized tensor ((x - mean) / std), so the requested dB is
-  nominal; the achieved true pixel-space PSNR is recorded beside it.
-Given the authorized model's std, the nominal PSNR is recorded in either mode, so reports can
+- psnr_mode "paper-nominal": the PSNR *measure* of the NE authors' public code (its
+  `calculate_psnr`: peak 255, MSE of the difference on the processor-normalized tensor
+  (x - mean) / std), met per sample on the released image; the requested dB is nominal and the
+  achieved true pixel-space PSNR is recorded beside it. It is not how that code *scales* its
+  perturbation (that is "paper-code"), and the paper's text defines PSNR only by citing Hore &
+  Ziou (2010), the standard pixel PSNR, which is "true".
+- psnr_mode "paper-code": the public code's scale rule (`calibrate_paper_code`): per sample,
+  scale = sqrt(target / mean((P + N1)^2)) with target = 255^2 / 10^(dB/10), P the unfolded
+  patches of the processor-normalized image and N1 a first draw of the perturbation in that
+  unfolded-patch domain (the mean square of the *noised signal*, not of the perturbation), then
+  a fresh draw N2 scaled by it. No target is enforced on the result: calib_err_db and
+  unreachable are 0 and the achieved PSNRs (true and nominal) are what it gives.
+Given the authorized model's std, the nominal PSNR is recorded in every mode, so reports can
 show both scales.
 
 `calibrate` runs on the batch's device in float64, vectorised over the batch (closed form for
@@ -28,7 +37,8 @@ RELEASES = {
     "clip": "clipped to the valid pixel range [0, 1]",
     "uint8": "clipped and rounded to 8 bits, as a PNG would store it",
 }
-PSNR_MODES = ("true", "paper-nominal")
+PSNR_MODES = ("true", "paper-nominal", "paper-code")
+CODE_PEAK = 255.0  # the public NE code's peak, on the processor-normalized tensor
 TOLERANCE_DB = 0.1
 
 
@@ -86,6 +96,8 @@ def calibrate(
     """Scale each sample's delta so PSNR(release(clean + lam * delta), clean) hits target_db."""
     if mode not in PSNR_MODES:
         raise UserError(f"unknown psnr_mode {mode!r}; valid choices: {', '.join(PSNR_MODES)}")
+    if mode == "paper-code":
+        raise UserError("psnr_mode 'paper-code' scales patch-domain noise: use calibrate_paper_code")
     x = clean.to(torch.float64)
     d = delta.to(device=x.device, dtype=torch.float64)
     if mode == "paper-nominal" and std is None:
@@ -135,3 +147,63 @@ def calibrate(
         unreachable=int((err > TOLERANCE_DB).sum()),
         max_err_db=float(err.max()) if len(err) else 0.0,
     )
+
+
+def code_target_mse(target_db: float) -> float:
+    """The public NE code's target: 255^2 / 10^(dB/10)."""
+    return CODE_PEAK**2 / 10 ** (target_db / 10)
+
+
+def paper_code_scale(patches: torch.Tensor, noise: torch.Tensor, target_db: float) -> torch.Tensor:
+    """Per-sample scale of the public NE code: sqrt(target / mean((patches + noise)^2)) over each
+    sample's unfolded (n, L) entries (the mean square of the noised signal); 1 where that is 0."""
+    noised = patches + noise
+    ms = _row_sum(noised.pow(2)) / noised[0].numel() if len(noised) else noised.new_zeros(0)
+    scale = (code_target_mse(target_db) / ms.clamp_min(1e-300)).sqrt()
+    return torch.where(ms > 0, scale, torch.ones_like(scale))
+
+
+@dataclass
+class CodeRelease:
+    """What `calibrate_paper_code` gives: the released image (clean + folded perturbation), its
+    calibration facts, and the noised unfolded patches P + scale * N2 (normalized domain) the code's
+    authorized model reads for an overlapping stem (evaluation "paper-code")."""
+
+    calibrated: Calibrated
+    noised_patches: torch.Tensor
+    noise: torch.Tensor
+    scale: torch.Tensor
+
+
+def calibrate_paper_code(clean: torch.Tensor, first: torch.Tensor, fresh: torch.Tensor, unfold, fold,
+                         mean: tuple[float, ...], std: tuple[float, ...], target_db: float, fmt: str) -> CodeRelease:
+    """The public NE code's strength rule on pixel images `clean` (N, C, H, W).
+
+    `first` and `fresh` (N, n, L) are two independent draws of the perturbation in the unfolded-patch
+    domain of the processor-normalized tensor; `unfold` / `fold` map (N, C, H, W) <-> (N, n, L) (the
+    authorized model's first layer). The scale is computed with `first` and applied to `fresh`; the
+    released image is clean + std * fold(scale * fresh) in pixel space, then the release format."""
+    if fmt not in RELEASES:
+        release(clean[:0], fmt)  # the one-line error
+    x = clean.to(torch.float64)
+    c = x.shape[1]
+    m = torch.tensor(mean, dtype=torch.float64, device=x.device).expand(c).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64, device=x.device).expand(c).view(1, -1, 1, 1)
+    patches = unfold((x - m) / s)
+    first = first.to(device=x.device, dtype=torch.float64)
+    fresh = fresh.to(device=x.device, dtype=torch.float64)
+    scale = paper_code_scale(patches, first, target_db)
+    noise = scale.view(-1, 1, 1) * fresh
+    out = release(x + s * fold(noise), fmt)
+    std_all = tuple(float(v) for v in s.flatten())
+    cal = Calibrated(released=out.to(clean.dtype), psnr_true=psnr(x, out),
+                     psnr_nominal=psnr(x, out, torch.tensor(std_all, dtype=torch.float64), CODE_PEAK),
+                     unreachable=0, max_err_db=0.0)
+    return CodeRelease(calibrated=cal, noised_patches=patches + noise, noise=noise, scale=scale)
+
+
+def split_psnr(per_sample_db: torch.Tensor, peak: float = CODE_PEAK) -> float:
+    """One PSNR over a whole split from per-sample PSNRs of equal-size samples (the code's
+    `calculate_psnr`: one MSE over every entry), independent of how the split was batched."""
+    mse = (peak**2 * 10 ** (-per_sample_db.to(torch.float64) / 10)).mean()
+    return float(10 * torch.log10(peak**2 / mse.clamp_min(1e-300)))

@@ -9,6 +9,13 @@ by the input identity, so a warm rerun neither encodes nor forwards.
 
 The attacker of a learned or adaptation attack sees its own seeded sample of the training split,
 released the same way (bench.attacks.attacker.AttackerView).
+
+`evaluation = "paper-code"` (with psnr_mode "paper-code") reproduces how the public NE code scores
+an overlapping stem (stride < kernel: ResNet-50, MambaVision): the authorized model is fed the noised
+unfolded patches P + s N directly (its first layer reads W (P + s N), here a forward hook adding
+W s N to its output on the clean image), while every other model gets fold(P + s N), which sums the
+overlapping *image* patches too. No released image gives the authorized model those patches, so the
+option is labelled and not deployable; for a non-overlapping stem it equals the real release.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from bench.core.types import Encoding, Job, Role, Row
 from bench.data.base import Split
 from bench.defenses import get_defense
 from bench.defenses.base import InputDefense
-from bench.defenses.release import PSNR_MODES, RELEASES, calibrate, psnr
+from bench.defenses.release import PSNR_MODES, RELEASES, calibrate, calibrate_paper_code, psnr, split_psnr
 from bench.encode_space import encode_space, space_input, space_transform, to_pixels
 from bench.errors import UserError
 from bench.protocols import classify
@@ -51,12 +58,42 @@ class EncodingStats:
     attack_psnr: list = field(default_factory=list)
     err: float = 0.0
     unreachable: int = 0
+    bypass_dev: list = field(default_factory=list)
     seconds: float = 0.0
     samples: int = 0
 
 
 def _mean(parts: list) -> float | None:
     return float(torch.cat(parts).mean()) if parts else None
+
+
+EVALUATIONS = ("release", "paper-code")
+CODE_FRESH_DRAW = 7_919  # seed offset of the public code's second draw of z (after its scale)
+
+
+class BypassedModel:
+    """The authorized model as the public NE code evaluates an overlapping stem: whatever image it is
+    handed, it reads the clean image with `offset` (W s N per patch position, the first layer's
+    response to the code's unfolded noise) added to its first layer's output. `pending` is set per
+    batch by the release step; its per-sample relative first-layer deviation goes to `deviation`."""
+
+    whole_split = False
+
+    def __init__(self, adapter):
+        self.adapter, self.preprocess = adapter, adapter.preprocess
+        self.module = dict(adapter.module.named_modules())[adapter.first_linear().module_name]
+        self.pending: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None = None
+
+    def predict(self, x, batch_size=256):
+        clean, offset, _ = self.pending
+        hook = self.module.register_forward_hook(lambda mod, inp, out: out + offset.to(out).view(out.shape))
+        try:
+            return self.adapter.predict(clean.to(x.device), batch_size=max(len(clean), 1))
+        finally:
+            hook.remove()
+
+    def deviation(self, x, clean):
+        return self.pending[2]
 
 
 @PROTOCOLS.register
@@ -82,6 +119,14 @@ class InputAuthorization(Protocol):
                                 f"of kind {kind!r}; valid kinds here: {', '.join(DATA_KINDS)}")
         if entry.psnr_mode not in PSNR_MODES:
             raise UserError(f"defense {entry.name!r}: unknown psnr_mode {entry.psnr_mode!r}; valid: {', '.join(PSNR_MODES)}")
+        if entry.evaluation not in EVALUATIONS:
+            raise UserError(f"defense {entry.name!r}: unknown evaluation {entry.evaluation!r}; valid: {', '.join(EVALUATIONS)}")
+        if entry.evaluation == "paper-code" and entry.psnr_mode != "paper-code":
+            raise UserError(f"defense {entry.name!r}: evaluation 'paper-code' needs psnr_mode = \"paper-code\" "
+                            f"(got {entry.psnr_mode!r})")
+        if entry.psnr_mode == "paper-code" and encode_space(ctx.suite.data) != "model":
+            raise UserError(f"defense {entry.name!r}: psnr_mode 'paper-code' encodes in the model's input space; "
+                            "set [data] encode_space = \"model\"")
         for rel in entry.release:
             if rel not in RELEASES:
                 raise UserError(f"defense {entry.name!r}: unknown release {rel!r}; valid choices: {', '.join(RELEASES)}")
@@ -89,12 +134,13 @@ class InputAuthorization(Protocol):
             if r not in RELEASES:
                 raise UserError(f"unknown release format {r!r}; valid choices: {', '.join(RELEASES)}")
         points = [p for p in entry.psnr if not ctx.options.psnr or p in ctx.options.psnr]
+        evaluation = {"evaluation": entry.evaluation} if entry.evaluation != "release" else {}  # old identities stay
         releases = [r for r in entry.release if not ctx.options.releases or r in ctx.options.releases]
         jobs = []
         for sweep_point in grid(entry.sweep):
             params = cls(**{**entry.params, **sweep_point}).params  # validates, fills defaults
             jobs += [self.job(ctx, defense=entry.name, params=params,
-                              point={"psnr": p, "psnr_mode": entry.psnr_mode, **sweep_point}, release=rel,
+                              point={"psnr": p, "psnr_mode": entry.psnr_mode, **evaluation, **sweep_point}, release=rel,
                               attack=attack, authorized=auth, trial=trial)
                      for auth in ctx.authorized_for(entry) for p in points for rel in releases
                      for trial in range(max((trials_for(ctx, entry, cls, a) for a in entry.attacks), default=0))
@@ -147,6 +193,8 @@ class InputAuthorization(Protocol):
         std = auth.preprocess.std if auth else None
         if std is not None and len(std) == 1:
             std = std * x.shape[1]
+        if job.point["psnr_mode"] == "paper-code":
+            return self.release_paper_code(ctx, job, x, indices, labels, seed, stats)
         cal = calibrate(x, dirs.to(x.device), job.point["psnr"], job.release, job.point["psnr_mode"], std)
         if stats is not None:
             stats.psnr_true.append(cal.psnr_true.cpu())
@@ -157,6 +205,48 @@ class InputAuthorization(Protocol):
             stats.err = max(stats.err, cal.max_err_db)
             stats.unreachable += cal.unreachable
         return cal.released, x
+
+    def release_paper_code(self, ctx: EvalContext, job: Job, x: torch.Tensor, indices, labels, seed: int,
+                           stats: EncodingStats | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """psnr_mode "paper-code": the public NE code's scale rule on the authorized first layer's unfolded
+        patches (bench.defenses.release.calibrate_paper_code); with evaluation "paper-code" on an
+        overlapping stem, the image everyone else gets is the code's fold(P + s N) and the authorized
+        model is bypassed (`BypassedModel.pending`)."""
+        if not job.authorized:
+            raise UserError(f"defense {job.defense!r}: psnr_mode 'paper-code' needs an authorized model")
+        auth = ctx.model(job.authorized)
+        fl = auth.first_linear()
+        if tuple(x.shape[1:]) != tuple(fl.input_shape):
+            raise UserError(f"psnr_mode 'paper-code': images {tuple(x.shape[1:])} are not the authorized model's "
+                            f"input {tuple(fl.input_shape)}")
+        c = x.shape[1]
+        mean = tuple(auth.preprocess.mean) * (c if len(auth.preprocess.mean) == 1 else 1)
+        std = tuple(auth.preprocess.std) * (c if len(auth.preprocess.std) == 1 else 1)
+        defense = self.defense(ctx, job)
+        first = defense.patch_noise(x, indices, labels, seed, fl, std)
+        fresh = defense.patch_noise(x, indices, labels, seed + CODE_FRESH_DRAW, fl, std) if defense.paper_code_fresh else first
+        code = calibrate_paper_code(x, first, fresh, fl.unfold, fl.fold, mean, std, job.point["psnr"], job.release)
+        cal, released = code.calibrated, code.calibrated.released
+        bypass = job.point.get("evaluation") == "paper-code" and not fl.non_overlapping
+        if bypass:
+            s = torch.tensor(std, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
+            m = torch.tensor(mean, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
+            released = (m + s * fl.fold(code.noised_patches)).to(x.dtype)  # the code's fold for everyone else
+            n = fl.matrix.shape[1]
+            per_entry = torch.tensor(std, dtype=torch.float64, device=x.device).repeat_interleave(n // c)
+            w_raw = fl.matrix.to(device=x.device, dtype=torch.float64) * per_entry  # W on the normalized tensor
+            offset = torch.einsum("mn,bnl->bml", w_raw, code.noise)
+            signal = torch.einsum("mn,bnl->bml", w_raw, code.noised_patches - code.noise)
+            dev = (offset.flatten(1).norm(dim=1) / signal.flatten(1).norm(dim=1).clamp_min(1e-30)).cpu().numpy()
+            holder = ctx.memo("input.bypass").get(job.authorized)
+            if holder is not None:
+                holder.pending = (x, offset, dev)
+        if stats is not None:
+            stats.psnr_true.append(cal.psnr_true.cpu())
+            stats.psnr_nominal.append(cal.psnr_nominal.cpu())
+            if bypass:
+                stats.bypass_dev.append(torch.from_numpy(dev))
+        return released, x
 
     def attacker(self, ctx: EvalContext, job: Job, seed: int) -> AttackerView:
         auth = ctx.model(job.authorized) if job.authorized else None
@@ -240,12 +330,24 @@ class InputAuthorization(Protocol):
             return x, clean
 
         deviations = {e: classify.FirstLayerDeviation(m) for e, m in models.items()}
+        bypass = ctx.memo("input.bypass")
+        bypass.clear()
+        if job.point.get("evaluation") == "paper-code" and job.authorized in predictors:
+            auth = predictors[job.authorized]
+            if not auth.first_linear().non_overlapping:
+                bypass[job.authorized] = predictors[job.authorized] = BypassedModel(auth)
+                deviations[job.authorized] = bypass[job.authorized].deviation
         outputs = classify.stream(ctx, predictors, deviations, inputs, f"{job.defense} {job.authorized or 'clean'}")
         if attacks_inputs:
             attack_stats["psnr"] = _mean(enc.attack_psnr)
         summary = self.defense(ctx, job).summary() if job.defense != "none" else {}
         if enc.residual:
             summary["lift_residual"] = _mean(enc.residual)
+        if enc.psnr_nominal:  # the public code's calculate_psnr: one MSE over every sample (of the split)
+            summary["psnr_nominal_split"] = split_psnr(torch.cat(enc.psnr_nominal))
+        if job.point.get("evaluation") == "paper-code":
+            summary["evaluation"] = "paper-code (authorized model bypassed)" if enc.bypass_dev else "paper-code (non-overlapping stem: the release)"
+        bypass.clear()
         stats = {"psnr_true": _mean(enc.psnr_true), "psnr_nominal": _mean(enc.psnr_nominal),
                  "calib_err_db": enc.err, "unreachable": enc.unreachable,
                  "encode_ms": enc.seconds * 1e3 / max(enc.samples, 1), "fit_ms": summary.pop("fit_ms", 0.0),

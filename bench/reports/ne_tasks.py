@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.core.types import infer_protocol
+from bench.reports.ne_reported import CITATION
 from bench.reports.tables import measured_line, provenance_of, to_markdown
 
 PAPER = "Non-Transferable Examples (NE) paper"
@@ -47,7 +48,7 @@ def _reported() -> list[dict]:
         for model, rows in data.items():
             for row, values in rows.items():
                 out += [{"kind": "reported", "paper": PAPER, "table": table, "model": model, "row": row, "column": c,
-                         "value": v, "cite": f"{PAPER}, Table {table}, block {model!r}, row {row!r}, column {c!r}"}
+                         "value": v, "cite": f"{CITATION}, Table {table}, block {model!r}, row {row!r}, column {c!r}"}
                         for c, v in zip(columns, values)]
     return out
 
