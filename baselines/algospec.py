@@ -97,6 +97,7 @@ class OnAlternatives(ModelAdapter):
 
 class AlgoSpec(ModelDefense):
     name = "algospec"
+    board = "baselines"  # ranked on its own board, beside NE Table 3
     description = "ALGOSPEC: polynomial surrogates of the network; released alternatives only the polynomial reads"
     defaults = {"degree": 8, "depth": 0, "probe": 256, "margin": 0.1, "steps": 150, "lr": 0.05}
 

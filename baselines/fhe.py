@@ -268,6 +268,7 @@ class FHEAdapter(ModelAdapter):
 
 class FHE(ModelDefense):
     name = "fhe"
+    board = "baselines"  # ranked on its own board, beside NE Table 3
     description = "CKKS encrypted inference (TenSEAL) of a square-activation copy of the model; key holder decrypts"
     defaults = {
         "poly_modulus_degree": 8192,
