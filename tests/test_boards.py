@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -20,14 +21,15 @@ PROV = Provenance(model_digest=None, authorized_digest=None, input_digest=None, 
 
 
 def row(auth, ev, top1, *, attack="none", defense="ne-patch", protocol="input", params=None, psnr=-10.0, n=100,
-        trial=0, suite="s", role=None, release="float", metrics=None) -> dict:
+        trial=0, suite="s", role=None, release="float", metrics=None, weights=None) -> dict:
     """One result row built through the one serialiser (Row), as a results file holds it."""
     point = {"psnr": psnr, "psnr_mode": "true"} if psnr is not None else {}
     cell = Cell(suite=suite, defense=defense, params=params or {}, point=point, release=release, attack=attack,
                 authorized=auth, evaluated=ev, trial=trial)
     role = role or Role.of(authorized=auth, evaluated=ev, same_arch=False)
     return Row.build(protocol=protocol, cell=cell, key=f"{auth}{ev}{attack}{trial}{defense}", suite_digest="0" * 16,
-                     role=role, arch={"authorized": auth, "evaluated": ev}, n=n, provenance=PROV,
+                     role=role, arch={"authorized": auth, "evaluated": ev}, n=n,
+                     provenance=replace(PROV, authorized_digest=weights and f"{weights}-{auth}"),
                      metrics=metrics if metrics is not None else {"top1": top1}).to_json()
 
 
@@ -150,6 +152,14 @@ def test_place_marks_new_rows_and_refuses_other_model_sets():
         place(build_boards(cells("noise", HAND, n=64), STD), reference)
     with pytest.raises(UserError, match="no input board of suite 't'"):
         place(build_boards(cells("noise", HAND, suite="t"), STD), reference)
+
+
+def test_place_refuses_a_run_on_other_weights():
+    reference = build_boards(cells("ne-patch", HAND, weights="pinned"), STD)
+    assert reference[0].models == {"a": "pinned-a", "b": "pinned-b"}
+    assert place(build_boards(cells("noise", HAND, weights="pinned"), STD), reference)
+    with pytest.raises(UserError, match="model 'a' has other weights than the reference's"):
+        place(build_boards(cells("noise", HAND, weights="retrained"), STD), reference)
 
 
 def test_board_round_trips_and_csv_reads_with_pandas(tmp_path):

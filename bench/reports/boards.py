@@ -357,10 +357,12 @@ def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list
             release=release, authorized=bkey.authorized, n=bkey.n, values=values, per_model=per_model,
             worst_attack=worst, complete=not missing, missing=missing, provenance=_row_provenance(cells)))
         seen = models.setdefault(bkey, {})
-        for c in cells:
-            d = (c.get("provenance") or {}).get("model_digest")
-            if d and c.get("role") in ("clean", "authorized", "same-arch", "unauthorized"):
-                seen.setdefault(c["evaluated"], d)
+        for c in cells:  # the pinned models' weights: each authorized model, and the evaluated models of input rows
+            prov = c.get("provenance") or {}
+            if prov.get("authorized_digest") and c.get("authorized"):
+                seen.setdefault(c["authorized"], prov["authorized_digest"])
+            if protocol == "input" and prov.get("model_digest") and c.get("role") in ("authorized", "same-arch", "unauthorized"):
+                seen.setdefault(c["evaluated"], prov["model_digest"])
     out = [_rank_board(Board(key=k, rows=tuple(v), models=dict(sorted(models[k].items())), provenance=provenance_of(
         [c for g, cells in groups.items() if g[0] == k.suite for c in cells][:1]))) for k, v in boards.items()]
     return sorted(out, key=lambda b: (b.key.suite, list(TITLES).index(b.key.board) if b.key.board in TITLES else 9,
