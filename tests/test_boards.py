@@ -118,13 +118,22 @@ def test_params_show_every_parameter_defaults_included():
 
 
 def test_baselines_and_model_defenses_rank_on_their_own_boards():
-    model = {"m": {"none": {"m": 95, "m:locked": 10}}}
-    rows = (cells("corelocker", model, protocol="model", psnr=None, release="model", params={"ratio": 0.2})
-            + cells("dp", model, protocol="model", psnr=None, release="model", params={"epsilon": 1.0})
+    kw = dict(protocol="model", psnr=None, release="model")
+
+    def dp(tag, top1, eps):  # a model defense's artifacts are labelled <model>[<what>]: they count as <model>
+        return [row("m", f"m[{tag}]", top1, defense="dp", params={"epsilon": eps}, role="authorized", **kw),
+                row("m", "o", 30, defense="dp", params={"epsilon": eps}, **kw)]
+    rows = ([row("m", "m", 95, defense="corelocker", params={"ratio": 0.2}, **kw),
+             row("m", "m[released]", 10, defense="corelocker", params={"ratio": 0.2}, role="unauthorized", **kw)]
+            + dp("dp-eps1", 60, 1.0) + dp("dp-eps8", 80, 8.0)
+            + [row("m", "m", 99, defense="dp", params={"epsilon": 8.0}, role="reference", n=7, **kw)]
             + cells("ne-patch", HAND))
     boards = build_boards(rows, {**STD, "model": ()})
     assert {b.key.board: [r.defense for r in b.rows] for b in boards} == {
-        "input": ["ne-patch"], "model": ["corelocker"], "baselines": ["dp"]}
+        "input": ["ne-patch"], "model": ["corelocker"], "baselines": ["dp", "dp"]}
+    dp = next(b for b in boards if b.key.board == "baselines")
+    assert dp.key.evaluated == ("m", "o") and dp.key.n == (100,)  # the plaintext reference's n is not the row's
+    assert [r.values["worst_auth_gap"] for r in dp.rows] == [pytest.approx(50), pytest.approx(30)]
 
 
 def test_ownership_ranks_by_worst_auc_then_tpr():
@@ -197,3 +206,28 @@ def test_list_shows_an_installed_plugins_description(monkeypatch):
 
     monkeypatch.setattr("bench.registry._entry_points", lambda group: {"my-recoding": EntryPoint()})
     assert describe("authbench.defenses", {})["my-recoding"] == "one line for `authbench list defenses`"
+
+
+def test_entry_files_validate_and_carry_paper_and_cited_reported_figures(tmp_path, monkeypatch):
+    import jsonschema
+    import plugin_example
+
+    from bench.reports.entries import entry_schema, write_entries
+
+    cite = {"authors": "A. Author", "title": "A Title", "venue": "arXiv 0000.00000", "table": 1, "row": "a", "column": "b"}
+    monkeypatch.setattr(plugin_example.MyRecoding, "reported", [{"metric": "auth_gap", "value": 1.0, "suite": "s", "cite": cite},
+                                                                {"metric": "auth_gap", "value": 2.0, "suite": "other", "cite": cite}],
+                        raising=False)
+    rows = cells("ne-patch", HAND) + cells("noise", HAND) + cells("plugin_example:MyRecoding", HAND)
+    paths = write_entries(build_boards(rows, STD), tmp_path, only_new=False)
+    assert len(paths) == 3 and all(p.parent == tmp_path / "s" / "input" for p in paths)
+    validator = jsonschema.Draft202012Validator(entry_schema())
+    entries = {json.loads(p.read_text())["defense"]: json.loads(p.read_text()) for p in paths}
+    for entry in entries.values():
+        validator.validate(entry)
+    assert entries["ne-patch"]["paper"]["arxiv"] == "2510.10982" and entries["noise"]["paper"] is None
+    plugin = entries["plugin_example:MyRecoding"]
+    assert plugin["name"] == "my-recoding" and plugin["reported"] == [{"metric": "auth_gap", "value": 1.0, "suite": "s", "cite": cite}]
+    assert plugin["measured"]["values"]["worst_auth_gap"] == pytest.approx(12.5)
+    del plugin["reported"][0]["cite"]["column"]  # a reported figure without its full citation is refused
+    assert not validator.is_valid(plugin)

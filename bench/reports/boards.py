@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -44,6 +45,14 @@ HEADLINE = {"gap": "worst_auth_gap", OWNERSHIP: "worst_auc"}
 TITLES = {"input": "Input authorization", "model": "Model authorization",
           "baselines": "NE Table 3 baselines (DP, FHE, ALGOSPEC)", OWNERSHIP: "Ownership verification"}
 _POINT = ("psnr", "psnr_mode")
+SCORED = ("authorized", *OTHERS)  # the roles a row's model set and n come from (not FHE's plaintext reference)
+DERIVED = re.compile(r"\[[^\[\]]*\]$")  # "mlp-s0[released]", "mlp-s0[dp-eps3]": an artifact of model mlp-s0
+
+
+def base_label(label: str) -> str:
+    """The model an evaluated label stands for: a model defense's released or retrained artifact is
+    labelled `<model>[<what>]` and counts as <model> in the board's model set."""
+    return DERIVED.sub("", label)
 
 
 def _fmt(v) -> str:
@@ -344,12 +353,11 @@ def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list
     models: dict[BoardKey, dict] = {}
     for (suite, board, protocol, defense, params, psnr, mode, release), cells in groups.items():
         std = tuple(standard.get(board, ()))
-        scored = [c for c in cells if c["role"] != "summary"] or cells
+        scored = [c for c in cells if c["role"] in SCORED] or cells
         bkey = BoardKey(suite=suite, board=board, protocol=protocol,
                         authorized=tuple(sorted({c["authorized"] for c in cells})),
-                        evaluated=tuple(sorted({c["evaluated"] for c in scored})),
-                        n=tuple(sorted({int(c.get("n") or 0) for c in cells if c["role"] != "summary"} or {int(c.get("n") or 0) for c in cells})),
-                        standard_attacks=std)
+                        evaluated=tuple(sorted({base_label(c["evaluated"]) for c in scored})),
+                        n=tuple(sorted({int(c.get("n") or 0) for c in scored})), standard_attacks=std)
         values, per_model, worst, missing = (_own_row if board == OWNERSHIP else _gap_row)(cells, std)
         name, description = display_name(defense)
         boards.setdefault(bkey, []).append(BoardRow(
