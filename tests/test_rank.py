@@ -48,7 +48,9 @@ def test_rank_places_a_plugin_on_the_reference_board(capsys, runs):
     code, stdout, err = cli(capsys, "rank", root / "new", "--against", root / "ref", "--suite", ref_suite,
                             "--out", out, "--submit", submit)
     assert code == 0, err
-    assert "NEW" in stdout and "my-recoding (plugin_example:MyRecoding)" in stdout
+    assert "NEW" in stdout and "`my-recoding` (`plugin_example:MyRecoding`): one line for `authbench list defenses`" in stdout
+    new_line = next(line for line in stdout.splitlines() if "| NEW" in line)
+    assert "| my-recoding " in new_line and "plugin_example" not in new_line  # the class's name, not its module path
     payload = json.loads((out / "boards.json").read_text())
     (board,) = payload["boards"]
     assert board["key"]["authorized"] == ["mlp-s0", "mlp-s1"] and board["key"]["n"] == [64]

@@ -448,7 +448,7 @@ def board_frame(board: Board) -> pd.DataFrame:
         status = "ranked" if r.rank is not None else (
             "incomplete: missing " + "; ".join(r.missing[:3]) + (f" (+{len(r.missing) - 3} more)" if len(r.missing) > 3 else "")
             if r.missing else "not ranked: headline not measured")
-        records.append({"rank": r.rank, "new": "NEW" if r.new else "", "defense": r.name if r.name == r.defense else f"{r.name} ({r.defense})",
+        records.append({"rank": r.rank, "new": "NEW" if r.new else "", "defense": r.name,
                         "params": r.params, "psnr": r.psnr, "psnr_mode": r.psnr_mode, "release": r.release,
                         "authorized": ",".join(r.authorized), "n_authorized": len(r.authorized),
                         "n": "/".join(map(str, r.n)), **r.values, "worst_attack": r.worst_attack, "status": status})
@@ -477,7 +477,10 @@ def format_board(board: Board) -> str:
             f"Evaluated: {', '.join(k.evaluated)}. Standard attacks: {attacks}. Ranked by `{board.headline}`"
             f"{' then worst_tpr@1%fpr' if k.board == OWNERSHIP else ' then the clean auth_gap'}; incomplete and "
             "unmeasured rows are listed unranked." + (" NEW marks the rows of the run being ranked." if any(r.new for r in board.rows) else ""),
-            "", to_markdown(frame, _decimals(frame, board), index=False) if not frame.empty else "(no rows)"]
+            "", to_markdown(frame, _decimals(frame, board), index=False) if not frame.empty else "(no rows)", "",
+            "Defenses: " + "; ".join(dict.fromkeys(
+                f"`{r.name}`" + (f" (`{r.defense}`)" if r.defense != r.name else "") + (f": {r.description}" if r.description else "")
+                for r in board.rows)) + "."]
     return "\n".join(text)
 
 
