@@ -221,6 +221,9 @@ def _cmd_cache(args) -> int:
     return 0
 
 
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check, "cache": _cmd_cache}
+
+
 def _cmd_rank(args) -> int:
     from bench.reports.rank import rank_command
 
@@ -230,7 +233,7 @@ def _cmd_rank(args) -> int:
     return 0
 
 
-COMMANDS = {"rank": _cmd_rank, "run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check, "cache": _cmd_cache}
+COMMANDS["rank"] = _cmd_rank
 
 
 def main(argv: list[str] | None = None) -> int:
