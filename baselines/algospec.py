@@ -44,8 +44,16 @@ class AlternativeRelease(nn.Module):
 
     def _optimize(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
         p, t0 = self.params, time.perf_counter()
-        for q in self.poly.parameters():
+        shared = [q for q in self.poly.parameters() if q.requires_grad]  # the authorized model's own weights
+        for q in shared:
             q.requires_grad_(False)
+        try:
+            return self._search(x, p, t0)
+        finally:  # later jobs fine-tune the same model (adaptation, fine-tuning attacks): leave it trainable
+            for q in shared:
+                q.requires_grad_(True)
+
+    def _search(self, x: torch.Tensor, p: dict, t0: float) -> tuple[torch.Tensor, dict]:
         with torch.no_grad():
             target = self.poly(self.preprocess(x))
         g = torch.Generator().manual_seed(self.seed)
@@ -98,6 +106,7 @@ class OnAlternatives(ModelAdapter):
 class AlgoSpec(ModelDefense):
     name = "algospec"
     trains = True  # fits its polynomial surrogates by optimization
+    board = "baselines"  # ranked on its own board, beside NE Table 3
     description = "ALGOSPEC: polynomial surrogates of the network; released alternatives only the polynomial reads"
     defaults = {"degree": 8, "depth": 0, "probe": 256, "margin": 0.1, "steps": 150, "lr": 0.05}
 

@@ -55,6 +55,7 @@ def _swaps(before: nn.Module, after: nn.Module) -> list[str]:
 class DPSGD(ModelDefense):
     name = "dp"
     trains = True
+    board = "baselines"  # ranked on its own board, beside NE Table 3
     description = "DP-SGD (Opacus) retraining of the authorized architecture at a target epsilon; restricts no one"
     defaults = {"epsilon": 3.0, "delta": 1e-5, "epochs": 15, "max_grad_norm": 1.0, "lr": 2e-3, "batch_size": 128}
 

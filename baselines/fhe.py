@@ -269,6 +269,7 @@ class FHEAdapter(ModelAdapter):
 class FHE(ModelDefense):
     name = "fhe"
     trains = True  # fine-tunes the square-activation copy; CKKS encryption draws fresh noise
+    board = "baselines"  # ranked on its own board, beside NE Table 3
     description = "CKKS encrypted inference (TenSEAL) of a square-activation copy of the model; key holder decrypts"
     defaults = {
         "poly_modulus_degree": 8192,

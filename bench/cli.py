@@ -112,6 +112,15 @@ def _parser() -> argparse.ArgumentParser:
     tab.add_argument("--every", type=int, default=40, help="ne-layers: checkpoint every N forward operations (paper: 40)")
     tab.add_argument("--out", type=Path, default=Path("reports") / "ne-tables", help="output folder")
 
+    rnk = sub.add_parser("rank", help="place a run's rows on the matching reference board and write the merged boards")
+    rnk.add_argument("results", type=Path, help="run folder or results.jsonl of the new defense")
+    rnk.add_argument("--against", type=Path, help="reference: a leaderboard/boards .json or a results.jsonl "
+                     "(default: reports/leaderboards/<suite>.json)")
+    rnk.add_argument("--out", type=Path, help="where the merged boards go (default: reports/<suite>/ranked)")
+    rnk.add_argument("--suite", help="suite whose [standard_attacks] scores a results.jsonl reference (default: its own)")
+    rnk.add_argument("--submit", type=Path, metavar="DIR", help="also write the new rows' leaderboard entries "
+                     "(DIR/<suite>/<board>/<entry>.json, the files of a pull request)")
+
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
     cache.add_argument("action", choices=("info", "clear"))
     cache.add_argument("--namespace", help="only this namespace (forward, encoding, zoo)")
@@ -186,7 +195,11 @@ def _cmd_report(args) -> int:
         report = load_suite(name).report
     except UserError:
         report = {}
-    for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report):
+    try:
+        standard = load_suite(name).standard_attacks
+    except UserError:
+        standard = {}
+    for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report, standard):
         print(path)
     return 0
 
@@ -324,6 +337,18 @@ def _cmd_cache(args) -> int:
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check,
             "leaderboard": _cmd_leaderboard, "zoo": _cmd_zoo, "tables": _cmd_tables,
             "cache": _cmd_cache}
+
+
+def _cmd_rank(args) -> int:
+    from bench.reports.rank import rank_command
+
+    for line in rank_command(args.results, against=args.against, out=args.out, submit=args.submit,
+                             suite=args.suite):
+        print(line)
+    return 0
+
+
+COMMANDS["rank"] = _cmd_rank
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,11 @@ def describe(group: str, builtins: dict[str, type]) -> dict[str, str]:
     """name -> one-line description, built-ins first, then installed plugins."""
     out = {name: cls.description for name, cls in builtins.items()}
     for name, ep in _entry_points(group).items():
-        out.setdefault(name, f"plugin from {ep.value}")
+        if name not in out:
+            try:
+                out[name] = str(getattr(ep.load(), "description", "") or f"plugin from {ep.value}")
+            except Exception as exc:  # a broken plugin is listed, not fatal: say why it does not load
+                out[name] = f"plugin from {ep.value} (does not load: {type(exc).__name__}: {exc})"
     return out
 
 

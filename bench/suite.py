@@ -17,6 +17,9 @@
     [check]      tolerance = {metric = points}, default_tolerance, inference_tolerance (cells that train
                  nothing at run time; default 0 = exact), trials (repeats of the cells that train at run
                  time, for the spread `check` derives their tolerance from; bench.reports.reference)
+    [standard_attacks] board = [attack entries]: the attack set every row of that board is scored
+                 under (boards: input, model, baselines, ownership; bench.reports.boards); a row
+                 lacking one of them is shown unranked
     [run]        batch_size, device ("cpu" | "cuda" | "cuda:N" | "auto"), threads (CLI flags override)
     [executor]   name ("local" | "ray" | "submitit"), and their settings (EXECUTOR_KEYS; bench.executors)
     [report]     psnr = [...], release = [...]   (which points get tables); paper_dataset =
@@ -42,13 +45,15 @@ else:  # pragma: no cover
 
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a suite's name is a folder name under runs/, reports/
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report", "suspects", "run", "executor"}  # suspects: ownership
+TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report", "suspects", "run", "executor",  # suspects: ownership
+            "standard_attacks"}
 RUN_KEYS = {"batch_size": int, "device": str, "threads": int}
 EXECUTOR_KEYS = {"name": str, "address": str, "cpus_per_job": (int, float), "gpus_per_job": (int, float),
                  "max_in_flight": int, "max_retries": int, "partition": str, "array_parallelism": int,
                  "time_limit": int, "mem_gb": (int, float), "job_folder": str, "cluster": str}
 DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "evaluation", "release", "attacks", "sweep", "trials", "tier", "models"}
 TIERS = ("default", "full")
+STANDARD_BOARDS = ("input", "model", "baselines", "ownership")  # the boards a [standard_attacks] key may name
 
 
 @dataclass
@@ -80,6 +85,7 @@ class Suite:
     report: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
     run: dict = field(default_factory=dict)  # [run]: batch_size, device, threads
+    standard_attacks: dict = field(default_factory=dict)  # [standard_attacks]: board -> [attack entries]
 
     @property
     def digest(self) -> str:
@@ -184,6 +190,11 @@ def load_suite(name_or_path: str | None = None) -> Suite:
                 models=[str(m) for m in _as_list(d.get("models", []), "models", where)],
             )
         )
+    standard = raw.get("standard_attacks", {})
+    if not isinstance(standard, dict) or any(k not in STANDARD_BOARDS or not isinstance(v, list) for k, v in standard.items()):
+        bad = next(iter(standard), None) if isinstance(standard, dict) else None
+        raise UserError(f"{path}: [standard_attacks] must map a board ({', '.join(STANDARD_BOARDS)}) to a list of attacks, "
+                        f"e.g. input = [{{ name = \"jpeg\", quality = 75 }}, \"crop\"]" + (f"; got key {bad!r}" if bad else ""))
     name = meta.get("name", path.stem)
     if not isinstance(name, str) or not SUITE_NAME.fullmatch(name):
         raise UserError(f"{path}: [suite] name {name!r} cannot name a folder (runs/<name>, reports/<name>); use letters, "
@@ -201,4 +212,5 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         report=raw.get("report", {}),
         raw=raw,
         run=dict(run),
+        standard_attacks={k: list(v) for k, v in standard.items()},
     )

@@ -213,6 +213,7 @@ def test_algospec_alternatives_serve_the_polynomial_only(train, test_split):
     assert evals[2].adapter.digest != model.digest  # the model on alternatives is not the clean forward
     x, y = test_split.images[:200], test_split.labels[:200]
     alt = protected.released(x)
+    assert all(q.requires_grad for q in model.module.parameters())  # the search leaves the shared model trainable
     assert alt.min() >= 0 and alt.max() <= 1 and (alt - x).abs().mean() > 0.1  # the data changed ...
     with torch.no_grad():
         poly = protected.key["poly"]

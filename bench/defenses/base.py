@@ -60,6 +60,8 @@ GROUP_BYTES = {"cpu": 16 * 2**20, "other": 256 * 2**20}
 class Defense(Plugin):
     plugin_type = "defense"
     protocol: ClassVar[str]
+    # the board it ranks on (bench.reports.boards); None: its protocol's. The NE Table 3 baselines: "baselines"
+    board: ClassVar[str | None] = None
 
 
 class InputDefense(Defense):

@@ -15,6 +15,7 @@ from bench.protocols import glue, input_auth, mmbench, model_auth, ownership  # 
 from bench.protocols.base import PROTOCOLS, Protocol, get_protocol, grid
 from bench.protocols import classify  # noqa: F401  (public for third-party protocols)
 from bench.protocols.model_auth import render_baselines
+from bench.reports.boards import build_boards, parse_standard, write_boards
 from bench.reports.leaderboard import RANKED, leaderboard, write_leaderboard
 from bench.reports.tables import provenance_of
 
@@ -37,8 +38,9 @@ def protocol_of(primary: Protocol, entry) -> Protocol:
     return get_protocol(get_defense(entry.name).protocol)
 
 
-def render(rows: list[dict], out_dir: Path, cfg: dict) -> list[Path]:
-    """Every protocol's reports for its rows, then the leaderboard of the image protocols and NE Table 3."""
+def render(rows: list[dict], out_dir: Path, cfg: dict, standard_attacks: dict | None = None) -> list[Path]:
+    """Every protocol's reports for its rows, then the leaderboard of the image protocols, NE Table 3, and
+    the like-for-like boards (bench.reports.boards) scored under the suite's `standard_attacks`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_protocol: dict[str, list[dict]] = {}
@@ -51,10 +53,14 @@ def render(rows: list[dict], out_dir: Path, cfg: dict) -> list[Path]:
         if getattr(protocol, "uses_clean_rows", False) and name != PRIMARY:  # its tables' "Original" column
             part = part + clean
         paths += protocol.reports(part, out_dir, cfg)
+    boards = build_boards(rows, parse_standard(standard_attacks))
     ranked = [r for r in rows if infer_protocol(r) in RANKED]
     if ranked:
-        paths += write_leaderboard(leaderboard(ranked), out_dir, provenance_of(ranked))
+        paths += write_leaderboard(leaderboard(ranked), out_dir, provenance_of(ranked),
+                                   boards=[b.to_json() for b in boards])
         paths += render_baselines(ranked, out_dir, cfg)
+    if boards:
+        paths += write_boards(boards, out_dir, provenance_of(rows))
     return paths
 
 

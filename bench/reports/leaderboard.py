@@ -84,8 +84,9 @@ def format_leaderboard(df: pd.DataFrame, top: int | None = None) -> str:
     return to_markdown(shown, _DECIMALS, index=False)
 
 
-def write_leaderboard(df: pd.DataFrame, out_dir: Path, provenance: dict) -> list[Path]:
-    """Write leaderboard.md, leaderboard.csv and leaderboard.json (the format `check` reads)."""
+def write_leaderboard(df: pd.DataFrame, out_dir: Path, provenance: dict, boards: list[dict] | None = None) -> list[Path]:
+    """Write leaderboard.md, leaderboard.csv and leaderboard.json (the format `check` reads; `boards`, the
+    like-for-like boards as JSON (bench.reports.boards), ride along for `authbench rank`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     head = measured_line(provenance)
@@ -96,5 +97,7 @@ def write_leaderboard(df: pd.DataFrame, out_dir: Path, provenance: dict) -> list
     csv.write_text(f"# {head}\n" + df.to_csv(index=False))
     payload = {"kind": "authbench-leaderboard", "version": 1, "provenance": provenance,
                "metrics": METRIC_DIRECTIONS, "rows": leaderboard_records(df)}
+    if boards is not None:
+        payload["boards"] = boards
     js.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
     return [md, csv, js]

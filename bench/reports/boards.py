@@ -1,0 +1,525 @@
+"""Boards: like-for-like leaderboards, one per (suite, protocol, model set, data size, standard attack set).
+
+A board row is one defense at one operating point (every parameter, defaults included, plus its
+PSNR point and release). Rows computed on other model sets, data sizes or suites are never ranked
+together: they land on another board.
+
+Gap boards (input authorization, model authorization, the DP/FHE/ALGOSPEC baselines):
+- `auth_gap` of authorized model a under attack A = top-1 of a on the release as delivered (no
+  attack; the authorized user does not attack their own data) - the best top-1 of any other
+  evaluated model on the release after A (same-architecture and other-architecture models alike).
+  A = "none" is the clean auth_gap.
+- headline `worst_auth_gap` = mean over authorized models a of min over A in {none} + the standard
+  attacks of auth_gap(a, A): for each authorized model the attack that helps the attacker most.
+Ownership boards rank by the worst-case AUC over {none} + the standard attacks, then the
+worst-case TPR@1%FPR, each the mean over source models of the per-source minimum.
+
+A row missing a standard attack for any of its authorized models is incomplete, and a row whose
+headline is NaN is unmeasured: both are shown, never ranked. Trials are averaged per cell first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from bench.attacks import attack_label
+from bench.cache import digest
+from bench.core.types import infer_protocol
+from bench.defenses import get_defense
+from bench.errors import UserError
+from bench.reports.tables import measured_line, provenance_of, to_markdown
+
+KIND = "authbench-boards"
+VERSION = 1
+GAP_BOARDS = ("input", "model", "baselines")
+OWNERSHIP = "ownership"
+BOARD_OF_PROTOCOL = {"verify": OWNERSHIP}  # any other protocol: a gap board named after it
+OTHERS = ("same-arch", "unauthorized")  # the roles whose best top-1 is the attacker's
+HEADLINE = {"gap": "worst_auth_gap", OWNERSHIP: "worst_auc"}
+TITLES = {"input": "Input authorization", "model": "Model authorization",
+          "baselines": "NE Table 3 baselines (DP, FHE, ALGOSPEC)", OWNERSHIP: "Ownership verification"}
+_POINT = ("psnr", "psnr_mode")
+SCORED = ("authorized", *OTHERS)  # the roles a row's model set and n come from (not FHE's plaintext reference)
+DERIVED = re.compile(r"\[[^\[\]]*\]$")  # "mlp-s0[released]", "mlp-s0[dp-eps3]": an artifact of model mlp-s0
+
+
+def base_label(label: str) -> str:
+    """The model an evaluated label stands for: a model defense's released or retrained artifact is
+    labelled `<model>[<what>]` and counts as <model> in the board's model set."""
+    return DERIVED.sub("", label)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (str, int, bool)) or v is None:
+        return str(v)
+    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+
+
+def _defense_class(name: str):
+    try:
+        return get_defense(name)
+    except UserError:  # a plugin not installed where the board is read
+        return None
+
+
+def full_params(defense: str, params: dict, point: dict) -> str:
+    """`k=v,...` of every parameter of the defense, defaults included (from its registered class),
+    swept values from `point` overriding them; psnr and psnr_mode have their own columns."""
+    cls = _defense_class(defense)
+    merged = {**(dict(cls.defaults) if cls is not None else {}), **(params or {}), **(point or {})}
+    return ",".join(f"{k}={_fmt(merged[k])}" for k in sorted(merged) if k not in _POINT) or "-"
+
+
+def display_name(defense: str) -> tuple[str, str]:
+    """(name, description) of a defense as its class states them: a `module:Class` plugin shows its
+    class's `name` and `description`, never the module path."""
+    cls = _defense_class(defense)
+    if cls is None:
+        return defense, ""
+    return str(getattr(cls, "name", defense)), str(getattr(cls, "description", ""))
+
+
+def board_kind(protocol: str, defense: str) -> str:
+    """The board a row ranks on: its defense's `board` when it names one (the baselines), else its protocol's."""
+    cls = _defense_class(defense)
+    return (getattr(cls, "board", None) if cls is not None else None) or BOARD_OF_PROTOCOL.get(protocol, protocol)
+
+
+def parse_standard(section: dict | None) -> dict[str, tuple[str, ...]]:
+    """A suite's [standard_attacks] (board = [attack entries]) as board -> attack labels ("none" left out)."""
+    out = {}
+    for board, entries in (section or {}).items():
+        if not isinstance(entries, list):
+            raise UserError(f"[standard_attacks] {board} must be a list of attacks, e.g. {board} = [\"crop\"]")
+        out[board] = tuple(dict.fromkeys(label for label in map(attack_label, entries) if label != "none"))
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoardKey:
+    """What makes two rows comparable: suite, board, protocol, the exact model set, data size, standard attacks."""
+
+    suite: str
+    board: str
+    protocol: str
+    authorized: tuple[str, ...]
+    evaluated: tuple[str, ...]
+    n: tuple[int, ...]
+    standard_attacks: tuple[str, ...]
+
+    @property
+    def slug(self) -> str:
+        return f"{self.suite}-{self.board}-{digest(self.to_json())[:8]}"
+
+    def to_json(self) -> dict:
+        return {"suite": self.suite, "board": self.board, "protocol": self.protocol, "authorized": list(self.authorized),
+                "evaluated": list(self.evaluated), "n": list(self.n), "standard_attacks": list(self.standard_attacks)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BoardKey":
+        return cls(suite=str(data["suite"]), board=str(data["board"]), protocol=str(data["protocol"]),
+                   authorized=tuple(data["authorized"]), evaluated=tuple(data["evaluated"]),
+                   n=tuple(int(v) for v in data["n"]), standard_attacks=tuple(data["standard_attacks"]))
+
+    def differs(self, other: "BoardKey") -> str | None:
+        """One phrase naming the first difference from `other` (the reference), or None."""
+        for name in ("suite", "board", "protocol", "authorized", "evaluated", "n", "standard_attacks"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                if isinstance(mine, tuple):
+                    extra, lack = sorted(set(map(str, mine)) - set(map(str, theirs))), sorted(set(map(str, theirs)) - set(map(str, mine)))
+                    parts = ([f"only in the run: {', '.join(extra)}"] if extra else []) + \
+                            ([f"only in the reference: {', '.join(lack)}"] if lack else [])
+                    return f"{name} differ ({'; '.join(parts) or 'order'})"
+                return f"{name} differs (run {mine!r}, reference {theirs!r})"
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoardRow:
+    """One defense at one operating point on one board, with its per-model detail."""
+
+    defense: str
+    name: str
+    description: str
+    params: str
+    psnr: float | None
+    psnr_mode: str
+    release: str
+    authorized: tuple[str, ...]
+    n: tuple[int, ...]
+    values: dict  # metric -> number or None: clean metrics, one per standard attack, the headline(s)
+    per_model: dict  # authorized -> {"gaps"/"auc": {attack: value}, "worst": value, "worst_attack": label}
+    worst_attack: str
+    complete: bool
+    missing: tuple[str, ...] = ()
+    rank: int | None = None
+    new: bool = False
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def entry(self) -> str:
+        """Stable identity of the row on its board: defense|params|psnr|psnr_mode|release."""
+        psnr = "" if self.psnr is None else f"{self.psnr:g}"
+        return "|".join([self.defense, self.params, f"psnr={psnr}", self.psnr_mode, self.release])
+
+    def to_json(self) -> dict:
+        return {"entry": self.entry, "defense": self.defense, "name": self.name, "description": self.description,
+                "params": self.params, "psnr": self.psnr, "psnr_mode": self.psnr_mode, "release": self.release,
+                "authorized": list(self.authorized), "n": list(self.n), "values": self.values,
+                "per_model": self.per_model, "worst_attack": self.worst_attack, "complete": self.complete,
+                "missing": list(self.missing), "rank": self.rank, "new": self.new, "provenance": self.provenance}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BoardRow":
+        return cls(defense=data["defense"], name=data.get("name", data["defense"]), description=data.get("description", ""),
+                   params=data["params"], psnr=data.get("psnr"), psnr_mode=data.get("psnr_mode", ""),
+                   release=data["release"], authorized=tuple(data["authorized"]), n=tuple(data.get("n", ())),
+                   values=dict(data.get("values", {})), per_model=dict(data.get("per_model", {})),
+                   worst_attack=data.get("worst_attack", ""), complete=bool(data.get("complete")),
+                   missing=tuple(data.get("missing", ())), rank=data.get("rank"), new=bool(data.get("new")),
+                   provenance=dict(data.get("provenance", {})))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Board:
+    key: BoardKey
+    rows: tuple[BoardRow, ...]
+    models: dict = field(default_factory=dict)  # label -> weights digest (what the labels were)
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def headline(self) -> str:
+        return HEADLINE[OWNERSHIP] if self.key.board == OWNERSHIP else HEADLINE["gap"]
+
+    @property
+    def title(self) -> str:
+        return TITLES.get(self.key.board, f"{self.key.board} (protocol {self.key.protocol})")
+
+    def to_json(self) -> dict:
+        return {"key": self.key.to_json(), "slug": self.key.slug, "title": self.title, "headline": self.headline,
+                "models": self.models, "provenance": self.provenance, "rows": [r.to_json() for r in self.rows]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Board":
+        return cls(key=BoardKey.from_json(data["key"]), rows=tuple(BoardRow.from_json(r) for r in data.get("rows", [])),
+                   models=dict(data.get("models", {})), provenance=dict(data.get("provenance", {})))
+
+
+# -- computing boards from result rows ------------------------------------------------------------
+
+def _top1(row: dict) -> float:
+    v = (row.get("metrics") or {}).get("top1")
+    return math.nan if v is None else float(v)
+
+
+def _nanmean(values) -> float:
+    values = [v for v in values]
+    return math.nan if not values or any(math.isnan(v) for v in values) else sum(values) / len(values)
+
+
+def _plain(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _gap_row(cells: list[dict], standard: tuple[str, ...]) -> tuple[dict, dict, str, tuple[str, ...]]:
+    """(values, per_model, worst attack, missing) of one operating point's cells."""
+    frame = pd.DataFrame({"authorized": [c["authorized"] for c in cells], "evaluated": [c["evaluated"] for c in cells],
+                          "role": [c["role"] for c in cells], "attack": [c["attack"] for c in cells],
+                          "top1": [_top1(c) for c in cells]})
+    frame = frame.groupby(["authorized", "attack", "evaluated", "role"], sort=False)["top1"].mean().reset_index()
+    per_model, missing = {}, []
+    for auth, part in frame.groupby("authorized", sort=True):
+        clean = part[part["attack"] == "none"]
+        own = clean.loc[clean["role"] == "authorized", "top1"]
+        top1 = float(own.mean()) if len(own) else math.nan
+        gaps, worst_others = {}, {}
+        for attack in ("none", *standard):
+            others = part.loc[(part["attack"] == attack) & part["role"].isin(OTHERS), "top1"]
+            if others.empty or (attack == "none" and own.empty):
+                missing.append(f"{attack} for {auth}")
+                continue
+            worst_others[attack] = float(others.max())
+            gaps[attack] = top1 - worst_others[attack]
+        measured = {a: g for a, g in gaps.items() if not math.isnan(g)}
+        worst_attack = min(measured, key=lambda a: (measured[a], a != "none")) if measured else ""
+        per_model[auth] = {"authorized_top1": _plain(top1), "unauthorized_worst": {a: _plain(v) for a, v in worst_others.items()},
+                           "auth_gap": {a: _plain(g) for a, g in gaps.items()},
+                           "worst": _plain(measured[worst_attack]) if worst_attack and len(gaps) == 1 + len(standard) else None,
+                           "worst_attack": worst_attack}
+    models = list(per_model)
+
+    def mean_of(fn):
+        return _plain(_nanmean([fn(per_model[a]) for a in models]))
+
+    def num(v):
+        return math.nan if v is None else v
+
+    values = {"authorized_top1": mean_of(lambda m: num(m["authorized_top1"])),
+              "unauthorized_worst": mean_of(lambda m: num(m["unauthorized_worst"].get("none"))),
+              "auth_gap": mean_of(lambda m: num(m["auth_gap"].get("none")))}
+    for attack in standard:
+        values[f"auth_gap[{attack}]"] = mean_of(lambda m: num(m["auth_gap"].get(attack)))
+    values[HEADLINE["gap"]] = None if missing else mean_of(lambda m: num(m["worst"]))
+    return values, per_model, _most_common([m["worst_attack"] for m in per_model.values()]), tuple(missing)
+
+
+def _own_row(cells: list[dict], standard: tuple[str, ...]) -> tuple[dict, dict, str, tuple[str, ...]]:
+    """Ownership: AUC and TPR@1%FPR per source and attack (trials averaged), worst case per source."""
+    summary = [c for c in cells if c["role"] == "summary"]
+    per_model, missing = {}, []
+    sources = sorted({c["authorized"] for c in summary})
+    for src in sources:
+        auc, tpr = {}, {}
+        for attack in ("none", *standard):
+            part = [c["metrics"] for c in summary if c["authorized"] == src and c["attack"] == attack]
+            if not part:
+                missing.append(f"{attack} for {src}")
+                continue
+            auc[attack] = _nanmean([float(m.get("auc", math.nan)) for m in part])
+            tpr[attack] = _nanmean([float(m.get("tpr@1%fpr", math.nan)) for m in part])
+        done = len(auc) == 1 + len(standard)
+        worst_attack = min(auc, key=lambda a: (auc[a], a != "none")) if auc else ""
+        per_model[src] = {"auc": {a: _plain(v) for a, v in auc.items()}, "tpr@1%fpr": {a: _plain(v) for a, v in tpr.items()},
+                          "worst": _plain(min(auc.values())) if done else None,
+                          "worst_tpr@1%fpr": _plain(min(tpr.values())) if done else None, "worst_attack": worst_attack}
+
+    def mean_of(fn):
+        return _plain(_nanmean([fn(per_model[s]) for s in sources]))
+
+    def num(v):
+        return math.nan if v is None else v
+
+    values = {"auc": mean_of(lambda m: num(m["auc"].get("none"))),
+              "tpr@1%fpr": mean_of(lambda m: num(m["tpr@1%fpr"].get("none")))}
+    for attack in standard:
+        values[f"auc[{attack}]"] = mean_of(lambda m: num(m["auc"].get(attack)))
+    values[HEADLINE[OWNERSHIP]] = None if missing else mean_of(lambda m: num(m["worst"]))
+    values["worst_tpr@1%fpr"] = None if missing else mean_of(lambda m: num(m["worst_tpr@1%fpr"]))
+    return values, per_model, _most_common([m["worst_attack"] for m in per_model.values()]), tuple(missing)
+
+
+def _most_common(items: list[str]) -> str:
+    items = [i for i in items if i]
+    return max(dict.fromkeys(items), key=items.count) if items else ""
+
+
+def _row_provenance(cells: list[dict]) -> dict:
+    prov = provenance_of(cells)
+    return {"suite": prov["suite"], "suite_digest": prov["suite_digest"], "git": prov["git"],
+            "versions": prov["versions"], "cells": len(cells),
+            "wall_s": round(sum(float((c.get("provenance") or {}).get("wall_s") or 0) for c in cells), 3)}
+
+
+def rank_rows(rows, headline: str, tiebreak: str) -> tuple[BoardRow, ...]:
+    """Complete rows with a finite headline ranked by it (then `tiebreak`), best first; the rest after, unranked."""
+    def score(r, metric):
+        v = r.values.get(metric)
+        return -math.inf if v is None or math.isnan(v) else v
+
+    ranked = sorted((r for r in rows if r.complete and r.values.get(headline) is not None),
+                    key=lambda r: (-score(r, headline), -score(r, tiebreak), r.entry))
+    rest = sorted((r for r in rows if r not in ranked), key=lambda r: (-score(r, tiebreak), r.entry))
+    return tuple([replace(r, rank=i + 1) for i, r in enumerate(ranked)] + [replace(r, rank=None) for r in rest])
+
+
+def _rank_board(board: Board) -> Board:
+    tiebreak = "worst_tpr@1%fpr" if board.key.board == OWNERSHIP else "auth_gap"
+    return replace(board, rows=rank_rows(board.rows, board.headline, tiebreak))
+
+
+def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list[Board]:
+    """Every board of `rows` (result rows as JSON dicts), ranked. `standard`: board -> attack labels."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("defense") == "none":
+            continue
+        protocol = infer_protocol(r)
+        point = r.get("point") or {}
+        psnr = point.get("psnr")
+        key = (str(r.get("suite", "")), board_kind(protocol, r["defense"]), protocol, r["defense"],
+               full_params(r["defense"], r.get("params") or {}, point), None if psnr is None else float(psnr),
+               str(point.get("psnr_mode") or ""), str(r.get("release", "")))
+        groups.setdefault(key, []).append(r)
+    boards: dict[BoardKey, list[BoardRow]] = {}
+    models: dict[BoardKey, dict] = {}
+    for (suite, board, protocol, defense, params, psnr, mode, release), cells in groups.items():
+        std = tuple(standard.get(board, ()))
+        scored = [c for c in cells if c["role"] in SCORED] or cells
+        bkey = BoardKey(suite=suite, board=board, protocol=protocol,
+                        authorized=tuple(sorted({c["authorized"] for c in cells})),
+                        evaluated=tuple(sorted({base_label(c["evaluated"]) for c in scored})),
+                        n=tuple(sorted({int(c.get("n") or 0) for c in scored})), standard_attacks=std)
+        values, per_model, worst, missing = (_own_row if board == OWNERSHIP else _gap_row)(cells, std)
+        name, description = display_name(defense)
+        boards.setdefault(bkey, []).append(BoardRow(
+            defense=defense, name=name, description=description, params=params, psnr=psnr, psnr_mode=mode,
+            release=release, authorized=bkey.authorized, n=bkey.n, values=values, per_model=per_model,
+            worst_attack=worst, complete=not missing, missing=missing, provenance=_row_provenance(cells)))
+        seen = models.setdefault(bkey, {})
+        for c in cells:  # the pinned models' weights: each authorized model, and the evaluated models of input rows
+            prov = c.get("provenance") or {}
+            if prov.get("authorized_digest") and c.get("authorized"):
+                seen.setdefault(c["authorized"], prov["authorized_digest"])
+            if protocol == "input" and prov.get("model_digest") and c.get("role") in ("authorized", "same-arch", "unauthorized"):
+                seen.setdefault(c["evaluated"], prov["model_digest"])
+    out = [_rank_board(Board(key=k, rows=tuple(v), models=dict(sorted(models[k].items())), provenance=provenance_of(
+        [c for g, cells in groups.items() if g[0] == k.suite for c in cells][:1]))) for k, v in boards.items()]
+    return sorted(out, key=lambda b: (b.key.suite, list(TITLES).index(b.key.board) if b.key.board in TITLES else 9,
+                                      -len(b.key.authorized), b.key.slug))
+
+
+# -- placing a run on a reference ----------------------------------------------------------------
+
+def place(new: list[Board], reference: list[Board]) -> list[Board]:
+    """The reference boards with each new board's rows merged in (marked new) and re-ranked.
+    A new board with no reference board of the same suite, board and protocol, or whose model set,
+    data size or model weights differ from it, is a one-line user error naming what differs."""
+    if not new:
+        raise UserError("the results hold no rows of a ranked protocol (input, model, verify); run a suite with a defense first")
+    merged = {b.key: b for b in reference}
+    for board in new:
+        same = [b for b in reference if (b.key.suite, b.key.board, b.key.protocol) == (board.key.suite, board.key.board, board.key.protocol)]
+        if not same:
+            have = ", ".join(sorted({f"{b.key.suite}/{b.key.board}" for b in reference})) or "none"
+            raise UserError(f"the reference has no {board.key.board} board of suite {board.key.suite!r} "
+                            f"(it holds: {have}); rank against a reference of the same suite")
+        candidates = [b for b in same if b.key.authorized == board.key.authorized and b.key.evaluated == board.key.evaluated] or same
+        target = min(candidates, key=lambda b: (b.key.n != board.key.n, len(set(b.key.authorized) ^ set(board.key.authorized))))
+        key = replace(board.key, standard_attacks=target.key.standard_attacks)
+        what = key.differs(target.key)
+        if what:
+            raise UserError(f"{board.key.board} board of {board.key.suite!r}: {what}; the run must use the reference's "
+                            "models and data (same [models] and [data], no --model or --subset change)")
+        for label, d in board.models.items():
+            ref = target.models.get(label)
+            if ref and d and ref != d:
+                raise UserError(f"model {label!r} has other weights than the reference's (digest {d[:12]} vs {ref[:12]}); "
+                                "rank with the reference's pinned models")
+        if key.standard_attacks != board.key.standard_attacks:
+            raise UserError(f"{board.key.board} board of {board.key.suite!r}: standard attacks differ "
+                            f"(run {', '.join(board.key.standard_attacks) or 'none'}; reference "
+                            f"{', '.join(target.key.standard_attacks) or 'none'}); give the run's suite the reference's "
+                            "[standard_attacks]")
+        current = merged.pop(target.key)
+        fresh = [replace(r, new=True) for r in board.rows]
+        keep = [r for r in current.rows if r.entry not in {f.entry for f in fresh}]
+        merged[target.key] = _rank_board(replace(current, rows=tuple(keep + fresh)))
+    return [merged[b.key] for b in reference if b.key in merged]
+
+
+def restandard(rows: list[dict], reference: list[Board]) -> list[Board]:
+    """The boards of `rows` scored with the reference's standard attack sets (board -> labels)."""
+    standard = {}
+    for b in reference:
+        standard.setdefault(b.key.board, b.key.standard_attacks)
+    return build_boards(rows, standard)
+
+
+# -- reading and writing -------------------------------------------------------------------------
+
+def boards_payload(boards: list[Board], provenance: dict) -> dict:
+    return {"kind": KIND, "version": VERSION, "provenance": provenance, "boards": [b.to_json() for b in boards]}
+
+
+def boards_from_json(data) -> list[Board] | None:
+    """The boards of a boards JSON (kind authbench-boards) or of a leaderboard JSON that carries a
+    `boards` list; None when it holds none (other keys, e.g. trials or tolerances, are ignored)."""
+    if not isinstance(data, dict) or not isinstance(data.get("boards"), list):
+        return None
+    try:
+        return [Board.from_json(b) for b in data["boards"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise UserError(f"the reference's boards are malformed ({type(e).__name__}: {e}); regenerate it with authbench report")
+
+
+def board_frame(board: Board) -> pd.DataFrame:
+    """One row per board row: rank, the new-row mark, identity, authorized models, n, values, status."""
+    records = []
+    for r in board.rows:
+        status = "ranked" if r.rank is not None else (
+            "incomplete: missing " + "; ".join(r.missing[:3]) + (f" (+{len(r.missing) - 3} more)" if len(r.missing) > 3 else "")
+            if r.missing else "not ranked: headline not measured")
+        records.append({"rank": r.rank, "new": "NEW" if r.new else "", "defense": r.name,
+                        "params": r.params, "psnr": r.psnr, "psnr_mode": r.psnr_mode, "release": r.release,
+                        "authorized": ",".join(r.authorized), "n_authorized": len(r.authorized),
+                        "n": "/".join(map(str, r.n)), **r.values, "worst_attack": r.worst_attack, "status": status})
+    frame = pd.DataFrame.from_records(records)
+    if not frame.empty and not any(r.new for r in board.rows):
+        frame = frame.drop(columns="new")
+    for column in ("rank", "psnr", *(k for r in board.rows for k in r.values)):
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
+
+
+def _decimals(frame: pd.DataFrame, board: Board) -> dict[str, int]:
+    fine = 3 if board.key.board == OWNERSHIP else 1
+    out = {c: fine for c in frame.columns}
+    out.update({"rank": 0, "n_authorized": 0})
+    return out
+
+
+def format_board(board: Board) -> str:
+    k = board.key
+    frame = board_frame(board)
+    attacks = ", ".join(k.standard_attacks) or "none (clean only)"
+    text = [f"## {board.title}: suite `{k.suite}`, {len(k.authorized)} authorized model(s), n = {'/'.join(map(str, k.n))}",
+            "", f"Board `{k.slug}` (protocol `{k.protocol}`). Authorized: {', '.join(k.authorized)}. "
+            f"Evaluated: {', '.join(k.evaluated)}. Standard attacks: {attacks}. Ranked by `{board.headline}`"
+            f"{' then worst_tpr@1%fpr' if k.board == OWNERSHIP else ' then the clean auth_gap'}; incomplete and "
+            "unmeasured rows are listed unranked." + (" NEW marks the rows of the run being ranked." if any(r.new for r in board.rows) else ""),
+            "", to_markdown(frame, _decimals(frame, board), index=False) if not frame.empty else "(no rows)", "",
+            "Defenses: " + "; ".join(dict.fromkeys(
+                f"`{r.name}`" + (f" (`{r.defense}`)" if r.defense != r.name else "") + (f": {r.description}" if r.description else "")
+                for r in board.rows)) + "."]
+    return "\n".join(text)
+
+
+DEFINITION = ("auth_gap(a, A) = top-1 of authorized model a on the release as delivered - the best top-1 of any other "
+              "evaluated model on the release after attack A (A = none: the clean auth_gap); auth_gap[A] is its mean over "
+              "the authorized models; worst_auth_gap = mean over authorized models of min over A in {none} + the standard "
+              "attacks of auth_gap(a, A). Ownership: worst_auc = mean over sources of the minimum AUC over {none} + the "
+              "standard attacks. Accuracies in top-1 %, higher is better for every column but unauthorized_worst.")
+
+
+def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str = "boards") -> list[Path]:
+    """<name>.md (every board), <name>.json (kind authbench-boards), and per board <name>/<slug>.csv
+    (plain CSV) with its sidecar <name>/<slug>.json (the board's key, models and provenance)."""
+    out_dir = Path(out_dir)
+    folder = out_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
+    md.write_text(f"{measured_line(provenance)}\n\n# Boards\n\n{DEFINITION}\n\n" +
+                  "\n\n".join(format_board(b) for b in boards) + "\n")
+    js.write_text(json.dumps(boards_payload(boards, provenance), indent=1) + "\n")
+    paths = [md, js]
+    for b in boards:
+        csv, side = folder / f"{b.key.slug}.csv", folder / f"{b.key.slug}.json"
+        board_frame(b).to_csv(csv, index=False)
+        side.write_text(json.dumps({"kind": "authbench-board-csv", "csv": csv.name, "key": b.key.to_json(),
+                                    "title": b.title, "headline": b.headline, "definition": DEFINITION,
+                                    "models": b.models, "provenance": provenance}, indent=1) + "\n")
+        paths += [csv, side]
+    return paths + write_html(boards, out_dir)
+
+
+def html_tables(boards: list[Board]) -> list[dict]:
+    """The boards as generic tables (title, columns, rows, notes) for the HTML site."""
+    return [{"id": b.key.slug, "title": f"{b.title}: {b.key.suite}", "notes": DEFINITION,
+             "columns": list(board_frame(b).columns), "rows": board_frame(b).astype(object).where(board_frame(b).notna(), None).values.tolist(),
+             "key": b.key.to_json()} for b in boards]
+
+
+def write_html(boards: list[Board], out_dir: Path) -> list[Path]:
+    """HTML HOOK for the lead: wire the static site here, e.g.
+    `return bench.reports.site.write_site(html_tables(boards), out_dir)`; until then no HTML is written."""
+    return []
