@@ -243,13 +243,17 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
+    from bench.reports.boards import build_boards
+    from bench.reports.rank import suite_standard
     from bench.reports.reference import Tolerances, freeze
     from bench.results import read_rows
 
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
-    ref = freeze(rows, args.out, Tolerances.from_check(_check_section(args.suite or rows[0].get("suite"))))
+    suite = args.suite or rows[0].get("suite")
+    boards = [b.to_json() for b in build_boards(rows, suite_standard(suite))]
+    ref = freeze(rows, args.out, Tolerances.from_check(_check_section(suite)), boards=boards)
     trained = [c for c in ref.cells if c.trained]
     spread = [c for c in trained if c.n_trials >= 2]
     print(f"froze {len(ref.cells)} cells of suite {ref.suite!r} ({len(ref.models or ())} models) to {args.out}: "

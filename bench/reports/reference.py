@@ -275,8 +275,13 @@ def suite_of(path: Path) -> str | None:
     return data.get("suite") if data["kind"] == KIND else (data.get("provenance") or {}).get("suite")
 
 
-def freeze(rows: list[dict], out: Path, tolerances: Tolerances) -> Reference:
-    """Write the reference of `rows` to `out` (JSON, docs/reference.schema.json)."""
+def freeze(rows: list[dict], out: Path, tolerances: Tolerances, boards: list[dict] | None = None) -> Reference:
+    """Write the reference of `rows` to `out` (JSON, docs/reference.schema.json). `boards` (the
+    like-for-like boards' JSON, bench.reports.boards) ride along, so one file is both what `check`
+    compares with and what `authbench rank` places new rows on."""
     ref = reference_from_rows(rows, tolerances)
-    atomic_write_bytes(Path(out), (json.dumps(ref.to_json(), indent=1) + "\n").encode())
+    data = ref.to_json()
+    if boards:
+        data["boards"] = boards
+    atomic_write_bytes(Path(out), (json.dumps(data, indent=1) + "\n").encode())
     return ref
