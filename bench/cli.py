@@ -63,14 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="render tables and figures from a results file without recomputing")
     rep.add_argument("results", type=Path, help="run folder or results.jsonl")
     rep.add_argument("--out", type=Path, help="reports folder (default: reports/<suite>)")
-    rep.add_argument("--suite", help="suite whose [report] section picks the points (default: the results' suite)")
+    rep.add_argument("--suite", help="suite whose [report] section picks the points (default: the suite file the "
+                     "results recorded; a name outside suites/ resolves by that recorded path)")
 
     chk = sub.add_parser("check", help="compare results with a reference; exit 1 on a regression")
     chk.add_argument("results", type=Path, help="run folder, results.jsonl or leaderboard.json")
     chk.add_argument("--against", type=Path, required=True, help="reference leaderboard.json or results.jsonl")
     chk.add_argument("--tolerance", action="append", default=[], metavar="METRIC=POINTS", help="per-metric tolerance")
     chk.add_argument("--default-tolerance", type=float, help="tolerance for metrics not named (points)")
-    chk.add_argument("--suite", help="suite whose [check] section gives tolerances (default: the reference's suite)")
+    chk.add_argument("--suite", help="suite whose [check] section gives tolerances (default: the suite file the "
+                     "reference recorded, else the fresh results')")
     chk.add_argument("--strict", action="store_true", help="fail on improvements beyond tolerance too")
 
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
@@ -137,16 +139,15 @@ def _cmd_list(args) -> int:
 def _cmd_report(args) -> int:
     from bench.protocols import render
     from bench.results import read_rows
-    from bench.suite import load_suite
+    from bench.suite import recorded_suite
 
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
-    name = args.suite or rows[0]["suite"]
-    try:
-        report = load_suite(name).report
-    except UserError:
-        report = {}
+    suite, note = recorded_suite(rows, args.suite)  # the suite the rows recorded (path and digest), or --suite
+    if note:
+        print(f"authbench: {note}", file=sys.stderr)
+    report = suite.report if suite is not None else {}
     for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report):
         print(path)
     return 0
@@ -165,23 +166,19 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _suite_of(reference) -> str | None:
-    """The shipped suite a reference came from, when it is one (its [check] gives the tolerances)."""
-    from bench.suite import available_suites
-
-    name = reference.get("provenance", {}).get("suite") if isinstance(reference, dict) else (reference or [{}])[0].get("suite")
-    return name if name in available_suites() else None
-
-
 def _cmd_check(args) -> int:
     from bench.reports.check import check, format_check, load_reference
-    from bench.suite import load_suite
+    from bench.suite import recorded_suite
 
     fresh, reference = load_reference(args.results), load_reference(args.against)
     tolerances, default = {}, 1.0
-    suite_name = args.suite or _suite_of(reference)
-    if suite_name:
-        cfg = load_suite(suite_name).check
+    suite, note = recorded_suite(reference, args.suite)  # the reference's recorded suite, else the fresh results'
+    if suite is None and args.suite is None:
+        suite, note = recorded_suite(fresh)
+    if note:
+        print(f"authbench: {note}", file=sys.stderr)
+    if suite is not None:
+        cfg = suite.check
         tolerances.update(cfg.get("tolerance", {}))
         default = float(cfg.get("default_tolerance", default))
     tolerances.update(_parse_tolerances(args.tolerance))

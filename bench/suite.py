@@ -196,3 +196,47 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         raw=raw,
         run=dict(run),
     )
+
+
+def _recorded(records) -> dict:
+    """What results say about their suite: name, the file's path and its digest as loaded (before command-line
+    overrides), from result rows (their provenance) or a leaderboard's provenance."""
+    if isinstance(records, dict):
+        prov = records.get("provenance") or {}
+        return {"name": prov.get("suite"), "path": prov.get("suite_path"), "file_digest": prov.get("suite_file_digest")}
+    for row in records or []:
+        prov = row.get("provenance") or {}
+        if prov.get("suite_path"):
+            return {"name": row.get("suite"), "path": prov["suite_path"], "file_digest": prov.get("suite_file_digest")}
+    first = (records or [{}])[0]
+    return {"name": first.get("suite"), "path": None, "file_digest": None}
+
+
+def recorded_suite(records, name: str | None = None) -> tuple[Suite | None, str]:
+    """The suite whose [report] / [check] sections apply to `records` (result rows or a leaderboard dict), and a
+    note (empty, or why the file read may differ from the one the results were written from).
+
+    `name` (--suite): a shipped suite name or a .toml path; a name that is neither resolves by the suite file the
+    results recorded (its [suite] name or file stem). Without `name`: the recorded suite file while it exists,
+    else the shipped suite of the recorded name, else None (no section applies)."""
+    rec = _recorded(records)
+    path = Path(rec["path"]) if rec["path"] else None
+    on_disk = path is not None and path.is_file()
+    if name is not None:
+        try:
+            return load_suite(name), ""
+        except UserError as exc:
+            if not on_disk or name not in (rec["name"], path.stem) or Path(name).suffix == ".toml":
+                raise UserError(f"{exc}; the results record suite {rec['name']!r}"
+                                + (f" at {str(path)!r}" if path else "")) from None
+    if on_disk:
+        suite = load_suite(str(path))
+        note = ""
+        if rec["file_digest"] and suite.digest != rec["file_digest"]:
+            note = (f"suite file {str(path)!r} changed since these results were written (digest {rec['file_digest']} "
+                    f"then, {suite.digest} now); its sections as they are now apply")
+        return suite, note
+    if rec["name"] in available_suites():
+        return load_suite(rec["name"]), ""
+    return None, (f"the suite file the results recorded ({str(path)!r}) is gone; no [report] / [check] section "
+                  "applies (pass --suite)") if path else ""

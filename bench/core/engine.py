@@ -32,7 +32,7 @@ from bench.executors import Executor, Failure, make_executor
 from bench.protocols import get_protocol, primary_protocol, protocol_of
 from bench.provenance import versions
 from bench.results import ResultWriter, latest, read_rows, results_path
-from bench.suite import Suite
+from bench.suite import Suite, load_suite
 
 FILTERS = {"psnr": "--psnr", "release": "--release"}
 CACHE_COUNTERS = ("hits", "misses", "corrupt")
@@ -175,6 +175,20 @@ class Engine:
                 self._models[label] = self.ctx.model_identity(label)
         return digest({**self._identities, "models": {label: self._models[label] for label in labels}})[:24]
 
+    def suite_source(self) -> dict:
+        """The suite file this run read and its digest as read (rows record them: `report` and `check` apply
+        its [report] / [check] sections without --suite); nothing for a suite with no file."""
+        if not hasattr(self, "_suite_source"):
+            path = Path(self.ctx.suite.path)
+            self._suite_source = {}
+            if path.is_file():
+                try:
+                    self._suite_source = {"suite_path": str(path.resolve()),
+                                          "suite_file_digest": load_suite(str(path)).digest}
+                except UserError:  # the file changed under the run: record nothing rather than a wrong digest
+                    pass
+        return self._suite_source
+
     def current(self, rows: list[dict]) -> tuple[list[dict], int]:
         """The rows a resumed run reuses (one per cell, bound to today's identity) and how many it supersedes."""
         keep = [r for r in rows
@@ -293,7 +307,7 @@ class Engine:
                     received.add(res.job)
                     new = [r for r in res.rows if r["cell"] not in written]  # one writer: never a duplicate row
                     for r in new:
-                        r["provenance"]["identity"] = self.row_identity(r)
+                        r["provenance"].update(identity=self.row_identity(r), **self.suite_source())
                     writer.append(new)
                     written.update(r["cell"] for r in new)
                     run += len(new)

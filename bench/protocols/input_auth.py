@@ -30,7 +30,7 @@ from bench.core.types import Encoding, Job, Role, Row
 from bench.data.base import Split
 from bench.defenses import get_defense
 from bench.defenses.base import InputDefense
-from bench.defenses.release import PSNR_MODES, RELEASES, calibrate, psnr
+from bench.defenses.release import CALIBRATION_VERSION, PSNR_MODES, RELEASES, calibrate, psnr
 from bench.encode_space import encode_space, space_input, space_transform, to_pixels
 from bench.errors import UserError
 from bench.protocols import classify
@@ -57,6 +57,15 @@ class EncodingStats:
 
 def _mean(parts: list) -> float | None:
     return float(torch.cat(parts).mean()) if parts else None
+
+
+def target_metrics(job: Job, encoding: Encoding) -> dict:
+    """The PSNR the release achieved, on the target's own scale (true or paper-nominal, mean over samples),
+    and whether every sample met the target within TOLERANCE_DB (a clipped or 8-bit release cannot go
+    below its saturated image's PSNR: see bench.defenses.release)."""
+    nominal = job.point.get("psnr_mode") == "paper-nominal"
+    achieved = encoding.psnr_nominal if nominal else encoding.psnr_true
+    return {"psnr_achieved": achieved, "target_reached": not encoding.unreachable}
 
 
 @PROTOCOLS.register
@@ -129,6 +138,8 @@ class InputAuthorization(Protocol):
             space = space_transform(torch.empty(shape), auth, encode_space(ctx.suite.data))
             if space is not None:  # only where it changes the encoding: older identities stay valid
                 transforms[-1]["space"] = space
+            if job.release != "float":  # unreachable targets stop where the PSNR stops falling (version 2)
+                transforms[-1]["calibration"] = CALIBRATION_VERSION
         if attack_label(job.attack) != "none":
             transforms.append({"attack": attack_label(job.attack), "seed": ctx.seed(job.trial)})
         return {"data": ctx.data.identity, "transforms": transforms}
@@ -182,7 +193,7 @@ class InputAuthorization(Protocol):
         enc_key = ctx.encoding_cache.key("", identity)
         record = ctx.encoding_cache.get(enc_key)
         stats = None if record is None else json.loads(str(record["stats"]))
-        keys = {e: ctx.forward_cache.key(m.digest, identity) for e, m in models.items()}
+        keys = {e: classify.forward_key(ctx, m.digest, identity) for e, m in models.items()}
         outputs = {e: classify.from_cache(ctx.forward_cache.get(keys[e])) for e in models}
         todo = [e for e in models if outputs[e] is None]
         if todo or stats is None:  # a lost encoding record is re-made without a forward pass
@@ -201,6 +212,8 @@ class InputAuthorization(Protocol):
         for e, cell in pending:
             model = models[e]
             metrics, n = classify.score(outputs[e], ctx.data.labels)
+            if encoding is not None:
+                metrics.update(target_metrics(job, encoding))
             role = Role.of(authorized=job.authorized, evaluated=e, same_arch=bool(auth) and model.arch == auth.arch)
             rows.append(Row.build(
                 protocol=self.name, cell=job.cell(e, suite=ctx.suite.name, attack_label=attack_label(job.attack)),
