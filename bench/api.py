@@ -65,6 +65,7 @@ class Results:
             f"cache hits {s.cache['hits']}, misses {s.cache['misses']}, corrupt {s.cache['corrupt']} | {s.wall_s:.1f}s"
             + (f" | executor {s.executor}" if s.executor != "local" else "")
             + (f" | {s.superseded} superseded" if s.superseded else "")
+            + (f" | {s.merged} duplicate job(s) merged (identical parameters run once)" if s.merged else "")
             + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
                "retries only them" if s.jobs_failed else ""))
         parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}")

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
 from bench.errors import UserError
 
 LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
@@ -22,8 +23,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a suite (default: the embedded digits suite)")
     run.add_argument("suite", nargs="?", help="suite name in suites/ or a path to a .toml file")
-    run.add_argument("--defense", action="append", help="only this defense (repeatable)")
-    run.add_argument("--model", "--models", action="append", help="only this model label (repeatable)")
+    run.add_argument("--defense", action="append", help="only this defense entry, by name or label (repeatable)")
+    run.add_argument("--model", "--models", action="append",
+                     help="only this model label, as authorized and as evaluated model (repeatable)")
+    run.add_argument("--authorized", action="append", help="only this authorized model (repeatable); every "
+                     "evaluated model still scores its data")
+    run.add_argument("--evaluated", action="append", help="only this evaluated model (repeatable)")
     run.add_argument("--psnr", action="append", type=float, help="only this PSNR point in dB (repeatable)")
     run.add_argument("--release", action="append", help="only this release format (repeatable)")
     run.add_argument("--out", type=Path, help="results folder (default: runs/<suite>)")
@@ -75,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
                      "reference recorded, else the fresh results')")
     chk.add_argument("--strict", action="store_true", help="fail on improvements beyond tolerance too")
 
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    add_convert_arguments(data_sub.add_parser("convert", help="write an .npz or ImageFolder from an ImageFolder tree, "
+                                              "CIFAR pickle batches, images + labels CSV or another .npz"))
+
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
     cache.add_argument("action", choices=("info", "clear"))
     cache.add_argument("--namespace", help="only this namespace (forward, encoding, zoo)")
@@ -100,7 +110,8 @@ def _cmd_run(args) -> int:
     executor = {k: _whole(getattr(args, k)) for k in EXECUTOR_FLAGS}
     if executor["job_folder"] is not None:
         executor["job_folder"] = str(executor["job_folder"])
-    options = dict(defenses=args.defense, models=args.model, psnr=args.psnr, releases=args.release, full=args.full,
+    options = dict(defenses=args.defense, models=args.model, authorized=args.authorized, evaluated=args.evaluated,
+                   psnr=args.psnr, releases=args.release, full=args.full,
                    batch_size=args.batch_size, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
                    progress=not args.no_progress, executor=args.executor, **executor)
     if args.plan:
@@ -205,7 +216,8 @@ def _cmd_cache(args) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check, "cache": _cmd_cache}
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check, "cache": _cmd_cache,
+            "data": run_convert}
 
 
 def main(argv: list[str] | None = None) -> int:

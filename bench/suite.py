@@ -4,8 +4,11 @@
     [data]       dataset, split, subset (0 = all), subset_seed, train_split (defender's and
                  attacker's data for model defenses and model attacks; default "train"), options
     [models]     authorized = [spec, ...]; evaluated = [spec, ...] (default: authorized)
-                 a spec is "source:name" or an inline table (see bench.models.sources)
-    [[defenses]] name, params = {...}, sweep = {param = [values], ...} (cartesian product),
+                 a spec is "source:name" or an inline table (see bench.models.sources);
+                 python_path = ["folder", ...] (relative to the suite file): where `factory` / `loader`
+                 modules are imported from, besides the suite file's own folder
+    [[defenses]] name, label (optional, unique: names the entry in rows and tables, and `--defense` picks it),
+                 params = {...}, sweep = {param = [values], ...} (cartesian product),
                  trials = N (repeats with seeds seed..seed+N-1), attacks = ["none", ...],
                  tier = "default" | "full" (full entries run only with `authbench run --full`),
                  models = [labels] (the authorized models this entry protects; default all; a spec
@@ -43,7 +46,8 @@ RUN_KEYS = {"batch_size": int, "device": str, "threads": int}
 EXECUTOR_KEYS = {"name": str, "address": str, "cpus_per_job": (int, float), "gpus_per_job": (int, float),
                  "max_in_flight": int, "max_retries": int, "partition": str, "array_parallelism": int,
                  "time_limit": int, "mem_gb": (int, float), "job_folder": str, "cluster": str}
-DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "release", "attacks", "sweep", "trials", "tier", "models"}
+DEFENSE_KEYS = {"name", "label", "params", "psnr", "psnr_mode", "release", "attacks", "sweep", "trials", "tier", "models"}
+MODELS_KEYS = {"authorized", "evaluated", "python_path"}
 TIERS = ("default", "full")
 
 
@@ -59,6 +63,11 @@ class DefenseEntry:
     trials: int = 1
     tier: str = "default"
     models: list[str] = field(default_factory=list)  # authorized labels this entry protects (empty: all)
+    label: str = ""  # optional display / selection name (rows carry it; not part of the cell key)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
@@ -79,6 +88,14 @@ class Suite:
     @property
     def digest(self) -> str:
         return digest(self.raw)[:16]
+
+    @property
+    def import_path(self) -> list[Path]:
+        """Folders `factory = "module:function"` and `loader` modules import from: the suite file's own folder,
+        then [models] python_path (relative to the suite file)."""
+        folder = Path(self.path).resolve().parent
+        extra = (self.raw.get("models") or {}).get("python_path", [])
+        return [folder, *[(folder / Path(p).expanduser()).resolve() for p in extra]]
 
 
 def available_suites() -> dict[str, Path]:
@@ -141,6 +158,13 @@ def load_suite(name_or_path: str | None = None) -> Suite:
             kind = "a number" if EXECUTOR_KEYS[key] == (int, float) else EXECUTOR_KEYS[key].__name__
             raise UserError(f"{path}: [executor] {key} must be {kind}, got {value!r}")
     models = raw["models"]
+    bad = sorted(set(models) - MODELS_KEYS) if isinstance(models, dict) else []
+    if bad:
+        raise UserError(f"{path}: [models] has no key {bad[0]!r}; valid keys: {', '.join(sorted(MODELS_KEYS))}")
+    python_path = models.get("python_path", [])
+    if not isinstance(python_path, list) or not all(isinstance(p, str) and p for p in python_path):
+        raise UserError(f"{path}: [models] python_path must be a list of folders (relative to the suite file), "
+                        f"e.g. python_path = [\"src\"], got {python_path!r}")
     if "authorized" not in models:
         raise UserError(f"{path}: [models] needs 'authorized = [...]'")
     authorized = _as_list(models["authorized"], "authorized", str(path))
@@ -161,6 +185,11 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         trials = d.get("trials", 1)
         if not isinstance(trials, int) or trials < 1:
             raise UserError(f"{where}: 'trials' must be a whole number >= 1, got {trials!r}")
+        label = d.get("label", "")
+        if not isinstance(label, str) or ("label" in d and not label.strip()):
+            raise UserError(f"{where}: 'label' must be a non-empty string, got {label!r}")
+        if label and label in {e.label for e in defenses}:
+            raise UserError(f"{where}: label {label!r} is used by another [[defenses]] entry; labels must be unique")
         tier = d.get("tier", "default")
         if tier not in TIERS:
             raise UserError(f"{where}: unknown tier {tier!r}; valid choices: {', '.join(TIERS)}")
@@ -176,6 +205,7 @@ def load_suite(name_or_path: str | None = None) -> Suite:
                 trials=trials,
                 tier=tier,
                 models=[str(m) for m in _as_list(d.get("models", []), "models", where)],
+                label=label,
             )
         )
     name = meta.get("name", path.stem)

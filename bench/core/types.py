@@ -165,7 +165,7 @@ def infer_protocol(row: dict) -> str:
     return PROTOCOL_OF_RELEASE.get(row.get("release"), "input")
 
 
-ROW_EXTRA_KEYS = ("benchmark", "task", "suspect_kind", "job", "job_rows")
+ROW_EXTRA_KEYS = ("benchmark", "task", "suspect_kind", "job", "job_rows", "label")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -109,6 +109,21 @@ class InputAuthorization(Protocol):
                      for trial in range(entry.trials) for attack in entry.attacks]
         return jobs
 
+    def merge_key(self, ctx, job):
+        """Jobs whose parameters resolve to the same ones for the authorized model (e.g. ne-operator's default
+        dims = 1/12 and dims = 256 of a 3 x 32 x 32 input) measure the same cells."""
+        if job.defense == "none" or not job.authorized:
+            return super().merge_key(ctx, job)
+        spec = ctx.specs.get(job.authorized)
+
+        def input_size():  # from the spec when it says, else from the loaded model
+            given = spec.get("input_size") if isinstance(spec, dict) else None
+            return tuple(given) if given else ctx.model(job.authorized).preprocess.input_size
+
+        params = get_defense(job.defense).canonical_params(job.params, input_size)
+        return digest([self.name, job.defense, params, job.point, job.release, attack_label(job.attack), job.authorized,
+                       job.trial, list(job.evaluated), job.extra.get("cell_fields", {})])
+
     # -- the defense and its release -----------------------------------------------------------
     def defense(self, ctx: EvalContext, job: Job) -> InputDefense:
         """The job's defense, fitted once per (defense, params, authorized model) for this context."""
