@@ -63,6 +63,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
         cost = r.get("cost") or {}
         records.append({
             "defense": r["defense"],
+            "label": r.get("label") or "",
             "params": compact_params(r.get("params") or {}, point, registered_defaults(r["defense"])),
             "psnr": _num(point.get("psnr")),
             "psnr_mode": point.get("psnr_mode") or "",
@@ -85,7 +86,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
             "artifact_bytes": _num(cost.get("key_bytes", cost.get("artifact_bytes"))),
             "protect_ms": _num(cost.get("protect_ms")),
         })
-    columns = ["defense", "params", "psnr", "psnr_mode", "release", "attack", "authorized", "evaluated",
+    columns = ["defense", "label", "params", "psnr", "psnr_mode", "release", "attack", "authorized", "evaluated",
                "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "psnr_nominal", "psnr_achieved", "target_reached", "encode_ms", "attack_psnr", "artifact_bytes", "protect_ms"]
     return pd.DataFrame.from_records(records, columns=columns)
 
@@ -255,6 +256,8 @@ def psnr_label(target: float, cells: pd.DataFrame | None = None) -> str:
 
 
 def _heading(defense, params, mode, psnr, release, cells: pd.DataFrame | None = None) -> str:
+    labels = sorted({v for v in cells["label"] if v}) if cells is not None and "label" in cells else []
+    defense = defense + "".join(f" [{v}]" for v in labels)  # the suite entry's label, where it has one
     extra = f", {params}" if params else ""
     mode = f" (psnr_mode {mode})" if mode else ""
     return f"## {defense}{extra}: target PSNR {psnr_label(psnr, cells)}{mode}, release {release}"
