@@ -120,7 +120,8 @@ class InputAuthorization(Protocol):
             given = spec.get("input_size") if isinstance(spec, dict) else None
             return tuple(given) if given else ctx.model(job.authorized).preprocess.input_size
 
-        params = get_defense(job.defense).canonical_params(job.params, input_size)
+        canonical = getattr(get_defense(job.defense), "canonical_params", None)
+        params = canonical(job.params, input_size) if canonical is not None else job.params
         return digest([self.name, job.defense, params, job.point, job.release, attack_label(job.attack), job.authorized,
                        job.trial, list(job.evaluated), job.extra.get("cell_fields", {})])
 
