@@ -65,6 +65,7 @@ class Results:
             f"cache hits {s.cache['hits']}, misses {s.cache['misses']}, corrupt {s.cache['corrupt']} | {s.wall_s:.1f}s"
             + (f" | executor {s.executor}" if s.executor != "local" else "")
             + (f" | {s.superseded} superseded" if s.superseded else "")
+            + (f" | {s.merged} duplicate job(s) merged (identical parameters run once)" if s.merged else "")
             + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
                "retries only them" if s.jobs_failed else ""))
         parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}")
@@ -96,7 +97,7 @@ def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = N
 def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None, data_root: Path | None = None,
              random_weights: bool = False, progress: bool = False, **overrides) -> Results:
     """Run a suite (a shipped name, a .toml path or a loaded Suite) with the CLI's overrides as keywords:
-    out, reports, write_reports, defenses, models, psnr, releases, full, batch_size, device, threads,
+    out, reports, write_reports, defenses (names or labels), models, authorized, evaluated, psnr, releases, full, batch_size, device, threads,
     cache_dir, loader, executor (a name or an Executor) and the executor options (address, gpus_per_job,
     cpus_per_job, max_in_flight, max_retries, partition, array_parallelism, time_limit, mem_gb, job_folder);
     subset, data_root and random_weights as `authbench run` has them."""

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
 from bench.errors import UserError
 
 LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
@@ -25,8 +26,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a suite (default: the embedded digits suite)")
     run.add_argument("suite", nargs="?", help="suite name in suites/ or a path to a .toml file")
-    run.add_argument("--defense", action="append", help="only this defense (repeatable)")
-    run.add_argument("--model", "--models", action="append", help="only this model label (repeatable)")
+    run.add_argument("--defense", action="append", help="only this defense entry, by name or label (repeatable)")
+    run.add_argument("--model", "--models", action="append",
+                     help="only this model label, as authorized and as evaluated model (repeatable)")
+    run.add_argument("--authorized", action="append", help="only this authorized model (repeatable); every "
+                     "evaluated model still scores its data")
+    run.add_argument("--evaluated", action="append", help="only this evaluated model (repeatable)")
     run.add_argument("--psnr", action="append", type=float, help="only this PSNR point in dB (repeatable)")
     run.add_argument("--release", action="append", help="only this release format (repeatable)")
     run.add_argument("--out", type=Path, help="results folder (default: runs/<suite>)")
@@ -66,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="render tables and figures from a results file without recomputing")
     rep.add_argument("results", type=Path, help="run folder or results.jsonl")
     rep.add_argument("--out", type=Path, help="reports folder (default: reports/<suite>)")
-    rep.add_argument("--suite", help="suite whose [report] section picks the points (default: the results' suite)")
+    rep.add_argument("--suite", help="suite whose [report] section picks the points (default: the suite file the "
+                     "results recorded; a name outside suites/ resolves by that recorded path)")
 
     chk = sub.add_parser("check", help="compare results with a reference; exit 1 on a regression or nothing compared")
     chk.add_argument("results", type=Path, help="run folder, results.jsonl or a reference .json")
@@ -76,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="per-metric tolerance, replacing the reference's recorded one")
     chk.add_argument("--default-tolerance", type=float, help="tolerance for metrics not named, replacing the recorded ones")
     chk.add_argument("--suite", help="suite whose [check] section gives tolerances where the reference records none "
-                     "(default: the reference's suite)")
+                     "(default: the suite file the reference recorded, else the fresh results')")
     chk.add_argument("--strict", action="store_true", help="fail on improvements beyond tolerance too")
     chk.add_argument("--allow-subset", action="store_true",
                      help="compare a run of another suite digest or model set on the cells both hold")
@@ -121,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     rnk.add_argument("--submit", type=Path, metavar="DIR", help="also write the new rows' leaderboard entries "
                      "(DIR/<suite>/<board>/<entry>.json, the files of a pull request)")
 
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    add_convert_arguments(data_sub.add_parser("convert", help="write an .npz or ImageFolder from an ImageFolder tree, "
+                                              "CIFAR pickle batches, images + labels CSV or another .npz"))
+
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
     cache.add_argument("action", choices=("info", "clear"))
     cache.add_argument("--namespace", help="only this namespace (forward, encoding, zoo)")
@@ -146,7 +157,8 @@ def _cmd_run(args) -> int:
     executor = {k: _whole(getattr(args, k)) for k in EXECUTOR_FLAGS}
     if executor["job_folder"] is not None:
         executor["job_folder"] = str(executor["job_folder"])
-    options = dict(defenses=args.defense, models=args.model, psnr=args.psnr, releases=args.release, full=args.full,
+    options = dict(defenses=args.defense, models=args.model, authorized=args.authorized, evaluated=args.evaluated,
+                   psnr=args.psnr, releases=args.release, full=args.full,
                    batch_size=args.batch_size, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
                    progress=not args.no_progress, executor=args.executor, **executor)
     if args.plan:
@@ -185,20 +197,16 @@ def _cmd_list(args) -> int:
 def _cmd_report(args) -> int:
     from bench.protocols import render
     from bench.results import read_rows
-    from bench.suite import load_suite
+    from bench.suite import recorded_suite
 
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
-    name = args.suite or rows[0]["suite"]
-    try:
-        report = load_suite(name).report
-    except UserError:
-        report = {}
-    try:
-        standard = load_suite(name).standard_attacks
-    except UserError:
-        standard = {}
+    suite, note = recorded_suite(rows, args.suite)  # the suite the rows recorded (path and digest), or --suite
+    if note:
+        print(f"authbench: {note}", file=sys.stderr)
+    report = suite.report if suite is not None else {}
+    standard = suite.standard_attacks if suite is not None else {}
     for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report, standard):
         print(path)
     return 0
@@ -217,20 +225,26 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _check_section(name: str | None) -> dict:
-    """The [check] section of a shipped suite (or a suite path); {} when the name is not a suite here."""
-    from bench.suite import available_suites, load_suite
+def _records_of(path: Path):
+    """What a check input records about its suite: a reference/leaderboard JSON dict, else its result rows."""
+    from bench.reports.reference import read_json
+    from bench.results import read_rows
 
-    if not name or (name not in available_suites() and not str(name).endswith(".toml")):
-        return {}
-    return load_suite(name).check
+    data = read_json(path)
+    return data if data is not None else read_rows(path)
 
 
 def _cmd_check(args) -> int:
     from bench.reports.check import check, format_check, github_annotations, load_reference, to_text_json, write_junit
-    from bench.reports.reference import Tolerances, suite_of
+    from bench.reports.reference import Tolerances
+    from bench.suite import recorded_suite
 
-    tolerances = Tolerances.from_check(_check_section(args.suite or suite_of(args.against)))
+    suite, note = recorded_suite(_records_of(args.against), args.suite)  # the reference's recorded suite,
+    if suite is None and args.suite is None:                                # else the fresh results'
+        suite, note = recorded_suite(_records_of(args.results))
+    if note:
+        print(f"authbench: {note}", file=sys.stderr)
+    tolerances = Tolerances.from_check(suite.check if suite is not None else {})
     fresh, reference = load_reference(args.results, tolerances), load_reference(args.against, tolerances)
     result = check(fresh, reference, strict=args.strict, allow_subset=args.allow_subset,
                    override=_parse_tolerances(args.tolerance), override_default=args.default_tolerance)
@@ -243,17 +257,19 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    from bench.reports.boards import build_boards
-    from bench.reports.rank import suite_standard
+    from bench.reports.boards import build_boards, parse_standard
     from bench.reports.reference import Tolerances, freeze
     from bench.results import read_rows
+    from bench.suite import recorded_suite
 
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
-    suite = args.suite or rows[0].get("suite")
-    boards = [b.to_json() for b in build_boards(rows, suite_standard(suite))]
-    ref = freeze(rows, args.out, Tolerances.from_check(_check_section(suite)), boards=boards)
+    suite, note = recorded_suite(rows, args.suite)  # the suite the rows recorded, or --suite
+    if note:
+        print(f"authbench: {note}", file=sys.stderr)
+    boards = [b.to_json() for b in build_boards(rows, parse_standard(suite.standard_attacks if suite else {}))]
+    ref = freeze(rows, args.out, Tolerances.from_check(suite.check if suite else {}), boards=boards)
     trained = [c for c in ref.cells if c.trained]
     spread = [c for c in trained if c.n_trials >= 2]
     print(f"froze {len(ref.cells)} cells of suite {ref.suite!r} ({len(ref.models or ())} models) to {args.out}: "
@@ -340,6 +356,7 @@ def _cmd_cache(args) -> int:
 
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check,
             "leaderboard": _cmd_leaderboard, "zoo": _cmd_zoo, "tables": _cmd_tables,
+            "data": run_convert,
             "cache": _cmd_cache}
 
 

@@ -4,8 +4,11 @@
     [data]       dataset, split, subset (0 = all), subset_seed, train_split (defender's and
                  attacker's data for model defenses and model attacks; default "train"), options
     [models]     authorized = [spec, ...]; evaluated = [spec, ...] (default: authorized)
-                 a spec is "source:name" or an inline table (see bench.models.sources)
-    [[defenses]] name, params = {...}, sweep = {param = [values], ...} (cartesian product),
+                 a spec is "source:name" or an inline table (see bench.models.sources);
+                 python_path = ["folder", ...] (relative to the suite file): where `factory` / `loader`
+                 modules are imported from, besides the suite file's own folder
+    [[defenses]] name, label (optional, unique: names the entry in rows and tables, and `--defense` picks it),
+                 params = {...}, sweep = {param = [values], ...} (cartesian product),
                  trials = N (repeats with seeds seed..seed+N-1), attacks = ["none", ...],
                  tier = "default" | "full" (full entries run only with `authbench run --full`),
                  models = [labels] (the authorized models this entry protects; default all; a spec
@@ -51,7 +54,9 @@ RUN_KEYS = {"batch_size": int, "device": str, "threads": int}
 EXECUTOR_KEYS = {"name": str, "address": str, "cpus_per_job": (int, float), "gpus_per_job": (int, float),
                  "max_in_flight": int, "max_retries": int, "partition": str, "array_parallelism": int,
                  "time_limit": int, "mem_gb": (int, float), "job_folder": str, "cluster": str}
-DEFENSE_KEYS = {"name", "params", "psnr", "psnr_mode", "evaluation", "release", "attacks", "sweep", "trials", "tier", "models"}
+DEFENSE_KEYS = {"name", "label", "params", "psnr", "psnr_mode", "evaluation", "release", "attacks", "sweep", "trials",
+                "tier", "models"}
+MODELS_KEYS = {"authorized", "evaluated", "python_path"}
 TIERS = ("default", "full")
 STANDARD_BOARDS = ("input", "model", "baselines", "ownership")  # the boards a [standard_attacks] key may name
 
@@ -69,6 +74,11 @@ class DefenseEntry:
     tier: str = "default"
     models: list[str] = field(default_factory=list)  # authorized labels this entry protects (empty: all)
     evaluation: str = "release"  # input defenses: "release" | "paper-code" (bench.protocols.input_auth)
+    label: str = ""  # optional display / selection name (rows carry it; not part of the cell key)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
 
 @dataclass
@@ -90,6 +100,14 @@ class Suite:
     @property
     def digest(self) -> str:
         return digest(self.raw)[:16]
+
+    @property
+    def import_path(self) -> list[Path]:
+        """Folders `factory = "module:function"` and `loader` modules import from: the suite file's own folder,
+        then [models] python_path (relative to the suite file)."""
+        folder = Path(self.path).resolve().parent
+        extra = (self.raw.get("models") or {}).get("python_path", [])
+        return [folder, *[(folder / Path(p).expanduser()).resolve() for p in extra]]
 
 
 def available_suites() -> dict[str, Path]:
@@ -152,6 +170,13 @@ def load_suite(name_or_path: str | None = None) -> Suite:
             kind = "a number" if EXECUTOR_KEYS[key] == (int, float) else EXECUTOR_KEYS[key].__name__
             raise UserError(f"{path}: [executor] {key} must be {kind}, got {value!r}")
     models = raw["models"]
+    bad = sorted(set(models) - MODELS_KEYS) if isinstance(models, dict) else []
+    if bad:
+        raise UserError(f"{path}: [models] has no key {bad[0]!r}; valid keys: {', '.join(sorted(MODELS_KEYS))}")
+    python_path = models.get("python_path", [])
+    if not isinstance(python_path, list) or not all(isinstance(p, str) and p for p in python_path):
+        raise UserError(f"{path}: [models] python_path must be a list of folders (relative to the suite file), "
+                        f"e.g. python_path = [\"src\"], got {python_path!r}")
     if "authorized" not in models:
         raise UserError(f"{path}: [models] needs 'authorized = [...]'")
     authorized = _as_list(models["authorized"], "authorized", str(path))
@@ -172,6 +197,11 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         trials = d.get("trials", 1)
         if not isinstance(trials, int) or trials < 1:
             raise UserError(f"{where}: 'trials' must be a whole number >= 1, got {trials!r}")
+        label = d.get("label", "")
+        if not isinstance(label, str) or ("label" in d and not label.strip()):
+            raise UserError(f"{where}: 'label' must be a non-empty string, got {label!r}")
+        if label and label in {e.label for e in defenses}:
+            raise UserError(f"{where}: label {label!r} is used by another [[defenses]] entry; labels must be unique")
         tier = d.get("tier", "default")
         if tier not in TIERS:
             raise UserError(f"{where}: unknown tier {tier!r}; valid choices: {', '.join(TIERS)}")
@@ -188,6 +218,7 @@ def load_suite(name_or_path: str | None = None) -> Suite:
                 trials=trials,
                 tier=tier,
                 models=[str(m) for m in _as_list(d.get("models", []), "models", where)],
+                label=label,
             )
         )
     standard = raw.get("standard_attacks", {})
@@ -214,3 +245,47 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         run=dict(run),
         standard_attacks={k: list(v) for k, v in standard.items()},
     )
+
+
+def _recorded(records) -> dict:
+    """What results say about their suite: name, the file's path and its digest as loaded (before command-line
+    overrides), from result rows (their provenance) or a leaderboard's provenance."""
+    if isinstance(records, dict):
+        prov = records.get("provenance") or {}
+        return {"name": prov.get("suite"), "path": prov.get("suite_path"), "file_digest": prov.get("suite_file_digest")}
+    for row in records or []:
+        prov = row.get("provenance") or {}
+        if prov.get("suite_path"):
+            return {"name": row.get("suite"), "path": prov["suite_path"], "file_digest": prov.get("suite_file_digest")}
+    first = (records or [{}])[0]
+    return {"name": first.get("suite"), "path": None, "file_digest": None}
+
+
+def recorded_suite(records, name: str | None = None) -> tuple[Suite | None, str]:
+    """The suite whose [report] / [check] sections apply to `records` (result rows or a leaderboard dict), and a
+    note (empty, or why the file read may differ from the one the results were written from).
+
+    `name` (--suite): a shipped suite name or a .toml path; a name that is neither resolves by the suite file the
+    results recorded (its [suite] name or file stem). Without `name`: the recorded suite file while it exists,
+    else the shipped suite of the recorded name, else None (no section applies)."""
+    rec = _recorded(records)
+    path = Path(rec["path"]) if rec["path"] else None
+    on_disk = path is not None and path.is_file()
+    if name is not None:
+        try:
+            return load_suite(name), ""
+        except UserError as exc:
+            if not on_disk or name not in (rec["name"], path.stem) or Path(name).suffix == ".toml":
+                raise UserError(f"{exc}; the results record suite {rec['name']!r}"
+                                + (f" at {str(path)!r}" if path else "")) from None
+    if on_disk:
+        suite = load_suite(str(path))
+        note = ""
+        if rec["file_digest"] and suite.digest != rec["file_digest"]:
+            note = (f"suite file {str(path)!r} changed since these results were written (digest {rec['file_digest']} "
+                    f"then, {suite.digest} now); its sections as they are now apply")
+        return suite, note
+    if rec["name"] in available_suites():
+        return load_suite(rec["name"]), ""
+    return None, (f"the suite file the results recorded ({str(path)!r}) is gone; no [report] / [check] section "
+                  "applies (pass --suite)") if path else ""

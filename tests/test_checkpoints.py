@@ -69,3 +69,11 @@ def test_a_loader_plugin_reads_a_format_the_harness_does_not_know(trained, tmp_p
     assert _same(adapter, trained) and adapter.arch == "mine/bn"
     with pytest.raises(UserError, match="cannot load loader 'models_example:nope'"):
         load_model({**SPEC, "checkpoint": str(path), "loader": "models_example:nope"})
+
+
+def test_a_timm_model_without_timm_installed_is_a_one_line_error(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError
+    with pytest.raises(UserError, match=r"model 'r18' needs timm: pip install 'authbench\[vision\]'"):
+        load_model({"source": "timm", "model": "resnet18", "name": "r18"})

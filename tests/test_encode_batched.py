@@ -304,11 +304,16 @@ def test_calibrate_matches_the_per_sample_code(fmt, mode):
     for target in (30.0, 20.0, -5.0):
         new = calibrate(x.double(), delta, target, fmt, mode, std)
         old = _old_calibrate(x.double(), delta, target, fmt, mode, std)
-        assert _rel(new.released, old.released) <= REL
-        assert _rel(new.psnr_true, old.psnr_true) <= REL
-        assert _rel(new.psnr_nominal, old.psnr_nominal) <= REL
+        ok = new.reached  # reachable targets: the very release of the per-sample code
+        if ok.any():
+            assert _rel(new.released[ok], old.released[ok]) <= REL
+            assert _rel(new.psnr_true[ok], old.psnr_true[ok]) <= REL
+            assert _rel(new.psnr_nominal[ok], old.psnr_nominal[ok]) <= REL
         assert new.unreachable == old.unreachable
-        assert new.max_err_db == pytest.approx(old.max_err_db, rel=1e-9, abs=1e-12)
+        if ok.all():
+            assert new.max_err_db == pytest.approx(old.max_err_db, rel=1e-9, abs=1e-12)
+        else:  # unreachable ones stop where the PSNR stops falling (issue 16): no stronger than the old 1000x
+            assert (new.psnr_true[~ok] >= old.psnr_true[~ok] - 1e-9).all()
         f32 = calibrate(x, delta, target, fmt, mode, std)  # float32 images come back float32
         assert f32.released.dtype == torch.float32
 

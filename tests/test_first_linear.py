@@ -207,3 +207,34 @@ def test_first_layer_not_reading_input_is_refused(module):
 def test_no_linear_layer_is_refused():
     with pytest.raises(UserError, match="no Linear or Conv2d"):
         from_module(nn.Flatten(), "flat", MEAN, STD, SIZE).first_linear()
+
+
+def test_first_layer_deviation_is_the_relative_change_of_the_layers_output():
+    """Issue 16: the deviation is ||L(x~) - L(x)|| / ||L(x)|| of the first layer's actual output on the model's
+    own normalised input (bias and mean included; zero padding in the normalised input), not ||W d|| / ||W x|| on
+    raw pixels, which depends on the images' brightness."""
+    from bench.protocols.classify import FirstLayerDeviation
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1)
+    nn.init.uniform_(conv.bias, 0.5, 1.5)
+    module = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(5 * 4 * 4, 3))
+    mean, std = (0.45, 0.5, 0.55), (0.2, 0.25, 0.3)
+    adapter = from_module(module, "conv-bias", mean, std, SIZE)
+    x = torch.rand(4, *SIZE, generator=torch.Generator().manual_seed(1))
+    x_tilde = (x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    layer = lambda t: conv((t - m) / s).flatten(1)  # noqa: E731 - what the model itself computes
+    expected = (layer(x_tilde) - layer(x)).norm(dim=1) / layer(x).norm(dim=1)
+    got = FirstLayerDeviation(adapter)(x_tilde, x)
+    torch.testing.assert_close(torch.from_numpy(got).float(), expected, rtol=1e-5, atol=1e-7)
+    fl = adapter.first_linear()
+    torch.testing.assert_close(fl.output(x.double()).float(), layer(x), rtol=1e-5, atol=1e-5)
+    old = fl.relative_deviation(x.double(), x_tilde.double()).float()  # the linear part on raw pixels
+    assert not torch.allclose(old, expected, rtol=1e-2)  # a different number: the definition changed
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 6), nn.ReLU(), nn.Linear(6, 2))
+    adapter = from_module(linear, "mlp-bias", mean, std, SIZE)
+    ref = lambda t: linear[1](((t - m) / s).flatten(1))  # noqa: E731
+    expected = (ref(x_tilde) - ref(x)).norm(dim=1) / ref(x).norm(dim=1)
+    torch.testing.assert_close(torch.from_numpy(FirstLayerDeviation(adapter)(x_tilde, x)).float(), expected,
+                               rtol=1e-5, atol=1e-7)

@@ -130,6 +130,29 @@ def test_unreachable_targets_are_flagged_for_clipped_release():
     assert float(cal.psnr_true.min()) >= 0.0  # a clipped image cannot be further than the full range
 
 
+@pytest.mark.parametrize("fmt", ["clip", "uint8"])
+def test_unreachable_target_stops_where_the_psnr_stops_falling(fmt):
+    """Regression (issue 16, bug 3): an unreachable target (0 dB, -10 dB with 8-bit images) raised the strength to
+    1000x and released a saturated image; the search now stops at the weakest strength whose PSNR is within
+    STALL_DB of the saturated release, and flags the samples."""
+    from bench.defenses.release import STALL_DB
+
+    x = torch.round(images(4) * 255) / 255  # 8-bit images, as stored
+    delta = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    floor = psnr(x.double(), release(x.double() + 1e6 * delta, fmt))  # fully saturated: the lowest PSNR there is
+    zero, minus_ten = calibrate(x, delta, 0.0, fmt), calibrate(x, delta, -10.0, fmt)
+    assert zero.unreachable == minus_ten.unreachable == 4 and not zero.reached.any()
+    assert torch.equal(zero.released, minus_ten.released)  # the same image: both stop at the floor
+    assert ((zero.psnr_true - floor) >= 0).all() and (zero.psnr_true - floor).max() <= 2 * STALL_DB  # 8-bit steps
+    assert float(floor.min()) > 0.0
+    unit = delta / delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    lam = 10 ** (-0.0 / 20) * math.sqrt(x[0].numel())  # the float release's strength for 0 dB
+    old = psnr(x.double(), release(x.double() + 1e3 * lam * unit, fmt))  # where the search used to end
+    assert (zero.psnr_true > old).all()  # a weaker release than the old saturated one, at (nearly) the same PSNR
+    reach = calibrate(x, delta, float(floor.max()) + 1.0, fmt)
+    assert reach.unreachable == 0 and reach.reached.all()
+
+
 def test_paper_nominal_psnr_correspondence():
     x, std = images(4), 0.25
     cal = calibrate(x, torch.randn_like(x), 20.0, "float", mode="paper-nominal", std=(std,))

@@ -7,6 +7,7 @@ and the seeds. Protocols use it through its public methods only; they never see 
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,12 +27,27 @@ from bench.suite import Suite
 DEFAULT_BATCH_SIZE = 256
 
 
+def add_import_path(suite: Suite) -> None:
+    """Put the suite's import folders (its own folder, [models] python_path) at the front of sys.path, so its
+    `factory = "module:function"` and `loader` modules import; folders that do not exist are left out (a worker
+    rebuilds the suite elsewhere and gets the driver's import path instead)."""
+    added = False
+    for folder in reversed(suite.import_path):
+        if folder.is_dir() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+            added = True
+    if added:
+        importlib.invalidate_caches()
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """What a user can override for one run (CLI flags, `bench.evaluate` keywords, suite [run])."""
 
-    defenses: tuple[str, ...] = ()  # only these defense entries (by name)
-    models: tuple[str, ...] = ()  # only these model labels
+    defenses: tuple[str, ...] = ()  # only these defense entries (by name or label)
+    models: tuple[str, ...] = ()  # only these model labels (authorized and evaluated)
+    authorized: tuple[str, ...] = ()  # only these authorized models (others are still evaluated)
+    evaluated: tuple[str, ...] = ()  # only these evaluated models
     psnr: tuple[float, ...] = ()  # only these PSNR points
     releases: tuple[str, ...] = ()  # only these release formats
     full: bool = False  # also the suite's tier = "full" entries
@@ -83,12 +99,21 @@ class EvalContext:
         self.done: set[str] = set()  # cells already in the results file
         self.progress = self.options.progress and sys.stderr.isatty()  # bars only on a terminal (the engine logs)
         self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
-        for m in self.options.models:
-            if m not in self.specs:
-                raise UserError(f"model {m!r} is not in suite {self.suite.name!r}; valid choices: {', '.join(self.specs)}")
-        keep = set(self.options.models)
-        self.authorized = [m for m in map(model_label, self.suite.authorized) if not keep or m in keep]
-        self.evaluated = [m for m in map(model_label, self.suite.evaluated) if not keep or m in keep]
+        add_import_path(self.suite)
+        entry_models = [model_label(m) for d in self.suite.defenses for m in d.models if ":" in m]
+        for flag, labels, known in (("--model", self.options.models, self.specs),
+                                    ("--authorized", self.options.authorized,
+                                     [*map(model_label, self.suite.authorized), *entry_models]),
+                                    ("--evaluated", self.options.evaluated, list(map(model_label, self.suite.evaluated)))):
+            for m in labels:
+                if m not in known:
+                    raise UserError(f"{flag} {m!r} is not in suite {self.suite.name!r}; valid choices: "
+                                    f"{', '.join(dict.fromkeys(known))}")
+        keep, auth, ev = set(self.options.models), set(self.options.authorized), set(self.options.evaluated)
+        self.authorized = [m for m in map(model_label, self.suite.authorized)
+                           if (not keep or m in keep) and (not auth or m in auth)]
+        self.evaluated = [m for m in map(model_label, self.suite.evaluated)
+                          if (not keep or m in keep) and (not ev or m in ev)]
         self._models: dict[str, ModelAdapter] = {}
         self._memos: dict[str, dict] = {}
 
@@ -100,7 +125,9 @@ class EvalContext:
     def authorized_for(self, entry) -> list[str]:
         """The authorized models an entry protects: its `models` (validated), else all of the suite's.
         A spec with a source ("zoo:fhe-s0") is a model only this entry protects (e.g. FHE's)."""
-        extra = [model_label(m) for m in entry.models if ":" in m and model_label(m) not in self.authorized]
+        chosen = set(self.options.authorized)
+        extra = [model_label(m) for m in entry.models if ":" in m and model_label(m) not in self.authorized
+                 and (not chosen or model_label(m) in chosen)]
         self.specs.update({model_label(m): m for m in entry.models if ":" in m})
         for label in entry.models:
             if model_label(label) not in self.specs:

@@ -18,7 +18,7 @@ import sys
 import time
 import traceback
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -32,7 +32,7 @@ from bench.executors import Executor, Failure, make_executor
 from bench.protocols import get_protocol, primary_protocol, protocol_of
 from bench.provenance import versions
 from bench.results import ResultWriter, latest, read_rows, results_path
-from bench.suite import Suite
+from bench.suite import Suite, load_suite
 
 FILTERS = {"psnr": "--psnr", "release": "--release"}
 CACHE_COUNTERS = ("hits", "misses", "corrupt")
@@ -54,25 +54,42 @@ class RunSummary:
     failures: tuple[str, ...] = ()  # one line per failed task (its worker died past its retries)
     executor: str = "local"
     superseded: int = 0  # rows kept in the file but not reused: written for another model, data or version
+    merged: int = 0  # planned jobs left out because an earlier one measures the same cells (identical entries)
 
 
 def plan(ctx: EvalContext) -> list[Job]:
     """Every job of the suite, after the run's filters: the primary protocol's baseline first, then each entry's."""
     suite, options = ctx.suite, ctx.options
-    names = [d.name for d in suite.defenses]
+    names = list(dict.fromkeys([d.name for d in suite.defenses] + [d.label for d in suite.defenses if d.label]))
     for d in options.defenses:
         if d not in names:
-            raise UserError(f"defense {d!r} is not in suite {suite.name!r}; valid choices: {', '.join(names)}")
+            raise UserError(f"defense {d!r} is not in suite {suite.name!r}; valid choices (names or labels): "
+                            f"{', '.join(names)}")
     primary = primary_protocol(suite)
     for key, flag in FILTERS.items():
         if getattr(options, key if key == "psnr" else "releases") and key not in primary.filters:
             raise UserError(f"{flag} does not apply to {primary.name} suites; use --model or --defense to pick cells")
     jobs = primary.baseline(ctx)
     for entry in suite.defenses:
-        if (options.defenses and entry.name not in options.defenses) or (entry.tier == "full" and not options.full):
+        picked = not options.defenses or entry.name in options.defenses or entry.label in options.defenses
+        if not picked or (entry.tier == "full" and not options.full):
             continue
-        jobs += protocol_of(primary, entry).plan(ctx, entry)
+        planned = protocol_of(primary, entry).plan(ctx, entry)
+        jobs += [replace(j, extra={**j.extra, "label": entry.label}) for j in planned] if entry.label else planned
     return jobs
+
+
+def merge_duplicates(ctx: EvalContext, jobs: list[Job]) -> tuple[list[Job], int]:
+    """The jobs with every job that measures the same as an earlier one left out (two entries that resolve to the
+    same parameters: one run, one row per cell; `Protocol.merge_key`), and how many were left out."""
+    seen, out = set(), []
+    for job in jobs:
+        key = get_protocol(job.protocol).merge_key(ctx, job)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(job)
+    return out, len(jobs) - len(out)
 
 
 def _where() -> str:
@@ -117,7 +134,7 @@ def worker_context(spec: JobSpec) -> tuple[EvalContext, dict[str, Job]]:
     if spec.cwd and os.path.isdir(spec.cwd) and os.getcwd() != spec.cwd:
         os.chdir(spec.cwd)  # relative data roots and checkpoints resolve as on the driver (shared storage)
     ctx = EvalContext(spec.suite(), options_of(spec.options), out_dir=Path(spec.out_dir))
-    _CONTEXTS[spec.context_key] = (ctx, {job_id(j): j for j in plan(ctx)})
+    _CONTEXTS[spec.context_key] = (ctx, {job_id(j): j for j in merge_duplicates(ctx, plan(ctx))[0]})
     while len(_CONTEXTS) > KEEP_CONTEXTS:
         _CONTEXTS.popitem(last=False)
     return _CONTEXTS[spec.context_key]
@@ -158,7 +175,11 @@ class Engine:
         self.out_dir = Path(out_dir)
         self.ctx = EvalContext(suite, options or RunOptions(), out_dir=self.out_dir)
         self.executor = executor or make_executor(None, suite.raw.get("executor"))
-        self.jobs = plan(self.ctx)
+        for folder in suite.import_path[1:]:
+            if not folder.is_dir():
+                raise UserError(f"suite {suite.name!r}: [models] python_path folder {str(folder)!r} does not exist; "
+                                "give folders relative to the suite file")
+        self.jobs, self.merged = merge_duplicates(self.ctx, plan(self.ctx))
 
     def row_identity(self, row: dict) -> str:
         """What a row's numbers depend on: the identities of its models (spec, recipe or checkpoint digest, init
@@ -174,6 +195,20 @@ class Engine:
             if label not in self._models:
                 self._models[label] = self.ctx.model_identity(label)
         return digest({**self._identities, "models": {label: self._models[label] for label in labels}})[:24]
+
+    def suite_source(self) -> dict:
+        """The suite file this run read and its digest as read (rows record them: `report` and `check` apply
+        its [report] / [check] sections without --suite); nothing for a suite with no file."""
+        if not hasattr(self, "_suite_source"):
+            path = Path(self.ctx.suite.path)
+            self._suite_source = {}
+            if path.is_file():
+                try:
+                    self._suite_source = {"suite_path": str(path.resolve()),
+                                          "suite_file_digest": load_suite(str(path)).digest}
+                except UserError:  # the file changed under the run: record nothing rather than a wrong digest
+                    pass
+        return self._suite_source
 
     def current(self, rows: list[dict]) -> tuple[list[dict], int]:
         """The rows a resumed run reuses (one per cell, bound to today's identity) and how many it supersedes."""
@@ -265,6 +300,7 @@ class Engine:
         else:
             items, fn = tasks, self.run_jobs
         labels = {job_id(j): job_label(j) for j in todo}
+        jobs_by_id = {job_id(j): j for j in todo}
         show = self.ctx.progress  # a terminal (EvalContext); elsewhere one line per job
         bar = tqdm(total=estimate, desc=f"{self.ctx.suite.name} cells", unit="cell", disable=not show)
         run, done_jobs, failures, received = 0, 0, [], set()
@@ -292,8 +328,11 @@ class Engine:
                         continue
                     received.add(res.job)
                     new = [r for r in res.rows if r["cell"] not in written]  # one writer: never a duplicate row
+                    label = (jobs_by_id.get(res.job).extra.get("label") if res.job in jobs_by_id else "") or ""
                     for r in new:
-                        r["provenance"]["identity"] = self.row_identity(r)
+                        r["provenance"].update(identity=self.row_identity(r), **self.suite_source())
+                        if label:
+                            r["label"] = label
                     writer.append(new)
                     written.update(r["cell"] for r in new)
                     run += len(new)
@@ -314,7 +353,8 @@ class Engine:
             cells_total=len(rows) + run, cells_done_before=len(rows), cells_run=run, jobs_total=len(self.jobs),
             jobs_run=done_jobs, forwards=counts["forwards"], encodings=counts["encodings"],
             cache={k: counts[k] for k in CACHE_COUNTERS}, wall_s=time.perf_counter() - start, results=writer.path,
-            jobs_failed=len(todo) - done_jobs, failures=tuple(failures), executor=executor.name, superseded=superseded)
+            jobs_failed=len(todo) - done_jobs, failures=tuple(failures), executor=executor.name, superseded=superseded,
+            merged=self.merged)
 
     # -- the plan, without running --------------------------------------------------------------
     def describe(self) -> str:
@@ -336,6 +376,8 @@ class Engine:
                  f"jobs: {len(self.jobs)} planned, {len(self.jobs) - len(todo)} done, {len(todo)} to run in "
                  f"{len(tasks)} task(s); cells to run: {len(cells)}"
                  + (f" (+ {unknown} job(s) whose cells are known when they run)" if unknown else ""),
+                 *([f"merged: {self.merged} job(s) measure the same cells as an earlier entry's and run once"]
+                   if self.merged else []),
                  f"estimated forward passes: {sum(map(forwards, todo))} (cold cache; every cache hit is one less)",
                  "", f"{'group (authorized model)':<28} {'jobs':>5} {'cells':>6} {'forwards':>9} {'tasks':>6}"]
         groups: dict[str, list[Job]] = {}

@@ -22,7 +22,9 @@ from bench.cache import digest
 CELL_KEY_LENGTH = 24
 # Bump when a change to the harness moves measured results: rows written under another version are
 # superseded (recomputed) on resume, never reused.
-RESULTS_VERSION = 1
+# 2: the first-layer deviation is the relative change of the layer's output (bias and mean included), and
+#    unreachable PSNR targets of clipped / 8-bit releases stop where the PSNR stops falling
+RESULTS_VERSION = 2
 
 
 class Role(str, Enum):
@@ -139,6 +141,8 @@ class Provenance:
     cache: dict
     forwards: int
     identity: str | None = None  # what the row's numbers depend on: models, data, RESULTS_VERSION (resume checks it)
+    suite_path: str | None = None  # the suite file the run read (report / check take its [report] / [check])
+    suite_file_digest: str | None = None  # that file's suite digest as read, before command-line overrides
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -161,7 +165,7 @@ def infer_protocol(row: dict) -> str:
     return PROTOCOL_OF_RELEASE.get(row.get("release"), "input")
 
 
-ROW_EXTRA_KEYS = ("benchmark", "task", "suspect_kind", "job", "job_rows")
+ROW_EXTRA_KEYS = ("benchmark", "task", "suspect_kind", "job", "job_rows", "label")
 
 
 @dataclass(frozen=True, kw_only=True)

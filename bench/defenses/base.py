@@ -76,6 +76,12 @@ class InputDefense(Defense):
         if self.params.get("code", "instance") not in self.codes:
             raise UserError(f"unknown code {self.params['code']!r}; valid choices: {', '.join(self.codes)}")
 
+    @classmethod
+    def canonical_params(cls, params: dict, input_size: Callable[[], tuple[int, ...]]) -> dict:
+        """`params` as they resolve for an authorized model whose input is `input_size()` (C, H, W): two
+        entries with the same canonical parameters are one job (the engine merges them). Default: as given."""
+        return params
+
     def fit(self, authorized, probe=None) -> None:
         """Derive the secret state from the authorized model (no-op for model-agnostic defenses)."""
 

@@ -133,6 +133,14 @@ class NEOperator(InputDefense):
     description = "Non-Transferable Examples, smallest singular directions of the whole first-layer operator"
     defaults = {"dims": 1 / 12, "backend": "auto", "code": "instance"}
 
+    @classmethod
+    def canonical_params(cls, params, input_size):
+        """dims as the count it selects of the input's C*H*W directions (a fraction and its count are one job)."""
+        try:
+            return {**params, "dims": resolve_dims(params["dims"], math.prod(input_size()))}
+        except (UserError, KeyError, TypeError):  # a model that does not load is reported before the first job
+            return params
+
     def fit(self, authorized, probe=None) -> None:
         start = time.perf_counter()
         fl = authorized.first_linear()

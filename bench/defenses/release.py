@@ -19,6 +19,11 @@ strength lambda is solved per sample so that the released image meets the target
 Given the authorized model's std, the nominal PSNR is recorded in every mode, so reports can
 show both scales.
 
+An unreachable target (a clipped or 8-bit release saturates: no strength brings its PSNR down to the
+target, e.g. 0 dB) is not chased: the search stops at the strength where the achieved PSNR stops
+falling (within STALL_DB of the fully saturated release, the lowest PSNR the format allows), and
+the sample is counted in `unreachable`; reports show the achieved PSNR beside the target.
+
 `calibrate` runs on the batch's device in float64, vectorised over the batch (closed form for
 "float", a batched bisection for "clip" and "uint8"); every per-sample reduction is taken in a
 fixed order, so a sample's result does not depend on the other samples in its batch.
@@ -40,6 +45,10 @@ RELEASES = {
 PSNR_MODES = ("true", "paper-nominal", "paper-code")
 CODE_PEAK = 255.0  # the public NE code's peak, on the processor-normalized tensor
 TOLERANCE_DB = 0.1
+# an unreachable target stops at the weakest strength within this many dB of the saturated release's PSNR
+STALL_DB = 0.01
+# part of the input identity of clipped / 8-bit releases: bump when the calibration changes what they release
+CALIBRATION_VERSION = 2
 
 
 def release(x: torch.Tensor, fmt: str) -> torch.Tensor:
@@ -82,6 +91,7 @@ class Calibrated:
     psnr_nominal: torch.Tensor | None
     unreachable: int
     max_err_db: float
+    reached: torch.Tensor | None = None  # per sample: |achieved - target| <= TOLERANCE_DB
 
 
 def calibrate(
@@ -129,10 +139,19 @@ def calibrate(
             mse = _row_sum(buf.mul_(buf)) / per_sample
             return 10 * torch.log10(peak**2 / mse.clamp_min(1e-30))
 
-        lo, hi = torch.zeros_like(lam), lam * 1e3
+        # the strength past which every pixel the direction moves is saturated (at 0 or 1): the release, and
+        # its PSNR, no longer change; a target below that floor (plus STALL_DB) is searched for the floor instead
+        xc = x.clamp(0.0, 1.0)
+        room = torch.where(unit > 0, (1.0 - xc) / unit.clamp_min(1e-300),
+                           torch.where(unit < 0, xc / (-unit).clamp_min(1e-300), torch.zeros_like(x)))
+        saturated = 2.0 * room.reshape(len(x), -1).amax(1) if len(x) else lam
+        stall = measure_at(saturated) + STALL_DB
+        short = torch.as_tensor(target_db, dtype=torch.float64, device=x.device) < stall
+        goal = torch.where(short, stall, torch.full_like(stall, float(target_db)))
+        lo, hi = torch.zeros_like(lam), torch.where(short, saturated, lam * 1e3)  # reachable: the search as before
         for _ in range(iters):
             mid = (lo + hi) / 2
-            too_strong = measure_at(mid) < target_db
+            too_strong = measure_at(mid) < goal
             hi = torch.where(too_strong, mid, hi)
             lo = torch.where(too_strong, lo, mid)
         lam = (lo + hi) / 2
@@ -146,6 +165,7 @@ def calibrate(
         psnr_nominal=nominal,  # recorded in either mode when the std is known
         unreachable=int((err > TOLERANCE_DB).sum()),
         max_err_db=float(err.max()) if len(err) else 0.0,
+        reached=err <= TOLERANCE_DB,
     )
 
 

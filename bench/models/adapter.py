@@ -154,7 +154,8 @@ class ModelAdapter:
         scale = 1.0 / torch.tensor(self.preprocess.std, dtype=torch.float64)
         if scale.numel() == 1:
             scale = scale.expand(c).clone()
-        return find_first_linear(self._forward, self.module, probe, scale)
+        shift = torch.tensor(self.preprocess.mean, dtype=torch.float64).expand(c).clone()
+        return find_first_linear(self._forward, self.module, probe, scale, shift)
 
     def first_linear(self) -> FirstLinear:
         """The first linear operator W (pixel space) and its map to the input tensor."""

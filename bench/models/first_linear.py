@@ -5,6 +5,12 @@ pixel space map exactly to W's input) and the exact map between the input tensor
 and W's input space: identity/flatten for a Linear, unfold/fold with the layer's
 own kernel, stride, padding and dilation for a Conv2d (patch embeddings of
 ViT/DeiT/Swin are Conv2d layers with stride == kernel).
+
+It also keeps the layer's bias and the normalisation's mean (`shift`, pixel space), so that
+`output(x)` is the first layer's actual output on the model's own normalised input,
+L(x) = layer((x - mean) / std), and `output_deviation` is the first-layer deviation every image
+protocol records: ||L(x~) - L(x)|| / ||L(x)|| per sample (bias and mean included; zero padding
+stays zero in the normalised input, as the model pads it).
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ class FirstLinear:
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
     module_name: str = ""
+    bias: torch.Tensor | None = None  # the layer's bias (m,) or (c_out,); None: no bias
+    shift: torch.Tensor | None = None  # the normalisation's mean per input channel (C,), pixel space; None: 0
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | None = None) -> "FirstLinear":
         """The same map with W in another dtype (float32 for fast bulk measurements) or on another device."""
-        return replace(self, weight=self.weight.to(dtype=dtype, device=device))
+        move = lambda t: None if t is None else t.to(dtype=dtype, device=device)  # noqa: E731
+        return replace(self, weight=move(self.weight), bias=move(self.bias), shift=move(self.shift))
 
     @property
     def matrix(self) -> torch.Tensor:
@@ -103,22 +112,40 @@ class FirstLinear:
         return oh, ow
 
     def relative_deviation(self, clean: torch.Tensor, released: torch.Tensor, clean_norm: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-sample ||W(x~) - W(x)|| / ||W(x)|| (linear part, so bias cancels); pass ||W(x)|| to reuse it."""
+        """Per-sample ||W(x~) - W(x)|| / ||W x|| of the linear part alone (no mean, no bias: the text and VLM
+        protocols' measure); pass ||W x|| to reuse it. Image protocols record `output_deviation`."""
         if clean_norm is None:
             clean_norm = self.apply(clean).norm(dim=1)
         return self.apply(released - clean).norm(dim=1) / clean_norm.clamp_min(1e-12)
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """L(x): the layer's output on the normalised input (x - mean) / std (std folded into W), plus its
+        bias, flattened per sample."""
+        if self.shift is not None:
+            x = x - self.shift.to(dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        y = self.apply(x)
+        if self.bias is not None:
+            b = self.bias.to(dtype=y.dtype, device=y.device)
+            y = y + (b if self.kind == "linear" else b.repeat_interleave(y.shape[1] // b.numel()))
+        return y
+
+    def output_deviation(self, clean: torch.Tensor, released: torch.Tensor) -> torch.Tensor:
+        """Per-sample ||L(x~) - L(x)|| / ||L(x)||: the relative change of the first layer's actual output
+        (L(x~) - L(x) = W(x~ - x): the mean and the bias cancel in the numerator, not in the denominator)."""
+        return self.apply(released - clean).norm(dim=1) / self.output(clean).norm(dim=1).clamp_min(1e-12)
 
 def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def find_first_linear(
-    forward, modules: nn.Module, model_input: torch.Tensor, scale: torch.Tensor
+    forward, modules: nn.Module, model_input: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None
 ) -> FirstLinear:
     """Locate the first Linear/Conv2d run by `forward(model_input)` and check it reads the input directly.
 
     `scale` is the per-channel factor from pixel space to the model input (1/std); it is
-    folded into W so that W acts on pixel-space deltas.
+    folded into W so that W acts on pixel-space deltas. `shift` is the per-channel mean
+    subtracted before it (kept with the layer's bias for `FirstLinear.output`).
     """
     calls: list[tuple[str, nn.Module, torch.Tensor]] = []
     names = {m: n for n, m in modules.named_modules()}
@@ -144,6 +171,8 @@ def find_first_linear(
             "give the adapter a first_linear() override for this architecture"
         )
     weight = module.weight.detach().to(device="cpu", dtype=torch.float64)  # W lives on the CPU: fits run there
+    bias = None if module.bias is None else module.bias.detach().to(device="cpu", dtype=torch.float64)
+    shift = None if shift is None else shift.to(device="cpu", dtype=torch.float64).expand(c).clone()
     scale = scale.to(torch.float64)
     if isinstance(module, nn.Linear):
         shape_ok = seen.shape[-1] == module.in_features == c * h * w
@@ -156,7 +185,7 @@ def find_first_linear(
         )
     if isinstance(module, nn.Linear):
         per_feature = scale.repeat_interleave(h * w)
-        return FirstLinear("linear", weight * per_feature, (c, h, w), module_name=name)
+        return FirstLinear("linear", weight * per_feature, (c, h, w), module_name=name, bias=bias, shift=shift)
     if module.groups != 1 or isinstance(module.padding, str) or module.padding_mode != "zeros":
         raise UserError(f"first conv {name!r} uses groups/padding mode the unfold map does not cover")
     return FirstLinear(
@@ -167,4 +196,6 @@ def find_first_linear(
         padding=_pair(module.padding),
         dilation=_pair(module.dilation),
         module_name=name,
+        bias=bias,
+        shift=shift,
     )

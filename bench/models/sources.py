@@ -253,7 +253,7 @@ def _load_factory(spec: dict) -> ModelAdapter:
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except ImportError as e:
-        raise UserError(f"bad model factory {factory!r}: cannot import {mod_name!r} ({_first_line(e)})") from None
+        raise UserError(f"bad model factory {factory!r}: cannot import {mod_name!r} ({_first_line(e)}); {IMPORT_HINT}") from None
     except AttributeError:
         raise UserError(f"bad model factory {factory!r}: module {mod_name!r} has no {fn_name!r}") from None
     if not callable(fn):
@@ -267,6 +267,9 @@ def _load_factory(spec: dict) -> ModelAdapter:
     arch = spec.get("arch") or f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
     return ModelAdapter(label, module, _preprocess(label, spec["mean"], spec["std"], spec["input_size"]), arch, "torch")
 
+
+IMPORT_HINT = ("modules are imported from the suite file's folder, the folders in its [models] python_path "
+               "(relative to the suite file) and PYTHONPATH")
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state", "module", "weights")
 PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DistributedDataParallel; torch.compile
@@ -308,7 +311,9 @@ def _read_checkpoint(path: Path, label: str, loader: str | None):
             raise UserError(f"model {label!r}: bad loader {loader!r}; expected 'package.module:function'")
         try:
             fn = getattr(importlib.import_module(mod_name), fn_name)
-        except (ImportError, AttributeError) as e:
+        except ImportError as e:
+            raise UserError(f"model {label!r}: cannot load loader {loader!r} ({_first_line(e)}); {IMPORT_HINT}") from None
+        except AttributeError as e:
             raise UserError(f"model {label!r}: cannot load loader {loader!r} ({_first_line(e)})") from None
         try:
             return fn(str(path))

@@ -15,11 +15,12 @@ A protocol receives an `EvalContext` (bench.core.context), never the engine. Bui
 from __future__ import annotations
 
 import itertools
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import ClassVar
 
 from bench.attacks import attack_label, get_attack
+from bench.cache import digest
 from bench.core.context import EvalContext
 from bench.core.types import Job, Row
 from bench.errors import UserError
@@ -101,6 +102,13 @@ class Protocol:
 
     def reports(self, rows: list[dict], out: Path, cfg: dict) -> list[Path]:
         return []
+
+    def merge_key(self, ctx: EvalContext, job: Job) -> str:
+        """Jobs of one merge key measure the same cells: the engine runs the first only. By default, the same
+        cell keys (or job key); a protocol may also merge parameters that resolve to the same thing."""
+        if job.key or job.cells:
+            return digest([job.protocol, job.key, list(job.cells)])
+        return digest([asdict(replace(job, extra={k: v for k, v in job.extra.items() if k != "label"}))])
 
     def data_identity(self, ctx: EvalContext) -> dict:
         """What the evaluated data is, for binding results to it (the suite's [data] section by default)."""

@@ -25,6 +25,14 @@ from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
 
 TOPK = 5
+# part of every forward-cache key of these outputs: bump when what an entry holds changes meaning
+# (2: first_layer_dev is the deviation of the layer's output, bias and mean included)
+OUTPUTS_VERSION = 2
+
+
+def forward_key(ctx: EvalContext, model_digest: str, identity: dict) -> str:
+    """The forward-cache key of a model's outputs on the inputs `identity` names."""
+    return ctx.forward_cache.key(model_digest, {**identity, "outputs": OUTPUTS_VERSION})
 
 
 def check_channels(model: ModelAdapter, x: torch.Tensor) -> None:
@@ -35,9 +43,11 @@ def check_channels(model: ModelAdapter, x: torch.Tensor) -> None:
 
 
 class FirstLayerDeviation:
-    """Per-sample relative deviation of a model's own first linear map, inputs vs their clean
-    counterpart, both through the model's resize and crop (float32, on the inputs' device);
-    NaN where the model has no first linear map or the shapes differ (e.g. a resizing attack)."""
+    """Per-sample first-layer deviation ||L(x~) - L(x)|| / ||L(x)||: the relative change of the model's
+    first layer's actual output L (its weights and bias, on the model's own normalised input (x - mean) / std)
+    between the inputs x~ and their clean counterpart x, both through the model's resize and crop
+    (float32, on the inputs' device; bench.models.first_linear.FirstLinear.output_deviation); NaN where the
+    model has no first linear map or the shapes differ (e.g. a resizing attack)."""
 
     def __init__(self, model: ModelAdapter):
         self.model = model
@@ -53,7 +63,7 @@ class FirstLayerDeviation:
         if x.device not in self._on:
             self._on[x.device] = self.fl.to(device=x.device)
         geometry = self.model.preprocess.geometry
-        dev = self._on[x.device].relative_deviation(geometry(clean.float()), geometry(x.float()))
+        dev = self._on[x.device].output_deviation(geometry(clean.float()), geometry(x.float()))
         return dev.cpu().numpy()
 
 

@@ -37,7 +37,8 @@ from bench.core.types import Encoding, Job, Role, Row
 from bench.data.base import Split
 from bench.defenses import get_defense
 from bench.defenses.base import InputDefense
-from bench.defenses.release import PSNR_MODES, RELEASES, calibrate, calibrate_paper_code, psnr, split_psnr
+from bench.defenses.release import (CALIBRATION_VERSION, PSNR_MODES, RELEASES, calibrate, calibrate_paper_code, psnr,
+                                    split_psnr)
 from bench.encode_space import encode_space, space_input, space_transform, to_pixels
 from bench.errors import UserError
 from bench.protocols import classify
@@ -96,6 +97,15 @@ class BypassedModel:
         return self.pending[2]
 
 
+def target_metrics(job: Job, encoding: Encoding) -> dict:
+    """The PSNR the release achieved, on the target's own scale (true or paper-nominal, mean over samples),
+    and whether every sample met the target within TOLERANCE_DB (a clipped or 8-bit release cannot go
+    below its saturated image's PSNR: see bench.defenses.release)."""
+    nominal = job.point.get("psnr_mode") == "paper-nominal"
+    achieved = encoding.psnr_nominal if nominal else encoding.psnr_true
+    return {"psnr_achieved": achieved, "target_reached": not encoding.unreachable}
+
+
 @PROTOCOLS.register
 class InputAuthorization(Protocol):
     name = "input"
@@ -147,6 +157,22 @@ class InputAuthorization(Protocol):
                      for attack in entry.attacks if trial < trials_for(ctx, entry, cls, attack)]
         return jobs
 
+    def merge_key(self, ctx, job):
+        """Jobs whose parameters resolve to the same ones for the authorized model (e.g. ne-operator's default
+        dims = 1/12 and dims = 256 of a 3 x 32 x 32 input) measure the same cells."""
+        if job.defense == "none" or not job.authorized:
+            return super().merge_key(ctx, job)
+        spec = ctx.specs.get(job.authorized)
+
+        def input_size():  # from the spec when it says, else from the loaded model
+            given = spec.get("input_size") if isinstance(spec, dict) else None
+            return tuple(given) if given else ctx.model(job.authorized).preprocess.input_size
+
+        canonical = getattr(get_defense(job.defense), "canonical_params", None)
+        params = canonical(job.params, input_size) if canonical is not None else job.params
+        return digest([self.name, job.defense, params, job.point, job.release, attack_label(job.attack), job.authorized,
+                       job.trial, list(job.evaluated), job.extra.get("cell_fields", {})])
+
     # -- the defense and its release -----------------------------------------------------------
     def defense(self, ctx: EvalContext, job: Job) -> InputDefense:
         """The job's defense, fitted once per (defense, params, authorized model) for this context."""
@@ -176,6 +202,8 @@ class InputAuthorization(Protocol):
             space = space_transform(torch.empty(shape), auth, encode_space(ctx.suite.data))
             if space is not None:  # only where it changes the encoding: older identities stay valid
                 transforms[-1]["space"] = space
+            if job.release != "float":  # unreachable targets stop where the PSNR stops falling (version 2)
+                transforms[-1]["calibration"] = CALIBRATION_VERSION
         if attack_label(job.attack) != "none":
             transforms.append({"attack": attack_label(job.attack), "seed": ctx.seed(job.trial)})
         return {"data": ctx.data.identity, "transforms": transforms}
@@ -273,7 +301,7 @@ class InputAuthorization(Protocol):
         enc_key = ctx.encoding_cache.key("", identity)
         record = ctx.encoding_cache.get(enc_key)
         stats = None if record is None else json.loads(str(record["stats"]))
-        keys = {e: ctx.forward_cache.key(m.digest, identity) for e, m in models.items()}
+        keys = {e: classify.forward_key(ctx, m.digest, identity) for e, m in models.items()}
         outputs = {e: classify.from_cache(ctx.forward_cache.get(keys[e])) for e in models}
         todo = [e for e in models if outputs[e] is None]
         if todo or stats is None:  # a lost encoding record is re-made without a forward pass
@@ -292,6 +320,8 @@ class InputAuthorization(Protocol):
         for e, cell in pending:
             model = models[e]
             metrics, n = classify.score(outputs[e], ctx.data.labels)
+            if encoding is not None:
+                metrics.update(target_metrics(job, encoding))
             role = Role.of(authorized=job.authorized, evaluated=e, same_arch=bool(auth) and model.arch == auth.arch)
             rows.append(Row.build(
                 protocol=self.name, cell=job.cell(e, suite=ctx.suite.name, attack_label=attack_label(job.attack)),

@@ -74,7 +74,7 @@ class ModelAuthorization(Protocol):
         outputs = {}
         if scored is not None:
             for ev in scored:
-                outputs[ev["label"]] = classify.from_cache(ctx.forward_cache.get(ctx.forward_cache.key(ev["digest"], identity)))
+                outputs[ev["label"]] = classify.from_cache(ctx.forward_cache.get(classify.forward_key(ctx, ev["digest"], identity)))
         if scored is None or any(o is None for o in outputs.values()):
             scored, outputs = self.measure(ctx, job, model, attack, identity, {o: ctx.model(o) for o in others}, seed)
             ctx.artifact_cache.put(record_key, {"evaluations": np.array(json.dumps(scored))})
@@ -108,7 +108,7 @@ class ModelAuthorization(Protocol):
                 adapter = ModelAdapter(ev.label, attacked, model.preprocess, model.arch, model.source).to(ctx.device)
             adapters[ev.label] = adapter
             evaluations.append({"label": ev.label, "role": ev.role, "digest": adapter.digest, "arch": adapter.arch})
-        keys = {label: ctx.forward_cache.key(a.digest, identity) for label, a in adapters.items()}
+        keys = {label: classify.forward_key(ctx, a.digest, identity) for label, a in adapters.items()}
         outputs = {label: classify.from_cache(ctx.forward_cache.get(k)) for label, k in keys.items()}
         todo = {label: adapters[label] for label, out in outputs.items() if out is None}
         attacks_inputs = attack.kind == "input" and attack.name != "none"

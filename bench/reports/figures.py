@@ -15,6 +15,8 @@ from bench.errors import UserError  # noqa: E402
 from bench.reports.tables import clean_top1, provenance_of, results_frame  # noqa: E402
 
 CONTROL = "noise"  # the Gaussian-noise control: same PSNR, no model specificity
+UNREACHED_MARKER = "X"  # a point whose release could not reach its target PSNR (clip / uint8 saturation)
+UNREACHED_LABEL = "target PSNR not reached (point at the achieved PSNR)"
 
 
 def _variants(protected: pd.DataFrame) -> list[tuple[str, str, str, str]]:
@@ -36,7 +38,9 @@ def _curves(cells: pd.DataFrame, model: str) -> pd.DataFrame:
     mine = cells[cells["authorized"] == model]
     own = mine[mine["role"] == "authorized"].groupby("psnr")["top1"].mean()
     others = mine[mine["role"].isin(["same-arch", "unauthorized"])].groupby("psnr")["top1"]
-    curve = pd.DataFrame({"own": own, "mean": others.mean(), "min": others.min(), "max": others.max()})
+    reached = mine[mine["role"] == "authorized"].groupby("psnr")["target_reached"].all()
+    curve = pd.DataFrame({"own": own, "mean": others.mean(), "min": others.min(), "max": others.max(),
+                          "reached": reached.reindex(own.index, fill_value=True).astype(bool)})
     true = mine.groupby("psnr")["psnr_true"].mean()  # x = the measured true PSNR, whatever the calibration mode
     curve.index = true.reindex(curve.index).fillna(pd.Series(curve.index, index=curve.index))
     return curve.sort_index()
@@ -77,6 +81,10 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
                               & (protected["psnr_mode"] == mode)]
             curve, color = _curves(cells, model), styles[label]
             ax.plot(curve.index, curve["own"], "-o", color=color, ms=3, lw=1.6, label=f"{label}: authorized")
+            short = curve[~curve["reached"]]
+            if not short.empty:  # plotted at the achieved PSNR, which is not the target
+                ax.plot(short.index, short["own"], ls="none", marker=UNREACHED_MARKER, ms=9, mfc="none", mec="black",
+                        mew=1.2, label=UNREACHED_LABEL)
             ax.plot(curve.index, curve["mean"], "--", color=color, lw=1.2, label=f"{label}: others (mean)")
             if defense != CONTROL:
                 ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.2, lw=0,
@@ -96,7 +104,11 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
     for ax in list(axes.flat)[len(models):]:
         ax.set_visible(False)
 
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend = {}
+    for ax in axes.flat:  # every panel's entries once (a not-reached marker may be in one panel only)
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(text, handle)
+    handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
     prov = provenance_of(rows)
     fig.suptitle(f"Accuracy vs PSNR (NE Figure 1 shape), release {release}; measured by authbench, "

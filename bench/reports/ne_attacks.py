@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench.attacks import BUILTIN as ATTACKS
 from bench.reports.ne_reported import CITATION, reported_table
-from bench.reports.tables import measured_line, provenance_of, results_frame, to_markdown
+from bench.reports.tables import measured_line, provenance_of, psnr_label, results_frame, to_markdown
 
 SECTIONS = {  # kind of attack -> (heading, note)
     "input": ("Preprocessing robustness", "fixed transforms of the released data (NE Section 5.3)"),
@@ -58,6 +58,7 @@ def attack_summary(rows: list[dict]) -> pd.DataFrame:
         base_others = base[base["role"] != "authorized"]["top1"]
         records.append({**dict(zip([*KEYS, "attack"], key)), "section": _section(key[-1]),
                         "authorized models": ", ".join(models),
+                        "psnr label": psnr_label(key[2], own),
                         "psnr released": own["psnr_true"].mean(),
                         "psnr attacked": own["attack_psnr"].mean() if own["attack_psnr"].notna().any() else np.nan,
                         "authorized released": base[base["role"] == "authorized"]["top1"].mean(),
@@ -112,7 +113,8 @@ def render_attacks(rows: list[dict], out_dir: Path) -> list[Path]:
     for section, (heading, note) in SECTIONS.items():
         part = summary[summary["section"] == section]
         if not part.empty:
-            parts += [f"## {heading}", "", f"{note}.", "", to_markdown(part[columns], index=False), ""]
+            shown = part[columns].assign(psnr=part["psnr label"])  # "0 dB (achieved 5.1)" where not reached
+            parts += [f"## {heading}", "", f"{note}.", "", to_markdown(shown, index=False), ""]
     adaptation = adaptation_table(rows)
     if not adaptation.empty:
         parts += ["## Adaptation per model", "", to_markdown(adaptation, index=False), ""]

@@ -17,7 +17,7 @@ import pandas as pd
 
 from bench.errors import UserError
 from bench.reports.leaderboard import METRIC_DIRECTIONS
-from bench.reports.tables import (BASELINE, cross_model_matrix, measured_line, provenance_of, results_frame,
+from bench.reports.tables import (BASELINE, cross_model_matrix, measured_line, provenance_of, psnr_label, results_frame,
                                   same_arch_matrix, to_markdown)
 
 PAPER = "Non-Transferable Examples (NE) paper"
@@ -190,7 +190,10 @@ def render_comparison(rows: list[dict], out_dir, report: dict) -> list[Path]:
             measured = build(rows, defense, psnr, release, psnr_mode=mode, params=params).select_dtypes("number")
             cmp = compare(measured, table, dataset, models, columns)
             if not cmp.empty:
-                title = defense + (f" ({params})" if params not in ("", "defaults") else "") + f", psnr_mode {mode}, release {release}"
+                part = frame[(frame["defense"] == defense) & (frame["params"] == params) & (frame["psnr_mode"] == mode)
+                             & (frame["release"] == release) & (frame["role"] == "authorized")]
+                title = (defense + (f" ({params})" if params not in ("", "defaults") else "")
+                         + f", {psnr_label(psnr, part)}, psnr_mode {mode}, release {release}")
                 parts += [f"## Table {table}: {title}", ""]
                 if "evaluation=paper-code" in str(params):
                     parts += [PAPER_CODE_NOTE, ""]

@@ -15,6 +15,10 @@ BASELINE = "Baseline (clean)"
 PSNR_COL = "PSNR (dB)"
 NOMINAL_COL = "paper-nominal PSNR (dB)"
 DEV_COL = "auth. first-layer dev."
+# what DEV_COL measures (every image table that shows it states it)
+DEV_DEFINITION = ("first-layer dev. = mean over samples of ||L(x~) - L(x)|| / ||L(x)||, the relative change of the "
+                  "model's first layer's actual output L (weights and bias, on its own normalised input (x - mean) / std) "
+                  "between released x~ and clean x")
 MISSING = "–"
 _POINT_FIELDS = ("psnr", "psnr_mode")
 _SECTION = ["defense", "params", "psnr", "psnr_mode", "release"]
@@ -59,6 +63,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
         cost = r.get("cost") or {}
         records.append({
             "defense": r["defense"],
+            "label": r.get("label") or "",
             "params": compact_params(r.get("params") or {}, point, registered_defaults(r["defense"])),
             "psnr": _num(point.get("psnr")),
             "psnr_mode": point.get("psnr_mode") or "",
@@ -73,13 +78,16 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
             "first_layer_dev": _num(metrics.get("first_layer_dev")),
             "psnr_true": _num(enc.get("psnr_true")),
             "psnr_nominal": _num(enc.get("psnr_nominal")),
+            "psnr_achieved": _num(metrics.get("psnr_achieved", enc.get(
+                "psnr_nominal" if point.get("psnr_mode") == "paper-nominal" else "psnr_true"))),
+            "target_reached": bool(metrics.get("target_reached", not enc.get("unreachable"))),
             "encode_ms": _num(enc.get("encode_ms")),
             "attack_psnr": _num((r.get("attack_stats") or {}).get("psnr")),
             "artifact_bytes": _num(cost.get("key_bytes", cost.get("artifact_bytes"))),
             "protect_ms": _num(cost.get("protect_ms")),
         })
-    columns = ["defense", "params", "psnr", "psnr_mode", "release", "attack", "authorized", "evaluated",
-               "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "psnr_nominal", "encode_ms", "attack_psnr", "artifact_bytes", "protect_ms"]
+    columns = ["defense", "label", "params", "psnr", "psnr_mode", "release", "attack", "authorized", "evaluated",
+               "role", "arch_authorized", "arch_evaluated", "top1", "first_layer_dev", "psnr_true", "psnr_nominal", "psnr_achieved", "target_reached", "encode_ms", "attack_psnr", "artifact_bytes", "protect_ms"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -237,10 +245,22 @@ def _sections(frame: pd.DataFrame, psnrs, releases):
                     yield defense, params, mode, psnr, release
 
 
-def _heading(defense, params, mode, psnr, release) -> str:
+def psnr_label(target: float, cells: pd.DataFrame | None = None) -> str:
+    """'20 dB', or '0 dB (achieved 5.1)' where the release of `cells` (one section's rows) did not reach the
+    target: a clipped or 8-bit release cannot go below its saturated image's PSNR (bench.defenses.release)."""
+    text = f"{target:g} dB"
+    if cells is None or cells.empty or bool(cells["target_reached"].all()):
+        return text
+    achieved = cells["psnr_achieved"].mean()
+    return f"{text} (achieved {achieved:.1f})" if not math.isnan(achieved) else f"{text} (not reached)"
+
+
+def _heading(defense, params, mode, psnr, release, cells: pd.DataFrame | None = None) -> str:
+    labels = sorted({v for v in cells["label"] if v}) if cells is not None and "label" in cells else []
+    defense = defense + "".join(f" [{v}]" for v in labels)  # the suite entry's label, where it has one
     extra = f", {params}" if params else ""
     mode = f" (psnr_mode {mode})" if mode else ""
-    return f"## {defense}{extra}: target PSNR {psnr:g} dB{mode}, release {release}"
+    return f"## {defense}{extra}: target PSNR {psnr_label(psnr, cells)}{mode}, release {release}"
 
 
 def render_tables(rows: list[dict], out_dir: Path, psnrs: list[float], releases: list[str]) -> list[Path]:
@@ -251,14 +271,17 @@ def render_tables(rows: list[dict], out_dir: Path, psnrs: list[float], releases:
     frame = results_frame(rows)
     head = measured_line(provenance_of(rows))
     t1 = [f"{head}\n\n# Table 1 (NE shape): cross-model top-1 accuracy (%) on encoded inputs\n\n"
-          "Rows: the authorized model the data was encoded for; columns: the evaluated model."]
+          "Rows: the authorized model the data was encoded for; columns: the evaluated model. "
+          f"{PSNR_COL}: achieved on the authorized model's release (a target the release cannot reach is "
+          f"headed 'target (achieved ...)'); {DEV_DEFINITION}."]
     t2 = [f"{head}\n\n# Table 2 (NE shape): same architecture, other weights: top-1 accuracy (%)\n\n"
           "Rows: the authorized model of each architecture; columns: models of the same architectures "
           "with other weights. Same-architecture cells are the diagonal blocks; the rest is cross-architecture."]
     csv1, csv2 = [], []
     for defense, params, mode, psnr, release in _sections(frame, psnrs, releases):
         args = dict(defense=defense, psnr=psnr, release=release, psnr_mode=mode, params=params)
-        heading = _heading(defense, params, mode, psnr, release)
+        _, sel = _select(rows, defense, psnr, release, "none", mode, params)
+        heading = _heading(defense, params, mode, psnr, release, sel[sel["role"] == "authorized"])
         section = dict(zip(_SECTION, (defense, params, psnr, mode, release)))
         m1 = cross_model_matrix(rows, **args)
         t1.append(f"{heading}\n\n{to_markdown(m1, {DEV_COL: 3})}")
