@@ -40,7 +40,7 @@ def uint8_run(tmp_path_factory):
     from a suite file outside suites/ whose [report] and [check] sections must apply without --suite."""
     root = tmp_path_factory.mktemp("uint8")
     path = _suite(root / "elsewhere", '\n[[defenses]]\nname = "ne-patch"\npsnr = [20, 0, -10]\nrelease = ["uint8"]\n'
-                  '\n[report]\npsnr = [0]\n\n[check]\ndefault_tolerance = 5.0\n', name="own-uint8")
+                  '\n[report]\npsnr = [0]\n\n[check]\ndefault_tolerance = 5.0\ninference_tolerance = 5.0\n', name="own-uint8")
     summary = make_engine(load_suite(str(path)), root / "run", progress=False, threads=1).run()
     return path, root / "run", read_rows(summary.results)
 
@@ -102,7 +102,7 @@ def test_report_and_check_use_the_recorded_suite(uint8_run, tmp_path, capsys):
         if r["metrics"].get("top1") is not None and r["role"] == "authorized":
             r["metrics"]["top1"] = min(100.0, r["metrics"]["top1"] + 3.0)  # the fresh run reads 3 points worse
     reference.write_text("".join(json.dumps(r) + "\n" for r in moved))
-    assert main(["check", str(run), "--against", str(reference)]) == 0  # [check] default_tolerance = 5
+    assert main(["check", str(run), "--against", str(reference)]) == 0  # [check] inference_tolerance = 5
     assert main(["check", str(run), "--against", str(reference), "--default-tolerance", "1"]) == 1
     capsys.readouterr()
     assert main(["report", str(run), "--suite", "no-such-suite"]) == 2
