@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import UserError, check_folder
 
 LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
 
@@ -142,6 +142,8 @@ def _cmd_report(args) -> int:
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
+    if args.out is not None:
+        check_folder(args.out, "--out")
     name = args.suite or rows[0]["suite"]
     try:
         report = load_suite(name).report
@@ -178,6 +180,9 @@ def _cmd_check(args) -> int:
     from bench.suite import load_suite
 
     fresh, reference = load_reference(args.results), load_reference(args.against)
+    for path, rows in ((args.results, fresh), (args.against, reference)):
+        if not (rows["rows"] if isinstance(rows, dict) else rows):
+            raise UserError(f"{path} holds no result rows; nothing to compare (run a suite first)")
     tolerances, default = {}, 1.0
     suite_name = args.suite or _suite_of(reference)
     if suite_name:

@@ -213,13 +213,8 @@ class CoreLocker(ModelDefense):
     name = "corelocker"
     description = "CoreLocker: zero the top-ratio filters/rows (global, by l1 or BN scale) and release; the key restores them"
     defaults = {"ratio": 0.05, "criterion": "bn-scale", "seed": 0}
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        if self.params["criterion"] not in CRITERIA:
-            raise UserError(f"unknown corelocker criterion {self.params['criterion']!r}; valid choices: {', '.join(CRITERIA)}")
-        if not 0 <= float(self.params["ratio"]) <= 1:
-            raise UserError(f"corelocker ratio must be in [0, 1], got {self.params['ratio']!r}")
+    param_schema = {"ratio": {"type": "number", "minimum": 0, "maximum": 1}, "criterion": {"enum": list(CRITERIA)},
+                    "seed": {"type": "integer"}}
 
     def protect(self, model, train, seed: int) -> Protected:
         start = time.perf_counter()

@@ -41,6 +41,10 @@ def load_reference(path: Path) -> dict | list[dict]:
         raise UserError(f"reference {str(path)!r} is not readable JSON ({e}); pass a leaderboard.json")
     if not isinstance(data, dict) or data.get("kind") != KIND or not isinstance(data.get("rows"), list):
         raise UserError(f"reference {str(path)!r} is not an authbench leaderboard (expected \"kind\": \"{KIND}\")")
+    for i, row in enumerate(data["rows"]):
+        if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+            raise UserError(f"reference {str(path)!r}: rows[{i}] is not a leaderboard row (a table with a \"key\"); "
+                            "pass a leaderboard.json written by authbench")
     return data
 
 
