@@ -347,3 +347,31 @@ def test_bad_input_end_to_end_in_a_fresh_process(finished, args, needle):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert needle in proc.stderr
     assert finished["results"].read_bytes() == finished["bytes"]
+
+
+def test_the_schema_is_a_valid_json_schema_and_every_key_has_a_row_in_the_docs():
+    import jsonschema
+
+    from bench.suite_schema import SECTIONS, schema
+
+    jsonschema.Draft202012Validator.check_schema(schema())
+    docs = (ROOT / "docs" / "suites.md").read_text()
+    missing = [(s, k) for s, keys in SECTIONS.items() for k in keys
+               if f"| `{'[[defenses]]' if s == 'defenses' else f'[{s}]'}` | `{k}`" not in docs]
+    assert not missing, f"keys without a row in docs/suites.md's key table: {missing}"
+
+
+def test_a_parameter_a_defense_declares_is_validated_without_editing_the_schema():
+    from bench.defenses.base import InputDefense
+    from bench.errors import UserError
+
+    class Declared(InputDefense):
+        name = "declared"
+        description = "a defense that declares a new parameter"
+        defaults = {"strength": 0.5, "mode": "fast", "extra": None, "code": "instance"}
+
+    assert Declared(strength=2, mode="slow", extra=[1]).params["strength"] == 2
+    for params, needle in (({"strength": "high"}, "strength = 'high'"), ({"mode": 3}, "mode = 3"),
+                           ({"strength": True}, "strength = True"), ({"strenght": 1.0}, "no parameter 'strenght'")):
+        with pytest.raises(UserError, match=needle.replace("(", r"\(")):
+            Declared(**params)
