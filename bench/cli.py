@@ -125,7 +125,13 @@ def _cmd_list(args) -> int:
         from bench.suite import available_suites, load_suite
 
         def fn():
-            return {name: load_suite(str(path)).description for name, path in available_suites().items()}
+            out = {}
+            for name, path in available_suites().items():
+                try:
+                    out[name] = load_suite(str(path)).description
+                except UserError as exc:  # one bad suite file does not hide the others
+                    out[name] = f"(invalid: {exc})"
+            return out
 
     entries = fn()
     width = max(map(len, entries), default=0)
@@ -148,6 +154,8 @@ def _cmd_report(args) -> int:
     try:
         report = load_suite(name).report
     except UserError:
+        if args.suite:  # the suite asked for is bad: say so (the results' own suite may be gone: defaults)
+            raise
         report = {}
     for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report):
         print(path)

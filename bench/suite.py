@@ -14,11 +14,14 @@
                  release = ["float", "clip", "uint8"]
     [check]      tolerance = {metric = points}, default_tolerance
     [run]        batch_size, device ("cpu" | "cuda" | "cuda:N" | "auto"), threads (CLI flags override)
-    [executor]   name ("local" | "ray" | "submitit"), and their settings (EXECUTOR_KEYS; bench.executors)
+    [executor]   name ("local" | "ray" | "submitit"), and their settings (bench.executors)
     [report]     psnr = [...], release = [...]   (which points get tables); paper_dataset =
                  "ImageNet" | "CIFAR-10" and paper_models = {label = "ResNet-50", ...} print the NE
                  paper's Tables 1-2 beside the measured cells (bench.reports.ne_reported); table3 =
                  {ne, psnr, release} picks Table 3's NE column (baselines.report; default ne-patch, -10, float)
+
+Every section and key, with its type, is in one table, bench.suite_schema.SECTIONS: `load_suite` validates
+the file against it (unknown keys and values of the wrong type are one-line errors naming the valid ones).
 """
 
 from __future__ import annotations
