@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.errors import UserError, check_folder
@@ -143,23 +144,39 @@ def _cmd_list(args) -> int:
 def _cmd_report(args) -> int:
     from bench.protocols import render
     from bench.results import read_rows
-    from bench.suite import load_suite
+    from bench.suite import SUITE_NAME, load_suite
 
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
     if args.out is not None:
         check_folder(args.out, "--out")
-    name = args.suite or rows[0]["suite"]
+    own = rows[0].get("suite")
+    own = own if isinstance(own, str) and SUITE_NAME.fullmatch(own) else None
+    if args.out is None and own is None:
+        raise UserError(f"the rows of {args.results} name no suite that can name a folder; pass --out DIR for the reports")
+    name = args.suite or own
     try:
-        report = load_suite(name).report
+        report = load_suite(name).report if name else {}
     except UserError:
         if args.suite:  # the suite asked for is bad: say so (the results' own suite may be gone: defaults)
             raise
         report = {}
-    for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report):
+    with foreign_rows(args.results):
+        paths = render(rows, args.out or Path("reports") / own, report)
+    for path in paths:
         print(path)
     return 0
+
+
+@contextmanager
+def foreign_rows(path):
+    """Rows that pass as result rows but lack a field a report or a check needs: one line, not a traceback."""
+    try:
+        yield
+    except KeyError as exc:
+        raise UserError(f"{path}: a row has no {exc} field, which the reports need; is this an authbench "
+                        "results.jsonl?") from None
 
 
 def _parse_tolerances(items: list[str]) -> dict[str, float]:
@@ -200,7 +217,8 @@ def _cmd_check(args) -> int:
     tolerances.update(_parse_tolerances(args.tolerance))
     if args.default_tolerance is not None:
         default = args.default_tolerance
-    result = check(fresh, reference, tolerances, default_tolerance=default, strict=args.strict)
+    with foreign_rows(f"{args.results} or {args.against}"):
+        result = check(fresh, reference, tolerances, default_tolerance=default, strict=args.strict)
     print(format_check(result))
     return 0 if result.ok else 1
 

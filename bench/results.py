@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.errors import UserError, article
 
 RESULTS_FILE = "results.jsonl"
-ROW_KEYS = ("cell", "suite", "defense", "authorized", "evaluated", "metrics")  # what every reader of a row needs
+ROW_KEYS = ("defense", "authorized", "evaluated", "metrics")  # what every reader of a row needs
 LOCK_FILE = ".lock"
 
 

@@ -233,17 +233,20 @@ CASES = [
     # -- report and check on malformed or foreign files --------------------------------------------------------
     ("report-list-lines", argv("report", "{lists}"), "is not a result row (a JSON object, got a list)"),
     ("report-number-lines", argv("report", "{numbers}"), "got an int"),
-    ("report-missing-keys", argv("report", "{foreign}"), "has no 'cell' key"),
+    ("report-missing-keys", argv("report", "{foreign}"), "has no 'defense' key"),
     ("report-metrics-not-table", argv("report", "{badmetrics}"), "its 'metrics' is a str"),
     ("report-binary", argv("report", "{binary}.jsonl"), "is not a text file of JSON result rows"),
     ("report-empty", argv("report", "{empty}"), "holds no result rows"),
     ("report-damaged", argv("report", "{damaged}"), ":1 is not a JSON result row"),
+    ("report-sparse-rows", argv("report", "{sparse}", "--out", "{tmp}/rep3"), "a row has no"),
+    ("report-suite-escapes", argv("report", "{escaping}"), "name no suite that can name a folder"),
+    ("check-sparse-rows", argv("check", "{sparse}", "--against", "{out}"), "a row has no"),
     ("report-absent", argv("report", "{tmp}/nowhere/results.jsonl"), "does not exist"),
     ("report-suite-bad", argv("report", "{out}", "--out", "{tmp}/rep2", "--suite", "no-such-suite"),
      "unknown suite 'no-such-suite'"),
     ("report-out-under-file", argv("report", "{out}", "--out", "{file}/rep"), "--out"),
     ("check-fresh-lists", argv("check", "{lists}", "--against", "{out}"), "got a list"),
-    ("check-fresh-foreign", argv("check", "{foreign}", "--against", "{out}"), "has no 'cell' key"),
+    ("check-fresh-foreign", argv("check", "{foreign}", "--against", "{out}"), "has no 'defense' key"),
     ("check-reference-list", argv("check", "{out}", "--against", "{jsonlist}"), "is not an authbench leaderboard"),
     ("check-reference-rows", argv("check", "{out}", "--against", "{badboard}"), "rows[0] is not a leaderboard row"),
     ("check-reference-binary", argv("check", "{out}", "--against", "{binary}.json"), "is not readable JSON"),
@@ -282,7 +285,10 @@ def finished(tmp_path_factory):
     texts = {"lists": "[1, 2]\n[3, 4]\n", "numbers": "1\n2\n", "foreign": '{"a": 1}\n{"b": 2}\n',
              "badmetrics": json.dumps({"cell": "c", "suite": "s", "defense": "d", "authorized": "", "evaluated": "e",
                                        "metrics": "top1=9"}) + "\n",
-             "empty": "", "damaged": "{not json\n{\"a\": 1}\n"}
+             "empty": "", "damaged": "{not json\n{\"a\": 1}\n",
+             "sparse": json.dumps({"defense": "d", "authorized": "", "evaluated": "e", "metrics": {}}) + "\n",
+             "escaping": json.dumps({"suite": "../../x", "defense": "d", "authorized": "", "evaluated": "e",
+                                     "metrics": {}}) + "\n"}
     for name, text in texts.items():
         (tmp / f"{name}.jsonl").write_text(text)
         files[name] = str(tmp / f"{name}.jsonl")
