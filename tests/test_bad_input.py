@@ -173,6 +173,9 @@ CASES = [
     ("corelocker-criterion", entry('name = "corelocker"\nparams = { criterion = "l2" }'), "'l2'"),
     ("corelocker-sweep-string", entry('name = "corelocker"\nsweep = { ratio = ["x"] }'), "ratio = 'x'"),
     ("algospec-degree-string", entry('name = "algospec"\nparams = { degree = "8" }'), "degree = '8'"),
+    ("glue-param-string", ("suite", BASE.replace('dataset = "digits"\nsplit = "test"', 'dataset = "glue"\ntasks = ["sst2"]')
+                                         .replace(ENTRY, 'name = "ne-text"\nparams = { dims = "x" }\nrelease = ["embedding"]')),
+     "defense 'ne-text' parameter dims = 'x'"),
     ("attack-param-string", entry(ENTRY + '\nattacks = [{ name = "jpeg", quality = "high" }]'), "quality = 'high'"),
     ("attack-unknown-param", entry(ENTRY + '\nattacks = [{ name = "jpeg", qualty = 75 }]'), "has no parameter 'qualty'"),
     ("attack-unknown", entry(ENTRY + '\nattacks = ["jpg"]'), "unknown attack 'jpg'"),
