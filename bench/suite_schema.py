@@ -151,8 +151,10 @@ SECTIONS: dict[str, dict[str, Key]] = {
 }
 
 # [suspects] (ownership verification) is bench.fingerprint.suspects.ZooConfig: its fields are its keys
-_FIELD_KEYS = {"tuple": _list(Key({}, "values"), "values"), "int": _integer(0), "float": _number(0)}
-SECTIONS["suspects"] = {f.name: _FIELD_KEYS[str(f.type)] for f in fields(ZooConfig) if f.name != "seed"}
+_FIELD_KEYS = {"tuple": _list(Key({}, "values"), "values"), "int": _integer(0), "float": _number(0),
+               "str": _string(), "bool": Key({"type": "boolean"}, "true or false")}
+SECTIONS["suspects"] = {f.name: _FIELD_KEYS.get(str(f.type), Key({}, "a value")) for f in fields(ZooConfig)
+                        if f.name != "seed"}
 
 REQUIRED = {"": ("data", "models", "defenses"), "data": ("dataset",), "models": ("authorized",), "defenses": ("name",)}
 
@@ -231,7 +233,12 @@ def validate(raw: dict, where: str) -> None:
     if errors:
         first = min(errors, key=lambda e: (len(e.absolute_path) > 0, [str(p) for p in e.absolute_path],
                                            e.validator != "additionalProperties"))
-        raise UserError(f"{where}: {_message(first, raw)}")
+        try:
+            text = _message(first, raw)
+        except (KeyError, IndexError, TypeError):  # a shape of error the messages above do not know
+            at = ".".join(str(p) for p in first.absolute_path) or "the suite"
+            text = f"{at}: {first.message}"
+        raise UserError(f"{where}: {' '.join(text.split())}")
     check_data_options(raw["data"], where)
 
 
