@@ -23,7 +23,7 @@ import pandas as pd
 from bench.core.context import RunOptions
 from bench.core.engine import Engine, RunSummary
 from bench.core.types import infer_protocol
-from bench.errors import UserError
+from bench.errors import UserError, check_folder
 from bench.executors import OPTION_FLAGS, Executor, make_executor
 from bench.protocols import render
 from bench.reports.fingerprint import fingerprint_board, format_board
@@ -87,6 +87,9 @@ def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | st
 def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
               executor: Executor | str | None = None, **options) -> Results:
     """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
+    for flag, folder in (("--out", out), ("--reports", reports), ("--cache-dir", options.get("cache_dir"))):
+        if folder is not None:
+            check_folder(folder, flag)
     summary = engine_for(suite, out=out, executor=executor, **options).run()
     records = read_rows(summary.results)
     paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report, suite.standard_attacks) \

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
-from bench.errors import UserError
+from bench.errors import UserError, check_folder
 
 LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
 TABLES = ("ne-spectra", "ne-layers")
@@ -185,7 +186,13 @@ def _cmd_list(args) -> int:
         from bench.suite import available_suites, load_suite
 
         def fn():
-            return {name: load_suite(str(path)).description for name, path in available_suites().items()}
+            out = {}
+            for name, path in available_suites().items():
+                try:
+                    out[name] = load_suite(str(path)).description
+                except UserError as exc:  # one bad suite file does not hide the others
+                    out[name] = f"(invalid: {exc})"
+            return out
 
     entries = fn()
     width = max(map(len, entries), default=0)
@@ -197,19 +204,37 @@ def _cmd_list(args) -> int:
 def _cmd_report(args) -> int:
     from bench.protocols import render
     from bench.results import read_rows
-    from bench.suite import recorded_suite
+    from bench.suite import SUITE_NAME, recorded_suite
 
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
+    if args.out is not None:
+        check_folder(args.out, "--out")
+    own = rows[0].get("suite")
+    own = own if isinstance(own, str) and SUITE_NAME.fullmatch(own) else None
+    if args.out is None and own is None:
+        raise UserError(f"the rows of {args.results} name no suite that can name a folder; pass --out DIR for the reports")
     suite, note = recorded_suite(rows, args.suite)  # the suite the rows recorded (path and digest), or --suite
     if note:
         print(f"authbench: {note}", file=sys.stderr)
     report = suite.report if suite is not None else {}
     standard = suite.standard_attacks if suite is not None else {}
-    for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report, standard):
+    with foreign_rows(args.results):
+        paths = render(rows, args.out or Path("reports") / own, report, standard)
+    for path in paths:
         print(path)
     return 0
+
+
+@contextmanager
+def foreign_rows(path):
+    """Rows that pass as result rows but lack a field a report or a check needs: one line, not a traceback."""
+    try:
+        yield
+    except KeyError as exc:
+        raise UserError(f"{path}: a row has no {exc} field, which the reports need; is this an authbench "
+                        "results.jsonl?") from None
 
 
 def _parse_tolerances(items: list[str]) -> dict[str, float]:
@@ -246,8 +271,9 @@ def _cmd_check(args) -> int:
         print(f"authbench: {note}", file=sys.stderr)
     tolerances = Tolerances.from_check(suite.check if suite is not None else {})
     fresh, reference = load_reference(args.results, tolerances), load_reference(args.against, tolerances)
-    result = check(fresh, reference, strict=args.strict, allow_subset=args.allow_subset,
-                   override=_parse_tolerances(args.tolerance), override_default=args.default_tolerance)
+    with foreign_rows(f"{args.results} or {args.against}"):
+        result = check(fresh, reference, strict=args.strict, allow_subset=args.allow_subset,
+                       override=_parse_tolerances(args.tolerance), override_default=args.default_tolerance)
     print(to_text_json(result) if args.format == "json" else format_check(result))
     if args.junit:
         write_junit(result, args.junit)

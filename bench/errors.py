@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 
@@ -9,7 +10,30 @@ class UserError(Exception):
     """A mistake in the user's input (unknown key, bad file, bad shape)."""
 
 
+def show(value) -> str:
+    """A value as an error message quotes it (repr, shortened)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def article(word: str) -> str:
+    """'a defense', 'an attack'."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def unknown(kind: str, value: str, choices: Iterable[str]) -> UserError:
     """Error for an unknown registry key, naming the valid choices."""
     listed = ", ".join(sorted(choices)) or "(none registered)"
     return UserError(f"unknown {kind} {value!r}; valid choices: {listed}")
+
+
+def check_folder(path, what: str) -> None:
+    """A folder the run will write (`what`: "--out", "--reports", "--cache-dir"): it, and every parent that
+    exists, must be a folder; a regular file in the way is a one-line error before anything runs."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == path else f"is under {str(p)!r}, which is a file"
+                raise UserError(f"{what} {str(path)!r} {where}, not a folder; pass a folder path")
+            return

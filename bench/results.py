@@ -15,9 +15,10 @@ import socket
 import time
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import UserError, article
 
 RESULTS_FILE = "results.jsonl"
+ROW_KEYS = ("defense", "authorized", "evaluated", "metrics")  # what every reader of a row needs
 LOCK_FILE = ".lock"
 
 
@@ -35,9 +36,10 @@ def latest(rows: list[dict]) -> tuple[list[dict], int]:
     return keep, len(rows) - len(keep)
 
 
-def read_rows(path: Path, all_rows: bool = False) -> list[dict]:
+def read_rows(path: Path, all_rows: bool = False, require: tuple[str, ...] = ROW_KEYS) -> list[dict]:
     """The complete rows, one per cell (the last written: see `latest`); `all_rows` keeps every line.
-    A torn last line (killed mid-write) is ignored; a line that is not a result row is a one-line error."""
+    A torn last line (killed mid-write) is ignored; a line that is not a result row (not a JSON object,
+    or without one of the `require` keys, its metrics not a table) is a one-line error."""
     path = results_path(path)
     if not path.exists():
         raise UserError(f"results file {str(path)!r} does not exist; pass a run folder or its {RESULTS_FILE}")
@@ -56,7 +58,15 @@ def read_rows(path: Path, all_rows: bool = False) -> list[dict]:
                 break
             raise UserError(f"{path}:{i + 1} is not a JSON result row; the file is damaged")
         if not isinstance(row, dict):
-            raise UserError(f"{path}:{i + 1} is not a result row (a JSON object); is this a results.jsonl?")
+            raise UserError(f"{path}:{i + 1} is not a result row (a JSON object, got {article(type(row).__name__)}); "
+                            "is this an authbench results.jsonl?")
+        missing = [k for k in require if k not in row]
+        if missing:
+            raise UserError(f"{path}:{i + 1} is not a result row: it has no {missing[0]!r} key (a row has "
+                            f"{', '.join(ROW_KEYS)}, ...); is this an authbench results.jsonl?")
+        if "metrics" in require and not isinstance(row["metrics"], dict):
+            raise UserError(f"{path}:{i + 1} is not a result row: its 'metrics' is {article(type(row['metrics']).__name__)}, "
+                            "not a table of metric = value")
         rows.append(row)
     return rows if all_rows else latest(rows)[0]
 
@@ -117,7 +127,7 @@ class ResultWriter:
 
     def rows(self) -> list[dict]:
         """Every row line as written (duplicates and superseded rows included)."""
-        return read_rows(self.path, all_rows=True) if self.path.exists() else []
+        return read_rows(self.path, all_rows=True, require=("cell",)) if self.path.exists() else []
 
     def append(self, rows: list[dict]) -> None:
         if not rows:

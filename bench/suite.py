@@ -24,11 +24,14 @@
                  under (boards: input, model, baselines, ownership; bench.reports.boards); a row
                  lacking one of them is shown unranked
     [run]        batch_size, device ("cpu" | "cuda" | "cuda:N" | "auto"), threads (CLI flags override)
-    [executor]   name ("local" | "ray" | "submitit"), and their settings (EXECUTOR_KEYS; bench.executors)
+    [executor]   name ("local" | "ray" | "submitit"), and their settings (bench.executors)
     [report]     psnr = [...], release = [...]   (which points get tables); paper_dataset =
                  "ImageNet" | "CIFAR-10" and paper_models = {label = "ResNet-50", ...} print the NE
                  paper's Tables 1-2 beside the measured cells (bench.reports.ne_reported); table3 =
                  {ne, psnr, release} picks Table 3's NE column (baselines.report; default ne-patch, -10, float)
+
+Every section and key, with its type, is in one table, bench.suite_schema.SECTIONS: `load_suite` validates
+the file against it (unknown keys and values of the wrong type are one-line errors naming the valid ones).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pathlib import Path
 
 from bench.cache import digest
 from bench.errors import UserError
+from bench.suite_schema import validate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,17 +52,6 @@ else:  # pragma: no cover
 
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a suite's name is a folder name under runs/, reports/
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-TOP_KEYS = {"suite", "data", "models", "defenses", "check", "report", "suspects", "run", "executor",  # suspects: ownership
-            "standard_attacks"}
-RUN_KEYS = {"batch_size": int, "device": str, "threads": int}
-EXECUTOR_KEYS = {"name": str, "address": str, "cpus_per_job": (int, float), "gpus_per_job": (int, float),
-                 "max_in_flight": int, "max_retries": int, "partition": str, "array_parallelism": int,
-                 "time_limit": int, "mem_gb": (int, float), "job_folder": str, "cluster": str}
-DEFENSE_KEYS = {"name", "label", "params", "psnr", "psnr_mode", "evaluation", "release", "attacks", "sweep", "trials",
-                "tier", "models"}
-MODELS_KEYS = {"authorized", "evaluated", "python_path"}
-TIERS = ("default", "full")
-STANDARD_BOARDS = ("input", "model", "baselines", "ownership")  # the boards a [standard_attacks] key may name
 
 
 @dataclass
@@ -134,12 +127,9 @@ def find_suite(name_or_path: str | None) -> Path:
     return suites[name_or_path]
 
 
-def _as_list(value, key: str, where: str) -> list:
-    if isinstance(value, list):
-        return value
-    if isinstance(value, (int, float, str)):
-        return [value]
-    raise UserError(f"{where}: {key!r} must be a list, got {type(value).__name__}")
+def _as_list(value) -> list:
+    """A scalar or a list (the schema allows either where a list is meant) as a list."""
+    return value if isinstance(value, list) else [value]
 
 
 def load_suite(name_or_path: str | None = None) -> Suite:
@@ -148,86 +138,38 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: malformed TOML: {exc}") from None
-    extra = set(raw) - TOP_KEYS
-    if extra:
-        raise UserError(f"{path}: unknown section {sorted(extra)[0]!r}; valid sections: {', '.join(sorted(TOP_KEYS))}")
-    for key in ("data", "models", "defenses"):
-        if key not in raw:
-            raise UserError(f"{path}: missing [{key}] section")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: is not a text (UTF-8) TOML file") from None
+    validate(raw, str(path))  # every section and key: bench.suite_schema
     meta = raw.get("suite", {})
-    run = raw.get("run", {})
-    for key, value in run.items():
-        if key not in RUN_KEYS:
-            raise UserError(f"{path}: [run] has no key {key!r}; valid keys: {', '.join(sorted(RUN_KEYS))}")
-        if not isinstance(value, RUN_KEYS[key]) or isinstance(value, bool):
-            raise UserError(f"{path}: [run] {key} must be {RUN_KEYS[key].__name__}, got {value!r}")
-    if not isinstance(raw.get("executor", {}), dict):
-        raise UserError(f"{path}: [executor] must be a table, e.g. [executor] name = \"ray\"")
-    for key, value in raw.get("executor", {}).items():
-        if key not in EXECUTOR_KEYS:
-            raise UserError(f"{path}: [executor] has no key {key!r}; valid keys: {', '.join(sorted(EXECUTOR_KEYS))}")
-        if not isinstance(value, EXECUTOR_KEYS[key]) or isinstance(value, bool):
-            kind = "a number" if EXECUTOR_KEYS[key] == (int, float) else EXECUTOR_KEYS[key].__name__
-            raise UserError(f"{path}: [executor] {key} must be {kind}, got {value!r}")
     models = raw["models"]
-    bad = sorted(set(models) - MODELS_KEYS) if isinstance(models, dict) else []
-    if bad:
-        raise UserError(f"{path}: [models] has no key {bad[0]!r}; valid keys: {', '.join(sorted(MODELS_KEYS))}")
-    python_path = models.get("python_path", [])
-    if not isinstance(python_path, list) or not all(isinstance(p, str) and p for p in python_path):
-        raise UserError(f"{path}: [models] python_path must be a list of folders (relative to the suite file), "
-                        f"e.g. python_path = [\"src\"], got {python_path!r}")
-    if "authorized" not in models:
-        raise UserError(f"{path}: [models] needs 'authorized = [...]'")
-    authorized = _as_list(models["authorized"], "authorized", str(path))
-    evaluated = _as_list(models.get("evaluated", authorized), "evaluated", str(path))
+    authorized = _as_list(models["authorized"])
+    evaluated = _as_list(models.get("evaluated", authorized))
     defenses = []
     for i, d in enumerate(raw["defenses"]):
-        where = f"{path}: defenses[{i}]"
-        if not isinstance(d, dict) or "name" not in d:
-            raise UserError(f"{where}: each [[defenses]] entry needs a 'name'")
-        bad = set(d) - DEFENSE_KEYS
-        if bad:
-            raise UserError(f"{where}: unknown key {sorted(bad)[0]!r}; valid keys: {', '.join(sorted(DEFENSE_KEYS))}")
-        psnr = [float(p) for p in _as_list(d.get("psnr", [20.0]), "psnr", where)]
-        sweep = d.get("sweep", {})
-        if not isinstance(sweep, dict):
-            raise UserError(f"{where}: 'sweep' must be a table of parameter = [values]")
-        sweep = {k: _as_list(v, k, where) for k, v in sweep.items()}
-        trials = d.get("trials", 1)
-        if not isinstance(trials, int) or trials < 1:
-            raise UserError(f"{where}: 'trials' must be a whole number >= 1, got {trials!r}")
         label = d.get("label", "")
-        if not isinstance(label, str) or ("label" in d and not label.strip()):
-            raise UserError(f"{where}: 'label' must be a non-empty string, got {label!r}")
         if label and label in {e.label for e in defenses}:
-            raise UserError(f"{where}: label {label!r} is used by another [[defenses]] entry; labels must be unique")
-        tier = d.get("tier", "default")
-        if tier not in TIERS:
-            raise UserError(f"{where}: unknown tier {tier!r}; valid choices: {', '.join(TIERS)}")
+            raise UserError(f"{path}: defenses[{i}]: label {label!r} is used by another [[defenses]] entry; labels must be "
+                            "unique")
         defenses.append(
             DefenseEntry(
                 name=d["name"],
                 params=dict(d.get("params", {})),
-                psnr=psnr,
+                psnr=[float(p) for p in _as_list(d.get("psnr", [20.0]))],
                 psnr_mode=d.get("psnr_mode", "true"),
                 evaluation=str(d.get("evaluation", "release")),
-                release=[str(r) for r in _as_list(d.get("release", ["float"]), "release", where)],
-                attacks=_as_list(d.get("attacks", ["none"]), "attacks", where),
-                sweep=sweep,
-                trials=trials,
-                tier=tier,
-                models=[str(m) for m in _as_list(d.get("models", []), "models", where)],
+                release=[str(r) for r in _as_list(d.get("release", ["float"]))],
+                attacks=_as_list(d.get("attacks", ["none"])),
+                sweep={k: _as_list(v) for k, v in d.get("sweep", {}).items()},
+                trials=d.get("trials", 1),
+                tier=d.get("tier", "default"),
+                models=[str(m) for m in _as_list(d.get("models", []))],
                 label=label,
             )
         )
     standard = raw.get("standard_attacks", {})
-    if not isinstance(standard, dict) or any(k not in STANDARD_BOARDS or not isinstance(v, list) for k, v in standard.items()):
-        bad = next(iter(standard), None) if isinstance(standard, dict) else None
-        raise UserError(f"{path}: [standard_attacks] must map a board ({', '.join(STANDARD_BOARDS)}) to a list of attacks, "
-                        f"e.g. input = [{{ name = \"jpeg\", quality = 75 }}, \"crop\"]" + (f"; got key {bad!r}" if bad else ""))
     name = meta.get("name", path.stem)
-    if not isinstance(name, str) or not SUITE_NAME.fullmatch(name):
+    if not SUITE_NAME.fullmatch(name):
         raise UserError(f"{path}: [suite] name {name!r} cannot name a folder (runs/<name>, reports/<name>); use letters, "
                         "digits, '.', '_' and '-', starting with a letter or digit")
     return Suite(
@@ -242,7 +184,7 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         check=raw.get("check", {}),
         report=raw.get("report", {}),
         raw=raw,
-        run=dict(run),
+        run=dict(raw.get("run", {})),
         standard_attacks={k: list(v) for k, v in standard.items()},
     )
 

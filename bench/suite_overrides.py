@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bench.errors import UserError
 from bench.suite import Suite
+from bench.suite_schema import validate
 
 RANDOM_SOURCES = ("timm", "hf")
 
@@ -56,4 +57,7 @@ def apply_overrides(suite: Suite, subset: int | None = None, data_root: Path | N
             models["evaluated"] = evaluated
         name = f"{suite.name}-random-weights"
         raw.setdefault("suite", {})["name"] = name
+    flags = " ".join(f for f, v in (("--subset", subset), ("--data-root", data_root), ("--random-weights", random_weights))
+                     if v not in (None, False))
+    validate(raw, f"{suite.path} with {flags}")  # e.g. --data-root on a dataset that takes no root
     return replace(suite, name=name, data=data, authorized=authorized, evaluated=evaluated, raw=raw)

@@ -156,8 +156,8 @@ def test_plan_prints_jobs_groups_and_forward_passes_without_running(suite_path, 
 
 
 @pytest.mark.parametrize("body, argv, needle", [
-    ('[executor]\nname = "ray"\nmax_retry = 2\n', [], "[executor] has no key 'max_retry'; valid keys: address,"),
-    ('[executor]\ngpus_per_job = "one"\n', [], "[executor] gpus_per_job must be a number, got 'one'"),
+    ('[executor]\nname = "ray"\nmax_retry = 2\n', [], "unknown key 'max_retry' in [executor]; valid: address,"),
+    ('[executor]\ngpus_per_job = "one"\n', [], "[executor] gpus_per_job = 'one' is not valid: it must be a number >= 0"),
     ("", ["--executor", "ray", "--partition", "gpu"], "--partition does not apply to the ray executor; it is an option of submitit"),
     ("", ["--executor", "nope"], "unknown executor 'nope'; valid choices:"),
     ("", ["--executor", "ray", "--max-retries", "-1"], "--max-retries must be a whole number >= 0, got -1"),

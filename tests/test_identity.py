@@ -152,3 +152,51 @@ def test_bad_model_specs_are_all_reported_before_the_first_job(tmp_path):
     assert "2 of 5 model spec(s) cannot run, nothing was started" in message and "\n" not in message
     assert "gone: checkpoint 'missing.pt'" in message and "rgb: expects inputs of shape (3, 32, 32)" in message
     assert not (tmp_path / "run" / "results.jsonl").exists() or not (tmp_path / "run" / "results.jsonl").read_text()
+
+
+# -- the results themselves never mix identities (issue 14, "Also") ----------------------------------------
+
+NPZ_SUITE = ('[suite]\nname = "swap"\nseed = 0\n[data]\ndataset = "cifar10"\nsplit = "test"\npath = "{path}"\n'
+             '[models]\nauthorized = [{{ source = "torch", factory = "models_example:rgb_cnn", mean = [0.5], std = [0.25], '
+             'input_size = [3, 32, 32], name = "m", init_seed = 0 }}, {{ source = "torch", factory = '
+             '"models_example:rgb_cnn", mean = [0.5], std = [0.25], input_size = [3, 32, 32], name = "k", init_seed = 1 }}]\n'
+             '[[defenses]]\nname = "noise"\npsnr = [10]\nrelease = ["float"]\n')
+
+
+def _run_npz(tmp_path, out, cache):
+    from bench.results import read_rows
+    from conftest import make_engine
+
+    suite_path = tmp_path / "swap.toml"
+    suite_path.write_text(NPZ_SUITE.format(path=tmp_path / "d.npz"))
+    summary = make_engine(load_suite(str(suite_path)), out, cache_dir=cache, progress=False, threads=1).run()
+    return summary, {r["cell"]: r for r in read_rows(out)}
+
+
+def _numbers(rows: dict) -> dict:
+    """Each cell's measured numbers (metrics and encoding statistics, not the wall times)."""
+    return {c: (r["metrics"], {k: v for k, v in (r["encoding"] or {}).items() if not k.endswith("_ms")})
+            for c, r in rows.items()}
+
+
+def test_a_data_file_replaced_behind_the_same_path_and_swapped_cache_files_never_share_a_result(tmp_path):
+    """Two .npz files of one shape behind one path (same labels, other pixels), and forward-cache entries
+    swapped between keys, each give the results a cold run gives, never the other data's or key's numbers."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 24)
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), labels=labels)
+    _, first = _run_npz(tmp_path, tmp_path / "run", tmp_path / "cache")
+    forward = sorted((tmp_path / "cache" / "forward").rglob("*.bin"))
+    assert len(forward) >= 2
+    a, b = forward[0].read_bytes(), forward[1].read_bytes()
+    forward[0].write_bytes(b), forward[1].write_bytes(a)  # two valid entries, each under the other's key
+    swapped, again = _run_npz(tmp_path, tmp_path / "run-swapped", tmp_path / "cache")
+    assert swapped.cache["corrupt"] >= 2 and _numbers(again) == _numbers(first)
+
+    np.savez(tmp_path / "d.npz", images=rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8), labels=labels)
+    resumed, second = _run_npz(tmp_path, tmp_path / "run", tmp_path / "cache")
+    _, cold = _run_npz(tmp_path, tmp_path / "run-cold", tmp_path / "cold-cache")
+    assert resumed.superseded == len(first) and resumed.cells_done_before == 0
+    assert _numbers(second) == _numbers(cold) and _numbers(second) != _numbers(first)

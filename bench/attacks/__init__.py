@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bench.attacks.adaptation import Adapt
 from bench.attacks.base import AdaptationAttack, Attack, LearnedAttack, NoAttack
+from bench.attacks.model import ModelAttack
 from bench.attacks.model_attacks import MODEL_ATTACKS
 from bench.attacks.preprocessing import PREPROCESSING
 from bench.attacks.projection import Project
@@ -25,6 +26,7 @@ GROUP = "authbench.attacks"
 BUILTIN = {cls.name: cls for cls in (NoAttack, *PREPROCESSING, Reconstruct, Project, Adapt)}
 BUILTIN.update(MODEL_ATTACKS)
 BUILTIN.update(QUERY_ATTACKS)  # verification attacks: flip, rotate, dp-logits (MFUE Sec. 4.4-4.5)
+BASES = (Attack, AdaptationAttack, ModelAttack)  # what a third-party attack subclasses
 DATA_KINDS = ("input", "learned", "adapt")  # attacks an input-authorization job can run
 
 
@@ -39,7 +41,7 @@ def parse_attack(entry) -> tuple[str, dict]:
 
 def get_attack(entry) -> Attack:
     name, params = parse_attack(entry)
-    return resolve("attack", GROUP, BUILTIN, name)(**params)
+    return resolve("attack", GROUP, BUILTIN, name, base=BASES)(**params)
 
 
 def attack_label(entry) -> str:

@@ -70,12 +70,16 @@ def plan(ctx: EvalContext) -> list[Job]:
         if getattr(options, key if key == "psnr" else "releases") and key not in primary.filters:
             raise UserError(f"{flag} does not apply to {primary.name} suites; use --model or --defense to pick cells")
     jobs = primary.baseline(ctx)
-    for entry in suite.defenses:
-        picked = not options.defenses or entry.name in options.defenses or entry.label in options.defenses
-        if not picked or (entry.tier == "full" and not options.full):
-            continue
+    baseline = len(jobs)
+    chosen = [e for e in suite.defenses if (not options.defenses or e.name in options.defenses or e.label in options.defenses)
+              and (e.tier != "full" or options.full)]
+    check_filters(suite, options, [(e, protocol_of(primary, e)) for e in chosen])
+    for entry in chosen:
         planned = protocol_of(primary, entry).plan(ctx, entry)
         jobs += [replace(j, extra={**j.extra, "label": entry.label}) for j in planned] if entry.label else planned
+    if (options.defenses or options.psnr or options.releases) and len(jobs) == baseline:
+        raise UserError(f"the filters ({describe_filters(options)}) select no defense cell of suite {suite.name!r}"
+                        + ("" if options.full else "; entries of tier 'full' need --full"))
     return jobs
 
 
@@ -90,6 +94,29 @@ def merge_duplicates(ctx: EvalContext, jobs: list[Job]) -> tuple[list[Job], int]
         seen.add(key)
         out.append(job)
     return out, len(jobs) - len(out)
+
+
+def describe_filters(options: RunOptions) -> str:
+    parts = [f"--defense {d}" for d in options.defenses] + [f"--model {m}" for m in options.models]
+    parts += [f"--authorized {m}" for m in options.authorized] + [f"--evaluated {m}" for m in options.evaluated]
+    parts += [f"--psnr {p:g}" for p in options.psnr] + [f"--release {r}" for r in options.releases]
+    return " ".join(parts)
+
+
+def check_filters(suite, options: RunOptions, entries: list) -> None:
+    """--psnr and --release values must each select a cell of the entries the run plans (else the run
+    would silently compute only the clean rows): one line naming the values the suite has."""
+    for flag, values, key, attr in (("--psnr", options.psnr, "psnr", "psnr"),
+                                    ("--release", options.releases, "release", "release")):
+        if not values:
+            continue
+        offered = list(dict.fromkeys(v for e, protocol in entries if key in protocol.filters for v in getattr(e, attr)))
+        for value in values:
+            if value not in offered:
+                shown = f"{value:g}" if isinstance(value, float) else value
+                have = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in offered) or "(none)"
+                scope = " (of the defenses chosen)" if options.defenses else ""
+                raise UserError(f"{flag} {shown} selects no cell of suite {suite.name!r}; valid choices{scope}: {have}")
 
 
 def _where() -> str:
@@ -190,7 +217,7 @@ class Engine:
             self._identities = {"data": primary_protocol(self.ctx.suite).data_identity(self.ctx),
                                 "suspects": self.ctx.suite.raw.get("suspects"), "version": RESULTS_VERSION}
             self._models: dict[str, dict] = {}
-        labels = sorted({row["authorized"], row["evaluated"]} & set(self.ctx.specs))
+        labels = sorted({row.get("authorized"), row.get("evaluated")} & set(self.ctx.specs))
         for label in labels:
             if label not in self._models:
                 self._models[label] = self.ctx.model_identity(label)
@@ -360,7 +387,7 @@ class Engine:
     def describe(self) -> str:
         """What `authbench run --plan` prints: jobs, their groups and tasks, and the estimated forward passes."""
         path = results_path(self.out_dir)
-        rows = self.current(read_rows(path, all_rows=True))[0] if path.exists() else []
+        rows = self.current(read_rows(path, all_rows=True, require=("cell",)))[0] if path.exists() else []
         self.ctx.done = {r["cell"] for r in rows}
         todo = self.pending(rows)
         self.executor.bind(self.out_dir)

@@ -20,7 +20,7 @@ def builtins() -> dict[str, type[Defense]]:
 
 
 def get_defense(name: str) -> type[Defense]:
-    return resolve("defense", GROUP, builtins(), name)
+    return resolve("defense", GROUP, builtins(), name, base=Defense)
 
 
 def list_defenses() -> dict[str, str]:

@@ -321,16 +321,8 @@ class CoreLocker(ModelDefense):
     description = ("CoreLocker: zero the top-ratio weights/filters (global, by l1) or BatchNorm channels (global, by "
                    "|gamma|) and release; the key restores them")
     defaults = {"ratio": 0.05, "criterion": "bn-scale", "granularity": "weight", "seed": 0}
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        if self.params["criterion"] not in CRITERIA:
-            raise UserError(f"unknown corelocker criterion {self.params['criterion']!r}; valid choices: {', '.join(CRITERIA)}")
-        if self.params["granularity"] not in GRANULARITIES:
-            raise UserError(f"unknown corelocker granularity {self.params['granularity']!r}; valid choices: "
-                            f"{', '.join(GRANULARITIES)}")
-        if not 0 <= float(self.params["ratio"]) <= 1:
-            raise UserError(f"corelocker ratio must be in [0, 1], got {self.params['ratio']!r}")
+    param_schema = {"ratio": {"type": "number", "minimum": 0, "maximum": 1}, "criterion": {"enum": list(CRITERIA)},
+                    "granularity": {"enum": list(GRANULARITIES)}, "seed": {"type": "integer"}}
 
     def protect(self, model, train, seed: int) -> Protected:
         start = time.perf_counter()

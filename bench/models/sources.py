@@ -252,14 +252,19 @@ def _load_factory(spec: dict) -> ModelAdapter:
         raise UserError(f"model {label!r} (factory {factory!r}) needs {', '.join(missing)}: torch factories have no defaults")
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
-    except ImportError as e:
-        raise UserError(f"bad model factory {factory!r}: cannot import {mod_name!r} ({_first_line(e)}); {IMPORT_HINT}") from None
     except AttributeError:
         raise UserError(f"bad model factory {factory!r}: module {mod_name!r} has no {fn_name!r}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed to import (ImportError or its own error)
+        raise UserError(f"bad model factory {factory!r}: cannot import {mod_name!r} ({_first_line(e)}); {IMPORT_HINT}") from None
     if not callable(fn):
         raise UserError(f"bad model factory {factory!r}: {fn_name!r} is not callable")
     kwargs = _kwargs(spec, label)
-    module = _build(fn, kwargs, label)
+    try:
+        module = _build(fn, kwargs, label)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's factory failed: one line naming it
+        raise UserError(f"model factory {factory!r} for model {label!r} raised {_first_line(e)}") from None
     if not isinstance(module, nn.Module):
         raise UserError(f"model factory {factory!r} returned {type(module).__name__}, not a torch.nn.Module")
     if "checkpoint" in spec:

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import torch
 
 from bench.defenses.ne import NEPatch
-from bench.errors import UserError
+from bench.registry import check_params
 from bench.text.adapter import TextClassifier, as_image, from_image
 
 
@@ -28,9 +28,7 @@ class TextNE:
     defaults = {"dims": 1 / 12, "snr_db": 20.0, "code": "instance"}
 
     def __init__(self, **params):
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise UserError(f"ne-text: unknown parameter {sorted(unknown)[0]!r}; valid: {', '.join(self.defaults)}")
+        check_params("defense", self.name, self.defaults, params)  # names and types, as every plugin's
         self.params = {**self.defaults, **params}
         self._ne = NEPatch(dims=self.params["dims"], code=self.params["code"])
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from bench.defenses.ne import NEPatch
 from bench.defenses.release import calibrate
-from bench.errors import UserError
+from bench.registry import check_params
 from bench.vlm.patch_embed import patch_first_linear
 from bench.vlm.profiles import Profile
 
@@ -43,9 +43,7 @@ class VLMNE:
     defaults = {"dims": 1 / 12, "tau": 1e-4, "rule": "threshold", "min_dims": 1, "code": "instance", "psnr": 30.0}
 
     def __init__(self, **params):
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise UserError(f"ne-vlm: unknown parameter {sorted(unknown)[0]!r}; valid: {', '.join(self.defaults)}")
+        check_params("defense", self.name, self.defaults, params)  # names and types, as every plugin's
         self.params = {**self.defaults, **params}
         self._fitted: dict[tuple[int, int], tuple] = {}
 

@@ -1,0 +1,389 @@
+"""Bad input (issue 14): every case exits 2 with one stderr line naming the bad value, no traceback, and
+leaves an already finished run's results file byte-identical.
+
+One small run (one zoo model, 24 test images, the noise control at one point) is made once for the
+module; every case then points `--out` at that run folder, so a case that ran anything would change it.
+Most cases fail in suite validation (bench.suite_schema) before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE = """[suite]
+name = "bad-input"
+seed = 0
+
+[data]
+dataset = "digits"
+split = "test"
+subset = 24
+
+[models]
+authorized = [{ source = "zoo", model = "mlp-s0", epochs = 4 }]
+
+[[defenses]]
+name = "noise"
+psnr = [20]
+release = ["float"]
+
+[check]
+default_tolerance = 1.0
+
+[report]
+psnr = [20]
+"""
+
+NPZ_DATA = '[data]\ndataset = "cifar10"\nsplit = "test"\npath = "{npz}"\n'
+RGB_MODEL = ('authorized = [{ source = "torch", factory = "models_example:rgb_cnn", mean = [0.5], std = [0.25], '
+             'input_size = [3, 32, 32], name = "rgb", init_seed = 0 }]')
+ENTRY = 'name = "noise"\npsnr = [20]\nrelease = ["float"]'
+
+
+def edit(old: str, new: str):
+    assert old in BASE, old
+    return ("suite", BASE.replace(old, new, 1))
+
+
+def add(text: str):
+    return ("suite", BASE + "\n" + text + "\n")
+
+
+def entry(text: str):
+    """The [[defenses]] entry replaced by `text`."""
+    return edit(ENTRY, text)
+
+
+def npz(name: str):
+    """The suite on the .npz fixture `name` (written by the `files` fixture) with a 3-channel model."""
+    text = BASE.replace('[data]\ndataset = "digits"\nsplit = "test"\nsubset = 24\n', NPZ_DATA.format(npz=f"@{name}@"))
+    return ("suite", text.replace('authorized = [{ source = "zoo", model = "mlp-s0", epochs = 4 }]', RGB_MODEL))
+
+
+def model(spec: str):
+    return edit('authorized = [{ source = "zoo", model = "mlp-s0", epochs = 4 }]', f"authorized = [{spec}]")
+
+
+def argv(*args: str):
+    return ("argv", list(args))
+
+
+# (case id, how to run it, a substring the one error line must contain: it names the bad key or value)
+CASES = [
+    # -- unknown keys: every section names its valid keys ------------------------------------------------
+    ("unknown-section", add("[modles]\nauthorized = []"), "unknown section 'modles'; valid sections: check, data"),
+    ("suite-key", edit('seed = 0', 'seed = 0\nnmae = "x"'), "unknown key 'nmae' in [suite]; valid: description, name, seed"),
+    ("data-key", edit('subset = 24', 'subset = 24\nsubst = 10'), "unknown key 'subst' in [data]"),
+    ("models-key", edit('[models]', '[models]\nevalutaed = ["zoo:mlp-s1"]'),
+     "unknown key 'evalutaed' in [models]; valid: authorized, evaluated"),
+    ("defense-key", entry(ENTRY + "\nparms = { tau = 1e-4 }"), "unknown key 'parms' in [[defenses]] #1; valid: attacks"),
+    ("check-key", edit("default_tolerance = 1.0", "tolerence = { auth_gap = 1.5 }"),
+     "unknown key 'tolerence' in [check]; valid: default_tolerance, tolerance"),
+    ("report-key", edit("[report]\npsnr = [20]", "[report]\npsnrs = [20]"), "unknown key 'psnrs' in [report]"),
+    ("run-key", add("[run]\nbatchsize = 8"), "unknown key 'batchsize' in [run]; valid: batch_size, device, threads"),
+    ("executor-key", add("[executor]\nnmae = \"ray\""), "unknown key 'nmae' in [executor]"),
+    ("suspects-key", add("[suspects]\npositivs = [\"finetune(all)\"]"), "unknown key 'positivs' in [suspects]"),
+    ("table3-key", add("[report.table3]\nne = \"ne-patch\"\npsnr_db = 20"), "[report] table3"),
+    ("tolerance-metric", edit("default_tolerance = 1.0", "tolerance = { auth_gapp = 1.5 }"), "auth_gapp"),
+    ("model-spec-key", model('{ source = "zoo", model = "mlp-s0", epoch = 4 }'), "epoch"),
+    ("glue-data-key", edit('dataset = "digits"\nsplit = "test"', 'dataset = "glue"\ntaks = ["sst2"]'),
+     "unknown key 'taks' in [data] for dataset 'glue'"),
+    ("mmbench-data-key", edit('dataset = "digits"\nsplit = "test"', 'dataset = "mmbench"\njudeg = "exact"'),
+     "unknown key 'judeg' in [data] for dataset 'mmbench'"),
+    ("dataset-option", edit('subset = 24', 'subset = 24\nresolutoin = 32'), "unknown key 'resolutoin' in [data] for dataset 'digits'"),
+    # -- value types and ranges ---------------------------------------------------------------------------
+    ("psnr-string", entry('name = "noise"\npsnr = "abc"'), "psnr = 'abc'"),
+    ("psnr-list-string", entry('name = "noise"\npsnr = [20, "abc"]'), "'abc'"),
+    ("seed-string", edit("seed = 0", 'seed = "abc"'), "[suite] seed = 'abc'"),
+    ("seed-negative", edit("seed = 0", "seed = -3"), "[suite] seed = -3"),
+    ("seed-float", edit("seed = 0", "seed = 1.5"), "[suite] seed = 1.5"),
+    ("subset-string", edit("subset = 24", 'subset = "ten"'), "[data] subset = 'ten'"),
+    ("subset-negative", edit("subset = 24", "subset = -1"), "[data] subset = -1"),
+    ("subset-float", edit("subset = 24", "subset = 2.5"), "[data] subset = 2.5"),
+    ("subset-seed", edit("subset = 24", 'subset = 24\nsubset_seed = "x"'), "[data] subset_seed = 'x'"),
+    ("dataset-number", edit('dataset = "digits"', "dataset = 5"), "[data] dataset = 5"),
+    ("split-number", edit('split = "test"', "split = 1"), "[data] split = 1"),
+    ("encode-space", edit("subset = 24", 'subset = 24\nencode_space = "latent"'), "encode_space = 'latent'"),
+    ("trials-zero", entry(ENTRY + "\ntrials = 0"), "trials = 0"),
+    ("trials-string", entry(ENTRY + '\ntrials = "3"'), "trials = '3'"),
+    ("tier", entry(ENTRY + '\ntier = "fast"'), "tier = 'fast'"),
+    ("psnr-mode", entry(ENTRY + '\npsnr_mode = "nominal"'), "psnr_mode = 'nominal'"),
+    ("release-number", entry('name = "noise"\npsnr = [20]\nrelease = 3'), "release = 3"),
+    ("attacks-empty", entry(ENTRY + "\nattacks = []"), "attacks is empty"),
+    ("attacks-number", entry(ENTRY + "\nattacks = [3]"), "attacks = [3]"),
+    ("attack-without-name", entry(ENTRY + "\nattacks = [{ quality = 75 }]"), "{'quality': 75}"),
+    ("sweep-not-table", entry(ENTRY + "\nsweep = 3"), "sweep = 3"),
+    ("sweep-empty-list", entry('name = "ne-patch"\npsnr = [20]\nsweep = { tau = [] }'), "sweep = {'tau': []}"),
+    ("params-not-table", entry(ENTRY + "\nparams = 3"), "params = 3"),
+    ("entry-models-number", entry(ENTRY + "\nmodels = [3]"), "models = [3]"),
+    ("entry-no-name", entry('psnr = [20]'), "[[defenses]] #1 needs 'name'"),
+    ("defenses-table", ("suite", BASE.replace("[[defenses]]", "[defenses]")), "[defenses] must be a list of [[defenses]] tables"),
+    ("defenses-missing", ("suite", BASE.split("[[defenses]]")[0]), "missing [defenses] section"),
+    ("models-missing", ("suite", BASE.replace("[models]\n", "[modelz]\n")), "unknown section 'modelz'"),
+    ("dataset-missing", edit('dataset = "digits"\n', ""), "[data] needs 'dataset'"),
+    ("authorized-missing", edit('authorized = [{ source = "zoo", model = "mlp-s0", epochs = 4 }]', 'evaluated = ["zoo:mlp-s0"]'),
+     "[models] needs 'authorized'"),
+    ("authorized-empty", edit('authorized = [{ source = "zoo", model = "mlp-s0", epochs = 4 }]', "authorized = []"),
+     "[models] authorized is empty"),
+    ("evaluated-empty", edit("[models]", "[models]\nevaluated = []"), "[models] evaluated is empty"),
+    ("authorized-number", edit('authorized = [{ source = "zoo", model = "mlp-s0", epochs = 4 }]', "authorized = 3"),
+     "[models] authorized = 3"),
+    ("model-no-source", model('"mlp-s0"'), "'mlp-s0'"),
+    ("check-default-string", edit("default_tolerance = 1.0", 'default_tolerance = "one"'), "default_tolerance = 'one'"),
+    ("check-default-negative", edit("default_tolerance = 1.0", "default_tolerance = -1"), "default_tolerance = -1"),
+    ("check-tolerance-string", edit("default_tolerance = 1.0", 'tolerance = { auth_gap = "x" }'), "'x'"),
+    ("check-tolerance-number", edit("default_tolerance = 1.0", "tolerance = 3"), "tolerance = 3"),
+    ("report-psnr-string", edit("[report]\npsnr = [20]", '[report]\npsnr = "x"'), "[report] psnr = 'x'"),
+    ("report-release-number", edit("[report]\npsnr = [20]", "[report]\nrelease = [1]"), "release = [1]"),
+    ("report-paper-models", edit("[report]\npsnr = [20]", "[report]\npaper_models = { a = 1 }"), "paper_models = {'a': 1}"),
+    ("report-paper-psnr", edit("[report]\npsnr = [20]", '[report]\npaper_psnr = "20"'), "paper_psnr = '20'"),
+    ("run-batch-zero", add("[run]\nbatch_size = 0"), "[run] batch_size = 0"),
+    ("run-batch-string", add('[run]\nbatch_size = "big"'), "[run] batch_size = 'big'"),
+    ("run-device", add('[run]\ndevice = "gpu"'), "[run] device = 'gpu'"),
+    ("run-threads-float", add("[run]\nthreads = 1.5"), "[run] threads = 1.5"),
+    ("executor-retries", add("[executor]\nmax_retries = -1"), "[executor] max_retries = -1"),
+    ("executor-mem", add('[executor]\nmem_gb = "lots"'), "[executor] mem_gb = 'lots'"),
+    ("executor-not-table", edit("[suite]", 'executor = "ray"\n[suite]'), "[executor] must be a table"),
+    ("suite-name-number", edit('name = "bad-input"', "name = 5"), "[suite] name = 5"),
+    ("suite-name-path", edit('name = "bad-input"', 'name = "../escaped"'), "'../escaped'"),
+    ("description-number", edit("seed = 0", "seed = 0\ndescription = 1"), "[suite] description = 1"),
+    ("suspects-type", add('[suspects]\npositives = ["finetune(all)"]\nnegatives = ["mlp"]\nnegative_epochs = "x"'),
+     "[suspects] negative_epochs = 'x'"),
+    ("glue-tasks-type", edit('dataset = "digits"\nsplit = "test"', 'dataset = "glue"\ntasks = "sst2"'), "tasks = 'sst2'"),
+    # -- defense and attack parameters: the registered class's own declared parameters ------------------------
+    ("ne-tau-string", entry('name = "ne-patch"\nparams = { tau = "abc" }\npsnr = [20]'), "tau = 'abc'"),
+    ("ne-tau-sweep-string", entry('name = "ne-patch"\nsweep = { tau = ["abc"] }\npsnr = [20]'), "tau = 'abc'"),
+    ("ne-unknown-param", entry('name = "ne-patch"\nparams = { tua = 1 }\npsnr = [20]'), "has no parameter 'tua'"),
+    ("ne-rule", entry('name = "ne-patch"\nparams = { rule = "median" }\npsnr = [20]'), "'median'"),
+    ("ne-layout-number", entry('name = "ne-patch"\nparams = { layout = 3 }\npsnr = [20]'), "layout = 3"),
+    ("noise-code", entry('name = "noise"\nparams = { code = "pixel" }\npsnr = [20]'), "'pixel'"),
+    ("corelocker-ratio-string", entry('name = "corelocker"\nparams = { ratio = "0.2" }'), "ratio = '0.2'"),
+    ("corelocker-ratio-range", entry('name = "corelocker"\nparams = { ratio = 2 }'), "ratio = 2"),
+    ("corelocker-criterion", entry('name = "corelocker"\nparams = { criterion = "l2" }'), "'l2'"),
+    ("corelocker-sweep-string", entry('name = "corelocker"\nsweep = { ratio = ["x"] }'), "ratio = 'x'"),
+    ("algospec-degree-string", entry('name = "algospec"\nparams = { degree = "8" }'), "degree = '8'"),
+    ("glue-param-string", ("suite", BASE.replace('dataset = "digits"\nsplit = "test"', 'dataset = "glue"\ntasks = ["sst2"]')
+                                         .replace(ENTRY, 'name = "ne-text"\nparams = { dims = "x" }\nrelease = ["embedding"]')),
+     "defense 'ne-text' parameter dims = 'x'"),
+    ("attack-param-string", entry(ENTRY + '\nattacks = [{ name = "jpeg", quality = "high" }]'), "quality = 'high'"),
+    ("attack-unknown-param", entry(ENTRY + '\nattacks = [{ name = "jpeg", qualty = 75 }]'), "has no parameter 'qualty'"),
+    ("attack-unknown", entry(ENTRY + '\nattacks = ["jpg"]'), "unknown attack 'jpg'"),
+    ("attack-wrong-kind", entry(ENTRY + '\nattacks = ["finetune"]'), "'finetune'"),
+    ("attack-not-an-attack", entry(ENTRY + '\nattacks = ["collections:OrderedDict"]'), "'collections:OrderedDict' is the class"),
+    ("defense-unknown", entry('name = "nee"'), "unknown defense 'nee'"),
+    ("defense-not-a-defense", entry('name = "collections:OrderedDict"'), "'collections:OrderedDict' is the class"),
+    ("defense-a-function", entry('name = "os.path:join"'), "'os.path:join' is a function, not a defense"),
+    ("defense-no-module", entry('name = "no_such_module_xyz:Thing"'), "no_such_module_xyz"),
+    ("defense-no-class", entry('name = "bench.defenses:NoSuch"'), "has no 'NoSuch'"),
+    ("defense-empty-class", entry('name = "json:"'), "'json:'"),
+    ("release-unknown", entry('name = "noise"\npsnr = [20]\nrelease = ["png"]'), "unknown release 'png'"),
+    ("entry-model-unknown", entry(ENTRY + '\nmodels = ["nope"]'), "model 'nope'"),
+    # -- models and data ----------------------------------------------------------------------------------------
+    ("factory-raises", model('{ source = "torch", factory = "models_example:broken", mean = [0.5], std = [0.25], '
+                             'input_size = [1, 32, 32], name = "b" }'), "weights server unreachable"),
+    ("factory-not-module", model('{ source = "torch", factory = "collections:OrderedDict", mean = [0.5], std = [0.25], '
+                                 'input_size = [1, 32, 32], name = "b" }'), "not a torch.nn.Module"),
+    ("factory-no-module", model('{ source = "torch", factory = "no_such_pkg_xyz:net", mean = [0.5], std = [0.25], '
+                                'input_size = [1, 32, 32], name = "b" }'), "no_such_pkg_xyz"),
+    ("zoo-unknown", model('"zoo:nope-s0"'), "unknown zoo model 'nope-s0'"),
+    ("source-unknown", model('"tf:resnet"'), "unknown model source 'tf'"),
+    ("checkpoint-missing", model('{ source = "torch", factory = "models_example:tiny_cnn", mean = [0.5], std = [0.25], '
+                                 'input_size = [1, 32, 32], name = "c", checkpoint = "missing.pt" }'), "'missing.pt'"),
+    ("model-channels", model('{ source = "torch", factory = "models_example:rgb_cnn", mean = [0.5], std = [0.25], '
+                             'input_size = [3, 32, 32], name = "c" }'), "(3, 32, 32)"),
+    ("dataset-unknown", edit('dataset = "digits"', 'dataset = "mnist"'), "unknown dataset 'mnist'"),
+    ("npz-object-array", npz("objects"), "dtype object"),
+    ("npz-lengths", npz("lengths"), "4 images but 3 labels"),
+    ("npz-label-range", npz("label10"), "label 10 is outside [0, 10)"),
+    ("npz-label-negative", npz("label_neg"), "label -1 is outside [0, 10)"),
+    ("npz-pixels-high", npz("bright"), "2.5"),
+    ("npz-pixels-low", npz("dark"), "-0.5"),
+    ("npz-junk", npz("junk"), "cannot read it as an .npz"),
+    ("npz-no-labels", npz("nolabels"), "needs arrays 'images' and 'labels'"),
+    ("npz-missing", npz("absent"), "does not exist"),
+    # -- command-line values -------------------------------------------------------------------------------------
+    ("cli-psnr-no-cell", argv("run", "{suite}", "--psnr", "33"), "--psnr 33 selects no cell of suite 'bad-input'; valid choices: 20"),
+    ("cli-release-no-cell", argv("run", "{suite}", "--release", "clip"), "--release clip selects no cell"),
+    ("cli-release-unknown", argv("run", "{suite}", "--release", "png"), "--release png selects no cell"),
+    ("cli-model-unknown", argv("run", "{suite}", "--model", "resnet"), "model 'resnet' is not in suite"),
+    ("cli-defense-unknown", argv("run", "{suite}", "--defense", "ne-patch"), "defense 'ne-patch' is not in suite"),
+    ("cli-psnr-abc", argv("run", "{suite}", "--psnr", "abc"), "'abc'"),
+    ("cli-subset-negative", argv("run", "{suite}", "--subset", "-1"), "--subset must be >= 0"),
+    ("cli-subset-ten", argv("run", "{suite}", "--subset", "ten"), "'ten'"),
+    ("cli-batch-zero", argv("run", "{suite}", "--batch-size", "0"), "batch size must be >= 1, got 0"),
+    ("cli-threads-zero", argv("run", "{suite}", "--threads", "0"), "threads must be >= 1, got 0"),
+    ("cli-device", argv("run", "{suite}", "--device", "gpu"), "'gpu'"),
+    ("cli-executor", argv("run", "{suite}", "--executor", "slurm"), "'slurm'"),
+    ("cli-out-file", argv("run", "{suite}", "--out", "{file}"), "is a file, not a folder"),
+    ("cli-out-under-file", argv("run", "{suite}", "--out", "{file}/run"), "which is a file, not a folder"),
+    ("cli-reports-under-file", argv("run", "{suite}", "--reports", "{file}/rep"), "--reports"),
+    ("cli-cache-under-file", argv("run", "{suite}", "--cache-dir", "{file}/cache"), "--cache-dir"),
+    ("cli-data-root-digits", argv("run", "{suite}", "--data-root", "{tmp}"), "with --data-root: unknown key 'root' in [data]"),
+    ("cli-no-suite", argv("run", "no-such-suite"), "unknown suite 'no-such-suite'"),
+    ("cli-suite-binary", argv("run", "{binary}.toml"), "is not a text (UTF-8) TOML file"),
+    ("cli-malformed-toml", ("suite", "[suite\nname = 1"), "malformed TOML"),
+    # -- report and check on malformed or foreign files --------------------------------------------------------
+    ("report-list-lines", argv("report", "{lists}"), "is not a result row (a JSON object, got a list)"),
+    ("report-number-lines", argv("report", "{numbers}"), "got an int"),
+    ("report-missing-keys", argv("report", "{foreign}"), "has no 'defense' key"),
+    ("report-metrics-not-table", argv("report", "{badmetrics}"), "its 'metrics' is a str"),
+    ("report-binary", argv("report", "{binary}.jsonl"), "is not a text file of JSON result rows"),
+    ("report-empty", argv("report", "{empty}"), "holds no result rows"),
+    ("report-damaged", argv("report", "{damaged}"), ":1 is not a JSON result row"),
+    ("report-sparse-rows", argv("report", "{sparse}", "--out", "{tmp}/rep3"), "a row has no"),
+    ("report-suite-escapes", argv("report", "{escaping}"), "name no suite that can name a folder"),
+    ("check-sparse-rows", argv("check", "{sparse}", "--against", "{out}"), "a row has no"),
+    ("report-absent", argv("report", "{tmp}/nowhere/results.jsonl"), "does not exist"),
+    ("report-suite-bad", argv("report", "{out}", "--out", "{tmp}/rep2", "--suite", "no-such-suite"),
+     "unknown suite 'no-such-suite'"),
+    ("report-out-under-file", argv("report", "{out}", "--out", "{file}/rep"), "--out"),
+    ("check-fresh-lists", argv("check", "{lists}", "--against", "{out}"), "got a list"),
+    ("check-fresh-foreign", argv("check", "{foreign}", "--against", "{out}"), "has no 'defense' key"),
+    ("check-reference-list", argv("check", "{out}", "--against", "{jsonlist}"), "is not an authbench leaderboard"),
+    ("check-reference-rows", argv("check", "{out}", "--against", "{badboard}"), "rows[0] is not a leaderboard row"),
+    ("check-reference-binary", argv("check", "{out}", "--against", "{binary}.json"), "is not readable JSON"),
+    ("check-reference-empty", argv("check", "{out}", "--against", "{tmp}/empty.json"), "is not readable JSON"),
+    ("check-tolerance-syntax", argv("check", "{out}", "--against", "{out}", "--tolerance", "top1"), "'top1'"),
+    ("check-tolerance-metric", argv("check", "{out}", "--against", "{out}", "--tolerance", "auth_gapp=1"), "auth_gapp"),
+    ("check-empty-fresh", argv("check", "{empty}", "--against", "{out}"), "holds no result rows"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One small finished run: its results file, and the files the cases name."""
+    tmp = tmp_path_factory.mktemp("bad-input")
+    suite = tmp / "suite.toml"
+    suite.write_text(BASE)
+    out, cache = tmp / "run", tmp / "cache"
+    assert main(["run", str(suite), "--out", str(out), "--reports", str(tmp / "rep"), "--cache-dir", str(cache),
+                 "--no-progress", "--threads", "1"]) == 0
+    files = {"suite": str(suite), "out": str(out), "tmp": str(tmp), "file": str(tmp / "a-file")}
+    (tmp / "a-file").write_text("not a folder\n")
+    img = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    objects = np.empty(4, dtype=object)
+    objects[:] = [[1], [2], [3], [4]]
+    arrays = {"objects": dict(images=img, labels=objects), "lengths": dict(images=img, labels=np.arange(3)),
+              "label10": dict(images=img, labels=np.array([0, 10, 1, 2])),
+              "label_neg": dict(images=img, labels=np.array([0, 1, -1, 2])),
+              "bright": dict(images=np.full((4, 32, 32, 3), 2.5, np.float32), labels=np.arange(4)),
+              "dark": dict(images=np.full((4, 3, 32, 32), -0.5, np.float32), labels=np.arange(4)),
+              "nolabels": dict(images=img)}
+    for name, content in arrays.items():
+        np.savez(tmp / f"{name}.npz", **content)
+        files[name] = str(tmp / f"{name}.npz")
+    (tmp / "junk.npz").write_bytes(b"junk")
+    files.update(junk=str(tmp / "junk.npz"), absent=str(tmp / "absent.npz"))
+    texts = {"lists": "[1, 2]\n[3, 4]\n", "numbers": "1\n2\n", "foreign": '{"a": 1}\n{"b": 2}\n',
+             "badmetrics": json.dumps({"cell": "c", "suite": "s", "defense": "d", "authorized": "", "evaluated": "e",
+                                       "metrics": "top1=9"}) + "\n",
+             "empty": "", "damaged": "{not json\n{\"a\": 1}\n",
+             "sparse": json.dumps({"defense": "d", "authorized": "", "evaluated": "e", "metrics": {}}) + "\n",
+             "escaping": json.dumps({"suite": "../../x", "defense": "d", "authorized": "", "evaluated": "e",
+                                     "metrics": {}}) + "\n"}
+    for name, text in texts.items():
+        (tmp / f"{name}.jsonl").write_text(text)
+        files[name] = str(tmp / f"{name}.jsonl")
+    (tmp / "empty.json").write_text("")
+    (tmp / "jsonlist.json").write_text("[1, 2, 3]")
+    (tmp / "badboard.json").write_text(json.dumps({"kind": "authbench-leaderboard", "rows": [1, 2]}))
+    files.update(jsonlist=str(tmp / "jsonlist.json"), badboard=str(tmp / "badboard.json"))
+    for ext in (".jsonl", ".json", ".toml"):
+        (tmp / f"binary{ext}").write_bytes(bytes(range(256)) * 4)
+    files["binary"] = str(tmp / "binary")
+    results = out / "results.jsonl"
+    return {"files": files, "results": results, "bytes": results.read_bytes(), "cache": str(cache), "tmp": tmp}
+
+
+def _argv(case, finished) -> list[str]:
+    kind, spec = case
+    files = finished["files"]
+    if kind == "suite":
+        path = finished["tmp"] / "case.toml"
+        for key, value in files.items():
+            spec = spec.replace(f"@{key}@", value)
+        path.write_text(spec)
+        args = ["run", str(path)]
+    else:
+        args = [a.format(**files) for a in spec]
+    if args[0] == "run":
+        for flag, value in (("--out", files["out"]), ("--cache-dir", finished["cache"]),
+                            ("--reports", str(finished["tmp"] / "rep")), ("--threads", "1")):
+            if flag not in args:
+                args += [flag, value]
+        args += ["--no-progress"]
+    return args
+
+
+@pytest.mark.parametrize("name, case, needle", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(capsys, finished, name, case, needle):
+    code = main(_argv(case, finished))
+    out, err = capsys.readouterr()
+    assert code == 2, f"exit {code}; stdout: {out[-300:]!r}; stderr: {err!r}"
+    assert err.startswith("authbench: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    assert needle in err, err
+    assert finished["results"].read_bytes() == finished["bytes"]  # the finished run is untouched
+
+
+def test_the_table_covers_enough_cases():
+    assert len(CASES) >= 83 and len({c[0] for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "{suite}", "--psnr", "33"], "--psnr 33 selects no cell"),
+    (["run", "{case}"], "unknown key 'evalutaed' in [models]"),
+    (["report", "{lists}"], "got a list"),
+])
+def test_bad_input_end_to_end_in_a_fresh_process(finished, args, needle):
+    files = dict(finished["files"])
+    case = finished["tmp"] / "e2e.toml"
+    case.write_text(BASE.replace("[models]", '[models]\nevalutaed = ["zoo:mlp-s1"]'))
+    files["case"] = str(case)
+    argv = [a.format(**files) for a in args]
+    if argv[0] == "run":
+        argv += ["--out", files["out"], "--cache-dir", finished["cache"], "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    proc = subprocess.run([sys.executable, "-m", "bench", *argv], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert needle in proc.stderr
+    assert finished["results"].read_bytes() == finished["bytes"]
+
+
+def test_the_schema_is_a_valid_json_schema_and_every_key_has_a_row_in_the_docs():
+    import jsonschema
+
+    from bench.suite_schema import SECTIONS, schema
+
+    jsonschema.Draft202012Validator.check_schema(schema())
+    docs = (ROOT / "docs" / "suites.md").read_text()
+    missing = [(s, k) for s, keys in SECTIONS.items() for k in keys
+               if f"| `{'[[defenses]]' if s == 'defenses' else f'[{s}]'}` | `{k}`" not in docs]
+    assert not missing, f"keys without a row in docs/suites.md's key table: {missing}"
+
+
+def test_a_parameter_a_defense_declares_is_validated_without_editing_the_schema():
+    from bench.defenses.base import InputDefense
+    from bench.errors import UserError
+
+    class Declared(InputDefense):
+        name = "declared"
+        description = "a defense that declares a new parameter"
+        defaults = {"strength": 0.5, "mode": "fast", "extra": None, "code": "instance"}
+
+    assert Declared(strength=2, mode="slow", extra=[1]).params["strength"] == 2
+    for params, needle in (({"strength": "high"}, "strength = 'high'"), ({"mode": 3}, "mode = 3"),
+                           ({"strength": True}, "strength = True"), ({"strenght": 1.0}, "no parameter 'strenght'")):
+        with pytest.raises(UserError, match=needle.replace("(", r"\(")):
+            Declared(**params)
