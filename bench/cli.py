@@ -270,8 +270,8 @@ def _cmd_check(args) -> int:
     if note:
         print(f"authbench: {note}", file=sys.stderr)
     tolerances = Tolerances.from_check(suite.check if suite is not None else {})
-    fresh, reference = load_reference(args.results, tolerances), load_reference(args.against, tolerances)
     with foreign_rows(f"{args.results} or {args.against}"):
+        fresh, reference = load_reference(args.results, tolerances), load_reference(args.against, tolerances)
         result = check(fresh, reference, strict=args.strict, allow_subset=args.allow_subset,
                        override=_parse_tolerances(args.tolerance), override_default=args.default_tolerance)
     print(to_text_json(result) if args.format == "json" else format_check(result))

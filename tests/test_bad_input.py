@@ -86,10 +86,10 @@ CASES = [
     ("suite-key", edit('seed = 0', 'seed = 0\nnmae = "x"'), "unknown key 'nmae' in [suite]; valid: description, name, seed"),
     ("data-key", edit('subset = 24', 'subset = 24\nsubst = 10'), "unknown key 'subst' in [data]"),
     ("models-key", edit('[models]', '[models]\nevalutaed = ["zoo:mlp-s1"]'),
-     "unknown key 'evalutaed' in [models]; valid: authorized, evaluated"),
+     "unknown key 'evalutaed' in [models]; valid: authorized, evaluated, python_path"),
     ("defense-key", entry(ENTRY + "\nparms = { tau = 1e-4 }"), "unknown key 'parms' in [[defenses]] #1; valid: attacks"),
     ("check-key", edit("default_tolerance = 1.0", "tolerence = { auth_gap = 1.5 }"),
-     "unknown key 'tolerence' in [check]; valid: default_tolerance, tolerance"),
+     "unknown key 'tolerence' in [check]; valid: default_tolerance, inference_tolerance, tolerance, trials"),
     ("report-key", edit("[report]\npsnr = [20]", "[report]\npsnrs = [20]"), "unknown key 'psnrs' in [report]"),
     ("run-key", add("[run]\nbatchsize = 8"), "unknown key 'batchsize' in [run]; valid: batch_size, device, threads"),
     ("executor-key", add("[executor]\nnmae = \"ray\""), "unknown key 'nmae' in [executor]"),
@@ -250,13 +250,13 @@ CASES = [
     ("report-out-under-file", argv("report", "{out}", "--out", "{file}/rep"), "--out"),
     ("check-fresh-lists", argv("check", "{lists}", "--against", "{out}"), "got a list"),
     ("check-fresh-foreign", argv("check", "{foreign}", "--against", "{out}"), "has no 'defense' key"),
-    ("check-reference-list", argv("check", "{out}", "--against", "{jsonlist}"), "is not an authbench leaderboard"),
+    ("check-reference-list", argv("check", "{out}", "--against", "{jsonlist}"), "is not an authbench reference"),
     ("check-reference-rows", argv("check", "{out}", "--against", "{badboard}"), "rows[0] is not a leaderboard row"),
     ("check-reference-binary", argv("check", "{out}", "--against", "{binary}.json"), "is not readable JSON"),
     ("check-reference-empty", argv("check", "{out}", "--against", "{tmp}/empty.json"), "is not readable JSON"),
     ("check-tolerance-syntax", argv("check", "{out}", "--against", "{out}", "--tolerance", "top1"), "'top1'"),
     ("check-tolerance-metric", argv("check", "{out}", "--against", "{out}", "--tolerance", "auth_gapp=1"), "auth_gapp"),
-    ("check-empty-fresh", argv("check", "{empty}", "--against", "{out}"), "holds no result rows"),
+    ("check-empty-fresh", argv("check", "{empty}", "--against", "{out}"), "no result rows"),
 ]
 
 

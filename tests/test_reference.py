@@ -212,7 +212,7 @@ def test_trials_knob_repeats_only_the_cells_that_train(tiny):
     assert by_attack == {"none": {0}, "reconstruct": {0, 1}}
     bad = tiny["root"] / "bad.toml"
     bad.write_text(TINY.replace("trials = 2", "trials = 0"))
-    with pytest.raises(UserError, match=r"\[check\] trials must be a whole number >= 1"):
+    with pytest.raises(UserError, match=r"\[check\] trials = 0 is not valid: it must be a whole number >= 1"):
         make_engine(load_suite(str(bad)), tiny["root"] / "never", progress=False)
 
 

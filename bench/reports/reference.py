@@ -254,6 +254,11 @@ def read_json(path: Path) -> dict | None:
                         f"or \"{LEGACY_KIND}\" / \"{LEGACY_FINGERPRINT_KIND}\" for a leaderboard.json)")
     if data["kind"] != KIND and not isinstance(data.get("rows"), list):
         raise UserError(f"reference {str(path)!r} is a leaderboard without rows")
+    if data["kind"] == LEGACY_KIND:
+        for i, row in enumerate(data["rows"]):
+            if not isinstance(row, dict) or not isinstance(row.get("key"), str):
+                raise UserError(f"reference {str(path)!r}: rows[{i}] is not a leaderboard row (a table with a \"key\"); "
+                                "pass a leaderboard.json written by authbench")
     return data
 
 
