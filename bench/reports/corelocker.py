@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.reports.tables import MISSING, provenance_of  # noqa: E402
+from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
 
 PAPER = "CoreLocker (Wang et al., IEEE S&P 2024)"
 SCORED = "bn-scale"  # the criterion of the paper's Tables 2, 3, 5 and Figure 6
@@ -151,10 +151,10 @@ def _markdown(table: dict, index: str) -> str:
     return frame.to_markdown(colalign=["left"] + ["right"] * len(columns), disable_numparse=True)
 
 
-def _csv(table: dict, index: str, head: str) -> str:
-    long = pd.DataFrame([{index: k, "column": c, "mean": s[0], "std": s[1], "trials": s[2]}
+def _long(table: dict, index: str) -> pd.DataFrame:
+    """The table in long form for CSV: one line per (row, column) with mean, std and trials."""
+    return pd.DataFrame([{index: k, "column": c, "mean": s[0], "std": s[1], "trials": s[2]}
                          for k, cols in table.items() for c, s in cols.items()])
-    return f"# {head}\n" + long.to_csv(index=False)
 
 
 def _reported_md(table: int) -> str:
@@ -230,13 +230,12 @@ def render_corelocker(rows: list[dict], out_dir: Path, chance: float = 10.0) -> 
     for number, title, table, index in specs:
         if not table or all(np.isnan(s[0]) for cols in table.values() for s in cols.values()):
             continue
-        md, csv = out_dir / f"corelocker_table{number}.md", out_dir / f"corelocker_table{number}.csv"
+        md = out_dir / f"corelocker_table{number}.md"
         parts = [head, f"# {title}", "## Measured by authbench", _markdown(table, index)]
         if any(e["table"] == number for e in REPORTED):
             parts.append(_reported_md(number))
         md.write_text("\n\n".join(parts) + "\n")
-        csv.write_text(_csv(table, index, head))
-        paths += [md, csv]
+        paths += [md, *write_csv(_long(table, index), out_dir / f"corelocker_table{number}.csv", prov, head)]
     if len(set(f.loc[f["defense"] == "corelocker", "ratio"].dropna())) > 1:
         paths.append(_figure6(f, out_dir / "corelocker_fig6.png", head, chance))
     return paths
