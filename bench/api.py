@@ -88,7 +88,7 @@ def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = N
     """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
     summary = engine_for(suite, out=out, executor=executor, **options).run()
     records = read_rows(summary.results)
-    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report) \
+    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report, site=True) \
         if write_reports and records else []
     return Results(records=records, summary=summary, reports=paths)
 

@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("results", type=Path, help="run folder or results.jsonl")
     rep.add_argument("--out", type=Path, help="reports folder (default: reports/<suite>)")
     rep.add_argument("--suite", help="suite whose [report] section picks the points (default: the results' suite)")
+    rep.add_argument("--html", action="store_true", help="also write the static HTML site (<out>/site/index.html; "
+                     "self-contained, opens from disk)")
 
     chk = sub.add_parser("check", help="compare results with a reference; exit 1 on a regression")
     chk.add_argument("results", type=Path, help="run folder, results.jsonl or leaderboard.json")
@@ -147,7 +149,7 @@ def _cmd_report(args) -> int:
         report = load_suite(name).report
     except UserError:
         report = {}
-    for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report):
+    for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report, site=args.html):
         print(path)
     return 0
 

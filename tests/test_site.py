@@ -20,8 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from bench.cli import main  # noqa: E402
 from bench.errors import UserError  # noqa: E402
+from bench.protocols import render  # noqa: E402
+from bench.reports.leaderboard import leaderboard  # noqa: E402
+from bench.reports.pages import csv_table  # noqa: E402
 from bench.reports.site import SitePage, SiteTable, write_site  # noqa: E402
+from bench.reports.tables import write_csv  # noqa: E402
+from test_reports import MODELS, make_row, synthetic_rows  # noqa: E402
 
 DEFENSES = ["ne-patch", "noise", "corelocker", "ne-operator", "fhe", "dp"]
 GAPS = [66.1, 0.4, 31.5, 58.0, None, 12.25]  # generated inputs of the site, not results
@@ -123,6 +129,54 @@ def test_site_table_rejects_bad_input(bad, message):
 def test_site_page_rejects_a_non_image_figure(tmp_path):
     with pytest.raises(UserError, match="is not an image"):
         SitePage(title="p", slug="p", figures=(tmp_path / "table.csv",))
+
+
+def test_render_writes_the_reports_site_with_row_provenance(tmp_path):
+    rows = synthetic_rows(releases=("float",))
+    rows += [make_row("ne", "mlp-b", m, 30.0, attack="jpeg(quality=75)") for m in MODELS]
+    for r in rows:
+        r["provenance"] = {**r["provenance"], "wall_s": 0.5, "forwards": 2, "cache": {"hits": 1, "misses": 1}}
+    paths = render(rows, tmp_path, {}, site=True)
+    root = tmp_path / "site"
+    assert paths[-1] == root / "index.html"
+    assert not render(rows, tmp_path / "plain", {})[-1].is_relative_to(tmp_path / "plain" / "site")
+    index = (root / "index.html").read_text()
+    for page in ("leaderboard.html", "input-authorization.html"):
+        assert f'href="{page}"' in index and (root / page).is_file()
+    assert 'href="downloads/leaderboard.csv"' in index and (root / "downloads" / "leaderboard.provenance.json").is_file()
+    assert not list((root / "downloads").glob("*.png"))  # figures are inlined in their page, not copied
+    board = json.loads((root / "data" / "leaderboard--leaderboard.json").read_text())
+    expected = leaderboard(rows)
+    assert [r["defense"] for r in board["rows"]] == list(expected["defense"])
+    assert len(board["provenance"]) == len(expected)
+    first = board["provenance"][0]  # ne at one point: 5 authorized x 5 evaluated cells
+    assert first["cells"] == 25 and first["evaluated models"] == 5 and first["git"] == "abc123"
+    assert first["params"] == {"tau": 1e-4} and first["wall_s"] == pytest.approx(12.5)
+    assert first["cache hits / misses"] == "25 / 25"
+    jpeg = board["provenance"][[r["attack"] for r in board["rows"]].index("jpeg(quality=75)")]
+    assert jpeg["cells"] == 5 and jpeg["authorized models"] == ["mlp-b"]
+    ne_page = (root / "input-authorization.html").read_text()
+    assert ne_page.count("data:image/png;base64,") == 1  # fig1_psnr_float.png
+    assert "Table 1 (NE shape): cross-model top-1 accuracy" in ne_page and "Attacks on input authorization" in ne_page
+
+
+def test_a_measured_vs_reported_csv_shows_the_delta(tmp_path):
+    frame = pd.DataFrame({"authorized": ["a", "b"], "measured": [50.0, 70.0], "reported": [52.5, None],
+                          "delta": [-2.5, None]})
+    write_csv(frame, tmp_path / "cmp.csv", {"suite": "s"}, "reported: the paper, Table 1")
+    table = csv_table(tmp_path / "cmp.csv")
+    assert table.compare == (("measured", "reported"),) and "delta" not in table.columns
+    assert table.notes == "reported: the paper, Table 1" and table.meta == {"suite": "s"}
+    assert table.to_frame()["Δ measured − reported"].tolist()[0] == pytest.approx(-2.5)
+
+
+def test_report_html_flag(tmp_path):
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in synthetic_rows(releases=("float",))))
+    assert main(["report", str(results), "--out", str(tmp_path / "plain")]) == 0
+    assert not (tmp_path / "plain" / "site").exists()
+    assert main(["report", str(results), "--out", str(tmp_path / "rep"), "--html"]) == 0
+    assert (tmp_path / "rep" / "site" / "index.html").is_file()
 
 
 # ---- the real browser ----

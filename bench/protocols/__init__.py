@@ -16,6 +16,7 @@ from bench.protocols.base import PROTOCOLS, Protocol, get_protocol, grid
 from bench.protocols import classify  # noqa: F401  (public for third-party protocols)
 from bench.protocols.model_auth import render_baselines
 from bench.reports.leaderboard import RANKED, leaderboard, write_leaderboard
+from bench.reports.pages import write_report_site
 from bench.reports.tables import provenance_of
 
 PRIMARY = "input"  # a suite no protocol owns is an image suite
@@ -37,8 +38,9 @@ def protocol_of(primary: Protocol, entry) -> Protocol:
     return get_protocol(get_defense(entry.name).protocol)
 
 
-def render(rows: list[dict], out_dir: Path, cfg: dict) -> list[Path]:
-    """Every protocol's reports for its rows, then the leaderboard of the image protocols and NE Table 3."""
+def render(rows: list[dict], out_dir: Path, cfg: dict, *, site: bool = False) -> list[Path]:
+    """Every protocol's reports for its rows, then the leaderboard of the image protocols and NE Table 3;
+    with `site`, also the static HTML site of them all in <out_dir>/site/ (its index.html is listed)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_protocol: dict[str, list[dict]] = {}
@@ -51,6 +53,8 @@ def render(rows: list[dict], out_dir: Path, cfg: dict) -> list[Path]:
     if ranked:
         paths += write_leaderboard(leaderboard(ranked), out_dir, provenance_of(ranked))
         paths += render_baselines(ranked, out_dir, cfg)
+    if site:
+        paths.append(write_report_site(rows, out_dir, paths)[0])
     return paths
 
 
