@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.context import RunOptions
+from bench.core.context import EvalContext, RunOptions
 from bench.core.engine import Engine, RunSummary
 from bench.core.types import infer_protocol
 from bench.errors import UserError
@@ -71,6 +71,16 @@ class Results:
         return "\n\n".join(parts[:-1]) + "\n" + parts[-1]
 
 
+def dataset_classes(suite: Suite, ctx: EvalContext | None = None) -> int | None:
+    """The class count of the suite's evaluated split (labels only, no image is decoded), for chance lines;
+    None where the data is not available here or has no classes (text and VLM suites)."""
+    try:
+        classes = int((ctx or EvalContext(suite)).data.num_classes)
+    except (UserError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return classes if classes > 1 else None
+
+
 def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | str | None = None, **options) -> Engine:
     """The engine of a run: RunOptions from `options`, and the executor (an instance, or a name with the
     executor options among `options`, over the suite's [executor] section)."""
@@ -86,10 +96,11 @@ def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | st
 def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
               executor: Executor | str | None = None, **options) -> Results:
     """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
-    summary = engine_for(suite, out=out, executor=executor, **options).run()
+    engine = engine_for(suite, out=out, executor=executor, **options)
+    summary = engine.run()
     records = read_rows(summary.results)
-    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report, site=True) \
-        if write_reports and records else []
+    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report, site=True,
+                   classes=dataset_classes(suite, engine.ctx)) if write_reports and records else []
     return Results(records=records, summary=summary, reports=paths)
 
 

@@ -137,6 +137,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from bench.api import dataset_classes
     from bench.protocols import render
     from bench.results import read_rows
     from bench.suite import load_suite
@@ -146,10 +147,11 @@ def _cmd_report(args) -> int:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
     name = args.suite or rows[0]["suite"]
     try:
-        report = load_suite(name).report
+        suite = load_suite(name)
     except UserError:
-        report = {}
-    for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report, site=args.html):
+        suite = None
+    report, classes = (suite.report, dataset_classes(suite)) if suite is not None else ({}, None)
+    for path in render(rows, args.out or Path("reports") / rows[0]["suite"], report, site=args.html, classes=classes):
         print(path)
     return 0
 

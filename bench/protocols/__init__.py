@@ -38,10 +38,13 @@ def protocol_of(primary: Protocol, entry) -> Protocol:
     return get_protocol(get_defense(entry.name).protocol)
 
 
-def render(rows: list[dict], out_dir: Path, cfg: dict, *, site: bool = False) -> list[Path]:
+def render(rows: list[dict], out_dir: Path, cfg: dict, *, site: bool = False,
+           classes: int | None = None) -> list[Path]:
     """Every protocol's reports for its rows, then the leaderboard of the image protocols and NE Table 3;
-    with `site`, also the static HTML site of them all in <out_dir>/site/ (its index.html is listed)."""
+    with `site`, also the static HTML site of them all in <out_dir>/site/ (its index.html is listed).
+    `classes` (the evaluated split's class count, bench.api.dataset_classes) puts the chance line on figures."""
     out_dir = Path(out_dir)
+    cfg = {**cfg, "classes": classes} if classes else cfg
     out_dir.mkdir(parents=True, exist_ok=True)
     by_protocol: dict[str, list[dict]] = {}
     for r in rows:

@@ -129,7 +129,7 @@ class ModelAuthorization(Protocol):
     def reports(self, rows, out, cfg):
         paths = []
         if any(r["defense"] == "corelocker" for r in rows):
-            paths += render_corelocker(rows, out)
+            paths += render_corelocker(rows, out, cfg.get("classes"))
         return paths
 
 

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.reports.figures import SIDE_LEGEND_BELOW, chance_level, outside_legend, wrapped  # noqa: E402
 from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
 
 PAPER = "CoreLocker (Wang et al., IEEE S&P 2024)"
@@ -169,14 +170,17 @@ def _reported_md(table: int) -> str:
             + pivot.to_markdown(disable_numparse=True))
 
 
-def _figure6(f: pd.DataFrame, path: Path, head: str, chance: float) -> Path:
-    """Small multiples: one panel per model, one line per criterion (random with its ± std band)."""
+def _figure6(f: pd.DataFrame, path: Path, head: str, classes: int | None) -> Path:
+    """Small multiples: one panel per model, one line per criterion (random with its ± std band); the
+    chance line at 100/`classes` % when the class count is known."""
     none = f[(f["attack"] == "none") & (f["defense"] == "corelocker") & (f["role"] == "unauthorized")]
     models = _models(none)
     ncols = min(5, len(models))
     nrows = -(-len(models) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.6), squeeze=False,
-                             sharex=True, sharey=True)
+    side = 2.6 if ncols < SIDE_LEGEND_BELOW else 0.0  # room for a legend beside narrow figures
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + side, 2.6 * nrows + 1.2), squeeze=False,
+                             sharex=True, sharey=True, layout="constrained")
+    chance = chance_level(classes)
     styles = {SCORED: ("-", "C0"), "l1": ("-.", "C1"), "random": ("--", "C2")}
     for ax, model in zip(axes.flat, models):
         for crit in sorted(set(none["criterion"])):
@@ -187,7 +191,8 @@ def _figure6(f: pd.DataFrame, path: Path, head: str, chance: float) -> Path:
                     if crit != "random" else "random extraction (± std)")
             if crit == "random":
                 ax.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.15)
-        ax.axhline(chance, color="0.5", lw=0.8, ls=":", label=f"chance ({chance:g}%)")
+        if chance is not None:
+            ax.axhline(chance, color="0.5", lw=0.8, ls=":", label=f"chance ({chance:.3g}%, {classes} classes)")
         ax.set(xscale="log", title=model, ylim=(0, 102))
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(models):]:
@@ -197,16 +202,15 @@ def _figure6(f: pd.DataFrame, path: Path, head: str, chance: float) -> Path:
     for ax in axes[:, 0]:
         ax.set_ylabel("top-1, released model (%)")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.suptitle("CoreLocker Figure 6 shape: accuracy of the released (locked) model vs extraction ratio\n" + head,
-                 fontsize=8)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.93))
+    outside_legend(fig, handles, labels, ncols)
+    fig.suptitle("CoreLocker Figure 6 shape: accuracy of the released (locked) model vs extraction ratio\n"
+                 + wrapped(head, fig.get_figwidth() - side, 8), fontsize=8)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
 
 
-def render_corelocker(rows: list[dict], out_dir: Path, chance: float = 10.0) -> list[Path]:
+def render_corelocker(rows: list[dict], out_dir: Path, classes: int | None = None) -> list[Path]:
     """Write corelocker_table{1,2,3,5}.{md,csv} and corelocker_fig6.png where the rows support them."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -237,5 +241,5 @@ def render_corelocker(rows: list[dict], out_dir: Path, chance: float = 10.0) -> 
         md.write_text("\n\n".join(parts) + "\n")
         paths += [md, *write_csv(_long(table, index), out_dir / f"corelocker_table{number}.csv", prov, head)]
     if len(set(f.loc[f["defense"] == "corelocker", "ratio"].dropna())) > 1:
-        paths.append(_figure6(f, out_dir / "corelocker_fig6.png", head, chance))
+        paths.append(_figure6(f, out_dir / "corelocker_fig6.png", head, classes))
     return paths
