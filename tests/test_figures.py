@@ -129,7 +129,9 @@ def test_roc_has_a_log_fpr_panel_beside_the_linear_one(tmp_path, figures):
     fig = figures[-1]
     linear, log = fig.axes
     assert linear.get_xscale() == "linear" and log.get_xscale() == "log"
-    assert log.get_xlim()[0] == pytest.approx(0.5 / 40)  # half the smallest FPR step of 40 negatives
+    assert log.get_xlim()[0] == pytest.approx(0.005)  # 1% FPR in view (40 negatives: smallest step 2.5%)
+    roc_figure(verify_rows(n_neg=400), tmp_path / "roc400.png")
+    assert figures[-1].axes[1].get_xlim()[0] == pytest.approx(0.5 / 400)  # half the smallest FPR step
     assert len(linear.get_lines()) == 3  # two methods + the chance diagonal
     assert len(log.get_lines()) == 4  # the same, and the 1% FPR marker
     assert any(list(line.get_xdata()) == [0.01, 0.01] for line in log.get_lines())

@@ -161,13 +161,13 @@ def roc_figure(rows: list[dict], path: Path) -> Path:
     """Figure 4a shape: ROC curve of every method (no verification attack), on a linear FPR axis and
     beside it on a log FPR axis (the low-FPR region where TPR@1%FPR is read); the legend below both."""
     fig, (lin, log) = plt.subplots(1, 2, figsize=(10.5, 5.2), sharey=True)
-    floor = 1.0
-    for method, d in _scores(rows).items():
-        if d["positive"] and d["negative"]:
-            fpr, tpr, _ = roc(d["positive"], d["negative"])
-            floor = min(floor, 0.5 / len(d["negative"]))  # half the smallest nonzero FPR these negatives allow
-            line, = lin.plot(fpr, tpr, lw=1.6, label=f"{method} (AUC {area(fpr, tpr):.3f})")
-            log.plot(np.maximum(fpr, 0.5 / len(d["negative"])), tpr, lw=1.6, color=line.get_color())
+    curves = {method: roc(d["positive"], d["negative"])[:2] for method, d in _scores(rows).items()
+              if d["positive"] and d["negative"]}
+    # the log axis starts at half the smallest nonzero FPR the negatives allow (FPR 0 is drawn there), 1% in view
+    floor = min([LOW_FPR / 2] + [0.5 / len(d["negative"]) for d in _scores(rows).values() if d["negative"]])
+    for method, (fpr, tpr) in curves.items():
+        line, = lin.plot(fpr, tpr, lw=1.6, label=f"{method} (AUC {area(fpr, tpr):.3f})")
+        log.plot(np.maximum(fpr, floor), tpr, lw=1.6, color=line.get_color())
     for ax in (lin, log):
         ax.grid(alpha=0.3)
         ax.set_xlabel("false positive rate" + (" (log)" if ax is log else ""))
@@ -180,7 +180,7 @@ def roc_figure(rows: list[dict], path: Path) -> Path:
     log.text(LOW_FPR, 0.02, " 1% FPR", fontsize=7, color="0.3")
     lin.set_ylabel("true positive rate")
     lin.set_title("ROC of ownership verification", fontsize=10)
-    log.set_title("low-FPR region (FPR at or below the smallest step drawn at the left edge)", fontsize=8)
+    log.set_title("log FPR: the low-FPR region (FPR 0 drawn at the left edge)", fontsize=9)
     handles, labels = lin.get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.025), ncol=min(3, len(labels)),
                fontsize=7, frameon=False)  # below both panels, above the provenance footer
