@@ -24,7 +24,7 @@ from bench.cli import main  # noqa: E402
 from bench.errors import UserError  # noqa: E402
 from bench.protocols import render  # noqa: E402
 from bench.reports.leaderboard import leaderboard  # noqa: E402
-from bench.reports.pages import csv_table  # noqa: E402
+from bench.reports.pages import csv_table, json_board_table, report_pages  # noqa: E402
 from bench.reports.site import SitePage, SiteTable, write_site  # noqa: E402
 from bench.reports.tables import write_csv  # noqa: E402
 from test_reports import MODELS, make_row, synthetic_rows  # noqa: E402
@@ -168,6 +168,28 @@ def test_a_measured_vs_reported_csv_shows_the_delta(tmp_path):
     assert table.compare == (("measured", "reported"),) and "delta" not in table.columns
     assert table.notes == "reported: the paper, Table 1" and table.meta == {"suite": "s"}
     assert table.to_frame()["Δ measured − reported"].tolist()[0] == pytest.approx(-2.5)
+
+
+def test_report_csv_text_stays_as_written(tmp_path):
+    """psnr_mode `true` is text, not a boolean shown as "yes"; numbers stay numbers, blanks are missing."""
+    (tmp_path / "t.csv").write_text("defense,psnr_mode,psnr,n\nne,true,20.0,3\nnoise,,,4\n")
+    table = csv_table(tmp_path / "t.csv")
+    assert table.rows == ({"defense": "ne", "psnr_mode": "true", "psnr": 20.0, "n": 3},
+                          {"defense": "noise", "psnr_mode": None, "psnr": None, "n": 4})
+
+
+def test_a_json_board_becomes_a_table(tmp_path):
+    board = {"kind": "authbench-fingerprint-leaderboard", "provenance": {"suite": "s"}, "rank_by": ["auc", "tpr@1%fpr"],
+             "rows": [{"rank": 1, "method": "mfue-w", "auc": 0.98765, "labels_only": False},
+                      {"rank": 2, "method": "ipguard", "auc": 0.61, "labels_only": True}]}
+    (tmp_path / "fingerprint_leaderboard.json").write_text(json.dumps(board))
+    (tmp_path / "fingerprint_leaderboard.md").write_text("x\n\n# Fingerprinting leaderboard\n")
+    table = json_board_table(tmp_path / "fingerprint_leaderboard.json")
+    assert table.title == "Fingerprinting leaderboard" and table.columns == ("rank", "method", "auc", "labels_only")
+    assert table.notes == "Ranked by auc, tpr@1%fpr." and table.meta == {"suite": "s"} and table.decimals["auc"] == 3
+    pages = report_pages([], [tmp_path / "fingerprint_leaderboard.json", tmp_path / "fingerprint_leaderboard.md"])
+    assert [(p.slug, [t.slug for t in p.tables], p.documents) for p in pages] == \
+        [("ownership", ["fingerprint_leaderboard"], ())]
 
 
 def test_report_html_flag(tmp_path):

@@ -74,10 +74,22 @@ def _compare(columns: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
     return pairs, drop
 
 
+def read_report_csv(path: Path) -> pd.DataFrame:
+    """A report CSV with its text kept as written (pandas would read `true` as a boolean): a column
+    becomes numeric only when every non-empty cell is a number; empty cells are missing."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in frame.columns:
+        empty = frame[column] == ""
+        text = frame[column].mask(empty)
+        numbers = pd.to_numeric(text, errors="coerce")
+        frame[column] = numbers if (numbers.notna() == ~empty).all() and not empty.all() else text
+    return frame
+
+
 def csv_table(path: Path) -> SiteTable:
     """A standard CSV report (and its provenance sidecar) as a site table."""
     path = Path(path)
-    frame = pd.read_csv(path)
+    frame = read_report_csv(path)
     pairs, drop = _compare([str(c) for c in frame.columns])
     frame = frame.drop(columns=drop)
     side = sidecar_path(path)
@@ -197,5 +209,5 @@ def write_report_site(rows: list[dict], out_dir: Path, paths: list[Path]) -> lis
                       provenance=prov, downloads=[p for p in files if p.suffix in DOWNLOADS])
 
 
-__all__ = ["SITE_DIR", "csv_table", "json_board_table", "leaderboard_table", "report_pages", "row_provenance",
+__all__ = ["SITE_DIR", "csv_table", "read_report_csv", "json_board_table", "leaderboard_table", "report_pages", "row_provenance",
            "write_report_site"]
