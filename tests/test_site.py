@@ -126,6 +126,14 @@ def test_site_table_rejects_bad_input(bad, message):
         SiteTable(**{**base, **bad})
 
 
+def test_site_table_takes_a_frame_or_dicts():
+    frame = pd.DataFrame({"a": [1, 2], "b": [0.5, float("nan")]})
+    by_frame = SiteTable(title="t", slug="t", columns=(), rows=frame)
+    by_dicts = SiteTable(title="t", slug="t", columns=["a", "b"], rows=[{"a": 1, "b": 0.5}, {"a": 2, "b": None}])
+    assert by_frame == by_dicts and by_frame.columns == ("a", "b") and by_frame.rows[1] == {"a": 2, "b": None}
+    assert isinstance(by_dicts.rows, tuple) and type(by_frame.rows[0]["a"]) is int
+
+
 def test_site_page_rejects_a_non_image_figure(tmp_path):
     with pytest.raises(UserError, match="is not an image"):
         SitePage(title="p", slug="p", figures=(tmp_path / "table.csv",))

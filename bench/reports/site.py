@@ -61,7 +61,8 @@ def _number(value) -> float | None:
 
 @dataclass(frozen=True, kw_only=True)
 class SiteTable:
-    """One table of the site. `rows` are dicts keyed by `columns`; `provenance`, when given, holds one
+    """One table of the site. `rows` are dicts keyed by `columns` (or a DataFrame, whose columns are used
+    when `columns` is empty); `provenance`, when given, holds one
     dict per row (shown expandable beside it); `meta` is the provenance of the whole table;
     `compare` names (measured column, reported column) pairs whose delta the site shows."""
 
@@ -76,6 +77,17 @@ class SiteTable:
     decimals: dict = field(default_factory=dict)  # column -> decimals shown (sorting uses the full value)
 
     def __post_init__(self):
+        # rows may be given as a DataFrame or any list of dicts; they are kept as a tuple of plain dicts
+        if isinstance(self.rows, pd.DataFrame):
+            frame = self.rows
+            object.__setattr__(self, "columns", tuple(self.columns) or tuple(str(c) for c in frame.columns))
+            rows = [dict(zip((str(c) for c in frame.columns), rec)) for rec in frame.itertuples(index=False, name=None)]
+        else:
+            rows = [dict(r) for r in self.rows]
+            object.__setattr__(self, "columns", tuple(self.columns))
+        object.__setattr__(self, "rows", tuple({c: _plain(v) for c, v in r.items()} for r in rows))
+        object.__setattr__(self, "provenance", tuple(dict(p) for p in self.provenance))
+        object.__setattr__(self, "compare", tuple(tuple(p) for p in self.compare))
         if not SLUG.match(self.slug):
             raise UserError(f"site table slug {self.slug!r} is not file-safe; use lower-case letters, digits, '-', '_'")
         if self.provenance and len(self.provenance) != len(self.rows):
@@ -91,11 +103,8 @@ class SiteTable:
     def from_frame(cls, frame: pd.DataFrame, *, title: str, slug: str | None = None, provenance=(),
                    notes: str = "", meta: dict | None = None, compare=(), decimals: dict | None = None) -> "SiteTable":
         """A table from a DataFrame (its index is dropped; reset it first to keep it as a column)."""
-        columns = tuple(str(c) for c in frame.columns)
-        rows = tuple({c: _plain(v) for c, v in zip(columns, rec)} for rec in frame.itertuples(index=False, name=None))
-        return cls(title=title, slug=slug or slugify(title), columns=columns, rows=rows,
-                   provenance=tuple(dict(p) for p in provenance), notes=notes, meta=dict(meta or {}),
-                   compare=tuple(tuple(p) for p in compare), decimals=dict(decimals or {}))
+        return cls(title=title, slug=slug or slugify(title), columns=(), rows=frame, provenance=provenance,
+                   notes=notes, meta=dict(meta or {}), compare=compare, decimals=dict(decimals or {}))
 
     def delta_column(self, measured: str, reported: str) -> str:
         return f"Δ {measured} − {reported}"
@@ -143,6 +152,9 @@ class SitePage:
     notes: str = ""
 
     def __post_init__(self):
+        object.__setattr__(self, "tables", tuple(self.tables))
+        object.__setattr__(self, "figures", tuple(Path(f) for f in self.figures))
+        object.__setattr__(self, "documents", tuple(tuple(d) for d in self.documents))
         if not SLUG.match(self.slug) or self.slug == "index":
             raise UserError(f"site page slug {self.slug!r} is not usable; use lower-case letters, digits, '-', '_' "
                             "(and not 'index')")
