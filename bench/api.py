@@ -67,7 +67,9 @@ class Results:
             + (f" | {s.superseded} superseded" if s.superseded else "")
             + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
                "retries only them" if s.jobs_failed else ""))
-        parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}")
+        site = next((p for p in self.reports if p.name == "index.html"), None)
+        parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}"
+                     + (f"\nsite: {site}" if site else ""))
         return "\n\n".join(parts[:-1]) + "\n" + parts[-1]
 
 
