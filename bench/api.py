@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.context import RunOptions
+from bench.core.context import EvalContext, RunOptions
 from bench.core.engine import Engine, RunSummary
 from bench.core.types import infer_protocol
 from bench.errors import UserError, check_folder
@@ -68,8 +68,22 @@ class Results:
             + (f" | {s.merged} duplicate job(s) merged (identical parameters run once)" if s.merged else "")
             + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
                "retries only them" if s.jobs_failed else ""))
-        parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}")
+        site = next((p for p in self.reports if p.name == "index.html"), None)
+        parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}"
+                     + (f"\nsite: {site}" if site else ""))
         return "\n\n".join(parts[:-1]) + "\n" + parts[-1]
+
+
+def dataset_classes(suite: Suite, ctx: EvalContext | None = None) -> int | None:
+    """The class count of the suite's evaluated split (labels only, no image is decoded), for chance lines;
+    None where the data is not available here or has no classes (text and VLM suites). Best effort by
+    design: whatever stops the labels from loading (missing files, a loader's own RuntimeError) means
+    the figures draw no chance line, never that a report fails."""
+    try:
+        classes = int((ctx or EvalContext(suite)).data.num_classes)
+    except Exception:  # noqa: BLE001  (see above: reports never fail for want of a chance line)
+        return None
+    return classes if classes > 1 else None
 
 
 def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | str | None = None, **options) -> Engine:
@@ -90,9 +104,11 @@ def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = N
     for flag, folder in (("--out", out), ("--reports", reports), ("--cache-dir", options.get("cache_dir"))):
         if folder is not None:
             check_folder(folder, flag)
-    summary = engine_for(suite, out=out, executor=executor, **options).run()
+    engine = engine_for(suite, out=out, executor=executor, **options)
+    summary = engine.run()
     records = read_rows(summary.results)
-    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report, suite.standard_attacks) \
+    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report,
+                   suite.standard_attacks, site=True, classes=dataset_classes(suite, engine.ctx)) \
         if write_reports and records else []
     return Results(records=records, summary=summary, reports=paths)
 

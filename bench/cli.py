@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="reports folder (default: reports/<suite>)")
     rep.add_argument("--suite", help="suite whose [report] section picks the points (default: the suite file the "
                      "results recorded; a name outside suites/ resolves by that recorded path)")
+    rep.add_argument("--html", action="store_true", help="also write the static HTML site (<out>/site/index.html; "
+                     "self-contained, opens from disk)")
 
     chk = sub.add_parser("check", help="compare results with a reference; exit 1 on a regression or nothing compared")
     chk.add_argument("results", type=Path, help="run folder, results.jsonl or a reference .json")
@@ -202,6 +204,7 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from bench.api import dataset_classes
     from bench.protocols import render
     from bench.results import read_rows
     from bench.suite import SUITE_NAME, recorded_suite
@@ -218,10 +221,10 @@ def _cmd_report(args) -> int:
     suite, note = recorded_suite(rows, args.suite)  # the suite the rows recorded (path and digest), or --suite
     if note:
         print(f"authbench: {note}", file=sys.stderr)
-    report = suite.report if suite is not None else {}
+    report, classes = (suite.report, dataset_classes(suite)) if suite is not None else ({}, None)
     standard = suite.standard_attacks if suite is not None else {}
     with foreign_rows(args.results):
-        paths = render(rows, args.out or Path("reports") / own, report, standard)
+        paths = render(rows, args.out or Path("reports") / own, report, standard, site=args.html, classes=classes)
     for path in paths:
         print(path)
     return 0

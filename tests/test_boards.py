@@ -13,6 +13,7 @@ from bench.core.types import Cell, Provenance, Role, Row
 from bench.errors import UserError
 from bench.registry import describe
 from bench.reports.boards import (Board, build_boards, full_params, parse_standard, place, rank_rows, write_boards)
+from bench.reports.tables import sidecar_path
 from bench.suite import load_suite
 
 STD = {"input": ("jpeg(quality=75)", "crop")}
@@ -181,8 +182,8 @@ def test_board_round_trips_and_csv_reads_with_pandas(tmp_path):
         frame = pd.read_csv(csv)
         assert frame.shape == (1, 17)  # rank, 8 identity columns, 3 clean, 2 attacked, headline, worst attack, status
         assert {"rank", "authorized", "n", "auth_gap", "worst_auth_gap", "status"} <= set(frame.columns)
-        side = json.loads(csv.with_suffix(".json").read_text())
-        assert side["csv"] == csv.name and side["key"]["standard_attacks"] == list(STD["input"])
+        side = json.loads(sidecar_path(csv).read_text())
+        assert side["file"] == csv.name and side["key"]["standard_attacks"] == list(STD["input"])
         assert not csv.read_text().startswith("#")
     assert math.isclose(pd.read_csv(csvs[0])["worst_auth_gap"][0], 12.5)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
@@ -265,7 +267,9 @@ def test_report_tables_from_synthetic_rows(tmp_path):
     measured5, reported5 = md5.split("### Reported by the paper")
     assert "vgg random" in measured5 and "73.3" not in measured5
     assert "| 73.3 " in reported5 and "73.30" not in reported5 and "| 70–75 " in reported5  # the paper's precision
-    assert (tmp_path / "corelocker_table1.csv").read_text().startswith("# Measured by authbench")
+    csv1 = pd.read_csv(tmp_path / "corelocker_table1.csv")
+    assert list(csv1.columns) == ["model", "column", "mean", "std", "trials"] and len(csv1) > 0
+    assert json.loads((tmp_path / "corelocker_table1.provenance.json").read_text())["note"].startswith("Measured by")
     assert render_corelocker([r for r in rows if r["attack"] == "none" and r["point"].get("ratio") == 0.05], tmp_path / "few") \
         and not (tmp_path / "few" / "corelocker_table2.md").exists()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bench.errors import UserError
@@ -59,8 +60,13 @@ def test_measured_cells_sit_beside_reported_ones_with_the_delta():
 
 def test_comparison_report_needs_paper_names(tmp_path):
     assert render_comparison(ROWS, tmp_path, {}) == []
-    (path,) = render_comparison(ROWS, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})
+    path, csv, sidecar = render_comparison(ROWS, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})
     assert "| r50 " in path.read_text() and "80.2" in path.read_text()
+    frame = pd.read_csv(csv)  # the same cells as a standard CSV, for the site's measured-vs-reported delta
+    assert list(frame.columns[:5]) == ["table", "defense", "params", "psnr_mode", "release"]
+    assert {"measured", "reported", "delta"} <= set(frame.columns) and 80.2 in frame["reported"].tolist()
+    assert frame["delta"].tolist() == pytest.approx((frame["measured"] - frame["reported"]).tolist())
+    assert "reported" in json.loads(sidecar.read_text())["note"]
     with pytest.raises(UserError, match="valid paper columns"):
         render_comparison(ROWS, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-5O"}})
     with pytest.raises(UserError, match="valid choices: CIFAR-10, ImageNet"):
@@ -70,7 +76,7 @@ def test_comparison_report_needs_paper_names(tmp_path):
 def test_table2_maps_other_weights_columns_apart_from_table1(tmp_path):
     report = {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50", "vit": "ViT-B"},
               "paper_variants": {"r50b": "ResNet-50"}}
-    (path,) = render_comparison(VARIANT_ROWS, tmp_path, report)
+    path = render_comparison(VARIANT_ROWS, tmp_path, report)[0]
     text = path.read_text()
     table1, table2 = text.split("## Table 2")
     assert "r50b" not in table1  # a variant is no Table 1 column

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from bench.errors import UserError
@@ -143,7 +144,8 @@ def test_leaderboard_groups_and_ranking():
 def test_write_leaderboard_json(tmp_path):
     board = leaderboard(tiny_rows())
     paths = write_leaderboard(board, tmp_path, {"suite": "synthetic", "git": "abc123"})
-    assert [p.name for p in paths] == ["leaderboard.md", "leaderboard.csv", "leaderboard.json"]
+    assert [p.name for p in paths] == ["leaderboard.md", "leaderboard.csv", "leaderboard.provenance.json",
+                                       "leaderboard.json"]
     data = json.loads((tmp_path / "leaderboard.json").read_text())
     assert data["kind"] == "authbench-leaderboard" and data["version"] == 1
     assert data["metrics"] == METRIC_DIRECTIONS
@@ -155,7 +157,8 @@ def test_write_leaderboard_json(tmp_path):
 def test_render_tables_sections_and_provenance(tmp_path):
     paths = render_tables(synthetic_rows(), tmp_path, [20.0, 0.0], ["float"])
     assert {p.name for p in paths} == {"table1_cross_model.md", "table1_cross_model.csv",
-                                       "table2_same_arch.md", "table2_same_arch.csv"}
+                                       "table1_cross_model.provenance.json", "table2_same_arch.md",
+                                       "table2_same_arch.csv", "table2_same_arch.provenance.json"}
     t1 = (tmp_path / "table1_cross_model.md").read_text()
     assert t1.startswith("Measured by authbench (suite `synthetic`")
     assert "`abc123`" in t1.splitlines()[0]
@@ -163,7 +166,10 @@ def test_render_tables_sections_and_provenance(tmp_path):
     assert "## noise, sigma_from=psnr: target PSNR 0 dB (psnr_mode true), release float" in t1
     assert "uint8" not in t1 and "PSNR -10 dB" not in t1
     assert "94.5" in t1  # NE, authorized cell of mlp-b: 95.0 - 0.5, one decimal
-    assert (tmp_path / "table1_cross_model.csv").read_text().startswith("# Measured by authbench")
+    assert (tmp_path / "table1_cross_model.csv").read_text().startswith("defense,params,psnr,psnr_mode,release,")
+    side = json.loads((tmp_path / "table1_cross_model.provenance.json").read_text())
+    assert side["file"] == "table1_cross_model.csv" and side["provenance"]["git"] == "abc123"
+    assert side["note"].startswith("Measured by authbench (suite `synthetic`")
 
 
 def test_figures_and_render(tmp_path):
@@ -181,3 +187,25 @@ def test_figures_and_render(tmp_path):
 def test_psnr_curves_without_rows_is_user_error(tmp_path):
     with pytest.raises(UserError, match="release 'clip'"):
         psnr_curves(synthetic_rows(), tmp_path, "clip")
+
+
+def test_every_csv_a_report_writes_reads_back_to_its_shape(tmp_path):
+    """Standard CSV: no comment line, so pandas reads every file to the frame that was written, and
+    each has a `<name>.provenance.json` sidecar naming it (the old leaderboard.csv read as 9x3)."""
+    rows = synthetic_rows()
+    rows += [make_row("ne", "mlp-b", m, 30.0, attack="jpeg(quality=75)") for m in MODELS]
+    paths = render(rows, tmp_path, {"psnr": [20.0], "release": ["float"]})
+    csvs = [p for p in paths if p.suffix == ".csv"]
+    assert {"leaderboard.csv", "table1_cross_model.csv", "table2_same_arch.csv", "ne_attacks.csv"} <= {p.name for p in csvs}
+    board = leaderboard(rows)
+    for path in csvs:
+        assert not path.read_text().startswith("#"), path.name
+        frame = pd.read_csv(path)
+        assert frame.shape[0] > 0 and frame.shape[1] > 3, path.name
+        side = json.loads(path.with_name(path.stem + ".provenance.json").read_text())
+        assert side["kind"] == "authbench-provenance" and side["file"] == path.name
+        assert side["provenance"]["suite"] == "synthetic"
+    frame = pd.read_csv(tmp_path / "leaderboard.csv", keep_default_na=False, na_values=[""])
+    assert frame.shape == board.shape and list(frame.columns) == list(board.columns)
+    assert list(frame["defense"]) == list(board["defense"])
+    assert frame["auth_gap"].tolist() == pytest.approx(board["auth_gap"].tolist(), nan_ok=True)

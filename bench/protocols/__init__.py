@@ -17,6 +17,7 @@ from bench.protocols import classify  # noqa: F401  (public for third-party prot
 from bench.protocols.model_auth import render_baselines
 from bench.reports.boards import build_boards, parse_standard, write_boards
 from bench.reports.leaderboard import RANKED, leaderboard, write_leaderboard
+from bench.reports.pages import write_report_site
 from bench.reports.tables import provenance_of
 
 PRIMARY = "input"  # a suite no protocol owns is an image suite
@@ -38,10 +39,14 @@ def protocol_of(primary: Protocol, entry) -> Protocol:
     return get_protocol(get_defense(entry.name).protocol)
 
 
-def render(rows: list[dict], out_dir: Path, cfg: dict, standard_attacks: dict | None = None) -> list[Path]:
+def render(rows: list[dict], out_dir: Path, cfg: dict, standard_attacks: dict | None = None, *, site: bool = False,
+           classes: int | None = None) -> list[Path]:
     """Every protocol's reports for its rows, then the leaderboard of the image protocols, NE Table 3, and
-    the like-for-like boards (bench.reports.boards) scored under the suite's `standard_attacks`."""
+    the like-for-like boards (bench.reports.boards) scored under the suite's `standard_attacks`; with
+    `site`, also the static HTML site of them all in <out_dir>/site/ (its index.html is listed).
+    `classes` (the evaluated split's class count, bench.api.dataset_classes) puts the chance line on figures."""
     out_dir = Path(out_dir)
+    cfg = {**cfg, "classes": classes} if classes else cfg
     out_dir.mkdir(parents=True, exist_ok=True)
     by_protocol: dict[str, list[dict]] = {}
     for r in rows:
@@ -61,6 +66,8 @@ def render(rows: list[dict], out_dir: Path, cfg: dict, standard_attacks: dict | 
         paths += render_baselines(ranked, out_dir, cfg)
     if boards:
         paths += write_boards(boards, out_dir, provenance_of(rows))
+    if site:
+        paths.append(write_report_site(rows, out_dir, paths)[0])
     return paths
 
 

@@ -397,5 +397,6 @@ class InputAuthorization(Protocol):
                          reverse=True)
         psnrs = [float(p) for p in cfg.get("psnr", present)]
         releases = list(cfg.get("release", dict.fromkeys(r["release"] for r in protected)))
-        return (render_tables(rows, out, psnrs, releases) + render_figures(rows, out, releases)
+        return (render_tables(rows, out, psnrs, releases)
+                + render_figures(rows, out, releases, cfg.get("classes"))
                 + render_attacks(rows, out) + render_comparison(rows, out, cfg))

@@ -130,7 +130,7 @@ class ModelAuthorization(Protocol):
     def reports(self, rows, out, cfg):
         paths = []
         if any(r["defense"] == "corelocker" for r in rows):
-            paths += render_corelocker(rows, out, cfg=cfg)
+            paths += render_corelocker(rows, out, cfg.get("classes"), cfg=cfg)
         return paths
 
 

@@ -33,7 +33,7 @@ from bench.cache import digest
 from bench.core.types import infer_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
-from bench.reports.tables import measured_line, provenance_of, to_markdown
+from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
 
 KIND = "authbench-boards"
 VERSION = 1
@@ -492,8 +492,9 @@ DEFINITION = ("auth_gap(a, A) = top-1 of authorized model a on the release as de
 
 
 def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str = "boards") -> list[Path]:
-    """<name>.md (every board), <name>.json (kind authbench-boards), and per board <name>/<slug>.csv
-    (plain CSV) with its sidecar <name>/<slug>.json (the board's key, models and provenance)."""
+    """<name>.md (every board), <name>.json (kind authbench-boards), and per board <name>/<slug>.csv (a
+    standard CSV) with its sidecar <name>/<slug>.provenance.json (the board's key, models and provenance);
+    the static site (bench.reports.pages) shows each board CSV as a table of its Boards page."""
     out_dir = Path(out_dir)
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -503,23 +504,7 @@ def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str
     js.write_text(json.dumps(boards_payload(boards, provenance), indent=1) + "\n")
     paths = [md, js]
     for b in boards:
-        csv, side = folder / f"{b.key.slug}.csv", folder / f"{b.key.slug}.json"
-        board_frame(b).to_csv(csv, index=False)
-        side.write_text(json.dumps({"kind": "authbench-board-csv", "csv": csv.name, "key": b.key.to_json(),
-                                    "title": b.title, "headline": b.headline, "definition": DEFINITION,
-                                    "models": b.models, "provenance": provenance}, indent=1) + "\n")
-        paths += [csv, side]
-    return paths + write_html(boards, out_dir)
-
-
-def html_tables(boards: list[Board]) -> list[dict]:
-    """The boards as generic tables (title, columns, rows, notes) for the HTML site."""
-    return [{"id": b.key.slug, "title": f"{b.title}: {b.key.suite}", "notes": DEFINITION,
-             "columns": list(board_frame(b).columns), "rows": board_frame(b).astype(object).where(board_frame(b).notna(), None).values.tolist(),
-             "key": b.key.to_json()} for b in boards]
-
-
-def write_html(boards: list[Board], out_dir: Path) -> list[Path]:
-    """HTML HOOK for the lead: wire the static site here, e.g.
-    `return bench.reports.site.write_site(html_tables(boards), out_dir)`; until then no HTML is written."""
-    return []
+        paths += write_csv(board_frame(b), folder / f"{b.key.slug}.csv", provenance, note=DEFINITION,
+                           extra={"title": f"{b.title}: {b.key.suite}", "key": b.key.to_json(), "headline": b.headline,
+                                  "models": b.models})
+    return paths

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.errors import UserError  # noqa: E402
-from bench.reports.tables import MISSING, provenance_of  # noqa: E402
+from bench.reports.figures import SIDE_LEGEND_BELOW, chance_level, outside_legend, wrapped  # noqa: E402
+from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
 
 PAPER = "CoreLocker (Wang et al., IEEE S&P 2024)"
 CITATION = ('Z. Wang, Z. Ma, X. Feng, R. Sun, H. Wang, M. Xue and G. Bai, "CoreLocker: Neuron-level Usage Control", '
@@ -189,10 +190,10 @@ def _markdown(table: dict, index: str) -> str:
     return frame.to_markdown(colalign=["left"] + ["right"] * len(columns), disable_numparse=True)
 
 
-def _csv(table: dict, index: str, head: str) -> str:
-    long = pd.DataFrame([{index: k, "column": c, "mean": s[0], "std": s[1], "trials": s[2]}
+def _long(table: dict, index: str) -> pd.DataFrame:
+    """The table in long form for CSV: one line per (row, column) with mean, std and trials."""
+    return pd.DataFrame([{index: k, "column": c, "mean": s[0], "std": s[1], "trials": s[2]}
                          for k, cols in table.items() for c, s in cols.items()])
-    return f"# {head}\n" + long.to_csv(index=False)
 
 
 def _value(e: dict) -> str:
@@ -322,14 +323,17 @@ def _figure7_png(table: dict, path: Path, head: str) -> Path:
     return path
 
 
-def _figure6(f: pd.DataFrame, path: Path, head: str, chance: float) -> Path:
-    """Small multiples: one panel per model, one line per criterion (random with its ± std band)."""
+def _figure6(f: pd.DataFrame, path: Path, head: str, classes: int | None) -> Path:
+    """Small multiples: one panel per model, one line per criterion (random with its ± std band); the
+    chance line at 100/`classes` % when the class count is known."""
     none = f[(f["attack"] == "none") & (f["defense"] == "corelocker") & (f["role"] == "unauthorized")]
     models = _models(none)
     ncols = min(5, len(models))
     nrows = -(-len(models) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.6 * nrows + 0.6), squeeze=False,
-                             sharex=True, sharey=True)
+    side = 2.6 if ncols < SIDE_LEGEND_BELOW else 0.0  # room for a legend beside narrow figures
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols + side, 2.6 * nrows + 1.2), squeeze=False,
+                             sharex=True, sharey=True, layout="constrained")
+    chance = chance_level(classes)
     styles = {SCORED: ("-", "C0"), "l1": ("-.", "C1"), "random": ("--", "C2")}
     for ax, model in zip(axes.flat, models):
         for crit in sorted(set(none["criterion"])):
@@ -340,7 +344,8 @@ def _figure6(f: pd.DataFrame, path: Path, head: str, chance: float) -> Path:
                     if crit != "random" else "random extraction (± std)")
             if crit == "random":
                 ax.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.15)
-        ax.axhline(chance, color="0.5", lw=0.8, ls=":", label=f"chance ({chance:g}%)")
+        if chance is not None:
+            ax.axhline(chance, color="0.5", lw=0.8, ls=":", label=f"chance ({chance:.3g}%, {classes} classes)")
         ax.set(xscale="log", title=model, ylim=(0, 102))
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(models):]:
@@ -350,10 +355,9 @@ def _figure6(f: pd.DataFrame, path: Path, head: str, chance: float) -> Path:
     for ax in axes[:, 0]:
         ax.set_ylabel("top-1, released model (%)")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.suptitle("CoreLocker Figure 6 shape: accuracy of the released (locked) model vs extraction ratio\n" + head,
-                 fontsize=8)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.93))
+    outside_legend(fig, handles, labels, ncols)
+    fig.suptitle("CoreLocker Figure 6 shape: accuracy of the released (locked) model vs extraction ratio\n"
+                 + wrapped(head, fig.get_figwidth() - side, 8), fontsize=8)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
@@ -369,9 +373,9 @@ def table6(f: pd.DataFrame, models: list[str], ratio: float = MAIN_RATIO) -> dic
     return out
 
 
-def render_corelocker(rows: list[dict], out_dir: Path, chance: float = 10.0, cfg: dict | None = None) -> list[Path]:
+def render_corelocker(rows: list[dict], out_dir: Path, classes: int | None = None, cfg: dict | None = None) -> list[Path]:
     """Write corelocker_table{1,2,3,5,6,7}.{md,csv}, corelocker_fig7.{md,csv,png} and corelocker_fig6.png
-    where the rows support them. `cfg` is the suite's [report] table (corelocker_compare, corelocker_setting)."""
+    where the rows support them (`classes`: the chance line of Figure 6). `cfg` is the suite's [report] table (corelocker_compare, corelocker_setting)."""
     cfg = cfg or {}
     mapping = {str(k): str(v) for k, v in (cfg.get("corelocker_compare") or {}).items()}
     bad = sorted(set(mapping.values()) - set(PAPER_MODELS))
@@ -423,10 +427,9 @@ def render_corelocker(rows: list[dict], out_dir: Path, chance: float = 10.0, cfg
             if block:
                 parts.append(block)
         md.write_text("\n\n".join(parts) + "\n")
-        csv.write_text(_csv(table, index, head))
-        paths += [md, csv]
+        paths += [md, *write_csv(_long(table, index), csv, prov, head)]
         if number == "fig7":
             paths.append(_figure7_png(table, out_dir / "corelocker_fig7.png", head))
     if len(set(f.loc[f["defense"] == "corelocker", "ratio"].dropna())) > 1:
-        paths.append(_figure6(f, out_dir / "corelocker_fig6.png", head, chance))
+        paths.append(_figure6(f, out_dir / "corelocker_fig6.png", head, classes))
     return paths

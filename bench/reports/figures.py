@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +18,32 @@ from bench.reports.tables import clean_top1, provenance_of, results_frame  # noq
 CONTROL = "noise"  # the Gaussian-noise control: same PSNR, no model specificity
 UNREACHED_MARKER = "X"  # a point whose release could not reach its target PSNR (clip / uint8 saturation)
 UNREACHED_LABEL = "target PSNR not reached (point at the achieved PSNR)"
+BAND_ALPHA = 0.22  # min-max band opacity with one band per panel; shared among the bands of a panel
+SIDE_LEGEND_BELOW = 3  # panels per row under which the legend goes beside the panels, not below
+
+
+def chance_level(classes: int | None) -> float | None:
+    """Top-1 (%) of guessing uniformly among `classes` classes; None when the count is unknown."""
+    return 100.0 / classes if classes else None
+
+
+def band_alpha(bands: int) -> float:
+    """Opacity of each of `bands` overlapping min-max bands: light enough that their overlaps stay readable."""
+    return max(0.06, BAND_ALPHA / max(1, bands) ** 0.75)
+
+
+def outside_legend(fig, handles, labels, panels_per_row: int, fontsize: float = 8):
+    """A figure legend outside every panel (constrained layout reserves its room): beside the panels for
+    narrow figures (one or two panels a row), below them otherwise."""
+    if panels_per_row < SIDE_LEGEND_BELOW:
+        return fig.legend(handles, labels, loc="outside right center", fontsize=fontsize, frameon=False)
+    return fig.legend(handles, labels, loc="outside lower center", ncol=min(panels_per_row, len(labels)),
+                      fontsize=fontsize, frameon=False)
+
+
+def wrapped(title: str, width_in: float, fontsize: float = 10) -> str:
+    """`title` wrapped to `width_in` inches (no suptitle runs off the figure or into a side legend)."""
+    return "\n".join(textwrap.wrap(title, max(30, int(width_in * 120 / fontsize))))
 
 
 def _variants(protected: pd.DataFrame) -> list[tuple[str, str, str, str]]:
@@ -58,9 +85,10 @@ def _nominal_axis(ax, cells: pd.DataFrame) -> None:
     top.tick_params(labelsize=7)
 
 
-def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 10.0) -> Path:
+def psnr_curves(rows: list[dict], out_dir: Path, release: str, classes: int | None = None) -> Path:
     """Write fig1_psnr_<release>.png: one panel per authorized model; solid = authorized model,
-    dashed = mean of the other models with a min..max band; the Gaussian control in grey."""
+    dashed = mean of the other models with a min..max band (lighter the more bands share a panel); the
+    Gaussian control in grey; the chance line at 100/`classes` % when the class count is known."""
     frame = results_frame(rows)
     protected = frame[(frame["defense"] != "none") & (frame["release"] == release) & (frame["attack"] == "none")
                       & frame["psnr"].notna()]
@@ -71,10 +99,14 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
     variants = _variants(protected)
     colors = iter(plt.get_cmap("tab10").colors)
     styles = {label: ("0.45" if defense == CONTROL else next(colors)) for label, defense, _, _ in variants}
+    alpha = band_alpha(sum(defense != CONTROL for _, defense, _, _ in variants))
+    chance = chance_level(classes)
 
     ncols = min(5, len(models))
     nrows = math.ceil(len(models) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False, sharey=True)
+    side = 3.4 if ncols < SIDE_LEGEND_BELOW else 0.0  # room for a legend beside narrow figures
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols + side, 3.4 * nrows + 1.0), squeeze=False,
+                             sharey=True, layout="constrained")
     for ax, model in zip(axes.flat, models):
         for label, defense, params, mode in variants:
             cells = protected[(protected["defense"] == defense) & (protected["params"] == params)
@@ -87,11 +119,12 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
                         mew=1.2, label=UNREACHED_LABEL)
             ax.plot(curve.index, curve["mean"], "--", color=color, lw=1.2, label=f"{label}: others (mean)")
             if defense != CONTROL:
-                ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=0.2, lw=0,
+                ax.fill_between(curve.index, curve["min"], curve["max"], color=color, alpha=alpha, lw=0,
                                 label=f"{label}: others (min-max)")
         if model in clean.index:
             ax.axhline(clean[model], color="black", lw=0.8, ls="-.", alpha=0.6, label="clean accuracy")
-        ax.axhline(chance, color="black", lw=0.8, ls=":", label=f"chance ({chance:g}%)")
+        if chance is not None:
+            ax.axhline(chance, color="black", lw=0.8, ls=":", label=f"chance ({chance:.3g}%, {classes} classes)")
         ax.set_title(f"authorized: {model}", fontsize=10)
         ax.set_ylim(-2, 102)
         ax.invert_xaxis()
@@ -109,12 +142,10 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
         for handle, text in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(text, handle)
     handles, labels = list(legend.values()), list(legend)
-    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
+    outside_legend(fig, handles, labels, ncols)
     prov = provenance_of(rows)
-    fig.suptitle(f"Accuracy vs PSNR (NE Figure 1 shape), release {release}; measured by authbench, "
-                 f"suite {prov['suite']}, git {prov['git'][:12]}", fontsize=10)
-    legend_rows = math.ceil(len(labels) / min(5, len(labels)))
-    fig.tight_layout(rect=(0, 0.04 + 0.035 * legend_rows, 1, 0.95))
+    fig.suptitle(wrapped(f"Accuracy vs PSNR (NE Figure 1 shape), release {release}; measured by authbench, "
+                         f"suite {prov['suite']}, git {prov['git'][:12]}", fig.get_figwidth() - side), fontsize=10)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"fig1_psnr_{release}.png"
@@ -123,7 +154,7 @@ def psnr_curves(rows: list[dict], out_dir: Path, release: str, chance: float = 1
     return path
 
 
-def render_figures(rows: list[dict], out_dir: Path, releases: list[str]) -> list[Path]:
+def render_figures(rows: list[dict], out_dir: Path, releases: list[str], classes: int | None = None) -> list[Path]:
     """One fig1_psnr_<release>.png per release that has protected rows without an attack."""
     present = {r["release"] for r in rows if r["defense"] != "none" and r["attack"] == "none"}
-    return [psnr_curves(rows, out_dir, release) for release in releases if release in present]
+    return [psnr_curves(rows, out_dir, release, classes) for release in releases if release in present]

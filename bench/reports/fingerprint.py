@@ -17,6 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from sklearn.metrics import auc as area  # noqa: E402
+
 from bench.fingerprint.metrics import roc  # noqa: E402
 from bench.reports.tables import (  # noqa: E402
     compact_params, measured_line, provenance_of, registered_defaults, to_markdown)
@@ -152,22 +154,38 @@ def _save(fig, rows, path: Path, top: float = 1.0, bottom: float = 0.04) -> Path
     return path
 
 
-def roc_figure(rows: list[dict], path: Path) -> Path:
-    """Figure 4a shape: ROC curve of every method (no verification attack)."""
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for method, d in _scores(rows).items():
-        if d["positive"] and d["negative"]:
-            fpr, tpr, _ = roc(d["positive"], d["negative"])
-            from sklearn.metrics import auc as area
+LOW_FPR = 0.01  # the operating point the boards report (TPR@1%FPR), marked on the log panel
 
-            ax.plot(fpr, tpr, lw=1.6, label=f"{method} (AUC {area(fpr, tpr):.3f})")
-    ax.plot([0, 1], [0, 1], ":", color="0.5", lw=0.8)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title("ROC of ownership verification")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
-    ax.grid(alpha=0.3)
-    return _save(fig, rows, path, bottom=0.03)
+
+def roc_figure(rows: list[dict], path: Path) -> Path:
+    """Figure 4a shape: ROC curve of every method (no verification attack), on a linear FPR axis and
+    beside it on a log FPR axis (the low-FPR region where TPR@1%FPR is read); the legend below both."""
+    fig, (lin, log) = plt.subplots(1, 2, figsize=(10.5, 5.2), sharey=True)
+    curves = {method: roc(d["positive"], d["negative"])[:2] for method, d in _scores(rows).items()
+              if d["positive"] and d["negative"]}
+    # the log axis starts at half the smallest nonzero FPR the negatives allow (FPR 0 is drawn there), 1% in view
+    floor = min([LOW_FPR / 2] + [0.5 / len(d["negative"]) for d in _scores(rows).values() if d["negative"]])
+    for method, (fpr, tpr) in curves.items():
+        line, = lin.plot(fpr, tpr, lw=1.6, label=f"{method} (AUC {area(fpr, tpr):.3f})")
+        log.plot(np.maximum(fpr, floor), tpr, lw=1.6, color=line.get_color())
+    for ax in (lin, log):
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("false positive rate" + (" (log)" if ax is log else ""))
+    grid = np.logspace(np.log10(floor), 0, 50)
+    lin.plot([0, 1], [0, 1], ":", color="0.5", lw=0.8, label="chance (TPR = FPR)")
+    log.plot(grid, grid, ":", color="0.5", lw=0.8)
+    log.set_xscale("log")
+    log.set_xlim(floor, 1.0)
+    log.axvline(LOW_FPR, color="0.3", lw=0.8, ls="--")
+    log.text(LOW_FPR, 0.02, " 1% FPR", fontsize=7, color="0.3")
+    lin.set_ylabel("true positive rate")
+    lin.set_title("ROC of ownership verification", fontsize=10)
+    log.set_title("log FPR: the low-FPR region (FPR 0 drawn at the left edge)", fontsize=9)
+    handles, labels = lin.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.025), ncol=min(3, len(labels)),
+               fontsize=7, frameon=False)  # below both panels, above the provenance footer
+    legend_rows = -(-len(labels) // min(3, max(1, len(labels))))
+    return _save(fig, rows, path, bottom=0.07 + 0.035 * legend_rows)
 
 
 def score_figure(rows: list[dict], path: Path) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.core.types import infer_protocol
-from bench.reports.tables import clean_top1, measured_line, results_frame, to_markdown
+from bench.reports.tables import clean_top1, measured_line, results_frame, to_markdown, write_csv
 
 RANKED = ("input", "model")  # the protocols this board ranks (ownership: bench.reports.fingerprint)
 METRIC_DIRECTIONS = {"authorized_top1": "higher", "retained": "higher", "auth_gap": "higher",
@@ -85,8 +85,8 @@ def format_leaderboard(df: pd.DataFrame, top: int | None = None) -> str:
 
 
 def write_leaderboard(df: pd.DataFrame, out_dir: Path, provenance: dict, boards: list[dict] | None = None) -> list[Path]:
-    """Write leaderboard.md, leaderboard.csv and leaderboard.json (the format `check` reads; `boards`, the
-    like-for-like boards as JSON (bench.reports.boards), ride along for `authbench rank`)."""
+    """Write leaderboard.md, leaderboard.csv (+ its provenance sidecar) and leaderboard.json (the format `check`
+    reads; `boards`, the like-for-like boards as JSON (bench.reports.boards), ride along for `authbench rank`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     head = measured_line(provenance)
@@ -94,10 +94,10 @@ def write_leaderboard(df: pd.DataFrame, out_dir: Path, provenance: dict, boards:
     md, csv, js = out_dir / "leaderboard.md", out_dir / "leaderboard.csv", out_dir / "leaderboard.json"
     md.write_text(f"{head}\n\n# Leaderboard\n\nRanked by auth_gap. Accuracies in top-1 %; {directions}.\n\n"
                   f"{format_leaderboard(df)}\n")
-    csv.write_text(f"# {head}\n" + df.to_csv(index=False))
+    sidecar = write_csv(df, csv, provenance, head)[1]
     payload = {"kind": "authbench-leaderboard", "version": 1, "provenance": provenance,
                "metrics": METRIC_DIRECTIONS, "rows": leaderboard_records(df)}
     if boards is not None:
         payload["boards"] = boards
     js.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
-    return [md, csv, js]
+    return [md, csv, sidecar, js]

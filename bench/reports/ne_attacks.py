@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench.attacks import BUILTIN as ATTACKS
 from bench.reports.ne_reported import CITATION, reported_table
-from bench.reports.tables import measured_line, provenance_of, psnr_label, results_frame, to_markdown
+from bench.reports.tables import measured_line, provenance_of, psnr_label, results_frame, to_markdown, write_csv
 
 SECTIONS = {  # kind of attack -> (heading, note)
     "input": ("Preprocessing robustness", "fixed transforms of the released data (NE Section 5.3)"),
@@ -119,7 +119,6 @@ def render_attacks(rows: list[dict], out_dir: Path) -> list[Path]:
     if not adaptation.empty:
         parts += ["## Adaptation per model", "", to_markdown(adaptation, index=False), ""]
     parts.append(_reported_section())
-    md, csv = out_dir / "ne_attacks.md", out_dir / "ne_attacks.csv"
+    md = out_dir / "ne_attacks.md"
     md.write_text("\n".join(parts))
-    summary.to_csv(csv, index=False)
-    return [md, csv]
+    return [md, *write_csv(summary, out_dir / "ne_attacks.csv", provenance_of(rows))]

@@ -18,13 +18,15 @@ import pandas as pd
 from bench.errors import UserError
 from bench.reports.leaderboard import METRIC_DIRECTIONS
 from bench.reports.tables import (BASELINE, cross_model_matrix, measured_line, provenance_of, psnr_label, results_frame,
-                                  same_arch_matrix, to_markdown)
+                                  same_arch_matrix, to_markdown, write_csv)
 
 PAPER = "Non-Transferable Examples (NE) paper"
 CITATION = ('Wang et al., "Catch-Only-One: Non-Transferable Examples for Model-Specific Authorization", '
             "arXiv 2510.10982")
 BACKBONES = ("ResNet-50", "ViT-B", "SwinV2-T", "DeiT-B", "MambaVision-T")
 DATASETS = ("CIFAR-10", "ImageNet")
+COMPARISON_COLUMNS = ["authorized", "evaluated", "paper row", "paper column", "measured", "reported", "delta"]
+COMPARISON_KEYS = ["table", "defense", "params", "psnr_mode", "release"]
 
 
 def _matrix(table: int, dataset: str, rows: dict[str, list[float]]) -> list[dict]:
@@ -147,8 +149,7 @@ def compare(measured: pd.DataFrame, table: int, dataset: str, rows: dict[str, st
                 value, paper = measured.loc[row_label, col_label], reported.loc[row, col]
                 records.append({"authorized": row_label, "evaluated": col_label, "paper row": row, "paper column": col,
                                 "measured": value, "reported": paper, "delta": value - paper})
-    return pd.DataFrame.from_records(records, columns=["authorized", "evaluated", "paper row", "paper column",
-                                                       "measured", "reported", "delta"])
+    return pd.DataFrame.from_records(records, columns=COMPARISON_COLUMNS)
 
 
 RANDOM_SUFFIX = "-random-weights"  # what bench.suite_overrides appends to a --random-weights suite's name
@@ -182,7 +183,7 @@ def render_comparison(rows: list[dict], out_dir, report: dict) -> list[Path]:
                   "pipeline runs, not how NE performs; the delta to the paper's trained models means nothing.", ""]
     parts += [f"`measured`: this run; `reported`: {CITATION} (kind `reported`; each figure's table, dataset, row and "
               "column as labelled); delta = measured - reported, in points of top-1.", ""]
-    frame = results_frame(rows)
+    frame, long = results_frame(rows), []
     frame = frame[frame["defense"].str.startswith("ne-") & (frame["psnr"] == psnr) & (frame["attack"] == "none")]
     sections = frame[["defense", "params", "psnr_mode", "release"]].drop_duplicates().itertuples(index=False)
     for defense, params, mode, release in sections:
@@ -198,9 +199,13 @@ def render_comparison(rows: list[dict], out_dir, report: dict) -> list[Path]:
                 if "evaluation=paper-code" in str(params):
                     parts += [PAPER_CODE_NOTE, ""]
                 parts += [to_markdown(cmp, index=False), ""]
+                long.append(cmp.assign(table=table, defense=defense, params=params, psnr_mode=mode, release=release))
     path = Path(out_dir) / "ne_paper_comparison.md"
     path.write_text("\n".join(parts))
-    return [path]
+    body = pd.concat(long, ignore_index=True) if long else pd.DataFrame(columns=COMPARISON_COLUMNS)
+    body = body[[*COMPARISON_KEYS, *COMPARISON_COLUMNS]] if long else body
+    note = f"{measured_line(provenance_of(rows))} Column `reported` quotes the NE paper ({dataset}, Tables 1 and 2)."
+    return [path, *write_csv(body, path.with_suffix(".csv"), provenance_of(rows), note)]
 
 
 def reference_leaderboard(dataset: str) -> dict:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from bench.core.types import infer_protocol
 from bench.reports.ne_reported import CITATION
-from bench.reports.tables import measured_line, provenance_of, to_markdown
+from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
 
 PAPER = "Non-Transferable Examples (NE) paper"
 GLUE_COLUMNS = {"cola": "CoLA", "mnli": "MNLI", "qnli": "QNLI", "qqp": "QQP", "rte": "RTE", "sst2": "SST2", "stsb": "STSB",
@@ -162,6 +162,6 @@ def render_task_tables(rows: list[dict], out_dir: Path, report: dict | None = No
         if quoted:
             md.append(f"Reported rows cite: {'; '.join(cite)} (block, row and column as labelled).")
         (out_dir / f"{name}.md").write_text("\n\n".join(md) + "\n")
-        (out_dir / f"{name}.csv").write_text(f"# {head}\n" + pd.concat(csv, ignore_index=True).to_csv(index=False))
-        paths += [out_dir / f"{name}.md", out_dir / f"{name}.csv"]
+        paths += [out_dir / f"{name}.md",
+                  *write_csv(pd.concat(csv, ignore_index=True), out_dir / f"{name}.csv", provenance_of(rows), head)]
     return paths

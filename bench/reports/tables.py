@@ -211,6 +211,31 @@ def measured_line(provenance: dict) -> str:
             "no figure here is reported by a paper.")
 
 
+PROVENANCE_SUFFIX = ".provenance.json"
+
+
+def sidecar_path(csv_path: Path) -> Path:
+    """Where the provenance of a CSV lives: `<name>.provenance.json` beside `<name>.csv`."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(csv_path.stem + PROVENANCE_SUFFIX)
+
+
+def write_csv(frame: pd.DataFrame, path: Path, provenance: dict, note: str | None = None,
+              extra: dict | None = None) -> list[Path]:
+    """Write `frame` as a standard CSV (one header row, no comment lines, so `pandas.read_csv` reads
+    it to the frame's shape) and its provenance to the sidecar `<name>.provenance.json` (with `extra`,
+    e.g. a board's key and title); returns both."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    side = sidecar_path(path)
+    payload = {"kind": "authbench-provenance", "version": 1, "file": path.name,
+               "note": note if note is not None else measured_line(provenance), "provenance": provenance,
+               **(extra or {})}
+    side.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    return [path, side]
+
+
 def format_cell(value, decimals: int = 1) -> str:
     """One number as report text; a missing cell reads as a dash."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -291,10 +316,9 @@ def render_tables(rows: list[dict], out_dir: Path, psnrs: list[float], releases:
         csv2.append(m2.reset_index().rename(columns={m2.index.name: "authorized"}).assign(**section))
     paths = []
     for name, parts, frames in (("table1_cross_model", t1, csv1), ("table2_same_arch", t2, csv2)):
-        md, csv = out_dir / f"{name}.md", out_dir / f"{name}.csv"
+        md = out_dir / f"{name}.md"
         md.write_text("\n\n".join(parts) + "\n")
         body = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_SECTION)
         body = body[_SECTION + [c for c in body.columns if c not in _SECTION]]
-        csv.write_text(f"# {head}\n" + body.to_csv(index=False))
-        paths += [md, csv]
+        paths += [md, *write_csv(body, out_dir / f"{name}.csv", provenance_of(rows), head)]
     return paths
