@@ -130,7 +130,7 @@ def test_weight_granularity_extracts_the_largest_single_weights_globally():
         assert not (released[f"{n}.weight"] == 0).all(1).any()
     rows = CoreLocker(ratio=0.1, criterion="l1", granularity="row").protect(model, None, 0)
     assert any((rows.released.state_dict()[f"{n}.weight"] == 0).all(1).any() for n in hidden)
-    with pytest.raises(UserError, match="granularity 'cell'; valid choices: weight, row"):
+    with pytest.raises(UserError, match="parameter granularity = 'cell' is not valid: it must be one of 'weight', 'row'"):
         CoreLocker(granularity="cell")
 
 

@@ -97,17 +97,17 @@ def test_citations_name_authors_title_arxiv_and_the_987_is_no_table_9_row():
 
 def test_comparison_of_a_random_weights_run_is_labelled_so(tmp_path):
     rows = [{**r, "suite": "imagenet-random-weights"} for r in ROWS]
-    (path,) = render_comparison(rows, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})
+    path = render_comparison(rows, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})[0]
     text = path.read_text()
     assert "RANDOM WEIGHTS" in text and "not comparable" in text and "measured vs reported" not in text
-    (path,) = render_comparison(ROWS, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})
+    path = render_comparison(ROWS, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})[0]
     assert "RANDOM WEIGHTS" not in path.read_text()
 
 
 def test_paper_code_rows_say_the_papers_figures_come_from_them(tmp_path):
     code = [{**r, "point": {**r["point"], "psnr_mode": "paper-code", "evaluation": "paper-code"}} if r["defense"] != "none"
             else r for r in ROWS]
-    (path,) = render_comparison(ROWS + code, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})
+    path = render_comparison(ROWS + code, tmp_path, {"paper_dataset": "ImageNet", "paper_models": {"r50": "ResNet-50"}})[0]
     sections = path.read_text().split("## Table 1: ")[1:]
     assert len(sections) == 2
     (marked,) = [s for s in sections if "evaluation=paper-code" in s.splitlines()[0]]

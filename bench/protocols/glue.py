@@ -242,5 +242,5 @@ class Glue(Protocol):
         locked = [r for r in rows if r.get("defense") == LOCK]
         paths = render_task_tables([r for r in rows if r.get("defense") != LOCK], out, cfg)
         if locked:
-            paths += render_corelocker([r for r in rows if r.get("defense") in (LOCK, "none")], out, chance=0.0, cfg=cfg)
+            paths += render_corelocker([r for r in rows if r.get("defense") in (LOCK, "none")], out, None, cfg=cfg)
         return paths
