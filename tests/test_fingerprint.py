@@ -23,8 +23,9 @@ from bench.models.zoo import digits_preprocess
 from bench.results import read_rows
 
 TINY = {  # query budgets and pools small enough for CPU tests
-    "mfue-w": {"n_triggers": 12, "n_mimic": 2, "mimic_epochs": 1, "mimic_steps": 2},
-    "mfue-b": {"n_triggers": 8, "n_mimic": 2, "mimic_epochs": 1, "mimic_steps": 2, "n_probes": 8, "bisection_steps": 4},
+    "mfue-w": {"n_triggers": 12, "n_mimic": 2, "mimic_steps": 2, "trigger_rounds": 1},
+    "mfue-b": {"n_triggers": 8, "n_mimic": 2, "mimic_steps": 2, "trigger_rounds": 1, "n_probes": 8,
+               "bisection_steps": 4},
     "ipguard": {"n_triggers": 8, "steps": 10},
     "cae": {"n_triggers": 6, "n_surrogates": 1, "n_references": 1, "steps": 5, "pool_epochs": 1, "pool_families": ["mlp"]},
     "metafinger": {"n_triggers": 6, "n_positive": 1, "n_negative": 1, "steps": 5, "pool_epochs": 1,
