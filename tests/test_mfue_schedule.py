@@ -12,6 +12,7 @@ from bench.fingerprint import METHODS
 from bench.fingerprint import mfue as MF
 from bench.fingerprint import training as T
 from bench.models.adapter import ModelAdapter, Preprocess
+from bench.suite import load_suite
 
 PRE = Preprocess((0.5,), (0.25,), (1, 8, 8))
 
@@ -119,3 +120,12 @@ def test_trigger_budget_drives_the_optimisation():
 def test_bad_schedule_parameters_are_user_errors(params, match):
     with pytest.raises(UserError, match=match):
         METHODS["mfue-w"](**params)
+
+
+def test_digits_suite_runs_a_reduced_budget_by_default_and_the_paper_budget_in_the_full_tier():
+    entries = [d for d in load_suite("fingerprint-digits").defenses if d.name.startswith("mfue")]
+    full = [d for d in entries if d.tier == "full"]
+    assert full and all(d.params["trigger_rounds"] == 2000 for d in full)
+    assert {v for d in full for v in d.sweep.get("schedule", [])} == {"paper", "code"}
+    assert all(d.params.get("trigger_rounds", 2000) < 2000 for d in entries if d.tier == "default")
+    assert all(d.params.get("n_mimic", 10) == 10 and "mimic_epochs" not in d.params for d in entries)
