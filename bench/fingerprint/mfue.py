@@ -157,12 +157,15 @@ class MFUE(FingerprintMethod):
                                              int(p["mimic_steps"]), float(p["mimic_lr"]), seed)
             mimics = _MIMICS[mkey]
             budget = (float(p["trigger_eps"]), int(p["trigger_rounds"]), int(p["trigger_steps"]), float(p["trigger_step"]))
+            dev = T.device()  # the trigger budget runs on the accelerator when there is one
+            on_dev = [copy.deepcopy(m).to(dev).eval() for m in (source.module, *mimics)]
+            xd, yd = x.to(dev), y.to(dev)
             if p["schedule"] == "paper":
-                adv = paper_triggers(mimics, source.preprocess, x, y, *budget)
+                adv = paper_triggers(on_dev[1:], source.preprocess, xd, yd, *budget)
             else:
                 gen = sample_generator(seed, 0, "mfue-code-schedule")
-                adv = code_triggers(source.module.eval(), mimics, source.preprocess, x, y, *budget, gen)
-            _TRIGGERS[key] = (adv, y)
+                adv = code_triggers(on_dev[0], on_dev[1:], source.preprocess, xd, yd, *budget, gen)
+            _TRIGGERS[key] = (adv.cpu(), y)
         return _TRIGGERS[key]
 
     def reference(self, source: ModelAdapter, triggers: torch.Tensor, y: torch.Tensor, seed: int) -> dict:
