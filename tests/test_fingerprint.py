@@ -23,8 +23,9 @@ from bench.models.zoo import digits_preprocess
 from bench.results import read_rows
 
 TINY = {  # query budgets and pools small enough for CPU tests
-    "mfue-w": {"n_triggers": 12, "n_mimic": 2, "mimic_epochs": 1, "mimic_steps": 2},
-    "mfue-b": {"n_triggers": 8, "n_mimic": 2, "mimic_epochs": 1, "mimic_steps": 2, "n_probes": 8, "bisection_steps": 4},
+    "mfue-w": {"n_triggers": 12, "n_mimic": 2, "mimic_steps": 2, "trigger_rounds": 1},
+    "mfue-b": {"n_triggers": 8, "n_mimic": 2, "mimic_steps": 2, "trigger_rounds": 1, "n_probes": 8,
+               "bisection_steps": 4},
     "ipguard": {"n_triggers": 8, "steps": 10},
     "cae": {"n_triggers": 6, "n_surrogates": 1, "n_references": 1, "steps": 5, "pool_epochs": 1, "pool_families": ["mlp"]},
     "metafinger": {"n_triggers": 6, "n_positive": 1, "n_negative": 1, "steps": 5, "pool_epochs": 1,
@@ -81,7 +82,10 @@ def test_halves_are_disjoint_and_stratified():
 def test_chain_parsing_and_naming(setup):
     assert S.parse_chain("prune(0.3)->finetune(FTAL,0.5)") == [("prune", ["0.3"]), ("finetune", ["FTAL", "0.5"])]
     assert S.parse_number("2/255") == pytest.approx(2 / 255)
-    for bad in ("prune(0.3)->shrink(2)", "finetune(XX)", "prune()", "finetune(FTAL,1.5)"):
+    assert S.parse_chain("finetune(RTAL,1,3)->advtrain(2/255,4)->hardlabel(cnn)") == [
+        ("finetune", ["RTAL", "1", "3"]), ("advtrain", ["2/255", "4"]), ("hardlabel", ["cnn"])]
+    for bad in ("prune(0.3)->shrink(2)", "finetune(XX)", "prune()", "finetune(FTAL,1.5)", "finetune(RTAL,1,0)",
+                "advtrain(2/255,1.5)", "hardlabel()", "prune(0.1,2)"):
         with pytest.raises(UserError):
             S.parse_chain(bad)
     with pytest.raises(UserError, match="2/255"):
@@ -94,6 +98,30 @@ def test_chain_parsing_and_naming(setup):
         ("independent(mlp,s0,digits/train[attacker-half])", "negative", "independent"),
     ]
     assert all(0 <= s.top1 <= 100 for s in zoo)
+
+
+def test_step_epochs_and_hardlabel_extraction(setup, session_cache):
+    """finetune(MODE,fraction,epochs) / advtrain(eps,epochs) train for those epochs (Figure 6's epoch axes);
+    hardlabel(family) trains a fresh student from the teacher's top-1 labels on generated images only."""
+    source, _, attacker, _, _ = setup
+    small = attacker.subset(64, 0)
+    config = S.ZooConfig(finetune_epochs=1, hardlabel_steps=3)
+    one, _ = S.derive(source, "finetune(FTAL,1,1)", small, config, 0)
+    two, _ = S.derive(source, "finetune(FTAL,1,2)", small, config, 0)
+    default, _ = S.derive(source, "finetune(FTAL)", small, config, 0)
+    again = T.finetune(source.module, source.preprocess, small, "FTAL", 2, config.finetune_lr, 0)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in two.state_dict().items())
+    assert all(torch.equal(v, default.state_dict()[k]) for k, v in one.state_dict().items())  # default: 1 epoch
+    student, kinds = S.derive(source, "hardlabel(mlp)", small, config, 0)
+    assert kinds == ["hardlabel"] and type(student) is type(T.build_arch("mlp"))
+    calls = []
+    teacher = source.module
+    hook = teacher.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        T.hardlabel_extract(teacher, source.preprocess, (1, 32, 32), 10, "mlp", 2, 1e-3, 1, batch=16)
+    finally:
+        hook.remove()
+    assert calls == [16, 16]  # one labelled batch of generated images per step, nothing else
 
 
 def test_finetune_modes_and_cache(setup, session_cache):
@@ -158,7 +186,17 @@ def test_cli_run_writes_rows_roc_and_table(tmp_path, capsys):
     assert (tmp_path / "rep" / "fingerprint_roc.png").stat().st_size > 0
     assert (tmp_path / "rep" / "fingerprint_attacks.png").stat().st_size > 0
     table = (tmp_path / "rep" / "fingerprint_table1.md").read_text()
-    assert "fp-mini (measured)" in table and "CIFAR-10 (reported)" in table and "MFUE (seed 003), Table 1" in table
+    assert "fp-mini (measured)" in table and "CIFAR-10 (reported)" in table
+    assert "no figure here is reported by a paper" not in table and "seed 003" not in table
+    assert 'Breaking the Boundary Barrier' in table and "doi 10.1145/3770854.3780310, Table 1" in table
+    assert "|                  0.63 |" in table  # IPGuard, CIFAR-10, at the paper's precision (not 0.630)
+    table2 = (tmp_path / "rep" / "fingerprint_table2.md").read_text()
+    assert "Table 2" in table2 and "| she        | ipguard  |" in table2 and "0.77" in table2
+    summary_metrics = summary["metrics"]
+    assert all(0 <= summary_metrics[f"detect_{d}"] <= 1 for d in ("msp", "she", "daeit", "scadn"))
+    assert summary_metrics["query_detection_rate"] == summary_metrics["detect_msp"]
+    strength = (tmp_path / "rep" / "fingerprint_strength.md").read_text()
+    assert "| pruning rate | 0.200 |" in strength  # the prune(0.2) positive, by its rate
     assert "ipguard" in capsys.readouterr().out
     suspects = (tmp_path / "rep" / "fingerprint_suspects.md").read_text().splitlines()
     assert "| source(src)" in suspects[6] and "->prune(0.2)" in suspects[7]  # source first, then its suspects
@@ -189,7 +227,7 @@ def test_gpu_suites_plan_and_hub_architectures(tmp_path):
     from bench.suite import load_suite
     from bench.protocols.ownership import zoo_config
 
-    for name in ("fingerprint-cifar10", "fingerprint-imagenet"):
+    for name in ("fingerprint-cifar10", "fingerprint-imagenet", "fingerprint-cifar100", "fingerprint-digits-fig6"):
         runner = make_engine(load_suite(name), tmp_path / name, progress=False)
         assert {j.protocol for j in runner.jobs if j.defense != "none"} == {"verify"}
         assert len(zoo_config(runner.ctx.suite).positives) >= 14

@@ -4,10 +4,13 @@ A positive is named by its provenance chain, e.g. `source(cnn,digits)->prune(0.3
 each step is applied, with the attacker's data (disjoint from the source's training data), to
 the result of the previous one. Steps:
 
-    finetune(MODE[,fraction])  MODE in FTLL | RTLL | FTAL | RTAL, on `fraction` of the attacker data
+    finetune(MODE[,fraction[,epochs]])  MODE in FTLL | RTLL | FTAL | RTAL, on `fraction` of the attacker
+                               data, for `epochs` (default: the section's finetune_epochs)
     prune(rate)                global magnitude pruning of Conv2d/Linear weights
-    advtrain(eps)              PGD adversarial fine-tuning, eps like 2/255
+    advtrain(eps[,epochs])     PGD adversarial fine-tuning, eps like 2/255 (epochs: default advtrain_epochs)
     distill(family)            Knockoff-style extraction into a fresh `family` network (soft labels only)
+    hardlabel(family)          data-free, hard-label extraction (MFUE's "HL", Sanyal et al., CVPR 2022):
+                               a generator and a fresh `family` student, the teacher's top-1 labels only
 
 A negative is `independent(family,sSEED,<data>)`: a fresh network trained on the attacker's data,
 or a loaded model spec (`negative_models`, e.g. timm pretrained networks for the GPU suites).
@@ -36,8 +39,9 @@ from bench.errors import UserError
 from bench.fingerprint import training as T
 from bench.models.adapter import ModelAdapter
 
-STEP = re.compile(r"^\s*(finetune|prune|advtrain|distill)\(([^()]*)\)\s*$")
-STEPS = "finetune(MODE[,fraction]) | prune(rate) | advtrain(eps) | distill(family)"
+STEP = re.compile(r"^\s*(finetune|prune|advtrain|distill|hardlabel)\(([^()]*)\)\s*$")
+STEPS = ("finetune(MODE[,fraction[,epochs]]) | prune(rate) | advtrain(eps[,epochs]) | distill(family) | "
+         "hardlabel(family)")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class ZooConfig:
     advtrain_lr: float = 1e-3
     distill_epochs: int = 30
     distill_lr: float = 2e-3
+    hardlabel_steps: int = 1500  # generator / student alternations (batches of 64 generated images)
+    hardlabel_lr: float = 2e-3
     seed: int = 0
 
     @classmethod
@@ -81,7 +87,7 @@ class ZooConfig:
 @dataclass
 class Suspect:
     name: str
-    kind: str  # finetune | prune | advtrain | distill | chain kinds joined by '+' | independent | pretrained
+    kind: str  # finetune | prune | advtrain | distill | hardlabel | chain kinds joined by '+' | independent | pretrained
     role: str  # "positive" | "negative"
     adapter: ModelAdapter
     top1: float | None = None
@@ -102,13 +108,19 @@ def parse_chain(chain: str) -> list[tuple[str, list[str]]]:
         if not m:
             raise UserError(f"bad suspect step {part.strip()!r} in {chain!r}; valid steps: {STEPS}")
         op, args = m.group(1), [a.strip() for a in m.group(2).split(",") if a.strip()]
-        if op == "finetune" and (not args or args[0] not in T.FINETUNE_MODES or len(args) > 2):
-            raise UserError(f"finetune needs a mode in {', '.join(T.FINETUNE_MODES)} and an optional fraction, "
-                            f"got {part!r}")
-        if op in ("prune", "advtrain") and len(args) != 1:
+        if op == "finetune" and (not args or args[0] not in T.FINETUNE_MODES or len(args) > 3):
+            raise UserError(f"finetune needs a mode in {', '.join(T.FINETUNE_MODES)}, an optional fraction and "
+                            f"optional epochs, got {part!r}")
+        if op == "prune" and len(args) != 1:
             raise UserError(f"{op} takes one number, got {part.strip()!r}")
-        if op == "distill" and len(args) != 1:
-            raise UserError(f"distill takes one architecture family, got {part.strip()!r}")
+        if op == "advtrain" and len(args) not in (1, 2):
+            raise UserError(f"advtrain takes eps and optional epochs, got {part.strip()!r}")
+        epochs = args[2] if op == "finetune" and len(args) == 3 else args[1] if op == "advtrain" and len(args) == 2 \
+            else None
+        if epochs is not None and not (epochs.isdigit() and int(epochs) >= 1):
+            raise UserError(f"{op} epochs must be a whole number >= 1, got {epochs!r} in {part.strip()!r}")
+        if op in ("distill", "hardlabel") and len(args) != 1:
+            raise UserError(f"{op} takes one architecture family, got {part.strip()!r}")
         if op == "finetune" and len(args) == 2 and not 0 < parse_number(args[1]) <= 1:
             raise UserError(f"finetune fraction must be in (0, 1], got {args[1]!r}")
         steps.append((op, args))
@@ -144,6 +156,11 @@ def apply_step(parent: nn.Module, parent_key: str, op: str, args: list[str], pre
         return cached_module(recipe, lambda: T.build_arch(args[0], data.num_classes, data.images.shape[1]),
                              lambda: T.distill(parent, preprocess, data, args[0], config.distill_epochs,
                                                config.distill_lr, seed)), key
+    if op == "hardlabel":
+        return cached_module(recipe, lambda: T.build_arch(args[0], data.num_classes, data.images.shape[1]),
+                             lambda: T.hardlabel_extract(parent, preprocess, tuple(data.images.shape[1:]),
+                                                         data.num_classes, args[0], config.hardlabel_steps,
+                                                         config.hardlabel_lr, seed)), key
 
     def template():
         return copy.deepcopy(parent)
@@ -151,11 +168,13 @@ def apply_step(parent: nn.Module, parent_key: str, op: str, args: list[str], pre
     if op == "finetune":
         fraction = parse_number(args[1]) if len(args) > 1 else 1.0
         subset = data.subset(round(fraction * len(data.labels)), seed)
-        build = lambda: T.finetune(parent, preprocess, subset, args[0], config.finetune_epochs,  # noqa: E731
+        epochs = int(args[2]) if len(args) > 2 else config.finetune_epochs
+        build = lambda: T.finetune(parent, preprocess, subset, args[0], epochs,  # noqa: E731
                                    config.finetune_lr, seed)
     else:  # advtrain
+        epochs = int(args[1]) if len(args) > 1 else config.advtrain_epochs
         build = lambda: T.adversarial_train(parent, preprocess, data, parse_number(args[0]),  # noqa: E731
-                                            config.advtrain_epochs, config.advtrain_lr, seed, config.advtrain_steps)
+                                            epochs, config.advtrain_lr, seed, config.advtrain_steps)
     return cached_module(recipe, template, build), key
 
 
@@ -194,7 +213,7 @@ def build_zoo(source: ModelAdapter, config: ZooConfig, attacker: Split, test: Sp
         if role == "positive":
             module, kinds = derive(source, item, attacker, config, config.seed)
             name, kind, arch = f"{head}->{item.replace(' ', '')}", "+".join(dict.fromkeys(kinds)), source.arch
-            if kinds[-1] == "distill":
+            if kinds[-1] in ("distill", "hardlabel"):
                 arch = f"fingerprint/{parse_chain(item)[-1][1][0]}"
         elif isinstance(item, tuple):
             fam, s = item

@@ -69,10 +69,11 @@ def shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Te
 
 
 def fit(module: nn.Module, loss_fn, data: Split, epochs: int, lr: float, seed: int, *, params=None,
-        optimizer: str = "adamw", augment: bool = True, snapshot=None) -> nn.Module:
+        optimizer: str = "adamw", augment: bool = True, on_epoch=None) -> nn.Module:
     """Train `params` (default: all) of `module` over seeded mini-batches; loss_fn(module, x, y).
 
-    `snapshot(module, step, total)` is called after every optimizer step (MFUE's mimic models)."""
+    `on_epoch(module, epoch)` is called at the end of every epoch (epoch = 1, 2, ...): MFUE's
+    mimic models are snapshots taken there."""
     dev = device()
     module.to(dev).train()
     gen = torch.Generator().manual_seed(seed)
@@ -83,8 +84,7 @@ def fit(module: nn.Module, loss_fn, data: Split, epochs: int, lr: float, seed: i
     else:
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     n = len(data.labels)
-    total, step = int(epochs) * ((n + BATCH - 1) // BATCH), 0
-    for _ in range(int(epochs)):
+    for epoch in range(1, int(epochs) + 1):
         order = torch.randperm(n, generator=gen)
         for i in range(0, n, BATCH):
             idx = order[i : i + BATCH]
@@ -93,9 +93,8 @@ def fit(module: nn.Module, loss_fn, data: Split, epochs: int, lr: float, seed: i
             opt.zero_grad()
             loss.backward()
             opt.step()
-            step += 1
-            if snapshot is not None:
-                snapshot(module, step, total)
+        if on_epoch is not None:
+            on_epoch(module, epoch)
     return module.cpu().eval()
 
 
@@ -163,7 +162,7 @@ def pgd(module: nn.Module, preprocess, x: torch.Tensor, y: torch.Tensor, eps: fl
 
 
 def adversarial_train(module: nn.Module, preprocess, data: Split, eps: float, epochs: int, lr: float, seed: int,
-                      steps: int = 5, optimizer: str = "adamw", snapshot=None) -> nn.Module:
+                      steps: int = 5, optimizer: str = "adamw", on_epoch=None) -> nn.Module:
     """Madry-style L-inf PGD adversarial fine-tuning, each batch half clean and half adversarial
     (MFUE Appendix B: normal samples are mixed in so accuracy is kept)."""
     module = copy.deepcopy(module)
@@ -173,7 +172,7 @@ def adversarial_train(module: nn.Module, preprocess, data: Split, eps: float, ep
         adv = pgd(m, preprocess, x, y, eps, steps, gen=gen)
         return 0.5 * F.cross_entropy(m(_norm(preprocess, x)), y) + 0.5 * F.cross_entropy(m(_norm(preprocess, adv)), y)
 
-    return fit(module, loss, data, epochs, lr, seed, optimizer=optimizer, snapshot=snapshot)
+    return fit(module, loss, data, epochs, lr, seed, optimizer=optimizer, on_epoch=on_epoch)
 
 
 def distill(teacher: nn.Module, preprocess, data: Split, family: str, epochs: int, lr: float, seed: int,
@@ -202,3 +201,59 @@ def accuracy(module: nn.Module, preprocess, data: Split, batch: int = 512) -> fl
         x = _norm(preprocess, data.images[i : i + batch])
         hits += int((module(x).argmax(1) == data.labels[i : i + batch]).sum())
     return 100.0 * hits / max(1, len(data.labels))
+
+
+class Generator(nn.Module):
+    """A DCGAN-style generator: z (dim `latent`) -> images in [0, 1] of `shape` (C, H, W)."""
+
+    def __init__(self, shape: tuple, latent: int = 64, width: int = 64):
+        super().__init__()
+        c, h, w = shape
+        self.latent, self.shape, self.h0, self.w0 = latent, shape, max(1, h // 4), max(1, w // 4)
+        self.fc = nn.Linear(latent, width * self.h0 * self.w0)
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, width // 2, 4, 2, 1), nn.BatchNorm2d(width // 2), nn.ReLU(),
+            nn.Conv2d(width // 2, c, 3, padding=1), nn.Sigmoid())
+
+    def forward(self, z):
+        x = self.net(self.fc(z).view(len(z), -1, self.h0, self.w0))
+        return F.interpolate(x, size=self.shape[1:], mode="bilinear", align_corners=False) \
+            if tuple(x.shape[-2:]) != tuple(self.shape[1:]) else x
+
+
+def hardlabel_extract(teacher: nn.Module, preprocess, shape: tuple, num_classes: int, family: str, steps: int,
+                      lr: float, seed: int, batch: int = BATCH, diversity: float = 1.0) -> nn.Module:
+    """Data-free, hard-label model stealing in the spirit of Sanyal, Addepalli & Babu, "Towards Data-Free
+    Model Stealing in a Hard Label Setting", CVPR 2022 (MFUE's "HL" extraction): a DCGAN-style
+    generator and a fresh `family` student are trained alternately; the student learns the teacher's
+    top-1 labels on generated images (cross-entropy), the generator seeks images where the student
+    disagrees with those labels while keeping the student's class predictions diverse (entropy of the
+    batch-mean prediction). No real image is used. (The paper also trains the generator against a
+    discriminator on synthetic proxy data; that term is omitted here.)"""
+    dev = device()
+    teacher = copy.deepcopy(teacher).to(dev).eval()
+    torch.manual_seed(seed)
+    student = build_arch(family, num_classes, shape[0]).to(dev).train()
+    gen_net = Generator(tuple(shape)).to(dev).train()
+    opt_s = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=1e-4)
+    opt_g = torch.optim.Adam(gen_net.parameters(), lr=lr, betas=(0.5, 0.999))
+    rng = torch.Generator().manual_seed(seed)
+    for _ in range(int(steps)):
+        z = torch.randn(batch, gen_net.latent, generator=rng).to(dev)
+        x = gen_net(z)
+        with torch.no_grad():
+            labels = teacher(_norm(preprocess, x)).argmax(1)  # the API answers labels only
+        logits = student(_norm(preprocess, x))
+        mean_p = F.softmax(logits, 1).mean(0)
+        g_loss = -F.cross_entropy(logits, labels) + diversity * (mean_p * mean_p.clamp_min(1e-8).log()).sum()
+        opt_g.zero_grad()
+        g_loss.backward()
+        opt_g.step()
+        x = x.detach()
+        s_loss = F.cross_entropy(student(_norm(preprocess, x)), labels)
+        opt_s.zero_grad()
+        s_loss.backward()
+        opt_s.step()
+    return student.cpu().eval()

@@ -7,7 +7,9 @@ on the defender's half (`FingerprintMethod.fingerprint`), then queries every sus
 `SuspectOracle` carrying the attack: an input attack processes the queries, an output attack
 (dp-logits) perturbs the answers. Rows: one per suspect (role "positive" / "negative", metric
 `score`, the suspect's clean `top1` and `kind`), then one "summary" row (AUC, TPR@1%/5%FPR with
-bootstrap CIs, the source's self-score and a max-softmax query detector's detection rate).
+bootstrap CIs, the source's self-score and, per query detector of bench.fingerprint.detectors
+(MSP, SHE, DAEIT, SCADN: MFUE Table 2), the share of the method's queries it flags,
+`detect_<name>`; `query_detection_rate` is the max-softmax one).
 The summary row's cell is the job key, so a job counts as done once its summary is written.
 """
 
@@ -17,7 +19,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench import provenance
 from bench.attacks import attack_label, get_attack
@@ -26,13 +27,12 @@ from bench.core.types import Job, Role, Row
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.fingerprint.base import SuspectOracle
+from bench.fingerprint.detectors import DETECTORS
 from bench.fingerprint.metrics import summarize
 from bench.fingerprint.suspects import ZooConfig, build_zoo
 from bench.fingerprint.training import halves
 from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
 from bench.reports.fingerprint import render_fingerprint
-
-DETECTOR_FPR = 0.10  # MFUE Sec. 4.6: threshold at the bottom 10% quantile of normal samples
 
 
 def zoo_config(suite) -> ZooConfig:
@@ -41,15 +41,6 @@ def zoo_config(suite) -> ZooConfig:
         raise UserError(f"suite {suite.name!r} has verify-protocol defenses but no [suspects] section; "
                         "add one with positives = [chains...] and negatives = [families...]")
     return ZooConfig.from_section(section, suite.seed)
-
-
-@torch.no_grad()
-def detection_rate(source, queries: torch.Tensor, clean: torch.Tensor) -> float:
-    """Share of `queries` a max-softmax OOD detector on the deployed model flags, its threshold set
-    so that DETECTOR_FPR of clean test inputs are flagged (balanced accuracy = (rate + 0.9) / 2)."""
-    msp = F.softmax(source.predict(clean), 1).amax(1)
-    threshold = torch.quantile(msp, DETECTOR_FPR)
-    return float((F.softmax(source.predict(queries), 1).amax(1) < threshold).float().mean())
 
 
 @PROTOCOLS.register
@@ -75,6 +66,15 @@ class OwnershipVerification(Protocol):
             dataset = str(ctx.suite.data.get("dataset"))
             zoos[source.digest] = build_zoo(source, zoo_config(ctx.suite), attacker, ctx.data, dataset, ctx.progress)
         return zoos[source.digest]
+
+    def detectors(self, ctx, source, seed: int) -> dict:
+        """Every registered query detector, fitted once per source on the deployer's (attacker's) clean half."""
+        fitted = ctx.memo("verify.detectors")
+        key = digest([source.digest, seed])
+        if key not in fitted:
+            _, attacker = halves(ctx.train_data)
+            fitted[key] = {name: cls().fit(source, attacker, seed) for name, cls in DETECTORS.items()}
+        return fitted[key]
 
     def fingerprint(self, ctx, method, job: Job, source, seed: int):
         prints = ctx.memo("verify.fingerprints")
@@ -122,8 +122,10 @@ class OwnershipVerification(Protocol):
         queries = torch.cat(self_oracle.log)
         clean = ctx.data.images  # the fingerprint test split is small: held for the detector and the source's top-1
         source_top1 = float((source.predict(clean).argmax(1) == ctx.data.labels).float().mean()) * 100
+        detected = {f"detect_{name}": d.detection_rate(queries, clean)
+                    for name, d in self.detectors(ctx, source, seed).items()}
         summary = {**summarize(scores["positive"], scores["negative"], seed=seed), "self_score": self_score,
-                   "source_top1": source_top1, "query_detection_rate": detection_rate(source, queries, clean),
+                   "source_top1": source_top1, "query_detection_rate": detected["detect_msp"], **detected,
                    "score_pos_mean": float(np.mean(scores["positive"])),
                    "score_neg_mean": float(np.mean(scores["negative"]))}
         spent = ctx.since(snapshot)
