@@ -151,6 +151,18 @@ def test_ownership_ranks_by_worst_auc_then_tpr():
     assert board.rows[0].values["worst_tpr@1%fpr"] == pytest.approx(0.3)
 
 
+def test_ownership_methods_with_other_query_counts_share_one_board():
+    """Regression: a method's query rows carry its own trigger count as n (IPGuard 50, ADV-TRA 400), and the board
+    key took n from them, so every fingerprint method landed on a board of its own; n is the suspects scored."""
+    def cells_of(defense, queries):
+        out = [row("src", f"suspect{i}", None, defense=defense, protocol="verify", psnr=None, release="verify",
+                   role=role, n=queries, metrics={"score": 0.5}) for i, role in enumerate(("positive", "negative"))]
+        return out + [row("src", "", None, defense=defense, protocol="verify", psnr=None, release="verify",
+                          role="summary", n=44, metrics={"auc": 0.9, "tpr@1%fpr": 0.5})]
+    (board,) = build_boards(cells_of("ipguard", 50) + cells_of("adv-tra", 400), {"ownership": ()})
+    assert board.key.n == (44,) and {r.defense for r in board.rows} == {"ipguard", "adv-tra"}
+
+
 def test_place_marks_new_rows_and_refuses_other_model_sets():
     reference = build_boards(cells("ne-patch", HAND), STD)
     merged = place(build_boards(cells("noise", HAND), STD), reference)

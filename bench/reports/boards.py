@@ -354,6 +354,8 @@ def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list
     for (suite, board, protocol, defense, params, psnr, mode, release), cells in groups.items():
         std = tuple(standard.get(board, ()))
         scored = [c for c in cells if c["role"] in SCORED] or cells
+        if board == OWNERSHIP:  # n = the suspects a summary scores, not each method's own query count
+            scored = [c for c in cells if c["role"] == "summary"] or scored
         bkey = BoardKey(suite=suite, board=board, protocol=protocol,
                         authorized=tuple(sorted({c["authorized"] for c in cells})),
                         evaluated=tuple(sorted({base_label(c["evaluated"]) for c in scored})),
@@ -507,4 +509,6 @@ def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str
         paths += write_csv(board_frame(b), folder / f"{b.key.slug}.csv", provenance, note=DEFINITION,
                            extra={"title": f"{b.title}: {b.key.suite}", "key": b.key.to_json(), "headline": b.headline,
                                   "models": b.models})
+    for stale in {*folder.glob("*.csv"), *folder.glob("*.provenance.json")} - set(paths):
+        stale.unlink()  # a board an earlier render of this folder wrote that these rows no longer make
     return paths
