@@ -35,6 +35,10 @@ def cache_root() -> Path:
     return Path(os.environ.get("AUTHBENCH_CACHE") or Path.home() / ".cache" / "authbench")
 
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)  # read once (os.umask can only be read by setting it)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that `path` is either absent, old, or complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,6 +48,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes it 0600; a written file reads like any other
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

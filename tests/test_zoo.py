@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from bench.attacks import get_attack
@@ -63,17 +64,25 @@ def test_default_suite_plans_every_cell():
     assert {"ne-patch", "ne-operator", "noise"} <= {d.name for d in suite.defenses}
 
 
-def test_checked_in_reference_leaderboard_is_a_measured_leaderboard():
+def test_checked_in_reference_is_a_frozen_measured_reference():
+    """reports/leaderboards/digits.json is `authbench leaderboard freeze` of a full default run: schema-valid, every
+    inference-only cell exact, every cell that trains at run time with its spread over [check] trials, and the
+    like-for-like boards `authbench rank` places new rows on."""
     ref = json.loads((ROOT / "reports" / "leaderboards" / "digits.json").read_text())
-    assert ref["kind"] == "authbench-leaderboard" and ref["provenance"]["suite"] == "digits"
+    jsonschema.validate(ref, json.loads((ROOT / "docs" / "reference.schema.json").read_text()))
+    assert ref["kind"] == "authbench-reference" and ref["suite"] == "digits"
     assert ref["provenance"]["git"] not in ("", "unknown")
-    keys = {r["key"] for r in ref["rows"]}
-    assert len(keys) == len(ref["rows"])
-    data_rows = [r for r in ref["rows"] if r["release"] != "model"]
-    assert len([r for r in data_rows if r["attack"] == "none"]) == 3 * 7 * 3  # 3 defenses x 7 PSNR x 3 formats
-    attacked = {r["attack"].split("(")[0] for r in data_rows if r["attack"] != "none"}
-    assert attacked == {"jpeg", "crop", "reconstruct", "project", "adapt"}  # NE's attacks, the projection included
-    assert {r["defense"] for r in ref["rows"]} == {"ne-patch", "ne-operator", "noise", "corelocker", "dp", "fhe", "algospec"}
+    trials = tomllib.loads((ROOT / "suites" / "digits.toml").read_text())["check"]["trials"]
+    trained = [c for c in ref["cells"] if c["trained"]]
+    exact = [c for c in ref["cells"] if not c["trained"]]
+    assert trained and all(c["n_trials"] == trials and c["std"] is not None for c in trained)
+    assert exact and all(c["tolerance"] == 0 for c in exact)
+    assert len({(c["board"], c["key"], c["metric"]) for c in ref["cells"]}) == len(ref["cells"])
+    boards = {b["key"]["board"]: b for b in ref["boards"] if len(b["key"]["authorized"]) == 10}
+    ranked = {r["defense"] for b in boards.values() for r in b["rows"] if r.get("rank")}
+    assert {"ne-patch", "ne-operator", "noise", "corelocker"} <= ranked  # every shipped defense, all 10 authorized
+    assert {r["defense"] for b in ref["boards"] if b["key"]["board"] == "baselines" for r in b["rows"]} == \
+        {"dp", "fhe", "algospec"}
 
 
 # -- pinned weights (bench.models.pinned) -------------------------------------------------------------
