@@ -219,7 +219,7 @@ def test_trials_knob_repeats_only_the_cells_that_train(tiny):
 @pytest.mark.parametrize("name", sorted(ATTACKS))
 def test_attacks_that_learn_are_marked_as_training(name):
     cls = ATTACKS[name]
-    if cls.kind in ("learned", "adapt") or name in ("finetune", "distill"):
+    if cls.kind in ("learned", "adapt") or name in ("finetune", "fine-prune", "distill"):
         assert cls.trains
     elif name in ("none", "jpeg", "crop", "prune", "project", "flip", "rotate"):
         assert not cls.trains

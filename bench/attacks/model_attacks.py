@@ -126,6 +126,7 @@ class FinePrune(ModelAttack):
     setting; the last hidden Linear in a model without one), `"all"` every hidden Conv2d/Linear layer."""
 
     name = "fine-prune"
+    trains = True  # fine-tunes the pruned model
     description = "Fine-Pruning: prune the least-activated channels on clean attacker data, then fine-tune"
     defaults = {"ratio": 0.2, "fraction": 0.05, "epochs": 5, "lr": 1e-3, "scope": "all"}
     SCOPES = ("all", "last")

@@ -3,6 +3,8 @@ a matmul whose bits do not depend on how many rows a batch has, and fitted tenso
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 # rows per product in rows_matmul: every product has this shape, whatever the batch
@@ -41,3 +43,16 @@ class PerDevice:
         if device not in self._copies:
             self._copies[device] = {name: t.to(device) for name, t in self._cpu.items()}
         return self._copies[device]
+
+
+@contextmanager
+def one_thread():
+    """Run the enclosed torch ops on one CPU thread (restored after): a fitted basis, a direction or a PSNR
+    calibration must not depend on how many threads the machine gives torch, or two runs of one suite
+    release different data (a saturated uint8 release flips with the last bits of its scale)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -14,29 +14,16 @@ Both keep the fitted basis on the CPU and a copy per device they are used on (`P
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 
 import torch
 
-from bench.defenses.batched import PerDevice, rows_matmul
+from bench.defenses.batched import PerDevice, one_thread, rows_matmul
 from bench.defenses.operator_fourier import FourierBasis
 from bench.errors import UserError
 from bench.models.first_linear import FirstLinear
 
 DENSE_MAX_DIM = 4096
 BACKENDS = ("auto", "dense", "fourier")
-
-
-@contextmanager
-def one_thread():
-    """Run the enclosed torch ops on one CPU thread (restored after): a fitted basis must not depend on how
-    many threads the machine gives torch, or two runs of one suite release different data."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class DenseBasis:

@@ -37,6 +37,7 @@ from bench.core.types import Encoding, Job, Role, Row
 from bench.data.base import Split
 from bench.defenses import get_defense
 from bench.defenses.base import InputDefense
+from bench.defenses.batched import one_thread
 from bench.defenses.release import (CALIBRATION_VERSION, PSNR_MODES, RELEASES, calibrate, calibrate_paper_code, psnr,
                                     split_psnr)
 from bench.encode_space import encode_space, space_input, space_transform, to_pixels
@@ -183,7 +184,8 @@ class InputAuthorization(Protocol):
         if key not in fitted:
             defense = cls(**job.params)
             if auth is not None:
-                defense.fit(auth, None)
+                with one_thread():  # the fitted directions must not depend on the machine's thread count
+                    defense.fit(auth, None)
             fitted[key] = defense
         return fitted[key]
 
@@ -217,13 +219,15 @@ class InputAuthorization(Protocol):
             return images, images
         auth = ctx.model(job.authorized) if job.authorized else None
         x = space_input(images, auth, encode_space(ctx.suite.data))
-        dirs, residual = to_pixels(self.defense(ctx, job).directions(x, indices, labels, seed), x, auth)
+        if job.point["psnr_mode"] == "paper-code":
+            return self.release_paper_code(ctx, job, x, indices, labels, seed, stats)
+        defense = self.defense(ctx, job)
         std = auth.preprocess.std if auth else None
         if std is not None and len(std) == 1:
             std = std * x.shape[1]
-        if job.point["psnr_mode"] == "paper-code":
-            return self.release_paper_code(ctx, job, x, indices, labels, seed, stats)
-        cal = calibrate(x, dirs.to(x.device), job.point["psnr"], job.release, job.point["psnr_mode"], std)
+        with one_thread():  # released bytes independent of the thread count (on a GPU this changes nothing)
+            dirs, residual = to_pixels(defense.directions(x, indices, labels, seed), x, auth)
+            cal = calibrate(x, dirs.to(x.device), job.point["psnr"], job.release, job.point["psnr_mode"], std)
         if stats is not None:
             stats.psnr_true.append(cal.psnr_true.cpu())
             if cal.psnr_nominal is not None:
