@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("results", type=Path, help="run folder or results.jsonl (trained cells: several trials)")
     lb.add_argument("--out", type=Path, required=True, help="reference .json to write, e.g. reports/leaderboards/digits.json")
     lb.add_argument("--suite", help="suite whose [check] section gives the tolerance floors (default: the results' suite)")
+    lb.add_argument("--entries", type=Path, metavar="DIR", help="also write one leaderboard entry JSON per ranked row "
+                    "(docs/entry.schema.json) under DIR/<suite>/<board>/, e.g. reports/leaderboards/entries")
 
     zoo = sub.add_parser("zoo", help="the pinned digits zoo: list, verify, retrain (into the cache), pin")
     zoo.add_argument("action", choices=("list", "verify", "retrain", "pin"))
@@ -287,6 +289,7 @@ def _cmd_check(args) -> int:
 
 def _cmd_leaderboard(args) -> int:
     from bench.reports.boards import build_boards, parse_standard
+    from bench.reports.entries import write_entries
     from bench.reports.reference import Tolerances, freeze
     from bench.results import read_rows
     from bench.suite import recorded_suite
@@ -297,8 +300,12 @@ def _cmd_leaderboard(args) -> int:
     suite, note = recorded_suite(rows, args.suite)  # the suite the rows recorded, or --suite
     if note:
         print(f"authbench: {note}", file=sys.stderr)
-    boards = [b.to_json() for b in build_boards(rows, parse_standard(suite.standard_attacks if suite else {}))]
-    ref = freeze(rows, args.out, Tolerances.from_check(suite.check if suite else {}), boards=boards)
+    boards = build_boards(rows, parse_standard(suite.standard_attacks if suite else {}))
+    ref = freeze(rows, args.out, Tolerances.from_check(suite.check if suite else {}), boards=[b.to_json() for b in boards])
+    if args.entries is not None:
+        check_folder(args.entries, "--entries")
+        written = write_entries(boards, args.entries, only_new=False, ranked_only=True)
+        print(f"wrote {len(written)} leaderboard entr{'y' if len(written) == 1 else 'ies'} under {args.entries}")
     trained = [c for c in ref.cells if c.trained]
     spread = [c for c in trained if c.n_trials >= 2]
     print(f"froze {len(ref.cells)} cells of suite {ref.suite!r} ({len(ref.models or ())} models) to {args.out}: "

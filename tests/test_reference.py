@@ -14,6 +14,7 @@ import pytest
 
 from bench.attacks import BUILTIN as ATTACKS, get_attack
 from bench.cli import main
+from bench.reports.entries import entry_schema
 from bench.defenses import builtins as defense_builtins
 from bench.errors import UserError
 from bench.reports.check import check, load_reference
@@ -98,6 +99,22 @@ def test_freeze_records_spread_trials_and_the_rule(tiny):
     # the per-trial boards are what the spread comes from: two trials of the reconstruction rows
     assert sorted({r["trial"] for r in tiny["rows"] if r["attack"].startswith("reconstruct")}) == [0, 1]
     assert {r["trial"] for r in tiny["rows"] if r["attack"] == "none"} == {0}
+
+
+def test_freeze_writes_the_boards_and_one_entry_per_ranked_row(tiny, tmp_path):
+    """The reference carries the boards `authbench rank` places new rows on, and `--entries` writes the
+    RobustBench-style entry of every ranked row (docs/entry.schema.json)."""
+    out, entries = tmp_path / "ref.json", tmp_path / "entries"
+    assert main(["leaderboard", "freeze", str(tiny["run"]), "--out", str(out), "--suite", str(tiny["suite"]),
+                 "--entries", str(entries)]) == 0
+    boards = json.loads(out.read_text())["boards"]
+    ranked = [r for b in boards for r in b["rows"] if r.get("rank")]
+    files = sorted(entries.glob("tiny/*/*.json"))
+    assert ranked and len(files) == len(ranked)
+    for f in files:
+        entry = json.loads(f.read_text())
+        jsonschema.validate(entry, entry_schema())
+        assert entry["measured"]["rank"] is not None and entry["provenance"]["models"]
 
 
 def test_check_passes_against_itself_with_json_and_junit(tiny, tmp_path, capsys):

@@ -10,6 +10,7 @@ import pytest
 
 from bench.attacks import get_attack
 from bench.data.digits import load_digits_split
+from bench.reports.entries import entry_schema
 from bench.models.zoo import FAMILIES, load_zoo_model, test_accuracy as zoo_accuracy
 from conftest import make_engine
 from bench.suite import load_suite
@@ -83,6 +84,10 @@ def test_checked_in_reference_is_a_frozen_measured_reference():
     assert {"ne-patch", "ne-operator", "noise", "corelocker"} <= ranked  # every shipped defense, all 10 authorized
     assert {r["defense"] for b in ref["boards"] if b["key"]["board"] == "baselines" for r in b["rows"]} == \
         {"dp", "fhe", "algospec"}
+    entries = sorted((ROOT / "reports" / "leaderboards" / "entries" / "digits").glob("*/*.json"))  # one per ranked row
+    assert len(entries) == sum(1 for b in ref["boards"] for r in b["rows"] if r.get("rank"))
+    for path in entries:
+        jsonschema.validate(json.loads(path.read_text()), entry_schema())
 
 
 # -- pinned weights (bench.models.pinned) -------------------------------------------------------------

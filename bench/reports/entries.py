@@ -89,12 +89,13 @@ def build_entry(board: Board, row: BoardRow) -> dict:
     }
 
 
-def write_entries(boards: list[Board], folder: Path, only_new: bool = True) -> list[Path]:
-    """One entry file per row (the new rows when `only_new`) of every board, under folder/<suite>/<board>/."""
+def write_entries(boards: list[Board], folder: Path, only_new: bool = True, ranked_only: bool = False) -> list[Path]:
+    """One entry file per row (the new rows when `only_new`; the ranked ones when `ranked_only`) of every board,
+    under folder/<suite>/<board>/."""
     paths = []
     for board in boards:
         for row in board.rows:
-            if only_new and not row.new:
+            if (only_new and not row.new) or (ranked_only and row.rank is None):
                 continue
             path = Path(folder) / board.key.suite / board.key.board / f"{entry_name(board, row)}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
