@@ -255,28 +255,21 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _records_of(path: Path):
-    """What a check input records about its suite: a reference/leaderboard JSON dict, else its result rows."""
-    from bench.reports.reference import read_json
-    from bench.results import read_rows
-
-    data = read_json(path)
-    return data if data is not None else read_rows(path)
-
-
 def _cmd_check(args) -> int:
-    from bench.reports.check import check, format_check, github_annotations, load_reference, to_text_json, write_junit
-    from bench.reports.reference import Tolerances
+    from bench.reports.check import check, format_check, github_annotations, to_text_json, write_junit
+    from bench.reports.reference import Tolerances, from_source, read_source
     from bench.suite import recorded_suite
 
-    suite, note = recorded_suite(_records_of(args.against), args.suite)  # the reference's recorded suite,
-    if suite is None and args.suite is None:                                # else the fresh results'
-        suite, note = recorded_suite(_records_of(args.results))
+    fresh_source, reference_source = read_source(args.results), read_source(args.against)  # each file read once
+    suite, note = recorded_suite(reference_source, args.suite)  # the reference's recorded suite,
+    if suite is None and args.suite is None:                      # else the fresh results'
+        suite, note = recorded_suite(fresh_source)
     if note:
         print(f"authbench: {note}", file=sys.stderr)
     tolerances = Tolerances.from_check(suite.check if suite is not None else {})
     with foreign_rows(f"{args.results} or {args.against}"):
-        fresh, reference = load_reference(args.results, tolerances), load_reference(args.against, tolerances)
+        fresh = from_source(fresh_source, str(args.results), tolerances)
+        reference = from_source(reference_source, str(args.against), tolerances)
         result = check(fresh, reference, strict=args.strict, allow_subset=args.allow_subset,
                        override=_parse_tolerances(args.tolerance), override_default=args.default_tolerance)
     print(to_text_json(result) if args.format == "json" else format_check(result))

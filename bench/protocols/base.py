@@ -23,7 +23,6 @@ from bench.attacks import attack_label, get_attack
 from bench.cache import digest
 from bench.core.context import EvalContext
 from bench.core.types import Job, Row
-from bench.errors import UserError
 from bench.registry import Registry
 
 PROTOCOLS = Registry("protocol", "authbench.protocols")
@@ -53,11 +52,8 @@ def with_key(ctx: EvalContext, job: Job, *, summary_cell: bool = False) -> Job:
 def trials_for(ctx: EvalContext, entry, cls, attack) -> int:
     """The entry's `trials`, raised to the suite's [check] trials where the defense or the attack trains at
     run time (`Plugin.trains`): the reference records those cells' spread over trials (bench.reports.reference)."""
-    if cls.trains or get_attack(attack).trains:
-        trials = ctx.suite.check.get("trials", 1)
-        if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-            raise UserError(f"suite {ctx.suite.name!r}: [check] trials must be a whole number >= 1, got {trials!r}")
-        return max(entry.trials, trials)
+    if cls.trains or get_attack(attack).trains:  # [check] trials is a whole number >= 1: the suite schema checks it
+        return max(entry.trials, ctx.suite.check.get("trials", 1))
     return entry.trials
 
 

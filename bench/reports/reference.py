@@ -262,22 +262,23 @@ def read_json(path: Path) -> dict | None:
     return data
 
 
+def read_source(path: Path) -> dict | list[dict]:
+    """What a check input holds, read once: a reference / leaderboard JSON object, else its result rows."""
+    data = read_json(path)
+    return data if data is not None else read_rows(Path(path))
+
+
+def from_source(source: dict | list[dict], where: str, tolerances: Tolerances) -> Reference:
+    """The Reference of what `read_source` read from `where`; the tolerances apply where the source records
+    none (rows, legacy leaderboards)."""
+    if isinstance(source, list):
+        return reference_from_rows(source, tolerances)
+    return _frozen(source, where) if source["kind"] == KIND else _legacy(source, tolerances)
+
+
 def load(path: Path, tolerances: Tolerances) -> Reference:
-    """A frozen reference .json, a legacy leaderboard.json, or result rows (.jsonl or a run folder); the
-    tolerances apply where the source records none (rows, legacy leaderboards)."""
-    data = read_json(path)
-    if data is None:
-        return reference_from_rows(read_rows(Path(path)), tolerances)
-    return _frozen(data, str(path)) if data["kind"] == KIND else _legacy(data, tolerances)
-
-
-def suite_of(path: Path) -> str | None:
-    """The suite a results file or reference names (its [check] gives the tolerances)."""
-    data = read_json(path)
-    if data is None:
-        rows = read_rows(Path(path))
-        return rows[0].get("suite") if rows else None
-    return data.get("suite") if data["kind"] == KIND else (data.get("provenance") or {}).get("suite")
+    """A frozen reference .json, a legacy leaderboard.json, or result rows (.jsonl or a run folder)."""
+    return from_source(read_source(path), str(path), tolerances)
 
 
 def freeze(rows: list[dict], out: Path, tolerances: Tolerances, boards: list[dict] | None = None) -> Reference:
