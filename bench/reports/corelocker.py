@@ -136,15 +136,22 @@ def _models(f: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(f["model"]))
 
 
+def _by_criterion(mine: pd.DataFrame, metric: str, ratio: float) -> dict:
+    """One model's unattacked rows as {column: stat} of `metric`: the original, then the released model of each
+    extraction criterion at `ratio` (Table 1's and Figure 7's columns)."""
+    cols = {"Original": _stat(mine[mine["role"] == "clean"][metric])}
+    for crit, label in (("random", "Random extraction"), ("l1", "CoreLocker l1"), ("bn-scale", "CoreLocker bn-scale")):
+        cols[label] = _stat(_locked(mine, crit, ratio)[metric])
+    return cols
+
+
 def table1(f: pd.DataFrame, ratio: float = MAIN_RATIO) -> dict:
     """{model: {column: (mean, std, n)}}: clean, random, l1, bn-scale (released, no attack), and unlocked."""
     none = f[f["attack"] == "none"]
     out = {}
     for model in _models(none):
         mine = none[none["model"] == model]
-        cols = {"Original": _stat(mine[mine["role"] == "clean"]["top1"])}
-        for crit, label in (("random", "Random extraction"), ("l1", "CoreLocker l1"), ("bn-scale", "CoreLocker bn-scale")):
-            cols[label] = _stat(_locked(mine, crit, ratio)["top1"])
+        cols = _by_criterion(mine, "top1", ratio)
         unlocked = mine[(mine["role"] == "authorized") & np.isclose(mine["ratio"], ratio)]
         cols["Unlocked (key holder)"] = _stat(unlocked["top1"])
         out[model] = cols
@@ -297,10 +304,7 @@ def figure7(f: pd.DataFrame, ratio: float = MAIN_RATIO) -> dict:
     none = f[f["attack"] == "none"]
     out = {}
     for model in _models(none):
-        mine = none[none["model"] == model]
-        cols = {"Original": _stat(mine[mine["role"] == "clean"]["top3"])}
-        for crit, label in (("random", "Random extraction"), ("l1", "CoreLocker l1"), ("bn-scale", "CoreLocker bn-scale")):
-            cols[label] = _stat(_locked(mine, crit, ratio)["top3"])
+        cols = _by_criterion(none[none["model"] == model], "top3", ratio)
         if any(s[2] for s in cols.values()):
             out[model] = cols
     return out
