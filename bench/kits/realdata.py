@@ -221,9 +221,9 @@ def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class
         ],
         "files": files,
         "datasets": {
-            "test": {"format": "imagefolder", "num_classes": 10, "root": "test", "classes": list(CIFAR_CLASSES),
+            "test": {"format": "imagefolder", "num_classes": 10, "root": "test",
                      "description": f"CIFAR-10 test, {per_class * 10} JPEG images, labels = class folder "
-                                    "(CIFAR-10 class ids: folder names in CIFAR order)"},
+                                    "(the sorted folder names are the CIFAR-10 class order, ids 0-9)"},
         },
         "models": models,
     }
