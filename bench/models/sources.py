@@ -26,6 +26,7 @@ from bench.errors import UserError, unknown
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
 from bench.models.python_source import PYTHON_KEYS, load_python, weights_path
+from bench.models.tflite_source import TFLITE_KEYS
 from bench.models.geometry import interpolation_name
 from bench.data.base import file_digest
 from bench.models.zoo import load_zoo_model, pinned_identity, recipe_for, zoo_names
@@ -37,6 +38,7 @@ SOURCE_KEYS = {
     "hf": HF_KEYS,
     "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std", "init_seed", "loader", "arch"},
     "python": PYTHON_KEYS,  # bench.models.python_source
+    "tflite": TFLITE_KEYS,  # bench.models.tflite_source
 }
 
 
@@ -102,6 +104,9 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
             out["file"] = file_digest(weights_path(spec, model_label(spec)))
         except UserError:
             out["file"] = None  # reported when the model is loaded
+    if spec.get("source") in ("tflite", "onnx") and spec.get("path"):
+        path = Path(str(spec["path"])).expanduser()
+        out["file"] = file_digest(path) if path.is_file() else None
     checkpoint = spec.get("checkpoint")
     if checkpoint:
         path = Path(str(checkpoint)).expanduser()
@@ -151,6 +156,10 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
         return load_hf(spec, _preprocess, _load_checkpoint)
     if source == "python":
         return load_python(spec, factory_module, _preprocess, _load_checkpoint)
+    if source == "tflite":
+        from bench.models.tflite_source import load_tflite
+
+        return load_tflite(spec, _preprocess)
     seed = spec.get("init_seed", default_seed)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
