@@ -332,10 +332,11 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
     if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0)):
         raise UserError(f"{what}: labels {lab_key!r} must be integer class ids, got dtype {labels.dtype}")
     labels = torch.as_tensor(labels.astype(np.int64))
-    if len(labels) and int(labels.max()) >= 10:
-        raise UserError(f"{what}: labels {lab_key!r} go up to {int(labels.max())}, CIFAR-10 has classes 0..9; for "
-                        "another label space use dataset = \"npz\" with num_classes = N (true class ids kept)")
-    check_labels(labels, 10, f"{what}: labels {lab_key!r}")
+    try:
+        check_labels(labels, 10, f"{what}: labels {lab_key!r}")
+    except UserError as e:
+        hint = "; for another label space use dataset = \"npz\" with num_classes = N (true class ids kept)"
+        raise UserError(f"{e}{hint if int(labels.max()) >= 10 else ''}") from None
     lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
     if images.dtype.kind == "f" and (lo < 0.0 or hi > 1.0 or not np.isfinite([lo, hi]).all()):
         raise UserError(f"{what}: float images {img_key!r} have values in [{lo:.4g}, {hi:.4g}]; float pixels must lie "
