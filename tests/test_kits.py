@@ -349,7 +349,7 @@ def test_kit_model_resolves_to_cache_paths_and_loads(tmp_path, monkeypatch):
     adapter = load_model("kit:toy/lin", progress=False, cache_dir=cache)
     assert model_label("kit:toy/lin") == "lin" and adapter.name == "lin"
     ident = spec_identity("kit:toy/lin")
-    assert ident["kit"]["manifest"] == kit.digest
+    assert ident["kit"]["files"] == {"w.pth": kit.file("w.pth").sha256} and ident["kit"]["spec"]["factory"] == "torch.nn:Linear"
     ds = resolve_dataset("kit:toy/names", cache)
     assert ds.options["list"] == str(cache / "kits/toy/names.txt") and ds.options["num_classes"] == 3
 
