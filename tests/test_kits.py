@@ -420,3 +420,36 @@ def test_pin_cross_check_counts_agreement(tmp_path):
     assert cross_check(tmp_path / "dataset.txt", tmp_path / "val.txt") == (2, 2)
     (tmp_path / "val.txt").write_text("a.JPEG 3\nb.JPEG 8\n")
     assert cross_check(tmp_path / "dataset.txt", tmp_path / "val.txt") == (1, 2)
+
+
+def _pip_wheel(folder: Path, data: bytes) -> bytes:
+    """A minimal valid wheel of 'toy-weights' 0.1.0 holding toy_weights/models/w.pth."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "toy_weights-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("toy_weights/models/w.pth", data)
+        z.writestr("toy_weights-0.1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: toy-weights\nVersion: 0.1.0\n")
+        z.writestr("toy_weights-0.1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                   "Tag: py3-none-any\n")
+        z.writestr("toy_weights-0.1.0.dist-info/RECORD", "")
+    return path.read_bytes()
+
+
+def test_fetch_pypi_file_through_pip_download(tmp_path, monkeypatch):
+    """pip download from a local folder (PIP_NO_INDEX + PIP_FIND_LINKS: no network), wheel and member checked."""
+    links = tmp_path / "links"
+    whl = _pip_wheel(links, BIG)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    raw = manifest("http://unused", {})
+    raw["files"] = [{"path": "w.pth", "sha256": sha(BIG), "size": len(BIG),
+                     "source": {"pypi": "toy-weights", "version": "0.1.0", "wheel_sha256": sha(whl),
+                                "member": "toy_weights/models/w.pth"}}]
+    assert store.fetch(mf.parse(raw), tmp_path / "c", progress=False, log=lambda s: None)["fetched"] == 1
+    assert (tmp_path / "c/kits/toy/w.pth").read_bytes() == BIG
+    raw["files"][0]["source"]["wheel_sha256"] = "1" * 64
+    with pytest.raises(UserError, match="the manifest pins 1111111111111111... for toy-weights==0.1.0; nothing was placed"):
+        store.fetch(mf.parse(raw), tmp_path / "c2", progress=False, log=lambda s: None)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match=r"pip download failed: .* `authbench kit import toy --from DIR`"):
+        store.fetch(mf.parse(raw), tmp_path / "c3", progress=False, log=lambda s: None)
