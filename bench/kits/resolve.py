@@ -63,7 +63,9 @@ def model_identity(ref: str) -> dict:
     kit_name, model_name = split_ref(ref)
     kit = get_kit(kit_name)
     model = kit.model(model_name)
-    return {"kit": kit.name, "model": model_name, "manifest": kit.digest,
+    # the spec and the files' content, not the whole manifest's digest: a citation or a note edited in the
+    # manifest does not change what a model computes, so it does not invalidate results
+    return {"kit": kit.name, "model": model_name, "spec": thaw(model.spec),
             "files": {p: kit.file(p).sha256 for p in model.files()}}
 
 
@@ -99,7 +101,7 @@ def resolve_dataset(ref: str, cache: Path | None = None, *, check: bool = True) 
     options["num_classes"] = ds.num_classes
     if ds.class_names:
         options["class_names"] = str(base / ds.class_names)
-    identity = {"kit": kit.name, "dataset": ds_name, "manifest": kit.digest,
+    identity = {"kit": kit.name, "dataset": ds_name,
                 "files": hashlib.sha256(
                     "".join(f"{p}|{kit.file(p).sha256}\n" for p in sorted(files)).encode()).hexdigest()}
     return ResolvedDataset(kit=kit.name, dataset=ds_name, format=ds.format, options=options, identity=identity)

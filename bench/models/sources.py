@@ -74,6 +74,7 @@ def list_models() -> dict[str, str]:
         "a table {source = 'torch', factory = 'pkg.mod:fn', kwargs, mean, std, input_size, checkpoint}"
         " (e.g. torchvision.models:resnet18)"
     )
+    models["kit:<kit>/<model>"] = "a model of a pinned kit (authbench kit list; files fetched or imported first)"
     return models
 
 
