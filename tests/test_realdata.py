@@ -190,3 +190,37 @@ def test_a_real_cifar_model_loads_through_its_source_and_classifies_its_kit():
         acc = (model(x).argmax(1).numpy() == np.asarray(split.labels)).mean()
     assert acc > 0.6  # its source reports 77.2% clean accuracy on the full test set
     assert resolve_model("kit:cifar10-real/resnet-4b", cache).identity["files"]
+
+
+# -- the onnx source's NHWC layout (the Marabou networks read (N, H, W, C)) -------------------------
+class _NHWCNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):  # x: (N, H, W, C), as a graph exported from Keras reads it
+        return self.fc(torch.relu(self.conv(x.permute(0, 3, 1, 2))).flatten(1))
+
+
+def test_onnx_nhwc_layout_feeds_the_graph_channels_last(tmp_path):
+    pytest.importorskip("onnx2torch")
+    ort = pytest.importorskip("onnxruntime")
+    from bench.models.sources import load_model
+
+    torch.manual_seed(0)
+    net = _NHWCNet().eval()
+    path = tmp_path / "nhwc.onnx"
+    torch.onnx.export(net, (torch.rand(1, 8, 8, 3),), str(path), input_names=["x"], dynamo=False)
+    spec = {"source": "onnx", "path": str(path), "mean": [0.0] * 3, "std": [1.0] * 3, "layout": "nhwc"}
+    adapter = load_model(spec, progress=False)
+    assert tuple(adapter.preprocess.input_size) == (3, 8, 8)
+    x = torch.rand(4, 3, 8, 8)
+    got = adapter.predict(x).numpy()
+    sess = ort.InferenceSession(str(path))
+    ref = np.concatenate([sess.run(None, {"x": x[i:i + 1].permute(0, 2, 3, 1).numpy()})[0] for i in range(4)])
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    fl = adapter.first_linear()
+    assert fl.kind == "conv"
+    with pytest.raises(UserError, match="layout"):
+        load_model({**spec, "layout": "hwc"}, progress=False)
