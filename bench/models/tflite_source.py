@@ -512,5 +512,6 @@ def load_tflite(spec: dict, make_preprocess) -> ConvertedAdapter:
     if norm is not None:
         defaults["mean"], defaults["std"] = norm
     pre = preprocess_from_spec(label, spec, defaults, make_preprocess)
-    arch = spec.get("arch") or f"tflite/{path.name}"
+    options = [k for k, on in (("drop_background", drop), ("quantize_activations", simulate)) if on]
+    arch = spec.get("arch") or f"tflite/{path.name}" + "".join(f"+{k}" for k in options)
     return ConvertedAdapter(label, module, pre, str(arch), "tflite", file_sha256=digest)
