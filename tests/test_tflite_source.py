@@ -15,7 +15,7 @@ from bench.errors import UserError
 from bench.models import load_model
 from bench.models.sources import spec_identity
 from bench.models.tflite_source import convert
-from tflite_builder import build, tiny_mobilenet
+from tflite_builder import build, float_ops_graph, tiny_mobilenet
 
 PROBE = Path(__file__).parent / "data" / "probe"
 PROBES = ("cat.bmp", "grace_hopper.bmp", "parrot.jpg")
@@ -99,6 +99,27 @@ def test_tiny_graph_matches_runtime(kind, quantize):
     clear = top2[:, 1] - top2[:, 0] > 2 * step
     assert clear.sum() >= 6
     assert (mine.argmax(1) == ref.argmax(1))[clear].all()
+
+
+def test_float_graph_of_other_ops_matches_runtime():
+    """PAD, MAX/AVERAGE_POOL_2D with odd SAME padding (the average over valid pixels only), CONCATENATION, MUL by a
+    constant, LOGISTIC, MEAN, FULLY_CONNECTED, RELU: float32 end to end, so runtime and module agree to 1e-5."""
+    data = float_ops_graph()
+    interp = _interpreter(data)
+    module, _ = convert(data)
+    assert [op.kind for op in module.ops] == ["PAD", "MAX_POOL_2D", "AVERAGE_POOL_2D", "CONCATENATION", "MUL",
+                                              "LOGISTIC", "MEAN", "FULLY_CONNECTED", "RELU"]
+    x = np.random.default_rng(2).normal(size=(5, 6, 6, 2)).astype(np.float32)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    ref = []
+    for image in x:
+        interp.set_tensor(inp["index"], image[None])
+        interp.invoke()
+        ref.append(interp.get_tensor(out["index"])[0])
+    with torch.no_grad():
+        mine = module(torch.from_numpy(x).permute(0, 3, 1, 2)).numpy()
+    assert (np.stack(ref) > 0).any()  # the RELU leaves something to compare
+    np.testing.assert_allclose(mine, np.stack(ref), rtol=1e-5, atol=1e-5)
 
 
 def test_adapter_preprocess_identity_and_drop_background(tmp_path):

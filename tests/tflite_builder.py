@@ -194,3 +194,49 @@ def tiny_mobilenet(kind: str = "uint8", seed: int = 0, classes: int = 5) -> byte
     c7 = tensor("probs", [1, classes], act_dtype, quant=(np.array([1 / 256]), np.array([shift]), 0))
     ops.append({"op": "SOFTMAX", "inputs": [c6], "outputs": [c7], "options": "SoftmaxOptions", "fields": {"Beta": 1.0}})
     return build(tensors, ops, [x], [c7])
+
+
+def float_ops_graph(seed: int = 0) -> bytes:
+    """A float32 graph of the other supported operators: PAD, MAX_POOL_2D and AVERAGE_POOL_2D with odd 'SAME'
+    padding, CONCATENATION on channels, MUL by a per-channel constant, LOGISTIC, MEAN without keep_dims,
+    FULLY_CONNECTED, RELU. Input (1, 6, 6, 2), output (1, 3)."""
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    tensors = []
+
+    def tensor(name, shape, data=None, dtype=f32):
+        tensors.append({"name": name, "shape": shape, "dtype": dtype, "data": data, "quant": None})
+        return len(tensors) - 1
+
+    x = tensor("input", [1, 6, 6, 2])
+    pads = tensor("pad/paddings", [4, 2], np.array([[0, 0], [1, 0], [0, 1], [0, 0]], np.int32), np.int32)
+    p = tensor("pad/out", [1, 7, 7, 2])
+    mx = tensor("max/out", [1, 4, 4, 2])
+    av = tensor("avg/out", [1, 4, 4, 2])
+    cat = tensor("cat/out", [1, 4, 4, 4])
+    k = tensor("mul/k", [4], rng.uniform(-2, 2, 4).astype(f32))
+    mul = tensor("mul/out", [1, 4, 4, 4])
+    sig = tensor("sigmoid/out", [1, 4, 4, 4])
+    axes = tensor("mean/axes", [2], np.array([1, 2], np.int32), np.int32)
+    mean = tensor("mean/out", [1, 4])
+    w = tensor("fc/w", [3, 4], rng.normal(0, 1, (3, 4)).astype(f32))
+    b = tensor("fc/b", [3], rng.normal(0, 0.1, 3).astype(f32))
+    fc = tensor("fc/out", [1, 3])
+    out = tensor("relu/out", [1, 3])
+    pool = {"Padding": 0, "FusedActivationFunction": 0}
+    ops = [
+        {"op": "PAD", "inputs": [x, pads], "outputs": [p]},
+        {"op": "MAX_POOL_2D", "inputs": [p], "outputs": [mx], "options": "Pool2DOptions",
+         "fields": {**pool, "StrideH": 2, "StrideW": 2, "FilterHeight": 3, "FilterWidth": 3}},
+        {"op": "AVERAGE_POOL_2D", "inputs": [mx], "outputs": [av], "options": "Pool2DOptions",
+         "fields": {**pool, "StrideH": 1, "StrideW": 1, "FilterHeight": 2, "FilterWidth": 2}},
+        {"op": "CONCATENATION", "inputs": [mx, av], "outputs": [cat], "options": "ConcatenationOptions",
+         "fields": {"Axis": 3, "FusedActivationFunction": 0}},
+        {"op": "MUL", "inputs": [cat, k], "outputs": [mul], "options": "MulOptions", "fields": {"FusedActivationFunction": 0}},
+        {"op": "LOGISTIC", "inputs": [mul], "outputs": [sig]},
+        {"op": "MEAN", "inputs": [sig, axes], "outputs": [mean], "options": "ReducerOptions", "fields": {"KeepDims": False}},
+        {"op": "FULLY_CONNECTED", "inputs": [mean, w, b], "outputs": [fc], "options": "FullyConnectedOptions",
+         "fields": {"FusedActivationFunction": 0}},
+        {"op": "RELU", "inputs": [fc], "outputs": [out]},
+    ]
+    return build(tensors, ops, [x], [out])
