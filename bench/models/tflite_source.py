@@ -250,7 +250,8 @@ class ShapeOp(Op):
                 y = y.squeeze(d)
             return _from_nhwc(y)
         shape = list(self.shape)
-        shape[0] = x.shape[0] if shape and shape[0] in (1, -1) and len(shape) > 1 else shape[0]
+        if len(shape) > 1 and shape[0] in (1, -1):  # the file's batch of 1: this call's batch
+            shape[0] = x.shape[0]
         return _from_nhwc(nhwc.reshape(shape))
 
 
