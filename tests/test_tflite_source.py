@@ -235,3 +235,24 @@ def test_mobilenet_matches_runtime_on_probe_images(name):
     assert np.abs(mine - ref).max() < 0.15 * np.abs(ref).max()
     if name == "mobilenet_v1_0.5_160_quant":  # the one of these models pycoral's tests/classify_test.py runs on cat.bmp
         assert mine[0].argmax() == 286  # "Egyptian cat" (1001 outputs: background first), as that test asserts
+
+
+def test_suite_runs_a_tflite_model_with_ne(tmp_path):
+    """A suite names the file like any model: NE fits on its first conv (odd SAME padding) and every cell is scored;
+    the two variants of the file (float, quantize_activations) are two models."""
+    from bench.api import evaluate
+
+    path = _write(tmp_path, tiny_mobilenet("uint8"))
+    suite = tmp_path / "t.toml"
+    suite.write_text(
+        '[suite]\nname = "tflite-tiny"\nseed = 0\n\n[data]\ndataset = "synthetic"\nn = 12\nsize = 8\nclasses = 5\n\n'
+        f'[models]\nauthorized = ["tflite:{path}"]\n'
+        f'evaluated = ["tflite:{path}", {{ source = "tflite", path = "{path}", name = "tiny-q", quantize_activations = true }}]\n\n'
+        '[[defenses]]\nname = "ne-patch"\npsnr = [20]\nrelease = ["float"]\n')
+    results = evaluate(suite, out=tmp_path / "runs", write_reports=False, threads=1, cache_dir=tmp_path / "cache")
+    rows = [r for r in results.records if r["defense"] == "ne-patch"]
+    assert {r["evaluated"] for r in rows} == {str(path), "tiny-q"}
+    assert {r["arch"]["evaluated"] for r in rows} == {"tflite/tiny.tflite", "tflite/tiny.tflite+quantize_activations"}
+    assert all(0 <= r["metrics"]["top1"] <= 100 for r in rows)
+    authorized = next(r for r in rows if r["evaluated"] == str(path))
+    assert authorized["metrics"]["first_layer_dev"] > 0  # NE moved the first conv's output: first_linear() was used
