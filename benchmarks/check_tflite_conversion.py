@@ -95,7 +95,10 @@ def main(argv=None) -> None:
               f"{r['agree_with_ties']}/{r['n']} | "
               f"{r['max_abs_logit_diff']:.3f} | {r['median_max_abs_logit_diff']:.3f} | {r['logit_step']:.4f} |")
     if args.json:
-        provenance = {"images": [str(f) for f in images], "image_sha256": [hashlib.sha256(f.read_bytes()).hexdigest() for f in images],
+        import subprocess
+
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+        provenance = {"git": commit.stdout.strip() or None, "images": [f.name for f in images], "image_sha256": [hashlib.sha256(f.read_bytes()).hexdigest() for f in images],
                       "versions": {p: version(p) for p in ("torch", "tflite", "ai-edge-litert", "pillow")},
                       "python": platform.python_version(), "threads": args.threads}
         Path(args.json).write_text(json.dumps({"rows": rows, "provenance": provenance}, indent=1) + "\n")
