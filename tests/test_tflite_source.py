@@ -256,3 +256,26 @@ def test_suite_runs_a_tflite_model_with_ne(tmp_path):
     assert all(0 <= r["metrics"]["top1"] <= 100 for r in rows)
     authorized = next(r for r in rows if r["evaluated"] == str(path))
     assert authorized["metrics"]["first_layer_dev"] > 0  # NE moved the first conv's output: first_linear() was used
+
+
+def test_logits_are_found_behind_trailing_quantize_and_squeeze():
+    """FULLY_CONNECTED -> SOFTMAX -> QUANTIZE (as TF2 post-training graphs end): the module returns the logits;
+    a SQUEEZE of a (1, 1, 1, C) map reads channels last."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 4)).astype(np.float32)
+    t = [{"name": "x", "shape": [1, 1, 1, 4], "dtype": np.float32},
+         {"name": "sq", "shape": [1, 4], "dtype": np.float32},
+         {"name": "w", "shape": [3, 4], "dtype": np.float32, "data": w},
+         {"name": "logits", "shape": [1, 3], "dtype": np.float32},
+         {"name": "probs", "shape": [1, 3], "dtype": np.float32},
+         {"name": "q", "shape": [1, 3], "dtype": np.uint8, "quant": (np.array([1 / 256]), np.array([0]), 0)}]
+    ops = [{"op": "SQUEEZE", "inputs": [0], "outputs": [1], "options": "SqueezeOptions", "fields": {"SqueezeDims": [1, 2]}},
+           {"op": "FULLY_CONNECTED", "inputs": [1, 2, -1], "outputs": [3], "options": "FullyConnectedOptions",
+            "fields": {"FusedActivationFunction": 0}},
+           {"op": "SOFTMAX", "inputs": [3], "outputs": [4], "options": "SoftmaxOptions", "fields": {"Beta": 1.0}},
+           {"op": "QUANTIZE", "inputs": [4], "outputs": [5]}]
+    module, _ = convert(build(t, ops, [0], [5]))
+    assert [op.kind for op in module.ops] == ["SQUEEZE", "FULLY_CONNECTED"] and module.output_index == 3
+    x = torch.randn(2, 4, 1, 1)  # NCHW
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), x.flatten(1) @ torch.from_numpy(w).T)
