@@ -7,6 +7,8 @@ the zoo). A "torch" source names `factory = "package.module:function"` and must 
 that groups same-architecture models in NE's Table 2; default: the library's own name),
 `init_seed` (random weights when `pretrained = false`), `resize` and `interpolation`
 (the model's input geometry, see bench.models.geometry); "hf" is bench.models.hf_vision.
+"python" (weights inside a pip package), "onnx" and "tflite" are bench.models.python_source, onnx_source
+and tflite_source.
 """
 
 from __future__ import annotations
