@@ -7,6 +7,8 @@ record them); `input_size` defaults to the graph input's static (C, H, W) (an in
 and `crop_pct`, `resize`, `interpolation` set the geometry for images of other sizes. The output is the
 graph's first output (logits). `sha256`, when given, must be the file's digest; the digest is always recorded
 (`adapter.file_sha256`). onnxruntime is not needed to load; tests compare the conversion with it.
+`layout = "nhwc"` is for graphs that read (N, H, W, C) (e.g. exported from Keras, like the Marabou CIFAR-10
+networks): the harness's (N, C, H, W) images are permuted before the graph.
 """
 
 from __future__ import annotations
