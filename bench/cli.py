@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench import allocator
 from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
 from bench.errors import UserError, check_folder
 
@@ -23,6 +24,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="authbench", description="Benchmark harness for model-specific authorization.")
+    p.add_argument("--malloc", choices=("tuned", "default"), help="glibc malloc thresholds: tuned (the default: "
+                   "fewer page faults) or glibc's default (same as AUTHBENCH_MALLOC=default; bench.allocator)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a suite (default: the embedded digits suite)")
@@ -404,6 +407,9 @@ COMMANDS["rank"] = _cmd_rank
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
+        if args.malloc:
+            os.environ["AUTHBENCH_MALLOC"] = args.malloc  # workers inherit it with the other AUTHBENCH_* settings
+        allocator.tune()
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"authbench: error: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bench import allocator
 from bench.core.context import EvalContext, RunOptions
 from bench.core.spec import JobResult, JobSpec, environment, job_id, job_label, suite_toml
 from bench.cache import digest
@@ -172,6 +173,9 @@ def run_specs(specs: tuple[JobSpec, ...]) -> list[JobResult]:
     its rows and counters. A job's error comes back as a one-line result (its traceback goes to the
     worker's log), so the other jobs of the chunk still return; a dead process is the executor's to retry."""
     out, where = [], _where()
+    for spec in specs[:1]:
+        os.environ.update({k: v for k, v in spec.env.items() if k == allocator.ENV})
+    allocator.tune()  # a worker process is an entry point too (once per process)
     for i, spec in enumerate(specs, 1):
         print(f"authbench worker {where}: job {i}/{len(specs)} {spec.job} {spec.label}", file=sys.stderr, flush=True)
         start = time.perf_counter()
@@ -199,6 +203,7 @@ class Engine:
 
     def __init__(self, suite: Suite, out_dir: Path, options: RunOptions | None = None,
                  executor: Executor | None = None):
+        allocator.tune()  # once per process: the CLI, bench.evaluate and notebooks all build an Engine
         self.out_dir = Path(out_dir)
         self.ctx = EvalContext(suite, options or RunOptions(), out_dir=self.out_dir)
         self.executor = executor or make_executor(None, suite.raw.get("executor"))
