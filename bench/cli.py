@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="compute device: cpu, cuda, cuda:N or auto (default: suite [run] device, else auto)")
     run.add_argument("--threads", type=int, help="torch CPU threads (on a shared machine 1 is often fastest)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--render", action="store_true", help="render the reports even when no row changed since "
+                     "they were last rendered (by default they are rendered again only then)")
     run.add_argument("--plan", action="store_true",
                      help="print the jobs, their groups and tasks and the estimated forward passes; run nothing")
     ex = run.add_argument_group("executor (or the suite's [executor] section; see docs/executors.md)")
@@ -172,7 +174,7 @@ def _cmd_run(args) -> int:
     if args.plan:
         print(engine_for(suite, out=args.out, **options).describe())
         return 0
-    results = run_suite(suite, out=args.out, reports=args.reports, **options)
+    results = run_suite(suite, out=args.out, reports=args.reports, rerender=args.render, **options)
     print(results.summary_text())
     return 1 if results.summary.jobs_failed else 0
 
