@@ -153,7 +153,9 @@ def worker_context(spec: JobSpec) -> tuple[EvalContext, dict[str, Job]]:
     that runs several jobs of a run loads each model, split and fitted defense once."""
     if spec.context_key in _CONTEXTS:
         _CONTEXTS.move_to_end(spec.context_key)
-        return _CONTEXTS[spec.context_key]
+        ctx, jobs = _CONTEXTS[spec.context_key]
+        ctx.out_dir = Path(spec.out_dir)  # the same suite and data, maybe another run's folder (artifacts go there)
+        return ctx, jobs
     mine = versions().get("authbench", "unknown")
     if spec.version != mine:
         raise UserError(f"the driver runs authbench {spec.version}, this worker {mine}; install one version everywhere")
