@@ -222,7 +222,8 @@ class Engine:
         are reused as they are)."""
         if not hasattr(self, "_identities"):
             self._identities = {"data": primary_protocol(self.ctx.suite).data_identity(self.ctx),
-                                "suspects": self.ctx.suite.raw.get("suspects"), "version": RESULTS_VERSION}
+                                "suspects": self.ctx.suite.raw.get("suspects"), "version": RESULTS_VERSION,
+                                **self.ctx.compute}  # autocast / channels-last rows are not float32 rows
             self._models: dict[str, dict] = {}
         labels = sorted({row.get("authorized"), row.get("evaluated")} & set(self.ctx.specs))
         for label in labels:

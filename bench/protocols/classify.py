@@ -33,7 +33,7 @@ OUTPUTS_VERSION = 2
 
 def forward_key(ctx: EvalContext, model_digest: str, identity: dict) -> str:
     """The forward-cache key of a model's outputs on the inputs `identity` names."""
-    return ctx.forward_cache.key(model_digest, {**identity, "outputs": OUTPUTS_VERSION})
+    return ctx.forward_cache.key(model_digest, {**identity, "outputs": OUTPUTS_VERSION, **ctx.compute})
 
 
 def check_channels(model: ModelAdapter, x: torch.Tensor) -> None:
@@ -172,7 +172,9 @@ def batches(ctx: EvalContext, desc: str) -> Iterator[Batch]:
 def stream(ctx: EvalContext, predictors: dict[str, ModelAdapter], deviations: dict[str, FirstLayerDeviation],
            inputs: Callable[[Batch], tuple[torch.Tensor, torch.Tensor | None]], desc: str) -> dict[str, dict]:
     """Every batch of the evaluated split through `inputs` (-> model inputs and their clean counterpart,
-    on the compute device) and each predictor; returns each predictor's accumulated outputs."""
+    on the compute device) and each predictor; returns each predictor's accumulated outputs. Forwards run
+    under torch.inference_mode (and autocast at the run's precision: `EvalContext.forward_mode`), except a
+    whole-split baseline's or a predictor's that sets `needs_grad` (it optimises inside predict)."""
     acc = {label: Accumulator() for label in predictors}
     whole = {label: ([], []) for label, m in predictors.items() if getattr(m, "whole_split", False)}
     for batch in batches(ctx, desc):
@@ -182,7 +184,14 @@ def stream(ctx: EvalContext, predictors: dict[str, ModelAdapter], deviations: di
             if label in whole:  # a baseline that needs the whole split in one call (bounded by its own budget)
                 whole[label][0].append(x.cpu()), whole[label][1].append(None if clean is None else clean.cpu())
                 continue
-            acc[label].add(model.predict(x, batch_size=ctx.batch_size), deviations[label](x, clean, batch.positions))
+            if getattr(model, "needs_grad", False):  # a predictor that optimises inside predict (its own no_grad)
+                logits = model.predict(x, batch_size=ctx.batch_size)
+            else:
+                with ctx.forward_mode():  # inference_mode (+ autocast at the run's precision)
+                    logits = model.predict(x, batch_size=ctx.batch_size)
+            with torch.inference_mode():  # the deviation: float32, no autocast
+                dev = deviations[label](x, clean, batch.positions)
+            acc[label].add(logits, dev)
     for label, (xs, cleans) in whole.items():
         x = torch.cat(xs)
         clean = None if any(c is None for c in cleans) else torch.cat(cleans)

@@ -223,7 +223,7 @@ class InputAuthorization(Protocol):
                 stats: EncodingStats | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`images` as the job's defense releases them (directions, PSNR calibration, release format) on
         the compute device, and their clean counterpart in the encode space; per-sample facts go to `stats`."""
-        images = images.to(ctx.device)
+        images = ctx.to_device(images)
         if job.defense == "none":
             return images, images
         auth = ctx.model(job.authorized) if job.authorized else None

@@ -114,7 +114,7 @@ class ModelAuthorization(Protocol):
         attacks_inputs = attack.kind == "input" and attack.name != "none"
 
         def inputs(batch):
-            x = batch.images.to(ctx.device)
+            x = ctx.to_device(batch.images)
             return (apply_attack(attack, x, seed, batch.positions) if attacks_inputs else x), x
 
         clean = {"data": ctx.data.identity, "geometry": None}  # the images themselves (as input_auth's clean jobs)
