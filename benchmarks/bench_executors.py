@@ -121,6 +121,44 @@ class LocalRecording:
             yield out
 
 
+def job_in_worker_vs_local(suite, warm: Path, tmp: Path) -> list[tuple[float, float]]:
+    """Each job of the suite run twice in this process, alternating: `execute` in a local engine's context, and
+    `run_specs` on its spec in a warm worker context (the worker path without Ray's transport or a second
+    process sharing the cores). Both from their own empty forward cache, models loaded before timing.
+    Returns (local s, worker s) per job."""
+    from bench.core.engine import execute, run_specs, worker_context
+
+    local = Engine(suite, tmp / "inproc-local", RunOptions(cache_dir=fresh_cache(warm, tmp / "c-inproc-local"),
+                                                           threads=1, progress=False))
+    remote = Engine(suite, tmp / "inproc-worker", RunOptions(cache_dir=fresh_cache(warm, tmp / "c-inproc-worker"),
+                                                             threads=1, progress=False))
+    specs = [remote.spec(j) for j in remote.jobs]
+    ctx, _ = worker_context(specs[0])  # warm: suite rebuilt, planned, models loaded (as after a worker's first job)
+    for label in dict.fromkeys([*local.ctx.evaluated, *local.ctx.authorized]):
+        local.ctx.model(label), ctx.model(label)
+    out = []
+    for i, (job, spec) in enumerate(zip(local.jobs, specs)):
+        pair = {}
+        for side in (("local", "worker") if i % 2 == 0 else ("worker", "local")):
+            start = time.thread_time()
+            if side == "local":
+                execute(local.ctx, job)
+            else:
+                (res,) = run_specs((spec,))
+                assert res.error is None, res.error
+            pair[side] = time.thread_time() - start
+        out.append((pair["local"], pair["worker"]))
+    return out
+
+
+def report_inproc(pairs: list[tuple[float, float]]) -> None:
+    ratios = [w / l for l, w in pairs]
+    print(f"a job on the worker path (run_specs, warm context) / the same job locally (execute), CPU, in this "
+          f"process, {len(pairs)} jobs alternated: median {statistics.median(ratios):.3f} (target <= 1.10); "
+          f"totals {sum(w for _, w in pairs):.2f} s / {sum(l for l, _ in pairs):.2f} s; per-job fixed cost of the "
+          f"worker path {statistics.median(w - l for l, w in pairs) * 1e3:+.1f} ms (median)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -129,8 +167,16 @@ def main() -> None:
     parser.add_argument("--authorized", type=int, default=3, help="authorized models (groups)")
     parser.add_argument("--repeats", type=int, default=1, help="local / ray pairs, alternated (medians reported)")
     parser.add_argument("--empty-tasks", type=int, default=200)
+    parser.add_argument("--inproc-only", action="store_true",
+                        help="only the per-job comparison worker path vs local, in this process (no Ray)")
     args = parser.parse_args()
     psnr = args.psnr or [40.0, 30.0, 20.0, 10.0, 0.0, -10.0, -20.0]
+    if args.inproc_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            suite = load_suite(str(suite_file(tmp, args.subset, psnr, args.authorized)))
+            report_inproc(job_in_worker_vs_local(suite, cache_root(), tmp))
+        return
     import ray
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,6 +221,7 @@ def main() -> None:
             inside_all += [r.wall_s for r in executor.results]
             ceilings.append(parallel_ceiling(args.workers))
         ray.shutdown()
+        inproc = job_in_worker_vs_local(suite, warm, tmp)
 
     med = statistics.median
     local_wall, ray_wall = med(local_walls), med(ray_walls)
@@ -208,6 +255,7 @@ def main() -> None:
         wall = serial / n + jobs * per_job / n + job_local  # the work, its scheduling, one job's tail
         print(f"  {n:>2} cores: {wall:6.2f} s vs {serial:.2f} s locally -> {serial / wall:.2f}x "
               f"(+ {init_s + warm_s:.1f} s once per cluster)")
+    report_inproc(inproc)
     print(f"machine: {os.cpu_count()} CPU cores, shared with other processes; load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
