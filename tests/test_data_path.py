@@ -70,7 +70,7 @@ def test_prefetched_batches_are_the_same_batches(jpegs):
 def _logits(ctx, label: str, x: torch.Tensor) -> torch.Tensor:
     model = ctx.model(label)
     with ctx.forward_mode():
-        return model.predict(ctx.to_device(x), batch_size=64)
+        return model.predict(ctx.model_input(ctx.to_device(x)), batch_size=64)
 
 
 def test_autocast_and_channels_last_are_within_tolerance_of_float32(tmp_path):

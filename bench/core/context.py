@@ -143,12 +143,13 @@ class EvalContext:
         return out
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        """A batch on the compute device: through pinned memory with a non-blocking copy to a GPU, and in
-        channels-last layout when asked."""
+        """A batch on the compute device: through pinned memory with a non-blocking copy to a GPU."""
         if self.device.type == "cuda" and x.device.type == "cpu":
-            x = (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
-        else:
-            x = x.to(self.device)
+            return (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as the models read it: channels-last when asked (encodings never see that layout)."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
     def forward_mode(self):

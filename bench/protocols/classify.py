@@ -188,7 +188,7 @@ def stream(ctx: EvalContext, predictors: dict[str, ModelAdapter], deviations: di
                 logits = model.predict(x, batch_size=ctx.batch_size)
             else:
                 with ctx.forward_mode():  # inference_mode (+ autocast at the run's precision)
-                    logits = model.predict(x, batch_size=ctx.batch_size)
+                    logits = model.predict(ctx.model_input(x), batch_size=ctx.batch_size)
             with torch.inference_mode():  # the deviation: float32, no autocast
                 dev = deviations[label](x, clean, batch.positions)
             acc[label].add(logits, dev)
