@@ -26,7 +26,10 @@ from tqdm.auto import tqdm
 from bench.core.context import EvalContext, RunOptions
 from bench.core.spec import JobResult, JobSpec, environment, job_id, job_label, suite_toml
 from bench.cache import digest
-from bench.core.types import RESULTS_VERSION, Job
+from bench import provenance
+from bench.attacks import attack_label
+from bench.core.forward import Usage
+from bench.core.types import RESULTS_VERSION, Job, Measurement, Provenance, Role, Row
 from bench.errors import UserError
 from bench.executors import Executor, Failure, make_executor
 from bench.protocols import get_protocol, primary_protocol, protocol_of
@@ -124,14 +127,43 @@ def _where() -> str:
 
 
 def execute(ctx: EvalContext, job: Job, key: str = "", where: str = "") -> JobResult:
-    """Run one job in `ctx`: its rows as JSON dicts, and what it cost (forward passes, encodings, cache counters)."""
-    forwards, encodings = ctx.counters.forwards, ctx.counters.encodings
-    cache, start = dict(ctx.forward_cache.stats.as_dict()), time.perf_counter()
-    rows = [row.to_json() for row in get_protocol(job.protocol).run(ctx, job)]
-    after = ctx.forward_cache.stats.as_dict()
-    return JobResult(job=key or job_id(job), rows=rows, forwards=ctx.counters.forwards - forwards,
-                     encodings=ctx.counters.encodings - encodings, cache={k: after[k] - cache[k] for k in after},
-                     wall_s=time.perf_counter() - start, worker=where)
+    """Run one job in `ctx`: its rows as JSON dicts (built here from the protocol's measurements), and what
+    it cost (forward passes, encodings, cache counters)."""
+    before, start = ctx.forwards.usage(), time.perf_counter()
+    measured = list(get_protocol(job.protocol).run(ctx, job))
+    spent = ctx.forwards.usage().minus(before)
+    rows = [row.to_json() for row in job_rows(ctx, job, measured, spent, time.perf_counter() - start)]
+    return JobResult(job=key or job_id(job), rows=rows, forwards=spent.forwards, encodings=spent.encodings,
+                     cache=spent.cache, wall_s=time.perf_counter() - start, worker=where)
+
+
+def job_rows(ctx: EvalContext, job: Job, measured: list[Measurement], spent: Usage, wall_s: float) -> list[Row]:
+    """Every measurement of `job` as a Row with one uniform Provenance: the job's wall time, forward passes and
+    cache counters (per-job deltas), the device the run used, the trial's seed. A cell is the job's cell of the
+    measurement's evaluated model: its planned key, else `<job key>:<evaluated>` (the job's summary row: the
+    job key). Cells already written (`ctx.done`) are left out; a keyed job's rows carry `job` and `job_rows`."""
+    planned = dict(zip(job.evaluated, job.cells)) if job.cells else {}
+    label = attack_label(job.attack)
+    seed, where = ctx.seed(job.trial), provenance.device(ctx.device)
+    keyed = {"job": job.key, "job_rows": len(measured)} if job.key and not planned else {}
+    named = {"label": job.extra["label"]} if job.extra.get("label") else {}
+    rows = []
+    for m in measured:
+        if not isinstance(m, Measurement):
+            raise UserError(f"protocol {job.protocol!r} returned {type(m).__name__}, not a Measurement "
+                            "(bench.core.types.Measurement); the engine builds rows")
+        role = Role(m.role)
+        cell_key = planned.get(m.evaluated) or (job.key if role is Role.SUMMARY else f"{job.key}:{m.evaluated}")
+        if cell_key in ctx.done:  # a job cut off mid-write, or rerun for its other cells: keep the rows saved
+            continue
+        prov = Provenance(model_digest=m.model_digest, authorized_digest=m.authorized_digest, input_digest=m.input_digest,
+                          defense_summary=m.defense_summary, versions=versions(), git=provenance.git_revision(),
+                          device=where, seed=seed, wall_s=wall_s, cache=spent.cache, forwards=spent.forwards)
+        rows.append(Row.build(protocol=job.protocol, cell=job.cell(m.evaluated, suite=ctx.suite.name, attack_label=label),
+                              key=cell_key, suite_digest=ctx.suite.digest, role=role, arch=m.arch, metrics=m.metrics,
+                              encoding=m.encoding, attack_stats=m.attack_stats, cost=m.cost, n=m.n, provenance=prov,
+                              extra={**m.columns, **keyed, **named}))
+    return rows
 
 
 # -- the worker side ------------------------------------------------------------------------------
@@ -327,7 +359,6 @@ class Engine:
         else:
             items, fn = tasks, self.run_jobs
         labels = {job_id(j): job_label(j) for j in todo}
-        jobs_by_id = {job_id(j): j for j in todo}
         show = self.ctx.progress  # a terminal (EvalContext); elsewhere one line per job
         bar = tqdm(total=estimate, desc=f"{self.ctx.suite.name} cells", unit="cell", disable=not show)
         run, done_jobs, failures, received = 0, 0, [], set()
@@ -355,11 +386,8 @@ class Engine:
                         continue
                     received.add(res.job)
                     new = [r for r in res.rows if r["cell"] not in written]  # one writer: never a duplicate row
-                    label = (jobs_by_id.get(res.job).extra.get("label") if res.job in jobs_by_id else "") or ""
-                    for r in new:
+                    for r in new:  # what only the driver knows: the identity resume binds to, the suite file
                         r["provenance"].update(identity=self.row_identity(r), **self.suite_source())
-                        if label:
-                            r["label"] = label
                     writer.append(new)
                     written.update(r["cell"] for r in new)
                     run += len(new)

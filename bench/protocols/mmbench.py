@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from bench import provenance
 from bench.cache import atomic_write_bytes, digest
-from bench.core.types import Encoding, Job, Role, Row
+from bench.core.types import Encoding, Job, Measurement, Role
 from bench.errors import UserError
 from bench.models.adapter import weights_digest
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
@@ -57,7 +55,6 @@ class VLMState:
         self.models: dict = {}
         self.identities: dict = {}
         self.released: dict = {}
-        self.generated = 0
         self._dataset = None
         self._clean = None
 
@@ -151,15 +148,13 @@ class VLMState:
             line = dataset.data.iloc[i]
             g = int(line["index"]) % 1_000_000
             message = message_for(model, dataset, line, images[g])
-            key = self.cache.key(ident, shas[g], message)
-            pred = self.cache.get(key)
-            if pred is None:
+
+            def generate():
                 with torch.no_grad():
-                    pred = str(model.generate(message=message, dataset=dataset.dataset_name))
-                self.cache.put(key, pred)
-                self.generated += 1
-                self.ctx.counters.forwards += 1
-            out[int(line["index"])] = pred
+                    return str(model.generate(message=message, dataset=dataset.dataset_name))
+
+            out[int(line["index"])] = self.ctx.forwards.answer(self.cache, self.cache.key(ident, shas[g], message),
+                                                               generate)
         return out
 
 
@@ -197,11 +192,10 @@ class MMBench(Protocol):
         out_dir = Path(ctx.out_dir)
         dataset = state.dataset()
         clean = state.clean_images()
-        rows = []
+        out = []
         for e, key in zip(job.evaluated, job.cells):
             if key in ctx.done:
                 continue
-            t0 = time.perf_counter()
             encoding, dev = None, None
             if job.defense == "none":
                 images = clean
@@ -213,21 +207,15 @@ class MMBench(Protocol):
             preds = state.answer(e, images)
             scores = evaluate(dataset, preds, out_dir / "vlmeval" / key, str(ctx.suite.data.get("judge", "exact_matching")))
             a = job.authorized
-            role = Role.of(authorized=a, evaluated=e,
-                           same_arch=bool(a) and state.profiles[e].family == state.profiles[a].family)
-            rows.append(Row.build(
-                protocol=self.name, cell=job.cell(e, suite=ctx.suite.name, attack_label="none"), key=key,
-                suite_digest=ctx.suite.digest, role=role,
+            out.append(Measurement(
+                evaluated=e, role=Role.of(authorized=a, evaluated=e,
+                                          same_arch=bool(a) and state.profiles[e].family == state.profiles[a].family),
                 arch={"authorized": state.profiles[a].family if a else "", "evaluated": state.profiles[e].family},
                 metrics={**scores, "top1": 100.0 * scores["Overall"], "first_layer_dev": dev}, encoding=encoding,
-                n=len(dataset.data),
-                provenance=provenance.build(
-                    model_digest=digest(state.identity(e)), authorized_digest=digest(state.identity(a)) if a else None,
-                    input_digest=digest(sorted(file_sha(p) for p in images.values())), defense_summary=None,
-                    seed=ctx.suite.seed, wall_s=time.perf_counter() - t0,
-                    cache={"hits": state.cache.hits, "misses": state.cache.misses, "corrupt": 0},
-                    forwards=state.generated)))
-        return rows
+                n=len(dataset.data), model_digest=digest(state.identity(e)),
+                authorized_digest=digest(state.identity(a)) if a else None,
+                input_digest=digest(sorted(file_sha(p) for p in images.values()))))
+        return out
 
     def reports(self, rows, out, cfg):
         return render_task_tables(rows, out, cfg)

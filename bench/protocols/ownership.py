@@ -20,10 +20,9 @@ import time
 import numpy as np
 import torch
 
-from bench import provenance
 from bench.attacks import attack_label, get_attack
 from bench.cache import digest
-from bench.core.types import Job, Role, Row
+from bench.core.types import Job, Measurement, Role
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.fingerprint.base import SuspectOracle
@@ -85,7 +84,6 @@ class OwnershipVerification(Protocol):
         return prints[key]
 
     def run(self, ctx, job):
-        snapshot = ctx.snapshot()
         seed = ctx.seed(job.trial)
         source = ctx.model(job.authorized)
         method = get_defense(job.defense)(**job.params)
@@ -94,29 +92,21 @@ class OwnershipVerification(Protocol):
         attack = get_attack(job.attack)
         hooks = {"input_attack": attack if attack.kind == "input" and attack_label(job.attack) != "none" else None,
                  "output_attack": attack if attack.kind == "output" else None}
-        label = attack_label(job.attack)
-        extra = {"job": job.key, "job_rows": len(suspects) + 1}
 
         def oracle(adapter):
             return SuspectOracle(adapter, method.labels_only, seed=seed, **hooks)
 
-        def prov(adapter, wall_s):
-            return provenance.build(model_digest=adapter.digest, authorized_digest=source.digest, input_digest=None,
-                                    defense_summary=fp.summary, seed=seed, wall_s=wall_s, cache={}, forwards=0,
-                                    where=ctx.device)
-
-        rows, scores = [], {"positive": [], "negative": []}
+        out, scores = [], {"positive": [], "negative": []}
         for s in suspects:
             start, o = time.perf_counter(), oracle(s.adapter)
             score = float(method.verify(fp, o))
             scores[s.role].append(score)
-            rows.append(Row.build(
-                protocol=self.name, cell=job.cell(s.name, suite=ctx.suite.name, attack_label=label),
-                key=f"{job.key}:{s.name}", suite_digest=ctx.suite.digest, role=s.role,
-                arch={"authorized": source.arch, "evaluated": s.adapter.arch},
+            out.append(Measurement(
+                evaluated=s.name, role=s.role, arch={"authorized": source.arch, "evaluated": s.adapter.arch},
                 metrics={"score": score, "top1": s.top1},
                 cost={"verify_ms": (time.perf_counter() - start) * 1e3, "queries": o.queries}, n=o.queries,
-                extra={**extra, "suspect_kind": s.kind}, provenance=prov(s.adapter, time.perf_counter() - start)))
+                model_digest=s.adapter.digest, authorized_digest=source.digest, defense_summary=fp.summary,
+                columns={"suspect_kind": s.kind}))
         self_oracle = oracle(source)
         self_score = float(method.verify(fp, self_oracle))
         queries = torch.cat(self_oracle.log)
@@ -128,14 +118,13 @@ class OwnershipVerification(Protocol):
                    "source_top1": source_top1, "query_detection_rate": detected["detect_msp"], **detected,
                    "score_pos_mean": float(np.mean(scores["positive"])),
                    "score_neg_mean": float(np.mean(scores["negative"]))}
-        spent = ctx.since(snapshot)
-        rows.append(Row.build(
-            protocol=self.name, cell=job.cell("(all suspects)", suite=ctx.suite.name, attack_label=label),
-            key=job.key, suite_digest=ctx.suite.digest, role=Role.SUMMARY,
-            arch={"authorized": source.arch, "evaluated": ""}, metrics=summary,
-            cost={"fit_ms": fp.summary.get("fit_ms"), "queries": self_oracle.queries, "labels_only": method.labels_only},
-            n=len(suspects), extra={**extra, "suspect_kind": ""}, provenance=prov(source, spent["wall_s"])))
-        return rows
+        out.append(Measurement(
+            evaluated="(all suspects)", role=Role.SUMMARY, arch={"authorized": source.arch, "evaluated": ""},
+            metrics=summary, cost={"fit_ms": fp.summary.get("fit_ms"), "queries": self_oracle.queries,
+                                   "labels_only": method.labels_only},
+            n=len(suspects), model_digest=source.digest, authorized_digest=source.digest,
+            defense_summary=fp.summary, columns={"suspect_kind": ""}))
+        return out
 
     def reports(self, rows, out, cfg):
         return render_fingerprint(rows, out)
