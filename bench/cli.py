@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
 from bench.errors import UserError, check_folder
 
-LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
+LISTABLE = ("defenses", "models", "suites", "attacks", "datasets", "protocols")
 TABLES = ("ne-spectra", "ne-layers")
 DEFAULT_ARCHES = {"ne-spectra": ["resnet-50", "vit-b16", "swinv2-t", "deit-b16"], "ne-layers": ["resnet-50", "vit-b16"]}
 
@@ -181,6 +181,10 @@ def _cmd_list(args) -> int:
         from bench.attacks import list_attacks as fn
     elif args.what == "models":
         from bench.models.sources import list_models as fn
+    elif args.what == "protocols":
+        from bench.protocols import PROTOCOLS
+
+        fn = PROTOCOLS.describe
     elif args.what == "datasets":
         from bench.data import DATASETS
 

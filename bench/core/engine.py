@@ -31,13 +31,14 @@ from bench.attacks import attack_label
 from bench.core.forward import Usage
 from bench.core.types import RESULTS_VERSION, Job, Measurement, Provenance, Role, Row
 from bench.errors import UserError
+from bench.models.adapter import on_device
 from bench.executors import Executor, Failure, make_executor
 from bench.protocols import get_protocol, primary_protocol, protocol_of
 from bench.provenance import versions
 from bench.results import ResultWriter, latest, read_rows, results_path
 from bench.suite import Suite, load_suite
 
-FILTERS = {"psnr": "--psnr", "release": "--release"}
+FLAGS = {"psnr": "--psnr", "releases": "--release"}  # the run filters a protocol may honour (Protocol.filters)
 CACHE_COUNTERS = ("hits", "misses", "corrupt")
 
 
@@ -61,7 +62,8 @@ class RunSummary:
 
 
 def plan(ctx: EvalContext) -> list[Job]:
-    """Every job of the suite, after the run's filters: the primary protocol's baseline first, then each entry's."""
+    """Every job of the suite, after the run's filters: the primary protocol's baseline first, then each entry's
+    (parsed into its protocol's entry dataclass: a key that protocol does not read is an error)."""
     suite, options = ctx.suite, ctx.options
     names = list(dict.fromkeys([d.name for d in suite.defenses] + [d.label for d in suite.defenses if d.label]))
     for d in options.defenses:
@@ -69,18 +71,22 @@ def plan(ctx: EvalContext) -> list[Job]:
             raise UserError(f"defense {d!r} is not in suite {suite.name!r}; valid choices (names or labels): "
                             f"{', '.join(names)}")
     primary = primary_protocol(suite)
-    for key, flag in FILTERS.items():
-        if getattr(options, key if key == "psnr" else "releases") and key not in primary.filters:
+    for option, flag in FLAGS.items():
+        if getattr(options, option) and option not in primary.filters:
             raise UserError(f"{flag} does not apply to {primary.name} suites; use --model or --defense to pick cells")
     jobs = primary.baseline(ctx)
     baseline = len(jobs)
     chosen = [e for e in suite.defenses if (not options.defenses or e.name in options.defenses or e.label in options.defenses)
               and (e.tier != "full" or options.full)]
-    check_filters(suite, options, [(e, protocol_of(primary, e)) for e in chosen])
-    for entry in chosen:
-        planned = protocol_of(primary, entry).plan(ctx, entry)
+    entries = []
+    for e in chosen:
+        protocol = protocol_of(primary, e)
+        entries.append((protocol.parse_entry(suite, e), protocol))
+    check_filters(suite, options, entries)
+    for entry, protocol in entries:
+        planned = protocol.plan(ctx, entry)
         jobs += [replace(j, extra={**j.extra, "label": entry.label}) for j in planned] if entry.label else planned
-    if (options.defenses or options.psnr or options.releases) and len(jobs) == baseline:
+    if (options.defenses or any(getattr(options, o) for o in FLAGS)) and len(jobs) == baseline:
         raise UserError(f"the filters ({describe_filters(options)}) select no defense cell of suite {suite.name!r}"
                         + ("" if options.full else "; entries of tier 'full' need --full"))
     return jobs
@@ -107,13 +113,14 @@ def describe_filters(options: RunOptions) -> str:
 
 
 def check_filters(suite, options: RunOptions, entries: list) -> None:
-    """--psnr and --release values must each select a cell of the entries the run plans (else the run
-    would silently compute only the clean rows): one line naming the values the suite has."""
-    for flag, values, key, attr in (("--psnr", options.psnr, "psnr", "psnr"),
-                                    ("--release", options.releases, "release", "release")):
+    """Each run filter's values (--psnr, --release: `Protocol.filters`) must select a cell of the entries the run
+    plans (else the run would silently compute only the clean rows): one line naming the values the suite has."""
+    for option, flag in FLAGS.items():
+        values = getattr(options, option)
         if not values:
             continue
-        offered = list(dict.fromkeys(v for e, protocol in entries if key in protocol.filters for v in getattr(e, attr)))
+        offered = list(dict.fromkeys(v for e, protocol in entries if option in protocol.filters
+                                     for v in getattr(e, protocol.filters[option])))
         for value in values:
             if value not in offered:
                 shown = f"{value:g}" if isinstance(value, float) else value
@@ -130,7 +137,8 @@ def execute(ctx: EvalContext, job: Job, key: str = "", where: str = "") -> JobRe
     """Run one job in `ctx`: its rows as JSON dicts (built here from the protocol's measurements), and what
     it cost (forward passes, encodings, cache counters)."""
     before, start = ctx.forwards.usage(), time.perf_counter()
-    measured = list(get_protocol(job.protocol).run(ctx, job))
+    with on_device(ctx.device):  # every model loader and training step of the job uses the run's device
+        measured = list(get_protocol(job.protocol).run(ctx, job))
     spent = ctx.forwards.usage().minus(before)
     rows = [row.to_json() for row in job_rows(ctx, job, measured, spent, time.perf_counter() - start)]
     return JobResult(job=key or job_id(job), rows=rows, forwards=spent.forwards, encodings=spent.encodings,
@@ -152,8 +160,8 @@ def job_rows(ctx: EvalContext, job: Job, measured: list[Measurement], spent: Usa
         if not isinstance(m, Measurement):
             raise UserError(f"protocol {job.protocol!r} returned {type(m).__name__}, not a Measurement "
                             "(bench.core.types.Measurement); the engine builds rows")
-        role = Role(m.role)
-        cell_key = planned.get(m.evaluated) or (job.key if role is Role.SUMMARY else f"{job.key}:{m.evaluated}")
+        role = m.role.value if isinstance(m.role, Role) else str(m.role)
+        cell_key = planned.get(m.evaluated) or (job.key if role == Role.SUMMARY.value else f"{job.key}:{m.evaluated}")
         if cell_key in ctx.done:  # a job cut off mid-write, or rerun for its other cells: keep the rows saved
             continue
         prov = Provenance(model_digest=m.model_digest, authorized_digest=m.authorized_digest, input_digest=m.input_digest,
@@ -278,8 +286,8 @@ class Engine:
     def check_models(self, jobs: list[Job]) -> None:
         """Load every image model the jobs name before the first runs (they stay loaded for the run), and
         report every bad spec at once, in one line, instead of failing in the job that first needs it."""
-        if primary_protocol(self.ctx.suite).name != "input":
-            return  # GLUE / MMBench load their models per task through their own loaders
+        if not primary_protocol(self.ctx.suite).image_models:
+            return  # protocols with their own loaders (text, VLM) load their models per task
         labels = list(dict.fromkeys(l for j in jobs for l in (j.authorized, *j.evaluated) if l in self.ctx.specs))
         bad = []
         for label in labels:

@@ -123,13 +123,25 @@ def models_key():
 # -- what protocols declared so far (filled when a protocol class is defined) ----------------------------
 ENTRY_KEYS: dict[str, Key] = {}  # the union of every declared entry dataclass's keys: the suite schema's [[defenses]]
 OWNED_DATA_KEYS: dict[str, dict[str, Key]] = {}  # dataset a protocol owns -> its [data] keys
+BOARD_KEYS: dict[str, Key] = {}  # [standard_attacks]: one key per board a protocol declared
 LEGACY_RULES: list[Callable[[dict], str | None]] = []  # a row without "protocol" -> its protocol, or None
 _DEFAULT_LEGACY: list[str] = []  # the protocol of a row no rule claims
 
 
 def declare_entry(cls: type[Entry]) -> None:
+    """Add an entry dataclass's keys to the suite schema's [[defenses]] keys; a key two protocols declare with
+    different schemas takes either (each protocol checks its own at plan time: `parse_entry`)."""
     for name, spec in cls.keys().items():
-        ENTRY_KEYS.setdefault(name, spec)
+        have = ENTRY_KEYS.get(name)
+        if have is None:
+            ENTRY_KEYS[name] = spec
+        elif have.schema != spec.schema and spec.schema not in have.schema.get("anyOf", ()):
+            options = [*(have.schema["anyOf"] if set(have.schema) == {"anyOf"} else [have.schema]), spec.schema]
+            ENTRY_KEYS[name] = Key({"anyOf": options}, f"{have.meaning}, or {spec.meaning}")
+
+
+def declare_board(name: str) -> None:
+    BOARD_KEYS.setdefault(name, list_of(ATTACK, "attack names or tables {name = \"...\", <parameters>}"))
 
 
 def declare_data(dataset: str, keys: dict[str, Key]) -> None:

@@ -171,7 +171,7 @@ class Measurement:
     never builds a row, a provenance or a cache key itself."""
 
     evaluated: str  # the evaluated model's label (names the cell); "" or a summary label for a job-level row
-    role: Role | str
+    role: Role | str  # a Role, or a role the protocol names itself
     arch: dict  # {"authorized": arch or "", "evaluated": arch}
     metrics: dict
     encoding: Encoding | None = None  # what the encoding achieved (never its secret)
@@ -215,7 +215,8 @@ class Row:
         base = cell.fields()
         extra = {k: base.pop(k) for k in list(base) if k in ROW_EXTRA_KEYS}
         extra.update(values.pop("extra", {}))
-        return cls(protocol=protocol, cell=key, suite_digest=suite_digest, role=Role(role).value, extra=extra,
+        role = role.value if isinstance(role, Role) else str(role)  # a protocol may name roles of its own
+        return cls(protocol=protocol, cell=key, suite_digest=suite_digest, role=role, extra=extra,
                    **base, **values)
 
     def to_json(self) -> dict:

@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from bench.cache import digest
+from bench.core.entry import Entry, as_list, key, list_of, one_or_list, string, table, trials_key
 from bench.core.types import Encoding, Job, Measurement, Role
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
 from bench.reports.corelocker import render_corelocker
-from bench.reports.ne_tasks import render_task_tables
+from bench.reports.ne_tasks import render_glue_tables, task_summary
 from bench.text.adapter import TextClassifier, load_text_model
 from bench.text.glue import PAPER_TASKS, TextSplit, load_glue, score
 from bench.text.ne import TextNE, qkv_deviation
@@ -41,11 +43,33 @@ LOCK = "corelocker"  # the model-authorization defense this protocol also runs o
 DEFAULT_TEXT_BATCH = 32
 
 
+@dataclass(frozen=True, kw_only=True)
+class GlueEntry(Entry):
+    """A text-NE [[defenses]] entry of a GLUE suite: its release formats (every authorized model, every task)."""
+
+    release: list = key(one_or_list(string(), "release format names"), factory=lambda: ["embedding"],
+                        parse=lambda v: [str(r) for r in as_list(v)])
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlueLockEntry(Entry):
+    """A CoreLocker [[defenses]] entry of a GLUE suite: its trials (each locks with another seed)."""
+
+    trials: int = trials_key()
+
+
 @PROTOCOLS.register
 class Glue(Protocol):
     name = "glue"
     description = "NE on GLUE text classifiers: embedding-space release for one model, every model scored (Table 7)"
     owns_dataset = "glue"
+    data_keys = {"tasks": list_of(string(), "GLUE task names", min_items=1), "root": string(),
+                 "files": table(string(), "a table task = \"file.tsv\"")}
+    entry = GlueEntry
+    entries = {LOCK: GlueLockEntry}
+
+    def summary(self, rows, reports):
+        return task_summary(reports)
 
     # -- planning ------------------------------------------------------------------------------
     @staticmethod
@@ -223,7 +247,7 @@ class Glue(Protocol):
 
     def reports(self, rows, out, cfg):
         locked = [r for r in rows if r.get("defense") == LOCK]
-        paths = render_task_tables([r for r in rows if r.get("defense") != LOCK], out, cfg)
+        paths = render_glue_tables([r for r in rows if r.get("defense") != LOCK], out, cfg)
         if locked:
             paths += render_corelocker([r for r in rows if r.get("defense") in (LOCK, "none")], out, None, cfg=cfg)
         return paths

@@ -32,6 +32,7 @@ from bench.attacks.attacker import AttackerView
 from bench.attacks.base import apply_attack
 from bench.cache import digest
 from bench.core.context import EvalContext
+from bench.core.entry import Entry, as_list, attacks_key, key, models_key, number, one_or_list, string, trials_key
 from bench.core.types import Encoding, Job, Measurement, Role
 from bench.data.base import Split
 from bench.defenses import get_defense
@@ -43,7 +44,9 @@ from bench.encode_space import encode_space, space_input, space_transform, to_pi
 from bench.errors import UserError
 from bench.protocols import classify
 from bench.protocols.base import PROTOCOLS, Protocol, grid, trials_for, with_cells
+from bench.reports.boards import gap_board
 from bench.reports.figures import render_figures
+from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard_cells, leaderboard_summary
 from bench.reports.ne_attacks import render_attacks
 from bench.reports.ne_reported import render_comparison
 from bench.reports.tables import render_tables
@@ -106,11 +109,40 @@ def target_metrics(job: Job, encoding: Encoding) -> dict:
     return {"psnr_achieved": achieved, "target_reached": not encoding.unreachable}
 
 
+@dataclass(frozen=True, kw_only=True)
+class ImageEntry(Entry):
+    """A [[defenses]] entry of image input authorization: its operating points, release formats and attacks."""
+
+    psnr: list = key(one_or_list(number(), "numbers (dB)"), factory=lambda: [20.0],
+                     parse=lambda v: [float(p) for p in as_list(v)])
+    psnr_mode: str = key(string(*PSNR_MODES), "true")
+    evaluation: str = key(string(*EVALUATIONS), "release")
+    release: list = key(one_or_list(string(), "release format names"), factory=lambda: ["float"],
+                        parse=lambda v: [str(r) for r in as_list(v)])
+    attacks: list = attacks_key()
+    trials: int = trials_key()
+    models: list = models_key()
+
+
 @PROTOCOLS.register
 class InputAuthorization(Protocol):
     name = "input"
     description = "image input authorization: data recoded for one model, every model scored on the release"
-    filters = ("psnr", "release")
+    entry = ImageEntry
+    filters = {"psnr": "psnr", "releases": "release"}
+    primary = True  # a suite no protocol owns is an image suite
+    image_models = True
+    ranked = True
+    boards = {"input": gap_board("Input authorization", order=0, records_evaluated=True)}
+    check_board = "leaderboard"
+    check_metrics = METRIC_DIRECTIONS
+
+    @classmethod
+    def check_cells(cls, rows):
+        return leaderboard_cells(rows)
+
+    def summary(self, rows, reports):
+        return leaderboard_summary(rows)
 
     # -- planning ------------------------------------------------------------------------------
     def job(self, ctx: EvalContext, **fields) -> Job:

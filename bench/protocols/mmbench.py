@@ -21,11 +21,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from bench.cache import atomic_write_bytes, digest
+from bench.core.entry import string
 from bench.core.types import Encoding, Job, Measurement, Role
 from bench.errors import UserError
 from bench.models.adapter import weights_digest
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
-from bench.reports.ne_tasks import render_task_tables
+from bench.reports.ne_tasks import render_mmbench_tables, task_summary
 from bench.vlm.mmbench import PredictionCache, evaluate, file_sha, load_mmbench, message_for
 from bench.vlm.ne import VLMNE, patch_deviation
 from bench.vlm.profiles import profile_for
@@ -59,8 +60,13 @@ class VLMState:
         self._clean = None
 
     def model(self, label: str):
+        """The VLM `label`, loaded once; its torch module (when it exposes one) moved to the run's device."""
         if label not in self.models:
-            self.models[label] = (self.ctx.options.loader or load_vlm)(self.specs[label], self.ctx.progress)
+            model = (self.ctx.options.loader or load_vlm)(self.specs[label], self.ctx.progress)
+            module = getattr(model, "model", model)
+            if isinstance(module, torch.nn.Module):
+                module.to(self.ctx.device)
+            self.models[label] = model
         return self.models[label]
 
     def module(self, label: str):
@@ -163,6 +169,10 @@ class MMBench(Protocol):
     name = "mmbench"
     description = "NE on vision-language models: MMBench through VLMEvalKit (Table 4)"
     owns_dataset = "mmbench"
+    data_keys = {"name": string(), "path": string(), "root": string(), "judge": string()}
+
+    def summary(self, rows, reports):
+        return task_summary(reports)
 
     def state(self, ctx) -> VLMState:
         memo = ctx.memo("mmbench")
@@ -218,4 +228,4 @@ class MMBench(Protocol):
         return out
 
     def reports(self, rows, out, cfg):
-        return render_task_tables(rows, out, cfg)
+        return render_mmbench_tables(rows, out, cfg)

@@ -14,28 +14,56 @@ protects nor attacks again.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from bench.attacks import attack_label, get_attack
 from bench.attacks.base import apply_attack
 from bench.cache import digest
+from bench.core.entry import Entry, attacks_key, models_key, trials_key
 from bench.core.types import Job, Measurement
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
 from bench.protocols import classify
 from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
+from bench.reports.boards import gap_board
 from bench.reports.corelocker import render_corelocker
+from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard_cells, leaderboard_summary
 from baselines import BUILTIN as BASELINES
 from baselines.report import render_markdown
 
 ATTACK_KINDS = ("model", "input")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelEntry(Entry):
+    """A [[defenses]] entry of model authorization: its attacks, trials and the models it protects."""
+
+    attacks: list = attacks_key()
+    trials: int = trials_key()
+    models: list = models_key()
+
+
 @PROTOCOLS.register
 class ModelAuthorization(Protocol):
     name = "model"
     description = "model authorization: a protected model scored with and without its key, plus its cost"
+    entry = ModelEntry
     uses_clean_rows = True  # the image suite's clean baseline rows reach its reports (the "Original" columns)
+    image_models = True
+    legacy_release = "model"
+    ranked = True
+    boards = {"model": gap_board("Model authorization", order=1),
+              "baselines": gap_board("NE Table 3 baselines (DP, FHE, ALGOSPEC)", order=2)}
+    check_board = "leaderboard"
+    check_metrics = METRIC_DIRECTIONS
+
+    @classmethod
+    def check_cells(cls, rows):
+        return leaderboard_cells(rows)
+
+    def summary(self, rows, reports):
+        return leaderboard_summary(rows)
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)

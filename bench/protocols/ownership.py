@@ -16,13 +16,15 @@ The summary row's cell is the job key, so a job counts as done once its summary 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from bench.attacks import attack_label, get_attack
 from bench.cache import digest
-from bench.core.types import Job, Measurement, Role
+from bench.core.entry import Entry, attacks_key, models_key, trials_key
+from bench.core.types import Job, Measurement, Role, infer_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.fingerprint.base import SuspectOracle
@@ -31,7 +33,8 @@ from bench.fingerprint.metrics import summarize
 from bench.fingerprint.suspects import ZooConfig, build_zoo
 from bench.fingerprint.training import halves
 from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
-from bench.reports.fingerprint import render_fingerprint
+from bench.reports.boards import ownership_board
+from bench.reports.fingerprint import FINGERPRINT_METRICS, fingerprint_cells, fingerprint_summary, render_fingerprint
 
 
 def zoo_config(suite) -> ZooConfig:
@@ -42,10 +45,33 @@ def zoo_config(suite) -> ZooConfig:
     return ZooConfig.from_section(section, suite.seed)
 
 
+@dataclass(frozen=True, kw_only=True)
+class VerifyEntry(Entry):
+    """A [[defenses]] entry of ownership verification: its query / output attacks, trials and source models."""
+
+    attacks: list = attacks_key()
+    trials: int = trials_key()
+    models: list = models_key()
+
+
 @PROTOCOLS.register
 class OwnershipVerification(Protocol):
     name = "verify"
     description = "ownership verification: fingerprint a source, score positive and negative suspects by ROC/AUC"
+    entry = VerifyEntry
+    image_models = True
+    legacy_release = "verify"
+    board = "ownership"
+    boards = {"ownership": ownership_board("Ownership verification", order=3)}
+    check_board = "fingerprint"
+    check_metrics = FINGERPRINT_METRICS
+
+    @classmethod
+    def check_cells(cls, rows):
+        return fingerprint_cells(rows, cls.name)
+
+    def summary(self, rows, reports):
+        return fingerprint_summary([r for r in rows if infer_protocol(r) == self.name])
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
