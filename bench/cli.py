@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from contextlib import contextmanager
@@ -11,7 +12,8 @@ from pathlib import Path
 from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
 from bench.errors import UserError, check_folder
 
-LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
+LISTABLE = ("defenses", "attacks", "protocols", "executors", "sources", "datasets", "fingerprints", "detectors",
+            "models", "suites")
 TABLES = ("ne-spectra", "ne-layers")
 DEFAULT_ARCHES = {"ne-spectra": ["resnet-50", "vit-b16", "swinv2-t", "deit-b16"], "ne-layers": ["resnet-50", "vit-b16"]}
 
@@ -174,18 +176,21 @@ def _cmd_run(args) -> int:
     return 1 if results.summary.jobs_failed else 0
 
 
+# `authbench list <what>`: each kind's registry (module, attribute), imported when listed
+REGISTRIES = {
+    "defenses": ("bench.defenses", "DEFENSES"), "attacks": ("bench.attacks", "ATTACKS"),
+    "protocols": ("bench.protocols", "PROTOCOLS"), "executors": ("bench.executors", "EXECUTORS"),
+    "sources": ("bench.models.sources", "SOURCES"), "datasets": ("bench.data", "DATASETS"),
+    "fingerprints": ("bench.fingerprint", "FINGERPRINTS"), "detectors": ("bench.fingerprint.detectors", "DETECTORS"),
+}
+
+
 def _cmd_list(args) -> int:
-    if args.what == "defenses":
-        from bench.defenses import list_defenses as fn
-    elif args.what == "attacks":
-        from bench.attacks import list_attacks as fn
+    if args.what in REGISTRIES:
+        module, attr = REGISTRIES[args.what]
+        fn = getattr(importlib.import_module(module), attr).describe
     elif args.what == "models":
         from bench.models.sources import list_models as fn
-    elif args.what == "datasets":
-        from bench.data import DATASETS
-
-        def fn():
-            return {k: v[0] for k, v in DATASETS.items()}
     else:
         from bench.suite import available_suites, load_suite
 

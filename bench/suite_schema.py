@@ -21,7 +21,6 @@ Three parts of a suite are not fixed here, because what they accept is declared 
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -258,8 +257,7 @@ def data_keys(dataset: str) -> list[str] | None:
     """The [data] options `dataset` takes beyond the common keys: its loader's keyword arguments, or the
     owning protocol's (OWNED_DATA_KEYS); None for a dataset neither knows (a third-party protocol's)."""
     if dataset in DATASETS:
-        loader = DATASETS[dataset][1]
-        return [p for p in inspect.signature(loader).parameters if p not in ("split", "subset", "subset_seed")]
+        return DATASETS.get(dataset).options
     if dataset in OWNED_DATA_KEYS:
         return list(OWNED_DATA_KEYS[dataset])
     return None

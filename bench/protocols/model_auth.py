@@ -28,8 +28,7 @@ from bench.models.adapter import ModelAdapter
 from bench.protocols import classify
 from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
 from bench.reports.corelocker import render_corelocker
-from baselines import BUILTIN as BASELINES
-from baselines.report import render_markdown
+from baselines.report import BASELINES, render_markdown
 
 ATTACK_KINDS = ("model", "input")
 
