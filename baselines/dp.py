@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.defenses.base import Evaluation, ModelDefense, Protected
+from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
 
@@ -52,6 +52,7 @@ def _swaps(before: nn.Module, after: nn.Module) -> list[str]:
                    if name in new and type(m).__name__ != new[name]})
 
 
+@DEFENSES.register
 class DPSGD(ModelDefense):
     name = "dp"
     trains = True

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.defenses.base import Evaluation, ModelDefense, Protected
+from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
 from bench.models.zoo import Square
@@ -266,6 +266,7 @@ class FHEAdapter(ModelAdapter):
         return out
 
 
+@DEFENSES.register
 class FHE(ModelDefense):
     name = "fhe"
     trains = True  # fine-tunes the square-activation copy; CKKS encryption draws fresh noise

@@ -23,7 +23,7 @@ import pandas as pd
 from bench.core.context import EvalContext, RunOptions
 from bench.core.engine import Engine, RunSummary
 from bench.errors import UserError, check_folder
-from bench.executors import OPTION_FLAGS, Executor, make_executor
+from bench.executors import Executor, executor_options, make_executor
 from bench.protocols import render, summary_lines
 from bench.reports.leaderboard import leaderboard, ranked_rows
 from bench.results import read_rows
@@ -81,7 +81,8 @@ def dataset_classes(suite: Suite, ctx: EvalContext | None = None) -> int | None:
 def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | str | None = None, **options) -> Engine:
     """The engine of a run: RunOptions from `options`, and the executor (an instance, or a name with the
     executor options among `options`, over the suite's [executor] section)."""
-    chosen = {k: options.pop(k) for k in list(options) if k in OPTION_FLAGS}
+    known = executor_options(executor if isinstance(executor, str) else None)
+    chosen = {k: options.pop(k) for k in list(options) if k in known}
     if not isinstance(executor, Executor):
         executor = make_executor(executor, suite.raw.get("executor"), **chosen)
     elif any(v is not None for v in chosen.values()):

@@ -23,7 +23,6 @@ Three parts of a suite are not fixed here, because what they accept is declared 
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import fields
 from functools import lru_cache
 
@@ -31,6 +30,7 @@ import jsonschema
 
 from bench.data import DATASETS
 from bench.errors import UserError, show
+from bench.executors import EXECUTORS, executor_options
 from bench.fingerprint.suspects import ZooConfig
 from bench.core.declared import check_metrics
 from bench.core.entry import (ATTACK, BOARD_KEYS, ENTRY_KEYS, OWNED_DATA_KEYS, SWEEP_VALUES, Key, integer, list_of, number,
@@ -101,21 +101,31 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "device": Key({"type": "string", "pattern": r"^(cpu|cuda|cuda:\d+|auto)$"}, "'cpu', 'cuda', 'cuda:N' or 'auto'"),
         "threads": _integer(1),
     },
-    "executor": {  # bench.executors: local, ray, submitit
-        "name": _string(),
-        "address": _string(),
-        "cpus_per_job": Key({"type": "number", "exclusiveMinimum": 0}, "a number > 0"),
-        "gpus_per_job": _number(0),
-        "max_in_flight": _integer(1),
-        "max_retries": _integer(0),
-        "partition": _string(),
-        "array_parallelism": _integer(1),
-        "time_limit": _integer(1),
-        "mem_gb": Key({"type": "number", "exclusiveMinimum": 0}, "a number > 0"),
-        "job_folder": _string(),
-        "cluster": _string(),
-    },
 }
+
+
+def executor_keys(executor: str | None = None) -> dict[str, Key]:
+    """The [executor] keys: `name` and every option the executors declare (bench.executors.Option), over
+    the built-ins, installed plugins and `executor` (one named by path in the suite). A key several
+    executors declare differently takes any of their values; the executor chosen checks its own."""
+    keys = {"name": _string()}
+    for name, decls in executor_options(executor).items():
+        forms: list[tuple[dict, str, list[str]]] = []
+        for ex, option in decls:
+            same = next((f for f in forms if f[0] == option.schema), None)
+            if same:
+                same[2].append(ex)
+            else:
+                forms.append((option.schema, option.meaning, [ex]))
+        if len(forms) == 1:
+            keys[name] = Key(forms[0][0], forms[0][1])
+        else:
+            keys[name] = Key({"anyOf": [f[0] for f in forms]},
+                             " or ".join(f"{meaning} ({', '.join(exs)})" for _, meaning, exs in forms))
+    return keys
+
+
+SECTIONS["executor"] = executor_keys()
 
 # [suspects] (ownership verification) is bench.fingerprint.suspects.ZooConfig: its fields are its keys
 _FIELD_KEYS = {"tuple": _list(Key({}, "values"), "values"), "int": _integer(0), "float": _number(0),
@@ -134,11 +144,24 @@ def _object(keys: dict[str, Key], required=()) -> dict:
             "additionalProperties": False}
 
 
-def schema() -> dict:
+def _sections(executor: str | None = None) -> dict[str, dict[str, Key]]:
+    """SECTIONS, with the [executor] keys of an executor the suite names by path added."""
+    if not executor or executor in EXECUTORS.names():
+        return SECTIONS
+    return {**SECTIONS, "executor": executor_keys(executor)}
+
+
+def _executor_named(raw) -> str | None:
+    section = raw.get("executor") if isinstance(raw, dict) else None
+    name = section.get("name") if isinstance(section, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def schema(executor: str | None = None) -> dict:
     """The suite file's JSON Schema, built from SECTIONS, the protocols' entry dataclasses and their declared check
     metrics (docs/suites.md lists the same keys)."""
     SECTIONS["check"]["tolerance"] = _check_tolerance()
-    sections = {name: _object(keys, REQUIRED.get(name, ())) for name, keys in SECTIONS.items()}
+    sections = {name: _object(keys, REQUIRED.get(name, ())) for name, keys in _sections(executor).items()}
     sections["data"]["additionalProperties"] = True  # the dataset's own options: check_data_options
     sections["defenses"] = {"type": "array", "items": sections["defenses"], "minItems": 1}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "authbench suite",
@@ -146,13 +169,13 @@ def schema() -> dict:
 
 
 @lru_cache(maxsize=8)
-def _cached_validator(declared: tuple) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(schema())
+def _cached_validator(executor: str | None, declared: tuple) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema(executor))
 
 
-def _validator() -> jsonschema.Draft202012Validator:
+def _validator(executor: str | None = None) -> jsonschema.Draft202012Validator:
     """The validator of today's schema (rebuilt when a protocol defined since declares new keys or metrics)."""
-    return _cached_validator((tuple(ENTRY_KEYS), tuple(BOARD_KEYS), tuple(check_metrics())))
+    return _cached_validator(executor, (tuple(ENTRY_KEYS), tuple(BOARD_KEYS), tuple(check_metrics())))
 
 
 # -- one line per error ------------------------------------------------------------------------------
@@ -165,6 +188,7 @@ def _section_name(path: tuple) -> str:
 
 
 def _message(error: jsonschema.ValidationError, raw: dict) -> str:
+    SECTIONS = _sections(_executor_named(raw))  # noqa: N806 - the table this suite was checked against
     path = tuple(error.absolute_path)
     entry = 2 if path[:1] == ("defenses",) else 1  # where a key sits: ("data", key) or ("defenses", i, key)
     if error.validator == "additionalProperties" and len(path) <= entry:
@@ -213,7 +237,9 @@ def validate(raw: dict, where: str) -> None:
     """Check a parsed suite against the schema: one UserError line, prefixed by `where` (the file)."""
     entries = raw.get("defenses") if isinstance(raw.get("defenses"), list) else []
     plugins = any(isinstance(d, dict) and ":" in str(d.get("name", "")) for d in entries)
-    errors = [e for e in _validator().iter_errors(raw) if not _plugin_entry_key(e, plugins)]
+    executor = _executor_named(raw)
+    validator = _validator(executor if executor and executor not in EXECUTORS.names() else None)
+    errors = [e for e in validator.iter_errors(raw) if not _plugin_entry_key(e, plugins)]
     if errors:
         first = min(errors, key=lambda e: (len(e.absolute_path) > 0, [str(p) for p in e.absolute_path],
                                            e.validator != "additionalProperties"))
@@ -230,8 +256,7 @@ def data_keys(dataset: str) -> list[str] | None:
     """The [data] options `dataset` takes beyond the common keys: its loader's keyword arguments, or the
     owning protocol's (OWNED_DATA_KEYS); None for a dataset neither knows (a third-party protocol's)."""
     if dataset in DATASETS:
-        loader = DATASETS[dataset][1]
-        return [p for p in inspect.signature(loader).parameters if p not in ("split", "subset", "subset_seed")]
+        return DATASETS.get(dataset).options
     if dataset in OWNED_DATA_KEYS:
         return list(OWNED_DATA_KEYS[dataset])
     return None

@@ -115,9 +115,9 @@ def test_every_registered_protocol_has_the_plugin_contract(name):
 
 
 def test_every_defense_names_a_registered_protocol():
-    from bench.defenses import builtins
+    from bench.defenses import DEFENSES
 
-    for name, cls in builtins().items():
+    for name, cls in DEFENSES.items():
         assert cls.protocol in PROTOCOLS.names(), name
 
 

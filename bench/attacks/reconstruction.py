@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.attacks.attacker import WHITEBOX_DRAW
-from bench.attacks.base import LearnedAttack
+from bench.attacks.base import ATTACKS, LearnedAttack
 from bench.attacks.model_attacks import train_module
 from bench.data.base import Split
 from bench.errors import UserError
@@ -76,6 +76,7 @@ class SRResNet(nn.Module):
         return self.tail(h + self.neck(self.blocks(h)))
 
 
+@ATTACKS.register
 class Reconstruct(LearnedAttack):
     name = "reconstruct"
     description = "denoiser trained on the attacker's released data: noise2noise (black box) or noise2clean (white box)"

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from bench.core.entry import declare_board, declare_data, declare_entry, declare_legacy
 from bench.errors import UserError
-from bench.registry import resolve
+from bench.registry import Registry
 
 GROUP = "authbench.protocols"  # the entry-point group third-party protocols register under
+# the protocol registry: built-ins register themselves (bench.protocols.*: @PROTOCOLS.register), third-party ones are
+# `authbench.protocols` entry points or 'package.module:Class' paths (bench.registry.Registry)
+PROTOCOLS: Registry = Registry("protocol", GROUP)
 
 DECLARED: dict[str, type] = {}  # protocol name -> its class, in definition order
 
@@ -39,7 +42,7 @@ def declared(name: str) -> type | None:
     if not name:
         return None
     try:
-        found = resolve("protocol", GROUP, {}, str(name))
+        found = PROTOCOLS.get(str(name))
     except UserError:
         return None
     if isinstance(found, type) and hasattr(found, "check_metrics"):

@@ -26,12 +26,12 @@ from typing import ClassVar
 from bench.attacks import attack_label, get_attack
 from bench.cache import digest
 from bench.core.context import EvalContext
+from bench.core.declared import PROTOCOLS as DECLARED_PROTOCOLS
 from bench.core.declared import declare
 from bench.core.entry import Entry, Key, parse_entry
 from bench.core.types import Job, Measurement
-from bench.registry import Registry
 
-PROTOCOLS = Registry("protocol", "authbench.protocols")
+PROTOCOLS = DECLARED_PROTOCOLS  # one registry of protocols (bench.core.declared), built-ins register below
 
 
 def grid(sweep: dict) -> list[dict]:

@@ -29,8 +29,7 @@ from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
 from bench.reports.boards import gap_board
 from bench.reports.corelocker import render_corelocker
 from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard_cells, leaderboard_summary
-from baselines import BUILTIN as BASELINES
-from baselines.report import render_markdown
+from baselines.report import BASELINES, render_markdown
 
 ATTACK_KINDS = ("model", "input")
 
