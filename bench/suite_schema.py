@@ -26,11 +26,11 @@ from functools import lru_cache
 
 import jsonschema
 
+from bench.core.metrics import CHECK_METRICS  # leaderboard and fingerprint metrics
 from bench.data import DATASETS
 from bench.errors import UserError, show
 from bench.executors import EXECUTORS, executor_options
 from bench.fingerprint.suspects import ZooConfig
-from bench.reports.reference import METRICS as CHECK_METRICS  # leaderboard and fingerprint metrics
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.core.metrics import LEADERBOARD_METRICS
 from bench.core.types import infer_protocol
 from bench.reports.tables import clean_top1, measured_line, results_frame, to_markdown, write_csv
 
 RANKED = ("input", "model")  # the protocols this board ranks (ownership: bench.reports.fingerprint)
-METRIC_DIRECTIONS = {"authorized_top1": "higher", "retained": "higher", "auth_gap": "higher",
-                     "unauthorized_mean": "lower", "unauthorized_worst": "lower"}
+METRIC_DIRECTIONS = LEADERBOARD_METRICS  # bench.core.metrics
 GROUP = ["defense", "params", "psnr", "psnr_mode", "release", "attack"]
 COLUMNS = ["rank", *GROUP, "authorized_top1", "retained", "unauthorized_mean", "unauthorized_worst", "auth_gap",
            "psnr_true", "first_layer_dev_auth", "encode_ms", "protect_ms", "key_kb", "n_models"]

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench.attacks import get_attack
 from bench.cache import atomic_write_bytes
+from bench.core.metrics import CHECK_METRICS, FINGERPRINT_METRICS
 from bench.core.types import infer_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
@@ -41,9 +42,8 @@ LEGACY_KIND = "authbench-leaderboard"  # a leaderboard.json (write_leaderboard):
 LEGACY_FINGERPRINT_KIND = "authbench-fingerprint-leaderboard"  # fingerprint_leaderboard.json, likewise
 VERSION = 1
 STD_FACTOR = 3.0
-FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
 BOARDS = {"leaderboard": METRIC_DIRECTIONS, "fingerprint": FINGERPRINT_METRICS}
-METRICS = {**METRIC_DIRECTIONS, **FINGERPRINT_METRICS}
+METRICS = CHECK_METRICS
 FLOOR_DEFAULTS = {"auc": 0.02, "tpr@1%fpr": 0.05}  # fractions in [0, 1], not accuracy points
 CHECK_KEYS = {"tolerance", "default_tolerance", "inference_tolerance", "trials"}
 RULE = (f"cells that train at run time (their defense or attack trains): tolerance = max({STD_FACTOR:g} x std over "
