@@ -28,13 +28,14 @@ from functools import lru_cache
 
 import jsonschema
 
+from bench.core.metrics import BOARDS, CHECK_METRICS  # the built-in protocols' boards and metrics
 from bench.data import DATASETS
 from bench.errors import UserError, show
 from bench.executors import EXECUTORS, executor_options
 from bench.fingerprint.suspects import ZooConfig
 from bench.core.declared import check_metrics
-from bench.core.entry import (ATTACK, BOARD_KEYS, ENTRY_KEYS, OWNED_DATA_KEYS, SWEEP_VALUES, Key, integer, list_of, number,
-                              one_or_list, string, table)
+from bench.core.entry import (ATTACK, BOARD_KEYS, OWNED_DATA_KEYS, Entry, Key, integer, list_of, number, one_or_list,
+                              string, table)
 
 
 _integer, _number, _string, _one_or_list, _list, _table = integer, number, string, one_or_list, list_of, table
@@ -44,7 +45,7 @@ MODEL_SPEC = Key({"anyOf": [{"type": "string", "pattern": "^[^:]+:.+$"}, {"type"
 
 def _check_tolerance() -> Key:
     """[check] tolerance: a table metric = points over the metrics the protocols declared (bench.core.declared)."""
-    metrics = list(check_metrics())
+    metrics = list({**CHECK_METRICS, **check_metrics()})
     return Key({"type": "object", "propertyNames": {"enum": metrics},
                 "additionalProperties": {"type": "number", "minimum": 0}},
                "a table metric = points (>= 0), metrics: " + ", ".join(metrics))
@@ -71,9 +72,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "python_path": _list(Key({"type": "string", "minLength": 1}, "a folder"),
                              "folders (relative to the suite file) that factory / loader modules import from"),
     },
-    # each [[defenses]] entry: the keys of every protocol's entry dataclass (bench.core.entry.ENTRY_KEYS, filled as
-    # protocols are defined); which of them an entry may hold is its protocol's to say, at plan time
-    "defenses": ENTRY_KEYS,
+    # each [[defenses]] entry: the keys every entry has (bench.core.entry.Entry); the keys of its protocol's entry
+    # dataclass are that protocol's to check, when the engine plans the suite (Protocol.parse_entry)
+    "defenses": Entry.keys(),
     "check": {
         "tolerance": Key({"type": "object"}, "a table metric = points (>= 0)"),  # the declared metrics: _check_tolerance
         "default_tolerance": _number(0),
@@ -94,8 +95,9 @@ SECTIONS: dict[str, dict[str, Key]] = {
                                       "release": {"type": "string"}}},
                       "a table with ne (a defense name), psnr (a number) and release (a string)"),
     },
-    # bench.reports.boards: the attack set each board's rows are scored under, per board the protocols declared
-    "standard_attacks": BOARD_KEYS,
+    # bench.reports.boards: the attack set each board's rows are scored under, per board of the built-in protocols
+    # (bench.core.metrics.BOARDS) and of the protocols declared so far
+    "standard_attacks": {board: _list(ATTACK, "attack names or tables {name = \"...\", <parameters>}") for board in BOARDS},
     "run": {
         "batch_size": _integer(1),
         "device": Key({"type": "string", "pattern": r"^(cpu|cuda|cuda:\d+|auto)$"}, "'cpu', 'cuda', 'cuda:N' or 'auto'"),
@@ -161,7 +163,10 @@ def schema(executor: str | None = None) -> dict:
     """The suite file's JSON Schema, built from SECTIONS, the protocols' entry dataclasses and their declared check
     metrics (docs/suites.md lists the same keys)."""
     SECTIONS["check"]["tolerance"] = _check_tolerance()
+    for board, spec in BOARD_KEYS.items():
+        SECTIONS["standard_attacks"].setdefault(board, spec)
     sections = {name: _object(keys, REQUIRED.get(name, ())) for name, keys in _sections(executor).items()}
+    sections["defenses"]["additionalProperties"] = True  # the keys of the entry's protocol: checked at plan time
     sections["data"]["additionalProperties"] = True  # the dataset's own options: check_data_options
     sections["defenses"] = {"type": "array", "items": sections["defenses"], "minItems": 1}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "authbench suite",
@@ -175,7 +180,7 @@ def _cached_validator(executor: str | None, declared: tuple) -> jsonschema.Draft
 
 def _validator(executor: str | None = None) -> jsonschema.Draft202012Validator:
     """The validator of today's schema (rebuilt when a protocol defined since declares new keys or metrics)."""
-    return _cached_validator(executor, (tuple(ENTRY_KEYS), tuple(BOARD_KEYS), tuple(check_metrics())))
+    return _cached_validator(executor, (tuple(BOARD_KEYS), tuple(check_metrics())))
 
 
 # -- one line per error ------------------------------------------------------------------------------
@@ -222,15 +227,14 @@ def _message(error: jsonschema.ValidationError, raw: dict) -> str:
 
 
 def _plugin_entry_key(error: jsonschema.ValidationError, plugins: bool) -> bool:
-    """An unknown key of a [[defenses]] entry whose defense is a 'module:Class' plugin (its protocol, perhaps not
-    imported yet, says at plan time whether it reads the key), or an unknown [standard_attacks] board of a suite
-    with such an entry (`plugins`)."""
+    """In a suite with a 'module:Class' plugin entry (`plugins`), whose protocol is imported only when the suite is
+    planned: an unknown [standard_attacks] board or [check] tolerance metric (that protocol's to declare)."""
     path = tuple(error.absolute_path)
-    if error.validator != "additionalProperties":
+    if not plugins:
         return False
-    if len(path) == 2 and path[0] == "defenses":
-        return isinstance(error.instance, dict) and ":" in str(error.instance.get("name", ""))
-    return path == ("standard_attacks",) and plugins  # a board a plugin protocol declares
+    if error.validator == "additionalProperties" and path == ("standard_attacks",):
+        return True  # a board a plugin protocol declares
+    return error.validator == "propertyNames" and path == ("check", "tolerance")  # a metric it declares
 
 
 def validate(raw: dict, where: str) -> None:

@@ -154,7 +154,7 @@ def test_an_entry_key_the_protocol_does_not_read_is_a_one_line_error(tmp_path, c
     code, out, err = _run(["run", path, "--plan", "--out", tmp_path / "out", "--no-progress"], capsys)
     key = extra.split()[0]
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    assert f"key {key!r} is not read by the {protocol} protocol; valid keys for its entries:" in err, err
+    assert f"unknown key {key!r} in [[defenses]] #1; valid: " in err and f"(the keys the {protocol} protocol reads" in err, err
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
@@ -176,6 +176,10 @@ def test_every_protocol_declares_its_entry_boards_check_and_data_keys():
     assert all(c.boards for c in classes if c.check_board)  # the checked protocols rank on boards they declare
     assert {"leaderboard", "fingerprint"} <= set(check_boards())
     assert set(OWNED_DATA_KEYS) >= {"glue", "mmbench"}
+    from bench.core.metrics import BOARDS, CHECK_METRICS
+
+    assert set(BOARDS) == {b for c in classes for b in c.boards}  # the static list the suite schema reads agrees
+    assert CHECK_METRICS == {m: d for c in classes for m, d in c.check_metrics.items()}
     assert [c.name for c in classes if c.primary] == ["input"]
 
 

@@ -10,7 +10,7 @@ protocol) is imported on first use.
 
 from __future__ import annotations
 
-from bench.core.entry import declare_board, declare_data, declare_entry, declare_legacy
+from bench.core.entry import declare_board, declare_data, declare_legacy
 from bench.errors import UserError
 from bench.registry import Registry
 
@@ -25,8 +25,6 @@ DECLARED: dict[str, type] = {}  # protocol name -> its class, in definition orde
 def declare(cls: type) -> None:
     """Record a protocol class's declarations (called when the class is defined)."""
     DECLARED[cls.name] = cls
-    for entry in {cls.entry, *getattr(cls, "entries", {}).values()}:
-        declare_entry(entry)
     for board in cls.boards:
         declare_board(board)
     if cls.owns_dataset:

@@ -3,10 +3,9 @@
 A suite key is a `Key(schema, meaning)`: a JSON Schema fragment and the phrase an error message uses
 ("a whole number >= 0"). A protocol's entry dataclass (a subclass of `Entry`) lists the keys its
 `[[defenses]]` entries may hold, each field with its `Key` in the field's metadata (`key(...)`): the
-suite schema (bench.suite_schema) is built from the entry dataclasses of every protocol defined so far
-(`ENTRY_KEYS`, filled when a protocol class is defined: bench.protocols.base.Protocol), and at plan time
-an entry is parsed into its protocol's dataclass (`parse_entry`), so a key the protocol does not read is
-a one-line error naming the keys it does read. `OWNED_DATA_KEYS` holds the `[data]` keys of the datasets
+suite schema (bench.suite_schema) checks the keys every entry has (`Entry`'s own), and at plan time an
+entry is parsed into its protocol's dataclass (`parse_entry`), so a key the protocol does not read is a
+one-line error naming the keys it does read (loading a suite imports no protocol). `OWNED_DATA_KEYS` holds the `[data]` keys of the datasets
 a protocol owns (GLUE's tasks, MMBench's judge); `LEGACY_RULES` how a row written before rows named their
 protocol is recognised (each protocol states its own rule).
 
@@ -121,23 +120,10 @@ def models_key():
 
 
 # -- what protocols declared so far (filled when a protocol class is defined) ----------------------------
-ENTRY_KEYS: dict[str, Key] = {}  # the union of every declared entry dataclass's keys: the suite schema's [[defenses]]
 OWNED_DATA_KEYS: dict[str, dict[str, Key]] = {}  # dataset a protocol owns -> its [data] keys
 BOARD_KEYS: dict[str, Key] = {}  # [standard_attacks]: one key per board a protocol declared
 LEGACY_RULES: list[Callable[[dict], str | None]] = []  # a row without "protocol" -> its protocol, or None
 _DEFAULT_LEGACY: list[str] = []  # the protocol of a row no rule claims
-
-
-def declare_entry(cls: type[Entry]) -> None:
-    """Add an entry dataclass's keys to the suite schema's [[defenses]] keys; a key two protocols declare with
-    different schemas takes either (each protocol checks its own at plan time: `parse_entry`)."""
-    for name, spec in cls.keys().items():
-        have = ENTRY_KEYS.get(name)
-        if have is None:
-            ENTRY_KEYS[name] = spec
-        elif have.schema != spec.schema and spec.schema not in have.schema.get("anyOf", ()):
-            options = [*(have.schema["anyOf"] if set(have.schema) == {"anyOf"} else [have.schema]), spec.schema]
-            ENTRY_KEYS[name] = Key({"anyOf": options}, f"{have.meaning}, or {spec.meaning}")
 
 
 def declare_board(name: str) -> None:
@@ -165,20 +151,22 @@ def legacy_protocol(row: dict) -> str:
 
 def parse_entry(cls: type[Entry], raw: dict, *, index: int, protocol: str, where: str) -> Entry:
     """`raw` (one [[defenses]] table as read) as `cls`: a key `cls` does not declare, or a value its Key
-    rejects, is one UserError line naming the entry, the key and what would be right."""
+    rejects, is one UserError line naming the entry, the key and what would be right (as the suite schema words it)."""
     declared = cls.keys()
-    at = f"{where}: [[defenses]] #{index} ({raw.get('name', '?')})"
     extra = sorted(set(raw) - set(declared))
     if extra:
-        raise UserError(f"{at}: key {extra[0]!r} is not read by the {protocol} protocol; valid keys for its "
-                        f"entries: {', '.join(sorted(declared))}")
+        raise UserError(f"{where}: unknown key {extra[0]!r} in [[defenses]] #{index}; valid: {', '.join(sorted(declared))} "
+                        f"(the keys the {protocol} protocol reads; {raw.get('name', '?')!r} is scored by it)")
     values = {}
     for f in fields(cls):
         if f.name not in raw:
             continue
         spec, value = f.metadata["key"], raw[f.name]
         if not jsonschema.Draft202012Validator(spec.schema).is_valid(value):
-            raise UserError(f"{at}: {f.name} = {show(value)} is not valid: it must be {spec.meaning}")
+            if value == []:
+                raise UserError(f"{where}: [[defenses]] #{index} {f.name} is empty; it must be {spec.meaning}")
+            raise UserError(f"{where}: [[defenses]] #{index} {f.name} = {show(value)} is not valid: it must be "
+                            f"{spec.meaning}")
         parse = f.metadata.get("parse")
         values[f.name] = parse(value) if parse else value
     return cls(index=index, **values)

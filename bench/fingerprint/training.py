@@ -18,6 +18,8 @@ from sklearn.model_selection import train_test_split
 from bench.data.base import Split
 from bench.errors import UserError
 from bench.models.adapter import run_device
+from bench.models.zoo import FAMILIES
+from bench.recipes.train_classifier import build_model
 
 BATCH = 64
 
@@ -44,8 +46,6 @@ def halves(split: Split, seed: int = 0) -> tuple[Split, Split]:
 def build_arch(family: str, num_classes: int = 10, in_chans: int = 1) -> nn.Module:
     """A fresh network: a digits zoo family ("cnn", "mlp", ...), "timm:<name>", "torchvision:<name>"
     (3-channel inputs) or "torch:<pkg.mod:fn>" (called with num_classes and in_chans)."""
-    from bench.models.zoo import FAMILIES
-
     if family in FAMILIES:
         return FAMILIES[family][0]()
     if family.startswith("torchvision:"):
@@ -56,8 +56,6 @@ def build_arch(family: str, num_classes: int = 10, in_chans: int = 1) -> nn.Modu
             raise UserError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()")
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if ":" in family:
-        from bench.recipes.train_classifier import build_model
-
         return build_model(family, num_classes, in_chans)
     raise UserError(f"unknown architecture {family!r}; valid: {', '.join(FAMILIES)}, timm:<name> or torch:<pkg.mod:fn>")
 

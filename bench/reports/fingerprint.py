@@ -22,6 +22,7 @@ from sklearn.metrics import auc as area  # noqa: E402
 from bench.fingerprint.detectors import DETECTORS  # noqa: E402
 from bench.fingerprint.metrics import roc  # noqa: E402
 from bench.fingerprint.suspects import parse_chain, parse_number  # noqa: E402
+from bench.core.metrics import FINGERPRINT_METRICS  # noqa: E402
 from bench.reports.leaderboard import trains_at_run_time  # noqa: E402
 from bench.reports.tables import (  # noqa: E402
     compact_params, measured_line, provenance_of, registered_defaults, to_markdown)
@@ -82,9 +83,6 @@ def summaries(rows: list[dict]) -> pd.DataFrame:
         return frame
     keys = ["suite", "method", "label", "defense", "attack", "source", "labels_only"]
     return frame.groupby(keys, sort=False, dropna=False).mean(numeric_only=True).reset_index()
-
-
-FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}  # what `check` compares of an ownership board
 
 
 def fingerprint_key(rec: dict, protocol: str) -> str:

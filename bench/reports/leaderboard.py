@@ -10,14 +10,14 @@ import pandas as pd
 
 from bench.attacks import get_attack
 from bench.core.declared import ranked
+from bench.core.metrics import LEADERBOARD_METRICS
 from bench.core.types import infer_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.results import json_view
 from bench.reports.tables import clean_top1, measured_line, results_frame, to_markdown, write_csv
 
-METRIC_DIRECTIONS = {"authorized_top1": "higher", "retained": "higher", "auth_gap": "higher",
-                     "unauthorized_mean": "lower", "unauthorized_worst": "lower"}
+METRIC_DIRECTIONS = LEADERBOARD_METRICS  # bench.core.metrics
 GROUP = ["defense", "params", "psnr", "psnr_mode", "release", "attack"]
 COLUMNS = ["rank", *GROUP, "authorized_top1", "retained", "unauthorized_mean", "unauthorized_worst", "auth_gap",
            "psnr_true", "first_layer_dev_auth", "encode_ms", "protect_ms", "key_kb", "n_models"]
