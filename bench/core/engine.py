@@ -37,6 +37,7 @@ from bench.protocols import get_protocol, primary_protocol, protocol_of
 from bench.provenance import versions
 from bench.results import ResultWriter, latest, read_rows, results_path
 from bench.suite import Suite, load_suite
+from bench.suite_schema import check_data_options
 
 FLAGS = {"psnr": "--psnr", "releases": "--release"}  # the run filters a protocol may honour (Protocol.filters)
 CACHE_COUNTERS = ("hits", "misses", "corrupt")
@@ -65,6 +66,7 @@ def plan(ctx: EvalContext) -> list[Job]:
     """Every job of the suite, after the run's filters: the primary protocol's baseline first, then each entry's
     (parsed into its protocol's entry dataclass: a key that protocol does not read is an error)."""
     suite, options = ctx.suite, ctx.options
+    check_data_options(suite.data, str(suite.path))  # again, now that the protocols (and their [data] keys) are loaded
     names = list(dict.fromkeys([d.name for d in suite.defenses] + [d.label for d in suite.defenses if d.label]))
     for d in options.defenses:
         if d not in names:

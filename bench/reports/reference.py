@@ -248,7 +248,7 @@ def read_json(path: Path) -> dict | None:
 def read_source(path: Path) -> dict | list[dict]:
     """What a check input holds, read once: a reference / leaderboard JSON object, else its result rows."""
     data = read_json(path)
-    return data if data is not None else json_view(read_rows(Path(path), typed=True))
+    return data if data is not None else read_rows(Path(path))  # validated through Row.from_json
 
 
 def from_source(source: dict | list, where: str, tolerances: Tolerances) -> Reference:
