@@ -27,6 +27,10 @@ class ModelSource:
         """The table of a 'source:model' string spec (a user error where the source needs a table)."""
         return {"source": self.name, "model": model}
 
+    def label(self, spec: dict) -> str:
+        """The label the model goes by in every row: its `name`, else its `model`."""
+        return str(spec.get("name") or spec.get("model"))
+
     def check(self, spec: dict) -> None:
         """A spec table against the declared keys: one UserError line naming the unknown key(s)."""
         extra = set(spec) - set(self.keys) - {"source"}

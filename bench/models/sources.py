@@ -51,7 +51,12 @@ def model_label(spec) -> str:
     """The label a suite's model spec goes by in every row: its `name`, else its model, else the
     part of a 'source:name' string after the source."""
     if isinstance(spec, dict):
+        if spec.get("source") in SOURCES:
+            return get_source(spec["source"]).label(spec)
         return str(spec.get("name") or spec.get("model"))
+    source, sep, model = str(spec).partition(":")
+    if sep and source in SOURCES:
+        return get_source(source).label({"source": source, "model": model})
     return str(spec).split(":", 1)[-1]
 
 
