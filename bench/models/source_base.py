@@ -66,7 +66,10 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
     are bound to it, so a model changed behind the same label (other epochs, another file) is never reused."""
     if isinstance(spec, str):
         source, _, model = spec.partition(":")
-        spec = {"source": source, "model": model}
+        try:
+            spec = get_source(source).from_string(model, spec)
+        except UserError:  # no such source, or one that needs a table: reported when the model is loaded
+            spec = {"source": source, "model": model}
     out: dict = {"spec": spec}
     if spec.get("source") in SOURCES:
         out.update(get_source(spec["source"]).identity(spec, default_seed))
