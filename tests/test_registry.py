@@ -48,6 +48,7 @@ def test_list_lists_every_plugin_of_a_kind_with_its_description(kind, capsys):
     lines = capsys.readouterr().out.splitlines()
     described = KINDS[kind].describe()
     assert len(lines) == len(described) == len(KINDS[kind].names())
+    assert list(described) == sorted(described)  # listed by name (no plugin of these kinds is installed here)
     for line, (name, text) in zip(lines, described.items()):
         assert line.split()[0] == name and line.rstrip().endswith(text)
 
@@ -146,7 +147,7 @@ def test_executor_flags_are_validated_through_the_cli(argv, needle, tmp_path, ca
 
 
 def test_an_unknown_model_source_and_plugin_name_are_one_line_errors(tmp_path, capsys):
-    with pytest.raises(UserError, match=f"unknown model source 'nope'; valid choices: {', '.join(SOURCES.names())}$"):
+    with pytest.raises(UserError, match=f"unknown model source 'nope'; valid choices: {', '.join(sorted(SOURCES.names()))}$"):
         load_model("nope:x")
     for registry in KINDS.values():
         with pytest.raises(UserError, match=rf"^unknown {registry.kind} 'no-such-plugin'; valid choices: "):
