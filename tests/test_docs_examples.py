@@ -44,7 +44,8 @@ def test_adding_an_attack_runs_as_written(importable, capsys):
     suite = importable / "posterize-demo.toml"
     suite.write_text(suite_text)
     out = importable / "runs"
-    assert main(["run", str(suite), "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    assert main(["run", str(suite), "--out", str(out), "--reports", str(importable / "reports"), "--no-progress",
+                 "--threads", "1"]) == 0
     rows = read_rows(out)
     attacked = [r for r in rows if r["attack"] == "my_attacks:Posterize(bits=2)"]
     plain = [r for r in rows if r["attack"] == "none" and r["defense"] == "noise"]
@@ -69,9 +70,10 @@ def test_adding_an_executor_runs_as_written(importable, capsys):
     (importable / "my_executors.py").write_text(module)
     suite = write_suite(importable / "s.toml", psnr=(20,), release=("float",), defenses=("noise",))
     local, pool = importable / "local", importable / "pool"
-    assert main(["run", str(suite), "--out", str(local), "--no-progress", "--threads", "1"]) == 0
+    assert main(["run", str(suite), "--out", str(local), "--reports", str(importable / "r1"), "--no-progress",
+                 "--threads", "1"]) == 0
     # the page's command line: the executor by module:Class, its option as a generated flag
-    argv = ["run", str(suite), "--out", str(pool), "--no-progress", "--threads", "1",
+    argv = ["run", str(suite), "--out", str(pool), "--reports", str(importable / "r2"), "--no-progress", "--threads", "1",
             "--executor", "my_executors:PoolExecutor", "--max-workers", "2"]
     assert main(argv) == 0
 

@@ -107,6 +107,7 @@ def test_no_module_imports_another_modules_underscore_names():
 LAZY_DEPENDENCIES = {
     "timm", "torchvision", "transformers", "datasets", "scipy", "accelerate", "einops", "vlmeval",  # extras
     "tenseal", "opacus", "ray", "submitit",  # extras: fhe, dp, dist
+    "tflite", "onnx", "onnx2torch", "onnxruntime", "ai_edge_litert",  # extra: convert
     "sklearn", "PIL", "tqdm", "safetensors", "torch",  # heavy, or needed by one path only
 }
 LAZY_PROJECT_IMPORTS = {"bench.cli"}

@@ -38,7 +38,8 @@ def test_every_kind_has_one_registry_and_a_list_command():
     assert set(REGISTRIES) == set(KINDS)
     assert all(isinstance(registry, Registry) for registry in KINDS.values())
     assert {"ne-patch", "corelocker", "dp", "fhe", "algospec", "mfue-w"} <= set(DEFENSES.names())
-    assert {"local", "ray", "submitit"} <= set(EXECUTORS.names()) and {"zoo", "timm", "hf", "torch"} <= set(SOURCES)
+    assert {"local", "ray", "submitit"} <= set(EXECUTORS.names())
+    assert {"zoo", "timm", "hf", "torch", "python", "tflite", "onnx"} <= set(SOURCES)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -47,6 +48,7 @@ def test_list_lists_every_plugin_of_a_kind_with_its_description(kind, capsys):
     lines = capsys.readouterr().out.splitlines()
     described = KINDS[kind].describe()
     assert len(lines) == len(described) == len(KINDS[kind].names())
+    assert list(described) == sorted(described)  # listed by name (no plugin of these kinds is installed here)
     for line, (name, text) in zip(lines, described.items()):
         assert line.split()[0] == name and line.rstrip().endswith(text)
 
@@ -145,7 +147,7 @@ def test_executor_flags_are_validated_through_the_cli(argv, needle, tmp_path, ca
 
 
 def test_an_unknown_model_source_and_plugin_name_are_one_line_errors(tmp_path, capsys):
-    with pytest.raises(UserError, match="unknown model source 'nope'; valid choices: hf, timm, torch, zoo"):
+    with pytest.raises(UserError, match=f"unknown model source 'nope'; valid choices: {', '.join(sorted(SOURCES.names()))}$"):
         load_model("nope:x")
     for registry in KINDS.values():
         with pytest.raises(UserError, match=rf"^unknown {registry.kind} 'no-such-plugin'; valid choices: "):

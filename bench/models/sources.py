@@ -8,6 +8,8 @@ the zoo). A "torch" source names `factory = "package.module:function"` and must 
 that groups same-architecture models in NE's Table 2; default: the library's own name),
 `init_seed` (random weights when `pretrained = false`), `resize` and `interpolation`
 (the model's input geometry, see bench.models.geometry); "hf" is bench.models.hf_vision.
+"python" (weights inside a pip package), "onnx" and "tflite" are bench.models.python_source, onnx_source
+and tflite_source.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from bench.data.base import file_digest
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
+from bench.models.onnx_source import ONNX_KEYS, load_onnx
+from bench.models.python_source import PYTHON_KEYS, load_python, weights_path
+from bench.models.tflite_source import TFLITE_KEYS, load_tflite
 from bench.models.geometry import interpolation_name
 from bench.models.source_base import SOURCES, ModelSource, get_source, spec_identity
 from bench.models.zoo import load_zoo_model, pinned_identity, recipe_for, zoo_names
@@ -51,7 +57,12 @@ def model_label(spec) -> str:
     """The label a suite's model spec goes by in every row: its `name`, else its model, else the
     part of a 'source:name' string after the source."""
     if isinstance(spec, dict):
+        if spec.get("source") in SOURCES:
+            return get_source(spec["source"]).label(spec)
         return str(spec.get("name") or spec.get("model"))
+    source, sep, model = str(spec).partition(":")
+    if sep and source in SOURCES:
+        return get_source(source).label({"source": source, "model": model})
     return str(spec).split(":", 1)[-1]
 
 
@@ -167,6 +178,65 @@ class TorchSource(ModelSource):
 
     def identity(self, spec, default_seed):
         return {"init_seed": spec.get("init_seed", default_seed)}
+
+
+@SOURCES.register
+class PythonSource(ModelSource):
+    name = "python"
+    description = ("a table {source = 'python', factory = 'pkg.mod:fn', package = 'pip_pkg', member = "
+                   "'path/in/package.pth' (or checkpoint = 'file')} (e.g. bench.models.efficientnet_lite:efficientnet_lite)")
+    keys = frozenset(PYTHON_KEYS)
+    pattern = "python:<module:function>"
+
+    def from_string(self, model, spec):
+        raise UserError(f"model {spec!r} needs a table {{source = 'python', factory = 'pkg.mod:fn', "
+                        "package = 'pip_package', member = 'path/in/package.pth'}")
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        return load_python(spec, factory_module, _preprocess, _load_checkpoint)
+
+    def identity(self, spec, default_seed):
+        if "package" not in spec or "member" not in spec:
+            return {}
+        try:
+            return {"file": file_digest(weights_path(spec, model_label(spec)))}
+        except UserError:
+            return {"file": None}  # reported when the model is loaded
+
+
+class _FileSource(ModelSource):
+    """A model file converted to torch: 'source:<path>' or a table with `path`."""
+
+    def from_string(self, model, spec):
+        return {"source": self.name, "path": model}
+
+    def identity(self, spec, default_seed):
+        if not spec.get("path"):
+            return {}
+        path = Path(str(spec["path"])).expanduser()
+        return {"file": file_digest(path) if path.is_file() else None}
+
+
+@SOURCES.register
+class TFLiteSource(_FileSource):
+    name = "tflite"
+    description = "a TFLite flatbuffer as a float32 torch module (table keys: drop_background, ...)"
+    keys = frozenset(TFLITE_KEYS)
+    pattern = "tflite:<path>"
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        return load_tflite(spec, _preprocess)
+
+
+@SOURCES.register
+class ONNXSource(_FileSource):
+    name = "onnx"
+    description = "an ONNX file through onnx2torch (a table with mean and std)"
+    keys = frozenset(ONNX_KEYS)
+    pattern = "onnx:<path>"
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        return load_onnx(spec, _preprocess)
 
 
 def from_module(
@@ -285,6 +355,19 @@ def _load_factory(spec: dict) -> ModelAdapter:
     missing = [k for k in ("mean", "std", "input_size") if k not in spec]
     if missing:
         raise UserError(f"model {label!r} (factory {factory!r}) needs {', '.join(missing)}: torch factories have no defaults")
+    module, kwargs = factory_module(spec, label)
+    if "checkpoint" in spec:
+        _load_checkpoint(module, spec["checkpoint"], label, spec.get("loader"))
+    arch = spec.get("arch") or f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
+    return ModelAdapter(label, module, _preprocess(label, spec["mean"], spec["std"], spec["input_size"]), arch, "torch")
+
+
+def factory_module(spec: dict, label: str) -> tuple[nn.Module, dict]:
+    """The module built by the spec's `factory` ('package.module:function') with its `kwargs`, and the kwargs."""
+    factory = str(_required(spec, "factory"))
+    mod_name, sep, fn_name = factory.partition(":")
+    if not sep or not mod_name or not fn_name or ":" in fn_name:
+        raise UserError(f"bad model factory {factory!r}; expected 'package.module:function'")
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except AttributeError:
@@ -302,10 +385,7 @@ def _load_factory(spec: dict) -> ModelAdapter:
         raise UserError(f"model factory {factory!r} for model {label!r} raised {_first_line(e)}") from None
     if not isinstance(module, nn.Module):
         raise UserError(f"model factory {factory!r} returned {type(module).__name__}, not a torch.nn.Module")
-    if "checkpoint" in spec:
-        _load_checkpoint(module, spec["checkpoint"], label, spec.get("loader"))
-    arch = spec.get("arch") or f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
-    return ModelAdapter(label, module, _preprocess(label, spec["mean"], spec["std"], spec["input_size"]), arch, "torch")
+    return module, kwargs
 
 
 IMPORT_HINT = ("modules are imported from the suite file's folder, the folders in its [models] python_path "
