@@ -9,8 +9,8 @@ embedding sequence - runs encoder + head end to end (bench.text.adapter.TextClas
 Spec (a kit model, `kit-file:` values already replaced by cache paths):
     {"source": "text-pooled", "encoder": "<dir or its config.json>", "pooling": "mean" | "cls",
      "max_length": 64, "head": {"recipe": "sst2-heads", "train": "<train.tsv>", "train_rows": 6000, "seed": 0}}
-The head comes from bench.recipes.sst2_heads (trained once, seeded, kept in the cache), or from a
-file: "head": {"path": "<head.pt>"}.
+The head comes from bench.text.heads (the recipe of bench.recipes.sst2_heads: trained once, seeded, kept in the
+cache), or from a file: "head": {"path": "<head.pt>"}.
 """
 
 from __future__ import annotations
@@ -22,16 +22,10 @@ import torch
 import torch.nn as nn
 
 from bench.errors import UserError
+from bench.text.heads import HeadSpec, load_head, train_or_load_head
+from bench.text.pooling import pool
 
 POOLINGS = ("mean", "cls")
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(N, L, d) -> (N, d): mean over the real tokens, or the first token."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
 class PooledClassifier(nn.Module):
@@ -78,7 +72,6 @@ def load_encoder(folder: Path):
 
 def load_pooled(label: str, spec: dict, cache_root: Path | None = None):
     """(PooledClassifier, tokenizer, head record) for a `text-pooled` spec."""
-    from bench.recipes.sst2_heads import HeadSpec, load_head, train_or_load_head
 
     folder = encoder_dir(spec)
     encoder, tokenizer = load_encoder(folder)
