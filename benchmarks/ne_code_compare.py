@@ -74,7 +74,7 @@ def main() -> None:
     noise.fit(auth)
     print(json.dumps({
         "provenance": {"git": git_commit(), "kit_dataset": ds.identity, "images": len(x), "positions": "every %d-th" % (len(split) // args.n),
-                       "seed": args.seed, "authorized": args.authorized, "model_digests": {m: a.digest() for m, a in models.items()}},
+                       "seed": args.seed, "authorized": args.authorized, "model_digests": {m: a.digest for m, a in models.items()}},
         "first_layer": {"weight": list(fl.weight.shape), "stride": list(fl.stride), "padding": list(fl.padding), "std": list(pre.std)},
         "code_subspace_dim": code_basis.shape[1], "harness_subspace_dim": ne["tiled"].summary()["subspace_dim"],
         # the harness's pixel-space basis, mapped to the normalized domain the code works in
