@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.defenses.base import Evaluation, ModelDefense, Protected
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.models.adapter import ModelAdapter
 from bench.models.zoo import Square
 
@@ -36,7 +36,7 @@ def _tenseal():
     try:
         import tenseal as ts
     except ImportError:
-        raise UserError("defense 'fhe' needs TenSEAL: pip install 'authbench[fhe]' (tenseal==0.3.18)") from None
+        raise UserError(f"defense 'fhe' needs TenSEAL: {install_hint('fhe')} (tenseal==0.3.18)") from None
     return ts
 
 
@@ -268,6 +268,7 @@ class FHEAdapter(ModelAdapter):
 
 class FHE(ModelDefense):
     name = "fhe"
+    paper = "Cheon et al., ASIACRYPT 2017 (CKKS)"
     trains = True  # fine-tunes the square-activation copy; CKKS encryption draws fresh noise
     board = "baselines"  # ranked on its own board, beside NE Table 3
     description = "CKKS encrypted inference (TenSEAL) of a square-activation copy of the model; key holder decrypts"

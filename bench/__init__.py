@@ -1,11 +1,19 @@
 """authbench: a benchmark harness for model-specific authorization.
 
     import bench
-    results = bench.evaluate("digits", threads=1)   # see bench.api
+    results = bench.evaluate("digits-quick")   # see bench.api
 """
 
 __version__ = "0.1.0"
 
-from bench.api import Results, evaluate  # noqa: E402  (the public API; after __version__, which provenance reads)
+
+
+def __getattr__(name):  # the public API, imported on first use: `authbench --help` and `list` need no torch
+    if name in ("evaluate", "Results"):
+        from bench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")
+
 
 __all__ = ["evaluate", "Results", "__version__"]

@@ -26,10 +26,11 @@ from bench.core.types import infer_protocol
 from bench.errors import UserError, check_folder
 from bench.executors import OPTION_FLAGS, Executor, make_executor
 from bench.protocols import render
+from bench.reports.boards import build_boards, glance, parse_standard
 from bench.reports.fingerprint import fingerprint_board, format_board
-from bench.reports.leaderboard import RANKED, format_leaderboard, leaderboard
+from bench.reports.leaderboard import RANKED, leaderboard
 from bench.results import read_rows
-from bench.suite import Suite, load_suite
+from bench.suite import DEFAULT_SUITE, Suite, load_suite
 from bench.suite_overrides import apply_overrides
 
 
@@ -38,6 +39,7 @@ class Results:
     records: list[dict]  # the result rows as written (JSON objects)
     summary: RunSummary
     reports: list[Path] = field(default_factory=list)
+    boards: list = field(default_factory=list)  # the like-for-like boards (bench.reports.boards.Board), ranked
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -54,9 +56,9 @@ class Results:
         protocols = {infer_protocol(r) for r in self.records}
         if protocols & {"glue", "mmbench"}:
             parts += [p.read_text() for p in self.reports if p.suffix == ".md"]
-        elif self.leaderboard is not None:
-            parts.append(format_leaderboard(self.leaderboard, top=20))
-        if "verify" in protocols:
+        elif self.boards:
+            parts += [glance(b) for b in self.boards]
+        if "verify" in protocols and not self.boards:
             parts.append(format_board(fingerprint_board([r for r in self.records if infer_protocol(r) == "verify"])))
         s = self.summary
         parts.append(
@@ -69,7 +71,9 @@ class Results:
             + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
                "retries only them" if s.jobs_failed else ""))
         site = next((p for p in self.reports if p.name == "index.html"), None)
+        full = next((p for p in self.reports if p.name == "boards.md"), None)
         parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}"
+                     + (f"\nboards: {full} (every row and column)" if full else "")
                      + (f"\nsite: {site}" if site else ""))
         return "\n\n".join(parts[:-1]) + "\n" + parts[-1]
 
@@ -100,20 +104,22 @@ def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | st
 
 def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
               executor: Executor | str | None = None, **options) -> Results:
-    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
+    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default <out>/reports: a
+    run never writes the checkout's shipped reports/ unless `reports` names that folder)."""
     for flag, folder in (("--out", out), ("--reports", reports), ("--cache-dir", options.get("cache_dir"))):
         if folder is not None:
             check_folder(folder, flag)
     engine = engine_for(suite, out=out, executor=executor, **options)
     summary = engine.run()
     records = read_rows(summary.results)
-    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report,
+    paths = render(records, Path(reports) if reports else engine.out_dir / "reports", suite.report,
                    suite.standard_attacks, site=True, classes=dataset_classes(suite, engine.ctx)) \
         if write_reports and records else []
-    return Results(records=records, summary=summary, reports=paths)
+    boards = build_boards(records, parse_standard(suite.standard_attacks)) if records else []
+    return Results(records=records, summary=summary, reports=paths, boards=boards)
 
 
-def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None, data_root: Path | None = None,
+def evaluate(suite: str | Path | Suite = DEFAULT_SUITE, *, subset: int | None = None, data_root: Path | None = None,
              random_weights: bool = False, progress: bool = False, **overrides) -> Results:
     """Run a suite (a shipped name, a .toml path or a loaded Suite) with the CLI's overrides as keywords:
     out, reports, write_reports, defenses (names or labels), models, authorized, evaluated, psnr, releases, full, batch_size, device, threads,

@@ -40,6 +40,23 @@ def add_import_path(suite: Suite) -> None:
         importlib.invalidate_caches()
 
 
+CPU_THREADS = 1  # torch intra-op threads per process on CPU unless --threads or [run] threads says
+
+
+def default_threads(option, suite_value, device) -> tuple[int | None, str]:
+    """(torch intra-op threads to set, where the number comes from) for a run: --threads, else the suite's
+    [run] threads, else one per process on CPU (torch's own default, one per core, ran 3-5x slower in wall
+    time and burnt ~5x the CPU on this project's 2-core machines, issue 26), else torch's own (None)."""
+    for value, source in ((option, "--threads"), (suite_value, "suite [run] threads")):
+        if value is not None:
+            if int(value) < 1:
+                raise UserError(f"threads must be >= 1, got {value}")
+            return int(value), source
+    if torch.device(device).type == "cpu":
+        return CPU_THREADS, "one per process on CPU by default; --threads N to change"
+    return None, "torch's default"
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """What a user can override for one run (CLI flags, `bench.evaluate` keywords, suite [run])."""
@@ -53,9 +70,10 @@ class RunOptions:
     full: bool = False  # also the suite's tier = "full" entries
     batch_size: int | None = None  # default: suite [run] batch_size, else 256
     device: str | None = None  # cpu | cuda | cuda:N | auto (default: suite [run] device, else auto)
-    threads: int | None = None  # torch CPU threads (default: suite [run] threads, else torch's own)
+    threads: int | None = None  # torch CPU threads (default: suite [run] threads, else 1 on CPU)
     progress: bool = True
     cache_dir: Path | None = None
+    trials: int | None = None  # at most this many trials per cell (--trials 1: the cheap ranking mode)
     loader: Callable | None = None  # replaces the protocol's model loader (tests, notebooks)
 
 
@@ -86,11 +104,11 @@ class EvalContext:
             raise UserError(f"batch size must be >= 1, got {self.batch_size}")
         self.device = resolve_device(self.options.device or run.get("device"))
         self._threads_before = torch.get_num_threads()
-        threads = self.options.threads if self.options.threads is not None else run.get("threads")
-        if threads is not None:
-            if int(threads) < 1:
-                raise UserError(f"threads must be >= 1, got {threads}")
-            torch.set_num_threads(int(threads))
+        self.threads, self.threads_source = default_threads(self.options.threads, run.get("threads"), self.device)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        if self.options.trials is not None and int(self.options.trials) < 1:
+            raise UserError(f"--trials must be >= 1, got {self.options.trials}")
         self.cache_root = Path(self.options.cache_dir) if self.options.cache_dir else cache_root()
         self.forward_cache = ArrayCache(self.cache_root, "forward")
         self.encoding_cache = ArrayCache(self.cache_root, "encoding")

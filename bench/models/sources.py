@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError, unknown
+from bench.errors import UserError, unknown, install_hint
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
 from bench.models.geometry import interpolation_name
@@ -204,7 +204,7 @@ def _load_timm(spec: dict) -> ModelAdapter:
     try:
         import timm
     except ImportError:
-        raise UserError(f"model {spec.get('name', spec.get('model'))!r} needs timm: pip install 'authbench[vision]'") from None
+        raise UserError(f"model {spec.get('name', spec.get('model'))!r} needs timm: {install_hint('vision')}") from None
 
     model = str(_required(spec, "model"))
     label = spec.get("name", model)
