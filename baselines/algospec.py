@@ -105,7 +105,6 @@ class OnAlternatives(ModelAdapter):
 
 class AlgoSpec(ModelDefense):
     name = "algospec"
-    paper = "Liu et al., USENIX Security 2024"
     trains = True  # fits its polynomial surrogates by optimization
     board = "baselines"  # ranked on its own board, beside NE Table 3
     description = "ALGOSPEC: polynomial surrogates of the network; released alternatives only the polynomial reads"

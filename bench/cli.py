@@ -299,7 +299,7 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not metric:
-            raise UserError(f"bad --tolerance {item!r}; expected METRIC=POINTS, e.g. auth_gap=2.0")
+            raise UserError(f"bad --tolerance {item!r}; expected METRIC=POINTS, e.g. attacked_gap=2.0")
     return out
 
 

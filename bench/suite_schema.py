@@ -30,7 +30,7 @@ import jsonschema
 from bench.data import DATASETS
 from bench.errors import UserError, show
 from bench.fingerprint.suspects import ZooConfig
-from bench.reports.reference import METRICS as CHECK_METRICS  # leaderboard and fingerprint metrics
+from bench.reports.reference import ACCEPTED_METRICS as CHECK_METRICS  # leaderboard and fingerprint metrics
 
 
 @dataclass(frozen=True)

@@ -137,3 +137,22 @@ def test_offline_unless_a_model_needs_the_hub():
 def test_missing_extra_hint_names_installable_packages():
     hint = install_hint("dp")
     assert "authbench[" not in hint and ("opacus" in hint or "-e '.[dp]'" in hint)
+
+
+def test_the_leaderboard_gap_has_its_own_name_and_old_references_still_read():
+    from bench.reports.leaderboard import METRIC_DIRECTIONS
+    from bench.reports.reference import RefCell, Tolerances
+
+    assert "attacked_gap" in METRIC_DIRECTIONS and "auth_gap" not in METRIC_DIRECTIONS  # the boards' auth_gap only
+    old = RefCell.from_json({"board": "leaderboard", "key": "k", "metric": "auth_gap", "direction": "higher",
+                             "value": 1.0, "std": None, "n_trials": 1, "trained": False, "tolerance": 0.0})
+    assert old.metric == "attacked_gap"
+    assert Tolerances.from_check({"tolerance": {"auth_gap": 1.5}}).per_metric == {"attacked_gap": 1.5}
+
+
+def test_the_shipped_boards_are_the_references_boards():
+    import json
+
+    for shipped in (ROOT / "bench" / "leaderboards").glob("*.json"):
+        reference = json.loads((ROOT / "reports" / "leaderboards" / shipped.name).read_text())
+        assert json.loads(shipped.read_text())["boards"] == reference["boards"], shipped.name

@@ -139,7 +139,7 @@ def test_a_shifted_inference_only_value_fails_exactly(tiny, tmp_path, capsys, mo
     assert f"::error title=authbench check::{INFERENCE_KEY} authorized_top1" in out
     failed = ET.parse(junit).getroot().findall(".//testcase[failure]")
     assert {(t.get("classname"), t.get("name")) for t in failed} == {
-        (f"leaderboard.{INFERENCE_KEY}", m) for m in ("authorized_top1", "retained", "auth_gap")}
+        (f"leaderboard.{INFERENCE_KEY}", m) for m in ("authorized_top1", "retained", "attacked_gap")}
 
 
 def test_a_trained_cell_passes_within_its_measured_tolerance_and_fails_beyond(tiny, tmp_path):
@@ -148,7 +148,7 @@ def test_a_trained_cell_passes_within_its_measured_tolerance_and_fails_beyond(ti
     assert check(small, ref).ok  # -0.5 / 3 models: inside every measured tolerance
     large = reference_from_rows(shifted(tiny["rows"], attack_prefix="reconstruct", delta=-60.0), Tolerances())
     result = check(large, ref)
-    assert not result.ok and any("reconstruct(" in line and "auth_gap" in line for line in result.regressions)
+    assert not result.ok and any("reconstruct(" in line and "attacked_gap" in line for line in result.regressions)
     assert not any(line.startswith(INFERENCE_KEY) for line in result.regressions)
 
 

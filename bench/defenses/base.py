@@ -62,8 +62,6 @@ class Defense(Plugin):
     protocol: ClassVar[str]
     # the board it ranks on (bench.reports.boards); None: its protocol's. The NE Table 3 baselines: "baselines"
     board: ClassVar[str | None] = None
-    # the paper a board names beside the defense, short (authors, venue or arXiv id; docs give the full citation)
-    paper: ClassVar[str] = ""
 
 
 class InputDefense(Defense):

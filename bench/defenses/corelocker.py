@@ -318,7 +318,6 @@ def _hex(s: str) -> torch.Tensor:
 
 class CoreLocker(ModelDefense):
     name = "corelocker"
-    paper = "Wang et al., IEEE S&P 2024"
     description = ("CoreLocker: zero the top-ratio weights/filters (global, by l1) or BatchNorm channels (global, by "
                    "|gamma|) and release; the key restores them")
     defaults = {"ratio": 0.05, "criterion": "bn-scale", "granularity": "weight", "seed": 0}

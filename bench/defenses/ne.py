@@ -32,7 +32,6 @@ LAYOUTS = ("independent", "tiled")
 
 class NEPatch(InputDefense):
     name = "ne-patch"
-    paper = "Wang et al., arXiv 2510.10982"
     description = "Non-Transferable Examples, per-patch SVD of the first linear map (paper)"
     defaults = {"tau": 1e-4, "rule": "threshold", "dims": 0, "min_dims": 1, "layout": "independent", "code": "instance"}
 
@@ -131,7 +130,6 @@ class NEPatch(InputDefense):
 
 class NEOperator(InputDefense):
     name = "ne-operator"
-    paper = "Wang et al., arXiv 2510.10982"
     description = "Non-Transferable Examples, smallest singular directions of the whole first-layer operator"
     defaults = {"dims": 1 / 12, "backend": "auto", "code": "instance"}
 

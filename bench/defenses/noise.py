@@ -13,7 +13,6 @@ from bench.defenses.base import InputDefense
 
 class GaussianNoise(InputDefense):
     name = "noise"
-    paper = "control (no paper)"
     description = "Gaussian-noise control at the same PSNR (model-agnostic)"
     defaults = {"code": "instance"}
     model_specific = False

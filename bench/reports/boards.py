@@ -87,6 +87,26 @@ def display_name(defense: str) -> tuple[str, str]:
     return str(getattr(cls, "name", defense)), str(getattr(cls, "description", ""))
 
 
+def short_paper(defense: str) -> str:
+    """The defense's paper in a few words for a board's `paper` column ("Wang et al., arXiv 2510.10982"): from
+    its class's `paper` (or the built-in table, bench.reports.entries.paper_of); "control (no paper)" for the
+    noise control, "" where none is known."""
+    from bench.reports.entries import paper_of  # entries builds on this module
+
+    try:
+        paper = paper_of(defense)
+    except (AttributeError, TypeError):  # a class whose `paper` is not the documented table
+        return ""
+    if not paper:
+        return "control (no paper)" if display_name(defense)[0] == "noise" else ""
+    where = f"arXiv {paper['arxiv']}" if paper.get("arxiv") else paper.get("venue") or ""
+    text = ", ".join(p for p in (paper.get("authors"), where) if p)
+    authors = str(paper.get("authors") or "")
+    if authors.count(",") >= 2:  # a full author list: the first author et al.
+        text = text.replace(authors, authors.split(",")[0].split()[-1] + " et al.")
+    return text + (" (NE Table 3 baseline)" if paper.get("note", "").startswith("as instantiated in NE Table 3") else "")
+
+
 def board_kind(protocol: str, defense: str) -> str:
     """The board a row ranks on: its defense's `board` when it names one (the baselines), else its protocol's."""
     cls = _defense_class(defense)
@@ -189,7 +209,7 @@ class BoardRow:
                    worst_attack=data.get("worst_attack", ""), complete=bool(data.get("complete")),
                    missing=tuple(data.get("missing", ())), rank=data.get("rank"), new=bool(data.get("new")),
                    provenance=dict(data.get("provenance", {})),
-                   paper=str(data.get("paper") or getattr(_defense_class(data["defense"]), "paper", "") or ""))
+                   paper=str(data.get("paper") or short_paper(data["defense"])))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -365,7 +385,7 @@ def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list
                         n=tuple(sorted({int(c.get("n") or 0) for c in scored})), standard_attacks=std)
         values, per_model, worst, missing = (_own_row if board == OWNERSHIP else _gap_row)(cells, std)
         name, description = display_name(defense)
-        paper = str(getattr(_defense_class(defense), "paper", "") or "")
+        paper = short_paper(defense)
         boards.setdefault(bkey, []).append(BoardRow(
             defense=defense, name=name, description=description, params=params, psnr=psnr, psnr_mode=mode,
             release=release, authorized=bkey.authorized, n=bkey.n, values=values, per_model=per_model,

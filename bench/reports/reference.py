@@ -32,7 +32,7 @@ from bench.core.types import infer_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.reports.fingerprint import summaries
-from bench.reports.leaderboard import METRIC_DIRECTIONS, RANKED, leaderboard, leaderboard_records
+from bench.reports.leaderboard import LEGACY_METRICS, METRIC_DIRECTIONS, RANKED, leaderboard, leaderboard_records
 from bench.reports.tables import provenance_of
 from bench.results import read_rows
 
@@ -44,6 +44,7 @@ STD_FACTOR = 3.0
 FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
 BOARDS = {"leaderboard": METRIC_DIRECTIONS, "fingerprint": FINGERPRINT_METRICS}
 METRICS = {**METRIC_DIRECTIONS, **FINGERPRINT_METRICS}
+ACCEPTED_METRICS = [*METRICS, *LEGACY_METRICS]  # what a [check] tolerance or --tolerance may name
 FLOOR_DEFAULTS = {"auc": 0.02, "tpr@1%fpr": 0.05}  # fractions in [0, 1], not accuracy points
 CHECK_KEYS = {"tolerance", "default_tolerance", "inference_tolerance", "trials"}
 RULE = (f"cells that train at run time (their defense or attack trains): tolerance = max({STD_FACTOR:g} x std over "
@@ -69,7 +70,7 @@ class Tolerances:
         unknown = sorted(set(check) - CHECK_KEYS)
         if unknown:
             raise UserError(f"[check] has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(CHECK_KEYS))}")
-        metrics = {**dict(check.get("tolerance") or {}), **(per_metric or {})}
+        metrics = {LEGACY_METRICS.get(k, k): v for k, v in {**dict(check.get("tolerance") or {}), **(per_metric or {})}.items()}
         bad = sorted(set(metrics) - set(METRICS))
         if bad:
             raise UserError(f"unknown metric(s) {', '.join(bad)} in tolerances; valid: {', '.join(METRICS)}")
@@ -110,8 +111,11 @@ class RefCell:
 
     @classmethod
     def from_json(cls, data: dict) -> "RefCell":
-        return cls(**{k: data[k] for k in ("board", "key", "metric", "direction", "value", "std", "n_trials",
-                                           "trained", "tolerance")})
+        cell = {k: data[k] for k in ("board", "key", "metric", "direction", "value", "std", "n_trials", "trained",
+                                     "tolerance")}
+        if cell["board"] == "leaderboard":  # a reference frozen before the leaderboard's gap was renamed
+            cell["metric"] = LEGACY_METRICS.get(cell["metric"], cell["metric"])
+        return cls(**cell)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,6 +217,8 @@ def _legacy(data: dict, tolerances: Tolerances) -> Reference:
     for rec in data["rows"]:
         trained = trains_at_run_time(str(rec.get("defense", "")), str(rec.get("attack", "")))
         key = fingerprint_key(rec) if board == "fingerprint" else rec["key"]
+        if board == "leaderboard":  # a leaderboard.json written before the rename
+            rec = {**{LEGACY_METRICS[k]: v for k, v in rec.items() if k in LEGACY_METRICS}, **rec}
         for metric, direction in BOARDS[board].items():
             if _finite(rec.get(metric)):
                 cells.append(RefCell(board=board, key=key, metric=metric, direction=direction,
