@@ -55,7 +55,6 @@ def _swaps(before: nn.Module, after: nn.Module) -> list[str]:
 
 class DPSGD(ModelDefense):
     name = "dp"
-    paper = "Abadi et al., CCS 2016 (DP-SGD)"
     trains = True
     board = "baselines"  # ranked on its own board, beside NE Table 3
     description = "DP-SGD (Opacus) retraining of the authorized architecture at a target epsilon; restricts no one"

@@ -268,7 +268,6 @@ class FHEAdapter(ModelAdapter):
 
 class FHE(ModelDefense):
     name = "fhe"
-    paper = "Cheon et al., ASIACRYPT 2017 (CKKS)"
     trains = True  # fine-tunes the square-activation copy; CKKS encryption draws fresh noise
     board = "baselines"  # ranked on its own board, beside NE Table 3
     description = "CKKS encrypted inference (TenSEAL) of a square-activation copy of the model; key holder decrypts"
