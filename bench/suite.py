@@ -41,7 +41,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cache import digest
 from bench.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -91,6 +90,8 @@ class Suite:
 
     @property
     def digest(self) -> str:
+        from bench.cache import digest  # numpy: not needed to list suites
+
         return digest(self.raw)[:16]
 
     @property

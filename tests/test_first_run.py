@@ -156,3 +156,27 @@ def test_the_shipped_boards_are_the_references_boards():
     for shipped in (ROOT / "bench" / "leaderboards").glob("*.json"):
         reference = json.loads((ROOT / "reports" / "leaderboards" / shipped.name).read_text())
         assert json.loads(shipped.read_text())["boards"] == reference["boards"], shipped.name
+
+
+def test_trials_one_is_the_cheap_ranking_mode(tmp_path):
+    from bench.api import engine_for
+
+    suite = load_suite("digits")
+    full, cheap = (engine_for(suite, out=tmp_path / n, trials=t, device="cpu") for n, t in (("a", None), ("b", 1)))
+    keys = {j.key or j.cells for j in cheap.jobs}
+    assert len(cheap.jobs) < len(full.jobs) and keys <= {j.key or j.cells for j in full.jobs}  # trial 0: same cells
+    assert {j.trial for j in cheap.jobs} == {0} and max(j.trial for j in full.jobs) == 2
+    with pytest.raises(UserError, match="--trials must be >= 1"):
+        engine_for(suite, out=tmp_path / "c", trials=0, device="cpu")
+
+
+def test_rank_refuses_a_defense_it_cannot_import(tmp_path):
+    import json
+
+    from bench.reports.rank import rank_command
+    from tests.test_boards import row
+
+    rows = [row("a", e, 50.0, defense="nopkg.nomodule:Recoding", suite="digits-quick") for e in ("a", "b")]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match=r"defense 'nopkg.nomodule:Recoding' of the results cannot be imported here"):
+        rank_command(tmp_path)
