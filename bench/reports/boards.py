@@ -663,13 +663,28 @@ def varying_params(rows) -> dict[str, list[str]]:
     """Per row entry, the `k=v` parameters that differ between the rows of the same defense (what tells them
     apart), plus those the suite set away from the defense's defaults."""
     rows = list(rows)
-    split = {r.entry: dict(p.split("=", 1) for p in r.params.split(",") if "=" in p) for r in rows}
+    split = {r.entry: split_params(r.params) for r in rows}
     out = {}
     for r in rows:
         same = [split[o.entry] for o in rows if o.defense == r.defense]
         vary = {k for k in split[r.entry] if len({d.get(k) for d in same}) > 1}
         own = set(k.split("=", 1)[0] for k in (set_params(r) or []))
         out[r.entry] = [f"{k}={v}" for k, v in split[r.entry].items() if k in vary | own]
+    return out
+
+
+def split_params(text: str) -> dict[str, str]:
+    """`k=v,k=[1,2],...` (full_params) back into {k: v}: commas inside brackets or braces belong to the value."""
+    out, depth, part = {}, 0, ""
+    for ch in text + ",":
+        if ch == "," and depth == 0:
+            if "=" in part:
+                k, v = part.split("=", 1)
+                out[k] = v
+            part = ""
+            continue
+        depth += (ch in "[{") - (ch in "]}")
+        part += ch
     return out
 
 
@@ -680,8 +695,7 @@ def set_params(row: BoardRow) -> list[str] | None:
     if cls is None:
         return None
     defaults = {k: _fmt(v) for k, v in dict(cls.defaults).items()}
-    pairs = [p.split("=", 1) for p in row.params.split(",") if "=" in p]
-    return [f"{k}={v}" for k, v in pairs if defaults.get(k) != v]
+    return [f"{k}={v}" for k, v in split_params(row.params).items() if defaults.get(k) != v]
 
 
 def operating_point(row: BoardRow, varying: dict[str, list[str]] | None = None) -> str:
@@ -720,14 +734,14 @@ def glance(board: Board, top: int = 5, width: int = 100) -> str:
         return "\n".join(lines)
     varying = varying_params(board.rows)
     head = board.headline
-    fixed = 4 + 2 + 14 + 2 + 22 + 2 + 14 + 2  # rank, defense, point, headline and the gaps between them
+    fixed = 4 + 2 + 16 + 2 + 28 + 2 + 14 + 2  # rank, defense, point, headline and the gaps between them
     attack_w = max(12, width - fixed)
-    lines.append(f"{'rank':>4}  {'defense':<14}  {'operating point':<22}  {head:>14}  {'worst attack':<{attack_w}}".rstrip())
+    lines.append(f"{'rank':>4}  {'defense':<16}  {'operating point':<28}  {head:>14}  {'worst attack':<{attack_w}}".rstrip())
     for r in ranked[:top]:
         value = r.values.get(head)
         shown = "-" if value is None else f"{value:.3f}" if k.board == OWNERSHIP else f"{value:.1f}"
-        lines.append(f"{r.rank:>4}  {_cut(r.name + (' NEW' if r.new else ''), 14):<14}  "
-                     f"{_cut(operating_point(r, varying), 22):<22}  {shown:>14}  {_cut(r.worst_attack or '-', attack_w)}".rstrip())
+        lines.append(f"{r.rank:>4}  {_cut(r.name + (' NEW' if r.new else ''), 16):<16}  "
+                     f"{_cut(operating_point(r, varying), 28):<28}  {shown:>14}  {_cut(r.worst_attack or '-', attack_w)}".rstrip())
     if len(ranked) > top:
         lines.append(f"      ... {len(ranked) - top} more ranked row(s)")
     if sweep:

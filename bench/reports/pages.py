@@ -166,6 +166,28 @@ def leaderboard_table(rows: list[dict]) -> SiteTable | None:
                                 meta=meta, decimals=_decimals(board.columns))
 
 
+def with_board_provenance(table: SiteTable, path: Path) -> SiteTable:
+    """A board's readable table with one provenance entry per row (from the boards.json beside its folder:
+    the row's full parameters, authorized models, n, cells, suite digest, git, versions, wall time)."""
+    from bench.reports.boards import boards_from_json, is_sweep
+
+    source = path.parent.parent / "boards.json"
+    try:
+        boards = boards_from_json(json.loads(source.read_text())) or []
+    except (OSError, ValueError):
+        return table
+    board = next((b for b in boards if b.key.slug == path.name[: -len(".csv")]), None)
+    if board is None:
+        return table
+    rows = [r for r in board.rows if not is_sweep(r)]
+    if len(rows) != len(table.rows):
+        return table
+    provenance = tuple({"entry": r.entry, "params": r.params, "authorized": list(r.authorized), "n": list(r.n),
+                        "complete": r.complete, **({"missing": list(r.missing)} if r.missing else {}),
+                        **r.provenance} for r in rows)
+    return replace(table, provenance=provenance)
+
+
 def report_pages(rows: list[dict], paths: list[Path]) -> list[SitePage]:
     """One page per report family, in FAMILIES order, from the files `render` wrote for `rows`."""
     paths = [Path(p) for p in paths if Path(p).is_file()]
@@ -183,6 +205,8 @@ def report_pages(rows: list[dict], paths: list[Path]) -> list[SitePage]:
             table = csv_table(path)
             if path.name.endswith(".wide.csv"):  # every column of a board: behind a toggle, the readable one first
                 table = replace(table, collapsed=True)
+            elif path.parent.name == "boards" and not path.name.endswith(".sweep.csv"):
+                table = with_board_provenance(table, path)
             page(path)["tables"].append(table)
         elif path.suffix == ".json" and path.with_suffix(".csv") not in paths:
             table = json_board_table(path)

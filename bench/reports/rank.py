@@ -108,7 +108,11 @@ def rank_command(results: Path, *, against: Path | None = None, out: Path | None
     touched = [b for b in merged if any(r.new for r in b.rows)]
     results = Path(results)
     out = Path(out) if out is not None else (results if results.is_dir() else results.parent) / "ranked"
-    lines = [f"ranked against {against}", ""] + [glance(b, top=10) + "\n" for b in touched]
+    lines = [f"ranked against {against}", ""]
+    for b in touched:
+        new = [r for r in b.rows if r.new]
+        lines += [glance(b, top=10), *(f"NEW {r.name}" + (f" ({r.defense})" if r.defense != r.name else "")
+                                       + (f": {r.description}" if r.description else "") for r in new), ""]
     provenance = provenance_of(rows)
     paths = write_boards(touched, out, provenance)
     site = write_rank_site(touched, out, paths, provenance)
