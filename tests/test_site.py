@@ -155,7 +155,7 @@ def test_render_writes_the_reports_site_with_row_provenance(tmp_path):
     assert 'href="downloads/leaderboard.csv"' in index and (root / "downloads" / "leaderboard.provenance.json").is_file()
     assert not list((root / "downloads").glob("*.png"))  # figures are inlined in their page, not copied
     readable = [json.loads(p.read_text()) for p in sorted((root / "data").glob("boards--*.json"))
-                if ".wide" not in p.name and "sweep" not in p.name]
+                if not p.stem.endswith(("-wide", "-sweep"))]
     assert readable and all(b["rows"] and len(b["provenance"]) == len(b["rows"]) for b in readable)
     first = next(p for b in readable for p in b["provenance"] if "tau=0.0001" in p["params"])  # an NE row
     assert first["git"] == "abc123" and first["cells"] > 0 and first["wall_s"] == pytest.approx(0.5 * first["cells"])

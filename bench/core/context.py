@@ -28,14 +28,19 @@ DEFAULT_BATCH_SIZE = 256
 
 
 def add_import_path(suite: Suite) -> None:
-    """Put the suite's import folders (its own folder, [models] python_path) at the front of sys.path, so its
-    `factory = "module:function"` and `loader` modules import; folders that do not exist are left out (a worker
-    rebuilds the suite elsewhere and gets the driver's import path instead)."""
+    """Put the suite's import folders (its own folder, [models] python_path) at the front of sys.path, and the
+    current folder at its end, so its `factory = "module:function"`, `loader` and `module:Class` defense modules
+    import; folders that do not exist are left out (a worker rebuilds the suite elsewhere and gets the driver's
+    import path instead)."""
     added = False
     for folder in reversed(suite.import_path):
         if folder.is_dir() and str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
             added = True
+    cwd = str(Path.cwd())  # and the current folder, last, as `python -m` has it and `authbench rank` does
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+        added = True
     if added:
         importlib.invalidate_caches()
 
