@@ -194,8 +194,8 @@ def needs_hub(suite) -> bool:
             source, _, _ = spec.partition(":")
             spec = {"source": source}
         source = spec.get("source")
-        if source in ("zoo", "torch") or spec.get("checkpoint") or spec.get("pretrained") is False:
-            continue
+        if source in ("zoo", "torch", "python", "tflite", "onnx") or spec.get("checkpoint") or spec.get("pretrained") is False:
+            continue  # built in, local files or code, or seeded random weights
         return True
     data = suite.data or {}
     return str(data.get("dataset")) not in LOCAL_DATASETS and not data.get("root")

@@ -7,6 +7,8 @@ the zoo). A "torch" source names `factory = "package.module:function"` and must 
 that groups same-architecture models in NE's Table 2; default: the library's own name),
 `init_seed` (random weights when `pretrained = false`), `resize` and `interpolation`
 (the model's input geometry, see bench.models.geometry); "hf" is bench.models.hf_vision.
+"python" (weights inside a pip package), "onnx" and "tflite" are bench.models.python_source, onnx_source
+and tflite_source.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import torch.nn as nn
 from bench.errors import UserError, unknown, install_hint
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
+from bench.models.python_source import PYTHON_KEYS, load_python, weights_path
+from bench.models.onnx_source import ONNX_KEYS
+from bench.models.tflite_source import TFLITE_KEYS
 from bench.models.geometry import interpolation_name
 from bench.data.base import file_digest
 from bench.models.zoo import load_zoo_model, pinned_identity, recipe_for, zoo_names
@@ -35,6 +40,9 @@ SOURCE_KEYS = {
              "arch", "init_seed", "resize", "interpolation", "loader"},
     "hf": HF_KEYS,
     "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std", "init_seed", "loader", "arch"},
+    "python": PYTHON_KEYS,  # bench.models.python_source
+    "tflite": TFLITE_KEYS,  # bench.models.tflite_source
+    "onnx": ONNX_KEYS,  # bench.models.onnx_source
 }
 
 
@@ -54,6 +62,12 @@ def list_models() -> dict[str, str]:
         "transformers AutoModelForImageClassification (pretrained by default; pretrained = false + config table "
         "for random weights; MambaVision needs CUDA + mamba-ssm and trust_remote_code = true)"
     )
+    models["python:<module:function>"] = (
+        "a table {source = 'python', factory = 'pkg.mod:fn', package = 'pip_pkg', member = 'path/in/package.pth'"
+        " (or checkpoint = 'file')} (e.g. bench.models.efficientnet_lite:efficientnet_lite)"
+    )
+    models["tflite:<path>"] = "a TFLite flatbuffer as a float32 torch module (table keys: drop_background, ...)"
+    models["onnx:<path>"] = "an ONNX file through onnx2torch (a table with mean and std)"
     models["torch:<module:function>"] = (
         "a table {source = 'torch', factory = 'pkg.mod:fn', kwargs, mean, std, input_size, checkpoint}"
         " (e.g. torchvision.models:resnet18)"
@@ -73,7 +87,7 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
     so a model changed behind the same label (other epochs, another checkpoint file) is never reused."""
     if isinstance(spec, str):
         source, _, model = spec.partition(":")
-        spec = {"source": source, "model": model}
+        spec = {"source": source, "path" if source in ("tflite", "onnx") else "model": model}
     out: dict = {"spec": spec}
     if spec.get("source") == "zoo":
         try:
@@ -83,6 +97,14 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
             out["recipe"] = None  # reported when the model is loaded
     elif spec.get("source") in ("timm", "torch"):
         out["init_seed"] = spec.get("init_seed", default_seed)
+    if spec.get("source") == "python" and "package" in spec and "member" in spec:
+        try:
+            out["file"] = file_digest(weights_path(spec, model_label(spec)))
+        except UserError:
+            out["file"] = None  # reported when the model is loaded
+    if spec.get("source") in ("tflite", "onnx") and spec.get("path"):
+        path = Path(str(spec["path"])).expanduser()
+        out["file"] = file_digest(path) if path.is_file() else None
     checkpoint = spec.get("checkpoint")
     if checkpoint:
         path = Path(str(checkpoint)).expanduser()
@@ -101,12 +123,18 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
             raise UserError(f"model spec {spec!r} needs a source prefix: 'zoo:<name>' or 'timm:<name>' (see list_models())")
         if source not in SOURCE_KEYS:
             raise unknown("model source", source, SOURCE_KEYS)
-        if source == "torch":
+        if source in ("tflite", "onnx"):  # 'tflite:<path>' / 'onnx:<path>'
+            spec = {"source": source, "path": model}
+        elif source == "python":
+            raise UserError(f"model {spec!r} needs a table {{source = 'python', factory = 'pkg.mod:fn', "
+                            "package = 'pip_package', member = 'path/in/package.pth'}")
+        elif source == "torch":
             raise UserError(
                 f"model {spec!r} needs mean, std and input_size; give it as a table "
                 "{source = 'torch', factory = 'pkg.mod:fn', mean = [...], std = [...], input_size = [c, h, w]}"
             )
-        spec = {"source": source, "model": model}
+        else:
+            spec = {"source": source, "model": model}
     if not isinstance(spec, dict):
         raise UserError(f"model spec must be a string like 'timm:resnet50' or a table, got {spec!r}")
     source = spec.get("source")
@@ -125,6 +153,16 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
         return adapter
     if source == "hf":
         return load_hf(spec, _preprocess, _load_checkpoint)
+    if source == "python":
+        return load_python(spec, factory_module, _preprocess, _load_checkpoint)
+    if source == "tflite":
+        from bench.models.tflite_source import load_tflite
+
+        return load_tflite(spec, _preprocess)
+    if source == "onnx":
+        from bench.models.onnx_source import load_onnx
+
+        return load_onnx(spec, _preprocess)
     seed = spec.get("init_seed", default_seed)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
@@ -250,6 +288,19 @@ def _load_factory(spec: dict) -> ModelAdapter:
     missing = [k for k in ("mean", "std", "input_size") if k not in spec]
     if missing:
         raise UserError(f"model {label!r} (factory {factory!r}) needs {', '.join(missing)}: torch factories have no defaults")
+    module, kwargs = factory_module(spec, label)
+    if "checkpoint" in spec:
+        _load_checkpoint(module, spec["checkpoint"], label, spec.get("loader"))
+    arch = spec.get("arch") or f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
+    return ModelAdapter(label, module, _preprocess(label, spec["mean"], spec["std"], spec["input_size"]), arch, "torch")
+
+
+def factory_module(spec: dict, label: str) -> tuple[nn.Module, dict]:
+    """The module built by the spec's `factory` ('package.module:function') with its `kwargs`, and the kwargs."""
+    factory = str(_required(spec, "factory"))
+    mod_name, sep, fn_name = factory.partition(":")
+    if not sep or not mod_name or not fn_name or ":" in fn_name:
+        raise UserError(f"bad model factory {factory!r}; expected 'package.module:function'")
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except AttributeError:
@@ -267,10 +318,7 @@ def _load_factory(spec: dict) -> ModelAdapter:
         raise UserError(f"model factory {factory!r} for model {label!r} raised {_first_line(e)}") from None
     if not isinstance(module, nn.Module):
         raise UserError(f"model factory {factory!r} returned {type(module).__name__}, not a torch.nn.Module")
-    if "checkpoint" in spec:
-        _load_checkpoint(module, spec["checkpoint"], label, spec.get("loader"))
-    arch = spec.get("arch") or f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
-    return ModelAdapter(label, module, _preprocess(label, spec["mean"], spec["std"], spec["input_size"]), arch, "torch")
+    return module, kwargs
 
 
 IMPORT_HINT = ("modules are imported from the suite file's folder, the folders in its [models] python_path "
