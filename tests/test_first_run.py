@@ -165,7 +165,7 @@ def test_trials_one_is_the_cheap_ranking_mode(tmp_path):
     full, cheap = (engine_for(suite, out=tmp_path / n, trials=t, device="cpu") for n, t in (("a", None), ("b", 1)))
     keys = {j.key or j.cells for j in cheap.jobs}
     assert len(cheap.jobs) < len(full.jobs) and keys <= {j.key or j.cells for j in full.jobs}  # trial 0: same cells
-    assert {j.trial for j in cheap.jobs} == {0} and max(j.trial for j in full.jobs) == 2
+    assert {j.trial for j in cheap.jobs} == {0} and max(j.trial for j in full.jobs) >= 2
     with pytest.raises(UserError, match="--trials must be >= 1"):
         engine_for(suite, out=tmp_path / "c", trials=0, device="cpu")
 
