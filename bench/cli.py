@@ -30,9 +30,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _version() -> str:
-    from bench import __version__
+    import bench
 
-    return f"authbench {__version__}"
+    return f"authbench {bench.__version__}"
 
 
 def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

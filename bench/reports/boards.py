@@ -91,7 +91,7 @@ def short_paper(defense: str) -> str:
     """The defense's paper in a few words for a board's `paper` column ("Wang et al., arXiv 2510.10982"): from
     its class's `paper` (or the built-in table, bench.reports.entries.paper_of); "control (no paper)" for the
     noise control, "" where none is known."""
-    from bench.reports.entries import paper_of  # entries builds on this module
+    from bench.reports.papers import paper_of
 
     try:
         paper = paper_of(defense)
