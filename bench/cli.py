@@ -9,6 +9,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench import allocator
 from bench.errors import UserError, check_folder
 
 LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
@@ -41,6 +42,8 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="authbench", description="Benchmark harness for model-specific authorization. "
                 "Start with `authbench run` (a quick digits suite, a few minutes on a CPU).")
     p.add_argument("--version", action="version", version=_version())
+    p.add_argument("--malloc", choices=("tuned", "default"), help="glibc malloc thresholds: tuned (the default: "
+                   "fewer page faults) or glibc's default (same as AUTHBENCH_MALLOC=default; bench.allocator)")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a suite (default: digits-quick, a few minutes on a CPU)")
@@ -70,6 +73,8 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     run.add_argument("--trials", type=int, help="at most N trials of each cell that trains at run time (default: the "
                      "suite's [check] trials); --trials 1 is the cheap ranking mode: trial 0's cells are the reference's")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--render", action="store_true", help="render the reports even when no row changed since "
+                     "they were last rendered (by default they are rendered again only then)")
     run.add_argument("--plan", action="store_true",
                      help="print the jobs, their groups and tasks and the estimated forward passes; run nothing")
     ex = run.add_argument_group("executor (or the suite's [executor] section; see docs/executors.md)")
@@ -166,6 +171,10 @@ def _parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
         add_convert_arguments(convert)
 
+    from bench.kits.cli import add_arguments as add_kit_arguments
+
+    add_kit_arguments(sub)
+
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
     cache.add_argument("action", choices=("info", "clear"))
     cache.add_argument("--namespace", help="only this namespace (forward, encoding, zoo)")
@@ -226,7 +235,7 @@ def _cmd_run(args) -> int:
     if args.plan:
         print(engine_for(suite, out=args.out, **options).describe())
         return 0
-    results = run_suite(suite, out=args.out, reports=args.reports, **options)
+    results = run_suite(suite, out=args.out, reports=args.reports, rerender=args.render, **options)
     print(results.summary_text())
     return 1 if results.summary.jobs_failed else 0
 
@@ -463,6 +472,15 @@ def _cmd_rank(args) -> int:
 COMMANDS["rank"] = _cmd_rank
 
 
+def _cmd_kit(args) -> int:
+    from bench.kits.cli import run
+
+    return run(args)
+
+
+COMMANDS["kit"] = _cmd_kit
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -471,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:  # bare `authbench`: the usage and the commands, exit 2 as for a missing argument
             parser.print_help(sys.stderr)
             return 2
+        if args.malloc:
+            os.environ["AUTHBENCH_MALLOC"] = args.malloc  # workers inherit it with the other AUTHBENCH_* settings
+        allocator.tune()
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"authbench: error: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ and the seeds. Protocols use it through its public methods only; they never see 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import time
@@ -25,6 +26,7 @@ from bench.models.sources import default_init_seed, load_model, model_label, spe
 from bench.suite import Suite
 
 DEFAULT_BATCH_SIZE = 256
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def add_import_path(suite: Suite) -> None:
@@ -76,6 +78,8 @@ class RunOptions:
     batch_size: int | None = None  # default: suite [run] batch_size, else 256
     device: str | None = None  # cpu | cuda | cuda:N | auto (default: suite [run] device, else auto)
     threads: int | None = None  # torch CPU threads (default: suite [run] threads, else 1 on CPU)
+    precision: str | None = None  # forwards: float32 (default), or bfloat16 / float16 under torch.autocast
+    channels_last: bool | None = None  # models and their inputs in channels-last memory format (default False)
     progress: bool = True
     cache_dir: Path | None = None
     trials: int | None = None  # at most this many trials per cell (--trials 1: the cheap ranking mode)
@@ -114,6 +118,11 @@ class EvalContext:
             torch.set_num_threads(self.threads)
         if self.options.trials is not None and int(self.options.trials) < 1:
             raise UserError(f"--trials must be >= 1, got {self.options.trials}")
+        self.precision = str(self.options.precision or run.get("precision") or "float32")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision {self.precision!r} is unknown; valid choices: {', '.join(PRECISIONS)}")
+        cl = self.options.channels_last if self.options.channels_last is not None else run.get("channels_last")
+        self.channels_last = bool(cl)
         self.cache_root = Path(self.options.cache_dir) if self.options.cache_dir else cache_root()
         self.forward_cache = ArrayCache(self.cache_root, "forward")
         self.encoding_cache = ArrayCache(self.cache_root, "encoding")
@@ -123,6 +132,9 @@ class EvalContext:
         self.progress = self.options.progress and sys.stderr.isatty()  # bars only on a terminal (the engine logs)
         self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
         add_import_path(self.suite)
+        from bench.kits.resolve import check_suite  # a missing kit fails here, before any job
+
+        check_suite(self.suite.data, [*self.suite.authorized, *self.suite.evaluated], self.cache_root)
         entry_models = [model_label(m) for d in self.suite.defenses for m in d.models if ":" in m]
         for flag, labels, known in (("--model", self.options.models, self.specs),
                                     ("--authorized", self.options.authorized,
@@ -143,6 +155,36 @@ class EvalContext:
     def restore_threads(self) -> None:
         """torch's CPU thread count as it was before this context set `threads`."""
         torch.set_num_threads(self._threads_before)
+
+    # -- how forwards run ---------------------------------------------------------------------
+    @property
+    def compute(self) -> dict:
+        """The forward settings that change results (cache keys and row identities carry them); empty for
+        the default float32, contiguous forwards, so their keys are as before."""
+        out = {}
+        if self.precision != "float32":
+            out["precision"] = self.precision
+        if self.channels_last:
+            out["channels_last"] = True
+        return out
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch on the compute device: through pinned memory with a non-blocking copy to a GPU."""
+        if self.device.type == "cuda" and x.device.type == "cpu":
+            return (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as the models read it: channels-last when asked (encodings never see that layout)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def forward_mode(self):
+        """The context model outputs are computed in: torch.inference_mode, and autocast at `precision`."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.precision != "float32":
+            stack.enter_context(torch.autocast(self.device.type, dtype=getattr(torch, self.precision)))
+        return stack
 
     # -- models ------------------------------------------------------------------------------
     def authorized_for(self, entry) -> list[str]:
@@ -166,6 +208,8 @@ class EvalContext:
                                  default_seed=default_init_seed(self.suite.seed, label))
             adapter.name = label  # the suite's label names the model in every row
             self._models[label] = adapter.to(self.device)
+            if self.channels_last:
+                adapter.module.to(memory_format=torch.channels_last)
         return self._models[label]
 
     def model_identity(self, label: str) -> dict:
@@ -182,6 +226,15 @@ class EvalContext:
         data.pop("split", None), data.pop("train_split", None)
         subset, subset_seed = int(data.pop("subset", 0)), int(data.pop("subset_seed", self.suite.seed))
         data.pop("encode_space", None)
+        if str(name).startswith("kit:"):  # the kit's format and options, its files as cache paths
+            from bench.kits.resolve import resolve_dataset
+
+            resolved = resolve_dataset(name, self.cache_root)
+            split = load_dataset(resolved.format, split, subset if split_key == "split" else 0, subset_seed,
+                                 **{**resolved.options, **data})
+            # the data identity names the kit and the sha256 of its files (not the cache's file times)
+            split.content = f"kit:{resolved.kit}/{resolved.dataset}|{resolved.identity['files']}"
+            return split
         return load_dataset(name, split, subset if split_key == "split" else 0, subset_seed, **data)
 
     @cached_property

@@ -50,7 +50,11 @@ def model_label(spec) -> str:
     """The label a suite's model spec goes by in every row: its `name`, else its model, else the
     part of a 'source:name' string after the source."""
     if isinstance(spec, dict):
+        if spec.get("source") == "kit" and not spec.get("name"):
+            return str(spec.get("model")).rsplit("/", 1)[-1]
         return str(spec.get("name") or spec.get("model"))
+    if str(spec).startswith("kit:"):  # kit:<kit>/<model>
+        return str(spec).rsplit("/", 1)[-1]
     return str(spec).split(":", 1)[-1]
 
 
@@ -72,6 +76,7 @@ def list_models() -> dict[str, str]:
         "a table {source = 'torch', factory = 'pkg.mod:fn', kwargs, mean, std, input_size, checkpoint}"
         " (e.g. torchvision.models:resnet18)"
     )
+    models["kit:<kit>/<model>"] = "a model of a pinned kit (authbench kit list; files fetched or imported first)"
     return models
 
 
@@ -88,6 +93,10 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
     if isinstance(spec, str):
         source, _, model = spec.partition(":")
         spec = {"source": source, "path" if source in ("tflite", "onnx") else "model": model}
+    if spec.get("source") == "kit":  # the kit's manifest digest and the used files' sha256 (bench.kits)
+        from bench.kits.resolve import model_identity
+
+        return {"spec": spec, "kit": model_identity("kit:" + str(spec.get("model")))}
     out: dict = {"spec": spec}
     if spec.get("source") == "zoo":
         try:
@@ -117,6 +126,8 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
     """The adapter for `spec`: 'zoo:<name>', 'timm:<name>' or a table with a `source` key. `default_seed`
     seeds the random initialisation of timm and torch-factory models whose spec gives no `init_seed`
     (recorded as `adapter.init_seed`); `cache_dir` is where zoo weights live (default: the cache root)."""
+    if isinstance(spec, str) and spec.startswith("kit:") or isinstance(spec, dict) and spec.get("source") == "kit":
+        return _load_kit(spec, progress, default_seed, cache_dir)
     if isinstance(spec, str):
         source, sep, model = spec.partition(":")
         if not sep:
@@ -169,6 +180,20 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
             torch.manual_seed(int(seed))
         adapter = _load_timm(spec) if source == "timm" else _load_factory(spec)
     adapter.init_seed = None if seed is None else int(seed)
+    return adapter
+
+
+def _load_kit(spec, progress, default_seed, cache_dir) -> ModelAdapter:
+    """A kit model ('kit:<kit>/<model>' or {source = "kit", model = "<kit>/<model>", name}): its manifest spec
+    with kit files as cache paths (bench.kits)."""
+    from bench.kits.resolve import PREFIX, resolve_model
+
+    ref = spec if isinstance(spec, str) else PREFIX + str(_required(spec, "model"))
+    if isinstance(spec, dict) and set(spec) - {"source", "model", "name"}:
+        raise UserError(f"model spec {spec!r}: a kit model takes only model = '<kit>/<model>' and name")
+    resolved = resolve_model(ref, cache_dir)
+    adapter = load_model(resolved.spec, progress, default_seed=default_seed, cache_dir=cache_dir)
+    adapter.name = model_label(spec)
     return adapter
 
 
