@@ -28,11 +28,12 @@ from bench.core.engine import Engine, RunSummary
 from bench.data.base import stat_digest
 from bench.errors import UserError, check_folder
 from bench.executors import Executor, executor_options, make_executor
-from bench.protocols import render, summary_lines
+from bench.protocols import render, rows_by_protocol, summary_lines
 from bench.provenance import versions
+from bench.reports.boards import build_boards, glance, parse_standard
 from bench.reports.leaderboard import leaderboard, ranked_rows
 from bench.results import read_rows
-from bench.suite import Suite, load_suite
+from bench.suite import DEFAULT_SUITE, Suite, load_suite
 from bench.suite_overrides import apply_overrides
 
 
@@ -42,6 +43,7 @@ class Results:
     typed: tuple = ()  # the same rows as bench.core.types.Row
     summary: RunSummary
     reports: list[Path] = field(default_factory=list)
+    boards: list = field(default_factory=list)  # the like-for-like boards (bench.reports.boards.Board), ranked
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -54,7 +56,11 @@ class Results:
 
     def summary_text(self) -> str:
         """What `authbench run` prints: the boards (or the task tables), the counts, where things are."""
-        parts = summary_lines(self.records, self.reports)  # each protocol's own (its boards or tables)
+        # the like-for-like boards' top rows, then each protocol without a board its own summary (its tables)
+        parts = [glance(b) for b in self.boards]
+        boarded = {b.key.protocol for b in self.boards}
+        rest = [r for name, rows in rows_by_protocol(self.records).items() if name not in boarded for r in rows]
+        parts += summary_lines(rest, self.reports) if rest else []
         s = self.summary
         parts.append(
             f"cells: {s.cells_total} total, {s.cells_done_before} already done, {s.cells_run} run | "
@@ -66,7 +72,9 @@ class Results:
             + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
                "retries only them" if s.jobs_failed else ""))
         site = next((p for p in self.reports if p.name == "index.html"), None)
+        full = next((p for p in self.reports if p.name == "boards.md"), None)
         parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}"
+                     + (f"\nboards: {full} (every row and column)" if full else "")
                      + (f"\nsite: {site}" if site else ""))
         return "\n\n".join(parts[:-1]) + "\n" + parts[-1]
 
@@ -125,9 +133,10 @@ def rendered_before(folder: Path, inputs: str) -> list[Path] | None:
 
 def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
               executor: Executor | str | None = None, rerender: bool = False, **options) -> Results:
-    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>).
-    The reports are rendered again only when what they are rendered from changed (rows, suite, version) or
-    a report file is missing, or with `rerender` (`authbench run --render`)."""
+    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default <out>/reports: a
+    run never writes the checkout's shipped reports/ unless `reports` names that folder). The reports are
+    rendered again only when what they are rendered from changed (rows, suite, version) or a report file is
+    missing, or with `rerender` (`authbench run --render`)."""
     for flag, folder in (("--out", out), ("--reports", reports), ("--cache-dir", options.get("cache_dir"))):
         if folder is not None:
             check_folder(folder, flag)
@@ -137,7 +146,7 @@ def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = N
     records = [r.to_json() for r in typed]
     paths = []
     if write_reports and records:
-        folder = Path(reports) if reports else Path("reports") / suite.name
+        folder = Path(reports) if reports else engine.out_dir / "reports"
         inputs = render_inputs(suite, summary.results)
         paths = None if rerender else rendered_before(folder, inputs)
         if paths is None:
@@ -145,10 +154,11 @@ def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = N
                            classes=dataset_classes(suite, engine.ctx))
             atomic_write_bytes(folder / RENDER_STAMP, json.dumps(
                 {"inputs": inputs, "paths": [str(p) for p in paths]}, indent=1).encode())
-    return Results(records=records, typed=tuple(typed), summary=summary, reports=paths)
+    boards = build_boards(records, parse_standard(suite.standard_attacks)) if records else []
+    return Results(records=records, typed=tuple(typed), summary=summary, reports=paths, boards=boards)
 
 
-def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None, data_root: Path | None = None,
+def evaluate(suite: str | Path | Suite = DEFAULT_SUITE, *, subset: int | None = None, data_root: Path | None = None,
              random_weights: bool = False, progress: bool = False, **overrides) -> Results:
     """Run a suite (a shipped name, a .toml path or a loaded Suite) with the CLI's overrides as keywords:
     out, reports, write_reports, defenses (names or labels), models, authorized, evaluated, psnr, releases, full, batch_size, device, threads,

@@ -37,3 +37,22 @@ def check_folder(path, what: str) -> None:
                 where = "is a file" if p == path else f"is under {str(p)!r}, which is a file"
                 raise UserError(f"{what} {str(path)!r} {where}, not a folder; pass a folder path")
             return
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that installs the optional extra `extra` and works wherever authbench came from (a
+    checkout, an editable or a wheel install): its packages by name, as pyproject.toml's extra lists them
+    (`pip install 'authbench[dp]'` would ask the package index for a package of that name instead)."""
+    packages: list[str] = []
+    try:
+        from importlib.metadata import PackageNotFoundError, requires
+
+        for req in requires("authbench") or []:
+            spec, _, marker = req.partition(";")
+            if f'extra == "{extra}"' in marker.replace("'", '"'):
+                packages.append(spec.strip().replace(" ", ""))
+    except PackageNotFoundError:
+        pass
+    if not packages:  # metadata not installed (running from a bare checkout): the extra from the checkout
+        return f"pip install -e '.[{extra}]' (in the authbench checkout)"
+    return "pip install " + " ".join(f"'{p}'" for p in packages) + f" (the '{extra}' extra)"

@@ -160,7 +160,7 @@ def report_inproc(pairs: list[tuple[float, float]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--subset", type=int, default=0, help="test images (0 = the whole split, 540)")
     parser.add_argument("--psnr", type=float, action="append", help="PSNR points (default 40 30 20 10 0 -10 -20)")

@@ -242,7 +242,8 @@ CASES = [
     ("report-empty", argv("report", "{empty}"), "holds no result rows"),
     ("report-damaged", argv("report", "{damaged}"), ":1 is not a JSON result row"),
     ("report-sparse-rows", argv("report", "{sparse}", "--out", "{tmp}/rep3"), "a row has no"),
-    ("report-suite-escapes", argv("report", "{escaping}"), "name no suite that can name a folder"),
+    # a suite name that would escape a folder names none: reports go beside the results (<run>/reports)
+    ("report-suite-escapes", argv("report", "{escaping}"), "a row has no 'release' field"),
     ("check-sparse-rows", argv("check", "{sparse}", "--against", "{out}"), "a row has no"),
     ("report-absent", argv("report", "{tmp}/nowhere/results.jsonl"), "does not exist"),
     ("report-suite-bad", argv("report", "{out}", "--out", "{tmp}/rep2", "--suite", "no-such-suite"),

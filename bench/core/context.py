@@ -30,16 +30,38 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def add_import_path(suite: Suite) -> None:
-    """Put the suite's import folders (its own folder, [models] python_path) at the front of sys.path, so its
-    `factory = "module:function"` and `loader` modules import; folders that do not exist are left out (a worker
-    rebuilds the suite elsewhere and gets the driver's import path instead)."""
+    """Put the suite's import folders (its own folder, [models] python_path) at the front of sys.path, and the
+    current folder at its end, so its `factory = "module:function"`, `loader` and `module:Class` defense modules
+    import; folders that do not exist are left out (a worker rebuilds the suite elsewhere and gets the driver's
+    import path instead)."""
     added = False
     for folder in reversed(suite.import_path):
         if folder.is_dir() and str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
             added = True
+    cwd = str(Path.cwd())  # and the current folder, last, as `python -m` has it and `authbench rank` does
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+        added = True
     if added:
         importlib.invalidate_caches()
+
+
+CPU_THREADS = 1  # torch intra-op threads per process on CPU unless --threads or [run] threads says
+
+
+def default_threads(option, suite_value, device) -> tuple[int | None, str]:
+    """(torch intra-op threads to set, where the number comes from) for a run: --threads, else the suite's
+    [run] threads, else one per process on CPU (torch's own default, one per core, ran 3-5x slower in wall
+    time and burnt ~5x the CPU on this project's 2-core machines, issue 26), else torch's own (None)."""
+    for value, source in ((option, "--threads"), (suite_value, "suite [run] threads")):
+        if value is not None:
+            if int(value) < 1:
+                raise UserError(f"threads must be >= 1, got {value}")
+            return int(value), source
+    if torch.device(device).type == "cpu":
+        return CPU_THREADS, "one per process on CPU by default; --threads N to change"
+    return None, "torch's default"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,11 +77,12 @@ class RunOptions:
     full: bool = False  # also the suite's tier = "full" entries
     batch_size: int | None = None  # default: suite [run] batch_size, else 256
     device: str | None = None  # cpu | cuda | cuda:N | auto (default: suite [run] device, else auto)
-    threads: int | None = None  # torch CPU threads (default: suite [run] threads, else torch's own)
+    threads: int | None = None  # torch CPU threads (default: suite [run] threads, else 1 on CPU)
     precision: str | None = None  # forwards: float32 (default), or bfloat16 / float16 under torch.autocast
     channels_last: bool | None = None  # models and their inputs in channels-last memory format (default False)
     progress: bool = True
     cache_dir: Path | None = None
+    trials: int | None = None  # at most this many trials per cell (--trials 1: the cheap ranking mode)
     loader: Callable | None = None  # replaces the protocol's model loader (tests, notebooks)
 
 
@@ -77,11 +100,11 @@ class EvalContext:
             raise UserError(f"batch size must be >= 1, got {self.batch_size}")
         self.device = resolve_device(self.options.device or run.get("device"))
         self._threads_before = torch.get_num_threads()
-        threads = self.options.threads if self.options.threads is not None else run.get("threads")
-        if threads is not None:
-            if int(threads) < 1:
-                raise UserError(f"threads must be >= 1, got {threads}")
-            torch.set_num_threads(int(threads))
+        self.threads, self.threads_source = default_threads(self.options.threads, run.get("threads"), self.device)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        if self.options.trials is not None and int(self.options.trials) < 1:
+            raise UserError(f"--trials must be >= 1, got {self.options.trials}")
         self.precision = str(self.options.precision or run.get("precision") or "float32")
         if self.precision not in PRECISIONS:
             raise UserError(f"precision {self.precision!r} is unknown; valid choices: {', '.join(PRECISIONS)}")

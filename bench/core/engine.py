@@ -21,6 +21,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
 from bench import allocator
@@ -241,6 +242,38 @@ def run_specs(specs: tuple[JobSpec, ...]) -> list[JobResult]:
     return out
 
 
+class _Clock:
+    """A run's timing lines: the estimated total once the first jobs are done (5% of them, at least 3, and
+    10 s), then, off a terminal, one progress line a minute (jobs, cells, elapsed, estimated time left)."""
+
+    def __init__(self, jobs: int, on: bool, name: str):
+        self.jobs, self.on, self.name = jobs, on, name
+        self.start = self.last = time.perf_counter()
+        self.estimated = False
+
+    def tick(self, done: int, cells: int, *, minutely: bool) -> str | None:
+        if not self.on or not done:
+            return None
+        now = time.perf_counter()
+        elapsed = now - self.start
+        left = elapsed * (self.jobs - done) / done
+        if not self.estimated and done < self.jobs and done >= max(3, self.jobs // 20) and elapsed >= 10:
+            self.estimated, self.last = True, now
+            return (f"authbench: estimated time {_clock(elapsed + left)} in all ({_clock(left)} left, from the first "
+                    f"{done} job(s); jobs differ in cost, so this moves)")
+        if minutely and (now - self.last >= 60 or done == self.jobs):
+            self.last = now
+            return (f"{self.name}: {done}/{self.jobs} jobs, {cells} cells written, {_clock(elapsed)} elapsed"
+                    + (f", ~{_clock(left)} left" if done < self.jobs else ""))
+        return None
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
 # -- the driver -----------------------------------------------------------------------------------
 class Engine:
     """A suite's run: its context, its jobs, and the loop that executes the missing ones."""
@@ -377,7 +410,11 @@ class Engine:
         else:
             items, fn = tasks, self.run_jobs
         labels = {job_id(j): job_label(j) for j in todo}
-        show = self.ctx.progress  # a terminal (EvalContext); elsewhere one line per job
+        show = self.ctx.progress  # a terminal (EvalContext); elsewhere one line per minute
+        say = self.ctx.options.progress
+        if say:
+            print(self.header(todo, estimate), file=sys.stderr)
+        clock = _Clock(len(todo), say and bool(todo), self.ctx.suite.name)
         bar = tqdm(total=estimate, desc=f"{self.ctx.suite.name} cells", unit="cell", disable=not show)
         run, done_jobs, failures, received = 0, 0, [], set()
         counts = Counter(forwards=0, encodings=0, **{k: 0 for k in CACHE_COUNTERS})
@@ -414,9 +451,9 @@ class Engine:
                     bar.total = max(bar.total, run)
                     bar.update(len(new))
                     bar.set_postfix_str(f"jobs {done_jobs}/{len(todo)}" + (f", {len(failures)} failed" if failures else ""))
-                    if self.ctx.options.progress and not show:  # a log, not a bar, where stderr is not a terminal
-                        print(f"{self.ctx.suite.name}: job {done_jobs}/{len(todo)} done ({labels.get(res.job, res.job)}: "
-                              f"{len(new)} cells), {run} cells written", file=sys.stderr)
+                    line = clock.tick(done_jobs, run, minutely=say and not show)  # the estimate once, then a log
+                    if line:                                                        # line a minute off a terminal
+                        (bar.write if show else lambda t: print(t, file=sys.stderr))(line)
         finally:
             close = getattr(results, "close", None)
             if close is not None:
@@ -428,6 +465,18 @@ class Engine:
             cache={k: counts[k] for k in CACHE_COUNTERS}, wall_s=time.perf_counter() - start, results=writer.path,
             jobs_failed=len(todo) - done_jobs, failures=tuple(failures), executor=executor.name, superseded=superseded,
             merged=self.merged)
+
+    def header(self, todo: list[Job], cells: int) -> str:
+        """What a run prints first: suite, what is left to run, device, threads, executor, where results go."""
+        ctx, unknown = self.ctx, sum(not j.cells for j in todo)
+        left = (f"{len(todo)} of {len(self.jobs)} job(s) to run, {cells} cell(s)"
+                + (f" (+ the cells of {unknown} job(s) known when they run)" if unknown else "")) if todo else \
+            f"all {len(self.jobs)} job(s) done: nothing to run"
+        threads = (f"{ctx.threads} torch thread(s) ({ctx.threads_source})" if ctx.threads is not None
+                   else f"{torch.get_num_threads()} torch thread(s) ({ctx.threads_source})")
+        return (f"authbench: suite {ctx.suite.name}: {left}\n"
+                f"authbench: device {ctx.device}, {threads}, executor {self.executor.name}; "
+                f"results: {results_path(self.out_dir)}")
 
     # -- the plan, without running --------------------------------------------------------------
     def describe(self) -> str:

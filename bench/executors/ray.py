@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.executors.base import EXECUTORS, Executor, Failure, Option, chunked
 
 DEFAULT_RETRIES = 3  # Ray's own default for tasks
@@ -30,7 +30,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("the ray executor needs Ray: pip install 'authbench[dist]' (or pip install 'ray>=2.9')") from None
+        raise UserError(f"the ray executor needs Ray: {install_hint('dist')} (or pip install 'ray>=2.9')") from None
     return ray
 
 

@@ -24,7 +24,7 @@ import os
 import time
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.executors.base import EXECUTORS, Executor, Failure, Option, chunked
 
 DEFAULT_TIME_LIMIT = 240  # minutes per array task
@@ -37,7 +37,7 @@ def import_submitit():
     try:
         import submitit
     except ImportError:
-        raise UserError("the submitit executor needs submitit: pip install 'authbench[dist]' "
+        raise UserError(f"the submitit executor needs submitit: {install_hint('dist')} "
                         "(or pip install 'submitit>=1.5')") from None
     return submitit
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.models.converted import PREPROCESS_KEYS, ConvertedAdapter, preprocess_from_spec
 from bench.models.python_source import check_sha256
 
@@ -65,7 +65,7 @@ def load_onnx(spec: dict, make_preprocess) -> ConvertedAdapter:
         import onnx
         from onnx2torch import convert
     except ImportError:
-        raise UserError("the onnx model source needs onnx and onnx2torch: pip install 'authbench[convert]'") from None
+        raise UserError(f"the onnx model source needs onnx and onnx2torch: {install_hint('convert')}") from None
     digest = check_sha256(path, spec.get("sha256"), label)
     try:
         model = onnx.load(str(path))

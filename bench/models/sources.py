@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from bench.data.base import file_digest
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.kits.resolve import PREFIX as KIT_PREFIX, model_identity, resolve_model
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
@@ -335,7 +335,7 @@ def _load_timm(spec: dict) -> ModelAdapter:
     try:
         import timm
     except ImportError:
-        raise UserError(f"model {spec.get('name', spec.get('model'))!r} needs timm: pip install 'authbench[vision]'") from None
+        raise UserError(f"model {spec.get('name', spec.get('model'))!r} needs timm: {install_hint('vision')}") from None
 
     model = str(_required(spec, "model"))
     label = spec.get("name", model)

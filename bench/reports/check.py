@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.errors import UserError
 from bench.core.declared import check_metrics
+from bench.core.metrics import LEGACY_METRICS
 from bench.reports.reference import Reference, Tolerances, load
 
 STATUSES = ("ok", "regression", "improvement", "missing", "not-measured")
@@ -113,7 +114,7 @@ def check(fresh: Reference, reference: Reference, *, strict: bool = False, allow
     cell's tolerance is a regression; in the better direction an improvement (a regression when `strict`).
     A reference cell absent from fresh is missing (skipped, as a note, under `allow_subset`). `override`
     (metric -> points) and `override_default` replace the reference's recorded tolerances."""
-    override = dict(override or {})
+    override = {LEGACY_METRICS.get(k, k): v for k, v in dict(override or {}).items()}  # auth_gap: attacked_gap
     known = check_metrics()
     unknown = sorted(set(override) - set(known))
     if unknown:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench.cache import atomic_write_bytes
 from bench.core.declared import check_boards, check_metrics, declared, protocols
+from bench.core.metrics import LEGACY_METRICS
 from bench.core.types import infer_protocol
 from bench.errors import UserError
 from bench.reports.fingerprint import fingerprint_key
@@ -66,7 +67,7 @@ class Tolerances:
         unknown = sorted(set(check) - CHECK_KEYS)
         if unknown:
             raise UserError(f"[check] has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(CHECK_KEYS))}")
-        metrics = {**dict(check.get("tolerance") or {}), **(per_metric or {})}
+        metrics = {LEGACY_METRICS.get(k, k): v for k, v in {**dict(check.get("tolerance") or {}), **(per_metric or {})}.items()}
         known = check_metrics()
         bad = sorted(set(metrics) - set(known))
         if bad:
@@ -108,8 +109,11 @@ class RefCell:
 
     @classmethod
     def from_json(cls, data: dict) -> "RefCell":
-        return cls(**{k: data[k] for k in ("board", "key", "metric", "direction", "value", "std", "n_trials",
-                                           "trained", "tolerance")})
+        cell = {k: data[k] for k in ("board", "key", "metric", "direction", "value", "std", "n_trials", "trained",
+                                     "tolerance")}
+        if cell["board"] == "leaderboard":  # a reference frozen before the leaderboard's gap was renamed
+            cell["metric"] = LEGACY_METRICS.get(cell["metric"], cell["metric"])
+        return cls(**cell)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,6 +199,8 @@ def _legacy(data: dict, tolerances: Tolerances) -> Reference:
     for rec in data["rows"]:
         trained = trains_at_run_time(str(rec.get("defense", "")), str(rec.get("attack", "")))
         key = fingerprint_key(rec, _owner(board)) if board == "fingerprint" else rec["key"]
+        if board == "leaderboard":  # a leaderboard.json written before the rename
+            rec = {**{LEGACY_METRICS[k]: v for k, v in rec.items() if k in LEGACY_METRICS}, **rec}
         for metric, direction in check_boards().get(board, {}).items():
             if _finite(rec.get(metric)):
                 cells.append(RefCell(board=board, key=key, metric=metric, direction=direction,

@@ -75,6 +75,7 @@ class SiteTable:
     meta: dict = field(default_factory=dict)
     compare: tuple[tuple[str, str], ...] = ()
     decimals: dict = field(default_factory=dict)  # column -> decimals shown (sorting uses the full value)
+    collapsed: bool = False  # shown behind a toggle (a board's wide table of every column)
 
     def __post_init__(self):
         # rows may be given as a DataFrame or any list of dicts; they are kept as a tuple of plain dicts
@@ -150,6 +151,7 @@ class SitePage:
     figures: tuple[Path, ...] = ()
     documents: tuple[tuple[str, str], ...] = ()  # (title, text)
     notes: str = ""
+    figures_first: bool = False  # figures above the tables (a board's plot above its rows)
 
     def __post_init__(self):
         object.__setattr__(self, "tables", tuple(self.tables))
