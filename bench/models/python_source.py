@@ -27,7 +27,7 @@ from bench.errors import UserError
 from bench.models.converted import PREPROCESS_KEYS, ConvertedAdapter, preprocess_from_spec
 
 PYTHON_KEYS = {"factory", "name", "kwargs", "package", "member", "checkpoint", "sha256", "loader", "arch",
-               "init_seed", *PREPROCESS_KEYS}
+               *PREPROCESS_KEYS}  # no init_seed: every weight comes from the file
 
 
 def package_file(package: str, member: str, label: str) -> Path:

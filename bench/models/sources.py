@@ -7,6 +7,8 @@ the zoo). A "torch" source names `factory = "package.module:function"` and must 
 that groups same-architecture models in NE's Table 2; default: the library's own name),
 `init_seed` (random weights when `pretrained = false`), `resize` and `interpolation`
 (the model's input geometry, see bench.models.geometry); "hf" is bench.models.hf_vision.
+"python" (weights inside a pip package), "onnx" and "tflite" are bench.models.python_source, onnx_source
+and tflite_source.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bench.errors import UserError, unknown
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
 from bench.models.python_source import PYTHON_KEYS, load_python, weights_path
+from bench.models.onnx_source import ONNX_KEYS
 from bench.models.tflite_source import TFLITE_KEYS
 from bench.models.geometry import interpolation_name
 from bench.data.base import file_digest
@@ -39,6 +42,7 @@ SOURCE_KEYS = {
     "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std", "init_seed", "loader", "arch"},
     "python": PYTHON_KEYS,  # bench.models.python_source
     "tflite": TFLITE_KEYS,  # bench.models.tflite_source
+    "onnx": ONNX_KEYS,  # bench.models.onnx_source
 }
 
 
@@ -66,6 +70,8 @@ def list_models() -> dict[str, str]:
         "a table {source = 'python', factory = 'pkg.mod:fn', package = 'pip_pkg', member = 'path/in/package.pth'"
         " (or checkpoint = 'file')} (e.g. bench.models.efficientnet_lite:efficientnet_lite)"
     )
+    models["tflite:<path>"] = "a TFLite flatbuffer as a float32 torch module (table keys: drop_background, ...)"
+    models["onnx:<path>"] = "an ONNX file through onnx2torch (a table with mean and std)"
     models["torch:<module:function>"] = (
         "a table {source = 'torch', factory = 'pkg.mod:fn', kwargs, mean, std, input_size, checkpoint}"
         " (e.g. torchvision.models:resnet18)"
@@ -86,8 +92,8 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
     so a model changed behind the same label (other epochs, another checkpoint file) is never reused."""
     if isinstance(spec, str):
         source, _, model = spec.partition(":")
-        spec = {"source": source, "model": model}
-    if spec.get("source") == "kit":  # the kit's manifest digest and the used files' sha256 (bench.kits)
+        spec = {"source": source, "path" if source in ("tflite", "onnx") else "model": model}
+    if spec.get("source") == "kit":  # the kit model's spec and the used files' sha256 (bench.kits)
         from bench.kits.resolve import model_identity
 
         return {"spec": spec, "kit": model_identity("kit:" + str(spec.get("model")))}
@@ -128,15 +134,18 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
             raise UserError(f"model spec {spec!r} needs a source prefix: 'zoo:<name>' or 'timm:<name>' (see list_models())")
         if source not in SOURCE_KEYS:
             raise unknown("model source", source, SOURCE_KEYS)
-        if source == "python":
+        if source in ("tflite", "onnx"):  # 'tflite:<path>' / 'onnx:<path>'
+            spec = {"source": source, "path": model}
+        elif source == "python":
             raise UserError(f"model {spec!r} needs a table {{source = 'python', factory = 'pkg.mod:fn', "
                             "package = 'pip_package', member = 'path/in/package.pth'}")
-        if source == "torch":
+        elif source == "torch":
             raise UserError(
                 f"model {spec!r} needs mean, std and input_size; give it as a table "
                 "{source = 'torch', factory = 'pkg.mod:fn', mean = [...], std = [...], input_size = [c, h, w]}"
             )
-        spec = {"source": source, "model": model}
+        else:
+            spec = {"source": source, "model": model}
     if not isinstance(spec, dict):
         raise UserError(f"model spec must be a string like 'timm:resnet50' or a table, got {spec!r}")
     source = spec.get("source")
@@ -161,6 +170,10 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
         from bench.models.tflite_source import load_tflite
 
         return load_tflite(spec, _preprocess)
+    if source == "onnx":
+        from bench.models.onnx_source import load_onnx
+
+        return load_onnx(spec, _preprocess)
     seed = spec.get("init_seed", default_seed)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:

@@ -250,7 +250,8 @@ class ShapeOp(Op):
                 y = y.squeeze(d)
             return _from_nhwc(y)
         shape = list(self.shape)
-        shape[0] = x.shape[0] if shape and shape[0] in (1, -1) and len(shape) > 1 else shape[0]
+        if len(shape) > 1 and shape[0] in (1, -1):  # the file's batch of 1: this call's batch
+            shape[0] = x.shape[0]
         return _from_nhwc(nhwc.reshape(shape))
 
 
@@ -512,5 +513,6 @@ def load_tflite(spec: dict, make_preprocess) -> ConvertedAdapter:
     if norm is not None:
         defaults["mean"], defaults["std"] = norm
     pre = preprocess_from_spec(label, spec, defaults, make_preprocess)
-    arch = spec.get("arch") or f"tflite/{path.name}"
+    options = [k for k, on in (("drop_background", drop), ("quantize_activations", simulate)) if on]
+    arch = spec.get("arch") or f"tflite/{path.name}" + "".join(f"+{k}" for k in options)
     return ConvertedAdapter(label, module, pre, str(arch), "tflite", file_sha256=digest)
