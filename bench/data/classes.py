@@ -32,10 +32,9 @@ import torch
 
 from bench.data.base import Split, check_labels, file_digest, register_dataset, stat_digest
 from bench.data.vision import (ArrayReader, ImageFolderReader, _check_headers, _read_npz, data_path,
-                               resolution_tag, subset_positions)
+                               resolution_tag, scan_folder, subset_positions)
 from bench.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LIST_LINE = re.compile(r"^\s*(?P<path>.+?)\s*[,\t ]\s*(?P<label>-?\d+)\s*$")
 
 
@@ -139,25 +138,6 @@ def _class_index(path, what: str) -> dict[str, int]:
                             "'<folder name> <class id>'")
         out[parts[0]] = int(parts[1])
     return out
-
-
-def scan_folder(folder: Path, what: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """(every class folder in sorted order, [(relative file, class folder)] for the images in them); empty class
-    folders are kept (their ids stay true), files outside class folders ignored."""
-    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise UserError(f"{what}: {str(folder)!r} has no class folders; expected <root>/<class>/<image>")
-    samples = []
-    for c in classes:
-        for dirpath, dirnames, filenames in os.walk(folder / c, followlinks=True):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.lower().endswith(IMAGE_EXTENSIONS):
-                    samples.append((os.path.relpath(os.path.join(dirpath, name), folder), c))
-    if not samples:
-        raise UserError(f"{what}: the {len(classes)} class folders under {str(folder)!r} hold no image "
-                        f"({', '.join(IMAGE_EXTENSIONS)})")
-    return classes, samples
 
 
 @register_dataset("imagefolder", "root/<class folder>/<image>, empty class folders allowed; class ids from the "

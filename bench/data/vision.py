@@ -257,8 +257,6 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     if not folder.is_dir():
         raise UserError(f"imagenet root {str(folder)!r} does not exist; set [data] root (or --data-root) to an "
                         "ImageFolder with one subfolder per class")
-    from bench.data.classes import scan_folder
-
     # every class folder in sorted-wnid order (the 1k label order), empty ones too: a validation subset with
     # images in 725 of the 1000 folders keeps its true class ids
     classes, samples = scan_folder(folder, f"imagenet root {str(folder)!r}")
@@ -273,6 +271,28 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     reader = ImageFolderReader(base, files, resize, crop, resample, "imagenet")
     every = [f for f, _ in samples]  # the folder's identity: all its files' names, sizes, mtimes
     return Split(tag, None, labels, positions, 1000, reader=reader, content=stat_digest(base, every))
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+
+
+def scan_folder(folder: Path, what: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(every class folder in sorted order, [(relative file, class folder)] for the images in them); empty class
+    folders are kept (their ids stay true), files outside class folders ignored."""
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise UserError(f"{what}: {str(folder)!r} has no class folders; expected <root>/<class>/<image>")
+    samples = []
+    for c in classes:
+        for dirpath, dirnames, filenames in os.walk(folder / c, followlinks=True):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    samples.append((os.path.relpath(os.path.join(dirpath, name), folder), c))
+    if not samples:
+        raise UserError(f"{what}: the {len(classes)} class folders under {str(folder)!r} hold no image "
+                        f"({', '.join(IMAGE_EXTENSIONS)})")
+    return classes, samples
 
 
 def _check_headers(paths: Sequence[str], resize, what: str) -> None:
