@@ -155,8 +155,8 @@ def imagenet_mini(folder: Path) -> dict:
         }
     return {
         "name": "imagenet-mini",
-        "description": "1,300 ILSVRC2012 validation images (725 classes, true 1k ids) + EfficientNet-Lite0/1/2 and "
-                       "four quantized MobileNet V1/V2 ImageNet classifiers",
+        "description": "1,300 ILSVRC2012 validation images (725 classes, true 1k ids; easier than full val) + "
+                       "EfficientNet-Lite0/1/2 and four quantized MobileNet V1/V2 ImageNet classifiers",
         "license": ACUITY_LICENSE, "citation": ACUITY_CITATION,
         "notes": [
             f"Labels: all {agree} of {total} labels of ILSVRC2012_VAL_SET/dataset.txt agree with the full "
