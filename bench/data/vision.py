@@ -266,7 +266,7 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     positions = subset_positions(len(samples), subset, subset_seed)
     base = str(folder)
     files = [samples[i][0] for i in positions]
-    _check_headers([os.path.join(base, f) for f in files], resize, "imagenet")
+    check_headers([os.path.join(base, f) for f in files], resize, "imagenet")
     labels = torch.tensor([index[samples[i][1]] for i in positions], dtype=torch.long)
     reader = ImageFolderReader(base, files, resize, crop, resample, "imagenet")
     every = [f for f, _ in samples]  # the folder's identity: all its files' names, sizes, mtimes
@@ -295,7 +295,7 @@ def scan_folder(folder: Path, what: str) -> tuple[list[str], list[tuple[str, str
     return classes, samples
 
 
-def _check_headers(paths: Sequence[str], resize, what: str) -> None:
+def check_headers(paths: Sequence[str], resize, what: str) -> None:
     """Open each image's header (PIL reads the size, decodes no pixels), so that an unreadable file, or images of
     different native sizes without resize, fail here in one line and not in the middle of a run."""
     from PIL import Image
@@ -340,7 +340,7 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
     file = data_path(path)
     if file is None or not file.is_file():
         raise UserError(f"cifar10 array file {str(file)!r} does not exist; set [data] path to an .npz with images and labels")
-    images, labels, img_key, lab_key = _read_npz(file, split)
+    images, labels, img_key, lab_key = read_npz(file, split)
     what = str(file)
     if images.ndim != 4 or 3 not in (images.shape[1], images.shape[-1]):
         raise UserError(f"{what}: images {img_key!r} must be {CIFAR_SHAPES}, got {images.shape}")
@@ -371,7 +371,7 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
     return reader, labels
 
 
-def _read_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
+def read_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
     import zipfile
 
     try:
