@@ -31,9 +31,11 @@ TOPK = 5
 OUTPUTS_VERSION = 2
 
 
-def forward_key(ctx: EvalContext, model_digest: str, identity: dict) -> str:
-    """The forward-cache key of a model's outputs on the inputs `identity` names."""
-    return ctx.forward_cache.key(model_digest, {**identity, "outputs": OUTPUTS_VERSION, **ctx.compute})
+def outputs_identity(ctx: EvalContext, identity: dict) -> dict:
+    """What the cached outputs of a model on the inputs `identity` names are: those inputs, in today's output form,
+    computed at the run's precision and memory format (the forward service keys its entries by it:
+    bench.core.forward; autocast or channels-last outputs never answer for float32 ones)."""
+    return {**identity, "outputs": OUTPUTS_VERSION, **ctx.compute}
 
 
 def check_channels(model: ModelAdapter, x: torch.Tensor) -> None:
