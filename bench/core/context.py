@@ -213,6 +213,10 @@ class EvalContext:
         if str(name).startswith("kit:"):  # the kit's format and options, its files as cache paths
             from bench.kits.resolve import resolve_dataset
 
+            if split_key != "split":  # a kit dataset is one set of files: never silently its own training data
+                raise UserError(f"suite {self.suite.name!r}: {name} is a single evaluation set; the defense or "
+                                "attack asks for training data (attacker or defender images), which a kit dataset "
+                                "does not provide: drop that entry or use a dataset with a train split")
             resolved = resolve_dataset(name, self.cache_root)
             split = load_dataset(resolved.format, split, subset if split_key == "split" else 0, subset_seed,
                                  **{**resolved.options, **data})

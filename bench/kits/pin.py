@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.errors import UserError
 from bench.kits.manifest import MANIFESTS, normalize_project, parse
-from bench.kits.store import _index, sha256_of
+from bench.kits.store import index_folder, sha256_of
 
 ACUITY = ("VeriSilicon/acuity-dataset", "aded2e9f22cd8fe0745aa57356c68cb95457aad9")
 CORAL = ("google-coral/test_data", "104342d2d3480b3e66203073dac24f4e2dbb4c41")
@@ -88,7 +88,7 @@ def cross_check(dataset_txt: Path, val_txt: Path) -> tuple[int, int]:
 
 
 def imagenet_mini(folder: Path) -> dict:
-    index = _index(folder)
+    index = index_folder(folder)
     files = []
     lst = _find(index, folder, "ILSVRC2012_VAL_SET/dataset.txt")
     val = _find(index, folder, "ImageNet/val.txt")
@@ -155,8 +155,8 @@ def imagenet_mini(folder: Path) -> dict:
         }
     return {
         "name": "imagenet-mini",
-        "description": "1,300 ILSVRC2012 validation images (725 classes, true 1k ids) + EfficientNet-Lite0/1/2 and "
-                       "four quantized MobileNet V1/V2 ImageNet classifiers",
+        "description": "1,300 ILSVRC2012 validation images (725 classes, true 1k ids; easier than full val) + "
+                       "EfficientNet-Lite0/1/2 and four quantized MobileNet V1/V2 ImageNet classifiers",
         "license": ACUITY_LICENSE, "citation": ACUITY_CITATION,
         "notes": [
             f"Labels: all {agree} of {total} labels of ILSVRC2012_VAL_SET/dataset.txt agree with the full "
