@@ -57,6 +57,7 @@ class RunOptions:
     progress: bool = True
     cache_dir: Path | None = None
     loader: Callable | None = None  # replaces the protocol's model loader (tests, notebooks)
+    allow_mixed: bool = False  # add rows to a results folder that holds another suite's rows
 
 
 @dataclass
