@@ -15,6 +15,7 @@ jobs on workers, exactly as `authbench run --executor ...` does.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,8 @@ import pandas as pd
 from bench.core.context import EvalContext, RunOptions
 from bench.core.engine import Engine, RunSummary
 from bench.core.types import infer_protocol
-from bench.errors import UserError, check_folder
+from bench.api_schema import check_keywords
+from bench.errors import BadKeyword, UserError, check_folder, show
 from bench.executors import OPTION_FLAGS, Executor, make_executor
 from bench.protocols import render
 from bench.reports.fingerprint import fingerprint_board, format_board
@@ -100,7 +102,12 @@ def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | st
 
 def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
               executor: Executor | str | None = None, **options) -> Results:
-    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
+    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>).
+    The keywords are checked first (bench.api_schema): a bad one raises BadKeyword, a UserError naming it."""
+    checked = check_keywords({"out": out, "reports": reports, "write_reports": write_reports, "executor": executor,
+                              **options})
+    out, reports, write_reports, executor = (checked.pop(k) for k in ("out", "reports", "write_reports", "executor"))
+    options = checked
     for flag, folder in (("--out", out), ("--reports", reports), ("--cache-dir", options.get("cache_dir"))):
         if folder is not None:
             check_folder(folder, flag)
@@ -120,6 +127,13 @@ def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None,
     cache_dir, loader, executor (a name or an Executor) and the executor options (address, gpus_per_job,
     cpus_per_job, max_in_flight, max_retries, partition, array_parallelism, time_limit, mem_gb, job_folder);
     subset, data_root and random_weights as `authbench run` has them."""
+    checked = check_keywords({"subset": subset, "data_root": data_root, "random_weights": random_weights,
+                              "progress": progress, **overrides})
+    subset, data_root, random_weights, progress = (checked.pop(k) for k in ("subset", "data_root", "random_weights",
+                                                                             "progress"))
+    if not isinstance(suite, (str, os.PathLike, Suite)):
+        raise BadKeyword(f"suite={show(suite)} is not valid: it must be a suite name, a .toml path or a Suite",
+                         keyword="suite", valid="a suite name, a .toml path or a Suite")
     loaded = suite if isinstance(suite, Suite) else load_suite(str(suite))
-    loaded = apply_overrides(loaded, subset, data_root, random_weights)
-    return run_suite(loaded, progress=progress, **overrides)
+    loaded = apply_overrides(loaded, subset, data_root, bool(random_weights))
+    return run_suite(loaded, progress=progress, **checked)

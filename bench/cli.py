@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
-from bench.errors import UserError, check_folder
+from bench.errors import UserError, bounded, check_folder
+from bench.paths import output_file, output_folder, safe_part
 
 LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
 TABLES = ("ne-spectra", "ne-layers")
@@ -48,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="compute device: cpu, cuda, cuda:N or auto (default: suite [run] device, else auto)")
     run.add_argument("--threads", type=int, help="torch CPU threads (on a shared machine 1 is often fastest)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--allow-mixed", action="store_true",
+                     help="add this suite's rows to an --out folder that holds another suite's rows (refused otherwise)")
     run.add_argument("--plan", action="store_true",
                      help="print the jobs, their groups and tasks and the estimated forward passes; run nothing")
     ex = run.add_argument_group("executor (or the suite's [executor] section; see docs/executors.md)")
@@ -165,7 +168,7 @@ def _cmd_run(args) -> int:
     options = dict(defenses=args.defense, models=args.model, authorized=args.authorized, evaluated=args.evaluated,
                    psnr=args.psnr, releases=args.release, full=args.full,
                    batch_size=args.batch_size, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
-                   progress=not args.no_progress, executor=args.executor, **executor)
+                   progress=not args.no_progress, executor=args.executor, allow_mixed=args.allow_mixed, **executor)
     if args.plan:
         print(engine_for(suite, out=args.out, **options).describe())
         return 0
@@ -260,6 +263,8 @@ def _cmd_check(args) -> int:
     from bench.reports.reference import Tolerances, from_source, read_source
     from bench.suite import recorded_suite
 
+    if args.junit:
+        output_file(args.junit, "--junit")  # before any work: a path that cannot be written is one line
     fresh_source, reference_source = read_source(args.results), read_source(args.against)  # each file read once
     suite, note = recorded_suite(reference_source, args.suite)  # the reference's recorded suite,
     if suite is None and args.suite is None:                      # else the fresh results'
@@ -287,6 +292,9 @@ def _cmd_leaderboard(args) -> int:
     from bench.results import read_rows
     from bench.suite import recorded_suite
 
+    output_file(args.out, "--out")
+    if args.entries is not None:
+        output_folder(args.entries, "--entries")
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
@@ -294,9 +302,12 @@ def _cmd_leaderboard(args) -> int:
     if note:
         print(f"authbench: {note}", file=sys.stderr)
     boards = build_boards(rows, parse_standard(suite.standard_attacks if suite else {}))
+    if args.entries is not None:  # entries go under DIR/<suite>/<board>/: names from the rows, checked first
+        for b in boards:
+            safe_part(b.key.suite, f"the suite of the rows in {args.results}")
+            safe_part(b.key.board, "board")
     ref = freeze(rows, args.out, Tolerances.from_check(suite.check if suite else {}), boards=[b.to_json() for b in boards])
     if args.entries is not None:
-        check_folder(args.entries, "--entries")
         written = write_entries(boards, args.entries, only_new=False, ranked_only=True)
         print(f"wrote {len(written)} leaderboard entr{'y' if len(written) == 1 else 'ies'} under {args.entries}")
     trained = [c for c in ref.cells if c.trained]
@@ -337,6 +348,8 @@ def _cmd_zoo(args) -> int:
         print(zoo.pin(args.model, root=args.cache_dir))
         return 0
     tolerance = zoo.REPRODUCE_TOLERANCE if args.tolerance is None else args.tolerance
+    if args.cache_dir is not None:
+        check_folder(args.cache_dir, "--cache-dir")
     results = zoo.retrain(args.model, root=args.cache_dir, progress=not args.no_progress, tolerance=tolerance)
     for r in results:
         pinned = "no pinned weights" if r.pinned_accuracy is None else (
@@ -406,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"authbench: error: {exc}", file=sys.stderr)
+        print(f"authbench: error: {bounded(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("authbench: interrupted; finished cells are saved and the next run resumes", file=sys.stderr)

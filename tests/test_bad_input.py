@@ -79,6 +79,11 @@ def argv(*args: str):
     return ("argv", list(args))
 
 
+def flags(case, *args: str):
+    """A suite case run with extra `authbench run` flags."""
+    return ("suite+", (case[1], list(args)))
+
+
 # (case id, how to run it, a substring the one error line must contain: it names the bad key or value)
 CASES = [
     # -- unknown keys: every section names its valid keys ------------------------------------------------
@@ -257,6 +262,115 @@ CASES = [
     ("check-tolerance-syntax", argv("check", "{out}", "--against", "{out}", "--tolerance", "top1"), "'top1'"),
     ("check-tolerance-metric", argv("check", "{out}", "--against", "{out}", "--tolerance", "auth_gapp=1"), "auth_gapp"),
     ("check-empty-fresh", argv("check", "{empty}", "--against", "{out}"), "no result rows"),
+    # -- issue 25: code from data, writes outside the folder given, unlike inputs, ranges, tracebacks --------------
+    # data convert: pickles are read by a restricted unpickler; malformed batches are one line
+    ("convert-cifar-payload", argv("data", "convert", "{cifar_evil}", "--out", "{tmp}/evil.npz"),
+     "refused to read this CIFAR pickle batch"),
+    ("convert-cifar-meta-payload", argv("data", "convert", "{cifar_evil_meta}", "--out", "{tmp}/evil-meta.npz"),
+     "refused to read this CIFAR meta file"),
+    ("convert-cifar-list", argv("data", "convert", "{cifar_list}", "--out", "{tmp}/c1.npz"),
+     "a CIFAR batch is a dict with 'data' and 'labels', got list"),
+    ("convert-cifar-shape", argv("data", "convert", "{cifar_shape}", "--out", "{tmp}/c2.npz"),
+     "'data' must be a uint8 array (N, 3072)"),
+    ("convert-cifar-not-pickle", argv("data", "convert", "{cifar_junk}", "--out", "{tmp}/c3.npz"),
+     "not a readable CIFAR pickle batch"),
+    ("convert-cifar-labels", argv("data", "convert", "{cifar_labels}", "--out", "{tmp}/c4.npz"),
+     "3 images but 2 labels"),
+    ("convert-cifar-meta-type", argv("data", "convert", "{cifar_badmeta}", "--out", "{tmp}/c5.npz"),
+     "a CIFAR meta file is a dict whose 'label_names'"),
+    ("convert-nan-images", argv("data", "convert", "{nanimg}", "--out", "{tmp}/nan.npz"), "NaN or infinite values"),
+    ("convert-out-under-file", argv("data", "convert", "{label10}", "--out", "{file}/x.npz"), "which is a file"),
+    ("convert-out-folder", argv("data", "convert", "{label10}", "--out", "{tmp}/rep", "--to", "npz"), "ending in .npz"),
+    ("convert-imagefolder-under-file", argv("data", "convert", "{cifar_ok}", "--out", "{file}/if", "--to",
+                                            "imagefolder"), "which is a file"),
+    # writes whose folder comes from data (a suite field in rows) stay under the folder given
+    ("rank-suite-escapes-out", argv("rank", "{escaping_run}", "--against", "{out}", "--out", "{tmp}/ranked"),
+     "cannot name a file or folder"),
+    ("rank-suite-escapes-default", argv("rank", "{escaping_run}", "--against", "{out}"), "cannot name a file or folder"),
+    ("rank-suite-escapes-submit", argv("rank", "{escaping_run}", "--against", "{out}", "--out", "{tmp}/r0",
+                                       "--submit", "{tmp}/sub"), "cannot name a file or folder"),
+    ("report-suite-escapes-out", argv("report", "{escaping_run}", "--out", "{tmp}/rep-escape"),
+     "cannot name a file or folder"),
+    ("freeze-suite-escapes-entries", argv("leaderboard", "freeze", "{escaping_run}", "--out", "{tmp}/ref-e.json",
+                                          "--entries", "{tmp}/entries"), "cannot name a file or folder"),
+    ("rank-mixed-suites", argv("rank", "{mixed_rows}", "--against", "{out}", "--out", "{tmp}/r-mixed"),
+     "holds rows of 2 suites"),
+    # cache clear deletes only a marked cache
+    ("cache-clear-unmarked", argv("cache", "clear", "--cache-dir", "{notcache}"), "carries no authbench cache marker"),
+    ("cache-clear-namespace-unmarked", argv("cache", "clear", "--cache-dir", "{notcache}", "--namespace", "forward"),
+     "carries no authbench cache marker"),
+    # rank and check compare identity, not names
+    ("rank-other-data", argv("rank", "{otherdata}", "--against", "{out}", "--out", "{tmp}/r1"), "data (identity"),
+    ("rank-other-weights", argv("rank", "{otherweights}", "--against", "{out}", "--out", "{tmp}/r2"), "weights"),
+    ("rank-other-standard", argv("rank", "{otherstandard}", "--against", "{out}", "--out", "{tmp}/r3"),
+     "standard attacks of the input board"),
+    ("rank-suite-unknown", argv("rank", "{out}", "--against", "{out}", "--out", "{tmp}/r4", "--suite", "nosuch-suite"),
+     "unknown suite 'nosuch-suite'"),
+    ("rank-no-boards", argv("rank", "{out}", "--against", "{noboards}", "--out", "{tmp}/r5"),
+     "authbench run <suite> --out runs/<suite>-reference"),
+    ("check-other-suite", argv("check", "{othersuite}", "--against", "{out}"), "suite 'other-suite' vs the reference's"),
+    ("check-other-data", argv("check", "{otherdata}", "--against", "{out}"), "data (identity"),
+    ("check-other-data-subset", argv("check", "{otherdata}", "--against", "{out}", "--allow-subset"), "data (identity"),
+    ("check-other-weights", argv("check", "{otherweights}", "--against", "{out}"), "model weights (mlp-s0"),
+    ("check-nothing-compared", argv("check", "{cleanonly}", "--against", "{out}", "--allow-subset"),
+     "nothing to compare"),
+    ("run-out-other-suite", argv("run", "{suite}", "--out", "{othersuite_dir}"), "holds rows of suite 'other-suite'"),
+    ("plan-out-other-suite", argv("run", "{suite}", "--out", "{othersuite_dir}", "--plan"),
+     "holds rows of suite 'other-suite'"),
+    # numbers: finite, non-negative tolerances; sizes the data can give; models that fit the data
+    ("check-default-tolerance-nan", argv("check", "{out}", "--against", "{out}", "--default-tolerance", "nan"),
+     "--default-tolerance = nan is not a tolerance"),
+    ("check-default-tolerance-negative", argv("check", "{out}", "--against", "{out}", "--default-tolerance", "-1"),
+     "--default-tolerance = -1.0 is not a tolerance"),
+    ("check-default-tolerance-inf", argv("check", "{out}", "--against", "{out}", "--default-tolerance", "inf"),
+     "--default-tolerance = inf"),
+    ("check-tolerance-nan", argv("check", "{out}", "--against", "{out}", "--tolerance", "auth_gap=nan"),
+     "--tolerance auth_gap = nan"),
+    ("check-tolerance-negative", argv("check", "{out}", "--against", "{out}", "--tolerance", "auth_gap=-2"),
+     "--tolerance auth_gap = -2.0"),
+    ("zoo-retrain-tolerance-negative", argv("zoo", "retrain", "--model", "mlp-s0", "--tolerance", "-1",
+                                            "--cache-dir", "{tmp}/zc"), "--tolerance -1.0 is not a tolerance"),
+    ("zoo-retrain-tolerance-nan", argv("zoo", "retrain", "--model", "mlp-s0", "--tolerance", "nan",
+                                       "--cache-dir", "{tmp}/zc"), "--tolerance nan is not a tolerance"),
+    ("zoo-retrain-cache-under-file", argv("zoo", "retrain", "--model", "mlp-s0", "--cache-dir", "{file}/zoo"),
+     "which is a file"),
+    ("data-subset-too-large", edit("subset = 24", "subset = 100000"), "[data] subset = 100000 is larger than"),
+    ("model-fewer-outputs", model('{ source = "torch", factory = "models_example:tiny_cnn", kwargs = { classes = 5 }, '
+                                  'mean = [0.5], std = [0.25], input_size = [1, 32, 32], name = "five", init_seed = 0 }'),
+     "five: has 5 outputs but the data's labels go up to 9"),
+    # executor requests that cannot be met fail fast
+    ("ray-gpus-no-gpu", argv("run", "{suite}", "--out", "{tmp}/ray-run", "--executor", "ray", "--gpus-per-job", "1"),
+     "--gpus-per-job 1 cannot be met"),
+    ("ray-address-unreachable", argv("run", "{suite}", "--out", "{tmp}/ray-run", "--executor", "ray", "--address", "127.0.0.1:1"),
+     "cannot reach the Ray cluster at '127.0.0.1:1' within 5s"),
+    ("ray-address-malformed", argv("run", "{suite}", "--out", "{tmp}/ray-run", "--executor", "ray", "--address", "nowhere"), "is not host:port"),
+    ("submitit-gpus-no-gpu", argv("run", "{suite}", "--out", "{tmp}/submitit-run", "--executor", "submitit",
+                                     "--gpus-per-job", "1"),
+     "--gpus-per-job 1 cannot be met: submitit runs locally"),
+    # outputs under a regular file, or onto a folder: one line before any work
+    ("check-junit-under-file", argv("check", "{out}", "--against", "{out}", "--junit", "{file}/j.xml"),
+     "--junit"),
+    ("check-junit-folder", argv("check", "{out}", "--against", "{out}", "--junit", "{tmp}"), "is a folder"),
+    ("rank-out-under-file", argv("rank", "{out}", "--against", "{out}", "--out", "{file}/ranked"), "which is a file"),
+    ("rank-out-file", argv("rank", "{out}", "--against", "{out}", "--out", "{file}"), "is a file, not a folder"),
+    ("rank-submit-under-file", argv("rank", "{out}", "--against", "{out}", "--out", "{tmp}/r6", "--submit",
+                                    "{file}/entries"), "--submit"),
+    ("freeze-out-under-file", argv("leaderboard", "freeze", "{out}", "--out", "{file}/ref.json"), "which is a file"),
+    ("freeze-out-folder", argv("leaderboard", "freeze", "{out}", "--out", "{tmp}"), "is a folder"),
+    ("freeze-entries-under-file", argv("leaderboard", "freeze", "{out}", "--out", "{tmp}/ref2.json", "--entries",
+                                       "{file}/entries"), "--entries"),
+    # bounded messages, each said once; checkpoints point at the loader hook; --plan validates model specs
+    ("imagefolder-empty-classes", ("suite", "@imagefolder_suite@"), "40 of 41 class folders hold no image file"),
+    ("checkpoint-json", model('{ source = "torch", factory = "models_example:tiny_cnn", mean = [0.5], std = [0.25], '
+                              'input_size = [1, 32, 32], name = "c", checkpoint = "@convnetjs@" }'),
+     'loader = "module:function"'),
+    ("checkpoint-pickle-payload", model('{ source = "torch", factory = "models_example:tiny_cnn", mean = [0.5], '
+                                        'std = [0.25], input_size = [1, 32, 32], name = "c", checkpoint = "@evil_pt@" }'),
+     'loader = "module:function"'),
+    ("plan-bad-model", flags(model('{ source = "torch", factory = "models_example:broken", mean = [0.5], std = [0.25], '
+                                   'input_size = [1, 32, 32], name = "b" }'), "--plan"), "weights server unreachable"),
+    ("plan-wrong-channels", flags(model('{ source = "torch", factory = "models_example:rgb_cnn", mean = [0.5], '
+                                        'std = [0.25], input_size = [3, 32, 32], name = "c" }'), "--plan"), "(3, 32, 32)"),
 ]
 
 
@@ -303,18 +417,133 @@ def finished(tmp_path_factory):
         (tmp / f"binary{ext}").write_bytes(bytes(range(256)) * 4)
     files["binary"] = str(tmp / "binary")
     results = out / "results.jsonl"
+    files.update(issue25_files(tmp, results))
     return {"files": files, "results": results, "bytes": results.read_bytes(), "cache": str(cache), "tmp": tmp}
+
+
+class Payload:
+    """A pickle that, when unpickled by pickle.load, creates the file MARKER (it names builtins.open)."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def two_rgb_models() -> str:
+    spec = RGB_MODEL.split("[", 1)[1].rsplit("]", 1)[0]
+    return ", ".join(spec.replace('name = "rgb"', f'name = "rgb{i}"') for i in (1, 2))
+
+
+def cifar_folder(folder: Path, batch=None, meta=None) -> str:
+    """A CIFAR-10 folder holding test_batch (a valid 3-image batch unless `batch` says) and batches.meta."""
+    import pickle
+
+    folder.mkdir(parents=True)
+    valid = {"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1, 2], "batch_label": "test", "filenames": ["a"] * 3}
+    raw = batch if isinstance(batch, bytes) else pickle.dumps(valid if batch is None else batch, protocol=2)
+    (folder / "test_batch").write_bytes(raw)
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a", "b", "c"]} if meta is None else meta))
+    return str(folder)
+
+
+def rows_copy(results: Path, path: Path, change) -> str:
+    """The finished run's rows, each passed through `change(row)`, written to `path` (a .jsonl)."""
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    out = [r for r in (change(json.loads(json.dumps(r))) for r in rows) if r is not None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in out))
+    return str(path)
+
+
+def issue25_files(tmp: Path, results: Path) -> dict:
+    marker = tmp / "PAYLOAD-RAN"
+    files = {"marker": str(marker)}
+    files["cifar_evil"] = cifar_folder(tmp / "cifar-evil", batch=Payload(marker))
+    files["cifar_evil_meta"] = cifar_folder(tmp / "cifar-evil-meta", meta=Payload(marker))
+    files["cifar_list"] = cifar_folder(tmp / "cifar-list", batch=[1, 2, 3])
+    files["cifar_shape"] = cifar_folder(tmp / "cifar-shape", batch={"data": np.zeros((3, 100), np.uint8), "labels": [0] * 3})
+    files["cifar_junk"] = cifar_folder(tmp / "cifar-junk", batch=b"junk, not a pickle")
+    files["cifar_labels"] = cifar_folder(tmp / "cifar-labels", batch={"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1]})
+    files["cifar_badmeta"] = cifar_folder(tmp / "cifar-badmeta", meta={"label_names": 5})
+    files["cifar_ok"] = cifar_folder(tmp / "cifar-ok")
+    nan = np.full((2, 8, 8, 3), 0.5, np.float32)
+    nan[1, 0, 0, 0] = np.nan
+    np.savez(tmp / "nanimg.npz", images=nan, labels=np.arange(2))
+    files["nanimg"] = str(tmp / "nanimg.npz")
+
+    def suite_is(name):
+        def change(r):
+            r["suite"] = name
+            return r
+        return change
+
+    def provenance(**values):
+        def change(r):
+            r["provenance"].update(values)
+            return r
+        return change
+
+    def weights(r):
+        for key, label in (("authorized_digest", "authorized"), ("model_digest", "evaluated")):
+            if r.get(label) == "mlp-s0" and r["provenance"].get(key):
+                r["provenance"][key] = "0" * 64
+        return r
+
+    files["escaping_run"] = rows_copy(results, tmp / "escaping-run.jsonl", suite_is("../../../x-escape"))
+    files["othersuite"] = rows_copy(results, tmp / "other-suite.jsonl", suite_is("other-suite"))
+    files["othersuite_dir"] = str(Path(rows_copy(results, tmp / "other-run" / "results.jsonl", suite_is("other-suite"))).parent)
+    def other_cells(r):
+        r.update(suite="other-suite", cell=r["cell"][:-4] + "0ther")
+        return r
+
+    rows_copy(results, tmp / "other-cells.jsonl", other_cells)
+    (tmp / "mixed.jsonl").write_text(results.read_text() + (tmp / "other-cells.jsonl").read_text())
+    files["mixed_rows"] = str(tmp / "mixed.jsonl")
+    files["otherdata"] = rows_copy(results, tmp / "other-data.jsonl", provenance(data_identity="f" * 24))
+    files["otherweights"] = rows_copy(results, tmp / "other-weights.jsonl", weights)
+    std_suite = tmp / "std" / "suite.toml"
+    std_suite.parent.mkdir()
+    std_suite.write_text(BASE + '\n[standard_attacks]\ninput = ["jpeg"]\n')
+    files["otherstandard"] = rows_copy(results, tmp / "other-standard.jsonl", provenance(suite_path=str(std_suite)))
+    files["cleanonly"] = rows_copy(results, tmp / "clean-only.jsonl", lambda r: r if r["defense"] == "none" else None)
+    (tmp / "noboards.json").write_text(json.dumps({"kind": "authbench-leaderboard", "version": 1, "rows": []}))
+    files["noboards"] = str(tmp / "noboards.json")
+    (tmp / "not-a-cache").mkdir()
+    (tmp / "not-a-cache" / "thesis.tex").write_text("years of work\n")
+    (tmp / "not-a-cache" / "forward").mkdir()
+    files["notcache"] = str(tmp / "not-a-cache")
+    # an ImageFolder of 41 classes, 40 of them empty: one bounded line, said once
+    images = tmp / "imagefolder"
+    for i in range(41):
+        (images / f"class-with-a-long-name-{i:04d}").mkdir(parents=True)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "class-with-a-long-name-0000" / "a.png")
+    files["imagefolder_suite"] = (BASE.replace('[data]\ndataset = "digits"\nsplit = "test"\nsubset = 24\n',
+                                               f'[data]\ndataset = "imagenet"\nsplit = "validation"\nroot = "{images}"\nresize = 32\n')
+                                  .replace('authorized = [{ source = "zoo", model = "mlp-s0", epochs = 4 }]',
+                                           f"authorized = [{two_rgb_models()}]"))
+    (tmp / "convnetjs.json").write_text(json.dumps({"layers": [{"layer_type": "input", "out_sx": 32}]}))
+    files["convnetjs"] = str(tmp / "convnetjs.json")
+    import pickle
+
+    (tmp / "evil.pt").write_bytes(pickle.dumps(Payload(marker)))
+    files["evil_pt"] = str(tmp / "evil.pt")
+    return files
 
 
 def _argv(case, finished) -> list[str]:
     kind, spec = case
     files = finished["files"]
-    if kind == "suite":
+    if kind in ("suite", "suite+"):
+        spec, extra = (spec, []) if kind == "suite" else spec
         path = finished["tmp"] / "case.toml"
         for key, value in files.items():
             spec = spec.replace(f"@{key}@", value)
         path.write_text(spec)
-        args = ["run", str(path)]
+        args = ["run", str(path), *extra]
     else:
         args = [a.format(**files) for a in spec]
     if args[0] == "run":
@@ -334,11 +563,14 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(capsys, finished, name, 
     assert err.startswith("authbench: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
     assert needle in err, err
+    assert len(err) < 1300, f"an error line of {len(err)} characters"  # bounded: a few named, the rest counted
     assert finished["results"].read_bytes() == finished["bytes"]  # the finished run is untouched
+    assert not Path(finished["files"]["marker"]).exists()  # no pickle payload ran
+    assert not (finished["tmp"].parent / "x-escape").exists() and not (ROOT / "reports" / "x-escape").exists()
 
 
 def test_the_table_covers_enough_cases():
-    assert len(CASES) >= 83 and len({c[0] for c in CASES}) == len(CASES)
+    assert len(CASES) >= 212 and len({c[0] for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("args, needle", [

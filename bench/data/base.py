@@ -267,5 +267,10 @@ def load_dataset(name: str, split: str, subset: int = 0, subset_seed: int = 0, *
         raise UserError(f"dataset {name!r} has no option {bad[0]!r}; valid [data] options: "
                         f"{', '.join(accepted) or '(none)'}")
     if subset > 0 and "subset" in accepted:
-        return loader(split, subset=subset, subset_seed=subset_seed, **options)
-    return loader(split, **options).subset(subset, subset_seed)
+        out = loader(split, subset=subset, subset_seed=subset_seed, **options)
+    else:
+        out = loader(split, **options).subset(subset, subset_seed)
+    if subset > len(out):  # a subset the split cannot give is an error, not quietly the whole split
+        raise UserError(f"[data] subset = {subset} is larger than {name!r} split {split!r} ({len(out)} samples); "
+                        f"give at most {len(out)}, or 0 for the whole split")
+    return out

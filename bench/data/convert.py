@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.errors import UserError
+from bench.paths import output_file, output_folder, slug, under
 from bench.safe_pickle import load_plain
 
 LAYOUTS = ("auto", "imagefolder", "cifar", "csv", "npz")
@@ -218,6 +219,10 @@ def read_npz(source: Path, images_key: str | None, labels_key: str | None) -> tu
     if images.shape[-1] not in (1, 3) and images.shape[1] in (1, 3):
         images = images.transpose(0, 2, 3, 1)
     if images.dtype.kind == "f":
+        if not np.isfinite(images).all():
+            bad = int((~np.isfinite(images)).reshape(len(images), -1).any(1).sum())
+            raise UserError(f"{source}: images {ik!r} hold NaN or infinite values ({bad} of {len(images)} images); "
+                            "store finite pixels in [0, 1] or 0..255")
         lo, hi = float(images.min()), float(images.max())
         if lo < 0 or hi > 255:
             raise UserError(f"{source}: float images {ik!r} have values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] or 0..255")
@@ -266,6 +271,7 @@ def convert(source: Path, out: Path, *, layout: str = "auto", to: str | None = N
         raise UserError(f"{source}: labels must be class ids >= 0, found {int(ys.min())}")
     n_classes = int(ys.max()) + 1
     if to == "npz":
+        output_file(out, "--out")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp.npz")
         np.savez(tmp, images=images, labels=ys)
@@ -273,14 +279,28 @@ def convert(source: Path, out: Path, *, layout: str = "auto", to: str | None = N
     else:
         from PIL import Image
 
+        output_folder(out, "--out")
         if out.exists() and any(out.iterdir()):
             raise UserError(f"--out {str(out)!r} exists and is not empty; give a new folder for the ImageFolder")
-        names = classes if len(classes) == n_classes else [f"{c:04d}" for c in range(n_classes)]
+        names = class_folders(classes) if len(classes) == n_classes else [f"{c:04d}" for c in range(n_classes)]
         for i, (img, y) in enumerate(zip(images, ys)):
-            folder = out / names[int(y)]
+            folder = under(out, names[int(y)], what="class folder")
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(folder / f"{i:06d}.png")
     return out, len(images), n_classes
+
+
+def class_folders(classes: list[str]) -> list[str]:
+    """One folder name per class name read from data (a labels CSV, CIFAR metadata): slugged to a plain name
+    (bench.paths.slug), never a path; two names that slug alike are an error naming them."""
+    names = [slug(c, f"class-{i:04d}") for i, c in enumerate(classes)]
+    seen: dict[str, str] = {}
+    for original, name in zip(classes, names):
+        if name in seen and seen[name] != original:
+            raise UserError(f"class names {seen[name]!r} and {original!r} both map to the folder name {name!r}; "
+                            "rename one of them")
+        seen[name] = original
+    return names
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -192,7 +192,30 @@ def _load_array(source: tuple) -> np.ndarray:
     raise ValueError(f"unknown array source {source!r}")
 
 
+CIFAR_FOLDERS = {"CIFAR10": "cifar-10-batches-py", "CIFAR100": "cifar-100-python"}
+
+
+class CifarFiles:
+    """torchvision's CIFAR-10 / CIFAR-100 files under `root`, read as torchvision reads them (`data` (N, 32, 32, 3)
+    uint8, `targets`) but without unpickling code: each batch goes through bench.safe_pickle, which admits only
+    the dicts, lists, strings and numpy arrays the format holds (torchvision's own reader runs pickle.load)."""
+
+    def __init__(self, cls_name: str, root: str, train: bool):
+        from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, _cifar_batch
+
+        folder = Path(root) / CIFAR_FOLDERS[cls_name]
+        names = (CIFAR_BATCHES if cls_name == "CIFAR10" else CIFAR100_FILES)["train" if train else "test"]
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise RuntimeError(f"Dataset not found: {str(folder / missing[0])!r} is missing")
+        parts = [_cifar_batch(folder / n) for n in names]
+        self.data = np.concatenate([x for x, _ in parts])
+        self.targets = [int(v) for _, y in parts for v in y]
+
+
 def torchvision_set(cls_name: str, root: str, train: bool):
+    if cls_name in CIFAR_FOLDERS:
+        return CifarFiles(cls_name, root, train)
     import torchvision.datasets as tvd
 
     return getattr(tvd, cls_name)(root=root, train=train, download=False)
@@ -262,7 +285,7 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     try:
         ds = ImageFolder(str(folder))  # lists class folders and files; opens no image
     except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"imagenet root {str(folder)!r} is not an ImageFolder ({str(e).splitlines()[0]})") from None
+        raise UserError(f"imagenet root {str(folder)!r} is not an ImageFolder ({_folder_problem(folder, e)})") from None
     positions = subset_positions(len(ds.samples), subset, subset_seed)
     paths = [ds.samples[i][0] for i in positions]
     _check_headers(paths, resize, "imagenet")
@@ -273,6 +296,24 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     every = [os.path.relpath(p, base) for p, _ in ds.samples]  # the folder's identity: all its files' names, sizes, mtimes
     # class folders in sorted-wnid order: the 1k label order
     return Split(tag, None, labels, positions, 1000, reader=reader, content=stat_digest(base, every))
+
+
+def _folder_problem(folder: Path, exc: BaseException) -> str:
+    """What is wrong with an ImageFolder, bounded: the empty class folders named (a few) and counted, never the
+    whole list torchvision's message carries."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not classes:
+        return "no class subfolders"
+    empty = [c for c in classes if not any(f.is_file() and f.suffix.lower() in IMG_EXTENSIONS
+                                           for f in (folder / c).rglob("*"))]
+    if empty:
+        named = ", ".join(empty[:3]) + (f" (+{len(empty) - 3} more)" if len(empty) > 3 else "")
+        return (f"{len(empty)} of {len(classes)} class folders hold no image file: {named}; remove them or add "
+                f"images ({', '.join(IMG_EXTENSIONS[:3])} ...)")
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:200] + " ..."
 
 
 def _check_headers(paths: Sequence[str], resize, what: str) -> None:

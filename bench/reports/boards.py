@@ -33,6 +33,7 @@ from bench.cache import digest
 from bench.core.types import infer_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
+from bench.paths import under
 from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
 
 KIND = "authbench-boards"
@@ -316,7 +317,20 @@ def _row_provenance(cells: list[dict]) -> dict:
     prov = provenance_of(cells)
     return {"suite": prov["suite"], "suite_digest": prov["suite_digest"], "git": prov["git"],
             "versions": prov["versions"], "cells": len(cells),
-            "wall_s": round(sum(float((c.get("provenance") or {}).get("wall_s") or 0) for c in cells), 3)}
+            "wall_s": round(sum(job_walls(cells).values()), 3)}
+
+
+def job_walls(cells: list[dict]) -> dict:
+    """Each job's wall time once: every row of a job records the whole job's wall time, so summing the rows
+    counts a job once per cell. A job is its row's `job` key, else (authorized, attack, trial) within one
+    operating point (the evaluated models of a job are its cells)."""
+    walls: dict = {}
+    for c in cells:
+        job = c.get("job") or (c.get("authorized"), c.get("attack"), c.get("trial"), c.get("defense"),
+                               json.dumps(c.get("point") or {}, sort_keys=True), c.get("release"))
+        wall = float((c.get("provenance") or {}).get("wall_s") or 0)
+        walls[job] = max(walls.get(job, 0.0), wall)
+    return walls
 
 
 def rank_rows(rows, headline: str, tiebreak: str) -> tuple[BoardRow, ...]:
@@ -498,7 +512,8 @@ def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str
     standard CSV) with its sidecar <name>/<slug>.provenance.json (the board's key, models and provenance);
     the static site (bench.reports.pages) shows each board CSV as a table of its Boards page."""
     out_dir = Path(out_dir)
-    folder = out_dir / name
+    folder = under(out_dir, name)
+    csvs = {b.key.slug: under(folder, f"{b.key.slug}.csv", what="board file name") for b in boards}
     folder.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
     md.write_text(f"{measured_line(provenance)}\n\n# Boards\n\n{DEFINITION}\n\n" +
@@ -506,7 +521,7 @@ def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str
     js.write_text(json.dumps(boards_payload(boards, provenance), indent=1) + "\n")
     paths = [md, js]
     for b in boards:
-        paths += write_csv(board_frame(b), folder / f"{b.key.slug}.csv", provenance, note=DEFINITION,
+        paths += write_csv(board_frame(b), csvs[b.key.slug], provenance, note=DEFINITION,
                            extra={"title": f"{b.title}: {b.key.suite}", "key": b.key.to_json(), "headline": b.headline,
                                   "models": b.models})
     for stale in {*folder.glob("*.csv"), *folder.glob("*.provenance.json")} - set(paths):
