@@ -101,13 +101,16 @@ def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | st
 
 
 def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
-              executor: Executor | str | None = None, **options) -> Results:
+              executor: Executor | str | None = None, check: bool = True, **options) -> Results:
     """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>).
-    The keywords are checked first (bench.api_schema): a bad one raises BadKeyword, a UserError naming it."""
-    checked = check_keywords({"out": out, "reports": reports, "write_reports": write_reports, "executor": executor,
-                              **options})
-    out, reports, write_reports, executor = (checked.pop(k) for k in ("out", "reports", "write_reports", "executor"))
-    options = checked
+    The keywords are checked first (bench.api_schema): a bad one raises BadKeyword, a UserError naming it
+    (`check=False`: the command line, whose flags argparse and the engine check, in its own words)."""
+    if check:
+        checked = check_keywords({"out": out, "reports": reports, "write_reports": write_reports,
+                                  "executor": executor, **options})
+        out, reports, write_reports, executor = (checked.pop(k) for k in ("out", "reports", "write_reports",
+                                                                          "executor"))
+        options = checked
     for flag, folder in (("--out", out), ("--reports", reports), ("--cache-dir", options.get("cache_dir"))):
         if folder is not None:
             check_folder(folder, flag)

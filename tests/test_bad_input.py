@@ -349,6 +349,8 @@ CASES = [
     ("rank-out-file", argv("rank", "{out}", "--against", "{out}", "--out", "{file}"), "is a file, not a folder"),
     ("rank-submit-under-file", argv("rank", "{out}", "--against", "{out}", "--out", "{tmp}/r6", "--submit",
                                     "{file}/entries"), "--submit"),
+    ("rank-submit-file", argv("rank", "{out}", "--against", "{out}", "--out", "{tmp}/r7", "--submit", "{file}"),
+     "--submit"),
     ("freeze-out-under-file", argv("leaderboard", "freeze", "{out}", "--out", "{file}/ref.json"), "which is a file"),
     ("freeze-out-folder", argv("leaderboard", "freeze", "{out}", "--out", "{tmp}"), "is a folder"),
     ("imagefolder-empty-classes", ("suite", "@imagefolder_suite@"), "40 of 41 class folders hold no image file"),
@@ -559,11 +561,13 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(capsys, finished, name, 
     assert len(err) < 1300, f"an error line of {len(err)} characters"  # bounded: a few named, the rest counted
     assert finished["results"].read_bytes() == finished["bytes"]  # the finished run is untouched
     assert not Path(finished["files"]["marker"]).exists()  # no pickle payload ran
-    assert not (finished["tmp"].parent / "x-escape").exists() and not (ROOT / "reports" / "x-escape").exists()
+    tmp = finished["tmp"]  # the escaping suite name is ../../../x-escape: nothing lands one to three levels up
+    assert not any((p / "x-escape").exists() or list(p.glob("x-escape*")) for p in (tmp, tmp.parent, tmp.parent.parent))
+    assert not (ROOT / "reports" / "x-escape").exists() and not (ROOT.parent / "x-escape").exists()
 
 
 def test_the_table_covers_enough_cases():
-    assert len(CASES) >= 207 and len({c[0] for c in CASES}) == len(CASES)
+    assert len(CASES) >= 208 and len({c[0] for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -890,7 +894,8 @@ def test_allow_mixed_adds_rows_to_a_folder_of_another_suite(finished, tmp_path):
     import shutil
 
     folder = tmp_path / "mixed-run"
-    shutil.copytree(finished["files"]["othersuite_dir"], folder)
+    folder.mkdir()
+    shutil.copyfile(finished["tmp"] / "other-cells.jsonl", folder / "results.jsonl")  # another suite's cells
     args = ["run", finished["files"]["suite"], "--out", str(folder), "--cache-dir", finished["cache"],
             "--reports", str(tmp_path / "rep"), "--threads", "1", "--no-progress"]
     assert main(args) == 2
