@@ -96,7 +96,8 @@ class CheckResult:
 
 def like_for_like(fresh: Reference, reference: Reference) -> list[str]:
     """What differs between the runs behind `fresh` and `reference` (suite, suite digest, model set)."""
-    out = []
+    out = differences(RunIdentity.from_json(fresh.identity), RunIdentity.from_json(reference.identity),
+                      parts=("data",))  # other images, split or subset: refused unless --allow-subset
     if fresh.suite_digest and reference.suite_digest and fresh.suite_digest != reference.suite_digest:
         out.append(f"suite digest {fresh.suite_digest[:12]} vs the reference's {reference.suite_digest[:12]}")
     if fresh.models is not None and reference.models is not None and set(fresh.models) != set(reference.models):
@@ -108,13 +109,13 @@ def like_for_like(fresh: Reference, reference: Reference) -> list[str]:
 
 
 def unlike_runs(fresh: Reference, reference: Reference) -> list[str]:
-    """What makes two runs incomparable cell by cell: another suite name, other data, other model weights,
-    other sample counts (each where both sides record it; bench.reports.identity)."""
+    """What makes two runs incomparable cell by cell, --allow-subset or not: another suite name, other weights
+    for a model label (where both sides record them; bench.reports.identity)."""
     out = []
     if fresh.suite and reference.suite and fresh.suite != reference.suite:
         out.append(f"suite {fresh.suite!r} vs the reference's {reference.suite!r}")
     out += differences(RunIdentity.from_json(fresh.identity), RunIdentity.from_json(reference.identity),
-                       parts=("data", "weights", "n"))
+                       parts=("weights",))
     return out
 
 

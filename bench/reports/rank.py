@@ -111,7 +111,8 @@ def rank_command(results: Path, *, against: Path | None = None, out: Path | None
     ref_std = ref_identity.standard_attacks
     ref_identity = replace(ref_identity, standard_attacks=None if ref_std is None else
                            {k: tuple(ref_std.get(k, ())) for k in kinds})
-    refuse(differences(run_identity, ref_identity), f"the run in {results} and {against}",
+    refuse(differences(run_identity, ref_identity, parts=("suite", "data", "weights", "standard_attacks")),
+           f"the run in {results} and {against}",
            "rank a run of the reference's suite, data, models and [standard_attacks]")
     merged = place(new, reference)
     touched = [b for b in merged if any(r.new for r in b.rows)]
