@@ -107,7 +107,7 @@ def read_imagefolder(source: Path, size=None) -> tuple[np.ndarray, np.ndarray, l
     return _stack([_read_image(p, size) for p in paths], paths), np.asarray(labels, dtype=np.int64), classes
 
 
-def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 32, 32, 3) uint8, labels (N,) int64) of one CIFAR pickle batch, read without running code
     (bench.safe_pickle) and checked: a malformed batch is one line naming what is wrong."""
     batch = load_plain(path, "CIFAR pickle batch")
@@ -154,7 +154,7 @@ def read_cifar(source: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[s
         path = folder / name
         if not path.is_file():
             raise UserError(f"{folder}: CIFAR batch {name!r} of split {split!r} is missing")
-        x, y = _cifar_batch(path)
+        x, y = cifar_batch(path)
         images.append(x)
         labels.append(y)
     return np.concatenate(images), np.concatenate(labels), cifar_class_names(folder)

@@ -201,14 +201,14 @@ class CifarFiles:
     the dicts, lists, strings and numpy arrays the format holds (torchvision's own reader runs pickle.load)."""
 
     def __init__(self, cls_name: str, root: str, train: bool):
-        from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, _cifar_batch
+        from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, cifar_batch
 
         folder = Path(root) / CIFAR_FOLDERS[cls_name]
         names = (CIFAR_BATCHES if cls_name == "CIFAR10" else CIFAR100_FILES)["train" if train else "test"]
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
             raise RuntimeError(f"Dataset not found: {str(folder / missing[0])!r} is missing")
-        parts = [_cifar_batch(folder / n) for n in names]
+        parts = [cifar_batch(folder / n) for n in names]
         self.data = np.concatenate([x for x, _ in parts])
         self.targets = [int(v) for _, y in parts for v in y]
 
