@@ -16,15 +16,15 @@ from pathlib import Path
 
 from bench.errors import UserError, show
 
-PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@,-]*")
+PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@,:-]*")  # ":": a plugin's module:Class names boards
 MAX_PART = 200  # bytes of one name; file systems allow 255
 
 
 def safe_part(name, what: str = "name") -> str:
-    """`name` when it is one plain path part (letters, digits and . _ + = @ , -, not starting with a dot or a
+    """`name` when it is one plain path part (letters, digits and . _ + = @ , : -, not starting with a dot or a
     dash, at most MAX_PART characters); else a one-line UserError naming `what` and the value."""
     if not isinstance(name, str) or not PLAIN.fullmatch(name) or len(name.encode()) > MAX_PART:
-        raise UserError(f"{what} {show(name)} cannot name a file or folder; valid: letters, digits and . _ + = @ , - "
+        raise UserError(f"{what} {show(name)} cannot name a file or folder; valid: letters, digits and . _ + = @ , : - "
                         f"(not starting with '.' or '-', at most {MAX_PART} characters), no '/' or '..'")
     return name
 
