@@ -170,8 +170,8 @@ def test_predict_rejects_wrong_channels():
 @pytest.mark.parametrize(
     "spec, match",
     [
-        ({"source": "onnx", "model": "x"}, "unknown model source 'onnx'; valid choices: hf, timm, torch, zoo"),
-        ("onnx:model", "unknown model source 'onnx'"),
+        ({"source": "caffe", "model": "x"}, "unknown model source 'caffe'; valid choices: hf, "),
+        ("caffe:model", "unknown model source 'caffe'"),
         ("resnet50", "needs a source prefix"),
         ({"source": "timm", "model": "resnet18", "chekpoint": "w.pt"}, "chekpoint"),
         ({"source": "torch", "factory": "torchvision.models.resnet18"}, "expected 'package.module:function'"),

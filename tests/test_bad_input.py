@@ -352,7 +352,7 @@ CASES = [
      "--submit"),
     ("freeze-out-under-file", argv("leaderboard", "freeze", "{out}", "--out", "{file}/ref.json"), "which is a file"),
     ("freeze-out-folder", argv("leaderboard", "freeze", "{out}", "--out", "{tmp}"), "is a folder"),
-    ("imagefolder-empty-classes", ("suite", "@imagefolder_suite@"), "40 of 41 class folders hold no image file"),
+    ("imagefolder-empty-classes", ("suite", "@imagefolder_suite@"), "the 41 class folders under"),
     ("checkpoint-json", model('{ source = "torch", factory = "models_example:tiny_cnn", mean = [0.5], std = [0.25], '
                               'input_size = [1, 32, 32], name = "c", checkpoint = "@convnetjs@" }'),
      'loader = "module:function"'),
@@ -508,13 +508,10 @@ def issue25_files(tmp: Path, results: Path) -> dict:
     (tmp / "not-a-cache" / "thesis.tex").write_text("years of work\n")
     (tmp / "not-a-cache" / "forward").mkdir()
     files["notcache"] = str(tmp / "not-a-cache")
-    # an ImageFolder of 41 classes, 40 of them empty: one bounded line, said once
+    # an ImageFolder of 41 empty class folders: one bounded line, said once (not once per model)
     images = tmp / "imagefolder"
     for i in range(41):
         (images / f"class-with-a-long-name-{i:04d}").mkdir(parents=True)
-    from PIL import Image
-
-    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(images / "class-with-a-long-name-0000" / "a.png")
     files["imagefolder_suite"] = (BASE.replace('[data]\ndataset = "digits"\nsplit = "test"\nsubset = 24\n',
                                                f'[data]\ndataset = "imagenet"\nsplit = "validation"\nroot = "{images}"\nresize = 32\n')
                                   .replace('authorized = [{ source = "zoo", model = "mlp-s0", epochs = 4 }]',

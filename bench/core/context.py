@@ -101,6 +101,9 @@ class EvalContext:
         self.progress = self.options.progress and sys.stderr.isatty()  # bars only on a terminal (the engine logs)
         self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
         add_import_path(self.suite)
+        from bench.kits.resolve import check_suite  # a missing kit fails here, before any job
+
+        check_suite(self.suite.data, [*self.suite.authorized, *self.suite.evaluated], self.cache_root)
         entry_models = [model_label(m) for d in self.suite.defenses for m in d.models if ":" in m]
         for flag, labels, known in (("--model", self.options.models, self.specs),
                                     ("--authorized", self.options.authorized,
@@ -160,6 +163,15 @@ class EvalContext:
         data.pop("split", None), data.pop("train_split", None)
         subset, subset_seed = int(data.pop("subset", 0)), int(data.pop("subset_seed", self.suite.seed))
         data.pop("encode_space", None)
+        if str(name).startswith("kit:"):  # the kit's format and options, its files as cache paths
+            from bench.kits.resolve import resolve_dataset
+
+            resolved = resolve_dataset(name, self.cache_root)
+            split = load_dataset(resolved.format, split, subset if split_key == "split" else 0, subset_seed,
+                                 **{**resolved.options, **data})
+            # the data identity names the kit and the sha256 of its files (not the cache's file times)
+            split.content = f"kit:{resolved.kit}/{resolved.dataset}|{resolved.identity['files']}"
+            return split
         return load_dataset(name, split, subset if split_key == "split" else 0, subset_seed, **data)
 
     @cached_property

@@ -117,6 +117,7 @@ class Split:
         self._reader = TensorReader(images) if reader is None else reader
         self._images = images
         self._shape: tuple | None = None
+        self.class_names: tuple[str, ...] | None = None  # class i's name, when the dataset declares them
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -197,13 +198,16 @@ class Split:
         pos = self._positions(positions)
         rows = torch.as_tensor(pos)
         if not self.lazy:  # an in-memory split stays one (as before: the rows are copied)
-            return Split(self.name, self._images[rows], self.labels[rows], self.indices[pos], self.num_classes,
+            part = Split(self.name, self._images[rows], self.labels[rows], self.indices[pos], self.num_classes,
                          content=self.content)
+            part.class_names = self.class_names
+            return part
         part = Split(self.name, None, self.labels[rows], self.indices[pos], self.num_classes,
                      reader=TakeReader(self._reader, pos), content=self.content)
         if self._images is not None:  # already materialised here: keep those rows (a cache, not pickled)
             part._images = self._images[rows]
         part._shape = self._shape
+        part.class_names = self.class_names
         return part
 
     # -- identity --------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ the zoo). A "torch" source names `factory = "package.module:function"` and must 
 that groups same-architecture models in NE's Table 2; default: the library's own name),
 `init_seed` (random weights when `pretrained = false`), `resize` and `interpolation`
 (the model's input geometry, see bench.models.geometry); "hf" is bench.models.hf_vision.
+"python" (weights inside a pip package), "onnx" and "tflite" are bench.models.python_source, onnx_source
+and tflite_source.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ import torch.nn as nn
 from bench.errors import UserError, unknown
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
+from bench.models.python_source import PYTHON_KEYS, load_python, weights_path
+from bench.models.onnx_source import ONNX_KEYS
+from bench.models.tflite_source import TFLITE_KEYS
 from bench.models.geometry import interpolation_name
 from bench.data.base import file_digest
 from bench.models.zoo import load_zoo_model, pinned_identity, recipe_for, zoo_names
@@ -35,6 +40,9 @@ SOURCE_KEYS = {
              "arch", "init_seed", "resize", "interpolation", "loader"},
     "hf": HF_KEYS,
     "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std", "init_seed", "loader", "arch"},
+    "python": PYTHON_KEYS,  # bench.models.python_source
+    "tflite": TFLITE_KEYS,  # bench.models.tflite_source
+    "onnx": ONNX_KEYS,  # bench.models.onnx_source
 }
 
 
@@ -42,7 +50,11 @@ def model_label(spec) -> str:
     """The label a suite's model spec goes by in every row: its `name`, else its model, else the
     part of a 'source:name' string after the source."""
     if isinstance(spec, dict):
+        if spec.get("source") == "kit" and not spec.get("name"):
+            return str(spec.get("model")).rsplit("/", 1)[-1]
         return str(spec.get("name") or spec.get("model"))
+    if str(spec).startswith("kit:"):  # kit:<kit>/<model>
+        return str(spec).rsplit("/", 1)[-1]
     return str(spec).split(":", 1)[-1]
 
 
@@ -54,10 +66,17 @@ def list_models() -> dict[str, str]:
         "transformers AutoModelForImageClassification (pretrained by default; pretrained = false + config table "
         "for random weights; MambaVision needs CUDA + mamba-ssm and trust_remote_code = true)"
     )
+    models["python:<module:function>"] = (
+        "a table {source = 'python', factory = 'pkg.mod:fn', package = 'pip_pkg', member = 'path/in/package.pth'"
+        " (or checkpoint = 'file')} (e.g. bench.models.efficientnet_lite:efficientnet_lite)"
+    )
+    models["tflite:<path>"] = "a TFLite flatbuffer as a float32 torch module (table keys: drop_background, ...)"
+    models["onnx:<path>"] = "an ONNX file through onnx2torch (a table with mean and std)"
     models["torch:<module:function>"] = (
         "a table {source = 'torch', factory = 'pkg.mod:fn', kwargs, mean, std, input_size, checkpoint}"
         " (e.g. torchvision.models:resnet18)"
     )
+    models["kit:<kit>/<model>"] = "a model of a pinned kit (authbench kit list; files fetched or imported first)"
     return models
 
 
@@ -73,7 +92,11 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
     so a model changed behind the same label (other epochs, another checkpoint file) is never reused."""
     if isinstance(spec, str):
         source, _, model = spec.partition(":")
-        spec = {"source": source, "model": model}
+        spec = {"source": source, "path" if source in ("tflite", "onnx") else "model": model}
+    if spec.get("source") == "kit":  # the kit's manifest digest and the used files' sha256 (bench.kits)
+        from bench.kits.resolve import model_identity
+
+        return {"spec": spec, "kit": model_identity("kit:" + str(spec.get("model")))}
     out: dict = {"spec": spec}
     if spec.get("source") == "zoo":
         try:
@@ -83,6 +106,14 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
             out["recipe"] = None  # reported when the model is loaded
     elif spec.get("source") in ("timm", "torch"):
         out["init_seed"] = spec.get("init_seed", default_seed)
+    if spec.get("source") == "python" and "package" in spec and "member" in spec:
+        try:
+            out["file"] = file_digest(weights_path(spec, model_label(spec)))
+        except UserError:
+            out["file"] = None  # reported when the model is loaded
+    if spec.get("source") in ("tflite", "onnx") and spec.get("path"):
+        path = Path(str(spec["path"])).expanduser()
+        out["file"] = file_digest(path) if path.is_file() else None
     checkpoint = spec.get("checkpoint")
     if checkpoint:
         path = Path(str(checkpoint)).expanduser()
@@ -95,18 +126,26 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
     """The adapter for `spec`: 'zoo:<name>', 'timm:<name>' or a table with a `source` key. `default_seed`
     seeds the random initialisation of timm and torch-factory models whose spec gives no `init_seed`
     (recorded as `adapter.init_seed`); `cache_dir` is where zoo weights live (default: the cache root)."""
+    if isinstance(spec, str) and spec.startswith("kit:") or isinstance(spec, dict) and spec.get("source") == "kit":
+        return _load_kit(spec, progress, default_seed, cache_dir)
     if isinstance(spec, str):
         source, sep, model = spec.partition(":")
         if not sep:
             raise UserError(f"model spec {spec!r} needs a source prefix: 'zoo:<name>' or 'timm:<name>' (see list_models())")
         if source not in SOURCE_KEYS:
             raise unknown("model source", source, SOURCE_KEYS)
-        if source == "torch":
+        if source in ("tflite", "onnx"):  # 'tflite:<path>' / 'onnx:<path>'
+            spec = {"source": source, "path": model}
+        elif source == "python":
+            raise UserError(f"model {spec!r} needs a table {{source = 'python', factory = 'pkg.mod:fn', "
+                            "package = 'pip_package', member = 'path/in/package.pth'}")
+        elif source == "torch":
             raise UserError(
                 f"model {spec!r} needs mean, std and input_size; give it as a table "
                 "{source = 'torch', factory = 'pkg.mod:fn', mean = [...], std = [...], input_size = [c, h, w]}"
             )
-        spec = {"source": source, "model": model}
+        else:
+            spec = {"source": source, "model": model}
     if not isinstance(spec, dict):
         raise UserError(f"model spec must be a string like 'timm:resnet50' or a table, got {spec!r}")
     source = spec.get("source")
@@ -125,12 +164,36 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
         return adapter
     if source == "hf":
         return load_hf(spec, _preprocess, _load_checkpoint)
+    if source == "python":
+        return load_python(spec, factory_module, _preprocess, _load_checkpoint)
+    if source == "tflite":
+        from bench.models.tflite_source import load_tflite
+
+        return load_tflite(spec, _preprocess)
+    if source == "onnx":
+        from bench.models.onnx_source import load_onnx
+
+        return load_onnx(spec, _preprocess)
     seed = spec.get("init_seed", default_seed)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(int(seed))
         adapter = _load_timm(spec) if source == "timm" else _load_factory(spec)
     adapter.init_seed = None if seed is None else int(seed)
+    return adapter
+
+
+def _load_kit(spec, progress, default_seed, cache_dir) -> ModelAdapter:
+    """A kit model ('kit:<kit>/<model>' or {source = "kit", model = "<kit>/<model>", name}): its manifest spec
+    with kit files as cache paths (bench.kits)."""
+    from bench.kits.resolve import PREFIX, resolve_model
+
+    ref = spec if isinstance(spec, str) else PREFIX + str(_required(spec, "model"))
+    if isinstance(spec, dict) and set(spec) - {"source", "model", "name"}:
+        raise UserError(f"model spec {spec!r}: a kit model takes only model = '<kit>/<model>' and name")
+    resolved = resolve_model(ref, cache_dir)
+    adapter = load_model(resolved.spec, progress, default_seed=default_seed, cache_dir=cache_dir)
+    adapter.name = model_label(spec)
     return adapter
 
 
@@ -250,6 +313,19 @@ def _load_factory(spec: dict) -> ModelAdapter:
     missing = [k for k in ("mean", "std", "input_size") if k not in spec]
     if missing:
         raise UserError(f"model {label!r} (factory {factory!r}) needs {', '.join(missing)}: torch factories have no defaults")
+    module, kwargs = factory_module(spec, label)
+    if "checkpoint" in spec:
+        _load_checkpoint(module, spec["checkpoint"], label, spec.get("loader"))
+    arch = spec.get("arch") or f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
+    return ModelAdapter(label, module, _preprocess(label, spec["mean"], spec["std"], spec["input_size"]), arch, "torch")
+
+
+def factory_module(spec: dict, label: str) -> tuple[nn.Module, dict]:
+    """The module built by the spec's `factory` ('package.module:function') with its `kwargs`, and the kwargs."""
+    factory = str(_required(spec, "factory"))
+    mod_name, sep, fn_name = factory.partition(":")
+    if not sep or not mod_name or not fn_name or ":" in fn_name:
+        raise UserError(f"bad model factory {factory!r}; expected 'package.module:function'")
     try:
         fn = getattr(importlib.import_module(mod_name), fn_name)
     except AttributeError:
@@ -267,10 +343,7 @@ def _load_factory(spec: dict) -> ModelAdapter:
         raise UserError(f"model factory {factory!r} for model {label!r} raised {_first_line(e)}") from None
     if not isinstance(module, nn.Module):
         raise UserError(f"model factory {factory!r} returned {type(module).__name__}, not a torch.nn.Module")
-    if "checkpoint" in spec:
-        _load_checkpoint(module, spec["checkpoint"], label, spec.get("loader"))
-    arch = spec.get("arch") or f"torch/{factory}" + (json.dumps(kwargs, sort_keys=True) if kwargs else "")
-    return ModelAdapter(label, module, _preprocess(label, spec["mean"], spec["std"], spec["input_size"]), arch, "torch")
+    return module, kwargs
 
 
 IMPORT_HINT = ("modules are imported from the suite file's folder, the folders in its [models] python_path "
