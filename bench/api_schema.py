@@ -26,7 +26,7 @@ PATH, CALLABLE, EXECUTOR = "a path (str or os.PathLike)", "a callable", "an exec
 KEYWORDS: dict[str, Key | str] = {
     "defenses": NAMES, "models": NAMES, "authorized": NAMES, "evaluated": NAMES, "releases": NAMES,
     "psnr": NUMBERS, "full": FLAG, "progress": FLAG, "write_reports": FLAG, "random_weights": FLAG,
-    "allow_mixed": FLAG,
+    "allow_mixed": FLAG, "rerender": FLAG,
     **{k: SECTIONS["run"][k] for k in ("batch_size", "device", "threads")},
     "subset": SECTIONS["data"]["subset"],
     **{k: v for k, v in SECTIONS["executor"].items() if k not in ("name", "job_folder", "cluster")},

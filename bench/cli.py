@@ -8,6 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench import allocator
 from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
 from bench.errors import UserError, bounded, check_folder
 from bench.paths import output_file, output_folder, safe_part
@@ -24,6 +25,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="authbench", description="Benchmark harness for model-specific authorization.")
+    p.add_argument("--malloc", choices=("tuned", "default"), help="glibc malloc thresholds: tuned (the default: "
+                   "fewer page faults) or glibc's default (same as AUTHBENCH_MALLOC=default; bench.allocator)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a suite (default: the embedded digits suite)")
@@ -51,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
     run.add_argument("--allow-mixed", action="store_true",
                      help="add this suite's rows to an --out folder that holds another suite's rows (refused otherwise)")
+    run.add_argument("--render", action="store_true", help="render the reports even when no row changed since "
+                     "they were last rendered (by default they are rendered again only then)")
     run.add_argument("--plan", action="store_true",
                      help="print the jobs, their groups and tasks and the estimated forward passes; run nothing")
     ex = run.add_argument_group("executor (or the suite's [executor] section; see docs/executors.md)")
@@ -176,7 +181,7 @@ def _cmd_run(args) -> int:
     if args.plan:
         print(engine_for(suite, out=args.out, **options).describe())
         return 0
-    results = run_suite(suite, out=args.out, reports=args.reports, check=False, **options)
+    results = run_suite(suite, out=args.out, reports=args.reports, rerender=args.render, check=False, **options)
     print(results.summary_text())
     return 1 if results.summary.jobs_failed else 0
 
@@ -430,6 +435,9 @@ COMMANDS["kit"] = _cmd_kit
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
+        if args.malloc:
+            os.environ["AUTHBENCH_MALLOC"] = args.malloc  # workers inherit it with the other AUTHBENCH_* settings
+        allocator.tune()
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"authbench: error: {bounded(str(exc))}", file=sys.stderr)

@@ -145,6 +145,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "batch_size": _integer(1),
         "device": Key({"type": "string", "pattern": r"^(cpu|cuda|cuda:\d+|auto)$"}, "'cpu', 'cuda', 'cuda:N' or 'auto'"),
         "threads": _integer(1),
+        "precision": _string("float32", "bfloat16", "float16"),  # forwards under autocast (bench.core.context)
+        "channels_last": Key({"type": "boolean"}, "true or false"),
     },
     "executor": {  # bench.executors: local, ray, submitit
         "name": _string(),

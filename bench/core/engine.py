@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bench import allocator
 from bench.core.context import EvalContext, RunOptions
 from bench.core.spec import JobResult, JobSpec, environment, job_id, job_label, suite_toml
 from bench.cache import digest
@@ -164,7 +165,9 @@ def worker_context(spec: JobSpec) -> tuple[EvalContext, dict[str, Job]]:
     that runs several jobs of a run loads each model, split and fitted defense once."""
     if spec.context_key in _CONTEXTS:
         _CONTEXTS.move_to_end(spec.context_key)
-        return _CONTEXTS[spec.context_key]
+        ctx, jobs = _CONTEXTS[spec.context_key]
+        ctx.out_dir = Path(spec.out_dir)  # the same suite and data, maybe another run's folder (artifacts go there)
+        return ctx, jobs
     mine = versions().get("authbench", "unknown")
     if spec.version != mine:
         raise UserError(f"the driver runs authbench {spec.version}, this worker {mine}; install one version everywhere")
@@ -184,6 +187,9 @@ def run_specs(specs: tuple[JobSpec, ...]) -> list[JobResult]:
     its rows and counters. A job's error comes back as a one-line result (its traceback goes to the
     worker's log), so the other jobs of the chunk still return; a dead process is the executor's to retry."""
     out, where = [], _where()
+    for spec in specs[:1]:
+        os.environ.update({k: v for k, v in spec.env.items() if k == allocator.ENV})
+    allocator.tune()  # a worker process is an entry point too (once per process)
     for i, spec in enumerate(specs, 1):
         print(f"authbench worker {where}: job {i}/{len(specs)} {spec.job} {spec.label}", file=sys.stderr, flush=True)
         start = time.perf_counter()
@@ -211,6 +217,7 @@ class Engine:
 
     def __init__(self, suite: Suite, out_dir: Path, options: RunOptions | None = None,
                  executor: Executor | None = None):
+        allocator.tune()  # once per process: the CLI, bench.evaluate and notebooks all build an Engine
         self.out_dir = Path(out_dir)
         self.ctx = EvalContext(suite, options or RunOptions(), out_dir=self.out_dir)
         self.executor = executor or make_executor(None, suite.raw.get("executor"))
@@ -227,7 +234,8 @@ class Engine:
         are reused as they are)."""
         if not hasattr(self, "_identities"):
             self._identities = {"data": primary_protocol(self.ctx.suite).data_identity(self.ctx),
-                                "suspects": self.ctx.suite.raw.get("suspects"), "version": RESULTS_VERSION}
+                                "suspects": self.ctx.suite.raw.get("suspects"), "version": RESULTS_VERSION,
+                                **self.ctx.compute}  # autocast / channels-last rows are not float32 rows
             self._models: dict[str, dict] = {}
         labels = sorted({row.get("authorized"), row.get("evaluated")} & set(self.ctx.specs))
         for label in labels:

@@ -1,4 +1,5 @@
-"""Ray: one Ray task per job on a Ray cluster (or a local one), a bounded number in flight.
+"""Ray: one Ray task per batch of jobs of one authorized model on a Ray cluster (or a local one), a bounded
+number in flight.
 
     authbench run imagenet --executor ray --address auto --gpus-per-job 1
 
@@ -18,10 +19,13 @@ import math
 import socket
 
 from bench.errors import UserError
-from bench.executors.base import EXECUTORS, Executor, Failure, positive
+from bench.executors.base import EXECUTORS, Executor, Failure, chunked, positive
 
 DEFAULT_RETRIES = 3  # Ray's own default for tasks
 CONNECT_TIMEOUT = 5.0  # seconds an --address may take to accept a connection
+# jobs of one authorized model per Ray task: one submission, one spec transfer and one result per batch
+# (a worker dying loses at most this many jobs, which the next run redoes)
+JOBS_PER_TASK = 4
 
 
 def import_ray():
@@ -40,7 +44,7 @@ def one_line(exc: BaseException) -> str:
 @EXECUTORS.register
 class RayExecutor(Executor):
     name = "ray"
-    description = "one Ray task per job on a Ray cluster (--address), or on a local Ray"
+    description = "Ray tasks (batches of jobs of one authorized model) on a Ray cluster (--address), or on a local Ray"
     remote = True
     options = ("address", "cpus_per_job", "gpus_per_job", "max_in_flight", "max_retries")
 
@@ -52,6 +56,10 @@ class RayExecutor(Executor):
         self.max_in_flight = positive("max_in_flight", max_in_flight, integer=True)
         self.max_retries = positive("max_retries", max_retries if max_retries is not None else DEFAULT_RETRIES,
                                     integer=True, zero=True)
+
+    def tasks(self, jobs: list) -> list[list]:
+        """Batches of up to JOBS_PER_TASK jobs of one authorized model (a worker loads its models once)."""
+        return chunked(jobs, JOBS_PER_TASK)
 
     def threads_per_job(self) -> int:
         return max(1, int(self.cpus_per_job))

@@ -114,10 +114,11 @@ class ModelAuthorization(Protocol):
         attacks_inputs = attack.kind == "input" and attack.name != "none"
 
         def inputs(batch):
-            x = batch.images.to(ctx.device)
+            x = ctx.to_device(batch.images)
             return (apply_attack(attack, x, seed, batch.positions) if attacks_inputs else x), x
 
-        deviations = {label: classify.FirstLayerDeviation(a) for label, a in todo.items()}
+        clean = {"data": ctx.data.identity, "geometry": None}  # the images themselves (as input_auth's clean jobs)
+        deviations = {label: classify.FirstLayerDeviation(a, classify.clean_norms(ctx, a, clean)) for label, a in todo.items()}
         for label, out in classify.stream(ctx, todo, deviations, inputs, f"{job.defense} {job.authorized}").items():
             ctx.forward_cache.put(keys[label], out)
             ctx.counters.forwards += 1
