@@ -96,7 +96,7 @@ CASES = [
     ("check-key", edit("default_tolerance = 1.0", "tolerence = { auth_gap = 1.5 }"),
      "unknown key 'tolerence' in [check]; valid: default_tolerance, inference_tolerance, tolerance, trials"),
     ("report-key", edit("[report]\npsnr = [20]", "[report]\npsnrs = [20]"), "unknown key 'psnrs' in [report]"),
-    ("run-key", add("[run]\nbatchsize = 8"), "unknown key 'batchsize' in [run]; valid: batch_size, device, threads"),
+    ("run-key", add("[run]\nbatchsize = 8"), "unknown key 'batchsize' in [run]; valid: batch_size, channels_last, device, precision, threads"),
     ("executor-key", add("[executor]\nnmae = \"ray\""), "unknown key 'nmae' in [executor]"),
     ("suspects-key", add("[suspects]\npositivs = [\"finetune(all)\"]"), "unknown key 'positivs' in [suspects]"),
     ("table3-key", add("[report.table3]\nne = \"ne-patch\"\npsnr_db = 20"), "[report] table3"),
