@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,9 @@ import pandas as pd
 from bench.cache import atomic_write_bytes, digest
 from bench.core.context import EvalContext, RunOptions
 from bench.core.engine import Engine, RunSummary
+from bench.api_schema import check_keywords
 from bench.data.base import stat_digest
-from bench.errors import UserError, check_folder
+from bench.errors import BadKeyword, UserError, check_folder, show
 from bench.executors import Executor, executor_options, make_executor
 from bench.protocols import render, rows_by_protocol, summary_lines
 from bench.provenance import versions
@@ -132,11 +134,19 @@ def rendered_before(folder: Path, inputs: str) -> list[Path] | None:
 
 
 def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
-              executor: Executor | str | None = None, rerender: bool = False, **options) -> Results:
+              executor: Executor | str | None = None, rerender: bool = False, check: bool = True,
+              **options) -> Results:
     """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default <out>/reports: a
-    run never writes the checkout's shipped reports/ unless `reports` names that folder). The reports are
-    rendered again only when what they are rendered from changed (rows, suite, version) or a report file is
-    missing, or with `rerender` (`authbench run --render`)."""
+    run never writes the checkout's shipped reports/ unless `reports` names that folder). The reports are rendered again only when what they are rendered from changed (rows, suite, version) or
+    a report file is missing, or with `rerender` (`authbench run --render`). The keywords are checked first
+    (bench.api_schema): a bad one raises BadKeyword, a UserError naming it (`check=False`: the command line,
+    whose flags argparse and the engine check, in its own words)."""
+    if check:
+        checked = check_keywords({"out": out, "reports": reports, "write_reports": write_reports,
+                                  "executor": executor, **options})
+        out, reports, write_reports, executor = (checked.pop(k) for k in ("out", "reports", "write_reports",
+                                                                          "executor"))
+        options = checked
     for flag, folder in (("--out", out), ("--reports", reports), ("--cache-dir", options.get("cache_dir"))):
         if folder is not None:
             check_folder(folder, flag)
@@ -166,6 +176,13 @@ def evaluate(suite: str | Path | Suite = DEFAULT_SUITE, *, subset: int | None = 
     cpus_per_job, max_in_flight, max_retries, partition, array_parallelism, time_limit, mem_gb, job_folder), rerender
     (render the reports even when nothing they are rendered from changed);
     subset, data_root and random_weights as `authbench run` has them."""
+    checked = check_keywords({"subset": subset, "data_root": data_root, "random_weights": random_weights,
+                              "progress": progress, **overrides})
+    subset, data_root, random_weights, progress = (checked.pop(k) for k in ("subset", "data_root", "random_weights",
+                                                                             "progress"))
+    if not isinstance(suite, (str, os.PathLike, Suite)):
+        raise BadKeyword(f"suite={show(suite)} is not valid: it must be a suite name, a .toml path or a Suite",
+                         keyword="suite", valid="a suite name, a .toml path or a Suite")
     loaded = suite if isinstance(suite, Suite) else load_suite(str(suite))
-    loaded = apply_overrides(loaded, subset, data_root, random_weights)
-    return run_suite(loaded, progress=progress, **overrides)
+    loaded = apply_overrides(loaded, subset, data_root, bool(random_weights))
+    return run_suite(loaded, progress=progress, **checked)

@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench import allocator
-from bench.errors import UserError, check_folder
+from bench.errors import UserError, bounded, check_folder
 from bench.executors import executor_options
+from bench.paths import output_file, output_folder, safe_part
 
 LISTABLE = ("defenses", "attacks", "protocols", "executors", "sources", "datasets", "fingerprints", "detectors",
             "models", "suites")
@@ -102,6 +103,8 @@ def _parser(argv: list[str] | None = None, executor: str | None = None) -> argpa
     run.add_argument("--trials", type=int, help="at most N trials of each cell that trains at run time (default: the "
                      "suite's [check] trials); --trials 1 is the cheap ranking mode: trial 0's cells are the reference's")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--allow-mixed", action="store_true",
+                     help="add this suite's rows to an --out folder that holds another suite's rows (refused otherwise)")
     run.add_argument("--render", action="store_true", help="render the reports even when no row changed since "
                      "they were last rendered (by default they are rendered again only then)")
     run.add_argument("--plan", action="store_true",
@@ -244,11 +247,11 @@ def _cmd_run(args) -> int:
     options = dict(defenses=args.defense, models=args.model, authorized=args.authorized, evaluated=args.evaluated,
                    psnr=args.psnr, releases=args.release, full=args.full, trials=args.trials,
                    batch_size=args.batch_size, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
-                   progress=not args.no_progress, executor=args.executor, **executor)
+                   progress=not args.no_progress, executor=args.executor, allow_mixed=args.allow_mixed, **executor)
     if args.plan:
         print(engine_for(suite, out=args.out, **options).describe())
         return 0
-    results = run_suite(suite, out=args.out, reports=args.reports, rerender=args.render, **options)
+    results = run_suite(suite, out=args.out, reports=args.reports, rerender=args.render, check=False, **options)
     print(results.summary_text())
     return 1 if results.summary.jobs_failed else 0
 
@@ -333,6 +336,8 @@ def _cmd_check(args) -> int:
     from bench.reports.reference import Tolerances, from_source, read_source
     from bench.suite import recorded_suite
 
+    if args.junit:
+        output_file(args.junit, "--junit")  # before any work: a path that cannot be written is one line
     fresh_source, reference_source = read_source(args.results), read_source(args.against)  # each file read once
     suite, note = recorded_suite(reference_source, args.suite)  # the reference's recorded suite,
     if suite is None and args.suite is None:                      # else the fresh results'
@@ -360,6 +365,9 @@ def _cmd_leaderboard(args) -> int:
     from bench.results import read_rows
     from bench.suite import recorded_suite
 
+    output_file(args.out, "--out")
+    if args.entries is not None:
+        output_folder(args.entries, "--entries")
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
@@ -367,6 +375,10 @@ def _cmd_leaderboard(args) -> int:
     if note:
         print(f"authbench: {note}", file=sys.stderr)
     boards = build_boards(rows, parse_standard(suite.standard_attacks if suite else {}))
+    if args.entries is not None:  # entries go under DIR/<suite>/<board>/: names from the rows, checked first
+        for b in boards:
+            safe_part(b.key.suite, f"the suite of the rows in {args.results}")
+            safe_part(b.key.board, "board")
     ref = freeze(rows, args.out, Tolerances.from_check(suite.check if suite else {}), boards=[b.to_json() for b in boards])
     if args.boards is not None:
         from bench.reports.boards import boards_payload
@@ -376,7 +388,6 @@ def _cmd_leaderboard(args) -> int:
         args.boards.write_text(json.dumps(boards_payload(boards, provenance_of(rows)), indent=1) + "\n")
         print(f"wrote the boards alone to {args.boards}")
     if args.entries is not None:
-        check_folder(args.entries, "--entries")
         written = write_entries(boards, args.entries, only_new=False, ranked_only=True)
         print(f"wrote {len(written)} leaderboard entr{'y' if len(written) == 1 else 'ies'} under {args.entries}")
     trained = [c for c in ref.cells if c.trained]
@@ -417,6 +428,8 @@ def _cmd_zoo(args) -> int:
         print(zoo.pin(args.model, root=args.cache_dir))
         return 0
     tolerance = zoo.REPRODUCE_TOLERANCE if args.tolerance is None else args.tolerance
+    if args.cache_dir is not None:
+        check_folder(args.cache_dir, "--cache-dir")
     results = zoo.retrain(args.model, root=args.cache_dir, progress=not args.no_progress, tolerance=tolerance)
     for r in results:
         pinned = "no pinned weights" if r.pinned_accuracy is None else (
@@ -511,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         allocator.tune()
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"authbench: error: {exc}", file=sys.stderr)
+        print(f"authbench: error: {bounded(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("authbench: interrupted; finished cells are saved and the next run resumes", file=sys.stderr)

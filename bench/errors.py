@@ -10,6 +10,27 @@ class UserError(Exception):
     """A mistake in the user's input (unknown key, bad file, bad shape)."""
 
 
+class BadKeyword(UserError, ValueError):
+    """A Python API keyword with a value it does not take (`keyword`: its name; `valid`: what it takes)."""
+
+    def __init__(self, message: str, *, keyword: str, valid: str):
+        super().__init__(message)
+        self.keyword, self.valid = keyword, valid
+
+
+class UnknownKeyword(BadKeyword, TypeError):
+    """A keyword the Python API does not have."""
+
+
+MAX_MESSAGE = 1200  # characters of one error line; longer ones keep their start and say how much is cut
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
+    """One error line of at most `limit` characters (whitespace runs folded, the rest counted, not printed)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else f"{text[:limit - 40]} ... (+{len(text) - limit + 40} characters)"
+
+
 def show(value) -> str:
     """A value as an error message quotes it (repr, shortened)."""
     text = repr(value)

@@ -173,14 +173,15 @@ def test_zero_compared_cells_fail(tiny, tmp_path, capsys):
     ref = tmp_path / "empty.json"
     freeze(clean, ref, Tolerances())
     assert json.loads(ref.read_text())["cells"] == []
+    # issue 25: after the identity checks, nothing compared is a refusal of the inputs (exit 2, one line)
     assert main(["check", str(write_rows(tmp_path / "clean", clean)), "--against", str(ref), "--junit",
-                 str(tmp_path / "j.xml")]) == 1
-    out = capsys.readouterr().out
-    assert "compared 0 cells" in out and "FAIL (nothing compared)" in out
-    assert ET.parse(tmp_path / "j.xml").getroot().get("failures") == "1"
-    # cells the fresh run does not hold, skipped under --allow-subset, leave nothing compared: a failure too
+                 str(tmp_path / "j.xml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing to compare: the reference holds no cells" in err
+    # cells the fresh run does not hold, skipped under --allow-subset, leave nothing compared: refused too
     fresh = write_rows(tmp_path / "fresh-clean", clean)
-    assert main(["check", str(fresh), "--against", str(tiny["ref"]), "--allow-subset"]) == 1
+    assert main(["check", str(fresh), "--against", str(tiny["ref"]), "--allow-subset"]) == 2
+    assert "skipped under --allow-subset" in capsys.readouterr().err
 
 
 def summary_row(method: str, trial: int, auc: float, tpr: float) -> dict:

@@ -84,6 +84,7 @@ class RunOptions:
     cache_dir: Path | None = None
     trials: int | None = None  # at most this many trials per cell (--trials 1: the cheap ranking mode)
     loader: Callable | None = None  # replaces the protocol's model loader (tests, notebooks)
+    allow_mixed: bool = False  # add rows to a results folder that holds another suite's rows
 
 
 @dataclass

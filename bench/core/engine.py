@@ -133,6 +133,18 @@ def check_filters(suite, options: RunOptions, entries: list) -> None:
                 raise UserError(f"{flag} {shown} selects no cell of suite {suite.name!r}; valid choices{scope}: {have}")
 
 
+def model_outputs(model, data) -> int | None:
+    """How many outputs (logits) an image model gives, from one image of `data`; None when it cannot say."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            logits = model.predict(data.read([0]))
+    except Exception:  # noqa: BLE001 - the run reports a model that cannot run; this check only counts outputs
+        return None
+    return int(logits.shape[-1]) if getattr(logits, "ndim", 0) == 2 else None
+
+
 def _where() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -320,6 +332,17 @@ class Engine:
                     pass
         return self._suite_source
 
+    def refuse_other_suites(self, rows: list[dict], where) -> None:
+        """A results folder holds one suite's rows: rows of another suite there are refused (their reports
+        would mix the two) unless the run allows it (`--allow-mixed`)."""
+        if self.ctx.options.allow_mixed:
+            return
+        others = sorted({str(r.get("suite")) for r in rows} - {self.ctx.suite.name})
+        if others:
+            named = ", ".join(repr(o) for o in others[:3]) + (f" (+{len(others) - 3} more)" if len(others) > 3 else "")
+            raise UserError(f"{where} holds rows of suite {named}, not {self.ctx.suite.name!r}; give this run its own "
+                            "--out folder, or pass --allow-mixed to add its rows there")
+
     def current(self, rows: list[dict]) -> tuple[list[dict], int]:
         """The rows a resumed run reuses (one per cell, bound to today's identity) and how many it supersedes."""
         keep = [r for r in rows
@@ -332,17 +355,32 @@ class Engine:
         if not primary_protocol(self.ctx.suite).image_models:
             return  # protocols with their own loaders (text, VLM) load their models per task
         labels = list(dict.fromkeys(l for j in jobs for l in (j.authorized, *j.evaluated) if l in self.ctx.specs))
+        data = self.ctx.data  # a data error is said once, not once per model
+        classes = int(data.labels.max()) + 1 if len(data.labels) else 0
         bad = []
         for label in labels:
             try:
                 model = self.ctx.model(label)
-                if model.preprocess.input_size[0] != self.ctx.data.shape[0]:
+                if model.preprocess.input_size[0] != data.shape[0]:
                     bad.append(f"{label}: expects inputs of shape {tuple(model.preprocess.input_size)} (any height and "
-                               f"width) but the data has {tuple(self.ctx.data.shape)}")
+                               f"width) but the data has {tuple(data.shape)}")
+                    continue
+                outputs = model_outputs(model, data)
+                if outputs is not None and outputs < classes:
+                    bad.append(f"{label}: has {outputs} outputs but the data's labels go up to {classes - 1} "
+                               f"({classes} classes); give a model with one output per class of {data.name!r}")
             except UserError as exc:
                 bad.append(f"{label}: {exc}")
         if bad:
-            raise UserError(f"{len(bad)} of {len(labels)} model spec(s) cannot run, nothing was started: " + "; ".join(bad))
+            more = f"; (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise UserError(f"{len(bad)} of {len(labels)} model spec(s) cannot run, nothing was started: "
+                            + "; ".join(bad[:3]) + more)
+
+    def data_digest(self) -> str:
+        """A digest of the evaluated data's identity (rows record it: `rank` and `check` compare it)."""
+        if not hasattr(self, "_data_digest"):
+            self._data_digest = digest(primary_protocol(self.ctx.suite).data_identity(self.ctx))[:24]
+        return self._data_digest
 
     def pending(self, rows: list[dict]) -> list[Job]:
         """Jobs with a cell not yet written; a job whose rows are known only when it runs is done once
@@ -388,6 +426,7 @@ class Engine:
 
     def _run(self, writer: ResultWriter) -> RunSummary:
         start = time.perf_counter()
+        self.refuse_other_suites(writer.rows(), writer.path)
         rows, superseded = self.current(writer.rows())
         if superseded and self.ctx.options.progress:
             print(f"authbench: {superseded} row(s) in {writer.path} were written for another model, data or harness "
@@ -410,6 +449,7 @@ class Engine:
         else:
             items, fn = tasks, self.run_jobs
         labels = {job_id(j): job_label(j) for j in todo}
+        jobs_by_id = {job_id(j): j for j in todo}
         show = self.ctx.progress  # a terminal (EvalContext); elsewhere one line per minute
         say = self.ctx.options.progress
         if say:
@@ -441,8 +481,12 @@ class Engine:
                         continue
                     received.add(res.job)
                     new = [r for r in res.rows if r["cell"] not in written]  # one writer: never a duplicate row
-                    for r in new:  # what only the driver knows: the identity resume binds to, the suite file
-                        r["provenance"].update(identity=self.row_identity(r), **self.suite_source())
+                    label = (jobs_by_id.get(res.job).extra.get("label") if res.job in jobs_by_id else "") or ""
+                    for r in new:
+                        r["provenance"].update(identity=self.row_identity(r), data_identity=self.data_digest(),
+                                               **self.suite_source())
+                        if label:
+                            r["label"] = label
                     writer.append(new)
                     written.update(r["cell"] for r in new)
                     run += len(new)
@@ -482,9 +526,13 @@ class Engine:
     def describe(self) -> str:
         """What `authbench run --plan` prints: jobs, their groups and tasks, and the estimated forward passes."""
         path = results_path(self.out_dir)
-        rows = self.current(read_rows(path, all_rows=True, require=("cell",)))[0] if path.exists() else []
+        every = read_rows(path, all_rows=True, require=("cell",)) if path.exists() else []
+        self.refuse_other_suites(every, path)
+        rows = self.current(every)[0]
         self.ctx.done = {r["cell"] for r in rows}
         todo = self.pending(rows)
+        if not self.executor.remote:
+            self.check_models(todo)  # the plan names only models that load
         self.executor.bind(self.out_dir)
         tasks = self.executor.tasks(todo)
         cells = [c for j in todo for c in j.cells if c not in self.ctx.done]

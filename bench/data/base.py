@@ -314,5 +314,10 @@ def load_dataset(name: str, split: str, subset: int = 0, subset_seed: int = 0, *
     dataset = DATASETS.get(name)
     dataset.check_options(options)
     if subset > 0 and "subset" in inspect.signature(dataset.load).parameters:
-        return dataset.load(split, subset=subset, subset_seed=subset_seed, **options)
-    return dataset.load(split, **options).subset(subset, subset_seed)
+        out = dataset.load(split, subset=subset, subset_seed=subset_seed, **options)
+    else:
+        out = dataset.load(split, **options).subset(subset, subset_seed)
+    if subset > len(out):  # a subset the split cannot give is an error, not quietly the whole split
+        raise UserError(f"[data] subset = {subset} is larger than {name!r} split {split!r} ({len(out)} samples); "
+                        f"give at most {len(out)}, or 0 for the whole split")
+    return out

@@ -217,7 +217,30 @@ def _load_array(source: tuple) -> np.ndarray:
     raise ValueError(f"unknown array source {source!r}")
 
 
+CIFAR_FOLDERS = {"CIFAR10": "cifar-10-batches-py", "CIFAR100": "cifar-100-python"}
+
+
+class CifarFiles:
+    """torchvision's CIFAR-10 / CIFAR-100 files under `root`, read as torchvision reads them (`data` (N, 32, 32, 3)
+    uint8, `targets`) but without unpickling code: each batch goes through bench.safe_pickle, which admits only
+    the dicts, lists, strings and numpy arrays the format holds (torchvision's own reader runs pickle.load)."""
+
+    def __init__(self, cls_name: str, root: str, train: bool):
+        from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, cifar_batch
+
+        folder = Path(root) / CIFAR_FOLDERS[cls_name]
+        names = (CIFAR_BATCHES if cls_name == "CIFAR10" else CIFAR100_FILES)["train" if train else "test"]
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise RuntimeError(f"Dataset not found: {str(folder / missing[0])!r} is missing")
+        parts = [cifar_batch(folder / n) for n in names]
+        self.data = np.concatenate([x for x, _ in parts])
+        self.targets = [int(v) for _, y in parts for v in y]
+
+
 def torchvision_set(cls_name: str, root: str, train: bool):
+    if cls_name in CIFAR_FOLDERS:
+        return CifarFiles(cls_name, root, train)
     import torchvision.datasets as tvd
 
     return getattr(tvd, cls_name)(root=root, train=train, download=False)

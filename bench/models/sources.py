@@ -472,6 +472,14 @@ def _read_checkpoint(path: Path, label: str, loader: str | None):
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file is the user's to fix
+        import pickle
+
+        if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e) or "Weights only" in str(e):
+            raise UserError(f"cannot read checkpoint {str(path)!r} for model {label!r}: it is not a safetensors file or "
+                            "a torch state dict of plain tensors (reading it would unpickle arbitrary objects, which "
+                            "can run code, so it is refused); convert it to .safetensors, or give the model spec a "
+                            "loader = \"module:function\" that reads this format into a state dict "
+                            "(docs/own-models.md)") from None
         raise UserError(f"cannot read checkpoint {str(path)!r} for model {label!r}: {_first_line(e)}") from None
 
 

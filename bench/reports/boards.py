@@ -36,6 +36,7 @@ from bench.core.types import infer_protocol as row_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.results import json_view
+from bench.paths import under
 from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
 
 KIND = "authbench-boards"
@@ -387,7 +388,20 @@ def _row_provenance(cells: list[dict]) -> dict:
     prov = provenance_of(cells)
     return {"suite": prov["suite"], "suite_digest": prov["suite_digest"], "git": prov["git"],
             "versions": prov["versions"], "cells": len(cells),
-            "wall_s": round(sum(float((c.get("provenance") or {}).get("wall_s") or 0) for c in cells), 3)}
+            "wall_s": round(sum(job_walls(cells).values()), 3)}
+
+
+def job_walls(cells: list[dict]) -> dict:
+    """Each job's wall time once: every row of a job records the whole job's wall time, so summing the rows
+    counts a job once per cell. A job is its row's `job` key, else (authorized, attack, trial) within one
+    operating point (the evaluated models of a job are its cells)."""
+    walls: dict = {}
+    for c in cells:
+        job = c.get("job") or (c.get("authorized"), c.get("attack"), c.get("trial"), c.get("defense"),
+                               json.dumps(c.get("point") or {}, sort_keys=True), c.get("release"))
+        wall = float((c.get("provenance") or {}).get("wall_s") or 0)
+        walls[job] = max(walls.get(job, 0.0), wall)
+    return walls
 
 
 def rank_rows(rows, headline: str, tiebreak: str, sign: float = 1.0) -> tuple[BoardRow, ...]:
@@ -684,7 +698,8 @@ def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str
     <slug>.sweep.csv (points off the ranked operating point), <slug>.wide.csv (every column) and <slug>.png
     (the headline per ranked row). The static site shows them on its Boards page."""
     out_dir = Path(out_dir)
-    folder = out_dir / name
+    folder = under(out_dir, name)
+    csvs = {b.key.slug: under(folder, f"{b.key.slug}.csv", what="board file name") for b in boards}
     folder.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
     md.write_text(f"{measured_line(provenance)}\n\n# Boards\n\n{definition(boards)}\n\n" +
@@ -695,13 +710,13 @@ def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str
         extra = {"title": f"{b.title}: {b.key.suite}", "key": b.key.to_json(), "headline": b.headline, "models": b.models}
         readable, sweep = readable_frame(b), sweep_frame(b)
         if not readable.empty:
-            paths += write_csv(readable, folder / f"{b.key.slug}.csv", provenance, note=definition([b]), extra=extra)
+            paths += write_csv(readable, csvs[b.key.slug], provenance, note=definition([b]), extra=extra)
         if not sweep.empty:
-            paths += write_csv(sweep, folder / f"{b.key.slug}.sweep.csv", provenance, note=definition([b]),
+            paths += write_csv(sweep, under(folder, f"{b.key.slug}.sweep.csv", what="board file name"), provenance, note=definition([b]),
                                extra={**extra, "title": f"{b.title}: {b.key.suite}, sweep (not ranked)"})
-        paths += write_csv(wide_frame(b), folder / f"{b.key.slug}.wide.csv", provenance, note=definition([b]),
+        paths += write_csv(wide_frame(b), under(folder, f"{b.key.slug}.wide.csv", what="board file name"), provenance, note=definition([b]),
                            extra={**extra, "title": f"{b.title}: {b.key.suite}, every column"})
-        figure = plot_board(b, folder / f"{b.key.slug}.png")
+        figure = plot_board(b, under(folder, f"{b.key.slug}.png", what="board file name"))
         if figure is not None:
             paths.append(figure)
     for stale in {*folder.glob("*.csv"), *folder.glob("*.provenance.json"), *folder.glob("*.png")} - set(paths):

@@ -13,12 +13,12 @@ A third-party defense states its paper with a class attribute `paper = {"authors
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from bench.cache import digest
+from bench.cache import atomic_write_bytes, digest
 from bench.defenses import get_defense
 from bench.errors import UserError
+from bench.paths import slug, under
 from bench.reports.boards import Board, BoardRow
 from bench.reports.papers import CORELOCKER, MFUE, NE, PAPER_NOTES, PAPERS, paper_of  # noqa: F401  (their home)
 
@@ -42,8 +42,7 @@ def reported_of(defense: str, suite: str) -> list[dict]:
 
 def entry_name(board: Board, row: BoardRow) -> str:
     """The entry's file stem: the defense's name and a digest of (board, operating point)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", row.name).strip("-") or "defense"
-    return f"{stem}-{digest([board.key.slug, row.entry])[:10]}"
+    return f"{slug(row.name, 'defense')[:80]}-{digest([board.key.slug, row.entry])[:10]}"
 
 
 def build_entry(board: Board, row: BoardRow) -> dict:
@@ -70,9 +69,10 @@ def write_entries(boards: list[Board], folder: Path, only_new: bool = True, rank
         for row in board.rows:
             if (only_new and not row.new) or (ranked_only and row.rank is None):
                 continue
-            path = Path(folder) / board.key.suite / board.key.board / f"{entry_name(board, row)}.json"
+            path = under(folder, board.key.suite, board.key.board, f"{entry_name(board, row)}.json",
+                         what="leaderboard entry path part")
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(build_entry(board, row), indent=1) + "\n")
+            atomic_write_bytes(path, (json.dumps(build_entry(board, row), indent=1) + "\n").encode())
             paths.append(path)
     return paths
 

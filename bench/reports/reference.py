@@ -33,6 +33,7 @@ from bench.core.metrics import LEGACY_METRICS
 from bench.core.types import infer_protocol
 from bench.errors import UserError
 from bench.reports.fingerprint import fingerprint_key
+from bench.reports.identity import of_rows
 from bench.reports.leaderboard import trains_at_run_time
 from bench.reports.tables import provenance_of
 from bench.results import json_view, read_rows
@@ -127,11 +128,12 @@ class Reference:
     cells: tuple[RefCell, ...]
     provenance: dict = field(default_factory=dict)
     source: str = "reference"  # "reference" (frozen), "rows" (results), "leaderboard" (legacy leaderboard.json)
+    identity: dict = field(default_factory=dict)  # bench.reports.identity.RunIdentity (data, weights, n) as JSON
 
     def to_json(self) -> dict:
         return {"kind": KIND, "version": VERSION, "suite": self.suite, "suite_digest": self.suite_digest,
                 "models": list(self.models or ()), "rule": RULE, "std_factor": STD_FACTOR,
-                "provenance": self.provenance, "cells": [c.to_json() for c in self.cells]}
+                "provenance": self.provenance, "identity": self.identity, "cells": [c.to_json() for c in self.cells]}
 
 
 def _finite(value) -> bool:
@@ -184,7 +186,8 @@ def reference_from_rows(rows: list, tolerances: Tolerances) -> Reference:
     prov = provenance_of(rows)
     digests = sorted({str(r.get("suite_digest")) for r in rows if r.get("suite_digest")})
     return Reference(suite=str(prov.get("suite", "")), suite_digest=", ".join(digests) or None,
-                     models=model_set(rows), cells=tuple(cells), provenance=prov, source="rows")
+                     models=model_set(rows), cells=tuple(cells), provenance=prov, source="rows",
+                     identity=of_rows(rows).to_json())
 
 
 def _owner(board: str) -> str:
@@ -222,8 +225,9 @@ def _frozen(data: dict, where: str) -> Reference:
     bad = sorted({c.board for c in cells} - set(boards))
     if bad:
         raise UserError(f"reference {where!r} names unknown board(s) {', '.join(bad)}; valid: {', '.join(boards)}")
+    identity = data.get("identity") if isinstance(data.get("identity"), dict) else {}
     return Reference(suite=suite, suite_digest=data.get("suite_digest"), models=tuple(models), cells=cells,
-                     provenance=data.get("provenance") or {}, source="reference")
+                     provenance=data.get("provenance") or {}, source="reference", identity=identity)
 
 
 def read_json(path: Path) -> dict | None:

@@ -28,6 +28,7 @@ import jinja2
 import pandas as pd
 
 from bench.errors import UserError
+from bench.paths import safe_part
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 MARKER = ".authbench-site"  # written into every site folder; only a folder holding it is ever cleared
@@ -261,6 +262,10 @@ def write_site(out_dir: Path, *, title: str, pages=(), tables=(), figures=(), do
     names = [p.name for p in downloads]
     if len(set(names)) != len(names):
         raise UserError(f"site {title!r}: two downloads share a file name; give each a distinct name")
+    for page in all_pages:  # slugs name files: each one plain part (bench.paths), checked before anything is cleared
+        safe_part(f"{page.slug}.html", "site page slug")
+        for table in page.tables:
+            safe_part(f"{page.slug}--{table.slug}.csv", "site table slug")
     _clear(out_dir)
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text("written by bench.reports.site; the folder is replaced on each write\n")
