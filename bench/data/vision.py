@@ -34,6 +34,7 @@ from bench.data.base import (Split, array_digest, check_labels, check_lengths, f
                              stat_digest)
 from bench.errors import UserError
 from bench.models.geometry import center_crop, interpolation_name
+from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, cifar_batch
 
 DATA_ENV = "AUTHBENCH_DATA"
 
@@ -226,7 +227,6 @@ class CifarFiles:
     the dicts, lists, strings and numpy arrays the format holds (torchvision's own reader runs pickle.load)."""
 
     def __init__(self, cls_name: str, root: str, train: bool):
-        from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, cifar_batch
 
         folder = Path(root) / CIFAR_FOLDERS[cls_name]
         names = (CIFAR_BATCHES if cls_name == "CIFAR10" else CIFAR100_FILES)["train" if train else "test"]
