@@ -153,6 +153,10 @@ def _parser(executor: str | None = None) -> argparse.ArgumentParser:
     add_convert_arguments(data_sub.add_parser("convert", help="write an .npz or ImageFolder from an ImageFolder tree, "
                                               "CIFAR pickle batches, images + labels CSV or another .npz"))
 
+    from bench.kits.cli import add_arguments as add_kit_arguments
+
+    add_kit_arguments(sub)
+
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
     cache.add_argument("action", choices=("info", "clear"))
     cache.add_argument("--namespace", help="only this namespace (forward, encoding, zoo)")
@@ -414,6 +418,15 @@ def _cmd_rank(args) -> int:
 
 
 COMMANDS["rank"] = _cmd_rank
+
+
+def _cmd_kit(args) -> int:
+    from bench.kits.cli import run
+
+    return run(args)
+
+
+COMMANDS["kit"] = _cmd_kit
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ import torch
 from bench.cache import ArrayCache, cache_root
 from bench.data import load_dataset
 from bench.errors import UserError
+from bench.kits.resolve import check_suite, resolve_dataset
 from bench.models.adapter import ModelAdapter, resolve_device
 from bench.models.sources import default_init_seed, load_model, model_label, spec_identity
 from bench.suite import Suite
@@ -100,6 +101,7 @@ class EvalContext:
         self.progress = self.options.progress and sys.stderr.isatty()  # bars only on a terminal (the engine logs)
         self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
         add_import_path(self.suite)
+        check_suite(self.suite.data, [*self.suite.authorized, *self.suite.evaluated], self.cache_root)
         entry_models = [model_label(m) for d in self.suite.defenses for m in d.models if ":" in m]
         for flag, labels, known in (("--model", self.options.models, self.specs),
                                     ("--authorized", self.options.authorized,
@@ -159,6 +161,13 @@ class EvalContext:
         data.pop("split", None), data.pop("train_split", None)
         subset, subset_seed = int(data.pop("subset", 0)), int(data.pop("subset_seed", self.suite.seed))
         data.pop("encode_space", None)
+        if str(name).startswith("kit:"):  # the kit's format and options, its files as cache paths
+            resolved = resolve_dataset(name, self.cache_root)
+            split = load_dataset(resolved.format, split, subset if split_key == "split" else 0, subset_seed,
+                                 **{**resolved.options, **data})
+            # the data identity names the kit and the sha256 of its files (not the cache's file times)
+            split.content = f"kit:{resolved.kit}/{resolved.dataset}|{resolved.identity['files']}"
+            return split
         return load_dataset(name, split, subset if split_key == "split" else 0, subset_seed, **data)
 
     @cached_property

@@ -118,6 +118,7 @@ class Split:
         self._reader = TensorReader(images) if reader is None else reader
         self._images = images
         self._shape: tuple | None = None
+        self.class_names: tuple[str, ...] | None = None  # class i's name, when the dataset declares them
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -198,13 +199,16 @@ class Split:
         pos = self._positions(positions)
         rows = torch.as_tensor(pos)
         if not self.lazy:  # an in-memory split stays one (as before: the rows are copied)
-            return Split(self.name, self._images[rows], self.labels[rows], self.indices[pos], self.num_classes,
+            part = Split(self.name, self._images[rows], self.labels[rows], self.indices[pos], self.num_classes,
                          content=self.content)
+            part.class_names = self.class_names
+            return part
         part = Split(self.name, None, self.labels[rows], self.indices[pos], self.num_classes,
                      reader=TakeReader(self._reader, pos), content=self.content)
         if self._images is not None:  # already materialised here: keep those rows (a cache, not pickled)
             part._images = self._images[rows]
         part._shape = self._shape
+        part.class_names = self.class_names
         return part
 
     # -- identity --------------------------------------------------------------------------------
@@ -270,7 +274,8 @@ class Dataset:
 # lookup); third-party ones are `authbench.datasets` entry points naming a Dataset
 DATASETS: Registry[Dataset] = Registry(
     "dataset", "authbench.datasets", base=Dataset, instances=True, paths=False,
-    modules=("bench.data.digits", "bench.data.synthetic", "bench.data.torchvision_sets", "bench.data.vision"))
+    modules=("bench.data.classes", "bench.data.digits", "bench.data.synthetic", "bench.data.torchvision_sets",
+             "bench.data.vision"))
 
 
 def register_dataset(name: str, description: str):

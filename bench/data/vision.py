@@ -257,21 +257,21 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     if not folder.is_dir():
         raise UserError(f"imagenet root {str(folder)!r} does not exist; set [data] root (or --data-root) to an "
                         "ImageFolder with one subfolder per class")
-    from torchvision.datasets import ImageFolder
+    from bench.data.classes import scan_folder
 
-    try:
-        ds = ImageFolder(str(folder))  # lists class folders and files; opens no image
-    except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"imagenet root {str(folder)!r} is not an ImageFolder ({str(e).splitlines()[0]})") from None
-    positions = subset_positions(len(ds.samples), subset, subset_seed)
-    paths = [ds.samples[i][0] for i in positions]
-    _check_headers(paths, resize, "imagenet")
+    # every class folder in sorted-wnid order (the 1k label order), empty ones too: a validation subset with
+    # images in 725 of the 1000 folders keeps its true class ids
+    classes, samples = scan_folder(folder, f"imagenet root {str(folder)!r}")
+    if len(classes) > 1000:
+        raise UserError(f"imagenet root {str(folder)!r} has {len(classes)} class folders; ImageNet-1k has 1000")
+    index = {c: i for i, c in enumerate(classes)}
+    positions = subset_positions(len(samples), subset, subset_seed)
     base = str(folder)
-    files = [p[len(base) + 1:] if p.startswith(base + os.sep) else os.path.relpath(p, base) for p in paths]
-    labels = torch.tensor([ds.samples[i][1] for i in positions], dtype=torch.long)
+    files = [samples[i][0] for i in positions]
+    _check_headers([os.path.join(base, f) for f in files], resize, "imagenet")
+    labels = torch.tensor([index[samples[i][1]] for i in positions], dtype=torch.long)
     reader = ImageFolderReader(base, files, resize, crop, resample, "imagenet")
-    every = [os.path.relpath(p, base) for p, _ in ds.samples]  # the folder's identity: all its files' names, sizes, mtimes
-    # class folders in sorted-wnid order: the 1k label order
+    every = [f for f, _ in samples]  # the folder's identity: all its files' names, sizes, mtimes
     return Split(tag, None, labels, positions, 1000, reader=reader, content=stat_digest(base, every))
 
 
@@ -332,7 +332,11 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
     if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0)):
         raise UserError(f"{what}: labels {lab_key!r} must be integer class ids, got dtype {labels.dtype}")
     labels = torch.as_tensor(labels.astype(np.int64))
-    check_labels(labels, 10, f"{what}: labels {lab_key!r}")
+    try:
+        check_labels(labels, 10, f"{what}: labels {lab_key!r}")
+    except UserError as e:
+        hint = "; for another label space use dataset = \"npz\" with num_classes = N (true class ids kept)"
+        raise UserError(f"{e}{hint if int(labels.max()) >= 10 else ''}") from None
     lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
     if images.dtype.kind == "f" and (lo < 0.0 or hi > 1.0 or not np.isfinite([lo, hi]).all()):
         raise UserError(f"{what}: float images {img_key!r} have values in [{lo:.4g}, {hi:.4g}]; float pixels must lie "

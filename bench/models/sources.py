@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from bench.data.base import file_digest
 from bench.errors import UserError
+from bench.kits.resolve import PREFIX as KIT_PREFIX, model_identity, resolve_model
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
 from bench.models.onnx_source import ONNX_KEYS, load_onnx
@@ -237,6 +238,31 @@ class ONNXSource(_FileSource):
 
     def load(self, spec, *, progress, default_seed, cache_dir):
         return load_onnx(spec, _preprocess)
+
+
+@SOURCES.register
+class KitSource(ModelSource):
+    name = "kit"
+    description = "a model of a pinned kit (authbench kit list; files fetched or imported first)"
+    keys = frozenset({"model", "name"})
+    pattern = "kit:<kit>/<model>"
+
+    def label(self, spec):
+        return str(spec.get("name") or str(spec.get("model")).rsplit("/", 1)[-1])
+
+    def check(self, spec):
+        if set(spec) - {"source", "model", "name"}:
+            raise UserError(f"model spec {spec!r}: a kit model takes only model = '<kit>/<model>' and name")
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        """The kit's manifest spec with kit files as cache paths (bench.kits)."""
+        resolved = resolve_model(KIT_PREFIX + str(_required(spec, "model")), cache_dir)
+        adapter = load_model(resolved.spec, progress, default_seed=default_seed, cache_dir=cache_dir)
+        adapter.name = self.label(spec)
+        return adapter
+
+    def identity(self, spec, default_seed):
+        return {"kit": model_identity(KIT_PREFIX + str(spec.get("model")))}
 
 
 def from_module(
