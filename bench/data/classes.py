@@ -31,11 +31,10 @@ import numpy as np
 import torch
 
 from bench.data.base import Split, check_labels, file_digest, register_dataset, stat_digest
-from bench.data.vision import (ArrayReader, ImageFolderReader, _check_headers, _read_npz, data_path,
-                               resolution_tag, subset_positions)
+from bench.data.vision import (IMAGE_EXTENSIONS, ArrayReader, ImageFolderReader, check_headers, data_path, read_npz,
+                               resolution_tag, scan_folder, subset_positions)
 from bench.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 LIST_LINE = re.compile(r"^\s*(?P<path>.+?)\s*[,\t ]\s*(?P<label>-?\d+)\s*$")
 
 
@@ -108,7 +107,7 @@ def image_list(split: str = "test", list: str | None = None, root: str | None = 
     missing = [p for p in picked if not (base / p).is_file()]
     if missing:
         raise UserError(f"{what}: {len(missing)} listed image(s) are not under {str(base)!r} (first: {missing[0]})")
-    _check_headers([str(base / p) for p in picked], resize, what)
+    check_headers([str(base / p) for p in picked], resize, what)
     reader = ImageFolderReader(str(base), picked, resize, crop, resample, what)
     content = f"{file_digest(file)}|{stat_digest(base, files)}"
     tag = f"image-list@{resolution_tag(resize, crop)}/{split}"
@@ -141,23 +140,6 @@ def _class_index(path, what: str) -> dict[str, int]:
     return out
 
 
-def scan_folder(folder: Path, what: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """(every class folder in sorted order, [(relative file, class folder)] for the images in them); empty class
-    folders are kept (their ids stay true), files outside class folders ignored."""
-    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise UserError(f"{what}: {str(folder)!r} has no class folders; expected <root>/<class>/<image>")
-    samples = []
-    for c in classes:
-        for dirpath, dirnames, filenames in os.walk(folder / c, followlinks=True):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.lower().endswith(IMAGE_EXTENSIONS):
-                    samples.append((os.path.relpath(os.path.join(dirpath, name), folder), c))
-    if not samples:
-        raise UserError(f"{what}: the {len(classes)} class folders under {str(folder)!r} hold no image "
-                        f"({', '.join(IMAGE_EXTENSIONS)})")
-    return classes, samples
 
 
 @register_dataset("imagefolder", "root/<class folder>/<image>, empty class folders allowed; class ids from the "
@@ -185,7 +167,7 @@ def imagefolder(split: str = "test", root: str | None = None, num_classes: int |
     labels = [index[c] for _, c in samples]
     positions = subset_positions(len(samples), subset, subset_seed)
     picked = [samples[i][0] for i in positions]
-    _check_headers([str(folder / p) for p in picked], resize, what)
+    check_headers([str(folder / p) for p in picked], resize, what)
     reader = ImageFolderReader(str(folder), picked, resize, crop, resample, what)
     tag = f"imagefolder@{resolution_tag(resize, crop)}/{split}"
     return _finish(tag, [labels[i] for i in positions], reader, stat_digest(folder, [s for s, _ in samples]),
@@ -201,7 +183,7 @@ def npz(split: str = "test", path: str | None = None, num_classes: int | None = 
                         "labels")
     what = str(file)
     n_classes = _num_classes(num_classes, f"npz {what!r}")
-    images, labels, img_key, lab_key = _read_npz(file, split)
+    images, labels, img_key, lab_key = read_npz(file, split)
     if images.ndim != 4 or 3 not in (images.shape[1], images.shape[-1]):
         raise UserError(f"{what}: images {img_key!r} must be (N, H, W, 3) or (N, 3, H, W), got {images.shape}")
     if labels.ndim != 1 or len(labels) != len(images):

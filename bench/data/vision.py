@@ -229,6 +229,29 @@ def _hub_columns(ds, what: str) -> tuple[str, str]:
 IMAGENET_SPLITS = {"validation": ("val", "validation"), "val": ("val", "validation"), "train": ("train",)}
 
 
+# the image files an image folder holds (imagenet here, imagefolder and image-list in bench.data.classes)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def scan_folder(folder: Path, what: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(every class folder in sorted order, [(relative file, class folder)] for the images in them); empty class
+    folders are kept (their ids stay true), files outside class folders ignored."""
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise UserError(f"{what}: {str(folder)!r} has no class folders; expected <root>/<class>/<image>")
+    samples = []
+    for c in classes:
+        for dirpath, dirnames, filenames in os.walk(folder / c, followlinks=True):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    samples.append((os.path.relpath(os.path.join(dirpath, name), folder), c))
+    if not samples:
+        raise UserError(f"{what}: the {len(classes)} class folders under {str(folder)!r} hold no image "
+                        f"({', '.join(IMAGE_EXTENSIONS)})")
+    return classes, samples
+
+
 @register_dataset("imagenet", "ImageNet-1k (ImageFolder root or hub name), stored at resize/crop (default 256), 1000 classes")
 def imagenet(split: str = "validation", root: str | None = None, hub: str | None = None, resize=256, crop=None,
              resample: str = "bilinear", subset: int = 0, subset_seed: int = 0) -> Split:
@@ -257,8 +280,6 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     if not folder.is_dir():
         raise UserError(f"imagenet root {str(folder)!r} does not exist; set [data] root (or --data-root) to an "
                         "ImageFolder with one subfolder per class")
-    from bench.data.classes import scan_folder
-
     # every class folder in sorted-wnid order (the 1k label order), empty ones too: a validation subset with
     # images in 725 of the 1000 folders keeps its true class ids
     classes, samples = scan_folder(folder, f"imagenet root {str(folder)!r}")
@@ -268,14 +289,14 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     positions = subset_positions(len(samples), subset, subset_seed)
     base = str(folder)
     files = [samples[i][0] for i in positions]
-    _check_headers([os.path.join(base, f) for f in files], resize, "imagenet")
+    check_headers([os.path.join(base, f) for f in files], resize, "imagenet")
     labels = torch.tensor([index[samples[i][1]] for i in positions], dtype=torch.long)
     reader = ImageFolderReader(base, files, resize, crop, resample, "imagenet")
     every = [f for f, _ in samples]  # the folder's identity: all its files' names, sizes, mtimes
     return Split(tag, None, labels, positions, 1000, reader=reader, content=stat_digest(base, every))
 
 
-def _check_headers(paths: Sequence[str], resize, what: str) -> None:
+def check_headers(paths: Sequence[str], resize, what: str) -> None:
     """Open each image's header (PIL reads the size, decodes no pixels), so that an unreadable file, or images of
     different native sizes without resize, fail here in one line and not in the middle of a run."""
     from PIL import Image
@@ -320,7 +341,7 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
     file = data_path(path)
     if file is None or not file.is_file():
         raise UserError(f"cifar10 array file {str(file)!r} does not exist; set [data] path to an .npz with images and labels")
-    images, labels, img_key, lab_key = _read_npz(file, split)
+    images, labels, img_key, lab_key = read_npz(file, split)
     what = str(file)
     if images.ndim != 4 or 3 not in (images.shape[1], images.shape[-1]):
         raise UserError(f"{what}: images {img_key!r} must be {CIFAR_SHAPES}, got {images.shape}")
@@ -351,7 +372,7 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
     return reader, labels
 
 
-def _read_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
+def read_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
     import zipfile
 
     try:

@@ -28,7 +28,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from bench.cache import cache_root as default_root
 from bench.errors import UserError
+from bench.kits.manifest import get_kit
+from bench.kits.resolve import resolve_dataset, resolve_model
+from bench.text.glue import load_glue
+from bench.text.pooled import PooledClassifier, encoder_dir, load_encoder, pool
 
 RECIPE = "sst2-heads/v1"
 
@@ -59,8 +64,6 @@ def encoder_digest(folder: Path) -> str:
 
 @torch.no_grad()
 def embed(encoder, tokenizer, sentences: list[str], pooling: str, max_length: int, batch_size: int = 64) -> np.ndarray:
-    from bench.text.pooled import pool
-
     out = []
     for i in range(0, len(sentences), batch_size):
         enc = tokenizer(sentences[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
@@ -88,8 +91,6 @@ def fit_head(x: np.ndarray, y: np.ndarray, c: float = 1.0, seed: int = 0) -> nn.
 
 
 def read_rows(path: str, rows: int = 0) -> tuple[list[str], np.ndarray]:
-    from bench.text.glue import load_glue
-
     split = load_glue("sst2", path)
     n = len(split) if rows <= 0 else min(rows, len(split))
     return split.text_a[:n], split.labels[:n]
@@ -121,8 +122,6 @@ def load_head(path: Path) -> tuple[nn.Linear, dict]:
 def train_or_load_head(encoder, tokenizer, folder: Path, spec: HeadSpec, cache_root: Path | None = None,
                        log=None) -> tuple[nn.Linear, dict]:
     """The cached head for (encoder, spec), trained now if absent."""
-    from bench.cache import cache_root as default_root
-
     if not spec.train:
         raise UserError("the sst2-heads recipe needs 'train' (the SST-2 train .tsv)")
     key = head_key(folder, spec)
@@ -144,6 +143,25 @@ def train_or_load_head(encoder, tokenizer, folder: Path, spec: HeadSpec, cache_r
     return head, record
 
 
+
+def load_pooled(label: str, spec: dict, cache_root: Path | None = None):
+    """(PooledClassifier, tokenizer, head record) for a `text-pooled` spec (bench.text.pooled): the encoder with
+    its head, loaded from `path` or trained by this recipe (cached)."""
+    folder = encoder_dir(spec)
+    encoder, tokenizer = load_encoder(folder)
+    pooling = str(spec.get("pooling", "mean"))
+    head_spec = spec.get("head")
+    if not isinstance(head_spec, dict):
+        raise UserError(f"text model {label!r}: 'head' must be a table ({{recipe = 'sst2-heads', ...}} or {{path = ...}})")
+    if "path" in head_spec:
+        head, record = load_head(Path(head_spec["path"]))
+    else:
+        hs = HeadSpec(train=str(head_spec.get("train", "")), train_rows=int(head_spec.get("train_rows", 6000)),
+                      seed=int(head_spec.get("seed", 0)), pooling=pooling, max_length=int(spec.get("max_length", 64)),
+                      c=float(head_spec.get("c", 1.0)))
+        head, record = train_or_load_head(encoder, tokenizer, folder, hs, cache_root)
+    return PooledClassifier(encoder, head, pooling), tokenizer, record
+
 @torch.no_grad()
 def dev_accuracy(model, tokenizer, dev_path: str, max_length: int, batch_size: int = 64) -> float:
     sentences, labels = read_rows(dev_path)
@@ -164,10 +182,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
-        from bench.kits.manifest import get_kit
-        from bench.kits.resolve import resolve_dataset, resolve_model
-        from bench.text.pooled import load_pooled
-
         kit = get_kit(args.kit)
         dev = resolve_dataset(f"kit:{kit.name}/dev", args.cache_dir).options["path"]
         records = {}

@@ -24,6 +24,8 @@ from bench.errors import UserError
 from bench.kits.resolve import resolve_model
 from bench.models.adapter import weights_digest
 from bench.models.first_linear import FirstLinear
+from bench.recipes.sst2_heads import load_pooled
+from bench.text.pooled import encoder_dir
 
 
 class _Stop(Exception):
@@ -173,8 +175,6 @@ def load_text_model(label: str, spec, task: str, progress: bool = False) -> Text
     if isinstance(spec, str) and spec.startswith("kit:"):  # a kit model: its manifest spec, files as cache paths
         spec = resolve_model(spec).spec
     if isinstance(spec, dict) and spec.get("source") == "text-pooled":  # encoder + pooled head (bench.text.pooled)
-        from bench.text.pooled import encoder_dir, load_pooled
-
         model, tokenizer, _ = load_pooled(label, spec)
         model.to(spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         return TextClassifier(label, model, tokenizer, str(encoder_dir(spec)), int(spec.get("max_length", 64)))

@@ -74,23 +74,3 @@ def load_encoder(folder: Path):
     except OSError as exc:
         raise UserError(f"cannot load the text encoder in {str(folder)!r} ({str(exc).splitlines()[0]})") from None
     return encoder.eval(), tokenizer
-
-
-def load_pooled(label: str, spec: dict, cache_root: Path | None = None):
-    """(PooledClassifier, tokenizer, head record) for a `text-pooled` spec."""
-    from bench.recipes.sst2_heads import HeadSpec, load_head, train_or_load_head
-
-    folder = encoder_dir(spec)
-    encoder, tokenizer = load_encoder(folder)
-    pooling = str(spec.get("pooling", "mean"))
-    head_spec = spec.get("head")
-    if not isinstance(head_spec, dict):
-        raise UserError(f"text model {label!r}: 'head' must be a table ({{recipe = 'sst2-heads', ...}} or {{path = ...}})")
-    if "path" in head_spec:
-        head, record = load_head(Path(head_spec["path"]))
-    else:
-        hs = HeadSpec(train=str(head_spec.get("train", "")), train_rows=int(head_spec.get("train_rows", 6000)),
-                      seed=int(head_spec.get("seed", 0)), pooling=pooling, max_length=int(spec.get("max_length", 64)),
-                      c=float(head_spec.get("c", 1.0)))
-        head, record = train_or_load_head(encoder, tokenizer, folder, hs, cache_root)
-    return PooledClassifier(encoder, head, pooling), tokenizer, record
