@@ -15,19 +15,22 @@ jobs on workers, exactly as `authbench run --executor ...` does.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from bench.cache import atomic_write_bytes, digest
 from bench.core.context import EvalContext, RunOptions
 from bench.core.engine import Engine, RunSummary
-from bench.core.types import infer_protocol
+from bench.data.base import stat_digest
 from bench.errors import UserError, check_folder
 from bench.executors import Executor, executor_options, make_executor
-from bench.protocols import render
-from bench.reports.fingerprint import fingerprint_board, format_board
-from bench.reports.leaderboard import RANKED, format_leaderboard, leaderboard
+from bench.protocols import render, summary_lines
+from bench.provenance import versions
+from bench.reports.leaderboard import leaderboard, ranked_rows
 from bench.results import read_rows
 from bench.suite import Suite, load_suite
 from bench.suite_overrides import apply_overrides
@@ -36,6 +39,7 @@ from bench.suite_overrides import apply_overrides
 @dataclass(frozen=True, kw_only=True)
 class Results:
     records: list[dict]  # the result rows as written (JSON objects)
+    typed: tuple = ()  # the same rows as bench.core.types.Row
     summary: RunSummary
     reports: list[Path] = field(default_factory=list)
 
@@ -45,19 +49,12 @@ class Results:
 
     @property
     def leaderboard(self) -> pd.DataFrame | None:
-        ranked = [r for r in self.records if infer_protocol(r) in RANKED]
+        ranked = ranked_rows(self.records)
         return leaderboard(ranked) if ranked else None
 
     def summary_text(self) -> str:
         """What `authbench run` prints: the boards (or the task tables), the counts, where things are."""
-        parts = []
-        protocols = {infer_protocol(r) for r in self.records}
-        if protocols & {"glue", "mmbench"}:
-            parts += [p.read_text() for p in self.reports if p.suffix == ".md"]
-        elif self.leaderboard is not None:
-            parts.append(format_leaderboard(self.leaderboard, top=20))
-        if "verify" in protocols:
-            parts.append(format_board(fingerprint_board([r for r in self.records if infer_protocol(r) == "verify"])))
+        parts = summary_lines(self.records, self.reports)  # each protocol's own (its boards or tables)
         s = self.summary
         parts.append(
             f"cells: {s.cells_total} total, {s.cells_done_before} already done, {s.cells_run} run | "
@@ -99,19 +96,56 @@ def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | st
     return Engine(suite, Path(out) if out else Path("runs") / suite.name, opts, executor)
 
 
+RENDER_STAMP = ".authbench-rendered.json"  # in a reports folder: what its reports were rendered from
+
+
+def render_inputs(suite: Suite, results: Path) -> str:
+    """The digest of everything a suite's reports are rendered from: the results file's bytes, the suite
+    (its [report] and [standard_attacks] sections, its data: the chance line) and the harness version."""
+    h = hashlib.sha256()
+    with open(results, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    code = Path(__file__).resolve().parent  # the renderers' own files (an edited checkout renders again)
+    sources = sorted(str(p.relative_to(code)) for d in ("reports", "protocols") for p in (code / d).glob("*.py"))
+    return digest({"results": h.hexdigest(), "suite": suite.digest, "report": suite.report,
+                   "standard_attacks": suite.standard_attacks, "version": versions().get("authbench", "unknown"),
+                   "code": stat_digest(code, sources)})
+
+
+def rendered_before(folder: Path, inputs: str) -> list[Path] | None:
+    """The reports a previous render of these same inputs wrote into `folder`, when every one is still there."""
+    try:
+        stamp = json.loads((folder / RENDER_STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    paths = [Path(p) for p in stamp.get("paths", [])] if isinstance(stamp, dict) else []
+    return paths if stamp.get("inputs") == inputs and paths and all(p.exists() for p in paths) else None
+
+
 def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
-              executor: Executor | str | None = None, **options) -> Results:
-    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
+              executor: Executor | str | None = None, rerender: bool = False, **options) -> Results:
+    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>).
+    The reports are rendered again only when what they are rendered from changed (rows, suite, version) or
+    a report file is missing, or with `rerender` (`authbench run --render`)."""
     for flag, folder in (("--out", out), ("--reports", reports), ("--cache-dir", options.get("cache_dir"))):
         if folder is not None:
             check_folder(folder, flag)
     engine = engine_for(suite, out=out, executor=executor, **options)
     summary = engine.run()
-    records = read_rows(summary.results)
-    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report,
-                   suite.standard_attacks, site=True, classes=dataset_classes(suite, engine.ctx)) \
-        if write_reports and records else []
-    return Results(records=records, summary=summary, reports=paths)
+    typed = read_rows(summary.results, typed=True)
+    records = [r.to_json() for r in typed]
+    paths = []
+    if write_reports and records:
+        folder = Path(reports) if reports else Path("reports") / suite.name
+        inputs = render_inputs(suite, summary.results)
+        paths = None if rerender else rendered_before(folder, inputs)
+        if paths is None:
+            paths = render(typed, folder, suite.report, suite.standard_attacks, site=True,
+                           classes=dataset_classes(suite, engine.ctx))
+            atomic_write_bytes(folder / RENDER_STAMP, json.dumps(
+                {"inputs": inputs, "paths": [str(p) for p in paths]}, indent=1).encode())
+    return Results(records=records, typed=tuple(typed), summary=summary, reports=paths)
 
 
 def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None, data_root: Path | None = None,
@@ -119,7 +153,8 @@ def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None,
     """Run a suite (a shipped name, a .toml path or a loaded Suite) with the CLI's overrides as keywords:
     out, reports, write_reports, defenses (names or labels), models, authorized, evaluated, psnr, releases, full, batch_size, device, threads,
     cache_dir, loader, executor (a name or an Executor) and the executor options (address, gpus_per_job,
-    cpus_per_job, max_in_flight, max_retries, partition, array_parallelism, time_limit, mem_gb, job_folder);
+    cpus_per_job, max_in_flight, max_retries, partition, array_parallelism, time_limit, mem_gb, job_folder), rerender
+    (render the reports even when nothing they are rendered from changed);
     subset, data_root and random_weights as `authbench run` has them."""
     loaded = suite if isinstance(suite, Suite) else load_suite(str(suite))
     loaded = apply_overrides(loaded, subset, data_root, random_weights)

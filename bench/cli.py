@@ -9,6 +9,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench import allocator
 from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
 from bench.errors import UserError, check_folder
 from bench.executors import executor_options
@@ -51,6 +52,8 @@ def _executor_named(argv: list[str]) -> str | None:
 
 def _parser(executor: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="authbench", description="Benchmark harness for model-specific authorization.")
+    p.add_argument("--malloc", choices=("tuned", "default"), help="glibc malloc thresholds: tuned (the default: "
+                   "fewer page faults) or glibc's default (same as AUTHBENCH_MALLOC=default; bench.allocator)")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a suite (default: the embedded digits suite)")
@@ -76,6 +79,8 @@ def _parser(executor: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--device", help="compute device: cpu, cuda, cuda:N or auto (default: suite [run] device, else auto)")
     run.add_argument("--threads", type=int, help="torch CPU threads (on a shared machine 1 is often fastest)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--render", action="store_true", help="render the reports even when no row changed since "
+                     "they were last rendered (by default they are rendered again only then)")
     run.add_argument("--plan", action="store_true",
                      help="print the jobs, their groups and tasks and the estimated forward passes; run nothing")
     ex = run.add_argument_group("executor (or the suite's [executor] section; see docs/executors.md)")
@@ -185,7 +190,7 @@ def _cmd_run(args) -> int:
     if args.plan:
         print(engine_for(suite, out=args.out, **options).describe())
         return 0
-    results = run_suite(suite, out=args.out, reports=args.reports, **options)
+    results = run_suite(suite, out=args.out, reports=args.reports, rerender=args.render, **options)
     print(results.summary_text())
     return 1 if results.summary.jobs_failed else 0
 
@@ -433,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
         args = _parser(_executor_named(argv)).parse_args(argv)
+        if args.malloc:
+            os.environ["AUTHBENCH_MALLOC"] = args.malloc  # workers inherit it with the other AUTHBENCH_* settings
+        allocator.tune()
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"authbench: error: {exc}", file=sys.stderr)

@@ -44,7 +44,7 @@ def _bad_suite(tmp_path, body: str) -> str:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["run", "no-such-suite"], "unknown suite 'no-such-suite'; valid choices: cifar10, corelocker-cifar, corelocker-cifar100"),
+    (["run", "no-such-suite"], "unknown suite 'no-such-suite'; valid choices: cifar10, cifar10-real, corelocker-cifar"),
     (["run", "missing.toml"], "does not exist"),
     (["list", "widgets"], "invalid choice"),
     (["report", "nowhere/results.jsonl"], "does not exist"),

@@ -303,7 +303,7 @@ def test_suite_run_section_is_validated(tmp_path):
     path = write_suite(tmp_path / "s.toml", extra='\n[run]\nbatch_size = 16\ndevice = "cpu"\n')
     assert load_suite(str(path)).run == {"batch_size": 16, "device": "cpu"}
     path.write_text(path.read_text().replace("batch_size = 16", "batch = 16"))
-    with pytest.raises(UserError, match=r"unknown key 'batch' in \[run\]; valid: batch_size, device, threads"):
+    with pytest.raises(UserError, match=r"unknown key 'batch' in \[run\]; valid: batch_size, channels_last, device, precision, threads"):
         load_suite(str(path))
     path.write_text(path.read_text().replace("batch = 16", 'batch_size = "16"'))
     with pytest.raises(UserError, match=r"\[run\] batch_size = '16' is not valid: it must be a whole number >= 1"):
@@ -323,7 +323,8 @@ def test_python_api_runs_and_resumes_a_suite(tmp_path):
 def test_a_third_party_protocol_plugs_in_by_module_path(tmp_path):
     """A defense names its protocol once; the engine plans and runs it like a built-in (here via 'module:Class';
     an installed package would use the `authbench.protocols` entry point)."""
-    path = write_suite(tmp_path / "p.toml", defenses=("protocol_example:Identity",))
+    # its entry holds only the keys the protocol reads (psnr / release would be one-line errors: issue 22)
+    path = write_suite(tmp_path / "p.toml", defenses=(), extra='\n[[defenses]]\nname = "protocol_example:Identity"\n')
     res = bench.evaluate(path, out=tmp_path / "run", reports=tmp_path / "rep", threads=1)
     mine = [r for r in res.records if r["defense"] == "protocol_example:Identity"]
     clean = {r["evaluated"]: r for r in res.records if r["defense"] == "none"}

@@ -159,7 +159,7 @@ def test_text_pooled_model_runs_encoder_and_head_in_the_glue_adapter(tiny, tmp_p
 
 
 def test_text_pooled_spec_without_a_head_is_one_line(tiny):
-    from bench.recipes.sst2_heads import load_pooled
+    from bench.text.pooled import load_pooled
 
     with pytest.raises(UserError, match="head"):
         load_pooled("tiny", {"source": "text-pooled", "encoder": str(tiny[0])})

@@ -1,15 +1,15 @@
 """What a protocol receives to plan and run jobs: the `EvalContext`.
 
 It holds the suite and the run's options, the lazily loaded splits, the model store (each model
-loaded once and kept on the compute device), the content-addressed caches, the run's counters
-and the seeds. Protocols use it through its public methods only; they never see the engine.
+loaded once and kept on the compute device, `device`: the one every protocol and training step uses),
+the cached forward-pass service (`forwards`, bench.core.forward) and the seeds. Protocols use it through its public methods only; they never see the engine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +17,8 @@ from typing import Callable
 
 import torch
 
-from bench.cache import ArrayCache, cache_root
+from bench.cache import cache_root
+from bench.core.forward import ForwardService
 from bench.data import load_dataset
 from bench.errors import UserError
 from bench.kits.resolve import check_suite, resolve_dataset
@@ -26,6 +27,7 @@ from bench.models.sources import default_init_seed, load_model, model_label, spe
 from bench.suite import Suite
 
 DEFAULT_BATCH_SIZE = 256
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def add_import_path(suite: Suite) -> None:
@@ -55,22 +57,11 @@ class RunOptions:
     batch_size: int | None = None  # default: suite [run] batch_size, else 256
     device: str | None = None  # cpu | cuda | cuda:N | auto (default: suite [run] device, else auto)
     threads: int | None = None  # torch CPU threads (default: suite [run] threads, else torch's own)
+    precision: str | None = None  # forwards: float32 (default), or bfloat16 / float16 under torch.autocast
+    channels_last: bool | None = None  # models and their inputs in channels-last memory format (default False)
     progress: bool = True
     cache_dir: Path | None = None
     loader: Callable | None = None  # replaces the protocol's model loader (tests, notebooks)
-
-
-@dataclass
-class Counters:
-    forwards: int = 0  # forward passes over a split (or model calls for VLMs) actually computed
-    encodings: int = 0  # encodings of a split actually computed
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    start: float
-    cache: dict
-    forwards: int
 
 
 @dataclass
@@ -92,11 +83,13 @@ class EvalContext:
             if int(threads) < 1:
                 raise UserError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(int(threads))
+        self.precision = str(self.options.precision or run.get("precision") or "float32")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision {self.precision!r} is unknown; valid choices: {', '.join(PRECISIONS)}")
+        cl = self.options.channels_last if self.options.channels_last is not None else run.get("channels_last")
+        self.channels_last = bool(cl)
         self.cache_root = Path(self.options.cache_dir) if self.options.cache_dir else cache_root()
-        self.forward_cache = ArrayCache(self.cache_root, "forward")
-        self.encoding_cache = ArrayCache(self.cache_root, "encoding")
-        self.artifact_cache = ArrayCache(self.cache_root, "artifact")
-        self.counters = Counters()
+        self.forwards = ForwardService(self.cache_root)  # the cached forward pass protocols call
         self.done: set[str] = set()  # cells already in the results file
         self.progress = self.options.progress and sys.stderr.isatty()  # bars only on a terminal (the engine logs)
         self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
@@ -123,6 +116,36 @@ class EvalContext:
         """torch's CPU thread count as it was before this context set `threads`."""
         torch.set_num_threads(self._threads_before)
 
+    # -- how forwards run ---------------------------------------------------------------------
+    @property
+    def compute(self) -> dict:
+        """The forward settings that change results (cache keys and row identities carry them); empty for
+        the default float32, contiguous forwards, so their keys are as before."""
+        out = {}
+        if self.precision != "float32":
+            out["precision"] = self.precision
+        if self.channels_last:
+            out["channels_last"] = True
+        return out
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch on the compute device: through pinned memory with a non-blocking copy to a GPU."""
+        if self.device.type == "cuda" and x.device.type == "cpu":
+            return (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as the models read it: channels-last when asked (encodings never see that layout)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def forward_mode(self):
+        """The context model outputs are computed in: torch.inference_mode, and autocast at `precision`."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.precision != "float32":
+            stack.enter_context(torch.autocast(self.device.type, dtype=getattr(torch, self.precision)))
+        return stack
+
     # -- models ------------------------------------------------------------------------------
     def authorized_for(self, entry) -> list[str]:
         """The authorized models an entry protects: its `models` (validated), else all of the suite's.
@@ -145,6 +168,8 @@ class EvalContext:
                                  default_seed=default_init_seed(self.suite.seed, label))
             adapter.name = label  # the suite's label names the model in every row
             self._models[label] = adapter.to(self.device)
+            if self.channels_last:
+                adapter.module.to(memory_format=torch.channels_last)
         return self._models[label]
 
     def model_identity(self, label: str) -> dict:
@@ -180,20 +205,10 @@ class EvalContext:
         """The defender's (and attacker's) training split."""
         return self.load_split("train_split", "train")
 
-    # -- seeds, memos, counters ----------------------------------------------------------------
+    # -- seeds, memos ----------------------------------------------------------------------------
     def seed(self, trial: int = 0) -> int:
         return self.suite.seed + int(trial)
 
     def memo(self, namespace: str) -> dict:
         """A dict that lives as long as this context (a protocol's fitted defenses, suspect zoos)."""
         return self._memos.setdefault(namespace, {})
-
-    def snapshot(self) -> Snapshot:
-        return Snapshot(time.perf_counter(), dict(self.forward_cache.stats.as_dict()), self.counters.forwards)
-
-    def since(self, snapshot: Snapshot) -> dict:
-        """Wall time, cache-counter deltas and forward passes since `snapshot`."""
-        after = self.forward_cache.stats.as_dict()
-        return {"wall_s": time.perf_counter() - snapshot.start,
-                "cache": {k: after[k] - snapshot.cache[k] for k in after},
-                "forwards": self.counters.forwards - snapshot.forwards}

@@ -8,3 +8,6 @@ LEADERBOARD_METRICS = {"authorized_top1": "higher", "retained": "higher", "auth_
 FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
 # every metric a reference can hold, hence every key a tolerance may name
 CHECK_METRICS = {**LEADERBOARD_METRICS, **FINGERPRINT_METRICS}
+# the boards the built-in protocols rank on ([standard_attacks] keys a suite may name before any protocol is loaded;
+# each protocol declares its own: Protocol.boards, and tests/test_protocols.py checks the two agree)
+BOARDS = ("input", "model", "baselines", "ownership")

@@ -158,13 +158,34 @@ class Split:
             raise RuntimeError(f"Split {self.name!r}: reader returned {len(out)} images for {len(pos)} positions")
         return out
 
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        """Batches of consecutive positions, in order, covering every position once."""
+    def batches(self, batch_size: int, prefetch: bool | None = None) -> Iterator[Batch]:
+        """Batches of consecutive positions, in order, covering every position once. With `prefetch`
+        (default: for a lazy split, whose reader decodes files), the next batch is read in a background
+        thread while the caller works on this one (the same batches; a reader's error comes out in order)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        for start in range(0, len(self), int(batch_size)):
+        starts = range(0, len(self), int(batch_size))
+
+        def make(start: int) -> Batch:
             pos = np.arange(start, min(start + int(batch_size), len(self)), dtype=np.int64)
-            yield Batch(pos, self.read(pos), self.labels[torch.as_tensor(pos)], self.indices[pos])
+            return Batch(pos, self.read(pos), self.labels[torch.as_tensor(pos)], self.indices[pos])
+
+        if not (self.lazy if prefetch is None else prefetch) or len(starts) < 2:
+            for start in starts:
+                yield make(start)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="authbench-prefetch") as pool:
+            ahead = pool.submit(make, starts[0])
+            try:
+                for nxt in list(starts[1:]) + [None]:
+                    batch = ahead.result()
+                    ahead = pool.submit(make, nxt) if nxt is not None else None
+                    yield batch
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
 
     @property
     def images(self) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Ray: one Ray task per job on a Ray cluster (or a local one), a bounded number in flight.
+"""Ray: one Ray task per batch of jobs of one authorized model on a Ray cluster (or a local one), a bounded
+number in flight.
 
     authbench run imagenet --executor ray --address auto --gpus-per-job 1
 
@@ -17,9 +18,12 @@ from __future__ import annotations
 import math
 
 from bench.errors import UserError
-from bench.executors.base import EXECUTORS, Executor, Failure, Option
+from bench.executors.base import EXECUTORS, Executor, Failure, Option, chunked
 
 DEFAULT_RETRIES = 3  # Ray's own default for tasks
+# jobs of one authorized model per Ray task: one submission, one spec transfer and one result per batch
+# (a worker dying loses at most this many jobs, which the next run redoes)
+JOBS_PER_TASK = 4
 
 
 def import_ray():
@@ -38,7 +42,7 @@ def one_line(exc: BaseException) -> str:
 @EXECUTORS.register
 class RayExecutor(Executor):
     name = "ray"
-    description = "one Ray task per job on a Ray cluster (--address), or on a local Ray"
+    description = "Ray tasks (batches of jobs of one authorized model) on a Ray cluster (--address), or on a local Ray"
     remote = True
     options = (
         Option("address", "string", "the cluster to join (auto, host:port, ray://host:10001; default: a local Ray)"),
@@ -53,6 +57,10 @@ class RayExecutor(Executor):
     def __init__(self, **given):
         super().__init__(**given)
         self.address = None if self.address in (None, "", "local") else str(self.address)
+
+    def tasks(self, jobs: list) -> list[list]:
+        """Batches of up to JOBS_PER_TASK jobs of one authorized model (a worker loads its models once)."""
+        return chunked(jobs, JOBS_PER_TASK)
 
     def threads_per_job(self) -> int:
         return max(1, int(self.cpus_per_job))

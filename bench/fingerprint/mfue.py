@@ -158,7 +158,7 @@ class MFUE(FingerprintMethod):
                                              int(p["mimic_steps"]), float(p["mimic_lr"]), seed)
             mimics = _MIMICS[mkey]
             budget = (float(p["trigger_eps"]), int(p["trigger_rounds"]), int(p["trigger_steps"]), float(p["trigger_step"]))
-            dev = T.device()  # the trigger budget runs on the accelerator when there is one
+            dev = T.device()  # the trigger budget runs on the run's device (--device)
             on_dev = [copy.deepcopy(m).to(dev).eval() for m in (source.module, *mimics)]
             xd, yd = x.to(dev), y.to(dev)
             if p["schedule"] == "paper":

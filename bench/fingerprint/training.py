@@ -1,7 +1,7 @@
 """Training primitives shared by the suspect zoo and the defenders' model pools.
 
 Every function returns a new module (inputs are never modified in place), runs on the CUDA
-device when one is present, and is deterministic for a given seed on one machine. Data is a
+device the run names (--device; by default CUDA when present), and is deterministic for a given seed on one machine. Data is a
 `Split` of pixel-space images in [0, 1]; `preprocess` normalizes them before the module.
 """
 
@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 
 from bench.data.base import Split
 from bench.errors import UserError
+from bench.models.adapter import run_device
 from bench.models.zoo import FAMILIES
 from bench.recipes.train_classifier import build_model
 
@@ -24,7 +25,8 @@ BATCH = 64
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The run's device (bench.models.adapter.run_device: --device, else CUDA when available, else the CPU)."""
+    return run_device()
 
 
 def halves(split: Split, seed: int = 0) -> tuple[Split, Split]:

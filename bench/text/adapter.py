@@ -21,11 +21,8 @@ import torch
 import torch.nn as nn
 
 from bench.errors import UserError
-from bench.kits.resolve import resolve_model
-from bench.models.adapter import weights_digest
+from bench.models.adapter import run_device, weights_digest
 from bench.models.first_linear import FirstLinear
-from bench.recipes.sst2_heads import load_pooled
-from bench.text.pooled import encoder_dir
 
 
 class _Stop(Exception):
@@ -173,8 +170,12 @@ def load_text_model(label: str, spec, task: str, progress: bool = False) -> Text
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if isinstance(spec, str) and spec.startswith("kit:"):  # a kit model: its manifest spec, files as cache paths
+        from bench.kits.resolve import resolve_model
+
         spec = resolve_model(spec).spec
     if isinstance(spec, dict) and spec.get("source") == "text-pooled":  # encoder + pooled head (bench.text.pooled)
+        from bench.text.pooled import encoder_dir, load_pooled
+
         model, tokenizer, _ = load_pooled(label, spec)
         model.to(spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         return TextClassifier(label, model, tokenizer, str(encoder_dir(spec)), int(spec.get("max_length", 64)))
@@ -191,6 +192,6 @@ def load_text_model(label: str, spec, task: str, progress: bool = False) -> Text
     except OSError as exc:
         raise UserError(f"text model {label!r}: cannot load {source!r} for {task} ({exc}); give a hub name "
                         "reachable from here or a local checkpoint folder") from None
-    model.to(spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(spec.get("device") or run_device())  # the run's --device unless the spec pins one
     order = (spec.get("label_order") or {}).get(task)
     return TextClassifier(label, model, tokenizer, source, int(spec.get("max_length", 128)), order)

@@ -9,8 +9,8 @@ embedding sequence - runs encoder + head end to end (bench.text.adapter.TextClas
 Spec (a kit model, `kit-file:` values already replaced by cache paths):
     {"source": "text-pooled", "encoder": "<dir or its config.json>", "pooling": "mean" | "cls",
      "max_length": 64, "head": {"recipe": "sst2-heads", "train": "<train.tsv>", "train_rows": 6000, "seed": 0}}
-The head comes from bench.recipes.sst2_heads (trained once, seeded, kept in the cache), or from a
-file: "head": {"path": "<head.pt>"}.
+The head comes from bench.text.heads (the recipe of bench.recipes.sst2_heads: trained once, seeded, kept in the
+cache), or from a file: "head": {"path": "<head.pt>"}.
 """
 
 from __future__ import annotations
@@ -22,16 +22,10 @@ import torch
 import torch.nn as nn
 
 from bench.errors import UserError
+from bench.text.heads import HeadSpec, load_head, train_or_load_head
+from bench.text.pooling import pool
 
 POOLINGS = ("mean", "cls")
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(N, L, d) -> (N, d): mean over the real tokens, or the first token."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
 class PooledClassifier(nn.Module):
@@ -74,3 +68,22 @@ def load_encoder(folder: Path):
     except OSError as exc:
         raise UserError(f"cannot load the text encoder in {str(folder)!r} ({str(exc).splitlines()[0]})") from None
     return encoder.eval(), tokenizer
+
+
+def load_pooled(label: str, spec: dict, cache_root: Path | None = None):
+    """(PooledClassifier, tokenizer, head record) for a `text-pooled` spec."""
+
+    folder = encoder_dir(spec)
+    encoder, tokenizer = load_encoder(folder)
+    pooling = str(spec.get("pooling", "mean"))
+    head_spec = spec.get("head")
+    if not isinstance(head_spec, dict):
+        raise UserError(f"text model {label!r}: 'head' must be a table ({{recipe = 'sst2-heads', ...}} or {{path = ...}})")
+    if "path" in head_spec:
+        head, record = load_head(Path(head_spec["path"]))
+    else:
+        hs = HeadSpec(train=str(head_spec.get("train", "")), train_rows=int(head_spec.get("train_rows", 6000)),
+                      seed=int(head_spec.get("seed", 0)), pooling=pooling, max_length=int(spec.get("max_length", 64)),
+                      c=float(head_spec.get("c", 1.0)))
+        head, record = train_or_load_head(encoder, tokenizer, folder, hs, cache_root)
+    return PooledClassifier(encoder, head, pooling), tokenizer, record
