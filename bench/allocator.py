@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from bench.errors import UserError
 from bench.errors import UserError
 
+from bench.errors import UserError  # light: the bench package loads its API on first use
+
 ENV = "AUTHBENCH_MALLOC"
 MODES = ("tuned", "default")
 # mallopt parameters (glibc malloc.h)

@@ -110,7 +110,7 @@ LAZY_DEPENDENCIES = {
     "tflite", "onnx", "onnx2torch", "onnxruntime", "ai_edge_litert",  # extra: convert
     "sklearn", "PIL", "tqdm", "safetensors", "torch", "matplotlib", "jsonschema",  # heavy, or needed by one path only
 }
-LAZY_PROJECT_IMPORTS = {"bench.cli", "bench.suite"}  # command dispatch; `list suites` and --help without numpy
+LAZY_PROJECT_IMPORTS = {"bench.cli", "bench.kits.cli", "bench.suite"}  # command dispatchers; `list suites` and --help without numpy
 
 
 def _function_level_imports():
