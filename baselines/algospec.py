@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from baselines.polynomial import PolynomialNetwork, fit_surrogates
 from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter, weights_digest
 
 

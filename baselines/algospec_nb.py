@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench import provenance
+from bench.core import provenance
 from bench.data.digits import load_digits_split
 
 

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 from bench.models.adapter import ModelAdapter
 from bench.models.zoo import FAMILIES
 

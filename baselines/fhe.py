@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 from bench.models.adapter import ModelAdapter
 from bench.models.zoo import Square
 

@@ -19,7 +19,7 @@ from collections import defaultdict
 import numpy as np
 
 from baselines.fhe import wilson
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 NE = "Non-Transferable Examples (NE) paper, Table 3"
 MEFTAH = "Meftah et al., 'DOReN', IEEE TIFS 16:3740-3752, 2021 (ResNet-20, CIFAR-10), as cited in NE Table 3 note 3"

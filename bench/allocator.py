@@ -23,10 +23,10 @@ import ctypes.util
 import os
 import sys
 from dataclasses import dataclass
-from bench.errors import UserError
-from bench.errors import UserError
+from bench.core.errors import UserError
+from bench.core.errors import UserError
 
-from bench.errors import UserError  # light: the bench package loads its API on first use
+from bench.core.errors import UserError  # light: the bench package loads its API on first use
 
 ENV = "AUTHBENCH_MALLOC"
 MODES = ("tuned", "default")

@@ -23,18 +23,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.cache import atomic_write_bytes, digest
-from bench.core.context import EvalContext, RunOptions
-from bench.core.engine import Engine, RunSummary
+from bench.core.cache import atomic_write_bytes, digest
+from bench.engine.context import EvalContext, RunOptions
+from bench.engine.engine import Engine, RunSummary
 from bench.api_schema import check_keywords
 from bench.data.base import stat_digest
-from bench.errors import BadKeyword, UserError, check_folder, show
+from bench.core.errors import BadKeyword, UserError, check_folder, show
 from bench.executors import Executor, executor_options, make_executor
 from bench.protocols import render, rows_by_protocol, summary_lines
-from bench.provenance import versions
+from bench.core.provenance import versions
 from bench.reports.boards import build_boards, glance, parse_standard
 from bench.reports.leaderboard import leaderboard, ranked_rows
-from bench.results import read_rows
+from bench.core.results import read_rows
 from bench.suite import DEFAULT_SUITE, Suite, load_suite
 from bench.suite_overrides import apply_overrides
 

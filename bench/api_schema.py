@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jsonschema
 
-from bench.errors import BadKeyword, UnknownKeyword, show
+from bench.core.errors import BadKeyword, UnknownKeyword, show
 from bench.suite_schema import SECTIONS, Key
 from bench.executors import Executor
 

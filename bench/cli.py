@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench import allocator
-from bench.errors import UserError, bounded, check_folder
+from bench.core.errors import UserError, bounded, check_folder
 from bench.executors import executor_options
 from bench.paths import output_file, output_folder, safe_part
 
@@ -287,7 +287,7 @@ def _cmd_list(args) -> int:
 def _cmd_report(args) -> int:
     from bench.api import dataset_classes
     from bench.protocols import render
-    from bench.results import read_rows
+    from bench.core.results import read_rows
     from bench.suite import recorded_suite
 
     rows = read_rows(args.results)
@@ -362,7 +362,7 @@ def _cmd_leaderboard(args) -> int:
     from bench.reports.boards import build_boards, parse_standard
     from bench.reports.entries import write_entries
     from bench.reports.reference import Tolerances, freeze
-    from bench.results import read_rows
+    from bench.core.results import read_rows
     from bench.suite import recorded_suite
 
     output_file(args.out, "--out")
@@ -462,7 +462,7 @@ def _cmd_tables(args) -> int:
 
 
 def _cmd_cache(args) -> int:
-    from bench.cache import cache_clear, cache_info, cache_root
+    from bench.core.cache import cache_clear, cache_info, cache_root
 
     root = args.cache_dir or cache_root()
     if args.action == "clear":

@@ -22,7 +22,7 @@ import json
 
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.geometry import lift
 
 ENCODE_SPACES = ("model", "pixel")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bench.errors import UserError, show
+from bench.core.errors import UserError, show
 
 PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=@,:-]*")  # ":": a plugin's module:Class names boards
 MAX_PART = 200  # bytes of one name; file systems allow 255

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 # (module, name) the unpickler may look up: what a numpy array or a plain builtin pickles to
 ALLOWED = {

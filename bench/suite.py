@@ -40,8 +40,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.errors import UserError
-from bench.cache import digest
+from bench.core.errors import UserError
+from bench.core.cache import digest
 from bench.suite_schema import validate
 
 if sys.version_info >= (3, 11):
@@ -93,7 +93,7 @@ class Suite:
 
     @property
     def digest(self) -> str:
-        from bench.cache import digest  # numpy: not needed to list suites
+        from bench.core.cache import digest  # numpy: not needed to list suites
 
         return digest(self.raw)[:16]
 

@@ -12,7 +12,7 @@ import copy
 from dataclasses import replace
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.suite import Suite
 from bench.suite_schema import validate
 

@@ -15,7 +15,7 @@ Three parts of a suite are not fixed here, because what they accept is declared 
   dataset loader's own keyword arguments (`bench.data`), or, for the datasets a protocol owns
   (GLUE, MMBench), the keys that protocol declares (`data_keys`, bench.core.entry.OWNED_DATA_KEYS);
 - defense and attack parameters (`params`, `sweep`, attack tables) are the registered class's own
-  `defaults` (and optional `param_schema`): `bench.registry.check_params`, called by every plugin's
+  `defaults` (and optional `param_schema`): `bench.core.registry.check_params`, called by every plugin's
   constructor when the engine plans the suite, validates them (types inferred from the defaults),
   so a parameter a defense declares is validated without editing this file;
 - model spec tables are checked by their source (`bench.models.sources.SOURCE_KEYS`).
@@ -30,7 +30,7 @@ import jsonschema
 
 from bench.core.metrics import BOARDS, CHECK_METRICS, LEGACY_METRICS  # the built-in protocols' boards and metrics
 from bench.data import DATASETS
-from bench.errors import UserError, show
+from bench.core.errors import UserError, show
 from bench.executors import EXECUTORS, executor_options
 from bench.fingerprint.suspects import ZooConfig
 from bench.core.declared import check_metrics
@@ -102,7 +102,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "batch_size": _integer(1),
         "device": Key({"type": "string", "pattern": r"^(cpu|cuda|cuda:\d+|auto)$"}, "'cpu', 'cuda', 'cuda:N' or 'auto'"),
         "threads": _integer(1),
-        "precision": _string("float32", "bfloat16", "float16"),  # forwards under autocast (bench.core.context)
+        "precision": _string("float32", "bfloat16", "float16"),  # forwards under autocast (bench.engine.context)
         "channels_last": Key({"type": "boolean"}, "true or false"),
     },
 }

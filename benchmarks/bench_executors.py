@@ -28,9 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cache import cache_root
-from bench.core.context import EvalContext, RunOptions
-from bench.core.engine import Engine
+from bench.core.cache import cache_root
+from bench.engine.context import EvalContext, RunOptions
+from bench.engine.engine import Engine
 from bench.executors.ray import RayExecutor
 from bench.suite import load_suite
 
@@ -63,7 +63,7 @@ class Recording(RayExecutor):
 
 
 def warm_worker(_):
-    import bench.core.engine  # noqa: F401  (torch and authbench, once per worker process)
+    import bench.engine.engine  # noqa: F401  (torch and authbench, once per worker process)
 
     return os.getpid()
 
@@ -126,7 +126,7 @@ def job_in_worker_vs_local(suite, warm: Path, tmp: Path) -> list[tuple[float, fl
     `run_specs` on its spec in a warm worker context (the worker path without Ray's transport or a second
     process sharing the cores). Both from their own empty forward cache, models loaded before timing.
     Returns (local s, worker s) per job."""
-    from bench.core.engine import execute, run_specs, worker_context
+    from bench.engine.engine import execute, run_specs, worker_context
 
     local = Engine(suite, tmp / "inproc-local", RunOptions(cache_dir=fresh_cache(warm, tmp / "c-inproc-local"),
                                                            threads=1, progress=False))

@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.core.context import RunOptions  # noqa: E402
-from bench.core.engine import Engine  # noqa: E402
+from bench.engine.context import RunOptions  # noqa: E402
+from bench.engine.engine import Engine  # noqa: E402
 from bench.protocols import classify  # noqa: E402
-from bench.results import read_rows  # noqa: E402
+from bench.core.results import read_rows  # noqa: E402
 from bench.suite import load_suite  # noqa: E402
 
 ORIGINAL_CLEAN_NORMS = classify.clean_norms

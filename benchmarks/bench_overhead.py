@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import bench  # noqa: E402
-from bench import provenance  # noqa: E402
+from bench.core import provenance  # noqa: E402
 from bench.data import load_dataset  # noqa: E402
 from bench.defenses import get_defense  # noqa: E402
 from bench.defenses.release import calibrate  # noqa: E402
@@ -80,9 +80,9 @@ def suite_toml(args) -> str:
 # harness-only steps, timed in place by wrapping them in this process (the engine's code is not changed):
 # (module, attribute path). A name the engine no longer has is skipped.
 BOOKKEEPING = [
-    ("bench.core.engine", "plan"), ("bench.cache", "ArrayCache.get"), ("bench.cache", "ArrayCache.put"),
-    ("bench.results", "ResultWriter.__init__"), ("bench.results", "ResultWriter.rows"),
-    ("bench.results", "ResultWriter.append"), ("bench.results", "read_rows"), ("bench.provenance", "build"),
+    ("bench.engine.engine", "plan"), ("bench.core.cache", "ArrayCache.get"), ("bench.core.cache", "ArrayCache.put"),
+    ("bench.core.results", "ResultWriter.__init__"), ("bench.core.results", "ResultWriter.rows"),
+    ("bench.core.results", "ResultWriter.append"), ("bench.core.results", "read_rows"), ("bench.core.provenance", "build"),
     ("bench.models.adapter", "ModelAdapter.check_input"), ("bench.models.adapter", "weights_digest"),
 ]
 

@@ -4,7 +4,7 @@ cold:        empty forward/encoding cache (zoo weights reused, so training is no
 warm-cache:  a new results folder, warm cache: every forward pass and encoding is a cache hit
 warm-rerun:  the same results folder again: every cell is already done
 
-Each is one `bench.core.engine.Engine(suite, out, RunOptions(...)).run()` in this process. By default the
+Each is one `bench.engine.engine.Engine(suite, out, RunOptions(...)).run()` in this process. By default the
 digits suite's input defenses (ne-patch, ne-operator, noise) at --psnr 20 (about a minute cold here);
 --defense and --psnr pick others, --all runs every entry of the suite at every point (minutes: CoreLocker,
 its attacks and the baselines retrain models).
@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cache import cache_root  # noqa: E402
-from bench.core.context import RunOptions  # noqa: E402
-from bench.core.engine import Engine  # noqa: E402
+from bench.core.cache import cache_root  # noqa: E402
+from bench.engine.context import RunOptions  # noqa: E402
+from bench.engine.engine import Engine  # noqa: E402
 from bench.suite import load_suite  # noqa: E402
 
 DEFAULT_DEFENSES = ("ne-patch", "ne-operator", "noise")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.cache import cache_root
+from bench.core.cache import cache_root
 from bench.kits.manifest import get_kit
 from bench.kits.resolve import resolve_dataset, resolve_model
 

@@ -153,8 +153,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.core.context import RunOptions
-from bench.core.engine import Engine
+from bench.engine.context import RunOptions
+from bench.engine.engine import Engine
 from bench.suite import load_suite
 from bench.suite_overrides import apply_overrides
 

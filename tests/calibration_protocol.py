@@ -22,12 +22,12 @@ import torch
 
 from bench.attacks import attack_label, get_attack
 from bench.attacks.base import apply_attack
-from bench.cache import digest
+from bench.core.cache import digest
 from bench.core.entry import Entry, attacks_key, integer, key, models_key
 from bench.core.types import Job, Measurement
 from bench.defenses import get_defense
 from bench.defenses.base import Defense
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.protocols import Protocol
 from bench.protocols.base import grid, with_cells
 from bench.reports.boards import BoardSpec

@@ -47,8 +47,8 @@ def mini_suite(tmp_path) -> Path:
 
 def make_engine(suite, out, **options):
     """The engine for `suite` writing to `out`, with RunOptions given as keywords (lists allowed)."""
-    from bench.core.context import RunOptions
-    from bench.core.engine import Engine
+    from bench.engine.context import RunOptions
+    from bench.engine.engine import Engine
 
     return Engine(suite, out, RunOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}))
 

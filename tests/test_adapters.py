@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models import ModelAdapter, from_module, list_models, load_model
 
 MEAN, STD, SIZE = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), (3, 8, 8)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 

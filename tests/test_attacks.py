@@ -11,10 +11,10 @@ from bench.attacks import get_attack
 from bench.attacks.preprocessing import gaussian_blur
 from bench.data.base import Split
 from bench.defenses.release import psnr
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.sources import from_module
 from bench.protocols import render
-from bench.results import read_rows
+from bench.core.results import read_rows
 from conftest import make_engine
 from bench.suite import load_suite
 from conftest import write_suite

@@ -601,7 +601,7 @@ def test_the_schema_is_a_valid_json_schema_and_every_key_has_a_row_in_the_docs()
 
 def test_a_parameter_a_defense_declares_is_validated_without_editing_the_schema():
     from bench.defenses.base import InputDefense
-    from bench.errors import UserError
+    from bench.core.errors import UserError
 
     class Declared(InputDefense):
         name = "declared"
@@ -656,7 +656,7 @@ def _cache_entry(tmp_path, marker):
     import io
     import pickle
 
-    from bench.cache import KEY_FIELD, MAGIC, ArrayCache
+    from bench.core.cache import KEY_FIELD, MAGIC, ArrayCache
 
     cache = ArrayCache(tmp_path, "forward")
     key = cache.key("m", {})
@@ -680,7 +680,7 @@ READERS = {"convert-cifar-batch": _convert_batch, "convert-cifar-meta": _convert
 def test_no_reader_runs_a_crafted_pickle(tmp_path, reader):
     """Every reader of a pickled format refuses a pickle naming anything but plain data: the payload (which
     would create a marker file) never runs."""
-    from bench.errors import UserError
+    from bench.core.errors import UserError
 
     marker = tmp_path / "PAYLOAD-RAN"
     try:
@@ -729,11 +729,11 @@ def test_convert_to_imagefolder_keeps_class_names_from_data_inside_out(tmp_path)
 
 
 def test_site_and_board_writers_refuse_names_that_leave_their_folder(finished, tmp_path):
-    from bench.errors import UserError
+    from bench.core.errors import UserError
     from bench.reports.boards import build_boards, write_boards
     from bench.reports.entries import write_entries
     from bench.reports.site import SitePage, SiteTable, write_site
-    from bench.results import read_rows
+    from bench.core.results import read_rows
 
     with pytest.raises(UserError, match="slug"):
         write_site(tmp_path / "site", title="t", pages=[SitePage(title="x", slug="../../escaped")])
@@ -753,7 +753,7 @@ def test_site_and_board_writers_refuse_names_that_leave_their_folder(finished, t
 
 
 def test_under_refuses_a_symlink_that_leaves_the_root(tmp_path):
-    from bench.errors import UserError
+    from bench.core.errors import UserError
     from bench.paths import under
 
     (tmp_path / "root").mkdir()
@@ -767,7 +767,7 @@ def test_under_refuses_a_symlink_that_leaves_the_root(tmp_path):
 # -- issue 25: cache clear, corrupt and swapped entries ------------------------------------------------------
 
 def test_cache_clear_deletes_only_a_marked_cache(tmp_path):
-    from bench.cache import MARKER, ArrayCache, cache_clear
+    from bench.core.cache import MARKER, ArrayCache, cache_clear
 
     other = tmp_path / "thesis"
     other.mkdir()
@@ -787,7 +787,7 @@ def test_a_cache_entry_that_is_not_an_array_file_is_removed_and_recomputed(tmp_p
     """Regression (issue 25): a valid checksum over bytes that are not an .npz crashed every run."""
     import hashlib
 
-    from bench.cache import MAGIC, ArrayCache, binding
+    from bench.core.cache import MAGIC, ArrayCache, binding
 
     cache = ArrayCache(tmp_path, "forward")
     key = cache.key("m", {})
@@ -806,7 +806,7 @@ def test_another_entrys_arrays_with_a_recomputed_checksum_are_not_served(tmp_pat
     import hashlib
     import io
 
-    from bench.cache import KEY_FIELD, MAGIC, ArrayCache
+    from bench.core.cache import KEY_FIELD, MAGIC, ArrayCache
 
     cache = ArrayCache(tmp_path, "forward")
     a, b = cache.key("model-a", {}), cache.key("model-b", {})
@@ -825,7 +825,7 @@ def test_an_entry_of_the_previous_format_is_recomputed_not_a_crash(tmp_path):
     import hashlib
     import io
 
-    from bench.cache import KEY_FIELD, MAGIC_V1, ArrayCache
+    from bench.core.cache import KEY_FIELD, MAGIC_V1, ArrayCache
 
     cache = ArrayCache(tmp_path, "forward")
     key = cache.key("m", {})
@@ -855,7 +855,7 @@ def test_an_entry_of_the_previous_format_is_recomputed_not_a_crash(tmp_path):
 ])
 def test_the_python_api_raises_a_typed_error_naming_the_keyword(keywords, needle, tmp_path):
     import bench
-    from bench.errors import BadKeyword, UserError
+    from bench.core.errors import BadKeyword, UserError
 
     with pytest.raises(BadKeyword) as err:
         bench.evaluate(str(tmp_path / "never-read.toml"), **keywords)
@@ -866,7 +866,7 @@ def test_the_python_api_raises_a_typed_error_naming_the_keyword(keywords, needle
 def test_the_python_api_takes_one_name_as_a_list_of_one(finished):
     """Regression (issue 25): defenses="nosuch" said "defense 'n'" (the string was iterated)."""
     import bench
-    from bench.errors import UserError
+    from bench.core.errors import UserError
 
     with pytest.raises(UserError, match="defense 'nosuch' is not in suite"):
         bench.evaluate(finished["files"]["suite"], defenses="nosuch", out=finished["files"]["out"],

@@ -10,9 +10,9 @@ from baselines.algospec import AlgoSpec
 from baselines.polynomial import Chebyshev, fit_surrogates
 from baselines.report import REPORTED, render_markdown, table3
 from bench.data.digits import load_digits_split
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess
-from bench.results import ResultWriter, read_rows
+from bench.core.results import ResultWriter, read_rows
 
 PRE = Preprocess((0.3,), (0.3,), (1, 8, 8))
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.core.types import Cell, Provenance, Role, Row
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.defenses import DEFENSES
 from bench.reports.boards import (Board, build_boards, full_params, parse_standard, place, rank_rows, write_boards)
 from bench.reports.tables import sidecar_path
@@ -227,7 +227,7 @@ def test_list_shows_an_installed_plugins_description(monkeypatch):
             from plugin_example import MyRecoding
             return MyRecoding
 
-    monkeypatch.setattr("bench.registry._entry_points", lambda group: {"my-recoding": EntryPoint()})
+    monkeypatch.setattr("bench.core.registry._entry_points", lambda group: {"my-recoding": EntryPoint()})
     assert DEFENSES.describe()["my-recoding"] == "one line for `authbench list defenses`"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.cache import ArrayCache, cache_clear, cache_info
+from bench.core.cache import ArrayCache, cache_clear, cache_info
 
 
 def test_round_trip_and_stats(tmp_path):
@@ -77,7 +77,7 @@ def test_cache_clear_refuses_names_that_leave_the_root(tmp_path):
     """Regression (issue 14, bug 5): `cache clear --namespace ../victim` deleted a folder outside the root."""
     import pytest
 
-    from bench.errors import UserError
+    from bench.core.errors import UserError
 
     root, victim = tmp_path / "cache", tmp_path / "victim"
     victim.mkdir(parents=True)

@@ -8,7 +8,7 @@ import json
 import pytest
 from test_reports import synthetic_rows, tiny_rows
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.reports.check import check as check_refs, format_check, load_reference
 from bench.reports.leaderboard import leaderboard, write_leaderboard
 from bench.reports.reference import Tolerances, reference_from_rows

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.sources import load_model
 from models_example import bn_cnn
 

@@ -121,7 +121,7 @@ def test_run_report_check_cycle(capsys, tmp_path):
 
 
 def test_cache_info_and_clear(capsys, tmp_path):
-    from bench.cache import ArrayCache
+    from bench.core.cache import ArrayCache
 
     c = ArrayCache(tmp_path, "forward")
     c.put(c.key("m", {}), {"x": [1.0]})

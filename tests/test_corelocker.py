@@ -14,7 +14,7 @@ from safetensors import safe_open
 from bench.attacks.model_attacks import Distill, FinePrune, FineTune, Prune
 from bench.data.digits import load_digits_split
 from bench.defenses.corelocker import CoreLocker, load_key, save_key, unlock
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.zoo import SmallResNet, TinyViT
 from bench.reports.corelocker import REPORTED, corelocker_frame, render_corelocker, table1

@@ -15,11 +15,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from bench.defenses.corelocker import CoreLocker  # noqa: E402
-from bench.errors import UserError  # noqa: E402
+from bench.core.errors import UserError  # noqa: E402
 from bench.models.sources import model_label  # noqa: E402
 from bench.protocols import classify, render  # noqa: E402
 from bench.reports.corelocker import REPORTED, range_bin, render_corelocker  # noqa: E402
-from bench.results import read_rows  # noqa: E402
+from bench.core.results import read_rows  # noqa: E402
 from bench.suite import load_suite  # noqa: E402
 from bench.text.adapter import TextClassifier  # noqa: E402
 from bench.text.glue import get_task, load_glue  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bench.data import load_dataset
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 
 def _img(path, value=100, size=(12, 10)):

@@ -11,7 +11,7 @@ from conftest import make_engine, write_suite
 
 from bench.data.base import Split
 from bench.data.vision import ImageFolderReader, _stack, decode_workers
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.protocols import classify
 from bench.suite import load_suite
 
@@ -96,7 +96,7 @@ def test_autocast_and_channels_last_are_within_tolerance_of_float32(tmp_path):
 
 def test_a_run_in_bfloat16_scores_close_to_float32(tmp_path):
     suite = load_suite(str(write_suite(tmp_path / "s.toml", psnr=(20,), release=("float",), defenses=("noise",))))
-    from bench.results import read_rows
+    from bench.core.results import read_rows
 
     rows = {}
     for precision in ("float32", "bfloat16"):

@@ -17,7 +17,7 @@ from bench.data import DATASETS, Batch, Split, load_dataset
 from bench.data import torchvision_sets, vision
 from bench.data.base import array_digest, file_digest
 from bench.data.vision import _pil_to_tensor, _stack, resize_images, subset_positions
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 SIZES = [(48, 60), (50, 44), (64, 64), (45, 70), (33, 41)]
 

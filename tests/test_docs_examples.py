@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.results import read_rows
+from bench.core.results import read_rows
 from conftest import write_suite
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -23,7 +23,7 @@ from bench.defenses.base import InputDefense
 from bench.defenses.operator_basis import DenseBasis, PerDevice, rows_matmul
 from bench.defenses.operator_fourier import FourierBasis
 from bench.defenses.release import calibrate
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.sources import from_module
 
 REL = 1e-12

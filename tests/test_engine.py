@@ -12,12 +12,12 @@ import torch
 import bench
 from bench.cli import main
 from bench.core.types import Cell, Encoding, Job, Provenance, Role, Row
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.executors import EXECUTORS
 from bench.models.adapter import resolve_device
 from bench.protocols import PROTOCOLS, get_protocol
 from bench.protocols.base import Protocol
-from bench.results import read_rows
+from bench.core.results import read_rows
 from bench.suite import load_suite
 from conftest import make_engine, validate_rows, write_suite
 
@@ -189,7 +189,7 @@ def test_loading_a_suite_imports_neither_the_reports_nor_the_engine():
 
     code = ("import sys, bench.suite; bench.suite.load_suite('digits'); "
             "print(sorted(m for m in sys.modules if m.startswith(('bench.reports', 'bench.protocols', 'bench.api', "
-            "'bench.core.engine'))))")
+            "'bench.engine.engine'))))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
@@ -333,3 +333,34 @@ def test_a_third_party_protocol_plugs_in_by_module_path(tmp_path):
     assert {r["protocol"] for r in mine} == {"protocol_example:CountCorrect"}
     validate_rows(res.records)
     assert bench.evaluate(path, out=tmp_path / "run", write_reports=False).summary.cells_run == 0
+
+
+def _runtime_project_imports(path: Path) -> set[str]:
+    """The project modules a file imports at run time (imports under `if TYPE_CHECKING:` name types only)."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for n in ast.walk(node)}
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return {m for m in out if m.split(".")[0] in PACKAGES}
+
+
+def test_floors_core_below_everything_and_the_engine_above_the_protocols():
+    """bench/core/ (types, cache, results, provenance, errors, registry, metrics, declarations, the forward service)
+    imports nothing of the project but itself; only the engine itself, the API and the CLI import bench.engine,
+    so no protocol or plugin depends on the loop that runs it (issue 22, DESIGN.md's floors)."""
+    modules = _modules()
+    core = {name: sorted(m for m in _runtime_project_imports(path) if not m.startswith("bench.core"))
+            for name, path in modules.items() if name.startswith("bench.core")}
+    assert {k: v for k, v in core.items() if v} == {}
+    above = {"bench.api", "bench.cli"}
+    engine_users = sorted(name for name, path in modules.items()
+                          if not name.startswith("bench.engine") and name not in above
+                          and any(m.startswith("bench.engine") for m in _runtime_project_imports(path)))
+    assert engine_users == []

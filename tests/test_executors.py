@@ -23,13 +23,13 @@ import psutil
 import pytest
 
 import bench
-from bench.cache import ArrayCache
+from bench.core.cache import ArrayCache
 from bench.cli import main
-from bench.core.engine import Engine, run_specs
-from bench.core.spec import JobSpec, job_id
-from bench.errors import UserError
+from bench.engine.engine import Engine, run_specs
+from bench.engine.spec import JobSpec, job_id
+from bench.core.errors import UserError
 from bench.executors import EXECUTORS, Executor, make_executor
-from bench.results import read_rows
+from bench.core.results import read_rows
 from bench.suite import load_suite
 from conftest import write_suite
 
@@ -127,7 +127,7 @@ def test_in_process_remote_path_matches_local_and_never_duplicates(suite_path, r
     """The whole spec -> worker -> rows path, in this process: identical rows; a result delivered twice
     is written once; counters are summed from the workers' results."""
     suite = load_suite(str(suite_path))
-    from bench.core.context import RunOptions
+    from bench.engine.context import RunOptions
 
     opts = RunOptions(threads=1, cache_dir=tmp_path / "cache", progress=False)
     summary = Engine(suite, tmp_path / "run", opts, InProcessRemote(twice=True)).run()

@@ -12,7 +12,7 @@ from conftest import validate_rows
 from bench.attacks.model_attacks import magnitude_prune
 from bench.cli import main as cli_main
 from bench.data.digits import load_digits_split
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.fingerprint import FINGERPRINTS as METHODS
 from bench.fingerprint import metrics as M
 from bench.fingerprint import suspects as S
@@ -20,7 +20,7 @@ from bench.fingerprint import training as T
 from bench.fingerprint.base import SuspectOracle
 from bench.models.adapter import ModelAdapter
 from bench.models.zoo import digits_preprocess
-from bench.results import read_rows
+from bench.core.results import read_rows
 
 TINY = {  # query budgets and pools small enough for CPU tests
     "mfue-w": {"n_triggers": 12, "n_mimic": 2, "mimic_steps": 2, "trigger_rounds": 1},

@@ -8,7 +8,7 @@ from conftest import make_engine, write_suite
 
 from bench.models.first_linear import FirstLinear
 from bench.protocols import classify
-from bench.results import read_rows
+from bench.core.results import read_rows
 from bench.suite import load_suite
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models import from_module, load_model
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from bench.cli import main, needs_hub
-from bench.core.context import EvalContext, RunOptions, default_threads
-from bench.errors import UserError, install_hint
-from bench.results import LOCK_FILE, ResultWriter
+from bench.engine.context import EvalContext, RunOptions, default_threads
+from bench.core.errors import UserError, install_hint
+from bench.core.results import LOCK_FILE, ResultWriter
 from bench.suite import DEFAULT_SUITE, find_suite, load_suite
 from tests.conftest import write_suite
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.core.context import EvalContext, RunOptions
-from bench.errors import UserError
+from bench.engine.context import EvalContext, RunOptions
+from bench.core.errors import UserError
 from bench.models.sources import load_model
 from bench.models.zoo import load_zoo_model, recipe_for, zoo_path
 from bench.suite import load_suite
@@ -69,7 +69,7 @@ def test_random_weights_are_seeded_by_default_and_the_seed_is_recorded(tmp_path)
 def test_noise_encodings_of_authorized_models_with_other_normalisation_are_not_shared(tmp_path):
     """Regression (bug 8): the noise control's encoding was shared across authorized models whose
     normalisation std differs, so both got one PSNR (24.79 dB where the second is 11.87 dB)."""
-    from bench.results import read_rows
+    from bench.core.results import read_rows
     from conftest import make_engine
 
     spec = ("{{ source = \"torch\", factory = \"models_example:tiny_cnn\", "
@@ -104,7 +104,7 @@ def _suite_with(tmp_path, epochs: int):
 def test_resume_binds_the_model_not_its_label(tmp_path):
     """Regression (bug 1): a model changed behind the same label resumed as '6 already done, 0 run' with the
     old model's numbers; now its rows are superseded (kept in the file), recomputed, and read back as the new."""
-    from bench.results import read_rows
+    from bench.core.results import read_rows
     from conftest import make_engine
 
     out = tmp_path / "run"
@@ -122,7 +122,7 @@ def test_resume_binds_the_model_not_its_label(tmp_path):
 
 def test_a_second_run_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
     """Regression (bug 9): two runs on one output folder duplicated every row; the folder is locked."""
-    from bench.results import ResultWriter, latest
+    from bench.core.results import ResultWriter, latest
 
     with ResultWriter(tmp_path / "run"):
         with pytest.raises(UserError, match=r"is in use by a running authbench \(pid \d+"):
@@ -164,7 +164,7 @@ NPZ_SUITE = ('[suite]\nname = "swap"\nseed = 0\n[data]\ndataset = "cifar10"\nspl
 
 
 def _run_npz(tmp_path, out, cache):
-    from bench.results import read_rows
+    from bench.core.results import read_rows
     from conftest import make_engine
 
     suite_path = tmp_path / "swap.toml"

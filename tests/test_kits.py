@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits import manifest as mf
 from bench.kits import store
 from bench.kits.resolve import check_suite, resolve_dataset, resolve_model
@@ -391,7 +391,7 @@ def _image_kit(tmp_path, monkeypatch):
 
 def test_run_on_a_missing_kit_fails_upfront_then_runs_after_import(tmp_path, monkeypatch, capsys):
     from bench.cli import main
-    from bench.results import read_rows
+    from bench.core.results import read_rows
 
     src, suite = _image_kit(tmp_path, monkeypatch)
     monkeypatch.syspath_prepend(str(ROOT / "tests"))
@@ -456,7 +456,7 @@ def test_fetch_pypi_file_through_pip_download(tmp_path, monkeypatch):
 
 
 def test_a_kit_dataset_is_never_its_own_training_data(tmp_path, monkeypatch):
-    from bench.core.context import EvalContext, RunOptions
+    from bench.engine.context import EvalContext, RunOptions
     from bench.suite import load_suite
 
     src, suite = _image_kit(tmp_path, monkeypatch)

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from bench.defenses import get_defense
 from bench.defenses.release import calibrate, psnr, release
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.sources import from_module
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.reports.ne_reported import REPORTED, compare, reference_leaderboard, render_comparison, reported_table
 from bench.reports.tables import BASELINE, cross_model_matrix
 

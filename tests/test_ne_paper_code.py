@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from bench.defenses import get_defense
 from bench.defenses.release import calibrate, calibrate_paper_code, paper_code_scale, psnr, split_psnr
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.sources import from_module
 
 
@@ -151,7 +151,7 @@ def _code_suite(tmp, evaluation="paper-code", mode="paper-code", defense="ne-pat
 
 def test_paper_code_through_the_runner(tmp_path):
     """The bypass applies to the overlapping CNN stem only, is labelled on the row, and keeps the true PSNR."""
-    from bench.results import read_rows
+    from bench.core.results import read_rows
     from bench.suite import load_suite
     from conftest import make_engine, validate_rows
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models import load_model
 from bench.models.sources import spec_identity
 

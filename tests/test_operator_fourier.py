@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import bench.defenses.operator_fourier as operator_fourier
 from bench.defenses.operator_basis import DenseBasis, low_gain_basis
 from bench.defenses.operator_fourier import FourierBasis
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.first_linear import FirstLinear
 
 

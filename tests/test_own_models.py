@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.core.context import EvalContext
+from bench.engine.context import EvalContext
 from bench.data import load_dataset
 from bench.data.convert import convert
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.reports import figures
 from bench.reports.tables import render_tables
-from bench.results import read_rows
+from bench.core.results import read_rows
 from bench.suite import load_suite
 from conftest import FAST_MODELS, make_engine, validate_rows
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench.cli import main  # noqa: E402
 from bench.core.types import Encoding, Provenance, Row  # noqa: E402
-from bench.results import read_rows  # noqa: E402
+from bench.core.results import read_rows  # noqa: E402
 from conftest import validate_rows  # noqa: E402
 
 CALIBRATION = """[suite]
@@ -58,7 +58,7 @@ calibration = ["blur"]
 @pytest.fixture
 def calibration_installed(monkeypatch):
     """The third-party protocol installed as its package would be: an `authbench.protocols` entry point."""
-    import bench.registry as registry
+    import bench.core.registry as registry
 
     real = registry.entry_points
     point = EntryPoint(name="calibration", value="calibration_protocol:Calibration", group="authbench.protocols")
@@ -233,7 +233,7 @@ def test_the_results_schema_is_the_dataclasses_fields():
 def test_device_reaches_provenance_and_every_training_step(tmp_path, monkeypatch):
     """A fake device string in provenance (the device the run used), and training steps on the run's device even
     where the old defaults would have picked CUDA."""
-    import bench.provenance as provenance
+    import bench.core.provenance as provenance
     from bench.fingerprint import training
     from bench.models.adapter import on_device, run_device
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models import load_model
 from bench.models.converted import ConvertedAdapter, SameConv2d
 from bench.models.efficientnet_lite import efficientnet_lite

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits import manifest as mf
 from bench.kits.realdata import CIFAR_CLASSES, cifar_models, write
 
@@ -168,7 +168,7 @@ def test_text_pooled_spec_without_a_head_is_one_line(tiny):
 # -- one real CIFAR-10 model through its source ---------------------------------------------------
 def test_a_real_cifar_model_loads_through_its_source_and_classifies_its_kit():
     """Needs the kit's files: AUTHBENCH_REALDATA_CACHE=<cache with kits/cifar10-real> (tests run with a fresh cache)."""
-    from bench.cache import cache_root
+    from bench.core.cache import cache_root
     from bench.kits.resolve import resolve_dataset, resolve_model
     from bench.kits.store import file_path
     from bench.models import sources

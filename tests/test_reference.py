@@ -16,11 +16,11 @@ from bench.attacks import ATTACKS, get_attack
 from bench.cli import main
 from bench.reports.entries import entry_schema
 from bench.defenses import DEFENSES
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.reports.check import check, load_reference
 from bench.reports.fingerprint import fingerprint_board
 from bench.reports.reference import STD_FACTOR, Tolerances, freeze, reference_from_rows
-from bench.results import read_rows
+from bench.core.results import read_rows
 from bench.suite import load_suite
 from conftest import make_engine
 

@@ -13,13 +13,13 @@ from bench.attacks import ATTACKS
 from bench.cli import REGISTRIES, main
 from bench.data import DATASETS, load_dataset
 from bench.defenses import DEFENSES
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.executors import EXECUTORS, executor_options, make_executor
 from bench.fingerprint import FINGERPRINTS
 from bench.fingerprint.detectors import DETECTORS
 from bench.models.sources import SOURCES, load_model
 from bench.protocols import PROTOCOLS
-from bench.registry import Registry
+from bench.core.registry import Registry
 from conftest import write_suite
 
 KINDS = {"defenses": DEFENSES, "attacks": ATTACKS, "protocols": PROTOCOLS, "executors": EXECUTORS,
@@ -186,7 +186,7 @@ def test_builtins_load_on_first_lookup_and_entry_points_only_when_asked(monkeypa
             return type("Thing", (), {"name": "thing", "description": "a plugin"})
 
     registry = Registry("widget", "authbench.widgets", modules=("bench.no_such_module_for_this_test",))
-    monkeypatch.setattr("bench.registry._entry_points", lambda group: {"thing": EntryPoint()})
+    monkeypatch.setattr("bench.core.registry._entry_points", lambda group: {"thing": EntryPoint()})
     with pytest.raises(ModuleNotFoundError):  # a broken built-in module is a bug, not a user error
         registry.names()
     registry = Registry("widget", "authbench.widgets")

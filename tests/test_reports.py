@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.protocols import render
 from bench.reports.figures import psnr_curves
 from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard, write_leaderboard
@@ -23,7 +23,7 @@ PSNRS = [20.0, 0.0, -10.0]
 
 def make_row(defense, authorized, evaluated, top1, psnr=20.0, release="float", attack="none",
              psnr_true=None, dev=0.0, encode_ms=0.1, params=None, psnr_mode="true"):
-    """One synthetic result row in the bench.results schema."""
+    """One synthetic result row in the bench.core.results schema."""
     clean = defense == "none"
     role = ("clean" if clean else "authorized" if evaluated == authorized
             else "same-arch" if ARCH.get(evaluated) == ARCH.get(authorized) else "unauthorized")

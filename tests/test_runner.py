@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.cache import cache_info
-from bench.results import read_rows
+from bench.core.cache import cache_info
+from bench.core.results import read_rows
 from conftest import make_engine
 from bench.suite import load_suite
 from conftest import validate_rows, write_suite

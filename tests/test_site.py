@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from bench.cli import main  # noqa: E402
-from bench.errors import UserError  # noqa: E402
+from bench.core.errors import UserError  # noqa: E402
 from bench.protocols import render  # noqa: E402
 from bench.reports.leaderboard import leaderboard  # noqa: E402
 from bench.reports.pages import csv_table, json_board_table, report_pages  # noqa: E402

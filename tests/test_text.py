@@ -10,9 +10,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from bench.cli import main  # noqa: E402
-from bench.errors import UserError  # noqa: E402
+from bench.core.errors import UserError  # noqa: E402
 from bench.recipes.finetune_glue import finetune  # noqa: E402
-from bench.results import read_rows  # noqa: E402
+from bench.core.results import read_rows  # noqa: E402
 from bench.suite import load_suite  # noqa: E402
 from bench.text.glue import get_task, load_glue, score  # noqa: E402
 from conftest import make_engine, validate_rows  # noqa: E402

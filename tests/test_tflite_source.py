@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models import load_model
 from bench.models.sources import spec_identity
 from bench.models.tflite_source import convert

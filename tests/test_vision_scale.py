@@ -13,10 +13,10 @@ from PIL import Image
 
 from bench.cli import main as cli_main
 from bench.data import load_dataset
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.geometry import Geometry, lift
 from bench.models.sources import SOURCE_KEYS, load_model
-from bench.results import read_rows
+from bench.core.results import read_rows
 from bench.models.sources import model_label
 from bench.encode_space import encode_space
 from conftest import make_engine

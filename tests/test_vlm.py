@@ -20,7 +20,7 @@ if importlib.util.find_spec("vlmeval") is None:  # not importorskip: importing v
 transformers = pytest.importorskip("transformers")
 
 from bench.cli import main  # noqa: E402
-from bench.results import read_rows  # noqa: E402
+from bench.core.results import read_rows  # noqa: E402
 from bench.suite import load_suite  # noqa: E402
 from bench.vlm.mmbench import load_mmbench  # noqa: E402
 from bench.vlm.ne import VLMNE, on_canvas, patch_deviation  # noqa: E402

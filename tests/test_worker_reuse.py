@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from conftest import write_suite
 
-from bench.core import engine as engine_module
-from bench.core.context import RunOptions
-from bench.core.engine import Engine, run_specs, worker_context
+from bench.engine import engine as engine_module
+from bench.engine.context import RunOptions
+from bench.engine.engine import Engine, run_specs, worker_context
 from bench.executors import make_executor
 from bench.suite import load_suite
 

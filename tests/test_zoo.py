@@ -100,7 +100,7 @@ except ImportError:  # Python 3.10
 from fnmatch import fnmatch  # noqa: E402
 
 from bench.cli import main  # noqa: E402
-from bench.errors import UserError  # noqa: E402
+from bench.core.errors import UserError  # noqa: E402
 from bench.models import pinned, zoo  # noqa: E402
 from bench.models.adapter import weights_digest  # noqa: E402
 from bench.models.sources import spec_identity  # noqa: E402

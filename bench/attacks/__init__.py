@@ -13,7 +13,7 @@ An attack entry in a suite is a name or an inline table {name = "...", <params>}
 from __future__ import annotations
 
 from bench.attacks.base import ATTACKS, BASES, AdaptationAttack, Attack, LearnedAttack, NoAttack
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 DATA_KINDS = ("input", "learned", "adapt")  # attacks an input-authorization job can run
 

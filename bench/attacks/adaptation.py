@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from bench.attacks.base import ATTACKS, AdaptationAttack
 from bench.attacks.model_attacks import train_module
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 INITS = ("evaluated", "standard")
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from bench.attacks.model import ModelAttack
-from bench.registry import Plugin, Registry
+from bench.core.registry import Plugin, Registry
 
 
 class Attack(Plugin):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from bench.registry import Plugin
+from bench.core.registry import Plugin
 
 
 class ModelAttack(Plugin):

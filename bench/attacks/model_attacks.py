@@ -15,7 +15,7 @@ import torch.nn.utils.prune as prune
 
 from bench.attacks.base import ATTACKS
 from bench.attacks.model import ModelAttack
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 BATCH = 64
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from bench.attacks.base import ATTACKS, Attack
 from bench.defenses.base import sample_generator
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 
 def _check_range(name: str, value, low: float, high: float) -> float:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from bench.attacks.base import ATTACKS, LearnedAttack
 from bench.attacks.preprocessing import gaussian_blur
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 ESTIMATES = ("pairs", "residual", "whitebox")
 FILLS = ("mean", "regress")

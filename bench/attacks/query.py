@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.attacks.base import ATTACKS, Attack
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 
 def _gen(seed: int) -> torch.Generator:

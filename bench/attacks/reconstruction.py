@@ -24,7 +24,7 @@ from bench.attacks.attacker import WHITEBOX_DRAW
 from bench.attacks.base import ATTACKS, LearnedAttack
 from bench.attacks.model_attacks import train_module
 from bench.data.base import Split
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import run_device
 
 

@@ -11,12 +11,12 @@ protocol) is imported on first use.
 from __future__ import annotations
 
 from bench.core.entry import declare_board, declare_data, declare_legacy
-from bench.errors import UserError
-from bench.registry import Registry
+from bench.core.errors import UserError
+from bench.core.registry import Registry
 
 GROUP = "authbench.protocols"  # the entry-point group third-party protocols register under
 # the protocol registry: built-ins register themselves (bench.protocols.*: @PROTOCOLS.register), third-party ones are
-# `authbench.protocols` entry points or 'package.module:Class' paths (bench.registry.Registry)
+# `authbench.protocols` entry points or 'package.module:Class' paths (bench.core.registry.Registry)
 # (the built-in modules are imported on the first lookup: `modules`)
 PROTOCOLS: Registry = Registry("protocol", GROUP, modules=("bench.protocols",))
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 import jsonschema
 
-from bench.errors import UserError, show
+from bench.core.errors import UserError, show
 
 
 @dataclass(frozen=True)

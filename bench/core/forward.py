@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import json
 
-from bench.cache import ArrayCache, CacheStats
+from bench.core.cache import ArrayCache, CacheStats
 
 
 @dataclass(frozen=True, kw_only=True)

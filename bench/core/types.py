@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 
-from bench.cache import digest
+from bench.core.cache import digest
 from bench.core.entry import legacy_protocol
 
 CELL_KEY_LENGTH = 24

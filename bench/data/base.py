@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.errors import UserError
-from bench.registry import Registry
+from bench.core.errors import UserError
+from bench.core.registry import Registry
 
 
 _FILE_DIGESTS: dict[tuple, str] = {}

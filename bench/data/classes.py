@@ -33,7 +33,7 @@ import torch
 from bench.data.base import Split, check_labels, file_digest, register_dataset, stat_digest
 from bench.data.vision import (IMAGE_EXTENSIONS, ArrayReader, ImageFolderReader, check_headers, data_path, read_npz,
                                resolution_tag, scan_folder, subset_positions)
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 LIST_LINE = re.compile(r"^\s*(?P<path>.+?)\s*[,\t ]\s*(?P<label>-?\d+)\s*$")
 

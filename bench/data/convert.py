@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.paths import output_file, output_folder, slug, under
 from bench.safe_pickle import load_plain
 

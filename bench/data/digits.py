@@ -17,7 +17,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from bench.data.base import Split, register_dataset
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 RESOLUTION = 32
 SPLIT_SEED = 0

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from bench.data.base import Split, register_dataset
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 SPLITS = ("train", "test")
 TEST_OFFSET = 1 << 32

@@ -15,7 +15,7 @@ import torch
 
 from bench.data.base import Split, array_digest, check_labels, register_dataset
 from bench.data.vision import ArrayReader, cifar10_reader, resolution_tag, subset_positions, torchvision_set
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 
 SPLITS = ("train", "test")
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from bench.data.base import (Split, array_digest, check_labels, check_lengths, file_digest, register_dataset,
                              stat_digest)
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.geometry import center_crop, interpolation_name
 from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, cifar_batch
 

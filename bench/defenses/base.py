@@ -28,8 +28,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
-from bench.registry import Plugin, Registry
+from bench.core.errors import UserError
+from bench.core.registry import Plugin, Registry
 
 
 def sample_generator(seed: int, index: int, stream: str = "") -> torch.Generator:

@@ -48,7 +48,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_bytes
 
 from bench.defenses.base import DEFENSES, ModelDefense, Protected
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter, weights_digest
 
 CRITERIA = ("l1", "bn-scale", "random")

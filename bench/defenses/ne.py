@@ -24,7 +24,7 @@ import torch
 from bench.defenses.base import DEFENSES, InputDefense
 from bench.defenses.batched import PerDevice, rows_matmul
 from bench.defenses.operator_basis import low_gain_basis, resolve_dims
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 RULES = ("threshold", "cumulative")
 LAYOUTS = ("independent", "tiled")

@@ -19,7 +19,7 @@ import torch
 
 from bench.defenses.batched import PerDevice, one_thread, rows_matmul
 from bench.defenses.operator_fourier import FourierBasis
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.first_linear import FirstLinear
 
 DENSE_MAX_DIM = 4096

@@ -41,7 +41,7 @@ import math
 import torch
 
 from bench.defenses.batched import PerDevice, rows_matmul
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.first_linear import FirstLinear
 
 # keep every eigenvector of the non-constant case in memory up to this many bytes; above it,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 RELEASES = {
     "float": "unclipped float image (what the math assumes)",

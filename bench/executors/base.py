@@ -7,8 +7,8 @@ An executor runs tasks (lists of jobs) and yields each task's result as it finis
     map(fn, items) -> iterator         fn(item) for every item, yielded as each finishes (any order);
                                        a task whose worker failed for good is yielded as a `Failure`
 
-A `remote` executor receives `JobSpec`s (bench.core.spec) and the module-level worker function
-(bench.core.engine.run_specs), never the engine or a model; `local` runs jobs in this process.
+A `remote` executor receives `JobSpec`s (bench.engine.spec) and the module-level worker function
+(bench.engine.engine.run_specs), never the engine or a model; `local` runs jobs in this process.
 Each executor declares its options once (`options`, a tuple of `Option`): the CLI flags, the suite's
 [executor] keys (bench.suite_schema) and the checks of their values are generated from it.
 Third-party executors register under the `authbench.executors` entry point (or are named by path).
@@ -23,8 +23,8 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
-from bench.errors import UserError
-from bench.registry import Registry
+from bench.core.errors import UserError
+from bench.core.registry import Registry
 
 EXECUTORS = Registry("executor", "authbench.executors")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import socket
 
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 from bench.executors.base import EXECUTORS, Executor, Failure, Option, chunked
 
 DEFAULT_RETRIES = 3  # Ray's own default for tasks

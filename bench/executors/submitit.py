@@ -24,7 +24,7 @@ import os
 import time
 from pathlib import Path
 
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 from bench.executors.base import EXECUTORS, Executor, Failure, Option, chunked
 
 DEFAULT_TIME_LIMIT = 240  # minutes per array task

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from bench.data.base import Split
 from bench.defenses.base import DEFENSES, Defense, sample_generator
-from bench.registry import Registry
-from bench.errors import UserError
+from bench.core.registry import Registry
+from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter
 
 

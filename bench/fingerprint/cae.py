@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, other_labels, register_fingerprint, select_samples
 from bench.fingerprint.pool import NEGATIVE_FAMILIES, defender_pool
 

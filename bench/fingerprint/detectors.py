@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from bench.data.base import Split
 from bench.fingerprint import training as T
 from bench.models.adapter import ModelAdapter
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 DETECTOR_FPR = 0.10  # MFUE Sec. 4.6: threshold at the bottom 10% quantile of normal samples
 BATCH = 256

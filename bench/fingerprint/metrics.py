@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 
 def _check(pos, neg) -> tuple[np.ndarray, np.ndarray]:

@@ -41,10 +41,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.cache import digest
+from bench.core.cache import digest
 from bench.data.base import Split
 from bench.defenses.base import sample_generator
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.fingerprint import training as T
 from bench.fingerprint.base import Fingerprint, FingerprintMethod, SuspectOracle, register_fingerprint, select_samples
 from bench.models.adapter import ModelAdapter

@@ -33,11 +33,11 @@ from safetensors.torch import load_file, save as save_bytes
 from tqdm.auto import tqdm
 
 from bench.attacks.model_attacks import magnitude_prune
-from bench.cache import atomic_write_bytes, cache_root, digest
+from bench.core.cache import atomic_write_bytes, cache_root, digest
 from bench.data import load_dataset
 from bench.data.base import Split
 from bench.data.digits import load_digits_split
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.fingerprint import training as T
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.sources import load_model

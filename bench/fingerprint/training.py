@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from bench.data.base import Split
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import run_device
 from bench.models.zoo import FAMILIES
 from bench.recipes.train_classifier import build_model

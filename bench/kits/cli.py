@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits.manifest import available_kits, get_kit
 from bench.kits.store import fetch, file_states, import_from, kit_dir
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from bench.errors import UserError, unknown
+from bench.core.errors import UserError, unknown
 
 HERE = Path(__file__).resolve().parent
 SCHEMA = HERE / "kit.schema.json"

@@ -19,7 +19,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits.manifest import MANIFESTS, normalize_project, parse
 from bench.kits.store import folder_index, sha256_of
 

@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits.manifest import MANIFESTS, parse
 
 RAW = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"

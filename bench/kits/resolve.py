@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits.manifest import KIT_FILE, Kit, get_kit, thaw
 from bench.kits.store import file_path, kit_dir, require
 

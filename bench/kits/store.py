@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from bench.cache import cache_root
-from bench.errors import UserError
+from bench.core.cache import cache_root
+from bench.core.errors import UserError
 from bench.kits.manifest import Kit, KitFile, PypiSource, UrlSource
 
 CHUNK = 1 << 16

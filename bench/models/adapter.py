@@ -13,7 +13,7 @@ from functools import cached_property
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.first_linear import FirstLinear, find_first_linear
 from bench.models.geometry import Geometry, from_crop_pct, interpolation_name
 

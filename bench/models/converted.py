@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.first_linear import FirstLinear
 

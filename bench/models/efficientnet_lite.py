@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError, unknown
+from bench.core.errors import UserError, unknown
 from bench.models.converted import SameConv2d
 
 # (width multiplier, depth multiplier, resolution, dropout): efficientnet_lite_builder.efficientnet_lite_params

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 # PIL resample codes (used by transformers image processors) -> torch modes

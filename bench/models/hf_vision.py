@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 from bench.models.adapter import ModelAdapter
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

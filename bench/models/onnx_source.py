@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 from bench.models.converted import PREPROCESS_KEYS, ConvertedAdapter, preprocess_from_spec
 from bench.models.python_source import check_sha256
 

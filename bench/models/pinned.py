@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from bench.cache import atomic_write_bytes
-from bench.errors import UserError
+from bench.core.cache import atomic_write_bytes
+from bench.core.errors import UserError
 
 PINNED_DIR = Path(__file__).resolve().parent / "zoo_weights"
 MANIFEST = "manifest.json"

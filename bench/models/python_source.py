@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from bench.data.base import file_digest
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.converted import PREPROCESS_KEYS, ConvertedAdapter, preprocess_from_spec
 
 PYTHON_KEYS = {"factory", "name", "kwargs", "package", "member", "checkpoint", "sha256", "loader", "arch",

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench.data.base import file_digest
-from bench.errors import UserError
-from bench.registry import Registry
+from bench.core.errors import UserError
+from bench.core.registry import Registry
 
 
 class ModelSource:

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from bench.data.base import file_digest
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 from bench.kits.resolve import PREFIX as KIT_PREFIX, model_identity, resolve_model
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf

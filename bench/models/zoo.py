@@ -28,9 +28,9 @@ from safetensors import safe_open
 from safetensors.torch import load as load_bytes, load_file, save as save_bytes
 from tqdm.auto import tqdm
 
-from bench.cache import atomic_write_bytes, cache_root, mark_root
+from bench.core.cache import atomic_write_bytes, cache_root, mark_root
 from bench.data.digits import load_digits_split
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess, weights_digest
 from bench.models.pinned import (REPRODUCE_TOLERANCE, PinnedEntry, pinned_entries, pinned_entry, read_pinned,
                                  sha256_bytes, write_pinned)

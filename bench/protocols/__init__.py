@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.core.declared import protocols as declared_protocols
 from bench.core.types import infer_protocol
-from bench.results import json_view
+from bench.core.results import json_view
 from bench.defenses import get_defense
 from bench.protocols import glue, input_auth, mmbench, model_auth, ownership  # noqa: F401  (registers them)
 from bench.protocols.base import PROTOCOLS, Protocol, get_protocol, grid

@@ -9,7 +9,7 @@
 and declares on the class its entry dataclass, run filters, boards and ranking, `check` cells and
 metrics, owned [data] keys and whether it reads clean rows (the class attributes below).
 
-A protocol receives an `EvalContext` (bench.core.context), never the engine. Built-ins: input
+A protocol receives an `EvalContext` (bench.engine.context), never the engine. Built-ins: input
 (image input authorization: NE, noise control), model (CoreLocker, DP, FHE, ALGOSPEC), verify
 (ownership verification: MFUE and its baselines), glue (NE on BERT/RoBERTa embeddings), mmbench
 (NE on VLM vision towers through VLMEvalKit). A third party registers one through the
@@ -21,15 +21,17 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TYPE_CHECKING
 
 from bench.attacks import attack_label, get_attack
-from bench.cache import digest
-from bench.core.context import EvalContext
+from bench.core.cache import digest
 from bench.core.declared import PROTOCOLS as DECLARED_PROTOCOLS
 from bench.core.declared import declare
 from bench.core.entry import Entry, Key, parse_entry
 from bench.core.types import Job, Measurement
+
+if TYPE_CHECKING:  # the engine sits above the protocols: its context type is named here only
+    from bench.engine.context import EvalContext
 
 PROTOCOLS = DECLARED_PROTOCOLS  # one registry of protocols (bench.core.declared), built-ins register below
 

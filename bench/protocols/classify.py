@@ -13,17 +13,19 @@ split in one call.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench.cache import ArrayCache
-from bench.core.context import EvalContext
+from bench.core.cache import ArrayCache
 from bench.data import Batch
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter
+
+if TYPE_CHECKING:  # the engine sits above the protocols: its context type is named here only
+    from bench.engine.context import EvalContext
 
 TOPK = 5
 # part of every forward-cache key of these outputs: bump when what an entry holds changes meaning

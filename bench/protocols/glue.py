@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench.cache import digest
+from bench.core.cache import digest
 from bench.core.entry import Entry, as_list, key, list_of, one_or_list, string, table, trials_key
 from bench.core.types import Encoding, Job, Measurement, Role
 from bench.defenses import get_defense
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits.resolve import resolve_dataset
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
 from bench.reports.corelocker import render_corelocker

@@ -20,6 +20,8 @@ option is labelled and not deployable; for a non-overlapping stem it equals the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import time
 from dataclasses import dataclass, field
@@ -30,8 +32,7 @@ import torch
 from bench.attacks import DATA_KINDS, attack_label, get_attack
 from bench.attacks.attacker import AttackerView
 from bench.attacks.base import apply_attack
-from bench.cache import digest
-from bench.core.context import EvalContext
+from bench.core.cache import digest
 from bench.core.entry import Entry, as_list, attacks_key, key, models_key, number, one_or_list, string, trials_key
 from bench.core.types import Encoding, Job, Measurement, Role
 from bench.data.base import Split
@@ -41,7 +42,7 @@ from bench.defenses.batched import one_thread
 from bench.defenses.release import (CALIBRATION_VERSION, PSNR_MODES, RELEASES, calibrate, calibrate_paper_code, psnr,
                                     split_psnr)
 from bench.encode_space import encode_space, space_input, space_transform, to_pixels
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.protocols import classify
 from bench.protocols.base import PROTOCOLS, Protocol, grid, trials_for, with_cells
 from bench.reports.boards import gap_board
@@ -50,6 +51,9 @@ from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard_cells, lead
 from bench.reports.ne_attacks import render_attacks
 from bench.reports.ne_reported import render_comparison
 from bench.reports.tables import render_tables
+
+if TYPE_CHECKING:  # the engine sits above the protocols: its context type is named here only
+    from bench.engine.context import EvalContext
 
 
 @dataclass

@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from bench.cache import atomic_write_bytes, digest
+from bench.core.cache import atomic_write_bytes, digest
 from bench.core.entry import string
 from bench.core.types import Encoding, Job, Measurement, Role
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import weights_digest
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
 from bench.reports.ne_tasks import render_mmbench_tables, task_summary

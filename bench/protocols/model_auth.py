@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from bench.attacks import attack_label, get_attack
 from bench.attacks.base import apply_attack
-from bench.cache import digest
+from bench.core.cache import digest
 from bench.core.entry import Entry, attacks_key, models_key, trials_key
 from bench.core.types import Job, Measurement
 from bench.defenses import get_defense
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter
 from bench.protocols import classify
 from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs

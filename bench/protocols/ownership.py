@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from bench.attacks import attack_label, get_attack
-from bench.cache import digest
+from bench.core.cache import digest
 from bench.core.entry import Entry, attacks_key, models_key, trials_key
 from bench.core.types import Job, Measurement, Role, infer_protocol
 from bench.defenses import get_defense
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.fingerprint.base import SuspectOracle
 from bench.fingerprint.detectors import DETECTORS
 from bench.fingerprint.metrics import summarize

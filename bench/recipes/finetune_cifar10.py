@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bench.data import load_dataset
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.sources import load_model, model_label
 from bench.recipes.train_classifier import accuracy, augment
 from bench.suite import load_suite

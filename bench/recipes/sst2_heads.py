@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits.manifest import get_kit
 from bench.kits.resolve import resolve_dataset, resolve_model
 from bench.text.heads import HeadSpec, dev_accuracy, train_or_load_head  # noqa: F401  (the recipe's public names)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from bench.data.digits import load_digits_split
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.zoo import digits_preprocess
 
 STATS = {  # conventional per-channel mean/std of the training splits

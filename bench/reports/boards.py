@@ -30,12 +30,12 @@ from typing import Callable
 import pandas as pd
 
 from bench.attacks import attack_label
-from bench.cache import digest
+from bench.core.cache import digest
 from bench.core.declared import declared, protocols
 from bench.core.types import infer_protocol as row_protocol
 from bench.defenses import get_defense
-from bench.errors import UserError
-from bench.results import json_view
+from bench.core.errors import UserError
+from bench.core.results import json_view
 from bench.paths import under
 from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
 from bench.reports.papers import paper_of

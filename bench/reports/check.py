@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.cache import atomic_write_bytes
-from bench.errors import UserError
+from bench.core.cache import atomic_write_bytes
+from bench.core.errors import UserError
 from bench.core.declared import check_metrics
 from bench.core.metrics import LEGACY_METRICS
 from bench.reports.reference import Reference, Tolerances, load

@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.cache import atomic_write_bytes, digest
+from bench.core.cache import atomic_write_bytes, digest
 from bench.defenses import get_defense
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.paths import slug, under
 from bench.reports.boards import Board, BoardRow
 from bench.reports.papers import CORELOCKER, MFUE, NE, PAPER_NOTES, PAPERS, paper_of  # noqa: F401  (their home)

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.errors import UserError  # noqa: E402
+from bench.core.errors import UserError  # noqa: E402
 from bench.reports.tables import clean_top1, provenance_of, results_frame  # noqa: E402
 
 CONTROL = "noise"  # the Gaussian-noise control: same PSNR, no model specificity

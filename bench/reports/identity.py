@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.core.types import infer_protocol
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 
 def _few(items, limit: int = 3) -> str:

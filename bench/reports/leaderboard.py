@@ -13,8 +13,8 @@ from bench.core.declared import ranked
 from bench.core.metrics import LEADERBOARD_METRICS
 from bench.core.types import infer_protocol
 from bench.defenses import get_defense
-from bench.errors import UserError
-from bench.results import json_view
+from bench.core.errors import UserError
+from bench.core.results import json_view
 from bench.reports.tables import clean_top1, measured_line, results_frame, to_markdown, write_csv
 
 METRIC_DIRECTIONS = LEADERBOARD_METRICS  # bench.core.metrics

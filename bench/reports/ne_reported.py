@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.reports.leaderboard import METRIC_DIRECTIONS
 from bench.reports.tables import (BASELINE, cross_model_matrix, measured_line, provenance_of, psnr_label, results_frame,
                                   same_arch_matrix, to_markdown, write_csv)

@@ -32,11 +32,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from bench import provenance  # noqa: E402
+from bench.core import provenance  # noqa: E402
 from bench.data import load_dataset  # noqa: E402
 from bench.defenses import get_defense  # noqa: E402
 from bench.defenses.release import calibrate  # noqa: E402
-from bench.errors import UserError  # noqa: E402
+from bench.core.errors import UserError  # noqa: E402
 from bench.models.sources import load_model  # noqa: E402
 from bench.reports.ne_reported import CITATION, LAYERS_REPORTED, SPECTRA_REPORTED  # noqa: E402
 from bench.reports.tables import to_markdown  # noqa: E402

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bench.defenses import get_defense
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 NE = {"authors": "Wang et al.", "title": "Catch-Only-One: Non-Transferable Examples for Model-Specific Authorization",
       "venue": "arXiv", "arxiv": "2510.10982", "link": "https://arxiv.org/abs/2510.10982"}

@@ -12,7 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.defenses import get_defense
 from bench.paths import output_folder, safe_part, under
 from bench.reports.boards import (Board, boards_from_json, build_boards, glance, parse_standard, place, restandard,
@@ -20,7 +20,7 @@ from bench.reports.boards import (Board, boards_from_json, build_boards, glance,
 from bench.reports.entries import write_entries
 from bench.reports.identity import RunIdentity, differences, of_rows, refuse
 from bench.reports.tables import provenance_of
-from bench.results import read_rows
+from bench.core.results import read_rows
 from bench.suite import load_suite, recorded_suite
 from bench.reports.pages import report_pages
 from bench.reports.site import write_site

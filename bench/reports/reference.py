@@ -27,16 +27,16 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.cache import atomic_write_bytes
+from bench.core.cache import atomic_write_bytes
 from bench.core.declared import check_boards, check_metrics, declared, protocols
 from bench.core.metrics import LEGACY_METRICS
 from bench.core.types import infer_protocol
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.reports.fingerprint import fingerprint_key
 from bench.reports.identity import of_rows
 from bench.reports.leaderboard import trains_at_run_time
 from bench.reports.tables import provenance_of
-from bench.results import json_view, read_rows
+from bench.core.results import json_view, read_rows
 
 KIND = "authbench-reference"
 LEGACY_KIND = "authbench-leaderboard"  # a leaderboard.json (write_leaderboard): values only, no trials

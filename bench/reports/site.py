@@ -27,7 +27,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.paths import safe_part
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from bench.defenses import get_defense
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 BASELINE = "Baseline (clean)"
 PSNR_COL = "PSNR (dB)"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits.resolve import resolve_model
 from bench.models.adapter import run_device, weights_digest
 from bench.models.first_linear import FirstLinear

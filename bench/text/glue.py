@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 
 HUB_DATASET = "nyu-mll/glue"
 

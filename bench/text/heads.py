@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from bench.cache import cache_root as default_root
-from bench.errors import UserError
+from bench.core.cache import cache_root as default_root
+from bench.core.errors import UserError
 from bench.text.glue import load_glue
 from bench.text.pooling import pool
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import torch
 
 from bench.defenses.ne import NEPatch
-from bench.registry import check_params
+from bench.core.registry import check_params
 from bench.text.adapter import TextClassifier, as_image, from_image
 
 

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.text.heads import HeadSpec, load_head, train_or_load_head
 from bench.text.pooling import pool
 

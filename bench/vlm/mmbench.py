@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.cache import atomic_write_bytes, digest
-from bench.errors import UserError
+from bench.core.cache import atomic_write_bytes, digest
+from bench.core.errors import UserError
 from bench.vlm.vlmeval_import import import_vlmeval
 
 def load_mmbench(name_or_path: str):

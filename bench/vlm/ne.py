@@ -19,7 +19,7 @@ from PIL import Image
 
 from bench.defenses.ne import NEPatch
 from bench.defenses.release import calibrate
-from bench.registry import check_params
+from bench.core.registry import check_params
 from bench.vlm.patch_embed import patch_first_linear
 from bench.vlm.profiles import Profile
 

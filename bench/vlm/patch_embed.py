@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.first_linear import FirstLinear
 
 

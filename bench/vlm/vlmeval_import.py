@@ -13,7 +13,7 @@ import ssl
 
 import torch
 
-from bench.errors import UserError, install_hint
+from bench.core.errors import UserError, install_hint
 
 
 def import_vlmeval(module: str = "vlmeval"):

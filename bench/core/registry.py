@@ -9,7 +9,7 @@ from typing import ClassVar, Generic, Iterable, Iterator, TypeVar
 
 import jsonschema
 
-from bench.errors import UserError, article, show, unknown
+from bench.core.errors import UserError, article, show, unknown
 
 T = TypeVar("T")
 

@@ -5,7 +5,7 @@ line's --subset / --data-root / --random-weights, which live in that table) with
 job's id, the run options in force, the cells of the job already written, the package version,
 and the driver's working directory, import path and AUTHBENCH_* environment. Nothing large is
 pickled: no model, no tensor, no split. A worker rebuilds the suite from the text, checks its
-digest, re-plans it with the same options and finds the job by id (bench.core.engine.run_specs).
+digest, re-plans it with the same options and finds the job by id (bench.engine.engine.run_specs).
 
 A `JobResult` is what a worker sends back: the job's rows as JSON dicts (only the driver writes
 them) and the counters the run's summary line adds up (forward passes, encodings, cache hits).
@@ -21,9 +21,9 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.cache import digest
+from bench.core.cache import digest
 from bench.core.types import Job
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.suite import Suite, load_suite
 
 if sys.version_info >= (3, 11):

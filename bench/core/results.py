@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.core.types import Row
-from bench.errors import UserError, article
+from bench.core.errors import UserError, article
 
 RESULTS_FILE = "results.jsonl"
 ROW_KEYS = ("defense", "authorized", "evaluated", "metrics")  # what every reader of a row needs

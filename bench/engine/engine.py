@@ -5,7 +5,7 @@ reads the results folder, skips every job whose cells are already written, hands
 an executor (bench.executors: local, ray, submitit) in tasks placed by authorized model, and
 appends each job's rows as it comes back, so a crash loses at most the jobs in flight and a rerun
 resumes. Only this loop writes results, whatever the executor: a remote worker receives a small
-`JobSpec` (bench.core.spec), rebuilds the context (`run_specs`, once per process and suite), runs
+`JobSpec` (bench.engine.spec), rebuilds the context (`run_specs`, once per process and suite), runs
 the job and returns its rows and counters; the driver drops any row whose cell is already
 written, so a retried task never duplicates one.
 """
@@ -25,19 +25,19 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import allocator
-from bench.core.context import EvalContext, RunOptions
-from bench.core.spec import JobResult, JobSpec, environment, job_id, job_label, suite_toml
-from bench.cache import digest
-from bench import provenance
+from bench.engine.context import EvalContext, RunOptions
+from bench.engine.spec import JobResult, JobSpec, environment, job_id, job_label, suite_toml
+from bench.core.cache import digest
+from bench.core import provenance
 from bench.attacks import attack_label
 from bench.core.forward import Usage
 from bench.core.types import RESULTS_VERSION, Job, Measurement, Provenance, Role, Row
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.adapter import on_device
 from bench.executors import Executor, Failure, make_executor
 from bench.protocols import get_protocol, primary_protocol, protocol_of
-from bench.provenance import versions
-from bench.results import ResultWriter, latest, read_rows, results_path
+from bench.core.provenance import versions
+from bench.core.results import ResultWriter, latest, read_rows, results_path
 from bench.suite import Suite, load_suite
 from bench.suite_schema import check_data_options
 

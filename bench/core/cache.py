@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 MAGIC = b"ABC2"
 MAGIC_V1 = b"ABC1"  # payload checksum only, no binding: recomputed when met

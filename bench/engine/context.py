@@ -17,10 +17,10 @@ from typing import Callable
 
 import torch
 
-from bench.cache import cache_root
+from bench.core.cache import cache_root
 from bench.core.forward import ForwardService
 from bench.data import load_dataset
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.kits.resolve import check_suite, resolve_dataset
 from bench.models.adapter import ModelAdapter, resolve_device
 from bench.models.sources import default_init_seed, load_model, model_label, spec_identity
