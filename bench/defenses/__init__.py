@@ -2,12 +2,14 @@
 
 from bench.defenses.base import Defense, InputDefense, ModelDefense
 from bench.defenses.corelocker import CoreLocker
+from bench.defenses.locks import KeyTransform, NNSplitter, Passport
 from bench.defenses.ne import NEOperator, NEPatch
 from bench.defenses.noise import Clean, GaussianNoise
 from bench.registry import describe, resolve
 
 GROUP = "authbench.defenses"
-BUILTIN = {cls.name: cls for cls in (NEPatch, NEOperator, GaussianNoise, Clean, CoreLocker)}
+BUILTIN = {cls.name: cls for cls in (NEPatch, NEOperator, GaussianNoise, Clean, CoreLocker, KeyTransform, Passport,
+                                      NNSplitter)}
 
 
 def builtins() -> dict[str, type[Defense]]:
