@@ -6,7 +6,7 @@ CoreLocker.
 
 - `key-transform`: MaungMaung AprilPyone and Hitoshi Kiya, "A Protection Method of Trained CNN Model
   with a Secret Key from Unauthorized Access", APSIPA Transactions on Signal and Information Processing
-  10, e10 (2021). The model is trained on images transformed block-wise with a secret key (the same
+  10(1), e10 (2021), doi 10.1017/ATSIP.2021.9. The model is trained on images transformed block-wise with a secret key (the same
   key-seeded permutation of the M x M x C values of every block: pixel shuffling; optionally a
   negative-positive flip x -> 1 - x of the key-selected values); a user without the key feeds plain
   images, an attacker with a guessed key feeds images transformed with a wrong key. As in the paper the

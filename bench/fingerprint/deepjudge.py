@@ -1,5 +1,6 @@
-"""DeepJudge, black-box setting (Chen, Wang, Peng, Li, Sun, Wang, Liu, Wang, Zhang and Li, "Copy, Right?
-A Testing Framework for Copyright Protection of Deep Learning Models", IEEE S&P 2022).
+"""DeepJudge, black-box setting (Jialuo Chen, Jingyi Wang, Tinglan Peng, Youcheng Sun, Peng Cheng, Shouling Ji,
+Xingjun Ma, Bo Li and Dawn Song, "Copy, Right? A Testing Framework for Copyright Protection of Deep Learning
+Models", IEEE S&P 2022).
 
 Test cases: `n_triggers` seeds of the defender's data that the source classifies correctly with the
 highest certainty (sum of squared probabilities, the code's `seedSelection`, order "max"), turned into

@@ -1,5 +1,5 @@
-"""ModelDiff (Li, Zhang, Bai, Liu, Wang and Ma, "ModelDiff: Testing-Based DNN Similarity Comparison
-for Model Reuse Detection", ISSTA 2021).
+"""ModelDiff (Yuanchun Li, Ziqi Zhang, Bingyan Liu, Ziyue Yang and Yunxin Liu, "ModelDiff: Testing-Based
+DNN Similarity Comparison for Model Reuse Detection", ISSTA 2021, doi 10.1145/3460319.3464816).
 
 The owner profiles a model by its decision distance vector (DDV) on input pairs: for pairs
 (x_i, x_i'), DDV_i = cosine distance between the model's outputs on x_i and on x_i'. Two models are

@@ -1,4 +1,4 @@
-"""SAC: sample correlation (Guan, Liang and He, "Are You Stealing My Model? Sample Correlation for
+"""SAC: sample correlation (Jiyang Guan, Jian Liang and Ran He, "Are You Stealing My Model? Sample Correlation for
 Fingerprinting Deep Neural Networks", NeurIPS 2022).
 
 A model is profiled by the correlation matrix of its outputs over a small set of samples; a stolen

@@ -1,4 +1,4 @@
-"""Zest (Jia, Yaghini, Choquette-Choo, Dullerud, Thudi, Chandrasekaran and Papernot, "A Zest of LIME:
+"""Zest (Hengrui Jia, Hongyu Chen, Jonas Guan, Ali Shahin Shamsabadi and Nicolas Papernot, "A Zest of LIME:
 Towards Architecture-Independent Model Distances", ICLR 2022).
 
 A model's signature is the concatenation of local linear explanations (LIME) of its outputs around
