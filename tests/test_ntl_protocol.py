@@ -67,7 +67,7 @@ def test_domain_protocol_plans_runs_resumes_and_reports(tmp_path, capsys):
     assert all(0 <= r["metrics"]["top1"] <= 100 and r["n"] == 60 and r["authorized"] == "mlp" for r in mine)
     validate_rows(rows)
     assert all(Row.from_json(r).to_json() == r for r in mine)
-    assert "domain: ntl: source" in text and "worst gap" in text
+    assert "Non-transferable learning (authorized vs unauthorized domains) [ntl-tiny]" in text and "worst_gap" in text
 
     boards = [b for b in json.loads((rep / "boards.json").read_text())["boards"] if b["key"]["protocol"] == "domain"]
     assert len(boards) == 1 and boards[0]["headline"] == "worst_gap"
