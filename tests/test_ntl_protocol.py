@@ -17,7 +17,7 @@ from bench.cli import main  # noqa: E402
 from bench.core.types import Row  # noqa: E402
 from bench.errors import UserError  # noqa: E402
 from bench.ntl import attacks  # noqa: E402
-from bench.protocols.domain import _score  # noqa: E402
+from bench.protocols.domain import BOARD  # noqa: E402
 from bench.results import read_rows  # noqa: E402
 from conftest import validate_rows  # noqa: E402
 
@@ -67,13 +67,15 @@ def test_domain_protocol_plans_runs_resumes_and_reports(tmp_path, capsys):
     assert all(0 <= r["metrics"]["top1"] <= 100 and r["n"] == 60 and r["authorized"] == "mlp" for r in mine)
     validate_rows(rows)
     assert all(Row.from_json(r).to_json() == r for r in mine)
-    assert "Non-transferable learning (authorized vs unauthorized domains) [ntl-tiny]" in text and "worst_gap" in text
+    assert "Non-transferable learning (authorized vs unauthorized domains) [ntl-tiny]" in text and "worst_auth_gap" in text
 
     boards = [b for b in json.loads((rep / "boards.json").read_text())["boards"] if b["key"]["protocol"] == "domain"]
-    assert len(boards) == 1 and boards[0]["headline"] == "worst_gap"
-    values = boards[0]["rows"][0]["values"]
-    assert values["worst_gap"] == pytest.approx(values["source"] - max(
-        values["best_target"], values["best_target[target-ft(epochs=1)]"], values["best_target[shot(epochs=1)]"]))
+    assert len(boards) == 1 and boards[0]["headline"] == "worst_auth_gap"
+    values = boards[0]["rows"][0]["values"]  # one architecture: the headline is the smallest gap over the attacks
+    assert values["worst_auth_gap"] == pytest.approx(min(
+        values["auth_gap"], values["auth_gap[target-ft(epochs=1)]"], values["auth_gap[shot(epochs=1)]"]))
+    assert values["auth_gap"] == pytest.approx(values["authorized_top1"] - values["unauthorized_worst"])
+    assert "worst_auth_gap = mean over the architectures" in (rep / "boards.md").read_text()
     table = (rep / "domain.md").read_text()
     assert "| ntl | mlp | none |" in table and "contrast | invert" in table
 
@@ -114,10 +116,15 @@ def _cell(attack, arch, domain, top1):
 def test_the_board_worst_case_is_the_attack_that_helps_the_attacker_most():
     cells = [_cell("none", "cnn", "source", 95), _cell("none", "cnn", "contrast", 10), _cell("none", "cnn", "invert", 12),
              _cell("ft", "cnn", "source", 90), _cell("ft", "cnn", "contrast", 60), _cell("ft", "cnn", "invert", 40),
-             _cell("shot", "cnn", "source", 80), _cell("shot", "cnn", "contrast", 30), _cell("shot", "cnn", "invert", 20)]
-    values, per_model, worst, missing = _score(cells, ("ft", "shot"))
-    assert worst == "ft" and missing == ()
-    assert values["source"] == 95 and values["best_target"] == 12 and values["gap"] == 83
-    assert values["worst_gap"] == 95 - 60 and per_model["cnn"] == {"none": 12, "ft": 60, "shot": 30}
-    values, _, _, missing = _score(cells[:6], ("ft", "shot"))  # an unmeasured standard attack: no headline
-    assert missing == ("shot",) and values["worst_gap"] is None
+             _cell("shot", "cnn", "source", 80), _cell("shot", "cnn", "contrast", 30), _cell("shot", "cnn", "invert", 20),
+             _cell("none", "mlp", "source", 85), _cell("none", "mlp", "contrast", 15), _cell("none", "mlp", "invert", 5),
+             _cell("ft", "mlp", "source", 80), _cell("ft", "mlp", "contrast", 25), _cell("ft", "mlp", "invert", 20),
+             _cell("shot", "mlp", "source", 70), _cell("shot", "mlp", "contrast", 45), _cell("shot", "mlp", "invert", 5)]
+    values, per_model, worst, missing = BOARD.score(cells, ("ft", "shot"))
+    assert missing == () and values["authorized_top1"] == 90  # the released model's source top-1, mean over archs
+    assert per_model["cnn"]["unauthorized_worst"] == {"none": 12, "ft": 60, "shot": 30}  # best target per attack
+    assert per_model["cnn"]["worst_attack"] == "ft" and per_model["mlp"]["worst_attack"] == "shot"
+    assert values["auth_gap"] == ((95 - 12) + (85 - 15)) / 2
+    assert values["worst_auth_gap"] == ((95 - 60) + (85 - 45)) / 2  # each architecture's worst attack
+    values, _, _, missing = BOARD.score([c for c in cells if c["attack"] != "shot"], ("ft", "shot"))
+    assert missing and values["worst_auth_gap"] is None  # an unmeasured standard attack: no headline

@@ -8,15 +8,16 @@ of the same images); the trained model is kept for the jobs that differ only in 
 attacker's data (the same training split). Each cell is one domain: the attacked model's top-1 on the
 evaluated split in that domain (role "authorized" for the source, "unauthorized" for each target).
 
-Board "domain": per attack A, best_target[A] = max over targets of the target top-1 after A (mean over the
-architectures); source = the released model's source top-1; headline worst_gap = source - max over A in
-{none} + the standard attacks of best_target[A] (higher is better: the owner keeps the source while no
+Board "domain": the gap board (bench.reports.boards), architectures in the place of authorized models and
+domains in the place of evaluated ones: per architecture, auth_gap[A] = the released model's source top-1
+minus the best target top-1 after attack A; headline worst_auth_gap = the mean over architectures of the
+minimum over A in {none} + the standard attacks (higher is better: the owner keeps the source while no
 attack reads a target).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -33,50 +34,18 @@ from bench.ntl import attacks as domain_attacks
 from bench.ntl.defenses import DomainData, DomainDefense
 from bench.ntl.domains import DOMAINS, to_domain
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
-from bench.reports.boards import BoardSpec
+from bench.reports.boards import gap_board
 
 NAME = "domain"
 DOMAIN = string(*DOMAINS)
 
 
-def _score(cells: list[dict], standard: tuple[str, ...]):
-    """Board values of one defense: the released model's source top-1, the best target top-1 per attack (both
-    means over the architectures), the worst-case gap."""
-    archs = sorted({c["authorized"] for c in cells})
-    values, per_model, missing, best = {}, {}, [], {}
-    source = [c["metrics"]["top1"] for c in cells if c["attack"] == "none" and c["role"] == Role.AUTHORIZED.value]
-    if not source:
-        missing.append("none")
-    else:
-        values["source"] = sum(source) / len(source)
-    for attack in ("none", *standard):
-        per_arch = []
-        for arch in archs:
-            t = [c["metrics"]["top1"] for c in cells if c["attack"] == attack and c["authorized"] == arch
-                 and c["role"] == Role.UNAUTHORIZED.value]
-            if t:
-                per_arch.append(max(t))
-                per_model.setdefault(arch, {})[attack] = max(t)
-        if len(per_arch) < len(archs) or not per_arch:
-            missing.append(attack)
-            continue
-        best[attack] = sum(per_arch) / len(per_arch)
-        values["best_target" if attack == "none" else f"best_target[{attack}]"] = best[attack]
-    if "source" in values and "none" in best:
-        values["gap"] = values["source"] - best["none"]
-    worst = max(best, key=best.get) if best else ""
-    values["worst_gap"] = None if missing or "source" not in values else values["source"] - best[worst]
-    return values, per_model, worst, tuple(dict.fromkeys(missing))
-
-
-BOARD = BoardSpec(title="Non-transferable learning (authorized vs unauthorized domains)", headline="worst_gap",
-                  tiebreak="gap", score=_score, scored=lambda cells: cells, decimals=1, order=5,
-                  ranking=" then the unattacked gap (higher is better)",
-                  definition="Non-transferable learning: source = top-1 (%) of the released model on the authorized "
-                             "(source) domain; best_target[A] = the highest top-1 on an unauthorized (target) domain "
-                             "after attack A, mean over the architectures; gap = source - best_target (no attack); "
-                             "worst_gap = source - max over A in {none} + the standard attacks of best_target[A] "
-                             "(higher is better).")
+BOARD = replace(gap_board("Non-transferable learning (authorized vs unauthorized domains)", order=5),
+               definition="Non-transferable learning: the gap board's columns with architectures as the authorized "
+                          "models and domains as the evaluated ones: authorized_top1 = top-1 (%) of the released model "
+                          "on the authorized (source) domain; unauthorized_worst[A] = the highest top-1 on an "
+                          "unauthorized (target) domain after attack A; auth_gap[A] = their difference; worst_auth_gap = "
+                          "mean over the architectures of min over A in {none} + the standard attacks (higher is better).")
 
 
 def _domains(value) -> list:
@@ -221,8 +190,9 @@ class DomainProtocol(Protocol):
         out = []
         for defense in dict.fromkeys(r["defense"] for r in mine):
             cells = [r for r in mine if r["defense"] == defense]
-            values, _, worst, missing = _score(cells, tuple(dict.fromkeys(r["attack"] for r in cells if r["attack"] != "none")))
-            if values.get("worst_gap") is not None:
-                out.append(f"domain: {defense}: source {values['source']:.1f}%, best target {values['best_target']:.1f}% "
-                           f"unattacked, worst gap {values['worst_gap']:.1f} points (attack {worst})")
+            values, _, worst, missing = BOARD.score(cells, tuple(dict.fromkeys(r["attack"] for r in cells if r["attack"] != "none")))
+            if values.get("worst_auth_gap") is not None:
+                out.append(f"domain: {defense}: source {values['authorized_top1']:.1f}%, best target "
+                           f"{values['unauthorized_worst']:.1f}% unattacked, worst gap {values['worst_auth_gap']:.1f} "
+                           f"points (attack {worst})")
         return out
