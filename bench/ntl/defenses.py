@@ -81,6 +81,9 @@ class NTL(DomainDefense):
     name = "ntl"
     description = ("Non-Transferable Learning, target-specified (Wang, Xu, Xu, Wang & Zhu, ICLR 2022): source KL minus "
                    "the clipped target KL times the clipped feature MMD (the public code's objective)")
+    paper = {"authors": "Lixu Wang, Shichao Xu, Ruiqi Xu, Xiao Wang, Qi Zhu",
+             "title": "Non-Transferable Learning: A New Approach for Model Ownership Verification and Applicability "
+                      "Authorization", "venue": "ICLR 2022", "link": "https://github.com/conditionWang/NTL"}
     defaults = {**DomainDefense.defaults, "alpha": 0.1, "beta": 0.1}
     param_schema = {**DomainDefense.param_schema, "alpha": {"type": "number", "minimum": 0},
                     "beta": {"type": "number", "minimum": 0}}
