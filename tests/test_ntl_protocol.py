@@ -82,6 +82,17 @@ def test_domain_protocol_plans_runs_resumes_and_reports(tmp_path, capsys):
     code, text, err = _run(["run", suite, *base], capsys)  # resumes: nothing trained or measured again
     assert code == 0 and "10 already done, 0 run" in text, text + err
 
+    # `check` compares every domain cell's top-1 (a target read better is a regression): the run against itself
+    # passes, a moved cell is named
+    code, text, err = _run(["check", out, "--against", out / "results.jsonl"], capsys)
+    assert code == 0 and "compared 9 cells: 0 regression(s)" in text, text + err
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text("".join(json.dumps({**r, "metrics": {"top1": r["metrics"]["top1"] + 30}} if r["protocol"] == "domain"
+                                        and r["evaluated"] == "invert" and r["attack"] == "none" else r) + "\n"
+                             for r in rows))
+    code, text, err = _run(["check", moved, "--against", out / "results.jsonl"], capsys)
+    assert code == 1 and "REGRESSION" in text and "invert" in text, text + err
+
 
 def test_an_unread_entry_key_and_a_bad_attack_are_one_line_errors(tmp_path, capsys):
     suite = tmp_path / "bad.toml"

@@ -81,7 +81,9 @@ class DomainProtocol(Protocol):
     entry = DomainEntry
     boards = {NAME: BOARD}
     check_board = NAME
-    check_metrics = {"top1": "higher"}
+    # a cell's top-1 is compared as source_top1 on the source (higher is better) and as target_top1 on a target
+    # (lower is better: a target the model reads better is a regression of the defense)
+    check_metrics = {"source_top1": "higher", "target_top1": "lower"}
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
@@ -156,7 +158,8 @@ class DomainProtocol(Protocol):
     @classmethod
     def check_cells(cls, rows):
         return [(f"{r['defense']}|{sorted(r['point'].items())}|{r['authorized']}|{r['attack']}|{r['evaluated']}",
-                 "top1", float(r["metrics"]["top1"]), True) for r in rows if r.get("protocol") == NAME]
+                 "source_top1" if r["role"] == Role.AUTHORIZED.value else "target_top1", float(r["metrics"]["top1"]), True)
+                for r in rows if r.get("protocol") == NAME]
 
     def reports(self, rows, out, cfg):
         mine = [r for r in rows if r.get("protocol") == NAME]
