@@ -31,7 +31,14 @@ TINY = {  # query budgets and pools small enough for CPU tests
     "metafinger": {"n_triggers": 6, "n_positive": 1, "n_negative": 1, "steps": 5, "pool_epochs": 1,
                    "pool_families": ["mlp"]},
     "adv-tra": {"n_triggers": 3, "length": 8, "m": 2},
+    "modeldiff": {"n_triggers": 10, "iterations": 20},
+    "sac": {"n_triggers": 12},
+    "deepjudge": {"n_triggers": 12, "steps": 5, "eps": 0.3, "alpha": 0.06},  # at eps 0.1 the digits MLP resists its own PGD
+    "zest": {"n_triggers": 16, "n_masks": 200, "segment": 8},
 }
+# Fingerprints that answer "how similar" from probabilities: each must score a fine-tuned copy of the source
+# above an independently trained model (the defining behaviour of a fingerprint, issue 23).
+SIMILARITY = ["modeldiff", "sac", "deepjudge", "zest"]
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +159,36 @@ def test_method_end_to_end(setup, name):
     assert scores["mlp-src"] == 1.0  # the source matches its own fingerprint
     if name == "mfue-w":  # easy case: a 5%-pruned copy against an independently trained model
         assert scores["pos"] > scores["neg"]
+
+
+@pytest.mark.parametrize("name", SIMILARITY)
+def test_similarity_fingerprints_separate_finetuned_copy_from_independent_model(setup, session_cache, name):
+    source, defender, attacker, _, negative = setup
+    tuned, _ = S.derive(source, "finetune(FTAL,0.2)", attacker, S.ZooConfig(finetune_epochs=1), 0)
+    positive = ModelAdapter("ftal", tuned, source.preprocess, "zoo/mlp", "test")
+    method = METHODS[name](**TINY[name])
+    fp = method.fingerprint(source, defender, seed=0)
+    score = {a.name: method.verify(fp, SuspectOracle(a, labels_only=False)) for a in (source, positive, negative)}
+    assert score["mlp-src"] == pytest.approx(1.0)
+    assert score["ftal"] > score["neg"], score
+
+
+@pytest.mark.parametrize("params", [{"samples": "cutmix"}, {"compare": "ddm"}, {"metric": "jsd"}, {"distance": "l2"}])
+def test_similarity_fingerprint_variants(setup, params):
+    source, defender, _, _, negative = setup
+    name = {"samples": "sac", "compare": "modeldiff", "metric": "deepjudge", "distance": "zest"}[next(iter(params))]
+    method = METHODS[name](**{**TINY[name], **params})
+    fp = method.fingerprint(source, defender, seed=0)
+    own = method.verify(fp, SuspectOracle(source, labels_only=False))
+    other = method.verify(fp, SuspectOracle(negative, labels_only=False))
+    assert own == pytest.approx(1.0) and 0 <= other < own
+
+
+@pytest.mark.parametrize("name,bad", [("sac", {"samples": "both"}), ("modeldiff", {"compare": "ddx"}),
+                                      ("deepjudge", {"eps": -1.0}), ("zest", {"n_masks": 1})])
+def test_similarity_fingerprints_reject_bad_params(name, bad):
+    with pytest.raises(UserError):
+        METHODS[name](**bad)
 
 
 def test_labels_only_oracle_refuses_probabilities(setup):

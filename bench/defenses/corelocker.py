@@ -312,7 +312,7 @@ def _zero(params: dict, masks: dict) -> None:
         params[name][m] = 0
 
 
-def _hex(s: str) -> torch.Tensor:
+def digest_tensor(s: str) -> torch.Tensor:
     return torch.tensor(list(s.encode()), dtype=torch.uint8)
 
 
@@ -352,8 +352,8 @@ class CoreLocker(ModelDefense):
             index = m.flatten().nonzero().flatten()
             key[f"{name}.values"] = original[name].flatten()[index].contiguous()
             key[f"{name}.index"] = index
-        key["__model_digest__"] = _hex(model.digest)
-        key["__weights_digest__"] = _hex(weights_digest(_module(model)))
+        key["__model_digest__"] = digest_tensor(model.digest)
+        key["__weights_digest__"] = digest_tensor(weights_digest(_module(model)))
         protect_ms = (time.perf_counter() - start) * 1e3
         n_values = sum(v.numel() for k, v in key.items() if k.endswith(".values"))
         n_weights = sum(v.numel() for k, v in key.items() if k.endswith(".values") and k[: -len(".values")] in params)
@@ -449,5 +449,5 @@ def load_key(path) -> dict:
         raise UserError(f"{path} is not a safetensors corelocker key") from None
     if meta.get("format") != "corelocker-key":
         raise UserError(f"{path} is not a corelocker key (metadata format {meta.get('format')!r})")
-    key.update({k: _hex(meta[k]) for k in DIGEST_KEYS})
+    key.update({k: digest_tensor(meta[k]) for k in DIGEST_KEYS})
     return key

@@ -3,7 +3,7 @@
 `FINGERPRINTS` (bench.fingerprint.base) is the registry of fingerprinting methods (entry point
 `authbench.fingerprints`); each method is also a defense of protocol "verify" (bench.defenses.DEFENSES)."""
 
-from bench.fingerprint import advtra, cae, ipguard, metafinger, mfue  # noqa: F401  (register the methods)
+from bench.fingerprint import advtra, cae, deepjudge, ipguard, metafinger, mfue, modeldiff, sac, zest  # noqa: F401  (register the methods)
 from bench.fingerprint.base import FINGERPRINTS, Fingerprint, FingerprintMethod, SuspectOracle
 
 __all__ = ["FINGERPRINTS", "Fingerprint", "FingerprintMethod", "SuspectOracle"]
