@@ -10,7 +10,7 @@ import torch
 from bench.data.digits import load_digits_split
 from bench.defenses import get_defense
 from bench.defenses.locks import block_transform, conv_bn_pairs, draw_key
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.models.zoo import load_zoo_model
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.data.digits import load_digits_split
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.fingerprint.training import build_arch
 from bench.models.zoo import digits_preprocess
 from bench.ntl.domains import DOMAINS, to_domain

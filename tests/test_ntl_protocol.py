@@ -15,10 +15,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from bench.cli import main  # noqa: E402
 from bench.core.types import Row  # noqa: E402
-from bench.errors import UserError  # noqa: E402
+from bench.core.errors import UserError  # noqa: E402
 from bench.ntl import attacks  # noqa: E402
 from bench.protocols.domain import BOARD  # noqa: E402
-from bench.results import read_rows  # noqa: E402
+from bench.core.results import read_rows  # noqa: E402
 from conftest import validate_rows  # noqa: E402
 
 TINY = """[suite]

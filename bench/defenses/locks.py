@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
 from bench.defenses.corelocker import digest_tensor, key_bytes, unlock
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.attacks.model_attacks import train_module
 from bench.models.adapter import weights_digest
 

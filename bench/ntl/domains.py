@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.errors import UserError
+from bench.core.errors import UserError
 
 
 def _blur(x: torch.Tensor, sigma: float = 1.0, size: int = 5) -> torch.Tensor:

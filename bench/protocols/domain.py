@@ -26,7 +26,7 @@ from bench.attacks import attack_label
 from bench.core.entry import Entry, attacks_key, key, list_of, string
 from bench.core.types import Job, Measurement, Role
 from bench.defenses import get_defense
-from bench.errors import UserError
+from bench.core.errors import UserError
 from bench.fingerprint.training import build_arch
 from bench.models.sources import model_label
 from bench.models.zoo import FAMILIES, digits_preprocess
