@@ -30,7 +30,7 @@ from bench.api_schema import check_keywords
 from bench.data.base import stat_digest
 from bench.core.errors import BadKeyword, UserError, check_folder, show
 from bench.executors import Executor, executor_options, make_executor
-from bench.protocols import render, rows_by_protocol, summary_lines
+from bench.protocols import render, summary_lines
 from bench.core.provenance import versions
 from bench.reports.boards import build_boards, glance, parse_standard
 from bench.reports.leaderboard import leaderboard, ranked_rows
@@ -58,11 +58,8 @@ class Results:
 
     def summary_text(self) -> str:
         """What `authbench run` prints: the boards (or the task tables), the counts, where things are."""
-        # the like-for-like boards' top rows, then each protocol without a board its own summary (its tables)
-        parts = [glance(b) for b in self.boards]
-        boarded = {b.key.protocol for b in self.boards}
-        rest = [r for name, rows in rows_by_protocol(self.records).items() if name not in boarded for r in rows]
-        parts += summary_lines(rest, self.reports) if rest else []
+        # the like-for-like boards' top rows, then each protocol's own summary lines (its tables, its facts)
+        parts = [glance(b) for b in self.boards] + summary_lines(self.records, self.reports)
         s = self.summary
         parts.append(
             f"cells: {s.cells_total} total, {s.cells_done_before} already done, {s.cells_run} run | "

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -47,7 +46,7 @@ from bench.protocols import classify
 from bench.protocols.base import PROTOCOLS, Protocol, grid, trials_for, with_cells
 from bench.reports.boards import gap_board
 from bench.reports.figures import render_figures
-from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard_cells, leaderboard_summary
+from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard_cells
 from bench.reports.ne_attacks import render_attacks
 from bench.reports.ne_reported import render_comparison
 from bench.reports.tables import render_tables
@@ -146,7 +145,7 @@ class InputAuthorization(Protocol):
         return leaderboard_cells(rows)
 
     def summary(self, rows, reports):
-        return leaderboard_summary(rows)
+        return []  # its boards' top rows are what a run prints (bench.api.Results.summary_text)
 
     # -- planning ------------------------------------------------------------------------------
     def job(self, ctx: EvalContext, **fields) -> Job:

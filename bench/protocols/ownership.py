@@ -24,7 +24,7 @@ import torch
 from bench.attacks import attack_label, get_attack
 from bench.core.cache import digest
 from bench.core.entry import Entry, attacks_key, models_key, trials_key
-from bench.core.types import Job, Measurement, Role, infer_protocol
+from bench.core.types import Job, Measurement, Role
 from bench.defenses import get_defense
 from bench.core.errors import UserError
 from bench.fingerprint.base import SuspectOracle
@@ -34,7 +34,7 @@ from bench.fingerprint.suspects import ZooConfig, build_zoo
 from bench.fingerprint.training import halves
 from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
 from bench.reports.boards import ownership_board
-from bench.reports.fingerprint import FINGERPRINT_METRICS, fingerprint_cells, fingerprint_summary, render_fingerprint
+from bench.reports.fingerprint import FINGERPRINT_METRICS, fingerprint_cells, render_fingerprint
 
 
 def zoo_config(suite) -> ZooConfig:
@@ -71,7 +71,7 @@ class OwnershipVerification(Protocol):
         return fingerprint_cells(rows, cls.name)
 
     def summary(self, rows, reports):
-        return fingerprint_summary([r for r in rows if infer_protocol(r) == self.name])
+        return []  # its boards' top rows are what a run prints (bench.api.Results.summary_text)
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)

@@ -103,11 +103,6 @@ def fingerprint_cells(rows: list[dict], protocol: str) -> list[tuple[str, str, f
     return out
 
 
-def fingerprint_summary(rows: list[dict]) -> list[str]:
-    """What `authbench run` prints for verification rows: the ownership board."""
-    return [format_board(fingerprint_board(rows))] if rows else []
-
-
 def _ci(v, lo, hi) -> str:
     return f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 

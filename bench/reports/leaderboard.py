@@ -79,12 +79,6 @@ def leaderboard_cells(rows: list[dict]) -> list[tuple[str, str, float, bool]]:
     return out
 
 
-def leaderboard_summary(rows: list[dict]) -> list[str]:
-    """What `authbench run` prints for ranked rows: the top of the leaderboard."""
-    board = leaderboard(ranked_part) if (ranked_part := ranked_rows(rows)) else None
-    return [format_leaderboard(board, top=20)] if board is not None and not board.empty else []
-
-
 def trains_at_run_time(defense: str, attack: str) -> bool:
     """Whether a board row's defense or attack trains at run time (`Plugin.trains`); a plugin not installed
     here counts as training, so its cells are never held to exactness."""
