@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from baselines.polynomial import PolynomialNetwork, fit_surrogates
-from bench.defenses.base import Evaluation, ModelDefense, Protected
+from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, weights_digest
 
@@ -103,6 +103,7 @@ class OnAlternatives(ModelAdapter):
         return self.inner.predict(alt, batch_size)
 
 
+@DEFENSES.register
 class AlgoSpec(ModelDefense):
     name = "algospec"
     trains = True  # fits its polynomial surrogates by optimization

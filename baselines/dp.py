@@ -17,9 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bench.defenses.base import Evaluation, ModelDefense, Protected
+from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
+from bench.models.zoo import FAMILIES
 
 
 def _opacus():
@@ -35,8 +36,6 @@ def fresh_module(model: ModelAdapter, seed: int) -> nn.Module:
     """An untrained module of the model's architecture (zoo class, else a re-initialised copy)."""
     torch.manual_seed(seed)
     if model.arch.startswith("zoo/"):
-        from bench.models.zoo import FAMILIES
-
         return FAMILIES[model.arch.split("/", 1)[1]][0]()
     module = copy.deepcopy(model.module)
     for m in module.modules():
@@ -52,6 +51,7 @@ def _swaps(before: nn.Module, after: nn.Module) -> list[str]:
                    if name in new and type(m).__name__ != new[name]})
 
 
+@DEFENSES.register
 class DPSGD(ModelDefense):
     name = "dp"
     trains = True

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from bench.defenses.base import Evaluation, ModelDefense, Protected
+from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
 from bench.models.zoo import Square
@@ -266,6 +267,7 @@ class FHEAdapter(ModelAdapter):
         return out
 
 
+@DEFENSES.register
 class FHE(ModelDefense):
     name = "fhe"
     trains = True  # fine-tunes the square-activation copy; CKKS encryption draws fresh noise
@@ -366,7 +368,6 @@ def extrapolate_fhe_cost(model_name: str, resolution: int = 224, ops_sampled: in
     levels (bootstrapping, which TenSEAL does not provide) and non-polynomial activations.
     """
     import timm
-    from torch.utils.flop_counter import FlopCounterMode
 
     ts, params = _tenseal(), {**FHE.defaults, **(params or {})}
     model = timm.create_model(model_name, pretrained=False, num_classes=10).eval()

@@ -2,10 +2,22 @@
 
     import bench
     results = bench.evaluate("digits", threads=1)   # see bench.api
+
+`evaluate` and `Results` (bench.api, which imports the whole harness) are loaded on first use, so that
+importing one module of the package (a suite, a defense, the baselines) does not import every layer.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
-from bench.api import Results, evaluate  # noqa: E402  (the public API; after __version__, which provenance reads)
+_API = ("evaluate", "Results")
+
+
+def __getattr__(name: str):
+    if name in _API:  # the public API, loaded on first use (PEP 562)
+        return getattr(importlib.import_module("bench.api"), name)
+    raise AttributeError(f"module 'bench' has no attribute {name!r}")
+
 
 __all__ = ["evaluate", "Results", "__version__"]

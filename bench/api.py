@@ -22,12 +22,10 @@ import pandas as pd
 
 from bench.core.context import EvalContext, RunOptions
 from bench.core.engine import Engine, RunSummary
-from bench.core.types import infer_protocol
 from bench.errors import UserError, check_folder
-from bench.executors import OPTION_FLAGS, Executor, make_executor
-from bench.protocols import render
-from bench.reports.fingerprint import fingerprint_board, format_board
-from bench.reports.leaderboard import RANKED, format_leaderboard, leaderboard
+from bench.executors import Executor, executor_options, make_executor
+from bench.protocols import render, summary_lines
+from bench.reports.leaderboard import leaderboard, ranked_rows
 from bench.results import read_rows
 from bench.suite import Suite, load_suite
 from bench.suite_overrides import apply_overrides
@@ -36,6 +34,7 @@ from bench.suite_overrides import apply_overrides
 @dataclass(frozen=True, kw_only=True)
 class Results:
     records: list[dict]  # the result rows as written (JSON objects)
+    typed: tuple = ()  # the same rows as bench.core.types.Row
     summary: RunSummary
     reports: list[Path] = field(default_factory=list)
 
@@ -45,19 +44,12 @@ class Results:
 
     @property
     def leaderboard(self) -> pd.DataFrame | None:
-        ranked = [r for r in self.records if infer_protocol(r) in RANKED]
+        ranked = ranked_rows(self.records)
         return leaderboard(ranked) if ranked else None
 
     def summary_text(self) -> str:
         """What `authbench run` prints: the boards (or the task tables), the counts, where things are."""
-        parts = []
-        protocols = {infer_protocol(r) for r in self.records}
-        if protocols & {"glue", "mmbench"}:
-            parts += [p.read_text() for p in self.reports if p.suffix == ".md"]
-        elif self.leaderboard is not None:
-            parts.append(format_leaderboard(self.leaderboard, top=20))
-        if "verify" in protocols:
-            parts.append(format_board(fingerprint_board([r for r in self.records if infer_protocol(r) == "verify"])))
+        parts = summary_lines(self.records, self.reports)  # each protocol's own (its boards or tables)
         s = self.summary
         parts.append(
             f"cells: {s.cells_total} total, {s.cells_done_before} already done, {s.cells_run} run | "
@@ -89,7 +81,8 @@ def dataset_classes(suite: Suite, ctx: EvalContext | None = None) -> int | None:
 def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | str | None = None, **options) -> Engine:
     """The engine of a run: RunOptions from `options`, and the executor (an instance, or a name with the
     executor options among `options`, over the suite's [executor] section)."""
-    chosen = {k: options.pop(k) for k in list(options) if k in OPTION_FLAGS}
+    known = executor_options(executor if isinstance(executor, str) else None)
+    chosen = {k: options.pop(k) for k in list(options) if k in known}
     if not isinstance(executor, Executor):
         executor = make_executor(executor, suite.raw.get("executor"), **chosen)
     elif any(v is not None for v in chosen.values()):
@@ -106,11 +99,12 @@ def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = N
             check_folder(folder, flag)
     engine = engine_for(suite, out=out, executor=executor, **options)
     summary = engine.run()
-    records = read_rows(summary.results)
-    paths = render(records, Path(reports) if reports else Path("reports") / suite.name, suite.report,
+    typed = read_rows(summary.results, typed=True)
+    records = [r.to_json() for r in typed]
+    paths = render(typed, Path(reports) if reports else Path("reports") / suite.name, suite.report,
                    suite.standard_attacks, site=True, classes=dataset_classes(suite, engine.ctx)) \
         if write_reports and records else []
-    return Results(records=records, summary=summary, reports=paths)
+    return Results(records=records, typed=tuple(typed), summary=summary, reports=paths)
 
 
 def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None, data_root: Path | None = None,

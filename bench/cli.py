@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from contextlib import contextmanager
@@ -10,8 +11,10 @@ from pathlib import Path
 
 from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
 from bench.errors import UserError, check_folder
+from bench.executors import executor_options
 
-LISTABLE = ("defenses", "models", "suites", "attacks", "datasets")
+LISTABLE = ("defenses", "attacks", "protocols", "executors", "sources", "datasets", "fingerprints", "detectors",
+            "models", "suites")
 TABLES = ("ne-spectra", "ne-layers")
 DEFAULT_ARCHES = {"ne-spectra": ["resnet-50", "vit-b16", "swinv2-t", "deit-b16"], "ne-layers": ["resnet-50", "vit-b16"]}
 
@@ -21,7 +24,32 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def _parser() -> argparse.ArgumentParser:
+def add_executor_flags(group, executor: str | None = None) -> None:
+    """One flag per executor option, generated from the executors' declarations (bench.executors.Option):
+    the built-ins', installed plugins' and, with `executor`, that (path-named) executor's."""
+    types = {"number": float, "integer": int, "string": str, "path": Path}
+    for name, decls in executor_options(executor).items():
+        flagged = [(ex, o) for ex, o in decls if o.cli]
+        if not flagged:
+            continue
+        kinds = {o.type for _, o in flagged}
+        kind = "number" if "number" in kinds else kinds.pop()  # an int flag where every executor counts
+        texts = {o.help for _, o in flagged}
+        text = "; ".join(f"{ex}: {o.help}" for ex, o in flagged) if len(texts) > 1 or len(decls) == 1 else texts.pop()
+        group.add_argument(flagged[0][1].flag, dest=name, type=types[kind], help=text.replace("%", "%%"))
+
+
+def _executor_named(argv: list[str]) -> str | None:
+    """The value of --executor in a command line (its options' flags are generated before parsing)."""
+    for i, arg in enumerate(argv):
+        if arg == "--executor" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--executor="):
+            return arg.partition("=")[2]
+    return None
+
+
+def _parser(executor: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog="authbench", description="Benchmark harness for model-specific authorization.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -52,19 +80,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="print the jobs, their groups and tasks and the estimated forward passes; run nothing")
     ex = run.add_argument_group("executor (or the suite's [executor] section; see docs/executors.md)")
     ex.add_argument("--executor", help="where jobs run: local (default), ray, submitit, or an installed plugin")
-    ex.add_argument("--address", help="ray: the cluster to join (auto, host:port, ray://host:10001; default: a local Ray)")
-    ex.add_argument("--gpus-per-job", type=float, help="ray: num_gpus per task (fractions allowed); submitit: GPUs per array task")
-    ex.add_argument("--cpus-per-job", type=float, help="CPUs per job (ray num_cpus, submitit cpus_per_task; default 1); "
-                    "also the worker's torch threads unless --threads says")
-    ex.add_argument("--max-in-flight", type=int, help="tasks submitted at once (ray default: twice what the cluster fits)")
-    ex.add_argument("--max-retries", type=int, help="retries of a task whose worker died (ray default 3, submitit 1)")
-    ex.add_argument("--partition", help="submitit: Slurm partition")
-    ex.add_argument("--array-parallelism", type=int, help="submitit: array tasks running at once (Slurm %%N; local: "
-                    "subprocesses at once, default CPUs / --cpus-per-job)")
-    ex.add_argument("--time-limit", type=int, help="submitit: minutes per array task (default 240)")
-    ex.add_argument("--mem-gb", type=float, help="submitit: memory per array task in GB")
-    ex.add_argument("--job-folder", type=Path, help="submitit: pickled specs, logs, results, on shared storage "
-                    "(default: <out>/submitit)")
+    add_executor_flags(ex, executor)
 
     ls = sub.add_parser("list", help="what is registered")
     ls.add_argument("what", choices=LISTABLE)
@@ -144,10 +160,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-EXECUTOR_FLAGS = ("address", "gpus_per_job", "cpus_per_job", "max_in_flight", "max_retries", "partition",
-                  "array_parallelism", "time_limit", "mem_gb", "job_folder")
-
-
 def _whole(value):
     """A count given as a float flag (--gpus-per-job 1) stays an int, so submitit takes it."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -159,9 +171,9 @@ def _cmd_run(args) -> int:
     from bench.suite_overrides import apply_overrides
 
     suite = apply_overrides(load_suite(args.suite), args.subset, args.data_root, args.random_weights)
-    executor = {k: _whole(getattr(args, k)) for k in EXECUTOR_FLAGS}
-    if executor["job_folder"] is not None:
-        executor["job_folder"] = str(executor["job_folder"])
+    executor = {k: _whole(getattr(args, k)) for k in executor_options(args.executor)
+                if getattr(args, k, None) is not None}
+    executor = {k: str(v) if isinstance(v, Path) else v for k, v in executor.items()}
     options = dict(defenses=args.defense, models=args.model, authorized=args.authorized, evaluated=args.evaluated,
                    psnr=args.psnr, releases=args.release, full=args.full,
                    batch_size=args.batch_size, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
@@ -174,18 +186,21 @@ def _cmd_run(args) -> int:
     return 1 if results.summary.jobs_failed else 0
 
 
+# `authbench list <what>`: each kind's registry (module, attribute), imported when listed
+REGISTRIES = {
+    "defenses": ("bench.defenses", "DEFENSES"), "attacks": ("bench.attacks", "ATTACKS"),
+    "protocols": ("bench.protocols", "PROTOCOLS"), "executors": ("bench.executors", "EXECUTORS"),
+    "sources": ("bench.models.sources", "SOURCES"), "datasets": ("bench.data", "DATASETS"),
+    "fingerprints": ("bench.fingerprint", "FINGERPRINTS"), "detectors": ("bench.fingerprint.detectors", "DETECTORS"),
+}
+
+
 def _cmd_list(args) -> int:
-    if args.what == "defenses":
-        from bench.defenses import list_defenses as fn
-    elif args.what == "attacks":
-        from bench.attacks import list_attacks as fn
+    if args.what in REGISTRIES:
+        module, attr = REGISTRIES[args.what]
+        fn = getattr(importlib.import_module(module), attr).describe
     elif args.what == "models":
         from bench.models.sources import list_models as fn
-    elif args.what == "datasets":
-        from bench.data import DATASETS
-
-        def fn():
-            return {k: v[0] for k, v in DATASETS.items()}
     else:
         from bench.suite import available_suites, load_suite
 
@@ -403,7 +418,8 @@ COMMANDS["rank"] = _cmd_rank
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = _parser(_executor_named(argv)).parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as exc:
         print(f"authbench: error: {exc}", file=sys.stderr)

@@ -1,14 +1,17 @@
-"""Plugin lookup: built-ins, installed entry points, or a `module:Class` path."""
+"""Plugin lookup: one generic `Registry[T]` per plugin kind (built-ins, installed entry points of the group
+`authbench.<kind>`, or a `module:Class` path), and the parameter checks every plugin shares."""
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
-from typing import ClassVar
+from typing import ClassVar, Generic, Iterable, Iterator, TypeVar
 
 import jsonschema
 
 from bench.errors import UserError, article, show, unknown
+
+T = TypeVar("T")
 
 
 def default_schema(value) -> dict:
@@ -61,32 +64,6 @@ def _entry_points(group: str) -> dict:
     return {ep.name: ep for ep in entry_points(group=group)}
 
 
-def resolve(kind: str, group: str, builtins: dict[str, type], key: str, base: type | tuple | None = None) -> type:
-    """Find plugin `key`: a built-in name, an entry point in `group`, or 'package.module:Class'. With `base`,
-    what an entry point or a path names must be a subclass of it (a defense, an attack), else a user error."""
-    if key in builtins:
-        return builtins[key]
-    eps = _entry_points(group)
-    if key in eps:
-        found = _load(kind, key, eps[key].load)
-    elif ":" in key:
-        module_name, _, attr = key.partition(":")
-        if not module_name or not attr:
-            raise UserError(f"cannot load {kind} {key!r}; expected 'package.module:Class'")
-        module = _load(kind, key, lambda: importlib.import_module(module_name))
-        if not hasattr(module, attr):
-            raise UserError(f"cannot load {kind} {key!r}: module {module_name!r} has no {attr!r}; "
-                            "expected 'package.module:Class'")
-        found = getattr(module, attr)
-    else:
-        raise unknown(kind, key, [*builtins, *eps, "<package.module:Class>"])
-    if base is not None and not (isinstance(found, type) and issubclass(found, base)):
-        bases = base if isinstance(base, tuple) else (base,)
-        names = " or ".join(f"{b.__module__}.{b.__qualname__}" for b in bases)
-        raise UserError(f"{key!r} is {_describe(found)}, not {article(kind)}; {article(kind)} is a subclass of {names}")
-    return found
-
-
 def _load(kind: str, key: str, load):
     try:
         return load()
@@ -102,16 +79,16 @@ def _describe(obj) -> str:
     return article(type(obj).__name__)
 
 
-def describe(group: str, builtins: dict[str, type]) -> dict[str, str]:
-    """name -> one-line description, built-ins first, then installed plugins."""
-    out = {name: cls.description for name, cls in builtins.items()}
-    for name, ep in _entry_points(group).items():
-        if name not in out:
-            try:
-                out[name] = str(getattr(ep.load(), "description", "") or f"plugin from {ep.value}")
-            except Exception as exc:  # a broken plugin is listed, not fatal: say why it does not load
-                out[name] = f"plugin from {ep.value} (does not load: {type(exc).__name__}: {exc})"
-    return out
+def load_path(kind: str, key: str):
+    """What 'package.module:attr' names (a user error when it does not import or has no such attribute)."""
+    module_name, _, attr = key.partition(":")
+    if not module_name or not attr:
+        raise UserError(f"cannot load {kind} {key!r}; expected 'package.module:Class'")
+    module = _load(kind, key, lambda: importlib.import_module(module_name))
+    if not hasattr(module, attr):
+        raise UserError(f"cannot load {kind} {key!r}: module {module_name!r} has no {attr!r}; "
+                        "expected 'package.module:Class'")
+    return getattr(module, attr)
 
 
 class Plugin:
@@ -135,23 +112,121 @@ class Plugin:
         self.params = {**self.defaults, **params}
 
 
-class Registry:
-    """One registry of a kind of plugin: built-ins registered by decorator, third-party ones by the
-    entry point `group` or as 'package.module:Class'. Protocols and executors live in one each."""
+class Registry(Generic[T]):
+    """One registry per plugin kind (defenses, attacks, protocols, executors, model sources, datasets,
+    fingerprint methods, detectors), after lm-evaluation-harness's api/registry.py:
 
-    def __init__(self, kind: str, group: str):
-        self.kind, self.group = kind, group
-        self.builtins: dict[str, type] = {}
+    - built-ins register themselves where they are defined (`@REGISTRY.register`, by the object's `name`);
+      `modules` names the modules whose import registers them, imported on first use (so the module that
+      holds the registry imports none of its plugins, and no plugin package has to be imported first);
+    - third-party plugins are entry points of the group `authbench.<kind>` (loaded only when asked for)
+      or, where `paths` allows, a 'package.module:Class' path;
+    - with `base`, what an entry point or a path names must be a subclass of it (an instance of it with
+      `instances`), else a user error.
 
-    def register(self, cls: type) -> type:
-        self.builtins[cls.name] = cls
-        return cls
+    Every registered object declares its own one-line `description` (and its parameters or options:
+    `defaults`, `options`, `keys`), so nothing else lists them. An unknown name is one UserError line
+    naming the valid ones."""
 
-    def get(self, name: str) -> type:
-        return resolve(self.kind, self.group, self.builtins, name)
+    def __init__(self, kind: str, group: str, *, base: type | tuple | None = None, modules: Iterable[str] = (),
+                 paths: bool = True, instances: bool = False):
+        self.kind, self.group, self.base, self.paths, self.instances = kind, group, base, paths, instances
+        self._objs: dict[str, T] = {}
+        self._modules = tuple(modules)
+        self._loading = False
+        self._loaded = not self._modules
 
+    # -- registering -----------------------------------------------------------------------------------
+    def register(self, obj: T | None = None, *, name: str | None = None):
+        """Register `obj` under `name` (default: its `name` attribute); usable as a decorator."""
+
+        def add(o: T) -> T:
+            key = name or getattr(o, "name", None)
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"a registered {self.kind} needs a non-empty str `name`, got {key!r} on {o!r}")
+            if key in self._objs and self._objs[key] is not o:
+                raise ValueError(f"{self.kind} {key!r} is registered twice: {self._objs[key]!r} and {o!r}")
+            self._objs[key] = o
+            return o
+
+        return add if obj is None else add(obj)
+
+    def _builtins(self) -> dict[str, T]:
+        if not self._loaded and not self._loading:
+            self._loading = True  # a built-in module that looks something up while it registers sees the rest later
+            try:
+                for module in self._modules:
+                    importlib.import_module(module)
+                self._loaded = True
+            finally:
+                self._loading = False
+        return self._objs
+
+    # -- looking up ------------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        return [*self.builtins, *(n for n in _entry_points(self.group) if n not in self.builtins)]
+        """Built-ins by name, then installed plugins (not loaded)."""
+        builtins = self._builtins()
+        return [*sorted(builtins), *(n for n in _entry_points(self.group) if n not in builtins)]
+
+    def get(self, name: str) -> T:
+        """The plugin `name`: a built-in, an entry point of the group, or (with `paths`) 'package.module:Class'."""
+        builtins = self._builtins()
+        if name in builtins:
+            return builtins[name]
+        eps = _entry_points(self.group)
+        if name in eps:
+            found = _load(self.kind, name, eps[name].load)
+        elif self.paths and isinstance(name, str) and ":" in name:
+            found = load_path(self.kind, name)
+        else:
+            raise unknown(self.kind, str(name), [*builtins, *eps] + (["<package.module:Class>"] if self.paths else []))
+        return self._checked(name, found)
+
+    def _checked(self, key: str, found):
+        base = self.base
+        if base is None:
+            return found
+        ok = isinstance(found, base) if self.instances else isinstance(found, type) and issubclass(found, base)
+        if not ok:
+            bases = base if isinstance(base, tuple) else (base,)
+            names = " or ".join(f"{b.__module__}.{b.__qualname__}" for b in bases)
+            what = "an instance" if self.instances else "a subclass"
+            raise UserError(f"{key!r} is {_describe(found)}, not {article(self.kind)}; {article(self.kind)} is "
+                            f"{what} of {names}")
+        return found
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __contains__(self, name) -> bool:
+        return name in self._builtins() or name in _entry_points(self.group)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        """(name, plugin) for every built-in and every installed plugin (loading them)."""
+        for name in self.names():
+            yield name, self.get(name)
 
     def describe(self) -> dict[str, str]:
-        return describe(self.group, self.builtins)
+        """name -> its one-line description, built-ins first; a plugin that does not load is listed with why."""
+        builtins = self._builtins()
+        out = {name: one_line(getattr(builtins[name], "description", "")) for name in sorted(builtins)}
+        for name, ep in _entry_points(self.group).items():
+            if name not in out:
+                try:
+                    out[name] = one_line(getattr(ep.load(), "description", "")) or f"plugin from {ep.value}"
+                except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal: say why
+                    out[name] = f"plugin from {ep.value} (does not load: {type(exc).__name__}: {exc})"
+        return out
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.group!r})"
+
+
+def one_line(text) -> str:
+    return " ".join(str(text or "").split())

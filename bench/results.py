@@ -15,6 +15,7 @@ import socket
 import time
 from pathlib import Path
 
+from bench.core.types import Row
 from bench.errors import UserError, article
 
 RESULTS_FILE = "results.jsonl"
@@ -36,10 +37,11 @@ def latest(rows: list[dict]) -> tuple[list[dict], int]:
     return keep, len(rows) - len(keep)
 
 
-def read_rows(path: Path, all_rows: bool = False, require: tuple[str, ...] = ROW_KEYS) -> list[dict]:
+def read_rows(path: Path, all_rows: bool = False, require: tuple[str, ...] = ROW_KEYS, *, typed: bool = False) -> list:
     """The complete rows, one per cell (the last written: see `latest`); `all_rows` keeps every line.
     A torn last line (killed mid-write) is ignored; a line that is not a result row (not a JSON object,
-    or without one of the `require` keys, its metrics not a table) is a one-line error."""
+    or without one of the `require` keys, its metrics not a table, or not a `Row`: `Row.from_json`) is a
+    one-line error. With `typed`, the rows as `bench.core.types.Row`s; else their JSON (as written)."""
     path = results_path(path)
     if not path.exists():
         raise UserError(f"results file {str(path)!r} does not exist; pass a run folder or its {RESULTS_FILE}")
@@ -67,8 +69,26 @@ def read_rows(path: Path, all_rows: bool = False, require: tuple[str, ...] = ROW
         if "metrics" in require and not isinstance(row["metrics"], dict):
             raise UserError(f"{path}:{i + 1} is not a result row: its 'metrics' is {article(type(row['metrics']).__name__)}, "
                             "not a table of metric = value")
-        rows.append(row)
-    return rows if all_rows else latest(rows)[0]
+        try:
+            parsed = Row.from_json(row)  # every read goes through the one (de)serialiser
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise UserError(f"{path}:{i + 1} is not a result row ({type(exc).__name__}: {exc})") from None
+        rows.append(parsed if typed else row)
+    if all_rows:
+        return rows
+    return _latest_typed(rows) if typed else latest(rows)[0]
+
+
+def _latest_typed(rows: list) -> list:
+    """`latest` for typed rows: one per cell, the last written."""
+    last = {r.cell: i for i, r in enumerate(rows)}
+    return [r for i, r in enumerate(rows) if not r.cell or last[r.cell] == i]
+
+
+def json_view(rows: list) -> list[dict]:
+    """The JSON view of result rows (typed `Row`s, or rows already as JSON): what the pandas-heavy report code
+    reads, built in this one place."""
+    return [r.to_json() if hasattr(r, "to_json") else r for r in rows]
 
 
 class ResultWriter:

@@ -13,10 +13,9 @@
                  tier = "default" | "full" (full entries run only with `authbench run --full`),
                  models = [labels] (the authorized models this entry protects; default all; a spec
                  such as "zoo:fhe-s0" adds a model only this entry protects);
-                 input defenses also: psnr = [...], psnr_mode = "true" | "paper-nominal" |
-                 "paper-code", evaluation = "release" | "paper-code" (the public code's
-                 authorized-model bypass, non-deployable; needs psnr_mode "paper-code"),
-                 release = ["float", "clip", "uint8"]
+                 and the keys its protocol's entry dataclass declares (input defenses: psnr = [...],
+                 psnr_mode, evaluation, release; bench.protocols.input_auth.ImageEntry): a key the
+                 entry's protocol does not read is an error
     [check]      tolerance = {metric = points}, default_tolerance, inference_tolerance (cells that train
                  nothing at run time; default 0 = exact), trials (repeats of the cells that train at run
                  time, for the spread `check` derives their tolerance from; bench.reports.reference)
@@ -56,18 +55,20 @@ SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 @dataclass
 class DefenseEntry:
+    """A [[defenses]] entry as the suite states it: the keys every entry shares, and the table as read (`raw`).
+    The engine parses `raw` into the entry dataclass of the entry's protocol (bench.protocols.base.Protocol.entry),
+    which rejects a key that protocol does not read."""
+
     name: str
     params: dict
-    psnr: list[float]
-    psnr_mode: str
-    release: list[str]
-    attacks: list
+    attacks: list = field(default_factory=lambda: ["none"])
     sweep: dict = field(default_factory=dict)
     trials: int = 1
     tier: str = "default"
     models: list[str] = field(default_factory=list)  # authorized labels this entry protects (empty: all)
-    evaluation: str = "release"  # input defenses: "release" | "paper-code" (bench.protocols.input_auth)
     label: str = ""  # optional display / selection name (rows carry it; not part of the cell key)
+    raw: dict = field(default_factory=dict)  # the entry's table as read
+    index: int = 0  # its position among the [[defenses]] entries (1-based)
 
     @property
     def title(self) -> str:
@@ -155,16 +156,14 @@ def load_suite(name_or_path: str | None = None) -> Suite:
             DefenseEntry(
                 name=d["name"],
                 params=dict(d.get("params", {})),
-                psnr=[float(p) for p in _as_list(d.get("psnr", [20.0]))],
-                psnr_mode=d.get("psnr_mode", "true"),
-                evaluation=str(d.get("evaluation", "release")),
-                release=[str(r) for r in _as_list(d.get("release", ["float"]))],
                 attacks=_as_list(d.get("attacks", ["none"])),
                 sweep={k: _as_list(v) for k, v in d.get("sweep", {}).items()},
                 trials=d.get("trials", 1),
                 tier=d.get("tier", "default"),
                 models=[str(m) for m in _as_list(d.get("models", []))],
                 label=label,
+                raw=dict(d),
+                index=i + 1,
             )
         )
     standard = raw.get("standard_attacks", {})

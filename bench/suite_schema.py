@@ -1,9 +1,11 @@
 """The suite file's schema: every section and key in one table, checked by JSON Schema (jsonschema).
 
-`SECTIONS` maps each section to its keys; each key is a `Key(schema, meaning)`, where `schema` is a
-JSON Schema fragment and `meaning` the phrase an error message uses ("a whole number >= 0"). To add
-a key, add one line to its section's table here and a row to the key table in docs/suites.md:
-nothing else validates it. `schema()` builds the whole JSON Schema from the table (every section
+`SECTIONS` maps each section to its keys; each key is a `Key(schema, meaning)` (bench.core.entry), where
+`schema` is a JSON Schema fragment and `meaning` the phrase an error message uses ("a whole number >= 0").
+To add a key, add one line to its section's table here and a row to the key table in docs/suites.md:
+nothing else validates it. The `[[defenses]]` keys are the fields of the protocols' entry dataclasses
+(bench.protocols.base.Protocol.entry), and the [check] tolerance metrics are the protocols' declared
+`check_metrics`. `schema()` builds the whole JSON Schema from the table (every section
 rejects keys it does not list), and `validate(raw, where)` checks a parsed TOML document, raising
 one `UserError` line that names the bad key or value and what would be right.
 
@@ -11,7 +13,7 @@ Three parts of a suite are not fixed here, because what they accept is declared 
 
 - `[data]` options beyond the common keys (`root`, `path`, `resize`, ...) are the registered
   dataset loader's own keyword arguments (`bench.data`), or, for the datasets a protocol owns
-  (GLUE, MMBench), `OWNED_DATA_KEYS` below;
+  (GLUE, MMBench), the keys that protocol declares (`data_keys`, bench.core.entry.OWNED_DATA_KEYS);
 - defense and attack parameters (`params`, `sweep`, attack tables) are the registered class's own
   `defaults` (and optional `param_schema`): `bench.registry.check_params`, called by every plugin's
   constructor when the engine plans the suite, validates them (types inferred from the defaults),
@@ -21,63 +23,33 @@ Three parts of a suite are not fixed here, because what they accept is declared 
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from functools import lru_cache
 
 import jsonschema
 
+from bench.core.metrics import BOARDS, CHECK_METRICS  # the built-in protocols' boards and metrics
 from bench.data import DATASETS
 from bench.errors import UserError, show
+from bench.executors import EXECUTORS, executor_options
 from bench.fingerprint.suspects import ZooConfig
-from bench.reports.reference import METRICS as CHECK_METRICS  # leaderboard and fingerprint metrics
+from bench.core.declared import check_metrics
+from bench.core.entry import (ATTACK, BOARD_KEYS, OWNED_DATA_KEYS, Entry, Key, integer, list_of, number, one_or_list,
+                              string, table)
 
 
-@dataclass(frozen=True)
-class Key:
-    schema: dict
-    meaning: str
-
-
-def _integer(minimum: int | None = None) -> Key:
-    return Key({"type": "integer", **({} if minimum is None else {"minimum": minimum})},
-               "a whole number" + ("" if minimum is None else f" >= {minimum}"))
-
-
-def _number(minimum: float | None = None) -> Key:
-    return Key({"type": "number", **({} if minimum is None else {"minimum": minimum})},
-               "a number" + ("" if minimum is None else f" >= {minimum:g}"))
-
-
-def _string(*choices: str) -> Key:
-    if choices:
-        return Key({"enum": list(choices)}, "one of " + ", ".join(repr(c) for c in choices))
-    return Key({"type": "string"}, "a string")
-
-
-def _one_or_list(item: Key, plural: str, min_items: int = 0) -> Key:
-    extra = {"minItems": min_items} if min_items else {}
-    text = f"{item.meaning} or a list of {plural}" + (f" (at least {min_items})" if min_items else "")
-    return Key({"anyOf": [item.schema, {"type": "array", "items": item.schema, **extra}]}, text)
-
-
-def _list(item: Key, plural: str, min_items: int = 0) -> Key:
-    extra = {"minItems": min_items} if min_items else {}
-    text = f"a list of {plural}" + (f" (at least {min_items})" if min_items else "")
-    return Key({"type": "array", "items": item.schema, **extra}, text)
-
-
-def _table(values: Key | None = None, what: str = "a table") -> Key:
-    return Key({"type": "object", **({"additionalProperties": values.schema} if values else {})}, what)
-
-
+_integer, _number, _string, _one_or_list, _list, _table = integer, number, string, one_or_list, list_of, table
 MODEL_SPEC = Key({"anyOf": [{"type": "string", "pattern": "^[^:]+:.+$"}, {"type": "object"}]},
                  "a 'source:name' string or a table with a source (see docs/suites.md, Models)")
-ATTACK = Key({"anyOf": [{"type": "string", "minLength": 1},
-                        {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}]},
-             "a name or a table {name = \"...\", <parameters>}")
-SWEEP_VALUES = Key({"anyOf": [{"type": "array", "minItems": 1}, {"type": ["number", "string", "boolean"]}]},
-                   "a non-empty list of values")
+
+
+def _check_tolerance() -> Key:
+    """[check] tolerance: a table metric = points over the metrics the protocols declared (bench.core.declared)."""
+    metrics = list({**CHECK_METRICS, **check_metrics()})
+    return Key({"type": "object", "propertyNames": {"enum": metrics},
+                "additionalProperties": {"type": "number", "minimum": 0}},
+               "a table metric = points (>= 0), metrics: " + ", ".join(metrics))
+
 
 # -- the key table: section -> key -> Key ------------------------------------------------------------
 SECTIONS: dict[str, dict[str, Key]] = {
@@ -100,25 +72,11 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "python_path": _list(Key({"type": "string", "minLength": 1}, "a folder"),
                              "folders (relative to the suite file) that factory / loader modules import from"),
     },
-    "defenses": {  # each [[defenses]] entry
-        "name": _string(),
-        "label": Key({"type": "string", "minLength": 1}, "a non-empty string (unique among the entries)"),
-        "params": _table(what="a table of parameter = value"),
-        "sweep": _table(SWEEP_VALUES, "a table of parameter = [values]"),
-        "psnr": _one_or_list(_number(), "numbers (dB)"),
-        "psnr_mode": _string("true", "paper-nominal", "paper-code"),
-        "evaluation": _string("release", "paper-code"),
-        "release": _one_or_list(_string(), "release format names"),
-        "attacks": Key({"anyOf": [ATTACK.schema, {"type": "array", "items": ATTACK.schema, "minItems": 1}]},
-                       "a non-empty list of attack names or tables {name = \"...\", <parameters>}"),
-        "trials": _integer(1),
-        "tier": _string("default", "full"),
-        "models": _one_or_list(_string(), "model labels or specs"),
-    },
+    # each [[defenses]] entry: the keys every entry has (bench.core.entry.Entry); the keys of its protocol's entry
+    # dataclass are that protocol's to check, when the engine plans the suite (Protocol.parse_entry)
+    "defenses": Entry.keys(),
     "check": {
-        "tolerance": Key({"type": "object", "propertyNames": {"enum": list(CHECK_METRICS)},
-                          "additionalProperties": {"type": "number", "minimum": 0}},
-                         "a table metric = points (>= 0), metrics: " + ", ".join(CHECK_METRICS)),
+        "tolerance": Key({"type": "object"}, "a table metric = points (>= 0)"),  # the declared metrics: _check_tolerance
         "default_tolerance": _number(0),
         "inference_tolerance": _number(0),
         "trials": _integer(1),
@@ -137,30 +95,39 @@ SECTIONS: dict[str, dict[str, Key]] = {
                                       "release": {"type": "string"}}},
                       "a table with ne (a defense name), psnr (a number) and release (a string)"),
     },
-    "standard_attacks": {  # bench.reports.boards: the attack set each board's rows are scored under
-        board: _list(ATTACK, "attack names or tables {name = \"...\", <parameters>}")
-        for board in ("input", "model", "baselines", "ownership")
-    },
+    # bench.reports.boards: the attack set each board's rows are scored under, per board of the built-in protocols
+    # (bench.core.metrics.BOARDS) and of the protocols declared so far
+    "standard_attacks": {board: _list(ATTACK, "attack names or tables {name = \"...\", <parameters>}") for board in BOARDS},
     "run": {
         "batch_size": _integer(1),
         "device": Key({"type": "string", "pattern": r"^(cpu|cuda|cuda:\d+|auto)$"}, "'cpu', 'cuda', 'cuda:N' or 'auto'"),
         "threads": _integer(1),
     },
-    "executor": {  # bench.executors: local, ray, submitit
-        "name": _string(),
-        "address": _string(),
-        "cpus_per_job": Key({"type": "number", "exclusiveMinimum": 0}, "a number > 0"),
-        "gpus_per_job": _number(0),
-        "max_in_flight": _integer(1),
-        "max_retries": _integer(0),
-        "partition": _string(),
-        "array_parallelism": _integer(1),
-        "time_limit": _integer(1),
-        "mem_gb": Key({"type": "number", "exclusiveMinimum": 0}, "a number > 0"),
-        "job_folder": _string(),
-        "cluster": _string(),
-    },
 }
+
+
+def executor_keys(executor: str | None = None) -> dict[str, Key]:
+    """The [executor] keys: `name` and every option the executors declare (bench.executors.Option), over
+    the built-ins, installed plugins and `executor` (one named by path in the suite). A key several
+    executors declare differently takes any of their values; the executor chosen checks its own."""
+    keys = {"name": _string()}
+    for name, decls in executor_options(executor).items():
+        forms: list[tuple[dict, str, list[str]]] = []
+        for ex, option in decls:
+            same = next((f for f in forms if f[0] == option.schema), None)
+            if same:
+                same[2].append(ex)
+            else:
+                forms.append((option.schema, option.meaning, [ex]))
+        if len(forms) == 1:
+            keys[name] = Key(forms[0][0], forms[0][1])
+        else:
+            keys[name] = Key({"anyOf": [f[0] for f in forms]},
+                             " or ".join(f"{meaning} ({', '.join(exs)})" for _, meaning, exs in forms))
+    return keys
+
+
+SECTIONS["executor"] = executor_keys()
 
 # [suspects] (ownership verification) is bench.fingerprint.suspects.ZooConfig: its fields are its keys
 _FIELD_KEYS = {"tuple": _list(Key({}, "values"), "values"), "int": _integer(0), "float": _number(0),
@@ -170,12 +137,8 @@ SECTIONS["suspects"] = {f.name: _FIELD_KEYS.get(str(f.type), Key({}, "a value"))
 
 REQUIRED = {"": ("data", "models", "defenses"), "data": ("dataset",), "models": ("authorized",), "defenses": ("name",)}
 
-# [data] options of the datasets a protocol owns (they have no loader in bench.data)
-OWNED_DATA_KEYS: dict[str, dict[str, Key]] = {
-    "glue": {"tasks": _list(_string(), "GLUE task names", min_items=1), "root": _string(),
-             "files": _table(_string(), "a table task = \"file.tsv\"")},
-    "mmbench": {"name": _string(), "path": _string(), "root": _string(), "judge": _string()},
-}
+# [data] options of the datasets a protocol owns (they have no loader in bench.data): bench.core.entry.OWNED_DATA_KEYS,
+# declared by each such protocol (its `data_keys`)
 
 
 def _object(keys: dict[str, Key], required=()) -> dict:
@@ -183,18 +146,41 @@ def _object(keys: dict[str, Key], required=()) -> dict:
             "additionalProperties": False}
 
 
-def schema() -> dict:
-    """The suite file's JSON Schema, built from SECTIONS (docs/suites.md lists the same keys)."""
-    sections = {name: _object(keys, REQUIRED.get(name, ())) for name, keys in SECTIONS.items()}
+def _sections(executor: str | None = None) -> dict[str, dict[str, Key]]:
+    """SECTIONS, with the [executor] keys of an executor the suite names by path added."""
+    if not executor or executor in EXECUTORS.names():
+        return SECTIONS
+    return {**SECTIONS, "executor": executor_keys(executor)}
+
+
+def _executor_named(raw) -> str | None:
+    section = raw.get("executor") if isinstance(raw, dict) else None
+    name = section.get("name") if isinstance(section, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def schema(executor: str | None = None) -> dict:
+    """The suite file's JSON Schema, built from SECTIONS, the protocols' entry dataclasses and their declared check
+    metrics (docs/suites.md lists the same keys)."""
+    SECTIONS["check"]["tolerance"] = _check_tolerance()
+    for board, spec in BOARD_KEYS.items():
+        SECTIONS["standard_attacks"].setdefault(board, spec)
+    sections = {name: _object(keys, REQUIRED.get(name, ())) for name, keys in _sections(executor).items()}
+    sections["defenses"]["additionalProperties"] = True  # the keys of the entry's protocol: checked at plan time
     sections["data"]["additionalProperties"] = True  # the dataset's own options: check_data_options
     sections["defenses"] = {"type": "array", "items": sections["defenses"], "minItems": 1}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "authbench suite",
             **_object({}, REQUIRED[""]), "properties": sections}
 
 
-@lru_cache(maxsize=1)
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(schema())
+@lru_cache(maxsize=8)
+def _cached_validator(executor: str | None, declared: tuple) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema(executor))
+
+
+def _validator(executor: str | None = None) -> jsonschema.Draft202012Validator:
+    """The validator of today's schema (rebuilt when a protocol defined since declares new keys or metrics)."""
+    return _cached_validator(executor, (tuple(BOARD_KEYS), tuple(check_metrics())))
 
 
 # -- one line per error ------------------------------------------------------------------------------
@@ -207,6 +193,7 @@ def _section_name(path: tuple) -> str:
 
 
 def _message(error: jsonschema.ValidationError, raw: dict) -> str:
+    SECTIONS = _sections(_executor_named(raw))  # noqa: N806 - the table this suite was checked against
     path = tuple(error.absolute_path)
     entry = 2 if path[:1] == ("defenses",) else 1  # where a key sits: ("data", key) or ("defenses", i, key)
     if error.validator == "additionalProperties" and len(path) <= entry:
@@ -239,9 +226,24 @@ def _message(error: jsonschema.ValidationError, raw: dict) -> str:
     return f"{where} = {show(value)} is not valid{inner}: it must be {spec.meaning}"
 
 
+def _plugin_entry_key(error: jsonschema.ValidationError, plugins: bool) -> bool:
+    """In a suite with a 'module:Class' plugin entry (`plugins`), whose protocol is imported only when the suite is
+    planned: an unknown [standard_attacks] board or [check] tolerance metric (that protocol's to declare)."""
+    path = tuple(error.absolute_path)
+    if not plugins:
+        return False
+    if error.validator == "additionalProperties" and path == ("standard_attacks",):
+        return True  # a board a plugin protocol declares
+    return error.validator == "propertyNames" and path == ("check", "tolerance")  # a metric it declares
+
+
 def validate(raw: dict, where: str) -> None:
     """Check a parsed suite against the schema: one UserError line, prefixed by `where` (the file)."""
-    errors = list(_validator().iter_errors(raw))
+    entries = raw.get("defenses") if isinstance(raw.get("defenses"), list) else []
+    plugins = any(isinstance(d, dict) and ":" in str(d.get("name", "")) for d in entries)
+    executor = _executor_named(raw)
+    validator = _validator(executor if executor and executor not in EXECUTORS.names() else None)
+    errors = [e for e in validator.iter_errors(raw) if not _plugin_entry_key(e, plugins)]
     if errors:
         first = min(errors, key=lambda e: (len(e.absolute_path) > 0, [str(p) for p in e.absolute_path],
                                            e.validator != "additionalProperties"))
@@ -258,8 +260,7 @@ def data_keys(dataset: str) -> list[str] | None:
     """The [data] options `dataset` takes beyond the common keys: its loader's keyword arguments, or the
     owning protocol's (OWNED_DATA_KEYS); None for a dataset neither knows (a third-party protocol's)."""
     if dataset in DATASETS:
-        loader = DATASETS[dataset][1]
-        return [p for p in inspect.signature(loader).parameters if p not in ("split", "subset", "subset_seed")]
+        return DATASETS.get(dataset).options
     if dataset in OWNED_DATA_KEYS:
         return list(OWNED_DATA_KEYS[dataset])
     return None

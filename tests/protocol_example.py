@@ -4,8 +4,7 @@ The protocol scores how many test samples each evaluated model gets right after 
 "releases" them unchanged; it is a minimal, complete example of plan / run / reports.
 """
 
-from bench import provenance
-from bench.core.types import Job, Role, Row
+from bench.core.types import Job, Measurement, Role
 from bench.defenses.base import Defense
 from bench.protocols import Protocol, classify
 from bench.protocols.base import with_cells
@@ -26,18 +25,13 @@ class CountCorrect(Protocol):
                                     attack="none", authorized="", evaluated=tuple(ctx.evaluated)))]
 
     def run(self, ctx, job):
-        snapshot = ctx.snapshot()
         models = {e: ctx.model(e) for e in job.evaluated}
         no_dev = {e: (lambda x, clean: [float("nan")] * len(x)) for e in models}
         outs = classify.stream(ctx, models, no_dev, lambda b: (b.images.to(ctx.device), None), "count")
-        rows = []
-        for e, key in zip(job.evaluated, job.cells):
+        out = []
+        for e in job.evaluated:
             metrics, n = classify.score(outs[e], ctx.data.labels)
-            rows.append(Row.build(
-                protocol=self.name, cell=job.cell(e, suite=ctx.suite.name, attack_label="none"), key=key,
-                suite_digest=ctx.suite.digest, role=Role.CLEAN, arch={"authorized": "", "evaluated": models[e].arch},
-                metrics={**metrics, "correct": int(round(metrics["top1"] * n / 100))}, n=n,
-                provenance=provenance.build(model_digest=models[e].digest, authorized_digest=None, input_digest=None,
-                                            defense_summary=None, seed=ctx.seed(), where=ctx.device,
-                                            **ctx.since(snapshot))))
-        return rows
+            out.append(Measurement(evaluated=e, role=Role.CLEAN, arch={"authorized": "", "evaluated": models[e].arch},
+                                   metrics={**metrics, "correct": int(round(metrics["top1"] * n / 100))}, n=n,
+                                   model_digest=models[e].digest))
+        return out

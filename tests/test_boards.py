@@ -11,7 +11,7 @@ import pytest
 
 from bench.core.types import Cell, Provenance, Role, Row
 from bench.errors import UserError
-from bench.registry import describe
+from bench.defenses import DEFENSES
 from bench.reports.boards import (Board, build_boards, full_params, parse_standard, place, rank_rows, write_boards)
 from bench.reports.tables import sidecar_path
 from bench.suite import load_suite
@@ -218,7 +218,7 @@ def test_list_shows_an_installed_plugins_description(monkeypatch):
             return MyRecoding
 
     monkeypatch.setattr("bench.registry._entry_points", lambda group: {"my-recoding": EntryPoint()})
-    assert describe("authbench.defenses", {})["my-recoding"] == "one line for `authbench list defenses`"
+    assert DEFENSES.describe()["my-recoding"] == "one line for `authbench list defenses`"
 
 
 def test_entry_files_validate_and_carry_paper_and_cited_reported_figures(tmp_path, monkeypatch):

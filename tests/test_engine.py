@@ -100,6 +100,100 @@ def test_no_module_imports_another_modules_underscore_names():
     assert not bad, f"private names imported across modules: {bad}"
 
 
+# Function-level imports allowed by name: optional extras (imported where they are used, so the harness runs
+# without them) and heavy libraries only one code path needs. A project module imported inside a function is
+# a hidden cycle (or a layer leak) and is never allowed, except by the command line's dispatcher, which loads
+# each command's layer when that command runs so that `authbench --help` and `authbench list` stay fast.
+LAZY_DEPENDENCIES = {
+    "timm", "torchvision", "transformers", "datasets", "scipy", "accelerate", "einops", "vlmeval",  # extras
+    "tenseal", "opacus", "ray", "submitit",  # extras: fhe, dp, dist
+    "sklearn", "PIL", "tqdm", "safetensors", "torch",  # heavy, or needed by one path only
+}
+LAZY_PROJECT_IMPORTS = {"bench.cli"}
+
+
+def _function_level_imports():
+    import sys
+
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    targets = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    targets = ["." if node.level else node.module or ""]
+                else:
+                    continue
+                for target in targets:
+                    top = target.split(".")[0]
+                    project = top in PACKAGES or target == "."
+                    if project and name in LAZY_PROJECT_IMPORTS:
+                        continue
+                    if not project and (top in LAZY_DEPENDENCIES or top in sys.stdlib_module_names):
+                        continue
+                    yield f"{path.relative_to(ROOT)}:{node.lineno} {ast.unparse(node)}"
+
+
+def test_no_function_level_import_dodges_a_cycle():
+    bad = sorted(set(_function_level_imports()))
+    assert not bad, ("imports inside functions (move them to the top of the module; where that makes a cycle, "
+                     f"fix the layering): {bad}")
+
+
+def test_the_check_sees_a_function_level_project_import(tmp_path, monkeypatch):
+    sneaky = tmp_path / "bench" / "sneaky.py"
+    sneaky.parent.mkdir()
+    sneaky.write_text("def f():\n    from bench.defenses import get_defense\n    import tenseal\n    return get_defense\n")
+    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    assert [line.split(" ", 1)[1] for line in _function_level_imports()] == ["from bench.defenses import get_defense"]
+
+
+IMPORT_ALONE = """
+import importlib, json, sys
+failed = {}
+for name in sys.argv[1:]:
+    for loaded in [m for m in sys.modules if m.split(".")[0] in ("bench", "baselines")]:
+        del sys.modules[loaded]  # each module starts from no project module loaded, as in a fresh interpreter
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001 - reported per module
+        failed[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(failed))
+"""
+
+
+def test_every_module_imports_alone_in_a_fresh_interpreter():
+    """A module that imports only after another one was imported first (a cycle hidden by import order,
+    e.g. `import baselines` alone) fails here; third-party libraries stay loaded between modules, project
+    modules are unloaded before each."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    names = [m for m in _modules() if m != "bench.__main__"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", IMPORT_ALONE, *names], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {}
+
+
+def test_loading_a_suite_imports_neither_the_reports_nor_the_engine():
+    import subprocess
+    import sys
+
+    code = ("import sys, bench.suite; bench.suite.load_suite('digits'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('bench.reports', 'bench.protocols', 'bench.api', "
+            "'bench.core.engine'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
 def test_the_old_runner_modules_are_gone():
     for old in ("runner", "model_cells", "verify_cells", "task_suites", "text/runner", "vlm/runner"):
         assert not (ROOT / "bench" / f"{old}.py").exists()
@@ -115,9 +209,9 @@ def test_every_registered_protocol_has_the_plugin_contract(name):
 
 
 def test_every_defense_names_a_registered_protocol():
-    from bench.defenses import builtins
+    from bench.defenses import DEFENSES
 
-    for name, cls in builtins().items():
+    for name, cls in DEFENSES.items():
         assert cls.protocol in PROTOCOLS.names(), name
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from bench.attacks import BUILTIN as ATTACKS, get_attack
+from bench.attacks import ATTACKS, get_attack
 from bench.cli import main
 from bench.reports.entries import entry_schema
-from bench.defenses import builtins as defense_builtins
+from bench.defenses import DEFENSES
 from bench.errors import UserError
 from bench.reports.check import check, load_reference
 from bench.reports.fingerprint import fingerprint_board
@@ -244,7 +244,7 @@ def test_attacks_that_learn_are_marked_as_training(name):
 
 @pytest.mark.parametrize("name", ["dp", "algospec", "fhe", "mfue-w", "ipguard", "ne-patch", "noise", "corelocker"])
 def test_defenses_that_train_are_marked(name):
-    registry = defense_builtins()  # every one is a built-in, extras or not (they import their libraries lazily)
+    registry = dict(DEFENSES.items())  # every one is a built-in, extras or not (they import their libraries lazily)
     assert name in registry
     assert registry[name].trains == (name in ("dp", "algospec", "fhe", "mfue-w", "ipguard"))
 

@@ -5,28 +5,16 @@ By what they touch (bench.attacks.base): input attacks transform the released da
 attacker's own released data (reconstruct: a Noise2Noise / Noise2Clean denoiser; project: the
 method-aware subspace projection); the adaptation attack fine-tunes unauthorized models on
 released data (adapt); model attacks transform a released model (finetune, prune, fine-prune, distill).
+One registry, `ATTACKS` (bench.attacks.base): each built-in registers itself where it is defined.
 Third-party attacks plug in via the `authbench.attacks` entry point or 'module:Class'.
 An attack entry in a suite is a name or an inline table {name = "...", <params>}.
 """
 
 from __future__ import annotations
 
-from bench.attacks.adaptation import Adapt
-from bench.attacks.base import AdaptationAttack, Attack, LearnedAttack, NoAttack
-from bench.attacks.model import ModelAttack
-from bench.attacks.model_attacks import MODEL_ATTACKS
-from bench.attacks.preprocessing import PREPROCESSING
-from bench.attacks.projection import Project
-from bench.attacks.query import QUERY_ATTACKS
-from bench.attacks.reconstruction import Reconstruct
+from bench.attacks.base import ATTACKS, BASES, AdaptationAttack, Attack, LearnedAttack, NoAttack
 from bench.errors import UserError
-from bench.registry import describe, resolve
 
-GROUP = "authbench.attacks"
-BUILTIN = {cls.name: cls for cls in (NoAttack, *PREPROCESSING, Reconstruct, Project, Adapt)}
-BUILTIN.update(MODEL_ATTACKS)
-BUILTIN.update(QUERY_ATTACKS)  # verification attacks: flip, rotate, dp-logits (MFUE Sec. 4.4-4.5)
-BASES = (Attack, AdaptationAttack, ModelAttack)  # what a third-party attack subclasses
 DATA_KINDS = ("input", "learned", "adapt")  # attacks an input-authorization job can run
 
 
@@ -41,7 +29,7 @@ def parse_attack(entry) -> tuple[str, dict]:
 
 def get_attack(entry) -> Attack:
     name, params = parse_attack(entry)
-    return resolve("attack", GROUP, BUILTIN, name, base=BASES)(**params)
+    return ATTACKS.get(name)(**params)
 
 
 def attack_label(entry) -> str:
@@ -50,8 +38,8 @@ def attack_label(entry) -> str:
 
 
 def list_attacks() -> dict[str, str]:
-    return describe(GROUP, BUILTIN)
+    return ATTACKS.describe()
 
 
-__all__ = ["Attack", "LearnedAttack", "AdaptationAttack", "NoAttack", "get_attack", "parse_attack",
-           "attack_label", "list_attacks", "BUILTIN", "DATA_KINDS"]
+__all__ = ["ATTACKS", "Attack", "LearnedAttack", "AdaptationAttack", "NoAttack", "get_attack", "parse_attack",
+           "attack_label", "list_attacks", "BASES", "DATA_KINDS"]

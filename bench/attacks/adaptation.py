@@ -19,7 +19,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from bench.attacks.base import AdaptationAttack
+from bench.attacks.base import ATTACKS, AdaptationAttack
 from bench.attacks.model_attacks import train_module
 from bench.errors import UserError
 
@@ -36,6 +36,7 @@ def standard_init(module, seed: int):
     return module
 
 
+@ATTACKS.register
 class Adapt(AdaptationAttack):
     name = "adapt"
     description = "fine-tune every unauthorized model on (released, label) pairs of the attacker's data (Table 9)"

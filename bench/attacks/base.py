@@ -16,7 +16,8 @@ import inspect
 import numpy as np
 import torch
 
-from bench.registry import Plugin
+from bench.attacks.model import ModelAttack
+from bench.registry import Plugin, Registry
 
 
 class Attack(Plugin):
@@ -70,3 +71,14 @@ class AdaptationAttack(Plugin):
     def adapt(self, adapter, view, seed: int):
         """Return an adapted copy of `adapter` (a ModelAdapter); never modify it in place."""
         raise NotImplementedError
+
+
+BASES = (Attack, AdaptationAttack, ModelAttack)  # what a third-party attack subclasses
+
+# every attack: the built-ins register themselves (@ATTACKS.register) in the modules named here, imported on
+# first lookup; third-party ones are `authbench.attacks` entry points or 'package.module:Class' paths
+ATTACKS: Registry[type[Plugin]] = Registry(
+    "attack", "authbench.attacks", base=BASES,
+    modules=("bench.attacks.preprocessing", "bench.attacks.reconstruction", "bench.attacks.projection",
+             "bench.attacks.adaptation", "bench.attacks.model_attacks", "bench.attacks.query"))
+ATTACKS.register(NoAttack)

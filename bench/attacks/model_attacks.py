@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.nn.utils.prune as prune
 
+from bench.attacks.base import ATTACKS
 from bench.attacks.model import ModelAttack
 from bench.errors import UserError
 
@@ -55,6 +56,7 @@ def _attacker_data(data, fraction: float, seed: int):
     return data.subset(max(1, round(fraction * len(data.labels))), seed)
 
 
+@ATTACKS.register
 class FineTune(ModelAttack):
     name = "finetune"
     trains = True
@@ -71,6 +73,7 @@ class FineTune(ModelAttack):
                             self.params["lr"], seed)
 
 
+@ATTACKS.register
 class Prune(ModelAttack):
     name = "prune"
     description = "global magnitude (L1-unstructured) pruning of the Conv2d/Linear weights, made permanent"
@@ -117,6 +120,7 @@ def _hidden_layers(module: nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, 
     return order[1:-1], outputs
 
 
+@ATTACKS.register
 class FinePrune(ModelAttack):
     """Fine-Pruning (Liu, Dolan-Gavitt and Garg, RAID 2018), the pruning attack CoreLocker Sec. 5.3 follows
     after AdvParams (Xue et al., IEEE TETC 2023): feed the attacker's clean data, rank the output channels
@@ -173,6 +177,7 @@ class FinePrune(ModelAttack):
         return module.eval()
 
 
+@ATTACKS.register
 class Distill(ModelAttack):
     """Train a fresh copy of the architecture (every module with `reset_parameters` re-initialised
     from the seed; free parameters such as position embeddings keep the released values) on a
@@ -206,6 +211,3 @@ class Distill(ModelAttack):
             return kd * t * t + F.cross_entropy(logits, y)
 
         return train_module(student, loss, subset, subset.labels, self.params["epochs"], 1e-3, seed)
-
-
-MODEL_ATTACKS = {cls.name: cls for cls in (FineTune, Prune, FinePrune, Distill)}

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench.attacks.base import Attack
+from bench.attacks.base import ATTACKS, Attack
 from bench.defenses.base import sample_generator
 from bench.errors import UserError
 
@@ -27,6 +27,7 @@ def _check_range(name: str, value, low: float, high: float) -> float:
     return value
 
 
+@ATTACKS.register
 class Jpeg(Attack):
     name = "jpeg"
     description = "JPEG re-encoding at a given quality (PIL); the paper sweeps 95 -> 75"
@@ -56,6 +57,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
+@ATTACKS.register
 class GaussianBlur(Attack):
     name = "blur"
     description = "Gaussian blur with a given sigma (pixels)"
@@ -65,6 +67,7 @@ class GaussianBlur(Attack):
         return gaussian_blur(x, _check_range(self.name, self.params["sigma"], 1e-3, 100))
 
 
+@ATTACKS.register
 class RandomCrop(Attack):
     name = "crop"
     description = "random crop keeping a fraction of the image area drawn from [low, high], resized back (bilinear)"
@@ -87,6 +90,7 @@ class RandomCrop(Attack):
         return torch.stack(out)
 
 
+@ATTACKS.register
 class Cutout(Attack):
     name = "cutout"
     description = "zero one random square of side drawn from [low, high] of the image side (the public NE code's 'crop')"
@@ -110,6 +114,7 @@ class Cutout(Attack):
         return out
 
 
+@ATTACKS.register
 class Resize(Attack):
     name = "resize"
     description = "downscale by a factor (antialiased bilinear) and back up to the original size"
@@ -123,6 +128,7 @@ class Resize(Attack):
         return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
+@ATTACKS.register
 class AddGaussianNoise(Attack):
     name = "gauss-noise"
     description = "add i.i.d. Gaussian pixel noise with standard deviation sigma"
@@ -134,6 +140,3 @@ class AddGaussianNoise(Attack):
         noise = torch.stack([torch.randn(x.shape[1:], generator=sample_generator(seed, int(i), self.name))
                              for i in positions])
         return x + sigma * noise.to(x.dtype)
-
-
-PREPROCESSING = (Jpeg, GaussianBlur, RandomCrop, Cutout, Resize, AddGaussianNoise)

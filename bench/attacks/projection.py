@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.attacks.base import LearnedAttack
+from bench.attacks.base import ATTACKS, LearnedAttack
 from bench.attacks.preprocessing import gaussian_blur
 from bench.errors import UserError
 
@@ -29,6 +29,7 @@ ESTIMATES = ("pairs", "residual", "whitebox")
 FILLS = ("mean", "regress")
 
 
+@ATTACKS.register
 class Project(LearnedAttack):
     name = "project"
     description = "estimate the recoding subspace from released data (PCA) and project it out (method-aware)"

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from bench.attacks.base import Attack
+from bench.attacks.base import ATTACKS, Attack
 from bench.errors import UserError
 
 
@@ -22,6 +22,7 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) & ((1 << 63) - 1))
 
 
+@ATTACKS.register
 class Flip(Attack):
     name = "flip"
     description = "horizontal (or vertical) flip of every query"
@@ -33,6 +34,7 @@ class Flip(Attack):
         return x.flip(-1 if self.params["axis"] == "horizontal" else -2)
 
 
+@ATTACKS.register
 class Rotate(Attack):
     name = "rotate"
     description = "rotation by a random angle in [-max_deg, max_deg] per query, zero padding"
@@ -48,6 +50,7 @@ class Rotate(Attack):
         return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
 
 
+@ATTACKS.register
 class DPLogits(Attack):
     """An output attack: the deployed suspect adds noise to the logits it returns (MFUE Fig. 9)."""
 
@@ -60,6 +63,3 @@ class DPLogits(Attack):
         if logits.ndim != 2:
             raise UserError("dp-logits perturbs model outputs; use it only in suites of the verify protocol")
         return logits + float(self.params["sigma"]) * torch.randn(logits.shape, generator=_gen(seed))
-
-
-QUERY_ATTACKS = {cls.name: cls for cls in (Flip, Rotate, DPLogits)}

@@ -21,10 +21,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.attacks.attacker import WHITEBOX_DRAW
-from bench.attacks.base import LearnedAttack
+from bench.attacks.base import ATTACKS, LearnedAttack
 from bench.attacks.model_attacks import train_module
 from bench.data.base import Split
 from bench.errors import UserError
+from bench.models.adapter import run_device
 
 
 def view_next_draw(draws: int) -> int:
@@ -75,6 +76,7 @@ class SRResNet(nn.Module):
         return self.tail(h + self.neck(self.blocks(h)))
 
 
+@ATTACKS.register
 class Reconstruct(LearnedAttack):
     name = "reconstruct"
     description = "denoiser trained on the attacker's released data: noise2noise (black box) or noise2clean (white box)"
@@ -114,7 +116,7 @@ class Reconstruct(LearnedAttack):
         noisy, goal = self._pairs(view, clean)  # read (encoded) batch by batch while training
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = self._net(clean.shape[0])
+            net = self._net(clean.shape[0]).to(run_device())  # trains on the run's device
         losses: list[float] = []
 
         def loss(m, x, y):
@@ -129,4 +131,5 @@ class Reconstruct(LearnedAttack):
     @torch.no_grad()
     def __call__(self, x, seed):
         self.net.eval()
-        return torch.cat([self.net(x[i : i + 256]) for i in range(0, len(x), 256)])
+        where = next(self.net.parameters()).device
+        return torch.cat([self.net(x[i : i + 256].to(where)).to(x.device) for i in range(0, len(x), 256)])

@@ -1,15 +1,14 @@
 """What a protocol receives to plan and run jobs: the `EvalContext`.
 
 It holds the suite and the run's options, the lazily loaded splits, the model store (each model
-loaded once and kept on the compute device), the content-addressed caches, the run's counters
-and the seeds. Protocols use it through its public methods only; they never see the engine.
+loaded once and kept on the compute device, `device`: the one every protocol and training step uses),
+the cached forward-pass service (`forwards`, bench.core.forward) and the seeds. Protocols use it through its public methods only; they never see the engine.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Callable
 
 import torch
 
-from bench.cache import ArrayCache, cache_root
+from bench.cache import cache_root
+from bench.core.forward import ForwardService
 from bench.data import load_dataset
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, resolve_device
@@ -60,19 +60,6 @@ class RunOptions:
 
 
 @dataclass
-class Counters:
-    forwards: int = 0  # forward passes over a split (or model calls for VLMs) actually computed
-    encodings: int = 0  # encodings of a split actually computed
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    start: float
-    cache: dict
-    forwards: int
-
-
-@dataclass
 class EvalContext:
     suite: Suite
     options: RunOptions = field(default_factory=RunOptions)
@@ -92,10 +79,7 @@ class EvalContext:
                 raise UserError(f"threads must be >= 1, got {threads}")
             torch.set_num_threads(int(threads))
         self.cache_root = Path(self.options.cache_dir) if self.options.cache_dir else cache_root()
-        self.forward_cache = ArrayCache(self.cache_root, "forward")
-        self.encoding_cache = ArrayCache(self.cache_root, "encoding")
-        self.artifact_cache = ArrayCache(self.cache_root, "artifact")
-        self.counters = Counters()
+        self.forwards = ForwardService(self.cache_root)  # the cached forward pass protocols call
         self.done: set[str] = set()  # cells already in the results file
         self.progress = self.options.progress and sys.stderr.isatty()  # bars only on a terminal (the engine logs)
         self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
@@ -171,20 +155,10 @@ class EvalContext:
         """The defender's (and attacker's) training split."""
         return self.load_split("train_split", "train")
 
-    # -- seeds, memos, counters ----------------------------------------------------------------
+    # -- seeds, memos ----------------------------------------------------------------------------
     def seed(self, trial: int = 0) -> int:
         return self.suite.seed + int(trial)
 
     def memo(self, namespace: str) -> dict:
         """A dict that lives as long as this context (a protocol's fitted defenses, suspect zoos)."""
         return self._memos.setdefault(namespace, {})
-
-    def snapshot(self) -> Snapshot:
-        return Snapshot(time.perf_counter(), dict(self.forward_cache.stats.as_dict()), self.counters.forwards)
-
-    def since(self, snapshot: Snapshot) -> dict:
-        """Wall time, cache-counter deltas and forward passes since `snapshot`."""
-        after = self.forward_cache.stats.as_dict()
-        return {"wall_s": time.perf_counter() - snapshot.start,
-                "cache": {k: after[k] - snapshot.cache[k] for k in after},
-                "forwards": self.counters.forwards - snapshot.forwards}

@@ -26,15 +26,20 @@ from tqdm.auto import tqdm
 from bench.core.context import EvalContext, RunOptions
 from bench.core.spec import JobResult, JobSpec, environment, job_id, job_label, suite_toml
 from bench.cache import digest
-from bench.core.types import RESULTS_VERSION, Job
+from bench import provenance
+from bench.attacks import attack_label
+from bench.core.forward import Usage
+from bench.core.types import RESULTS_VERSION, Job, Measurement, Provenance, Role, Row
 from bench.errors import UserError
+from bench.models.adapter import on_device
 from bench.executors import Executor, Failure, make_executor
 from bench.protocols import get_protocol, primary_protocol, protocol_of
 from bench.provenance import versions
 from bench.results import ResultWriter, latest, read_rows, results_path
 from bench.suite import Suite, load_suite
+from bench.suite_schema import check_data_options
 
-FILTERS = {"psnr": "--psnr", "release": "--release"}
+FLAGS = {"psnr": "--psnr", "releases": "--release"}  # the run filters a protocol may honour (Protocol.filters)
 CACHE_COUNTERS = ("hits", "misses", "corrupt")
 
 
@@ -58,26 +63,32 @@ class RunSummary:
 
 
 def plan(ctx: EvalContext) -> list[Job]:
-    """Every job of the suite, after the run's filters: the primary protocol's baseline first, then each entry's."""
+    """Every job of the suite, after the run's filters: the primary protocol's baseline first, then each entry's
+    (parsed into its protocol's entry dataclass: a key that protocol does not read is an error)."""
     suite, options = ctx.suite, ctx.options
+    check_data_options(suite.data, str(suite.path))  # again, now that the protocols (and their [data] keys) are loaded
     names = list(dict.fromkeys([d.name for d in suite.defenses] + [d.label for d in suite.defenses if d.label]))
     for d in options.defenses:
         if d not in names:
             raise UserError(f"defense {d!r} is not in suite {suite.name!r}; valid choices (names or labels): "
                             f"{', '.join(names)}")
     primary = primary_protocol(suite)
-    for key, flag in FILTERS.items():
-        if getattr(options, key if key == "psnr" else "releases") and key not in primary.filters:
+    for option, flag in FLAGS.items():
+        if getattr(options, option) and option not in primary.filters:
             raise UserError(f"{flag} does not apply to {primary.name} suites; use --model or --defense to pick cells")
     jobs = primary.baseline(ctx)
     baseline = len(jobs)
     chosen = [e for e in suite.defenses if (not options.defenses or e.name in options.defenses or e.label in options.defenses)
               and (e.tier != "full" or options.full)]
-    check_filters(suite, options, [(e, protocol_of(primary, e)) for e in chosen])
-    for entry in chosen:
-        planned = protocol_of(primary, entry).plan(ctx, entry)
+    entries = []
+    for e in chosen:
+        protocol = protocol_of(primary, e)
+        entries.append((protocol.parse_entry(suite, e), protocol))
+    check_filters(suite, options, entries)
+    for entry, protocol in entries:
+        planned = protocol.plan(ctx, entry)
         jobs += [replace(j, extra={**j.extra, "label": entry.label}) for j in planned] if entry.label else planned
-    if (options.defenses or options.psnr or options.releases) and len(jobs) == baseline:
+    if (options.defenses or any(getattr(options, o) for o in FLAGS)) and len(jobs) == baseline:
         raise UserError(f"the filters ({describe_filters(options)}) select no defense cell of suite {suite.name!r}"
                         + ("" if options.full else "; entries of tier 'full' need --full"))
     return jobs
@@ -104,13 +115,14 @@ def describe_filters(options: RunOptions) -> str:
 
 
 def check_filters(suite, options: RunOptions, entries: list) -> None:
-    """--psnr and --release values must each select a cell of the entries the run plans (else the run
-    would silently compute only the clean rows): one line naming the values the suite has."""
-    for flag, values, key, attr in (("--psnr", options.psnr, "psnr", "psnr"),
-                                    ("--release", options.releases, "release", "release")):
+    """Each run filter's values (--psnr, --release: `Protocol.filters`) must select a cell of the entries the run
+    plans (else the run would silently compute only the clean rows): one line naming the values the suite has."""
+    for option, flag in FLAGS.items():
+        values = getattr(options, option)
         if not values:
             continue
-        offered = list(dict.fromkeys(v for e, protocol in entries if key in protocol.filters for v in getattr(e, attr)))
+        offered = list(dict.fromkeys(v for e, protocol in entries if option in protocol.filters
+                                     for v in getattr(e, protocol.filters[option])))
         for value in values:
             if value not in offered:
                 shown = f"{value:g}" if isinstance(value, float) else value
@@ -124,14 +136,44 @@ def _where() -> str:
 
 
 def execute(ctx: EvalContext, job: Job, key: str = "", where: str = "") -> JobResult:
-    """Run one job in `ctx`: its rows as JSON dicts, and what it cost (forward passes, encodings, cache counters)."""
-    forwards, encodings = ctx.counters.forwards, ctx.counters.encodings
-    cache, start = dict(ctx.forward_cache.stats.as_dict()), time.perf_counter()
-    rows = [row.to_json() for row in get_protocol(job.protocol).run(ctx, job)]
-    after = ctx.forward_cache.stats.as_dict()
-    return JobResult(job=key or job_id(job), rows=rows, forwards=ctx.counters.forwards - forwards,
-                     encodings=ctx.counters.encodings - encodings, cache={k: after[k] - cache[k] for k in after},
-                     wall_s=time.perf_counter() - start, worker=where)
+    """Run one job in `ctx`: its rows as JSON dicts (built here from the protocol's measurements), and what
+    it cost (forward passes, encodings, cache counters)."""
+    before, start = ctx.forwards.usage(), time.perf_counter()
+    with on_device(ctx.device):  # every model loader and training step of the job uses the run's device
+        measured = list(get_protocol(job.protocol).run(ctx, job))
+    spent = ctx.forwards.usage().minus(before)
+    rows = [row.to_json() for row in job_rows(ctx, job, measured, spent, time.perf_counter() - start)]
+    return JobResult(job=key or job_id(job), rows=rows, forwards=spent.forwards, encodings=spent.encodings,
+                     cache=spent.cache, wall_s=time.perf_counter() - start, worker=where)
+
+
+def job_rows(ctx: EvalContext, job: Job, measured: list[Measurement], spent: Usage, wall_s: float) -> list[Row]:
+    """Every measurement of `job` as a Row with one uniform Provenance: the job's wall time, forward passes and
+    cache counters (per-job deltas), the device the run used, the trial's seed. A cell is the job's cell of the
+    measurement's evaluated model: its planned key, else `<job key>:<evaluated>` (the job's summary row: the
+    job key). Cells already written (`ctx.done`) are left out; a keyed job's rows carry `job` and `job_rows`."""
+    planned = dict(zip(job.evaluated, job.cells)) if job.cells else {}
+    label = attack_label(job.attack)
+    seed, where = ctx.seed(job.trial), provenance.device(ctx.device)
+    keyed = {"job": job.key, "job_rows": len(measured)} if job.key and not planned else {}
+    named = {"label": job.extra["label"]} if job.extra.get("label") else {}
+    rows = []
+    for m in measured:
+        if not isinstance(m, Measurement):
+            raise UserError(f"protocol {job.protocol!r} returned {type(m).__name__}, not a Measurement "
+                            "(bench.core.types.Measurement); the engine builds rows")
+        role = m.role.value if isinstance(m.role, Role) else str(m.role)
+        cell_key = planned.get(m.evaluated) or (job.key if role == Role.SUMMARY.value else f"{job.key}:{m.evaluated}")
+        if cell_key in ctx.done:  # a job cut off mid-write, or rerun for its other cells: keep the rows saved
+            continue
+        prov = Provenance(model_digest=m.model_digest, authorized_digest=m.authorized_digest, input_digest=m.input_digest,
+                          defense_summary=m.defense_summary, versions=versions(), git=provenance.git_revision(),
+                          device=where, seed=seed, wall_s=wall_s, cache=spent.cache, forwards=spent.forwards)
+        rows.append(Row.build(protocol=job.protocol, cell=job.cell(m.evaluated, suite=ctx.suite.name, attack_label=label),
+                              key=cell_key, suite_digest=ctx.suite.digest, role=role, arch=m.arch, metrics=m.metrics,
+                              encoding=m.encoding, attack_stats=m.attack_stats, cost=m.cost, n=m.n, provenance=prov,
+                              extra={**m.columns, **keyed, **named}))
+    return rows
 
 
 # -- the worker side ------------------------------------------------------------------------------
@@ -246,8 +288,8 @@ class Engine:
     def check_models(self, jobs: list[Job]) -> None:
         """Load every image model the jobs name before the first runs (they stay loaded for the run), and
         report every bad spec at once, in one line, instead of failing in the job that first needs it."""
-        if primary_protocol(self.ctx.suite).name != "input":
-            return  # GLUE / MMBench load their models per task through their own loaders
+        if not primary_protocol(self.ctx.suite).image_models:
+            return  # protocols with their own loaders (text, VLM) load their models per task
         labels = list(dict.fromkeys(l for j in jobs for l in (j.authorized, *j.evaluated) if l in self.ctx.specs))
         bad = []
         for label in labels:
@@ -327,7 +369,6 @@ class Engine:
         else:
             items, fn = tasks, self.run_jobs
         labels = {job_id(j): job_label(j) for j in todo}
-        jobs_by_id = {job_id(j): j for j in todo}
         show = self.ctx.progress  # a terminal (EvalContext); elsewhere one line per job
         bar = tqdm(total=estimate, desc=f"{self.ctx.suite.name} cells", unit="cell", disable=not show)
         run, done_jobs, failures, received = 0, 0, [], set()
@@ -355,11 +396,8 @@ class Engine:
                         continue
                     received.add(res.job)
                     new = [r for r in res.rows if r["cell"] not in written]  # one writer: never a duplicate row
-                    label = (jobs_by_id.get(res.job).extra.get("label") if res.job in jobs_by_id else "") or ""
-                    for r in new:
+                    for r in new:  # what only the driver knows: the identity resume binds to, the suite file
                         r["provenance"].update(identity=self.row_identity(r), **self.suite_source())
-                        if label:
-                            r["label"] = label
                     writer.append(new)
                     written.update(r["cell"] for r in new)
                     run += len(new)

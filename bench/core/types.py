@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 
 from bench.cache import digest
+from bench.core.entry import legacy_protocol
 
 CELL_KEY_LENGTH = 24
 # Bump when a change to the harness moves measured results: rows written under another version are
@@ -153,19 +154,35 @@ class Provenance:
         return cls(**{k: data.get(k) for k in known})
 
 
-PROTOCOL_OF_RELEASE = {"model": "model", "verify": "verify"}
-
-
 def infer_protocol(row: dict) -> str:
-    """The protocol of a row written before rows named it (the only place that rule lives)."""
-    if row.get("protocol"):
-        return row["protocol"]
-    if row.get("benchmark") in ("glue", "mmbench"):
-        return row["benchmark"]
-    return PROTOCOL_OF_RELEASE.get(row.get("release"), "input")
+    """The protocol a row names; a row written before rows named it by the rules the protocols declared
+    (bench.core.entry.legacy_protocol: each protocol states how it recognises its own old rows)."""
+    return row.get("protocol") or legacy_protocol(row)
 
 
 ROW_EXTRA_KEYS = ("benchmark", "task", "suspect_kind", "job", "job_rows", "label")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """What a protocol measured for one cell of a job (`Protocol.run` returns these). The engine turns each
+    into a `Row`: the cell's fields and key come from the job and `evaluated`, the provenance (versions, git,
+    the device used, seed, per-job wall time, forward passes and cache counters) from the run; a protocol
+    never builds a row, a provenance or a cache key itself."""
+
+    evaluated: str  # the evaluated model's label (names the cell); "" or a summary label for a job-level row
+    role: Role | str  # a Role, or a role the protocol names itself
+    arch: dict  # {"authorized": arch or "", "evaluated": arch}
+    metrics: dict
+    encoding: Encoding | None = None  # what the encoding achieved (never its secret)
+    attack_stats: dict | None = None
+    cost: dict | None = None
+    n: int = 0
+    model_digest: str | None = None  # the evaluated model's weights
+    authorized_digest: str | None = None
+    input_digest: str | None = None  # what the evaluated inputs were (digest of their identity)
+    defense_summary: dict | None = None
+    columns: dict = field(default_factory=dict)  # protocol columns the cell does not name (e.g. suspect_kind)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,7 +215,8 @@ class Row:
         base = cell.fields()
         extra = {k: base.pop(k) for k in list(base) if k in ROW_EXTRA_KEYS}
         extra.update(values.pop("extra", {}))
-        return cls(protocol=protocol, cell=key, suite_digest=suite_digest, role=Role(role).value, extra=extra,
+        role = role.value if isinstance(role, Role) else str(role)  # a protocol may name roles of its own
+        return cls(protocol=protocol, cell=key, suite_digest=suite_digest, role=role, extra=extra,
                    **base, **values)
 
     def to_json(self) -> dict:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.errors import UserError, unknown
+from bench.errors import UserError
+from bench.registry import Registry
 
 
 _FILE_DIGESTS: dict[tuple, str] = {}
@@ -244,12 +245,39 @@ def check_lengths(n_images: int, n_labels: int, what: str) -> None:
         raise UserError(f"{what}: {n_images} images but {n_labels} labels; images and labels must have the same length")
 
 
-DATASETS: dict[str, tuple[str, Callable[..., Split]]] = {}
+@dataclass(frozen=True)
+class Dataset:
+    """A registered dataset: its name, a one-line description, and its loader `load(split, **options)`,
+    whose keyword arguments (beyond split, subset, subset_seed) are the dataset's own [data] options."""
+
+    name: str
+    description: str
+    load: Callable[..., Split]
+
+    @property
+    def options(self) -> list[str]:
+        """The [data] options this dataset takes beyond the common keys (its loader's keyword arguments)."""
+        return [p for p in inspect.signature(self.load).parameters if p not in ("split", "subset", "subset_seed")]
+
+    def check_options(self, options: dict) -> None:
+        bad = sorted(set(options) - set(self.options))
+        if bad:
+            raise UserError(f"dataset {self.name!r} has no option {bad[0]!r}; valid [data] options: "
+                            f"{', '.join(self.options) or '(none)'}")
+
+
+# every dataset: built-ins register with @register_dataset in the modules named here (imported on first
+# lookup); third-party ones are `authbench.datasets` entry points naming a Dataset
+DATASETS: Registry[Dataset] = Registry(
+    "dataset", "authbench.datasets", base=Dataset, instances=True, paths=False,
+    modules=("bench.data.digits", "bench.data.synthetic", "bench.data.torchvision_sets", "bench.data.vision"))
 
 
 def register_dataset(name: str, description: str):
+    """Decorator of a loader `fn(split, **options) -> Split`: registers it as dataset `name`."""
+
     def wrap(fn):
-        DATASETS[name] = (description, fn)
+        DATASETS.register(Dataset(name=name, description=description, load=fn))
         return fn
 
     return wrap
@@ -258,14 +286,8 @@ def register_dataset(name: str, description: str):
 def load_dataset(name: str, split: str, subset: int = 0, subset_seed: int = 0, **options) -> Split:
     """Load a registered dataset split by name, optionally a seeded subset of it. Loaders that take
     `subset` decode only those samples; the result is the same Split as loading all and subsetting."""
-    if name not in DATASETS:
-        raise unknown("dataset", name, DATASETS)
-    loader = DATASETS[name][1]
-    accepted = [p for p in inspect.signature(loader).parameters if p != "split"]
-    bad = sorted(set(options) - set(accepted))
-    if bad:
-        raise UserError(f"dataset {name!r} has no option {bad[0]!r}; valid [data] options: "
-                        f"{', '.join(accepted) or '(none)'}")
-    if subset > 0 and "subset" in accepted:
-        return loader(split, subset=subset, subset_seed=subset_seed, **options)
-    return loader(split, **options).subset(subset, subset_seed)
+    dataset = DATASETS.get(name)
+    dataset.check_options(options)
+    if subset > 0 and "subset" in inspect.signature(dataset.load).parameters:
+        return dataset.load(split, subset=subset, subset_seed=subset_seed, **options)
+    return dataset.load(split, **options).subset(subset, subset_seed)

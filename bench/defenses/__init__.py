@@ -1,30 +1,17 @@
-"""Defenses: built-ins (NE, noise control, CoreLocker, and the DP/FHE/ALGOSPEC baselines), plus third-party classes via the `authbench.defenses` entry point or 'module:Class'."""
+"""Defenses: built-ins (NE, noise control, CoreLocker, the DP/FHE/ALGOSPEC baselines of the top-level
+`baselines` package, and the fingerprinting methods of bench.fingerprint), plus third-party classes via the
+`authbench.defenses` entry point or 'module:Class'. One registry, `DEFENSES` (bench.defenses.base): each
+built-in registers itself where it is defined, and the registry imports those modules on first lookup."""
 
-from bench.defenses.base import Defense, InputDefense, ModelDefense
-from bench.defenses.corelocker import CoreLocker
-from bench.defenses.ne import NEOperator, NEPatch
-from bench.defenses.noise import Clean, GaussianNoise
-from bench.registry import describe, resolve
-
-GROUP = "authbench.defenses"
-BUILTIN = {cls.name: cls for cls in (NEPatch, NEOperator, GaussianNoise, Clean, CoreLocker)}
-
-
-def builtins() -> dict[str, type[Defense]]:
-    """Built-ins plus the NE paper's Table 3 baselines (DP, FHE, ALGOSPEC) from the top-level
-    `baselines` package, imported on first use (they import this package's base classes)."""
-    from baselines import BUILTIN as BASELINES
-    from bench.fingerprint import METHODS as FINGERPRINTS  # ownership verification (protocol "verify")
-
-    return {**BUILTIN, **BASELINES, **FINGERPRINTS}
+from bench.defenses.base import DEFENSES, Defense, InputDefense, ModelDefense
 
 
 def get_defense(name: str) -> type[Defense]:
-    return resolve("defense", GROUP, builtins(), name, base=Defense)
+    return DEFENSES.get(name)
 
 
 def list_defenses() -> dict[str, str]:
-    return describe(GROUP, builtins())
+    return DEFENSES.describe()
 
 
-__all__ = ["Defense", "InputDefense", "ModelDefense", "get_defense", "list_defenses", "builtins", "BUILTIN"]
+__all__ = ["DEFENSES", "Defense", "InputDefense", "ModelDefense", "get_defense", "list_defenses"]

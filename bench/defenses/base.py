@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from bench.errors import UserError
-from bench.registry import Plugin
+from bench.registry import Plugin, Registry
 
 
 def sample_generator(seed: int, index: int, stream: str = "") -> torch.Generator:
@@ -62,6 +62,13 @@ class Defense(Plugin):
     protocol: ClassVar[str]
     # the board it ranks on (bench.reports.boards); None: its protocol's. The NE Table 3 baselines: "baselines"
     board: ClassVar[str | None] = None
+
+
+# every defense: the built-ins register themselves (@DEFENSES.register) in the modules named here, imported
+# on first lookup; third-party ones are `authbench.defenses` entry points or 'package.module:Class' paths
+DEFENSES: Registry[type[Defense]] = Registry(
+    "defense", "authbench.defenses", base=Defense,
+    modules=("bench.defenses.ne", "bench.defenses.noise", "bench.defenses.corelocker", "baselines", "bench.fingerprint"))
 
 
 class InputDefense(Defense):

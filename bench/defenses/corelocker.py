@@ -47,7 +47,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save as save_bytes
 
-from bench.defenses.base import ModelDefense, Protected
+from bench.defenses.base import DEFENSES, ModelDefense, Protected
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, weights_digest
 
@@ -316,6 +316,7 @@ def _hex(s: str) -> torch.Tensor:
     return torch.tensor(list(s.encode()), dtype=torch.uint8)
 
 
+@DEFENSES.register
 class CoreLocker(ModelDefense):
     name = "corelocker"
     description = ("CoreLocker: zero the top-ratio weights/filters (global, by l1) or BatchNorm channels (global, by "

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from bench.defenses.base import InputDefense
+from bench.defenses.base import DEFENSES, InputDefense
 from bench.defenses.batched import PerDevice, rows_matmul
 from bench.defenses.operator_basis import low_gain_basis, resolve_dims
 from bench.errors import UserError
@@ -30,6 +30,7 @@ RULES = ("threshold", "cumulative")
 LAYOUTS = ("independent", "tiled")
 
 
+@DEFENSES.register
 class NEPatch(InputDefense):
     name = "ne-patch"
     description = "Non-Transferable Examples, per-patch SVD of the first linear map (paper)"
@@ -128,6 +129,7 @@ class NEPatch(InputDefense):
         return dict(self._summary)
 
 
+@DEFENSES.register
 class NEOperator(InputDefense):
     name = "ne-operator"
     description = "Non-Transferable Examples, smallest singular directions of the whole first-layer operator"

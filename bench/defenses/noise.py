@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from bench.defenses.base import InputDefense
+from bench.defenses.base import DEFENSES, InputDefense
 
 
+@DEFENSES.register
 class GaussianNoise(InputDefense):
     name = "noise"
     description = "Gaussian-noise control at the same PSNR (model-agnostic)"
@@ -31,6 +32,7 @@ class GaussianNoise(InputDefense):
         return self.batched_directions(x, indices, labels, seed, shape, shape, lambda z: z)
 
 
+@DEFENSES.register
 class Clean(InputDefense):
     name = "none"
     description = "no protection: the clean baseline every table starts from"

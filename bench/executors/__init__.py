@@ -4,8 +4,10 @@ registry (entry point `authbench.executors`). Built-ins: `local` (this process, 
 `ray` (Ray tasks on a cluster or a local Ray) and `submitit` (Slurm job arrays, or submitit's
 local executor). Ray and submitit are imported only when used (`pip install 'authbench[dist]'`)."""
 
-from bench.executors.base import EXECUTORS, OPTION_FLAGS, Executor, Failure, get_executor, make_executor
+from bench.executors.base import (EXECUTORS, OPTION_FLAGS, Executor, Failure, Option, executor_options, get_executor,
+                                  make_executor)
 from bench.executors.local import LocalExecutor
 from bench.executors import ray, submitit  # noqa: E402,F401  (registers them; imports neither Ray nor submitit)
 
-__all__ = ["EXECUTORS", "OPTION_FLAGS", "Executor", "Failure", "LocalExecutor", "get_executor", "make_executor"]
+__all__ = ["EXECUTORS", "OPTION_FLAGS", "Executor", "Failure", "LocalExecutor", "Option", "executor_options",
+           "get_executor", "make_executor"]

@@ -9,12 +9,15 @@ An executor runs tasks (lists of jobs) and yields each task's result as it finis
 
 A `remote` executor receives `JobSpec`s (bench.core.spec) and the module-level worker function
 (bench.core.engine.run_specs), never the engine or a model; `local` runs jobs in this process.
-Third-party executors register under the `authbench.executors` entry point.
+Each executor declares its options once (`options`, a tuple of `Option`): the CLI flags, the suite's
+[executor] keys (bench.suite_schema) and the checks of their values are generated from it.
+Third-party executors register under the `authbench.executors` entry point (or are named by path).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
@@ -25,13 +28,106 @@ from bench.registry import Registry
 
 EXECUTORS = Registry("executor", "authbench.executors")
 
-# every executor option a suite's [executor] section, the CLI or bench.evaluate may set, and its flag
-OPTION_FLAGS = {
-    "address": "--address", "gpus_per_job": "--gpus-per-job", "cpus_per_job": "--cpus-per-job",
-    "max_in_flight": "--max-in-flight", "max_retries": "--max-retries", "partition": "--partition",
-    "array_parallelism": "--array-parallelism", "time_limit": "--time-limit", "mem_gb": "--mem-gb",
-    "job_folder": "--job-folder", "cluster": "[executor] cluster",
-}
+_TYPE_WORDS = {"number": "a number", "integer": "a whole number", "string": "a string", "path": "a path"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of an executor, declared once on its class (`Executor.options`): the suite's
+    [executor] key, the `authbench run` flag (--name-with-dashes, unless `cli` is False), the
+    bench.evaluate keyword, the JSON Schema of the key and the value check all come from it."""
+
+    name: str
+    type: str  # "number", "integer", "string" or "path"
+    help: str  # the flag's help (without the executor's name: the CLI prefixes it)
+    minimum: float | None = None  # numbers: the smallest valid value
+    exclusive: bool = False  # numbers: > minimum rather than >= minimum
+    choices: tuple = ()  # strings: the valid values
+    default: Any = None  # the value when neither the suite nor the caller gives one
+    cli: bool = True  # False: a suite-only key (no flag)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-") if self.cli else f"[executor] {self.name}"
+
+    @property
+    def meaning(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        text = _TYPE_WORDS[self.type]
+        if self.minimum is not None:
+            text += f" {'>' if self.exclusive else '>='} {self.minimum:g}"
+        return text
+
+    @property
+    def schema(self) -> dict:
+        if self.choices:
+            return {"enum": list(self.choices)}
+        if self.type in ("string", "path"):
+            return {"type": "string"}
+        out: dict = {"type": self.type}
+        if self.minimum is not None:
+            out["exclusiveMinimum" if self.exclusive else "minimum"] = self.minimum
+        return out
+
+    def check(self, value):
+        """The validated value (None: the default), or one UserError line naming the flag."""
+        if value is None:
+            return self.default
+        if self.choices:
+            if value not in self.choices:
+                raise UserError(f"{self.flag} must be {self.meaning}, got {value!r}")
+            return value
+        if self.type in ("string", "path"):
+            return str(value)
+        integer = self.type == "integer"
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value) \
+            and (not integer or float(value).is_integer())
+        if ok and self.minimum is not None:
+            ok = value > self.minimum if self.exclusive else value >= self.minimum
+        if not ok:
+            raise UserError(f"{self.flag} must be {self.meaning}, got {value!r}")
+        return int(value) if integer else value
+
+
+def executor_options(extra: str | None = None) -> dict[str, list[tuple[str, Option]]]:
+    """option name -> [(executor, its declaration), ...] over the registered executors (built-ins and
+    installed plugins) and `extra` (an executor named by path, e.g. 'pkg.mod:MyExecutor')."""
+    names = EXECUTORS.names()
+    if extra and extra not in names:
+        try:
+            EXECUTORS.get(extra)
+            names.append(extra)
+        except UserError:
+            pass  # reported where the executor is made
+    out: dict[str, list[tuple[str, Option]]] = {}
+    for name in names:
+        try:
+            cls = EXECUTORS.get(name)
+        except UserError:
+            continue  # a broken plugin: `authbench list executors` says why
+        for option in getattr(cls, "options", ()):
+            out.setdefault(option.name, []).append((name, option))
+    return out
+
+
+class _OptionFlags(Mapping):
+    """option name -> its flag, over every registered executor's declared options."""
+
+    def _all(self) -> dict[str, str]:
+        return {name: decls[0][1].flag for name, decls in executor_options().items()}
+
+    def __getitem__(self, key):
+        return self._all()[key]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+
+OPTION_FLAGS = _OptionFlags()
 
 
 @dataclass(frozen=True)
@@ -56,23 +152,25 @@ def chunked(jobs: Iterable, size: int) -> list[list]:
     return out
 
 
-def positive(name: str, value, *, integer: bool = False, zero: bool = False):
-    """A validated numeric option (one-line error naming its flag)."""
-    if value is None:
-        return None
-    flag = OPTION_FLAGS.get(name, name)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (not integer or float(value).is_integer())
-    if not ok or value < 0 or (value == 0 and not zero) or math.isnan(value):
-        kind = "a whole number" if integer else "a number"
-        raise UserError(f"{flag} must be {kind} {'>= 0' if zero else '> 0'}, got {value!r}")
-    return int(value) if integer else value
-
-
 class Executor:
     name: ClassVar[str]
     description: ClassVar[str]
     remote: ClassVar[bool] = False  # True: jobs leave this process as JobSpecs
-    options: ClassVar[tuple[str, ...]] = ()  # the OPTION_FLAGS keys this executor takes
+    options: ClassVar[tuple[Option, ...]] = ()  # every option it takes, declared once
+
+    def __init__(self, **given):
+        """Each declared option from `given` (validated; None or absent: its default), as an attribute."""
+        declared = {o.name: o for o in self.options}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise UserError(f"the {self.name} executor has no option {unknown[0]!r}; valid options: "
+                            f"{', '.join(sorted(declared)) or '(none)'}")
+        for option in self.options:
+            setattr(self, option.name, option.check(given.get(option.name)))
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        return tuple(o.name for o in cls.options)
 
     out_dir: Path | None = None
 
@@ -90,8 +188,8 @@ class Executor:
 
     def describe(self) -> str:
         """One line for --plan: the executor and its settings."""
-        shown = {k: getattr(self, k, None) for k in self.options}
-        return self.name + "".join(f" {OPTION_FLAGS[k]} {v}" for k, v in shown.items() if v is not None)
+        shown = {o.flag: getattr(self, o.name, None) for o in self.options}
+        return self.name + "".join(f" {flag} {v}" for flag, v in shown.items() if v is not None)
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         """fn(item) for every item, yielded as each finishes (order may differ from `items`)."""
@@ -112,13 +210,14 @@ def make_executor(name: str | None = None, section: dict | None = None, **given)
     section.pop("name", None)
     cls = EXECUTORS.get(name)
     given = {k: v for k, v in given.items() if v is not None}
+    known = executor_options(name)
     for key in given:
-        if key not in OPTION_FLAGS:
-            raise UserError(f"unknown executor option {key!r}; valid options: {', '.join(sorted(OPTION_FLAGS))}")
-        if key not in cls.options:
-            takers = [n for n in EXECUTORS.names() if key in getattr(EXECUTORS.get(n), "options", ())]
-            raise UserError(f"{OPTION_FLAGS[key]} does not apply to the {name} executor"
+        if key not in known:
+            raise UserError(f"unknown executor option {key!r}; valid options: {', '.join(sorted(known))}")
+        if key not in cls.option_names():
+            takers = [n for n, _ in known[key]]
+            raise UserError(f"{known[key][0][1].flag} does not apply to the {name} executor"
                             + (f"; it is an option of {', '.join(takers)}" if takers else ""))
-    opts = {k: v for k, v in section.items() if k in cls.options}
+    opts = {k: v for k, v in section.items() if k in cls.option_names()}
     opts.update(given)
     return cls(**opts)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from bench.errors import UserError
-from bench.executors.base import EXECUTORS, Executor, Failure, positive
+from bench.executors.base import EXECUTORS, Executor, Failure, Option
 
 DEFAULT_RETRIES = 3  # Ray's own default for tasks
 
@@ -40,16 +40,19 @@ class RayExecutor(Executor):
     name = "ray"
     description = "one Ray task per job on a Ray cluster (--address), or on a local Ray"
     remote = True
-    options = ("address", "cpus_per_job", "gpus_per_job", "max_in_flight", "max_retries")
+    options = (
+        Option("address", "string", "the cluster to join (auto, host:port, ray://host:10001; default: a local Ray)"),
+        Option("cpus_per_job", "number", "num_cpus per task (default 1); also the worker's torch threads unless "
+               "--threads says", minimum=0, exclusive=True, default=1),
+        Option("gpus_per_job", "number", "num_gpus per task (fractions allowed)", minimum=0),
+        Option("max_in_flight", "integer", "tasks submitted at once (default: twice what the cluster fits)", minimum=1),
+        Option("max_retries", "integer", "retries of a task whose worker died (default 3)", minimum=0,
+               default=DEFAULT_RETRIES),
+    )
 
-    def __init__(self, address: str | None = None, cpus_per_job: float | None = None, gpus_per_job: float | None = None,
-                 max_in_flight: int | None = None, max_retries: int | None = None):
-        self.address = None if address in (None, "", "local") else str(address)
-        self.cpus_per_job = positive("cpus_per_job", cpus_per_job if cpus_per_job is not None else 1)
-        self.gpus_per_job = positive("gpus_per_job", gpus_per_job, zero=True)
-        self.max_in_flight = positive("max_in_flight", max_in_flight, integer=True)
-        self.max_retries = positive("max_retries", max_retries if max_retries is not None else DEFAULT_RETRIES,
-                                    integer=True, zero=True)
+    def __init__(self, **given):
+        super().__init__(**given)
+        self.address = None if self.address in (None, "", "local") else str(self.address)
 
     def threads_per_job(self) -> int:
         return max(1, int(self.cpus_per_job))

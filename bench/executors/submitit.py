@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.executors.base import EXECUTORS, Executor, Failure, chunked, positive
+from bench.executors.base import EXECUTORS, Executor, Failure, Option, chunked
 
 DEFAULT_TIME_LIMIT = 240  # minutes per array task
 DEFAULT_RETRIES = 1
@@ -69,27 +69,26 @@ class SubmititExecutor(Executor):
     name = "submitit"
     description = "Slurm job arrays through submitit (its local executor where there is no Slurm)"
     remote = True
-    options = ("partition", "gpus_per_job", "cpus_per_job", "mem_gb", "time_limit", "array_parallelism",
-               "max_in_flight", "max_retries", "job_folder", "cluster")
+    options = (
+        Option("partition", "string", "Slurm partition"),
+        Option("gpus_per_job", "integer", "GPUs per array task", minimum=0),
+        Option("cpus_per_job", "integer", "cpus_per_task of each array task (default 1); also the worker's torch "
+               "threads unless --threads says", minimum=1, default=1),
+        Option("mem_gb", "number", "memory per array task in GB", minimum=0, exclusive=True),
+        Option("time_limit", "integer", f"minutes per array task (default {DEFAULT_TIME_LIMIT})", minimum=1,
+               default=DEFAULT_TIME_LIMIT),
+        Option("array_parallelism", "integer", "array tasks running at once (Slurm %N; local: subprocesses at once, "
+               "default CPUs / --cpus-per-job)", minimum=1),
+        Option("max_in_flight", "integer", "array tasks submitted at once", minimum=1),
+        Option("max_retries", "integer", f"resubmissions of a failed task (default {DEFAULT_RETRIES})", minimum=0,
+               default=DEFAULT_RETRIES),
+        Option("job_folder", "path", "pickled specs, logs, results, on shared storage (default: <out>/submitit)"),
+        Option("cluster", "string", "force submitit's Slurm or local executor (default: Slurm where srun exists)",
+               choices=CLUSTERS, cli=False),
+    )
 
-    def __init__(self, partition: str | None = None, gpus_per_job: int | None = None, cpus_per_job: int | None = None,
-                 mem_gb: float | None = None, time_limit: int | None = None, array_parallelism: int | None = None,
-                 max_in_flight: int | None = None, max_retries: int | None = None, job_folder=None,
-                 cluster: str | None = None):
-        self.partition = partition
-        self.gpus_per_job = positive("gpus_per_job", gpus_per_job, integer=True, zero=True)
-        self.cpus_per_job = positive("cpus_per_job", cpus_per_job if cpus_per_job is not None else 1, integer=True)
-        self.mem_gb = positive("mem_gb", mem_gb)
-        self.time_limit = positive("time_limit", time_limit if time_limit is not None else DEFAULT_TIME_LIMIT,
-                                   integer=True)
-        self.array_parallelism = positive("array_parallelism", array_parallelism, integer=True)
-        self.max_in_flight = positive("max_in_flight", max_in_flight, integer=True)
-        self.max_retries = positive("max_retries", max_retries if max_retries is not None else DEFAULT_RETRIES,
-                                    integer=True, zero=True)
-        self.job_folder = job_folder
-        if cluster is not None and cluster not in CLUSTERS:
-            raise UserError(f"unknown submitit cluster {cluster!r}; valid choices: {', '.join(CLUSTERS)}")
-        self.cluster = cluster
+    def __init__(self, **given):
+        super().__init__(**given)
         self._chosen: str | None = None
 
     # -- placement -----------------------------------------------------------------------------

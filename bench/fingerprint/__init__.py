@@ -1,12 +1,11 @@
-"""Ownership verification (model fingerprinting): methods, suspect zoo, metrics, verification attacks."""
+"""Ownership verification (model fingerprinting): methods, suspect zoo, metrics, verification attacks.
 
-from bench.fingerprint.advtra import ADVTRA
-from bench.fingerprint.base import Fingerprint, FingerprintMethod, SuspectOracle
-from bench.fingerprint.cae import CAE
-from bench.fingerprint.ipguard import IPGuard
-from bench.fingerprint.metafinger import MetaFinger
-from bench.fingerprint.mfue import MFUE, MFUEBlack
+`FINGERPRINTS` (bench.fingerprint.base) is the registry of fingerprinting methods (entry point
+`authbench.fingerprints`); each method is also a defense of protocol "verify" (bench.defenses.DEFENSES)."""
 
-METHODS = {cls.name: cls for cls in (MFUE, MFUEBlack, IPGuard, CAE, MetaFinger, ADVTRA)}
+from bench.fingerprint import advtra, cae, ipguard, metafinger, mfue  # noqa: F401  (register the methods)
+from bench.fingerprint.base import FINGERPRINTS, Fingerprint, FingerprintMethod, SuspectOracle
 
-__all__ = ["Fingerprint", "FingerprintMethod", "SuspectOracle", "METHODS"]
+METHODS = FINGERPRINTS  # the name the tests and older callers use
+
+__all__ = ["FINGERPRINTS", "Fingerprint", "FingerprintMethod", "SuspectOracle", "METHODS"]

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from bench.defenses.base import sample_generator
-from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, select_samples
+from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, register_fingerprint, select_samples
 
 
+@register_fingerprint
 class ADVTRA(LabelMatchMethod):
     name = "adv-tra"
     description = "ADV-TRA: adversarial trajectories crossing m class boundaries, label matching along the path"

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.data.base import Split
-from bench.defenses.base import Defense, sample_generator
+from bench.defenses.base import DEFENSES, Defense, sample_generator
+from bench.registry import Registry
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
 
@@ -86,6 +87,20 @@ class FingerprintMethod(Defense):
     def verify(self, fingerprint: Fingerprint, suspect: SuspectOracle) -> float:
         """Matching score of a suspect: higher means more likely derived from the source."""
         raise NotImplementedError
+
+
+
+# fingerprinting methods: each is also a defense (protocol "verify"), so it registers in both registries
+FINGERPRINTS: Registry[type[FingerprintMethod]] = Registry(
+    "fingerprint method", "authbench.fingerprints", base=FingerprintMethod,
+    modules=("bench.fingerprint",))  # the package imports its methods
+
+
+def register_fingerprint(cls: type[FingerprintMethod]) -> type[FingerprintMethod]:
+    """Class decorator: a fingerprinting method, listed as a fingerprint method and as a defense."""
+    FINGERPRINTS.register(cls)
+    DEFENSES.register(cls)
+    return cls
 
 
 def select_samples(source: ModelAdapter, data: Split, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import UserError
-from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, other_labels, select_samples
+from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, other_labels, register_fingerprint, select_samples
 from bench.fingerprint.pool import NEGATIVE_FAMILIES, defender_pool
 
 
+@register_fingerprint
 class CAE(LabelMatchMethod):
     name = "cae"
     description = "CAE: conferrable adversarial examples (surrogates vs references), label matching"

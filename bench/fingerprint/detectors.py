@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from bench.data.base import Split
 from bench.fingerprint import training as T
 from bench.models.adapter import ModelAdapter
+from bench.registry import Registry
 
 DETECTOR_FPR = 0.10  # MFUE Sec. 4.6: threshold at the bottom 10% quantile of normal samples
 BATCH = 256
@@ -53,6 +54,7 @@ class QueryDetector:
     """Base: `fit(model, clean_train, seed)`, then `score(x)` (higher = more anomalous)."""
 
     name: ClassVar[str] = ""
+    description: ClassVar[str] = ""  # one line: what it scores (its citation and fidelity below)
     citation: ClassVar[str] = ""
     fidelity: ClassVar[str] = ""
 
@@ -70,8 +72,14 @@ class QueryDetector:
         return float((self.score(queries).double() > threshold).float().mean())
 
 
+# every detector the ownership protocol fits (the built-ins below; third-party ones: `authbench.detectors`)
+DETECTORS: Registry[type[QueryDetector]] = Registry("detector", "authbench.detectors", base=QueryDetector)
+
+
+@DETECTORS.register
 class MaxSoftmax(QueryDetector):
     name = "msp"
+    description = "1 - max softmax probability (Hendrycks & Gimpel, ICLR 2017; exact)"
     citation = ("Hendrycks & Gimpel, \"A Baseline for Detecting Misclassified and Out-of-Distribution Examples in "
                 "Neural Networks\", ICLR 2017")
     fidelity = "exact"
@@ -93,8 +101,10 @@ def penultimate(model: ModelAdapter, x: torch.Tensor) -> tuple[torch.Tensor, tor
     return seen[-1], logits
 
 
+@DETECTORS.register
 class SHE(QueryDetector):
     name = "she"
+    description = "minus the Hopfield energy against the predicted class's stored pattern (SHE, ICLR 2023)"
     citation = ("Zhang et al., \"Out-of-Distribution Detection based on In-Distribution Data Patterns Memorization "
                 "with Modern Hopfield Energy\", ICLR 2023")
     fidelity = "the paper's score (inner-product Hopfield energy with per-class stored patterns)"
@@ -134,8 +144,10 @@ def transform(x: torch.Tensor, kind: str, arg) -> torch.Tensor:
     return F.grid_sample(x, grid, align_corners=False)
 
 
+@DETECTORS.register
 class DAEIT(QueryDetector):
     name = "daeit"
+    description = "disagreement of rotated / shifted copies with x's prediction (after Tian et al., AAAI 2018)"
     citation = "Tian, Yang & Cai, \"Detecting Adversarial Examples through Image Transformation\", AAAI 2018"
     fidelity = ("training-free: 1 - mean probability of x's predicted class over rotated / shifted copies "
                 "(the paper trains a classifier on those answers)")
@@ -180,8 +192,10 @@ class Inpainter(nn.Module):
         return self.net(torch.cat([x * (1 - mask), mask.expand(len(x), 1, *x.shape[-2:])], 1))
 
 
+@DETECTORS.register
 class SCADN(QueryDetector):
     name = "scadn"
+    description = "masked-region reconstruction error of a striped-mask inpainter (after SCADN, AAAI 2021)"
     citation = ("Yan et al., \"Learning Semantic Context from Normal Samples for Unsupervised Anomaly Detection\", "
                 "AAAI 2021")
     fidelity = "small L2-trained inpainter on striped masks (the paper's GAN generator and adversarial loss omitted)"
@@ -212,6 +226,3 @@ class SCADN(QueryDetector):
             return torch.stack(errs).mean(0)
 
         return _batched(one, x)
-
-
-DETECTORS: dict[str, type[QueryDetector]] = {cls.name: cls for cls in (MaxSoftmax, SHE, DAEIT, SCADN)}

@@ -15,9 +15,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, other_labels, select_samples
+from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, other_labels, register_fingerprint, select_samples
 
 
+@register_fingerprint
 class IPGuard(LabelMatchMethod):
     name = "ipguard"
     description = "IPGuard: boundary-near data points (margin k), label matching"

@@ -16,11 +16,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, other_labels, select_samples
+from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, other_labels, register_fingerprint, select_samples
 from bench.fingerprint.pool import NEGATIVE_FAMILIES, defender_pool
 from bench.fingerprint.training import shift
 
 
+@register_fingerprint
 class MetaFinger(LabelMatchMethod):
     name = "metafinger"
     description = "MetaFinger: fingerprints meta-trained on a positive/negative model pool with augmentation"

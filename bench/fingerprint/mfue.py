@@ -46,7 +46,7 @@ from bench.data.base import Split
 from bench.defenses.base import sample_generator
 from bench.errors import UserError
 from bench.fingerprint import training as T
-from bench.fingerprint.base import Fingerprint, FingerprintMethod, SuspectOracle, select_samples
+from bench.fingerprint.base import Fingerprint, FingerprintMethod, SuspectOracle, register_fingerprint, select_samples
 from bench.models.adapter import ModelAdapter
 
 PROBES = ("gradient", "gaussian")
@@ -115,6 +115,7 @@ def matching_rate(l_src: torch.Tensor, l_spc: torch.Tensor, tau: float) -> float
     return float(((l_spc > (1 - tau) * l_src) & (l_spc < (1 + tau) * l_src)).float().mean())
 
 
+@register_fingerprint
 class MFUE(FingerprintMethod):
     name = "mfue-w"
     description = "MFUE-w: unlearnable-example fingerprints, loss interval match on the suspect's probabilities"
@@ -157,7 +158,7 @@ class MFUE(FingerprintMethod):
                                              int(p["mimic_steps"]), float(p["mimic_lr"]), seed)
             mimics = _MIMICS[mkey]
             budget = (float(p["trigger_eps"]), int(p["trigger_rounds"]), int(p["trigger_steps"]), float(p["trigger_step"]))
-            dev = T.device()  # the trigger budget runs on the accelerator when there is one
+            dev = T.device()  # the trigger budget runs on the run's device (--device)
             on_dev = [copy.deepcopy(m).to(dev).eval() for m in (source.module, *mimics)]
             xd, yd = x.to(dev), y.to(dev)
             if p["schedule"] == "paper":
@@ -181,6 +182,7 @@ class MFUE(FingerprintMethod):
         return matching_rate(ref["loss"], l_spc, float(self.params["tau"]))
 
 
+@register_fingerprint
 class MFUEBlack(MFUE):
     name = "mfue-b"
     description = "MFUE-b: unlearnable-example fingerprints, labels only, Monte Carlo loss estimate (Eq. 7-9)"

@@ -34,10 +34,14 @@ from tqdm.auto import tqdm
 
 from bench.attacks.model_attacks import magnitude_prune
 from bench.cache import atomic_write_bytes, cache_root, digest
+from bench.data import load_dataset
 from bench.data.base import Split
+from bench.data.digits import load_digits_split
 from bench.errors import UserError
 from bench.fingerprint import training as T
-from bench.models.adapter import ModelAdapter
+from bench.models.adapter import ModelAdapter, Preprocess
+from bench.models.sources import load_model
+from bench.models.zoo import FAMILIES, digits_preprocess
 
 STEP = re.compile(r"^\s*(finetune|prune|advtrain|distill|hardlabel)\(([^()]*)\)\s*$")
 STEPS = ("finetune(MODE[,fraction[,epochs]]) | prune(rate) | advtrain(eps[,epochs]) | distill(family) | "
@@ -202,8 +206,6 @@ def independent(family: str, seed: int, data: Split, preprocess, config: ZooConf
 def build_zoo(source: ModelAdapter, config: ZooConfig, attacker: Split, test: Split, dataset: str,
               progress: bool = True) -> list[Suspect]:
     """Every suspect of the suite, positives first, each with its clean top-1 on `test`."""
-    from bench.models.sources import load_model
-
     head = source_label(source, dataset)
     plan = [("positive", chain) for chain in config.positives]
     plan += [("negative", (fam, s)) for fam in config.negatives for s in config.negative_seeds]
@@ -236,9 +238,6 @@ def half_trained(family: str, dataset: str, seed: int = 0, epochs: int = 150, lr
     (MFUE Appendix B: 150 epochs, SGD lr 0.1, momentum 0.9, weight decay 5e-4), cached.
     Suite spec: {source = "torch", factory = "bench.fingerprint.suspects:half_trained",
     kwargs = {family = "timm:resnet18", dataset = "cifar10", root = "data/"}, mean, std, input_size}."""
-    from bench.data import load_dataset
-    from bench.models.adapter import Preprocess
-
     train = load_dataset(dataset, "train", **data_options)
     source_half, _ = T.halves(train)
     stats = train.images.mean((0, 2, 3)), train.images.std((0, 2, 3))
@@ -260,9 +259,6 @@ def digits_source(family: str = "cnn", seed: int = 0, epochs: int | None = None)
     only, so the attacker half is disjoint from its training data (cached).
     Suite spec: {source = "torch", factory = "bench.fingerprint.suspects:digits_source",
     kwargs = {family = "cnn", seed = 0}, mean = [0.305555], std = [0.323724], input_size = [1, 32, 32]}."""
-    from bench.data.digits import load_digits_split
-    from bench.models.zoo import FAMILIES, digits_preprocess
-
     if family not in FAMILIES:
         raise UserError(f"unknown digits source family {family!r}; valid choices: {', '.join(FAMILIES)}")
     _, _, default_epochs, lr = FAMILIES[family]

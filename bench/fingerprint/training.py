@@ -1,7 +1,7 @@
 """Training primitives shared by the suspect zoo and the defenders' model pools.
 
 Every function returns a new module (inputs are never modified in place), runs on the CUDA
-device when one is present, and is deterministic for a given seed on one machine. Data is a
+device the run names (--device; by default CUDA when present), and is deterministic for a given seed on one machine. Data is a
 `Split` of pixel-space images in [0, 1]; `preprocess` normalizes them before the module.
 """
 
@@ -17,12 +17,16 @@ from sklearn.model_selection import train_test_split
 
 from bench.data.base import Split
 from bench.errors import UserError
+from bench.models.adapter import run_device
+from bench.models.zoo import FAMILIES
+from bench.recipes.train_classifier import build_model
 
 BATCH = 64
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The run's device (bench.models.adapter.run_device: --device, else CUDA when available, else the CPU)."""
+    return run_device()
 
 
 def halves(split: Split, seed: int = 0) -> tuple[Split, Split]:
@@ -42,8 +46,6 @@ def halves(split: Split, seed: int = 0) -> tuple[Split, Split]:
 def build_arch(family: str, num_classes: int = 10, in_chans: int = 1) -> nn.Module:
     """A fresh network: a digits zoo family ("cnn", "mlp", ...), "timm:<name>", "torchvision:<name>"
     (3-channel inputs) or "torch:<pkg.mod:fn>" (called with num_classes and in_chans)."""
-    from bench.models.zoo import FAMILIES
-
     if family in FAMILIES:
         return FAMILIES[family][0]()
     if family.startswith("torchvision:"):
@@ -54,8 +56,6 @@ def build_arch(family: str, num_classes: int = 10, in_chans: int = 1) -> nn.Modu
             raise UserError(f"unknown torchvision model {name!r}; see torchvision.models.list_models()")
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if ":" in family:
-        from bench.recipes.train_classifier import build_model
-
         return build_model(family, num_classes, in_chans)
     raise UserError(f"unknown architecture {family!r}; valid: {', '.join(FAMILIES)}, timm:<name> or torch:<pkg.mod:fn>")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 
@@ -78,6 +80,27 @@ def resolve_device(name: str | None = None) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return device
+
+
+_RUN_DEVICE: ContextVar[torch.device | None] = ContextVar("authbench_run_device", default=None)
+
+
+def run_device() -> torch.device:
+    """The device of the job running now (the run's --device / [run] device, set by the engine around each job:
+    `on_device`), else the default (resolve_device: $AUTHBENCH_DEVICE, else CUDA when available, else the CPU).
+    Every training step (suspect zoos, MFUE, learned attacks) and every model loader reads it."""
+    current = _RUN_DEVICE.get()
+    return current if current is not None else resolve_device(None)
+
+
+@contextmanager
+def on_device(device: torch.device):
+    """Within the block, `run_device()` is `device`."""
+    token = _RUN_DEVICE.set(torch.device(device))
+    try:
+        yield
+    finally:
+        _RUN_DEVICE.reset(token)
 
 
 def weights_digest(module: nn.Module) -> str:

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from bench.errors import UserError
+from bench.models.adapter import ModelAdapter
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # remote-code families whose kernels need CUDA, with the module they import
@@ -194,8 +195,6 @@ def _processor(spec: dict, model: str, trc: bool):
 
 def load_hf(spec: dict, preprocess_fn, load_checkpoint):
     """The adapter for an "hf" spec (preprocess_fn / load_checkpoint: the shared validators in sources)."""
-    from bench.models.adapter import ModelAdapter
-
     model = str(spec.get("model", ""))
     if not model:
         raise UserError(f"model spec {spec!r} needs a 'model' key (hub name or local directory)")

@@ -1,6 +1,7 @@
 """Model sources: turn a spec ("zoo:vit-s0", "timm:resnet50" or a TOML table) into a ModelAdapter.
 
-Table keys: `source` ("zoo" | "timm" | "hf" | "torch"), `model`, `name`, `pretrained`,
+Each source is a `ModelSource` (bench.models.source_base) registered in `SOURCES` and declares the
+table keys it reads. Table keys: `source` ("zoo" | "timm" | "hf" | "torch"), `model`, `name`, `pretrained`,
 `num_classes`, `checkpoint`, `kwargs`, `input_size`, `mean`, `std` (and `epochs` for
 the zoo). A "torch" source names `factory = "package.module:function"` and must give
 `mean`, `std` and `input_size`. "timm" and "hf" also take `arch` (the architecture label
@@ -19,31 +20,37 @@ import functools
 import importlib
 import json
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError, unknown
+from bench.data.base import file_digest
+from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
 from bench.models.python_source import PYTHON_KEYS, load_python, weights_path
-from bench.models.onnx_source import ONNX_KEYS
-from bench.models.tflite_source import TFLITE_KEYS
+from bench.models.onnx_source import ONNX_KEYS, load_onnx
+from bench.models.tflite_source import TFLITE_KEYS, load_tflite
 from bench.models.geometry import interpolation_name
-from bench.data.base import file_digest
+from bench.models.source_base import SOURCES, ModelSource, get_source, spec_identity
 from bench.models.zoo import load_zoo_model, pinned_identity, recipe_for, zoo_names
 
-SOURCE_KEYS = {
-    "zoo": {"model", "name", "epochs"},
-    "timm": {"model", "name", "pretrained", "num_classes", "checkpoint", "kwargs", "input_size", "mean", "std",
-             "arch", "init_seed", "resize", "interpolation", "loader"},
-    "hf": HF_KEYS,
-    "torch": {"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std", "init_seed", "loader", "arch"},
-    "python": PYTHON_KEYS,  # bench.models.python_source
-    "tflite": TFLITE_KEYS,  # bench.models.tflite_source
-    "onnx": ONNX_KEYS,  # bench.models.onnx_source
-}
+class _SourceKeys(Mapping):
+    """source name -> the spec-table keys it reads (each source declares its own `keys`)."""
+
+    def __getitem__(self, name):
+        return get_source(name).keys if name in SOURCES else {}[name]
+
+    def __iter__(self):
+        return iter(SOURCES.names())
+
+    def __len__(self):
+        return len(SOURCES.names())
+
+
+SOURCE_KEYS = _SourceKeys()
 
 
 def model_label(spec) -> str:
@@ -55,23 +62,10 @@ def model_label(spec) -> str:
 
 
 def list_models() -> dict[str, str]:
-    """Every loadable spec (zoo names) plus the generic timm/torch patterns."""
-    models = {f"zoo:{name}": desc for name, desc in zoo_names().items()}
-    models["timm:<name>"] = "any timm architecture (pretrained = true needs hub access; checkpoint = local file)"
-    models["hf:<hub name or dir>"] = (
-        "transformers AutoModelForImageClassification (pretrained by default; pretrained = false + config table "
-        "for random weights; MambaVision needs CUDA + mamba-ssm and trust_remote_code = true)"
-    )
-    models["python:<module:function>"] = (
-        "a table {source = 'python', factory = 'pkg.mod:fn', package = 'pip_pkg', member = 'path/in/package.pth'"
-        " (or checkpoint = 'file')} (e.g. bench.models.efficientnet_lite:efficientnet_lite)"
-    )
-    models["tflite:<path>"] = "a TFLite flatbuffer as a float32 torch module (table keys: drop_background, ...)"
-    models["onnx:<path>"] = "an ONNX file through onnx2torch (a table with mean and std)"
-    models["torch:<module:function>"] = (
-        "a table {source = 'torch', factory = 'pkg.mod:fn', kwargs, mean, std, input_size, checkpoint}"
-        " (e.g. torchvision.models:resnet18)"
-    )
+    """Every loadable spec: each source's own lines (the zoo's names, the other sources' patterns)."""
+    models: dict[str, str] = {}
+    for name in SOURCES.names():
+        models.update(get_source(name).models())
     return models
 
 
@@ -79,37 +73,6 @@ def default_init_seed(suite_seed: int, label: str) -> int:
     """The seed of a model's random initialisation when its spec names none: from the suite seed and the
     model's label, so random weights are the same in every process and run."""
     return int(hashlib.sha256(f"{suite_seed}|{label}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
-
-
-def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
-    """What determines a model's weights, known without loading it: the spec, the seed of a random
-    initialisation, a zoo model's recipe digest, a local checkpoint's file digest. Results are bound to it,
-    so a model changed behind the same label (other epochs, another checkpoint file) is never reused."""
-    if isinstance(spec, str):
-        source, _, model = spec.partition(":")
-        spec = {"source": source, "path" if source in ("tflite", "onnx") else "model": model}
-    out: dict = {"spec": spec}
-    if spec.get("source") == "zoo":
-        try:
-            out["recipe"] = recipe_for(str(spec.get("model")), spec.get("epochs")).digest
-            out["pinned"] = pinned_identity(str(spec.get("model")), spec.get("epochs"))
-        except UserError:
-            out["recipe"] = None  # reported when the model is loaded
-    elif spec.get("source") in ("timm", "torch"):
-        out["init_seed"] = spec.get("init_seed", default_seed)
-    if spec.get("source") == "python" and "package" in spec and "member" in spec:
-        try:
-            out["file"] = file_digest(weights_path(spec, model_label(spec)))
-        except UserError:
-            out["file"] = None  # reported when the model is loaded
-    if spec.get("source") in ("tflite", "onnx") and spec.get("path"):
-        path = Path(str(spec["path"])).expanduser()
-        out["file"] = file_digest(path) if path.is_file() else None
-    checkpoint = spec.get("checkpoint")
-    if checkpoint:
-        path = Path(str(checkpoint)).expanduser()
-        out["checkpoint"] = file_digest(path) if path.is_file() else None
-    return out
 
 
 def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | None = None,
@@ -121,55 +84,155 @@ def load_model(spec: str | dict, progress: bool = True, *, default_seed: int | N
         source, sep, model = spec.partition(":")
         if not sep:
             raise UserError(f"model spec {spec!r} needs a source prefix: 'zoo:<name>' or 'timm:<name>' (see list_models())")
-        if source not in SOURCE_KEYS:
-            raise unknown("model source", source, SOURCE_KEYS)
-        if source in ("tflite", "onnx"):  # 'tflite:<path>' / 'onnx:<path>'
-            spec = {"source": source, "path": model}
-        elif source == "python":
-            raise UserError(f"model {spec!r} needs a table {{source = 'python', factory = 'pkg.mod:fn', "
-                            "package = 'pip_package', member = 'path/in/package.pth'}")
-        elif source == "torch":
-            raise UserError(
-                f"model {spec!r} needs mean, std and input_size; give it as a table "
-                "{source = 'torch', factory = 'pkg.mod:fn', mean = [...], std = [...], input_size = [c, h, w]}"
-            )
-        else:
-            spec = {"source": source, "model": model}
+        spec = get_source(source).from_string(model, spec)
     if not isinstance(spec, dict):
         raise UserError(f"model spec must be a string like 'timm:resnet50' or a table, got {spec!r}")
-    source = spec.get("source")
-    if source not in SOURCE_KEYS:
-        raise unknown("model source", str(source), SOURCE_KEYS)
-    extra = set(spec) - SOURCE_KEYS[source] - {"source"}
-    if extra:
-        raise UserError(
-            f"model spec {spec!r} has key(s) {', '.join(sorted(extra))} not used by source {source!r}; "
-            f"valid keys: {', '.join(sorted(SOURCE_KEYS[source]))}"
-        )
-    if source == "zoo":
-        adapter = load_zoo_model(_required(spec, "model"), spec.get("epochs"), progress, cache_dir)
-        if "name" in spec:
-            adapter.name = spec["name"]
-        return adapter
-    if source == "hf":
-        return load_hf(spec, _preprocess, _load_checkpoint)
-    if source == "python":
-        return load_python(spec, factory_module, _preprocess, _load_checkpoint)
-    if source == "tflite":
-        from bench.models.tflite_source import load_tflite
+    source = get_source(spec.get("source"))
+    source.check(spec)
+    return source.load(spec, progress=progress, default_seed=default_seed, cache_dir=cache_dir)
 
-        return load_tflite(spec, _preprocess)
-    if source == "onnx":
-        from bench.models.onnx_source import load_onnx
 
-        return load_onnx(spec, _preprocess)
+def _seeded(spec: dict, default_seed: int | None, build) -> ModelAdapter:
+    """build() under the spec's init_seed (else the suite's default seed), recorded as adapter.init_seed."""
     seed = spec.get("init_seed", default_seed)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(int(seed))
-        adapter = _load_timm(spec) if source == "timm" else _load_factory(spec)
+        adapter = build()
     adapter.init_seed = None if seed is None else int(seed)
     return adapter
+
+
+@SOURCES.register
+class ZooSource(ModelSource):
+    name = "zoo"
+    description = "the pinned digits zoo shipped with the package (authbench zoo list)"
+    keys = frozenset({"model", "name", "epochs"})
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        adapter = load_zoo_model(_required(spec, "model"), spec.get("epochs"), progress, cache_dir)
+        if "name" in spec:
+            adapter.name = spec["name"]
+        return adapter
+
+    def identity(self, spec, default_seed):
+        try:
+            return {"recipe": recipe_for(str(spec.get("model")), spec.get("epochs")).digest,
+                    "pinned": pinned_identity(str(spec.get("model")), spec.get("epochs"))}
+        except UserError:
+            return {"recipe": None}  # reported when the model is loaded
+
+    def models(self):
+        return {f"zoo:{name}": desc for name, desc in zoo_names().items()}
+
+
+@SOURCES.register
+class TimmSource(ModelSource):
+    name = "timm"
+    description = "any timm architecture (pretrained = true needs hub access; checkpoint = local file)"
+    keys = frozenset({"model", "name", "pretrained", "num_classes", "checkpoint", "kwargs", "input_size", "mean",
+                      "std", "arch", "init_seed", "resize", "interpolation", "loader"})
+    pattern = "timm:<name>"
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        return _seeded(spec, default_seed, lambda: _load_timm(spec))
+
+    def identity(self, spec, default_seed):
+        return {"init_seed": spec.get("init_seed", default_seed)}
+
+
+@SOURCES.register
+class HFSource(ModelSource):
+    name = "hf"
+    description = ("transformers AutoModelForImageClassification (pretrained by default; pretrained = false + config "
+                   "table for random weights; MambaVision needs CUDA + mamba-ssm and trust_remote_code = true)")
+    keys = frozenset(HF_KEYS)
+    pattern = "hf:<hub name or dir>"
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        return load_hf(spec, _preprocess, _load_checkpoint)
+
+
+@SOURCES.register
+class TorchSource(ModelSource):
+    name = "torch"
+    description = ("a table {source = 'torch', factory = 'pkg.mod:fn', kwargs, mean, std, input_size, checkpoint}"
+                   " (e.g. torchvision.models:resnet18)")
+    keys = frozenset({"factory", "name", "kwargs", "checkpoint", "input_size", "mean", "std", "init_seed", "loader",
+                      "arch"})
+    pattern = "torch:<module:function>"
+
+    def from_string(self, model, spec):
+        raise UserError(
+            f"model {spec!r} needs mean, std and input_size; give it as a table "
+            "{source = 'torch', factory = 'pkg.mod:fn', mean = [...], std = [...], input_size = [c, h, w]}"
+        )
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        return _seeded(spec, default_seed, lambda: _load_factory(spec))
+
+    def identity(self, spec, default_seed):
+        return {"init_seed": spec.get("init_seed", default_seed)}
+
+
+@SOURCES.register
+class PythonSource(ModelSource):
+    name = "python"
+    description = ("a table {source = 'python', factory = 'pkg.mod:fn', package = 'pip_pkg', member = "
+                   "'path/in/package.pth' (or checkpoint = 'file')} (e.g. bench.models.efficientnet_lite:efficientnet_lite)")
+    keys = frozenset(PYTHON_KEYS)
+    pattern = "python:<module:function>"
+
+    def from_string(self, model, spec):
+        raise UserError(f"model {spec!r} needs a table {{source = 'python', factory = 'pkg.mod:fn', "
+                        "package = 'pip_package', member = 'path/in/package.pth'}")
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        return load_python(spec, factory_module, _preprocess, _load_checkpoint)
+
+    def identity(self, spec, default_seed):
+        if "package" in spec and "member" in spec:
+            try:
+                return {"file": file_digest(weights_path(spec, model_label(spec)))}
+            except UserError:
+                return {"file": None}  # reported when the model is loaded
+        return {}
+
+
+class _FileSource(ModelSource):
+    """A model file named by `path` ('tflite:<path>' / 'onnx:<path>')."""
+
+    def from_string(self, model, spec):
+        return {"source": self.name, "path": model}
+
+    def identity(self, spec, default_seed):
+        named = spec.get("path") or spec.get("model")  # spec_identity splits a 'tflite:<path>' string into `model`
+        if not named:
+            return {}
+        path = Path(str(named)).expanduser()
+        return {"file": file_digest(path) if path.is_file() else None}
+
+
+@SOURCES.register
+class TfliteSource(_FileSource):
+    name = "tflite"
+    description = "a TFLite flatbuffer as a float32 torch module (table keys: drop_background, ...)"
+    keys = frozenset(TFLITE_KEYS)
+    pattern = "tflite:<path>"
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        return load_tflite(spec, _preprocess)
+
+
+@SOURCES.register
+class OnnxSource(_FileSource):
+    name = "onnx"
+    description = "an ONNX file through onnx2torch (a table with mean and std)"
+    keys = frozenset(ONNX_KEYS)
+    pattern = "onnx:<path>"
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        return load_onnx(spec, _preprocess)
 
 
 def from_module(

@@ -1,9 +1,13 @@
 """The `Protocol` plugin: how a family of defenses is planned, run and reported.
 
-    plan(ctx, entry) -> [Job]        the jobs of one [[defenses]] entry of the suite
+    plan(ctx, entry) -> [Job]        the jobs of one [[defenses]] entry (its own entry dataclass)
     baseline(ctx) -> [Job]           the suite's clean jobs (only for the suite's primary protocol)
-    run(ctx, job) -> [Row]           measure one job; rows of cells already done may be skipped
+    run(ctx, job) -> [Measurement]   measure one job; the engine makes the rows and their provenance
     reports(rows, out, cfg) -> [Path] tables and figures of this protocol's rows
+    summary(rows, reports) -> [str]  what `authbench run` prints for them
+
+and declares on the class its entry dataclass, run filters, boards and ranking, `check` cells and
+metrics, owned [data] keys and whether it reads clean rows (the class attributes below).
 
 A protocol receives an `EvalContext` (bench.core.context), never the engine. Built-ins: input
 (image input authorization: NE, noise control), model (CoreLocker, DP, FHE, ALGOSPEC), verify
@@ -22,10 +26,12 @@ from typing import ClassVar
 from bench.attacks import attack_label, get_attack
 from bench.cache import digest
 from bench.core.context import EvalContext
-from bench.core.types import Job, Row
-from bench.registry import Registry
+from bench.core.declared import PROTOCOLS as DECLARED_PROTOCOLS
+from bench.core.declared import declare
+from bench.core.entry import Entry, Key, parse_entry
+from bench.core.types import Job, Measurement
 
-PROTOCOLS = Registry("protocol", "authbench.protocols")
+PROTOCOLS = DECLARED_PROTOCOLS  # one registry of protocols (bench.core.declared), built-ins register below
 
 
 def grid(sweep: dict) -> list[dict]:
@@ -74,18 +80,65 @@ def entry_jobs(ctx: EvalContext, protocol: str, entry, cls, *, release: str, che
 
 
 class Protocol:
+    """A family of defenses: how its entries are planned, run, scored, ranked and checked. Everything
+    protocol-specific is declared here, on the class; nothing outside bench/protocols/ names a protocol.
+    Defining a subclass with a `name` records its declarations (bench.core.declared)."""
+
     name: ClassVar[str]
     description: ClassVar[str]
-    # the CLI filters a protocol honours besides --defense and --model
-    filters: ClassVar[tuple[str, ...]] = ()
 
-    # a suite whose [data] dataset is this one belongs to this protocol entirely (GLUE, MMBench)
-    owns_dataset: ClassVar[str | None] = None
+    # -- the suite ------------------------------------------------------------------------------
+    entry: ClassVar[type[Entry]] = Entry  # the keys its [[defenses]] entries may hold (any other: an error)
+    entries: ClassVar[dict[str, type[Entry]]] = {}  # defense name -> its entry dataclass, where it differs
+    # run filters it honours besides --defense and --model: RunOptions field -> the entry field it selects
+    filters: ClassVar[dict[str, str]] = {}
+    primary: ClassVar[bool] = False  # the protocol of a suite no protocol owns (its clean baseline runs first)
+    owns_dataset: ClassVar[str | None] = None  # a suite on this [data] dataset belongs to it entirely
+    data_keys: ClassVar[dict[str, Key]] = {}  # the [data] keys of the dataset it owns
+    image_models: ClassVar[bool] = False  # its models load through the context (checked before the first job)
+
+    # -- rows, reports, boards, check --------------------------------------------------------------
+    uses_clean_rows: ClassVar[bool] = False  # its reports also read the other protocols' clean rows
+    legacy_release: ClassVar[str | None] = None  # rows written before rows named it: their `release`
+    ranked: ClassVar[bool] = False  # its rows are on the leaderboard (leaderboard.json, rank by auth_gap)
+    board: ClassVar[str | None] = None  # the board its rows rank on (bench.reports.boards); None: its name
+    boards: ClassVar[dict] = {}  # board name -> BoardSpec of the boards its rows (or its defenses') rank on
+    check_board: ClassVar[str | None] = None  # the board `check` compares its cells on (None: not checked)
+    check_metrics: ClassVar[dict[str, str]] = {}  # metric -> "higher" | "lower" (its [check] tolerance keys)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            declare(cls)
 
     @classmethod
     def owns_suite(cls, suite) -> bool:
         """True when every entry of `suite` belongs to this protocol (its dataset is `owns_dataset`)."""
         return cls.owns_dataset is not None and suite.data.get("dataset") == cls.owns_dataset
+
+    @classmethod
+    def claims_legacy_row(cls, row: dict) -> str | None:
+        """This protocol's name for a row written before rows named their protocol, else None."""
+        if cls.owns_dataset is not None and row.get("benchmark") == cls.owns_dataset:
+            return cls.name
+        if cls.legacy_release is not None and row.get("release") == cls.legacy_release:
+            return cls.name
+        return None
+
+    @classmethod
+    def check_cells(cls, rows: list[dict]) -> list[tuple[str, str, float, bool]]:
+        """(row key, metric, value, trains at run time) of every measured cell of its `check_board`, from the
+        rows of every protocol sharing that board."""
+        return []
+
+    def entry_type(self, defense: str) -> type[Entry]:
+        return self.entries.get(defense, self.entry)
+
+    def parse_entry(self, suite, entry) -> Entry:
+        """A suite's [[defenses]] entry (bench.suite.DefenseEntry) as this protocol's entry dataclass: a key it
+        does not read is a one-line error."""
+        return parse_entry(self.entry_type(entry.name), entry.raw, index=entry.index, protocol=self.name,
+                           where=str(suite.path))
 
     def baseline(self, ctx: EvalContext) -> list[Job]:
         return []
@@ -93,10 +146,15 @@ class Protocol:
     def plan(self, ctx: EvalContext, entry) -> list[Job]:
         raise NotImplementedError
 
-    def run(self, ctx: EvalContext, job: Job) -> list[Row]:
+    def run(self, ctx: EvalContext, job: Job) -> list[Measurement]:
+        """Measure one job: one Measurement per cell (the engine builds the rows and their provenance)."""
         raise NotImplementedError
 
     def reports(self, rows: list[dict], out: Path, cfg: dict) -> list[Path]:
+        return []
+
+    def summary(self, rows: list[dict], reports: list[Path]) -> list[str]:
+        """What `authbench run` prints for this protocol's rows (its boards or tables), before the counts."""
         return []
 
     def merge_key(self, ctx: EvalContext, job: Job) -> str:

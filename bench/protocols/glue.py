@@ -20,19 +20,20 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from bench import provenance
 from bench.cache import digest
-from bench.core.types import Encoding, Job, Role, Row
+from bench.core.entry import Entry, as_list, key, list_of, one_or_list, string, table, trials_key
+from bench.core.types import Encoding, Job, Measurement, Role
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
 from bench.reports.corelocker import render_corelocker
-from bench.reports.ne_tasks import render_task_tables
+from bench.reports.ne_tasks import render_glue_tables, task_summary
 from bench.text.adapter import TextClassifier, load_text_model
 from bench.text.glue import PAPER_TASKS, TextSplit, load_glue, score
 from bench.text.ne import TextNE, qkv_deviation
@@ -42,11 +43,33 @@ LOCK = "corelocker"  # the model-authorization defense this protocol also runs o
 DEFAULT_TEXT_BATCH = 32
 
 
+@dataclass(frozen=True, kw_only=True)
+class GlueEntry(Entry):
+    """A text-NE [[defenses]] entry of a GLUE suite: its release formats (every authorized model, every task)."""
+
+    release: list = key(one_or_list(string(), "release format names"), factory=lambda: ["embedding"],
+                        parse=lambda v: [str(r) for r in as_list(v)])
+
+
+@dataclass(frozen=True, kw_only=True)
+class GlueLockEntry(Entry):
+    """A CoreLocker [[defenses]] entry of a GLUE suite: its trials (each locks with another seed)."""
+
+    trials: int = trials_key()
+
+
 @PROTOCOLS.register
 class Glue(Protocol):
     name = "glue"
     description = "NE on GLUE text classifiers: embedding-space release for one model, every model scored (Table 7)"
     owns_dataset = "glue"
+    data_keys = {"tasks": list_of(string(), "GLUE task names", min_items=1), "root": string(),
+                 "files": table(string(), "a table task = \"file.tsv\"")}
+    entry = GlueEntry
+    entries = {LOCK: GlueLockEntry}
+
+    def summary(self, rows, reports):
+        return task_summary(reports)
 
     # -- planning ------------------------------------------------------------------------------
     @staticmethod
@@ -114,25 +137,23 @@ class Glue(Protocol):
 
     # -- forward passes --------------------------------------------------------------------------
     def clean(self, ctx, model: TextClassifier, data: TextSplit) -> dict:
-        key = ctx.forward_cache.key(model.digest, {"data": data.identity})
-        out = ctx.forward_cache.get(key)
-        if out is None:
+        def compute(todo):
             logits = [model.logits(self.tokenize(model, data, idx))
                       for idx in tqdm(self.batches(ctx, len(data)), desc=f"{model.name} clean",
                                       disable=not ctx.progress, leave=False)]
-            out = {"logits": np.concatenate(logits), "first_layer_dev": np.zeros(len(data))}
-            ctx.forward_cache.put(key, out)
-            ctx.counters.forwards += 1
-        return out
+            return {model.name: {"logits": np.concatenate(logits), "first_layer_dev": np.zeros(len(data))}}
+
+        return ctx.forwards.outputs({model.name: model.digest}, {"data": data.identity}, compute)[model.name]
 
     def released(self, ctx, auth: TextClassifier, ne: TextNE | None, data: TextSplit, models: list[TextClassifier],
                  identity: dict) -> tuple[dict, dict]:
         """Logits and QKV deviations of every model in `models` on the authorized release, and encoding stats."""
-        keys = {m.name: ctx.forward_cache.key(m.digest, identity) for m in models}
-        outs = {m.name: ctx.forward_cache.get(keys[m.name]) for m in models}
-        todo = [m for m in models if outs[m.name] is None]
         stats = {"snr_db": [], "encode_ms": 0.0}
-        if todo:
+        by_name = {m.name: m for m in models}
+
+        def compute(names: list[str]) -> dict:
+            todo = [by_name[n] for n in names]
+            stats["computed"] = True
             parts = {m.name: {"logits": [], "first_layer_dev": []} for m in todo}
             for idx in tqdm(self.batches(ctx, len(data)), desc=f"{auth.name} release", disable=not ctx.progress,
                             leave=False):
@@ -149,27 +170,21 @@ class Glue(Protocol):
                         continue
                     parts[m.name]["logits"].append(m.logits_from_embeddings(released, b["attention_mask"]))
                     parts[m.name]["first_layer_dev"].append(qkv_deviation(m, h, released).numpy())
-            for m in todo:
-                if m.hidden_size != auth.hidden_size:
-                    outs[m.name] = None
-                    continue
-                outs[m.name] = {k: np.concatenate(v) for k, v in parts[m.name].items()}
-                ctx.forward_cache.put(keys[m.name], outs[m.name])
-                ctx.counters.forwards += 1
-            ctx.counters.encodings += 1
-        stats_key = ctx.encoding_cache.key(auth.digest, identity)
-        if todo:
+            return {m.name: None if m.hidden_size != auth.hidden_size else
+                    {k: np.concatenate(v) for k, v in parts[m.name].items()} for m in todo}
+
+        outs = ctx.forwards.outputs({m.name: m.digest for m in models}, identity, compute)
+        if stats.pop("computed", False):
             stats["encode_ms"] /= max(len(data), 1)
             stats["snr_db"] = float(np.concatenate(stats["snr_db"]).mean()) if stats["snr_db"] else None
-            ctx.encoding_cache.put(stats_key, {"stats": np.array(json.dumps(stats))})
+            ctx.forwards.keep_record(auth.digest, identity, stats)
         else:  # every forward pass cached: read the encoding record (its stats are null if it was lost)
-            cached = ctx.encoding_cache.get(stats_key)
-            stats = json.loads(str(cached["stats"])) if cached else {"snr_db": None, "encode_ms": None}
+            stats = ctx.forwards.record(auth.digest, identity) or {"snr_db": None, "encode_ms": None}
         return outs, stats
 
     # -- one job -----------------------------------------------------------------------------------
-    def row(self, ctx, job: Job, key: str, evaluated: str, model: TextClassifier, auth: TextClassifier | None,
-            out: dict | None, data: TextSplit, extra: dict) -> Row:
+    def measurement(self, job: Job, evaluated: str, model: TextClassifier, auth: TextClassifier | None,
+                    out: dict | None, data: TextSplit, extra: dict) -> Measurement:
         role = extra.get("role") or Role.of(authorized=job.authorized, evaluated=evaluated,
                                             same_arch=bool(auth) and model.arch == auth.arch)
         metrics = {"top1": None, "first_layer_dev": None}
@@ -179,32 +194,26 @@ class Glue(Protocol):
         cost = extra["cost"] if "cost" in extra else None if out is not None else {
             "note": f"{model.name} reads {model.hidden_size}-dim embeddings; the release has "
                     f"{auth.hidden_size if auth else '?'}"}
-        return Row.build(
-            protocol=self.name, cell=job.cell(evaluated, suite=ctx.suite.name, attack_label="none"), key=key,
-            suite_digest=ctx.suite.digest, role=role, arch={"authorized": auth.arch if auth else "", "evaluated": model.arch},
+        return Measurement(
+            evaluated=evaluated, role=role, arch={"authorized": auth.arch if auth else "", "evaluated": model.arch},
             metrics=metrics, encoding=extra.get("encoding"), cost=cost, n=len(data) if out is not None else 0,
-            provenance=provenance.build(
-                model_digest=model.digest, authorized_digest=auth.digest if auth else None,
-                input_digest=extra["input_digest"], defense_summary=extra.get("defense_summary"), seed=ctx.suite.seed,
-                wall_s=extra["wall_s"], cache=dict(ctx.forward_cache.stats.as_dict()), forwards=ctx.counters.forwards))
+            model_digest=model.digest, authorized_digest=auth.digest if auth else None,
+            input_digest=extra["input_digest"], defense_summary=extra.get("defense_summary"))
 
     def run(self, ctx, job):
         task = job.extra["task"]
         data = self.data(ctx, task)
-        pending = [(e, c) for e, c in zip(job.evaluated, job.cells) if c not in ctx.done]
-        start = time.perf_counter()
+        pending = [e for e, c in zip(job.evaluated, job.cells) if c not in ctx.done]
         if job.defense == "none":
-            rows = []
-            for e, key in pending:
-                start = time.perf_counter()
+            out = []
+            for e in pending:
                 model = self.model(ctx, e, task)
-                out = self.clean(ctx, model, data)
-                rows.append(self.row(ctx, job, key, e, model, None, out, data, {
-                    "input_digest": digest({"data": data.identity}), "wall_s": time.perf_counter() - start}))
-            return rows
+                out.append(self.measurement(job, e, model, None, self.clean(ctx, model, data), data,
+                                            {"input_digest": digest({"data": data.identity})}))
+            return out
         auth = self.model(ctx, job.authorized, task)
         if job.defense == LOCK:
-            return self.run_lock(ctx, job, auth, data, pending, start)
+            return self.run_lock(ctx, job, auth, data, pending)
         ne = None
         if job.release == "embedding":
             ne = TextNE(**job.params)
@@ -212,16 +221,16 @@ class Glue(Protocol):
         transform = {"defense": TextNE.name, "params": job.params, "authorized": auth.digest, "release": job.release,
                      "seed": ctx.suite.seed}
         identity = {"data": data.identity, "transforms": [transform]}
-        models = {e: self.model(ctx, e, task) for e, _ in pending}
+        models = {e: self.model(ctx, e, task) for e in pending}
         outs, stats = self.released(ctx, auth, ne, data, list(models.values()), identity)
         summary = ne.summary() if ne else {}
         extra = {
             "encoding": Encoding(snr_db=stats["snr_db"], subspace_dim=summary.get("subspace_dim"),
                                  encode_ms=stats["encode_ms"], fit_ms=summary.pop("fit_ms", 0.0)),
-            "defense_summary": summary, "input_digest": digest(identity), "wall_s": time.perf_counter() - start}
-        return [self.row(ctx, job, key, e, models[e], auth, outs[e], data, extra) for e, key in pending]
+            "defense_summary": summary, "input_digest": digest(identity)}
+        return [self.measurement(job, e, models[e], auth, outs[e], data, extra) for e in pending]
 
-    def run_lock(self, ctx, job: Job, auth: TextClassifier, data: TextSplit, pending, start: float) -> list[Row]:
+    def run_lock(self, ctx, job: Job, auth: TextClassifier, data: TextSplit, pending) -> list[Measurement]:
         """CoreLocker on a text classifier: protect it, score the unlocked and the released model."""
         defense = get_defense(LOCK)(**job.params)
         protected = defense.protect(auth, None, ctx.seed(job.trial))
@@ -229,18 +238,16 @@ class Glue(Protocol):
         released = TextClassifier(f"{auth.name}[released]", protected.released, auth.tokenizer, auth.source,
                                   auth.max_length, auth.label_order)
         cost = json.loads(json.dumps(protected.cost, default=str))
-        rows = []
-        for e, key in pending:
+        out = []
+        for e in pending:
             model, role = (unlocked, Role.AUTHORIZED) if e == auth.name else (released, Role.UNAUTHORIZED)
-            out = self.clean(ctx, model, data)
-            rows.append(self.row(ctx, job, key, e, model, auth, out, data, {
-                "role": role, "cost": cost, "input_digest": digest({"data": data.identity}),
-                "wall_s": time.perf_counter() - start}))
-        return rows
+            out.append(self.measurement(job, e, model, auth, self.clean(ctx, model, data), data, {
+                "role": role, "cost": cost, "input_digest": digest({"data": data.identity})}))
+        return out
 
     def reports(self, rows, out, cfg):
         locked = [r for r in rows if r.get("defense") == LOCK]
-        paths = render_task_tables([r for r in rows if r.get("defense") != LOCK], out, cfg)
+        paths = render_glue_tables([r for r in rows if r.get("defense") != LOCK], out, cfg)
         if locked:
             paths += render_corelocker([r for r in rows if r.get("defense") in (LOCK, "none")], out, None, cfg=cfg)
         return paths

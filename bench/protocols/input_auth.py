@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bench import provenance
 from bench.attacks import DATA_KINDS, attack_label, get_attack
 from bench.attacks.attacker import AttackerView
 from bench.attacks.base import apply_attack
 from bench.cache import digest
 from bench.core.context import EvalContext
-from bench.core.types import Encoding, Job, Role, Row
+from bench.core.entry import Entry, as_list, attacks_key, key, models_key, number, one_or_list, string, trials_key
+from bench.core.types import Encoding, Job, Measurement, Role
 from bench.data.base import Split
 from bench.defenses import get_defense
 from bench.defenses.base import InputDefense
@@ -44,7 +44,9 @@ from bench.encode_space import encode_space, space_input, space_transform, to_pi
 from bench.errors import UserError
 from bench.protocols import classify
 from bench.protocols.base import PROTOCOLS, Protocol, grid, trials_for, with_cells
+from bench.reports.boards import gap_board
 from bench.reports.figures import render_figures
+from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard_cells, leaderboard_summary
 from bench.reports.ne_attacks import render_attacks
 from bench.reports.ne_reported import render_comparison
 from bench.reports.tables import render_tables
@@ -107,11 +109,40 @@ def target_metrics(job: Job, encoding: Encoding) -> dict:
     return {"psnr_achieved": achieved, "target_reached": not encoding.unreachable}
 
 
+@dataclass(frozen=True, kw_only=True)
+class ImageEntry(Entry):
+    """A [[defenses]] entry of image input authorization: its operating points, release formats and attacks."""
+
+    psnr: list = key(one_or_list(number(), "numbers (dB)"), factory=lambda: [20.0],
+                     parse=lambda v: [float(p) for p in as_list(v)])
+    psnr_mode: str = key(string(*PSNR_MODES), "true")
+    evaluation: str = key(string(*EVALUATIONS), "release")
+    release: list = key(one_or_list(string(), "release format names"), factory=lambda: ["float"],
+                        parse=lambda v: [str(r) for r in as_list(v)])
+    attacks: list = attacks_key()
+    trials: int = trials_key()
+    models: list = models_key()
+
+
 @PROTOCOLS.register
 class InputAuthorization(Protocol):
     name = "input"
     description = "image input authorization: data recoded for one model, every model scored on the release"
-    filters = ("psnr", "release")
+    entry = ImageEntry
+    filters = {"psnr": "psnr", "releases": "release"}
+    primary = True  # a suite no protocol owns is an image suite
+    image_models = True
+    ranked = True
+    boards = {"input": gap_board("Input authorization", order=0, records_evaluated=True)}
+    check_board = "leaderboard"
+    check_metrics = METRIC_DIRECTIONS
+
+    @classmethod
+    def check_cells(cls, rows):
+        return leaderboard_cells(rows)
+
+    def summary(self, rows, reports):
+        return leaderboard_summary(rows)
 
     # -- planning ------------------------------------------------------------------------------
     def job(self, ctx: EvalContext, **fields) -> Job:
@@ -297,46 +328,39 @@ class InputAuthorization(Protocol):
 
     # -- one job -------------------------------------------------------------------------------
     def run(self, ctx, job):
-        snapshot = ctx.snapshot()
         seed = ctx.seed(job.trial)
-        pending = [(e, c) for e, c in zip(job.evaluated, job.cells) if c not in ctx.done]
-        models = {e: ctx.model(e) for e, _ in pending}
+        pending = [e for e, c in zip(job.evaluated, job.cells) if c not in ctx.done]
+        models = {e: ctx.model(e) for e in pending}
         identity = self.identity(ctx, job)
-        enc_key = ctx.encoding_cache.key("", identity)
-        record = ctx.encoding_cache.get(enc_key)
-        stats = None if record is None else json.loads(str(record["stats"]))
-        keys = {e: classify.forward_key(ctx, m.digest, identity) for e, m in models.items()}
-        outputs = {e: classify.from_cache(ctx.forward_cache.get(keys[e])) for e in models}
-        todo = [e for e in models if outputs[e] is None]
-        if todo or stats is None:  # a lost encoding record is re-made without a forward pass
-            computed, stats = self.measure(ctx, job, {e: models[e] for e in todo}, seed)
-            for e, out in computed.items():
-                ctx.forward_cache.put(keys[e], out)
-                ctx.counters.forwards += 1
-                outputs[e] = out
-            ctx.encoding_cache.put(enc_key, {"stats": np.array(json.dumps(stats))})
-            ctx.counters.encodings += 1
-        spent = ctx.since(snapshot)
+        stats = ctx.forwards.record("", identity)
+        fresh: dict = {}
+
+        def compute(todo: list[str]) -> dict:
+            fresh["outputs"], fresh["stats"] = self.measure(ctx, job, {e: models[e] for e in todo}, seed)
+            return fresh["outputs"]
+
+        outputs = ctx.forwards.outputs({e: m.digest for e, m in models.items()}, classify.outputs_identity(identity),
+                                       compute, classify.from_cache)
+        if fresh or stats is None:  # a lost encoding record is re-made without a forward pass
+            stats = fresh["stats"] if fresh else self.measure(ctx, job, {}, seed)[1]
+            ctx.forwards.keep_record("", identity, stats)
         auth = ctx.model(job.authorized) if job.authorized else None
         encoding = None if job.defense == "none" else Encoding(**{k: stats[k] for k in (
             "psnr_true", "psnr_nominal", "calib_err_db", "unreachable", "subspace_dim", "encode_ms", "fit_ms")})
-        rows = []
-        for e, cell in pending:
+        out = []
+        for e in pending:
             model = models[e]
             metrics, n = classify.score(outputs[e], ctx.data.labels)
             if encoding is not None:
                 metrics.update(target_metrics(job, encoding))
-            role = Role.of(authorized=job.authorized, evaluated=e, same_arch=bool(auth) and model.arch == auth.arch)
-            rows.append(Row.build(
-                protocol=self.name, cell=job.cell(e, suite=ctx.suite.name, attack_label=attack_label(job.attack)),
-                key=cell, suite_digest=ctx.suite.digest, role=role,
+            out.append(Measurement(
+                evaluated=e, role=Role.of(authorized=job.authorized, evaluated=e,
+                                          same_arch=bool(auth) and model.arch == auth.arch),
                 arch={"authorized": auth.arch if auth else "", "evaluated": model.arch}, metrics=metrics,
-                encoding=encoding, attack_stats=stats.get("attack_stats") or None, n=n,
-                provenance=provenance.build(
-                    model_digest=model.digest, authorized_digest=auth.digest if auth else None,
-                    input_digest=digest(identity), defense_summary=stats["defense_summary"], seed=seed,
-                    where=ctx.device, **spent)))
-        return rows
+                encoding=encoding, attack_stats=stats.get("attack_stats") or None, n=n, model_digest=model.digest,
+                authorized_digest=auth.digest if auth else None, input_digest=digest(identity),
+                defense_summary=stats["defense_summary"]))
+        return out
 
     def measure(self, ctx: EvalContext, job: Job, models: dict, seed: int) -> tuple[dict, dict]:
         """Encode the split batch by batch, attack it and run `models` on it; their outputs and the stats."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,13 +20,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from bench import provenance
 from bench.cache import atomic_write_bytes, digest
-from bench.core.types import Encoding, Job, Role, Row
+from bench.core.entry import string
+from bench.core.types import Encoding, Job, Measurement, Role
 from bench.errors import UserError
 from bench.models.adapter import weights_digest
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
-from bench.reports.ne_tasks import render_task_tables
+from bench.reports.ne_tasks import render_mmbench_tables, task_summary
 from bench.vlm.mmbench import PredictionCache, evaluate, file_sha, load_mmbench, message_for
 from bench.vlm.ne import VLMNE, patch_deviation
 from bench.vlm.profiles import profile_for
@@ -57,13 +56,17 @@ class VLMState:
         self.models: dict = {}
         self.identities: dict = {}
         self.released: dict = {}
-        self.generated = 0
         self._dataset = None
         self._clean = None
 
     def model(self, label: str):
+        """The VLM `label`, loaded once; its torch module (when it exposes one) moved to the run's device."""
         if label not in self.models:
-            self.models[label] = (self.ctx.options.loader or load_vlm)(self.specs[label], self.ctx.progress)
+            model = (self.ctx.options.loader or load_vlm)(self.specs[label], self.ctx.progress)
+            module = getattr(model, "model", model)
+            if isinstance(module, torch.nn.Module):
+                module.to(self.ctx.device)
+            self.models[label] = model
         return self.models[label]
 
     def module(self, label: str):
@@ -151,15 +154,13 @@ class VLMState:
             line = dataset.data.iloc[i]
             g = int(line["index"]) % 1_000_000
             message = message_for(model, dataset, line, images[g])
-            key = self.cache.key(ident, shas[g], message)
-            pred = self.cache.get(key)
-            if pred is None:
+
+            def generate():
                 with torch.no_grad():
-                    pred = str(model.generate(message=message, dataset=dataset.dataset_name))
-                self.cache.put(key, pred)
-                self.generated += 1
-                self.ctx.counters.forwards += 1
-            out[int(line["index"])] = pred
+                    return str(model.generate(message=message, dataset=dataset.dataset_name))
+
+            out[int(line["index"])] = self.ctx.forwards.answer(self.cache, self.cache.key(ident, shas[g], message),
+                                                               generate)
         return out
 
 
@@ -168,6 +169,10 @@ class MMBench(Protocol):
     name = "mmbench"
     description = "NE on vision-language models: MMBench through VLMEvalKit (Table 4)"
     owns_dataset = "mmbench"
+    data_keys = {"name": string(), "path": string(), "root": string(), "judge": string()}
+
+    def summary(self, rows, reports):
+        return task_summary(reports)
 
     def state(self, ctx) -> VLMState:
         memo = ctx.memo("mmbench")
@@ -197,11 +202,10 @@ class MMBench(Protocol):
         out_dir = Path(ctx.out_dir)
         dataset = state.dataset()
         clean = state.clean_images()
-        rows = []
+        out = []
         for e, key in zip(job.evaluated, job.cells):
             if key in ctx.done:
                 continue
-            t0 = time.perf_counter()
             encoding, dev = None, None
             if job.defense == "none":
                 images = clean
@@ -213,21 +217,15 @@ class MMBench(Protocol):
             preds = state.answer(e, images)
             scores = evaluate(dataset, preds, out_dir / "vlmeval" / key, str(ctx.suite.data.get("judge", "exact_matching")))
             a = job.authorized
-            role = Role.of(authorized=a, evaluated=e,
-                           same_arch=bool(a) and state.profiles[e].family == state.profiles[a].family)
-            rows.append(Row.build(
-                protocol=self.name, cell=job.cell(e, suite=ctx.suite.name, attack_label="none"), key=key,
-                suite_digest=ctx.suite.digest, role=role,
+            out.append(Measurement(
+                evaluated=e, role=Role.of(authorized=a, evaluated=e,
+                                          same_arch=bool(a) and state.profiles[e].family == state.profiles[a].family),
                 arch={"authorized": state.profiles[a].family if a else "", "evaluated": state.profiles[e].family},
                 metrics={**scores, "top1": 100.0 * scores["Overall"], "first_layer_dev": dev}, encoding=encoding,
-                n=len(dataset.data),
-                provenance=provenance.build(
-                    model_digest=digest(state.identity(e)), authorized_digest=digest(state.identity(a)) if a else None,
-                    input_digest=digest(sorted(file_sha(p) for p in images.values())), defense_summary=None,
-                    seed=ctx.suite.seed, wall_s=time.perf_counter() - t0,
-                    cache={"hits": state.cache.hits, "misses": state.cache.misses, "corrupt": 0},
-                    forwards=state.generated)))
-        return rows
+                n=len(dataset.data), model_digest=digest(state.identity(e)),
+                authorized_digest=digest(state.identity(a)) if a else None,
+                input_digest=digest(sorted(file_sha(p) for p in images.values()))))
+        return out
 
     def reports(self, rows, out, cfg):
-        return render_task_tables(rows, out, cfg)
+        return render_mmbench_tables(rows, out, cfg)

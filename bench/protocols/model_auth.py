@@ -14,31 +14,55 @@ protects nor attacks again.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
-import numpy as np
-
-from bench import provenance
 from bench.attacks import attack_label, get_attack
 from bench.attacks.base import apply_attack
 from bench.cache import digest
-from bench.core.types import Job, Row
+from bench.core.entry import Entry, attacks_key, models_key, trials_key
+from bench.core.types import Job, Measurement
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter
 from bench.protocols import classify
 from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
+from bench.reports.boards import gap_board
 from bench.reports.corelocker import render_corelocker
-from baselines import BUILTIN as BASELINES
-from baselines.report import render_markdown
+from bench.reports.leaderboard import METRIC_DIRECTIONS, leaderboard_cells, leaderboard_summary
+from baselines.report import BASELINES, render_markdown
 
 ATTACK_KINDS = ("model", "input")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelEntry(Entry):
+    """A [[defenses]] entry of model authorization: its attacks, trials and the models it protects."""
+
+    attacks: list = attacks_key()
+    trials: int = trials_key()
+    models: list = models_key()
 
 
 @PROTOCOLS.register
 class ModelAuthorization(Protocol):
     name = "model"
     description = "model authorization: a protected model scored with and without its key, plus its cost"
+    entry = ModelEntry
     uses_clean_rows = True  # the image suite's clean baseline rows reach its reports (the "Original" columns)
+    image_models = True
+    legacy_release = "model"
+    ranked = True
+    boards = {"model": gap_board("Model authorization", order=1),
+              "baselines": gap_board("NE Table 3 baselines (DP, FHE, ALGOSPEC)", order=2)}
+    check_board = "leaderboard"
+    check_metrics = METRIC_DIRECTIONS
+
+    @classmethod
+    def check_cells(cls, rows):
+        return leaderboard_cells(rows)
+
+    def summary(self, rows, reports):
+        return leaderboard_summary(rows)
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
@@ -59,7 +83,6 @@ class ModelAuthorization(Protocol):
         return last["protected"]
 
     def run(self, ctx, job):
-        snapshot = ctx.snapshot()
         seed = ctx.seed(job.trial)
         model = ctx.model(job.authorized)
         attack = get_attack(job.attack)
@@ -67,34 +90,24 @@ class ModelAuthorization(Protocol):
         if attack.kind == "input" and attack_label(job.attack) != "none":
             identity["transforms"].append({"attack": attack_label(job.attack), "seed": seed})
         others = [label for label in ctx.evaluated if label != job.authorized]
-        record_key = ctx.artifact_cache.key(model.digest, {
-            "job": job.key, "identity": identity, "others": [ctx.model(o).digest for o in others]})
-        record = ctx.artifact_cache.get(record_key)
-        scored = json.loads(str(record["evaluations"])) if record is not None else None
+        record = {"job": job.key, "identity": identity, "others": [ctx.model(o).digest for o in others]}
+        scored = ctx.forwards.record(model.digest, record, kind="artifact", name="evaluations")
         outputs = {}
         if scored is not None:
             for ev in scored:
-                outputs[ev["label"]] = classify.from_cache(ctx.forward_cache.get(classify.forward_key(ctx, ev["digest"], identity)))
+                outputs[ev["label"]] = ctx.forwards.cached(ev["digest"], classify.outputs_identity(identity),
+                                                           classify.from_cache)
         if scored is None or any(o is None for o in outputs.values()):
             scored, outputs = self.measure(ctx, job, model, attack, identity, {o: ctx.model(o) for o in others}, seed)
-            ctx.artifact_cache.put(record_key, {"evaluations": np.array(json.dumps(scored))})
+            ctx.forwards.keep_record(model.digest, record, scored, kind="artifact", name="evaluations")
         cost = scored[0]["cost"] if scored else None
-        spent = ctx.since(snapshot)
-        rows = []
-        for ev in scored:
-            cell_key = f"{job.key}:{ev['label']}"
-            if cell_key in ctx.done:  # a job cut off mid-write: keep the rows already saved
-                continue
+        out = []
+        for ev in scored:  # every evaluation, also those already written (the engine keeps the saved ones)
             metrics, n = classify.score(outputs[ev["label"]], ctx.data.labels)
-            cell = job.cell(ev["label"], suite=ctx.suite.name, attack_label=attack_label(job.attack))
-            rows.append(Row.build(
-                protocol=self.name, cell=cell, key=cell_key, suite_digest=ctx.suite.digest, role=ev["role"],
-                arch={"authorized": model.arch, "evaluated": ev["arch"]}, metrics=metrics, cost=cost, n=n,
-                extra={"job": job.key, "job_rows": len(scored)},
-                provenance=provenance.build(model_digest=ev["digest"], authorized_digest=model.digest,
-                                            input_digest=digest(identity), defense_summary=None, seed=seed,
-                                            where=ctx.device, **spent)))
-        return rows
+            out.append(Measurement(evaluated=ev["label"], role=ev["role"], arch={"authorized": model.arch,
+                                   "evaluated": ev["arch"]}, metrics=metrics, cost=cost, n=n, model_digest=ev["digest"],
+                                   authorized_digest=model.digest, input_digest=digest(identity)))
+        return out
 
     def measure(self, ctx, job, model, attack, identity, others, seed) -> tuple[list[dict], dict]:
         defense = get_defense(job.defense)(**job.params)
@@ -108,20 +121,19 @@ class ModelAuthorization(Protocol):
                 adapter = ModelAdapter(ev.label, attacked, model.preprocess, model.arch, model.source).to(ctx.device)
             adapters[ev.label] = adapter
             evaluations.append({"label": ev.label, "role": ev.role, "digest": adapter.digest, "arch": adapter.arch})
-        keys = {label: classify.forward_key(ctx, a.digest, identity) for label, a in adapters.items()}
-        outputs = {label: classify.from_cache(ctx.forward_cache.get(k)) for label, k in keys.items()}
-        todo = {label: adapters[label] for label, out in outputs.items() if out is None}
         attacks_inputs = attack.kind == "input" and attack.name != "none"
 
         def inputs(batch):
             x = batch.images.to(ctx.device)
             return (apply_attack(attack, x, seed, batch.positions) if attacks_inputs else x), x
 
-        deviations = {label: classify.FirstLayerDeviation(a) for label, a in todo.items()}
-        for label, out in classify.stream(ctx, todo, deviations, inputs, f"{job.defense} {job.authorized}").items():
-            ctx.forward_cache.put(keys[label], out)
-            ctx.counters.forwards += 1
-            outputs[label] = out
+        def compute(todo: list[str]) -> dict:
+            chosen = {label: adapters[label] for label in todo}
+            deviations = {label: classify.FirstLayerDeviation(a) for label, a in chosen.items()}
+            return classify.stream(ctx, chosen, deviations, inputs, f"{job.defense} {job.authorized}")
+
+        outputs = ctx.forwards.outputs({label: a.digest for label, a in adapters.items()},
+                                       classify.outputs_identity(identity), compute, classify.from_cache)
         cost = json.loads(json.dumps(protected.cost, default=str))  # the cost as measured, after every evaluation
         for ev in evaluations:
             ev["cost"] = cost

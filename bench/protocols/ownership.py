@@ -16,14 +16,15 @@ The summary row's cell is the job key, so a job counts as done once its summary 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from bench import provenance
 from bench.attacks import attack_label, get_attack
 from bench.cache import digest
-from bench.core.types import Job, Role, Row
+from bench.core.entry import Entry, attacks_key, models_key, trials_key
+from bench.core.types import Job, Measurement, Role, infer_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.fingerprint.base import SuspectOracle
@@ -32,7 +33,8 @@ from bench.fingerprint.metrics import summarize
 from bench.fingerprint.suspects import ZooConfig, build_zoo
 from bench.fingerprint.training import halves
 from bench.protocols.base import PROTOCOLS, Protocol, entry_jobs
-from bench.reports.fingerprint import render_fingerprint
+from bench.reports.boards import ownership_board
+from bench.reports.fingerprint import FINGERPRINT_METRICS, fingerprint_cells, fingerprint_summary, render_fingerprint
 
 
 def zoo_config(suite) -> ZooConfig:
@@ -43,10 +45,33 @@ def zoo_config(suite) -> ZooConfig:
     return ZooConfig.from_section(section, suite.seed)
 
 
+@dataclass(frozen=True, kw_only=True)
+class VerifyEntry(Entry):
+    """A [[defenses]] entry of ownership verification: its query / output attacks, trials and source models."""
+
+    attacks: list = attacks_key()
+    trials: int = trials_key()
+    models: list = models_key()
+
+
 @PROTOCOLS.register
 class OwnershipVerification(Protocol):
     name = "verify"
     description = "ownership verification: fingerprint a source, score positive and negative suspects by ROC/AUC"
+    entry = VerifyEntry
+    image_models = True
+    legacy_release = "verify"
+    board = "ownership"
+    boards = {"ownership": ownership_board("Ownership verification", order=3)}
+    check_board = "fingerprint"
+    check_metrics = FINGERPRINT_METRICS
+
+    @classmethod
+    def check_cells(cls, rows):
+        return fingerprint_cells(rows, cls.name)
+
+    def summary(self, rows, reports):
+        return fingerprint_summary([r for r in rows if infer_protocol(r) == self.name])
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
@@ -85,7 +110,6 @@ class OwnershipVerification(Protocol):
         return prints[key]
 
     def run(self, ctx, job):
-        snapshot = ctx.snapshot()
         seed = ctx.seed(job.trial)
         source = ctx.model(job.authorized)
         method = get_defense(job.defense)(**job.params)
@@ -94,29 +118,21 @@ class OwnershipVerification(Protocol):
         attack = get_attack(job.attack)
         hooks = {"input_attack": attack if attack.kind == "input" and attack_label(job.attack) != "none" else None,
                  "output_attack": attack if attack.kind == "output" else None}
-        label = attack_label(job.attack)
-        extra = {"job": job.key, "job_rows": len(suspects) + 1}
 
         def oracle(adapter):
             return SuspectOracle(adapter, method.labels_only, seed=seed, **hooks)
 
-        def prov(adapter, wall_s):
-            return provenance.build(model_digest=adapter.digest, authorized_digest=source.digest, input_digest=None,
-                                    defense_summary=fp.summary, seed=seed, wall_s=wall_s, cache={}, forwards=0,
-                                    where=ctx.device)
-
-        rows, scores = [], {"positive": [], "negative": []}
+        out, scores = [], {"positive": [], "negative": []}
         for s in suspects:
             start, o = time.perf_counter(), oracle(s.adapter)
             score = float(method.verify(fp, o))
             scores[s.role].append(score)
-            rows.append(Row.build(
-                protocol=self.name, cell=job.cell(s.name, suite=ctx.suite.name, attack_label=label),
-                key=f"{job.key}:{s.name}", suite_digest=ctx.suite.digest, role=s.role,
-                arch={"authorized": source.arch, "evaluated": s.adapter.arch},
+            out.append(Measurement(
+                evaluated=s.name, role=s.role, arch={"authorized": source.arch, "evaluated": s.adapter.arch},
                 metrics={"score": score, "top1": s.top1},
                 cost={"verify_ms": (time.perf_counter() - start) * 1e3, "queries": o.queries}, n=o.queries,
-                extra={**extra, "suspect_kind": s.kind}, provenance=prov(s.adapter, time.perf_counter() - start)))
+                model_digest=s.adapter.digest, authorized_digest=source.digest, defense_summary=fp.summary,
+                columns={"suspect_kind": s.kind}))
         self_oracle = oracle(source)
         self_score = float(method.verify(fp, self_oracle))
         queries = torch.cat(self_oracle.log)
@@ -128,14 +144,13 @@ class OwnershipVerification(Protocol):
                    "source_top1": source_top1, "query_detection_rate": detected["detect_msp"], **detected,
                    "score_pos_mean": float(np.mean(scores["positive"])),
                    "score_neg_mean": float(np.mean(scores["negative"]))}
-        spent = ctx.since(snapshot)
-        rows.append(Row.build(
-            protocol=self.name, cell=job.cell("(all suspects)", suite=ctx.suite.name, attack_label=label),
-            key=job.key, suite_digest=ctx.suite.digest, role=Role.SUMMARY,
-            arch={"authorized": source.arch, "evaluated": ""}, metrics=summary,
-            cost={"fit_ms": fp.summary.get("fit_ms"), "queries": self_oracle.queries, "labels_only": method.labels_only},
-            n=len(suspects), extra={**extra, "suspect_kind": ""}, provenance=prov(source, spent["wall_s"])))
-        return rows
+        out.append(Measurement(
+            evaluated="(all suspects)", role=Role.SUMMARY, arch={"authorized": source.arch, "evaluated": ""},
+            metrics=summary, cost={"fit_ms": fp.summary.get("fit_ms"), "queries": self_oracle.queries,
+                                   "labels_only": method.labels_only},
+            n=len(suspects), model_digest=source.digest, authorized_digest=source.digest,
+            defense_summary=fp.summary, columns={"suspect_kind": ""}))
+        return out
 
     def reports(self, rows, out, cfg):
         return render_fingerprint(rows, out)

@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from bench.data import load_dataset
 from bench.errors import UserError
-from bench.models.sources import model_label
+from bench.models.sources import load_model, model_label
 from bench.recipes.train_classifier import accuracy, augment
+from bench.suite import load_suite
 
 CLASSES = 10
 
@@ -143,9 +145,6 @@ def main(argv: list[str] | None = None) -> Path:
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
-    from bench.data import load_dataset
-    from bench.models.sources import load_model
-    from bench.suite import load_suite
 
     suite = load_suite(args.suite)
     specs = {model_label(s): s for s in [*suite.authorized, *suite.evaluated]}

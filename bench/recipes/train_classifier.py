@@ -27,7 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from bench.data.digits import load_digits_split
 from bench.errors import UserError
+from bench.models.zoo import digits_preprocess
 
 STATS = {  # conventional per-channel mean/std of the training splits
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 10),
@@ -133,9 +135,6 @@ def build_model(spec: str, num_classes: int, in_chans: int) -> nn.Module:
 def load_data(dataset: str, data_dir: str | None):
     """(train images, train labels, test images, test labels, mean, std, classes); images in [0, 1], 32x32."""
     if dataset == "digits":
-        from bench.data.digits import load_digits_split
-        from bench.models.zoo import digits_preprocess
-
         tr, te, pre = load_digits_split("train"), load_digits_split("test"), digits_preprocess()
         return tr.images, tr.labels, te.images, te.labels, pre.mean, pre.std, 10
     if dataset not in STATS:

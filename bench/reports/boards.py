@@ -25,28 +25,67 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from bench.attacks import attack_label
 from bench.cache import digest
-from bench.core.types import infer_protocol
+from bench.core.declared import declared, protocols
+from bench.core.types import infer_protocol as row_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
+from bench.results import json_view
 from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
 
 KIND = "authbench-boards"
 VERSION = 1
-GAP_BOARDS = ("input", "model", "baselines")
-OWNERSHIP = "ownership"
-BOARD_OF_PROTOCOL = {"verify": OWNERSHIP}  # any other protocol: a gap board named after it
 OTHERS = ("same-arch", "unauthorized")  # the roles whose best top-1 is the attacker's
-HEADLINE = {"gap": "worst_auth_gap", OWNERSHIP: "worst_auc"}
-TITLES = {"input": "Input authorization", "model": "Model authorization",
-          "baselines": "NE Table 3 baselines (DP, FHE, ALGOSPEC)", OWNERSHIP: "Ownership verification"}
 _POINT = ("psnr", "psnr_mode")
 SCORED = ("authorized", *OTHERS)  # the roles a row's model set and n come from (not FHE's plaintext reference)
 DERIVED = re.compile(r"\[[^\[\]]*\]$")  # "mlp-s0[released]", "mlp-s0[dp-eps3]": an artifact of model mlp-s0
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoardSpec:
+    """How a board scores and ranks its rows; a protocol declares the boards its rows rank on
+    (`Protocol.boards`: board name -> BoardSpec, built with `gap_board`, `ownership_board` or its own)."""
+
+    title: str
+    headline: str  # the ranking metric (worst case over {none} + the standard attacks)
+    tiebreak: str
+    score: Callable  # (cells, standard attacks) -> (values, per_model, worst attack, missing)
+    scored: Callable  # cells -> the cells a row's model set and n come from
+    order: int = 9  # where the board comes among a suite's boards
+    decimals: int = 1
+    records_evaluated: bool = False  # the board records the evaluated models' weights (pinned evaluated models)
+    ranking: str = ""  # how rows are ranked, in words (format_board)
+    higher_is_better: bool = True  # of the headline and the tiebreak
+
+
+def gap_board(title: str, *, order: int = 9, records_evaluated: bool = False) -> BoardSpec:
+    """A board ranked by the worst-case authorization gap (bench.reports.boards module docstring)."""
+    return BoardSpec(title=title, headline="worst_auth_gap", tiebreak="auth_gap", score=_gap_row, order=order,
+                     scored=lambda cells: [c for c in cells if c["role"] in SCORED] or cells,
+                     records_evaluated=records_evaluated, ranking=" then the clean auth_gap")
+
+
+def ownership_board(title: str, *, order: int = 9) -> BoardSpec:
+    """A board ranked by the worst-case AUC of a verification method (then the worst-case TPR@1%FPR); n = the
+    suspects a summary scores, not each method's own query count."""
+    return BoardSpec(title=title, headline="worst_auc", tiebreak="worst_tpr@1%fpr", score=_own_row, order=order,
+                     scored=lambda cells: [c for c in cells if c["role"] == "summary"]
+                     or [c for c in cells if c["role"] in SCORED] or cells,
+                     decimals=3, ranking=" then worst_tpr@1%fpr")
+
+
+def spec_of(board: str) -> BoardSpec:
+    """The spec of a board, as a declared protocol states it; an unknown board (its protocol not installed here)
+    is read as a gap board."""
+    for cls in protocols():
+        if board in cls.boards:
+            return cls.boards[board]
+    return gap_board(board)
 
 
 def base_label(label: str) -> str:
@@ -88,9 +127,12 @@ def display_name(defense: str) -> tuple[str, str]:
 
 
 def board_kind(protocol: str, defense: str) -> str:
-    """The board a row ranks on: its defense's `board` when it names one (the baselines), else its protocol's."""
+    """The board a row ranks on: its defense's `board` when it names one (the baselines), else its protocol's
+    declared `board` (by default the protocol's name)."""
     cls = _defense_class(defense)
-    return (getattr(cls, "board", None) if cls is not None else None) or BOARD_OF_PROTOCOL.get(protocol, protocol)
+    declared_cls = declared(protocol)
+    return ((getattr(cls, "board", None) if cls is not None else None)
+            or (declared_cls.board if declared_cls is not None else None) or protocol)
 
 
 def parse_standard(section: dict | None) -> dict[str, tuple[str, ...]]:
@@ -197,12 +239,17 @@ class Board:
     provenance: dict = field(default_factory=dict)
 
     @property
+    def spec(self) -> BoardSpec:
+        return spec_of(self.key.board)
+
+    @property
     def headline(self) -> str:
-        return HEADLINE[OWNERSHIP] if self.key.board == OWNERSHIP else HEADLINE["gap"]
+        return self.spec.headline
 
     @property
     def title(self) -> str:
-        return TITLES.get(self.key.board, f"{self.key.board} (protocol {self.key.protocol})")
+        spec = self.spec
+        return spec.title if spec.title != self.key.board else f"{self.key.board} (protocol {self.key.protocol})"
 
     def to_json(self) -> dict:
         return {"key": self.key.to_json(), "slug": self.key.slug, "title": self.title, "headline": self.headline,
@@ -268,7 +315,7 @@ def _gap_row(cells: list[dict], standard: tuple[str, ...]) -> tuple[dict, dict, 
               "auth_gap": mean_of(lambda m: num(m["auth_gap"].get("none")))}
     for attack in standard:
         values[f"auth_gap[{attack}]"] = mean_of(lambda m: num(m["auth_gap"].get(attack)))
-    values[HEADLINE["gap"]] = None if missing else mean_of(lambda m: num(m["worst"]))
+    values["worst_auth_gap"] = None if missing else mean_of(lambda m: num(m["worst"]))
     return values, per_model, _most_common([m["worst_attack"] for m in per_model.values()]), tuple(missing)
 
 
@@ -302,7 +349,7 @@ def _own_row(cells: list[dict], standard: tuple[str, ...]) -> tuple[dict, dict, 
               "tpr@1%fpr": mean_of(lambda m: num(m["tpr@1%fpr"].get("none")))}
     for attack in standard:
         values[f"auc[{attack}]"] = mean_of(lambda m: num(m["auc"].get(attack)))
-    values[HEADLINE[OWNERSHIP]] = None if missing else mean_of(lambda m: num(m["worst"]))
+    values["worst_auc"] = None if missing else mean_of(lambda m: num(m["worst"]))
     values["worst_tpr@1%fpr"] = None if missing else mean_of(lambda m: num(m["worst_tpr@1%fpr"]))
     return values, per_model, _most_common([m["worst_attack"] for m in per_model.values()]), tuple(missing)
 
@@ -319,11 +366,12 @@ def _row_provenance(cells: list[dict]) -> dict:
             "wall_s": round(sum(float((c.get("provenance") or {}).get("wall_s") or 0) for c in cells), 3)}
 
 
-def rank_rows(rows, headline: str, tiebreak: str) -> tuple[BoardRow, ...]:
-    """Complete rows with a finite headline ranked by it (then `tiebreak`), best first; the rest after, unranked."""
+def rank_rows(rows, headline: str, tiebreak: str, sign: float = 1.0) -> tuple[BoardRow, ...]:
+    """Complete rows with a finite headline ranked by it (then `tiebreak`), best first (`sign` -1: lower is
+    better); the rest after, unranked."""
     def score(r, metric):
         v = r.values.get(metric)
-        return -math.inf if v is None or math.isnan(v) else v
+        return -math.inf if v is None or math.isnan(v) else sign * v
 
     ranked = sorted((r for r in rows if r.complete and r.values.get(headline) is not None),
                     key=lambda r: (-score(r, headline), -score(r, tiebreak), r.entry))
@@ -332,17 +380,18 @@ def rank_rows(rows, headline: str, tiebreak: str) -> tuple[BoardRow, ...]:
 
 
 def _rank_board(board: Board) -> Board:
-    tiebreak = "worst_tpr@1%fpr" if board.key.board == OWNERSHIP else "auth_gap"
-    return replace(board, rows=rank_rows(board.rows, board.headline, tiebreak))
+    spec = board.spec
+    return replace(board, rows=rank_rows(board.rows, board.headline, spec.tiebreak, 1.0 if spec.higher_is_better else -1.0))
 
 
 def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list[Board]:
-    """Every board of `rows` (result rows as JSON dicts), ranked. `standard`: board -> attack labels."""
+    """Every board of `rows` (typed rows or their JSON), ranked. `standard`: board -> attack labels."""
+    rows = json_view(rows)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("defense") == "none":
             continue
-        protocol = infer_protocol(r)
+        protocol = row_protocol(r)
         point = r.get("point") or {}
         psnr = point.get("psnr")
         key = (str(r.get("suite", "")), board_kind(protocol, r["defense"]), protocol, r["defense"],
@@ -353,14 +402,13 @@ def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list
     models: dict[BoardKey, dict] = {}
     for (suite, board, protocol, defense, params, psnr, mode, release), cells in groups.items():
         std = tuple(standard.get(board, ()))
-        scored = [c for c in cells if c["role"] in SCORED] or cells
-        if board == OWNERSHIP:  # n = the suspects a summary scores, not each method's own query count
-            scored = [c for c in cells if c["role"] == "summary"] or scored
+        spec = spec_of(board)
+        scored = spec.scored(cells)
         bkey = BoardKey(suite=suite, board=board, protocol=protocol,
                         authorized=tuple(sorted({c["authorized"] for c in cells})),
                         evaluated=tuple(sorted({base_label(c["evaluated"]) for c in scored})),
                         n=tuple(sorted({int(c.get("n") or 0) for c in scored})), standard_attacks=std)
-        values, per_model, worst, missing = (_own_row if board == OWNERSHIP else _gap_row)(cells, std)
+        values, per_model, worst, missing = spec.score(cells, std)
         name, description = display_name(defense)
         boards.setdefault(bkey, []).append(BoardRow(
             defense=defense, name=name, description=description, params=params, psnr=psnr, psnr_mode=mode,
@@ -371,12 +419,11 @@ def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list
             prov = c.get("provenance") or {}
             if prov.get("authorized_digest") and c.get("authorized"):
                 seen.setdefault(c["authorized"], prov["authorized_digest"])
-            if protocol == "input" and prov.get("model_digest") and c.get("role") in ("authorized", "same-arch", "unauthorized"):
+            if spec.records_evaluated and prov.get("model_digest") and c.get("role") in ("authorized", "same-arch", "unauthorized"):
                 seen.setdefault(c["evaluated"], prov["model_digest"])
     out = [_rank_board(Board(key=k, rows=tuple(v), models=dict(sorted(models[k].items())), provenance=provenance_of(
         [c for g, cells in groups.items() if g[0] == k.suite for c in cells][:1]))) for k, v in boards.items()]
-    return sorted(out, key=lambda b: (b.key.suite, list(TITLES).index(b.key.board) if b.key.board in TITLES else 9,
-                                      -len(b.key.authorized), b.key.slug))
+    return sorted(out, key=lambda b: (b.key.suite, b.spec.order, -len(b.key.authorized), b.key.slug))
 
 
 # -- placing a run on a reference ----------------------------------------------------------------
@@ -386,7 +433,7 @@ def place(new: list[Board], reference: list[Board]) -> list[Board]:
     A new board with no reference board of the same suite, board and protocol, or whose model set,
     data size or model weights differ from it, is a one-line user error naming what differs."""
     if not new:
-        raise UserError("the results hold no rows of a ranked protocol (input, model, verify); run a suite with a defense first")
+        raise UserError("the results hold no rows of a protocol with boards; run a suite with a defense first")
     merged = {b.key: b for b in reference}
     for board in new:
         same = [b for b in reference if (b.key.suite, b.key.board, b.key.protocol) == (board.key.suite, board.key.board, board.key.protocol)]
@@ -464,8 +511,7 @@ def board_frame(board: Board) -> pd.DataFrame:
 
 
 def _decimals(frame: pd.DataFrame, board: Board) -> dict[str, int]:
-    fine = 3 if board.key.board == OWNERSHIP else 1
-    out = {c: fine for c in frame.columns}
+    out = {c: board.spec.decimals for c in frame.columns}
     out.update({"rank": 0, "n_authorized": 0})
     return out
 
@@ -477,7 +523,7 @@ def format_board(board: Board) -> str:
     text = [f"## {board.title}: suite `{k.suite}`, {len(k.authorized)} authorized model(s), n = {'/'.join(map(str, k.n))}",
             "", f"Board `{k.slug}` (protocol `{k.protocol}`). Authorized: {', '.join(k.authorized)}. "
             f"Evaluated: {', '.join(k.evaluated)}. Standard attacks: {attacks}. Ranked by `{board.headline}`"
-            f"{' then worst_tpr@1%fpr' if k.board == OWNERSHIP else ' then the clean auth_gap'}; incomplete and "
+            f"{board.spec.ranking}; incomplete and "
             "unmeasured rows are listed unranked." + (" NEW marks the rows of the run being ranked." if any(r.new for r in board.rows) else ""),
             "", to_markdown(frame, _decimals(frame, board), index=False) if not frame.empty else "(no rows)", "",
             "Defenses: " + "; ".join(dict.fromkeys(

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.reports.reference import METRICS, Reference, Tolerances, load
+from bench.core.declared import check_metrics
+from bench.reports.reference import Reference, Tolerances, load
 
 STATUSES = ("ok", "regression", "improvement", "missing", "not-measured")
 FAILING = ("regression", "missing", "not-measured")
@@ -113,9 +114,10 @@ def check(fresh: Reference, reference: Reference, *, strict: bool = False, allow
     A reference cell absent from fresh is missing (skipped, as a note, under `allow_subset`). `override`
     (metric -> points) and `override_default` replace the reference's recorded tolerances."""
     override = dict(override or {})
-    unknown = sorted(set(override) - set(METRICS))
+    known = check_metrics()
+    unknown = sorted(set(override) - set(known))
     if unknown:
-        raise UserError(f"unknown metric(s) {', '.join(unknown)} in tolerances; valid: {', '.join(METRICS)}")
+        raise UserError(f"unknown metric(s) {', '.join(unknown)} in tolerances; valid: {', '.join(known)}")
     differs = like_for_like(fresh, reference)
     if differs and not allow_subset:
         raise UserError(f"fresh results and reference differ: {'; '.join(differs)}; compare runs of the same suite "

@@ -22,6 +22,8 @@ from sklearn.metrics import auc as area  # noqa: E402
 from bench.fingerprint.detectors import DETECTORS  # noqa: E402
 from bench.fingerprint.metrics import roc  # noqa: E402
 from bench.fingerprint.suspects import parse_chain, parse_number  # noqa: E402
+from bench.core.metrics import FINGERPRINT_METRICS  # noqa: E402
+from bench.reports.leaderboard import trains_at_run_time  # noqa: E402
 from bench.reports.tables import (  # noqa: E402
     compact_params, measured_line, provenance_of, registered_defaults, to_markdown)
 
@@ -81,6 +83,29 @@ def summaries(rows: list[dict]) -> pd.DataFrame:
         return frame
     keys = ["suite", "method", "label", "defense", "attack", "source", "labels_only"]
     return frame.groupby(keys, sort=False, dropna=False).mean(numeric_only=True).reset_index()
+
+
+def fingerprint_key(rec: dict, protocol: str) -> str:
+    """The `check` key of an ownership-board row: <protocol>|method|attack=..|source=.."""
+    return "|".join([protocol, str(rec["method"]), f"attack={rec['attack']}", f"source={rec['source']}"])
+
+
+def fingerprint_cells(rows: list[dict], protocol: str) -> list[tuple[str, str, float, bool]]:
+    """The `check` cells of the ownership board of `protocol`'s rows: (row key, metric, value, trains at run time)."""
+    frame = summaries(rows) if rows else pd.DataFrame()
+    out = []
+    for rec in ([] if frame.empty else frame.to_dict("records")):
+        trained = trains_at_run_time(rec["defense"], rec["attack"])
+        for metric in FINGERPRINT_METRICS:
+            value = rec.get(metric)
+            if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                out.append((fingerprint_key(rec, protocol), metric, float(value), trained))
+    return out
+
+
+def fingerprint_summary(rows: list[dict]) -> list[str]:
+    """What `authbench run` prints for verification rows: the ownership board."""
+    return [format_board(fingerprint_board(rows))] if rows else []
 
 
 def _ci(v, lo, hi) -> str:

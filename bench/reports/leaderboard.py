@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.attacks import get_attack
+from bench.core.declared import ranked
+from bench.core.metrics import LEADERBOARD_METRICS
 from bench.core.types import infer_protocol
+from bench.defenses import get_defense
+from bench.errors import UserError
+from bench.results import json_view
 from bench.reports.tables import clean_top1, measured_line, results_frame, to_markdown, write_csv
 
-RANKED = ("input", "model")  # the protocols this board ranks (ownership: bench.reports.fingerprint)
-METRIC_DIRECTIONS = {"authorized_top1": "higher", "retained": "higher", "auth_gap": "higher",
-                     "unauthorized_mean": "lower", "unauthorized_worst": "lower"}
+METRIC_DIRECTIONS = LEADERBOARD_METRICS  # bench.core.metrics
 GROUP = ["defense", "params", "psnr", "psnr_mode", "release", "attack"]
 COLUMNS = ["rank", *GROUP, "authorized_top1", "retained", "unauthorized_mean", "unauthorized_worst", "auth_gap",
            "psnr_true", "first_layer_dev_auth", "encode_ms", "protect_ms", "key_kb", "n_models"]
@@ -45,7 +49,7 @@ def leaderboard(rows: list[dict]) -> pd.DataFrame:
     """Rank every protected (defense, params, point, release, attack) by auth_gap, the mean over
     authorized models a of (top1 of a on its own data - max top1 of any other model on it).
     `retained` is a's top1 as a percent of its clean top1 (defense "none", same attack when measured)."""
-    frame = results_frame([r for r in rows if infer_protocol(r) in RANKED])  # verify: bench.reports.fingerprint
+    frame = results_frame(ranked_rows(json_view(rows)))  # the rows of the protocols that declare themselves `ranked`
     protected = frame[frame["defense"] != "none"]
     records = []
     for key, cells in protected.groupby(GROUP, sort=False, dropna=False):
@@ -54,6 +58,42 @@ def leaderboard(rows: list[dict]) -> pd.DataFrame:
     board = board.sort_values("auth_gap", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
+
+
+def ranked_rows(rows: list) -> list:
+    """The rows of the protocols that declare themselves ranked (bench.protocols.base.Protocol.ranked)."""
+    return [r for r in rows if ranked(infer_protocol(r))]
+
+
+def leaderboard_cells(rows: list[dict]) -> list[tuple[str, str, float, bool]]:
+    """The `check` cells of the leaderboard: (row key, metric, value, trains at run time) per measured metric."""
+    out = []
+    ranked_part = ranked_rows(rows)
+    if ranked_part:
+        for rec in leaderboard_records(leaderboard(ranked_part)):
+            trained = trains_at_run_time(rec["defense"], rec["attack"])
+            for metric in METRIC_DIRECTIONS:
+                value = rec.get(metric)
+                if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                    out.append((rec["key"], metric, float(value), trained))
+    return out
+
+
+def leaderboard_summary(rows: list[dict]) -> list[str]:
+    """What `authbench run` prints for ranked rows: the top of the leaderboard."""
+    board = leaderboard(ranked_part) if (ranked_part := ranked_rows(rows)) else None
+    return [format_leaderboard(board, top=20)] if board is not None and not board.empty else []
+
+
+def trains_at_run_time(defense: str, attack: str) -> bool:
+    """Whether a board row's defense or attack trains at run time (`Plugin.trains`); a plugin not installed
+    here counts as training, so its cells are never held to exactness."""
+    try:
+        if get_defense(defense).trains:
+            return True
+        return bool(get_attack(attack.partition("(")[0]).trains)
+    except UserError:
+        return True
 
 
 def row_key(row: dict) -> str:

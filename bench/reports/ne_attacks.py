@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.attacks import BUILTIN as ATTACKS
+from bench.attacks import ATTACKS
 from bench.reports.ne_reported import CITATION, reported_table
 from bench.reports.tables import measured_line, provenance_of, psnr_label, results_frame, to_markdown, write_csv
 
@@ -37,7 +37,7 @@ def _section(label: str) -> str | None:
     name = attack_name(label)
     if name in ("reconstruct", "project", "adapt"):
         return name
-    cls = ATTACKS.get(name)
+    cls = ATTACKS.get(name) if name in ATTACKS else None
     return "input" if cls is None or cls.kind == "input" else None
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.types import infer_protocol
 from bench.reports.ne_reported import CITATION
 from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
 
@@ -73,7 +72,7 @@ def _reported_block(table: int, model: str | None, columns: list[str]) -> pd.Dat
 
 def table7(rows: list[dict], paper_models: dict[str, str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
     """[(params, evaluated model, frame)]: rows Baseline / NE / Unauthorized (per source) / control; columns tasks."""
-    frame = _frame([r for r in rows if infer_protocol(r) == "glue"])
+    frame = _frame(rows)  # the glue protocol's rows
     paper_models = paper_models or {}
     if frame.empty:
         return []
@@ -106,7 +105,7 @@ def table7(rows: list[dict], paper_models: dict[str, str] | None = None) -> list
 
 def table4(rows: list[dict], paper_models: dict[str, str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
     """[(params, authorized model, frame)]: for each evaluated model a block of rows Baseline / NE; columns groups."""
-    frame = _frame([r for r in rows if infer_protocol(r) == "mmbench"])
+    frame = _frame(rows)  # the mmbench protocol's rows
     paper_models = paper_models or {}
     if frame.empty:
         return []
@@ -134,20 +133,34 @@ def table4(rows: list[dict], paper_models: dict[str, str] | None = None) -> list
     return out
 
 
-def render_task_tables(rows: list[dict], out_dir: Path, report: dict | None = None) -> list[Path]:
-    """Write table7_glue.{md,csv} and/or table4_mmbench.{md,csv}."""
+def task_summary(reports: list[Path]) -> list[str]:
+    """What `authbench run` prints for the task protocols (GLUE, MMBench): every Markdown report."""
+    return [p.read_text() for p in reports if p.suffix == ".md"]
+
+
+def render_glue_tables(rows: list[dict], out_dir: Path, report: dict | None = None) -> list[Path]:
+    """Write table7_glue.{md,csv} of the glue protocol's rows."""
+    return _render_task_tables(rows, out_dir, report, table7, 7, (
+        "table7_glue", "Table 7 (NE shape): GLUE, primary metric x 100 (CoLA Matthews, STS-B Pearson, else accuracy)",
+        "Block = evaluated model. Unauthorized = it reads another model's release; the control row feeds that "
+        "model's unperturbed embedding output."))
+
+
+def render_mmbench_tables(rows: list[dict], out_dir: Path, report: dict | None = None) -> list[Path]:
+    """Write table4_mmbench.{md,csv} of the mmbench protocol's rows."""
+    return _render_task_tables(rows, out_dir, report, table4, 4, (
+        "table4_mmbench", "Table 4 (NE shape): MMBench circular accuracy (%) via VLMEvalKit, exact matching",
+        "One table per authorized model; NE rows read that model's released images."))
+
+
+def _render_task_tables(rows: list[dict], out_dir: Path, report: dict | None, build, table: int,
+                        text: tuple) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paper_models = (report or {}).get("paper_models", {})
     measured = measured_line(provenance_of(rows))
     paths = []
-    for name, title, note, parts in (
-        ("table7_glue", "Table 7 (NE shape): GLUE, primary metric x 100 (CoLA Matthews, STS-B Pearson, else accuracy)",
-         "Block = evaluated model. Unauthorized = it reads another model's release; the control row feeds that "
-         "model's unperturbed embedding output.", table7(rows, paper_models)),
-        ("table4_mmbench", "Table 4 (NE shape): MMBench circular accuracy (%) via VLMEvalKit, exact matching",
-         "One table per authorized model; NE rows read that model's released images.", table4(rows, paper_models)),
-    ):
+    for name, title, note, parts in ((*text, build(rows, paper_models)),):
         if not parts:
             continue
         quoted = any(str(i).endswith("(reported)") for _, _, frame in parts for i in frame.index)
@@ -158,7 +171,7 @@ def render_task_tables(rows: list[dict], out_dir: Path, report: dict | None = No
         for params, model, frame in parts:
             md.append(f"## {model}, params {params}\n\n{to_markdown(frame)}")
             csv.append(frame.reset_index().rename(columns={"index": "row"}).assign(model=model, params=params))
-        cite = sorted({e["cite"].split(", block")[0] for e in REPORTED if e["table"] == (7 if "glue" in name else 4)})
+        cite = sorted({e["cite"].split(", block")[0] for e in REPORTED if e["table"] == table})
         if quoted:
             md.append(f"Reported rows cite: {'; '.join(cite)} (block, row and column as labelled).")
         (out_dir / f"{name}.md").write_text("\n\n".join(md) + "\n")

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.types import infer_protocol
-from bench.reports.leaderboard import GROUP, RANKED, leaderboard, row_key
+from bench.reports.leaderboard import GROUP, leaderboard, ranked_rows, row_key
 from bench.reports.site import SitePage, SiteTable, slugify, write_site
 from bench.reports.tables import PROVENANCE_SUFFIX, provenance_of, results_frame, sidecar_path
 
@@ -148,7 +147,7 @@ def row_provenance(rows: list[dict]) -> dict:
 
 def leaderboard_table(rows: list[dict]) -> SiteTable | None:
     """The leaderboard of the image protocols, each row with the provenance of the cells it averages."""
-    ranked = [r for r in rows if infer_protocol(r) in RANKED]
+    ranked = ranked_rows(rows)
     if not ranked:
         return None
     board = leaderboard(ranked)

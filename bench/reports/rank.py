@@ -46,7 +46,7 @@ def load_reference_boards(path: Path, suite: str | None = None) -> list[Board]:
             raise UserError(f"reference {str(path)!r} holds no boards (a leaderboard written before boards, or another "
                             "file); regenerate it with `authbench report`, or pass the reference run's results.jsonl")
         return boards
-    rows = read_rows(path)
+    rows = read_rows(path)  # each row validated through Row.from_json
     if not rows:
         raise UserError(f"reference {str(path)!r} holds no result rows")
     return build_boards(rows, suite_standard(suite or rows[0]["suite"]))
@@ -55,7 +55,7 @@ def load_reference_boards(path: Path, suite: str | None = None) -> list[Board]:
 def rank_command(results: Path, *, against: Path | None = None, out: Path | None = None, submit: Path | None = None,
                  suite: str | None = None) -> list[str]:
     """Rank `results` against `against`; returns the lines to print (the touched boards, then the files)."""
-    rows = read_rows(results)
+    rows = read_rows(results)  # each row validated through Row.from_json
     if not rows:
         raise UserError(f"{results} holds no result rows; run a suite with your defense first")
     name = rows[0]["suite"]

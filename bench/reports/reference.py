@@ -1,8 +1,9 @@
 """Reference files `authbench check` compares fresh results with, and the tolerance rule they state.
 
 A reference (`authbench leaderboard freeze RESULTS --out FILE`) holds one *cell* per (board, row key,
-metric) of the run's boards: the image protocols' leaderboard (bench.reports.leaderboard, metrics
-METRIC_DIRECTIONS) and the ownership board (bench.reports.fingerprint: AUC and TPR@1%FPR). Each
+metric) of the run's boards: each protocol declares the board `check` compares its rows on, its metrics
+and how its cells are computed (`Protocol.check_board`, `check_metrics`, `check_cells`: the image
+protocols' leaderboard, the ownership board's AUC and TPR@1%FPR, a third-party protocol's own). Each
 cell records the board's value, the spread of the per-trial values (sample std, ddof 1), the
 number of trials, whether it trains at run time (`Plugin.trains` of its defense or attack), and
 its tolerance, derived by RULE:
@@ -26,24 +27,20 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.attacks import get_attack
 from bench.cache import atomic_write_bytes
+from bench.core.declared import check_boards, check_metrics, declared, protocols
 from bench.core.types import infer_protocol
-from bench.defenses import get_defense
 from bench.errors import UserError
-from bench.reports.fingerprint import summaries
-from bench.reports.leaderboard import METRIC_DIRECTIONS, RANKED, leaderboard, leaderboard_records
+from bench.reports.fingerprint import fingerprint_key
+from bench.reports.leaderboard import trains_at_run_time
 from bench.reports.tables import provenance_of
-from bench.results import read_rows
+from bench.results import json_view, read_rows
 
 KIND = "authbench-reference"
 LEGACY_KIND = "authbench-leaderboard"  # a leaderboard.json (write_leaderboard): values only, no trials
 LEGACY_FINGERPRINT_KIND = "authbench-fingerprint-leaderboard"  # fingerprint_leaderboard.json, likewise
 VERSION = 1
 STD_FACTOR = 3.0
-FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
-BOARDS = {"leaderboard": METRIC_DIRECTIONS, "fingerprint": FINGERPRINT_METRICS}
-METRICS = {**METRIC_DIRECTIONS, **FINGERPRINT_METRICS}
 FLOOR_DEFAULTS = {"auc": 0.02, "tpr@1%fpr": 0.05}  # fractions in [0, 1], not accuracy points
 CHECK_KEYS = {"tolerance", "default_tolerance", "inference_tolerance", "trials"}
 RULE = (f"cells that train at run time (their defense or attack trains): tolerance = max({STD_FACTOR:g} x std over "
@@ -70,9 +67,10 @@ class Tolerances:
         if unknown:
             raise UserError(f"[check] has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(CHECK_KEYS))}")
         metrics = {**dict(check.get("tolerance") or {}), **(per_metric or {})}
-        bad = sorted(set(metrics) - set(METRICS))
+        known = check_metrics()
+        bad = sorted(set(metrics) - set(known))
         if bad:
-            raise UserError(f"unknown metric(s) {', '.join(bad)} in tolerances; valid: {', '.join(METRICS)}")
+            raise UserError(f"unknown metric(s) {', '.join(bad)} in tolerances; valid: {', '.join(known)}")
         try:
             return cls(default=float(default if default is not None else check.get("default_tolerance", 1.0)),
                        per_metric={k: float(v) for k, v in metrics.items()},
@@ -132,45 +130,22 @@ class Reference:
                 "provenance": self.provenance, "cells": [c.to_json() for c in self.cells]}
 
 
-def trains_at_run_time(defense: str, attack: str) -> bool:
-    """Whether a board row's defense or attack trains at run time (`Plugin.trains`); a plugin not installed
-    here counts as training, so its cells are never held to exactness."""
-    try:
-        if get_defense(defense).trains:
-            return True
-        return bool(get_attack(attack.partition("(")[0]).trains)
-    except UserError:
-        return True
-
-
 def _finite(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def fingerprint_key(rec: dict) -> str:
-    """The key of an ownership-board row: verify|method|attack=..|source=.."""
-    return "|".join(["verify", str(rec["method"]), f"attack={rec['attack']}", f"source={rec['source']}"])
-
-
 def board_values(rows: list[dict]) -> dict[tuple[str, str, str], tuple[float, bool]]:
-    """(board, key, metric) -> (value, trains at run time) of every measured board cell of `rows`."""
+    """(board, key, metric) -> (value, trains at run time) of every measured board cell of `rows`: the rows of the
+    protocols sharing a check board (`Protocol.check_board`) go to the first such protocol's `check_cells`."""
+    groups: dict[str, tuple[type, list[dict]]] = {}
+    for r in rows:
+        cls = declared(infer_protocol(r))
+        if cls is not None and cls.check_board:
+            groups.setdefault(cls.check_board, (cls, []))[1].append(r)
     out = {}
-    ranked = [r for r in rows if infer_protocol(r) in RANKED]
-    if ranked:
-        for rec in leaderboard_records(leaderboard(ranked)):
-            trained = trains_at_run_time(rec["defense"], rec["attack"])
-            for metric in METRIC_DIRECTIONS:
-                if _finite(rec.get(metric)):
-                    out[("leaderboard", rec["key"], metric)] = (float(rec[metric]), trained)
-    verify = [r for r in rows if infer_protocol(r) == "verify"]
-    if verify:
-        frame = summaries(verify)
-        for rec in ([] if frame.empty else frame.to_dict("records")):
-            key = fingerprint_key(rec)
-            trained = trains_at_run_time(rec["defense"], rec["attack"])
-            for metric in FINGERPRINT_METRICS:
-                if _finite(rec.get(metric)):
-                    out[("fingerprint", key, metric)] = (float(rec[metric]), trained)
+    for board, (cls, part) in groups.items():
+        for key, metric, value, trained in cls.check_cells(part):
+            out[(board, key, metric)] = (value, trained)
     return out
 
 
@@ -179,8 +154,10 @@ def model_set(rows: list[dict]) -> tuple[str, ...]:
     return tuple(sorted({str(r.get(k)) for r in rows for k in ("authorized", "evaluated") if r.get(k)}))
 
 
-def reference_from_rows(rows: list[dict], tolerances: Tolerances) -> Reference:
-    """The reference of result rows: board values over all trials, the spread of the per-trial values."""
+def reference_from_rows(rows: list, tolerances: Tolerances) -> Reference:
+    """The reference of result rows (typed `Row`s or their JSON): board values over all trials, the spread of the
+    per-trial values."""
+    rows = json_view(rows)
     if not rows:
         raise UserError("no result rows to build a reference from; run a suite first")
     values = board_values(rows)
@@ -197,7 +174,7 @@ def reference_from_rows(rows: list[dict], tolerances: Tolerances) -> Reference:
         seen = per_trial[(board, key, metric)]
         n = max(len(seen), 1)
         std = statistics.stdev(seen) if len(seen) >= 2 else None
-        cells.append(RefCell(board=board, key=key, metric=metric, direction=BOARDS[board][metric], value=value,
+        cells.append(RefCell(board=board, key=key, metric=metric, direction=check_boards()[board][metric], value=value,
                              std=std, n_trials=n, trained=trained,
                              tolerance=tolerances.derive(metric, trained=trained, std=std, n_trials=n)))
     prov = provenance_of(rows)
@@ -206,14 +183,19 @@ def reference_from_rows(rows: list[dict], tolerances: Tolerances) -> Reference:
                      models=model_set(rows), cells=tuple(cells), provenance=prov, source="rows")
 
 
+def _owner(board: str) -> str:
+    """The protocol that declares check board `board` (a legacy fingerprint leaderboard's rows are its)."""
+    return next((cls.name for cls in protocols() if cls.check_board == board), board)
+
+
 def _legacy(data: dict, tolerances: Tolerances) -> Reference:
     prov = data.get("provenance") or {}
     board = "fingerprint" if data["kind"] == LEGACY_FINGERPRINT_KIND else "leaderboard"
     cells = []
     for rec in data["rows"]:
         trained = trains_at_run_time(str(rec.get("defense", "")), str(rec.get("attack", "")))
-        key = fingerprint_key(rec) if board == "fingerprint" else rec["key"]
-        for metric, direction in BOARDS[board].items():
+        key = fingerprint_key(rec, _owner(board)) if board == "fingerprint" else rec["key"]
+        for metric, direction in check_boards().get(board, {}).items():
             if _finite(rec.get(metric)):
                 cells.append(RefCell(board=board, key=key, metric=metric, direction=direction,
                                      value=float(rec[metric]), std=None, n_trials=1, trained=trained,
@@ -230,9 +212,10 @@ def _frozen(data: dict, where: str) -> Reference:
     except (KeyError, TypeError) as e:
         raise UserError(f"reference {where!r} is malformed (missing {e}); rebuild it with "
                         "`authbench leaderboard freeze`") from None
-    bad = sorted({c.board for c in cells} - set(BOARDS))
+    boards = check_boards()
+    bad = sorted({c.board for c in cells} - set(boards))
     if bad:
-        raise UserError(f"reference {where!r} names unknown board(s) {', '.join(bad)}; valid: {', '.join(BOARDS)}")
+        raise UserError(f"reference {where!r} names unknown board(s) {', '.join(bad)}; valid: {', '.join(boards)}")
     return Reference(suite=suite, suite_digest=data.get("suite_digest"), models=tuple(models), cells=cells,
                      provenance=data.get("provenance") or {}, source="reference")
 
@@ -265,10 +248,10 @@ def read_json(path: Path) -> dict | None:
 def read_source(path: Path) -> dict | list[dict]:
     """What a check input holds, read once: a reference / leaderboard JSON object, else its result rows."""
     data = read_json(path)
-    return data if data is not None else read_rows(Path(path))
+    return data if data is not None else read_rows(Path(path))  # validated through Row.from_json
 
 
-def from_source(source: dict | list[dict], where: str, tolerances: Tolerances) -> Reference:
+def from_source(source: dict | list, where: str, tolerances: Tolerances) -> Reference:
     """The Reference of what `read_source` read from `where`; the tolerances apply where the source records
     none (rows, legacy leaderboards)."""
     if isinstance(source, list):

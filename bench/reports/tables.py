@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.defenses import get_defense
 from bench.errors import UserError
 
 BASELINE = "Baseline (clean)"
@@ -43,8 +44,6 @@ def compact_params(params: dict, point: dict, defaults: dict | None = None) -> s
 
 def registered_defaults(defense: str) -> dict:
     """The defense's default parameters when it is installed here (else nothing is elided)."""
-    from bench.defenses import get_defense
-
     try:
         return dict(get_defense(defense).defaults)
     except UserError:

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from bench.errors import UserError
-from bench.models.adapter import weights_digest
+from bench.models.adapter import run_device, weights_digest
 from bench.models.first_linear import FirstLinear
 
 
@@ -182,6 +182,6 @@ def load_text_model(label: str, spec, task: str, progress: bool = False) -> Text
     except OSError as exc:
         raise UserError(f"text model {label!r}: cannot load {source!r} for {task} ({exc}); give a hub name "
                         "reachable from here or a local checkpoint folder") from None
-    model.to(spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(spec.get("device") or run_device())  # the run's --device unless the spec pins one
     order = (spec.get("label_order") or {}).get(task)
     return TextClassifier(label, model, tokenizer, source, int(spec.get("max_length", 128)), order)

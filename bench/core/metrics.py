@@ -1,0 +1,13 @@
+"""The names of the board metrics and which way is better: vocabulary shared by the suite schema
+([check] tolerance keys), `check`, `rank` and the reports, so none of them has to import another's layer."""
+
+# the leaderboard of the image protocols (bench.reports.leaderboard): input and model authorization
+LEADERBOARD_METRICS = {"authorized_top1": "higher", "retained": "higher", "auth_gap": "higher",
+                       "unauthorized_mean": "lower", "unauthorized_worst": "lower"}
+# the ownership-verification board (bench.reports.fingerprint)
+FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
+# every metric a reference can hold, hence every key a tolerance may name
+CHECK_METRICS = {**LEADERBOARD_METRICS, **FINGERPRINT_METRICS}
+# the boards the built-in protocols rank on ([standard_attacks] keys a suite may name before any protocol is loaded;
+# each protocol declares its own: Protocol.boards, and tests/test_protocols.py checks the two agree)
+BOARDS = ("input", "model", "baselines", "ownership")
