@@ -68,7 +68,8 @@ class Defense(Plugin):
 # on first lookup; third-party ones are `authbench.defenses` entry points or 'package.module:Class' paths
 DEFENSES: Registry[type[Defense]] = Registry(
     "defense", "authbench.defenses", base=Defense,
-    modules=("bench.defenses.ne", "bench.defenses.noise", "bench.defenses.corelocker", "baselines", "bench.fingerprint"))
+    modules=("bench.defenses.ne", "bench.defenses.noise", "bench.defenses.corelocker", "baselines", "bench.fingerprint",
+             "bench.unlearnable.methods"))
 
 
 class InputDefense(Defense):
