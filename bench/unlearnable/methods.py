@@ -194,7 +194,8 @@ class ErrorMinimizing(DataDefense):
             if error < float(p["stop_error"]):
                 break
         delta = (noise[y] if classwise else noise).clone()
-        return _project(delta, x, eps), {"rounds": rounds, "source_error": round(error, 4)}
+        return _project(delta, x, eps), {"rounds": rounds, "source_error": round(error, 4),
+                                         "source_clean_error": round(1 - _accuracy(model, norm, x, y), 4)}
 
 
 def _pgd_max(model, norm, x, y, rho, steps, step_size, gen):
@@ -279,7 +280,8 @@ class RobustErrorMinimizing(DataDefense):
         for idx in _batches(n, int(p["batch"])):  # the final noise of every sample, from the final source model
             noise[idx] = self._perturb(model, norm, x[idx], y[idx], noise[idx].clone(), gen)
         error = 1 - _accuracy(model, norm, (x + noise).clamp(0, 1), y)
-        return _project(noise, x, float(p["eps"])), {"source_error": round(error, 4)}
+        return _project(noise, x, float(p["eps"])), {"source_error": round(error, 4),
+                                                     "source_clean_error": round(1 - _accuracy(model, norm, x, y), 4)}
 
 
 @DEFENSES.register
