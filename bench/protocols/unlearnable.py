@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.attacks import attack_label
 from bench.cache import digest
+from bench.core.metrics import UNLEARNABLE_METRICS
 from bench.core.entry import Entry, Key, attacks_key, integer, key, list_of, number, string, trials_key
 from bench.core.types import Job, Measurement
 from bench.data.base import Split
@@ -74,7 +75,7 @@ class TrainOnData(Protocol):
     entry = DataEntry
     boards = {PROTOCOL: BOARD}
     check_board = PROTOCOL
-    check_metrics = {"top1": "lower"}
+    check_metrics = UNLEARNABLE_METRICS
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)

@@ -24,7 +24,7 @@ from bench.data.base import Split
 from bench.errors import UserError
 from bench.fingerprint.training import build_arch, fit, shift
 from bench.registry import Plugin, Registry
-from bench.unlearnable.methods import Norm, _pgd_max, normalize
+from bench.unlearnable.methods import Norm, pgd_max, normalize
 
 
 class Countermeasure(Plugin):
@@ -133,7 +133,7 @@ class AdversarialTraining(Countermeasure):
         eps, steps = float(self.params["eps"]), int(self.params["steps"])
         was = model.training
         model.eval()
-        adv = _pgd_max(model, norm, x, y, eps, steps, 2.5 * eps / steps, gen)
+        adv = pgd_max(model, norm, x, y, eps, steps, 2.5 * eps / steps, gen)
         model.train(was)
         return F.cross_entropy(model(normalize(norm, adv)), y)
 

@@ -198,7 +198,7 @@ class ErrorMinimizing(DataDefense):
                                          "source_clean_error": round(1 - _accuracy(model, norm, x, y), 4)}
 
 
-def _pgd_max(model, norm, x, y, rho, steps, step_size, gen):
+def pgd_max(model, norm, x, y, rho, steps, step_size, gen):
     """The inner maximisation of REM and adversarial training: untargeted L-inf PGD around x (random start)."""
     if rho <= 0 or steps <= 0:
         return x
@@ -248,7 +248,7 @@ class RobustErrorMinimizing(DataDefense):
             for _ in range(int(p["samples"])):  # expectation over transformations
                 d.requires_grad_(True)
                 t = shift((xb + d).clamp(0, 1), gen)
-                adv = _pgd_max(model, norm, t.detach(), yb, rho, int(p["atk_steps"]), float(p["atk_step_size"]), gen)
+                adv = pgd_max(model, norm, t.detach(), yb, rho, int(p["atk_steps"]), float(p["atk_step_size"]), gen)
                 loss = F.cross_entropy(model(normalize(norm, t + (adv - t).detach())), yb)
                 grad += torch.autograd.grad(loss, d)[0]
                 d = d.detach()
@@ -271,7 +271,7 @@ class RobustErrorMinimizing(DataDefense):
             xb, yb = x[idx], y[idx]
             noise[idx] = self._perturb(model, norm, xb, yb, noise[idx].clone(), gen)
             t = shift((xb + noise[idx]).clamp(0, 1), gen)
-            adv = _pgd_max(model, norm, t, yb, float(p["rho"]), int(p["atk_steps"]), float(p["atk_step_size"]), gen)
+            adv = pgd_max(model, norm, t, yb, float(p["rho"]), int(p["atk_steps"]), float(p["atk_step_size"]), gen)
             model.train()
             loss = F.cross_entropy(model(normalize(norm, adv)), yb)
             opt.zero_grad()
