@@ -164,9 +164,10 @@ class Registry(Generic[T]):
 
     # -- looking up ------------------------------------------------------------------------------------
     def names(self) -> list[str]:
-        """Built-ins by name, then installed plugins (not loaded)."""
+        """Built-ins in the order they were registered (a module's plugins in the order it defines them), then
+        installed plugins (not loaded)."""
         builtins = self._builtins()
-        return [*sorted(builtins), *(n for n in _entry_points(self.group) if n not in builtins)]
+        return [*builtins, *(n for n in _entry_points(self.group) if n not in builtins)]
 
     def get(self, name: str) -> T:
         """The plugin `name`: a built-in, an entry point of the group, or (with `paths`) 'package.module:Class'."""
@@ -213,7 +214,8 @@ class Registry(Generic[T]):
             yield name, self.get(name)
 
     def describe(self) -> dict[str, str]:
-        """name -> its one-line description, built-ins first; a plugin that does not load is listed with why."""
+        """name -> its one-line description, built-ins first (by name); a plugin that does not load is listed
+        with why."""
         builtins = self._builtins()
         out = {name: one_line(getattr(builtins[name], "description", "")) for name in sorted(builtins)}
         for name, ep in _entry_points(self.group).items():

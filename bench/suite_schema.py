@@ -45,7 +45,7 @@ MODEL_SPEC = Key({"anyOf": [{"type": "string", "pattern": "^[^:]+:.+$"}, {"type"
 
 def _check_tolerance() -> Key:
     """[check] tolerance: a table metric = points over the metrics the protocols declared (bench.core.declared)."""
-    metrics = list({**CHECK_METRICS, **check_metrics()})
+    metrics = list({**CHECK_METRICS, **check_metrics(load=False)})  # loading a suite imports no protocol
     return Key({"type": "object", "propertyNames": {"enum": metrics},
                 "additionalProperties": {"type": "number", "minimum": 0}},
                "a table metric = points (>= 0), metrics: " + ", ".join(metrics))
@@ -180,7 +180,7 @@ def _cached_validator(executor: str | None, declared: tuple) -> jsonschema.Draft
 
 def _validator(executor: str | None = None) -> jsonschema.Draft202012Validator:
     """The validator of today's schema (rebuilt when a protocol defined since declares new keys or metrics)."""
-    return _cached_validator(executor, (tuple(BOARD_KEYS), tuple(check_metrics())))
+    return _cached_validator(executor, (tuple(BOARD_KEYS), tuple(check_metrics(load=False))))
 
 
 # -- one line per error ------------------------------------------------------------------------------

@@ -101,7 +101,10 @@ def _score(cells: list[dict], standard: tuple[str, ...]):
 
 BOARD = BoardSpec(title="Calibration of released probabilities", headline="worst_ece", tiebreak="ece", score=_score,
                   scored=lambda cells: cells, decimals=4, ranking=" then the clean ECE (lower is better)",
-                  higher_is_better=False)
+                  higher_is_better=False,
+                  definition="Calibration: ece[A] = expected calibration error of the released probabilities after "
+                             "attack A, mean over the evaluated models; worst_ece = max over A in {none} + the standard "
+                             "attacks (lower is better).")
 
 
 # -- the protocol ----------------------------------------------------------------------------------------

@@ -107,6 +107,7 @@ def test_no_module_imports_another_modules_underscore_names():
 LAZY_DEPENDENCIES = {
     "timm", "torchvision", "transformers", "datasets", "scipy", "accelerate", "einops", "vlmeval",  # extras
     "tenseal", "opacus", "ray", "submitit",  # extras: fhe, dp, dist
+    "tflite", "onnx", "onnx2torch", "onnxruntime", "ai_edge_litert",  # extra: convert
     "sklearn", "PIL", "tqdm", "safetensors", "torch",  # heavy, or needed by one path only
 }
 LAZY_PROJECT_IMPORTS = {"bench.cli"}
@@ -322,7 +323,8 @@ def test_python_api_runs_and_resumes_a_suite(tmp_path):
 def test_a_third_party_protocol_plugs_in_by_module_path(tmp_path):
     """A defense names its protocol once; the engine plans and runs it like a built-in (here via 'module:Class';
     an installed package would use the `authbench.protocols` entry point)."""
-    path = write_suite(tmp_path / "p.toml", defenses=("protocol_example:Identity",))
+    # its entry holds only the keys the protocol reads (psnr / release would be one-line errors: issue 22)
+    path = write_suite(tmp_path / "p.toml", defenses=(), extra='\n[[defenses]]\nname = "protocol_example:Identity"\n')
     res = bench.evaluate(path, out=tmp_path / "run", reports=tmp_path / "rep", threads=1)
     mine = [r for r in res.records if r["defense"] == "protocol_example:Identity"]
     clean = {r["evaluated"]: r for r in res.records if r["defense"] == "none"}

@@ -13,7 +13,7 @@ from bench.attacks.model_attacks import magnitude_prune
 from bench.cli import main as cli_main
 from bench.data.digits import load_digits_split
 from bench.errors import UserError
-from bench.fingerprint import METHODS
+from bench.fingerprint import FINGERPRINTS as METHODS
 from bench.fingerprint import metrics as M
 from bench.fingerprint import suspects as S
 from bench.fingerprint import training as T

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from bench.data.base import Split
 from bench.errors import UserError
-from bench.fingerprint import METHODS
+from bench.fingerprint import FINGERPRINTS as METHODS
 from bench.fingerprint import mfue as MF
 from bench.fingerprint import training as T
 from bench.models.adapter import ModelAdapter, Preprocess

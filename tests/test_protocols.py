@@ -97,6 +97,7 @@ def test_a_third_party_protocol_plans_runs_resumes_ranks_checks_and_is_listed(tm
     assert [r["rank"] for r in ranked] == [1, 2]
     assert ranked[0]["values"]["worst_ece"] <= ranked[1]["values"]["worst_ece"]
     assert (rep / "calibration.md").is_file()
+    assert "worst_ece = max over A in {none}" in (rep / "boards.md").read_text()  # its board says what it ranks by
 
     # `check`: the run against itself passes on its declared metric; a moved cell fails and is named
     code, text, err = _run(["check", out, "--against", out / "results.jsonl"], capsys)

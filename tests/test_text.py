@@ -195,7 +195,7 @@ def test_unknown_model_and_release(suite_file, tmp_path):
     suite = load_suite(str(suite_file))
     with pytest.raises(UserError, match="not in suite"):
         make_engine(suite, tmp_path, models=["gpt"], progress=False)
-    suite.defenses[0].release = ["uint8"]
+    suite.defenses[0].raw["release"] = ["uint8"]  # the entry as read: its protocol parses it when planning
     with pytest.raises(UserError, match="unknown release"):
         make_engine(suite, tmp_path, progress=False)
 

@@ -17,7 +17,8 @@ from bench.registry import Registry
 GROUP = "authbench.protocols"  # the entry-point group third-party protocols register under
 # the protocol registry: built-ins register themselves (bench.protocols.*: @PROTOCOLS.register), third-party ones are
 # `authbench.protocols` entry points or 'package.module:Class' paths (bench.registry.Registry)
-PROTOCOLS: Registry = Registry("protocol", GROUP)
+# (the built-in modules are imported on the first lookup: `modules`)
+PROTOCOLS: Registry = Registry("protocol", GROUP, modules=("bench.protocols",))
 
 DECLARED: dict[str, type] = {}  # protocol name -> its class, in definition order
 
@@ -39,6 +40,7 @@ def declared(name: str) -> type | None:
         return DECLARED[name]
     if not name:
         return None
+    PROTOCOLS.names()  # the built-ins, defined (and so declared) on first use
     try:
         found = PROTOCOLS.get(str(name))
     except UserError:
@@ -49,7 +51,10 @@ def declared(name: str) -> type | None:
     return None
 
 
-def protocols() -> list[type]:
+def protocols(load: bool = True) -> list[type]:
+    """Every protocol declared: the built-ins (imported now unless `load` is False) and the ones defined so far."""
+    if load:
+        PROTOCOLS.names()
     return list(DECLARED.values())
 
 
@@ -59,19 +64,19 @@ def ranked(name: str) -> bool:
     return bool(cls is not None and cls.ranked)
 
 
-def check_boards() -> dict[str, dict[str, str]]:
-    """check board -> metric -> direction, over every protocol declared so far."""
+def check_boards(load: bool = True) -> dict[str, dict[str, str]]:
+    """check board -> metric -> direction, over every protocol declared (`protocols(load)`)."""
     out: dict[str, dict[str, str]] = {}
-    for cls in DECLARED.values():
+    for cls in protocols(load):
         if cls.check_board:
             out.setdefault(cls.check_board, {}).update(cls.check_metrics)
     return out
 
 
-def check_metrics() -> dict[str, str]:
+def check_metrics(load: bool = True) -> dict[str, str]:
     """Every metric `check` compares (its tolerance keys): metric -> direction."""
     out: dict[str, str] = {}
-    for metrics in check_boards().values():
+    for metrics in check_boards(load).values():
         out.update(metrics)
     return out
 

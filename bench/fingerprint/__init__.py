@@ -6,6 +6,4 @@
 from bench.fingerprint import advtra, cae, ipguard, metafinger, mfue  # noqa: F401  (register the methods)
 from bench.fingerprint.base import FINGERPRINTS, Fingerprint, FingerprintMethod, SuspectOracle
 
-METHODS = FINGERPRINTS  # the name the tests and older callers use
-
-__all__ = ["FINGERPRINTS", "Fingerprint", "FingerprintMethod", "SuspectOracle", "METHODS"]
+__all__ = ["FINGERPRINTS", "Fingerprint", "FingerprintMethod", "SuspectOracle"]

@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from bench.errors import UserError
 from bench.models.converted import PREPROCESS_KEYS, ConvertedAdapter, preprocess_from_spec
+from bench.models.python_source import check_sha256
 
 ONNX_KEYS = {"path", "name", "arch", "sha256", *PREPROCESS_KEYS}
 
@@ -60,8 +61,6 @@ def load_onnx(spec: dict, make_preprocess) -> ConvertedAdapter:
         from onnx2torch import convert
     except ImportError:
         raise UserError("the onnx model source needs onnx and onnx2torch: pip install 'authbench[convert]'") from None
-    from bench.models.python_source import check_sha256
-
     digest = check_sha256(path, spec.get("sha256"), label)
     try:
         model = onnx.load(str(path))

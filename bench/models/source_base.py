@@ -27,6 +27,10 @@ class ModelSource:
         """The table of a 'source:model' string spec (a user error where the source needs a table)."""
         return {"source": self.name, "model": model}
 
+    def label(self, spec: dict) -> str:
+        """The label the model goes by in every row: its `name`, else its `model`."""
+        return str(spec.get("name") or spec.get("model"))
+
     def check(self, spec: dict) -> None:
         """A spec table against the declared keys: one UserError line naming the unknown key(s)."""
         extra = set(spec) - set(self.keys) - {"source"}
@@ -62,7 +66,10 @@ def spec_identity(spec: str | dict, default_seed: int | None = None) -> dict:
     are bound to it, so a model changed behind the same label (other epochs, another file) is never reused."""
     if isinstance(spec, str):
         source, _, model = spec.partition(":")
-        spec = {"source": source, "model": model}
+        try:
+            spec = get_source(source).from_string(model, spec)
+        except UserError:  # no such source, or one that needs a table: reported when the model is loaded
+            spec = {"source": source, "model": model}
     out: dict = {"spec": spec}
     if spec.get("source") in SOURCES:
         out.update(get_source(spec["source"]).identity(spec, default_seed))

@@ -30,8 +30,8 @@ from bench.data.base import file_digest
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
-from bench.models.python_source import PYTHON_KEYS, load_python, weights_path
 from bench.models.onnx_source import ONNX_KEYS, load_onnx
+from bench.models.python_source import PYTHON_KEYS, load_python, weights_path
 from bench.models.tflite_source import TFLITE_KEYS, load_tflite
 from bench.models.geometry import interpolation_name
 from bench.models.source_base import SOURCES, ModelSource, get_source, spec_identity
@@ -57,7 +57,12 @@ def model_label(spec) -> str:
     """The label a suite's model spec goes by in every row: its `name`, else its model, else the
     part of a 'source:name' string after the source."""
     if isinstance(spec, dict):
+        if spec.get("source") in SOURCES:
+            return get_source(spec["source"]).label(spec)
         return str(spec.get("name") or spec.get("model"))
+    source, sep, model = str(spec).partition(":")
+    if sep and source in SOURCES:
+        return get_source(source).label({"source": source, "model": model})
     return str(spec).split(":", 1)[-1]
 
 
@@ -191,30 +196,29 @@ class PythonSource(ModelSource):
         return load_python(spec, factory_module, _preprocess, _load_checkpoint)
 
     def identity(self, spec, default_seed):
-        if "package" in spec and "member" in spec:
-            try:
-                return {"file": file_digest(weights_path(spec, model_label(spec)))}
-            except UserError:
-                return {"file": None}  # reported when the model is loaded
-        return {}
+        if "package" not in spec or "member" not in spec:
+            return {}
+        try:
+            return {"file": file_digest(weights_path(spec, model_label(spec)))}
+        except UserError:
+            return {"file": None}  # reported when the model is loaded
 
 
 class _FileSource(ModelSource):
-    """A model file named by `path` ('tflite:<path>' / 'onnx:<path>')."""
+    """A model file converted to torch: 'source:<path>' or a table with `path`."""
 
     def from_string(self, model, spec):
         return {"source": self.name, "path": model}
 
     def identity(self, spec, default_seed):
-        named = spec.get("path") or spec.get("model")  # spec_identity splits a 'tflite:<path>' string into `model`
-        if not named:
+        if not spec.get("path"):
             return {}
-        path = Path(str(named)).expanduser()
+        path = Path(str(spec["path"])).expanduser()
         return {"file": file_digest(path) if path.is_file() else None}
 
 
 @SOURCES.register
-class TfliteSource(_FileSource):
+class TFLiteSource(_FileSource):
     name = "tflite"
     description = "a TFLite flatbuffer as a float32 torch module (table keys: drop_background, ...)"
     keys = frozenset(TFLITE_KEYS)
@@ -225,7 +229,7 @@ class TfliteSource(_FileSource):
 
 
 @SOURCES.register
-class OnnxSource(_FileSource):
+class ONNXSource(_FileSource):
     name = "onnx"
     description = "an ONNX file through onnx2torch (a table with mean and std)"
     keys = frozenset(ONNX_KEYS)

@@ -40,8 +40,8 @@ import torch.nn.functional as F
 
 from bench.data.base import file_digest
 from bench.errors import UserError
-from bench.models.python_source import check_sha256
 from bench.models.converted import PREPROCESS_KEYS, ConvertedAdapter, SameConv2d, preprocess_from_spec, same_pads
+from bench.models.python_source import check_sha256
 
 TFLITE_KEYS = {"path", "name", "drop_background", "quantize_activations", "arch", "sha256", *PREPROCESS_KEYS}
 SLIM_CROP_PCT = 0.875  # TF-slim's inception/mobilenet eval preprocessing: central crop of 87.5%, bilinear
@@ -496,7 +496,6 @@ def load_tflite(spec: dict, make_preprocess) -> ConvertedAdapter:
     label = str(spec.get("name") or path.stem)
     if not path.is_file():
         raise UserError(f"tflite model {label!r}: file {str(path)!r} does not exist")
-
     digest = check_sha256(path, spec.get("sha256"), label)
     drop = spec.get("drop_background", False)
     if not isinstance(drop, bool):

@@ -61,13 +61,14 @@ class BoardSpec:
     records_evaluated: bool = False  # the board records the evaluated models' weights (pinned evaluated models)
     ranking: str = ""  # how rows are ranked, in words (format_board)
     higher_is_better: bool = True  # of the headline and the tiebreak
+    definition: str = ""  # what the board's columns mean (boards.md prints it once per kind of board)
 
 
 def gap_board(title: str, *, order: int = 9, records_evaluated: bool = False) -> BoardSpec:
     """A board ranked by the worst-case authorization gap (bench.reports.boards module docstring)."""
     return BoardSpec(title=title, headline="worst_auth_gap", tiebreak="auth_gap", score=_gap_row, order=order,
                      scored=lambda cells: [c for c in cells if c["role"] in SCORED] or cells,
-                     records_evaluated=records_evaluated, ranking=" then the clean auth_gap")
+                     records_evaluated=records_evaluated, ranking=" then the clean auth_gap", definition=GAP_DEFINITION)
 
 
 def ownership_board(title: str, *, order: int = 9) -> BoardSpec:
@@ -76,7 +77,7 @@ def ownership_board(title: str, *, order: int = 9) -> BoardSpec:
     return BoardSpec(title=title, headline="worst_auc", tiebreak="worst_tpr@1%fpr", score=_own_row, order=order,
                      scored=lambda cells: [c for c in cells if c["role"] == "summary"]
                      or [c for c in cells if c["role"] in SCORED] or cells,
-                     decimals=3, ranking=" then worst_tpr@1%fpr")
+                     decimals=3, ranking=" then worst_tpr@1%fpr", definition=OWNERSHIP_DEFINITION)
 
 
 def spec_of(board: str) -> BoardSpec:
@@ -532,11 +533,19 @@ def format_board(board: Board) -> str:
     return "\n".join(text)
 
 
-DEFINITION = ("auth_gap(a, A) = top-1 of authorized model a on the release as delivered - the best top-1 of any other "
-              "evaluated model on the release after attack A (A = none: the clean auth_gap); auth_gap[A] is its mean over "
-              "the authorized models; worst_auth_gap = mean over authorized models of min over A in {none} + the standard "
-              "attacks of auth_gap(a, A). Ownership: worst_auc = mean over sources of the minimum AUC over {none} + the "
-              "standard attacks. Accuracies in top-1 %, higher is better for every column but unauthorized_worst.")
+GAP_DEFINITION = ("auth_gap(a, A) = top-1 of authorized model a on the release as delivered - the best top-1 of any "
+                  "other evaluated model on the release after attack A (A = none: the clean auth_gap); auth_gap[A] is its "
+                  "mean over the authorized models; worst_auth_gap = mean over authorized models of min over A in {none} + "
+                  "the standard attacks of auth_gap(a, A).")
+OWNERSHIP_DEFINITION = "Ownership: worst_auc = mean over sources of the minimum AUC over {none} + the standard attacks."
+DEFINITION = (f"{GAP_DEFINITION} {OWNERSHIP_DEFINITION} Accuracies in top-1 %, higher is better for every column but "
+              "unauthorized_worst.")
+
+
+def definition(boards: list) -> str:
+    """What the columns of `boards` mean: DEFINITION for the built-in kinds, each other board's own definition."""
+    extra = [b.spec.definition for b in boards if b.spec.definition not in ("", GAP_DEFINITION, OWNERSHIP_DEFINITION)]
+    return " ".join([DEFINITION, *dict.fromkeys(extra)])
 
 
 def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str = "boards") -> list[Path]:
@@ -547,12 +556,12 @@ def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
-    md.write_text(f"{measured_line(provenance)}\n\n# Boards\n\n{DEFINITION}\n\n" +
+    md.write_text(f"{measured_line(provenance)}\n\n# Boards\n\n{definition(boards)}\n\n" +
                   "\n\n".join(format_board(b) for b in boards) + "\n")
     js.write_text(json.dumps(boards_payload(boards, provenance), indent=1) + "\n")
     paths = [md, js]
     for b in boards:
-        paths += write_csv(board_frame(b), folder / f"{b.key.slug}.csv", provenance, note=DEFINITION,
+        paths += write_csv(board_frame(b), folder / f"{b.key.slug}.csv", provenance, note=definition([b]),
                            extra={"title": f"{b.title}: {b.key.suite}", "key": b.key.to_json(), "headline": b.headline,
                                   "models": b.models})
     for stale in {*folder.glob("*.csv"), *folder.glob("*.provenance.json")} - set(paths):
