@@ -271,7 +271,6 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
 
 
 def _cmd_check(args) -> int:
-    import bench.protocols  # noqa: F401  (declares the built-in protocols: their check boards and metrics)
     from bench.reports.check import check, format_check, github_annotations, to_text_json, write_junit
     from bench.reports.reference import Tolerances, from_source, read_source
     from bench.suite import recorded_suite
@@ -297,7 +296,6 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
-    import bench.protocols  # noqa: F401  (declares the built-in protocols: their check boards and metrics)
     from bench.reports.boards import build_boards, parse_standard
     from bench.reports.entries import write_entries
     from bench.reports.reference import Tolerances, freeze
