@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.models.adapter import ModelAdapter
 from bench.models.zoo import FAMILIES
 
@@ -28,7 +29,7 @@ def _opacus():
         import opacus
         from opacus.validators import ModuleValidator
     except ImportError:
-        raise UserError("defense 'dp' needs Opacus: pip install 'authbench[dp]' (opacus==1.6.*)") from None
+        raise UserError(f"defense 'dp' needs Opacus: {install_hint('dp')} (opacus==1.6.*)") from None
     return opacus, ModuleValidator
 
 
@@ -60,6 +61,13 @@ class DPSGD(ModelDefense):
     defaults = {"epsilon": 3.0, "delta": 1e-5, "epochs": 15, "max_grad_norm": 1.0, "lr": 2e-3, "batch_size": 128}
 
     def protect(self, model: ModelAdapter, train, seed: int) -> Protected:
+        with warnings.catch_warnings():  # Opacus's notes on its accountant's alpha range and backward hooks: not
+            warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")  # the user's to act on
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            return self._protect(model, train, seed)
+
+    def _protect(self, model: ModelAdapter, train, seed: int) -> Protected:
         opacus, validator = _opacus()
         p, t0 = self.params, time.perf_counter()
         module = fresh_module(model, seed)

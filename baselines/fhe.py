@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.defenses.base import DEFENSES, Evaluation, ModelDefense, Protected
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.models.adapter import ModelAdapter
 from bench.models.zoo import Square
 
@@ -37,7 +37,7 @@ def _tenseal():
     try:
         import tenseal as ts
     except ImportError:
-        raise UserError("defense 'fhe' needs TenSEAL: pip install 'authbench[fhe]' (tenseal==0.3.18)") from None
+        raise UserError(f"defense 'fhe' needs TenSEAL: {install_hint('fhe')} (tenseal==0.3.18)") from None
     return ts
 
 

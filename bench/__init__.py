@@ -1,10 +1,7 @@
 """authbench: a benchmark harness for model-specific authorization.
 
     import bench
-    results = bench.evaluate("digits", threads=1)   # see bench.api
-
-`evaluate` and `Results` (bench.api, which imports the whole harness) are loaded on first use, so that
-importing one module of the package (a suite, a defense, the baselines) does not import every layer.
+    results = bench.evaluate("digits-quick")   # see bench.api
 """
 
 import importlib

@@ -15,19 +15,27 @@ jobs on workers, exactly as `authbench run --executor ...` does.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from bench.cache import atomic_write_bytes, digest
 from bench.core.context import EvalContext, RunOptions
 from bench.core.engine import Engine, RunSummary
-from bench.errors import UserError, check_folder
+from bench.api_schema import check_keywords
+from bench.data.base import stat_digest
+from bench.errors import BadKeyword, UserError, check_folder, show
 from bench.executors import Executor, executor_options, make_executor
-from bench.protocols import render, summary_lines
+from bench.protocols import render, rows_by_protocol, summary_lines
+from bench.provenance import versions
+from bench.reports.boards import build_boards, glance, parse_standard
 from bench.reports.leaderboard import leaderboard, ranked_rows
 from bench.results import read_rows
-from bench.suite import Suite, load_suite
+from bench.suite import DEFAULT_SUITE, Suite, load_suite
 from bench.suite_overrides import apply_overrides
 
 
@@ -37,6 +45,7 @@ class Results:
     typed: tuple = ()  # the same rows as bench.core.types.Row
     summary: RunSummary
     reports: list[Path] = field(default_factory=list)
+    boards: list = field(default_factory=list)  # the like-for-like boards (bench.reports.boards.Board), ranked
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -49,7 +58,11 @@ class Results:
 
     def summary_text(self) -> str:
         """What `authbench run` prints: the boards (or the task tables), the counts, where things are."""
-        parts = summary_lines(self.records, self.reports)  # each protocol's own (its boards or tables)
+        # the like-for-like boards' top rows, then each protocol without a board its own summary (its tables)
+        parts = [glance(b) for b in self.boards]
+        boarded = {b.key.protocol for b in self.boards}
+        rest = [r for name, rows in rows_by_protocol(self.records).items() if name not in boarded for r in rows]
+        parts += summary_lines(rest, self.reports) if rest else []
         s = self.summary
         parts.append(
             f"cells: {s.cells_total} total, {s.cells_done_before} already done, {s.cells_run} run | "
@@ -61,7 +74,9 @@ class Results:
             + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
                "retries only them" if s.jobs_failed else ""))
         site = next((p for p in self.reports if p.name == "index.html"), None)
+        full = next((p for p in self.reports if p.name == "boards.md"), None)
         parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}"
+                     + (f"\nboards: {full} (every row and column)" if full else "")
                      + (f"\nsite: {site}" if site else ""))
         return "\n\n".join(parts[:-1]) + "\n" + parts[-1]
 
@@ -91,9 +106,47 @@ def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | st
     return Engine(suite, Path(out) if out else Path("runs") / suite.name, opts, executor)
 
 
+RENDER_STAMP = ".authbench-rendered.json"  # in a reports folder: what its reports were rendered from
+
+
+def render_inputs(suite: Suite, results: Path) -> str:
+    """The digest of everything a suite's reports are rendered from: the results file's bytes, the suite
+    (its [report] and [standard_attacks] sections, its data: the chance line) and the harness version."""
+    h = hashlib.sha256()
+    with open(results, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    code = Path(__file__).resolve().parent  # the renderers' own files (an edited checkout renders again)
+    sources = sorted(str(p.relative_to(code)) for d in ("reports", "protocols") for p in (code / d).glob("*.py"))
+    return digest({"results": h.hexdigest(), "suite": suite.digest, "report": suite.report,
+                   "standard_attacks": suite.standard_attacks, "version": versions().get("authbench", "unknown"),
+                   "code": stat_digest(code, sources)})
+
+
+def rendered_before(folder: Path, inputs: str) -> list[Path] | None:
+    """The reports a previous render of these same inputs wrote into `folder`, when every one is still there."""
+    try:
+        stamp = json.loads((folder / RENDER_STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    paths = [Path(p) for p in stamp.get("paths", [])] if isinstance(stamp, dict) else []
+    return paths if stamp.get("inputs") == inputs and paths and all(p.exists() for p in paths) else None
+
+
 def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = None, write_reports: bool = True,
-              executor: Executor | str | None = None, **options) -> Results:
-    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default reports/<suite>)."""
+              executor: Executor | str | None = None, rerender: bool = False, check: bool = True,
+              **options) -> Results:
+    """Run `suite` (resuming from `out`, default runs/<suite>) and render its reports (default <out>/reports: a
+    run never writes the checkout's shipped reports/ unless `reports` names that folder). The reports are rendered again only when what they are rendered from changed (rows, suite, version) or
+    a report file is missing, or with `rerender` (`authbench run --render`). The keywords are checked first
+    (bench.api_schema): a bad one raises BadKeyword, a UserError naming it (`check=False`: the command line,
+    whose flags argparse and the engine check, in its own words)."""
+    if check:
+        checked = check_keywords({"out": out, "reports": reports, "write_reports": write_reports,
+                                  "executor": executor, **options})
+        out, reports, write_reports, executor = (checked.pop(k) for k in ("out", "reports", "write_reports",
+                                                                          "executor"))
+        options = checked
     for flag, folder in (("--out", out), ("--reports", reports), ("--cache-dir", options.get("cache_dir"))):
         if folder is not None:
             check_folder(folder, flag)
@@ -101,19 +154,35 @@ def run_suite(suite: Suite, *, out: Path | None = None, reports: Path | None = N
     summary = engine.run()
     typed = read_rows(summary.results, typed=True)
     records = [r.to_json() for r in typed]
-    paths = render(typed, Path(reports) if reports else Path("reports") / suite.name, suite.report,
-                   suite.standard_attacks, site=True, classes=dataset_classes(suite, engine.ctx)) \
-        if write_reports and records else []
-    return Results(records=records, typed=tuple(typed), summary=summary, reports=paths)
+    paths = []
+    if write_reports and records:
+        folder = Path(reports) if reports else engine.out_dir / "reports"
+        inputs = render_inputs(suite, summary.results)
+        paths = None if rerender else rendered_before(folder, inputs)
+        if paths is None:
+            paths = render(typed, folder, suite.report, suite.standard_attacks, site=True,
+                           classes=dataset_classes(suite, engine.ctx))
+            atomic_write_bytes(folder / RENDER_STAMP, json.dumps(
+                {"inputs": inputs, "paths": [str(p) for p in paths]}, indent=1).encode())
+    boards = build_boards(records, parse_standard(suite.standard_attacks)) if records else []
+    return Results(records=records, typed=tuple(typed), summary=summary, reports=paths, boards=boards)
 
 
-def evaluate(suite: str | Path | Suite = "digits", *, subset: int | None = None, data_root: Path | None = None,
+def evaluate(suite: str | Path | Suite = DEFAULT_SUITE, *, subset: int | None = None, data_root: Path | None = None,
              random_weights: bool = False, progress: bool = False, **overrides) -> Results:
     """Run a suite (a shipped name, a .toml path or a loaded Suite) with the CLI's overrides as keywords:
     out, reports, write_reports, defenses (names or labels), models, authorized, evaluated, psnr, releases, full, batch_size, device, threads,
     cache_dir, loader, executor (a name or an Executor) and the executor options (address, gpus_per_job,
-    cpus_per_job, max_in_flight, max_retries, partition, array_parallelism, time_limit, mem_gb, job_folder);
+    cpus_per_job, max_in_flight, max_retries, partition, array_parallelism, time_limit, mem_gb, job_folder), rerender
+    (render the reports even when nothing they are rendered from changed);
     subset, data_root and random_weights as `authbench run` has them."""
+    checked = check_keywords({"subset": subset, "data_root": data_root, "random_weights": random_weights,
+                              "progress": progress, **overrides})
+    subset, data_root, random_weights, progress = (checked.pop(k) for k in ("subset", "data_root", "random_weights",
+                                                                             "progress"))
+    if not isinstance(suite, (str, os.PathLike, Suite)):
+        raise BadKeyword(f"suite={show(suite)} is not valid: it must be a suite name, a .toml path or a Suite",
+                         keyword="suite", valid="a suite name, a .toml path or a Suite")
     loaded = suite if isinstance(suite, Suite) else load_suite(str(suite))
-    loaded = apply_overrides(loaded, subset, data_root, random_weights)
-    return run_suite(loaded, progress=progress, **overrides)
+    loaded = apply_overrides(loaded, subset, data_root, bool(random_weights))
+    return run_suite(loaded, progress=progress, **checked)

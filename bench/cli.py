@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.data.convert import add_arguments as add_convert_arguments, run as run_convert
-from bench.errors import UserError, check_folder
+from bench import allocator
+from bench.errors import UserError, bounded, check_folder
 from bench.executors import executor_options
+from bench.paths import output_file, output_folder, safe_part
 
 LISTABLE = ("defenses", "attacks", "protocols", "executors", "sources", "datasets", "fingerprints", "detectors",
             "models", "suites")
@@ -20,8 +22,16 @@ DEFAULT_ARCHES = {"ne-spectra": ["resnet-50", "vit-b16", "swinv2-t", "deit-b16"]
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, as for every user error
-        raise UserError(f"{self.prog}: {message}")
+    """No abbreviated flags (`--thread` is an error, not `--threads`); errors as one line, exit 2, naming
+    the command's help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):  # one line, exit 2, as for every user error (main adds the one prefix)
+        command = self.prog.partition(" ")[2]
+        raise UserError(f"{command + ': ' if command else ''}{message}; see `{self.prog} --help`")
 
 
 def add_executor_flags(group, executor: str | None = None) -> None:
@@ -49,12 +59,26 @@ def _executor_named(argv: list[str]) -> str | None:
     return None
 
 
-def _parser(executor: str | None = None) -> argparse.ArgumentParser:
-    p = _Parser(prog="authbench", description="Benchmark harness for model-specific authorization.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _version() -> str:
+    import bench
 
-    run = sub.add_parser("run", help="run a suite (default: the embedded digits suite)")
-    run.add_argument("suite", nargs="?", help="suite name in suites/ or a path to a .toml file")
+    return f"authbench {bench.__version__}"
+
+
+def _parser(argv: list[str] | None = None, executor: str | None = None) -> argparse.ArgumentParser:
+    """The command line; `argv` decides whether `data convert`'s own options are loaded (that module's package
+    imports torch, which `--help`, `list suites` and `--version` never need); `executor` adds a path-named
+    executor's own flags."""
+    p = _Parser(prog="authbench", description="Benchmark harness for model-specific authorization. "
+                "Start with `authbench run` (a quick digits suite, a few minutes on a CPU).")
+    p.add_argument("--version", action="version", version=_version())
+    p.add_argument("--malloc", choices=("tuned", "default"), help="glibc malloc thresholds: tuned (the default: "
+                   "fewer page faults) or glibc's default (same as AUTHBENCH_MALLOC=default; bench.allocator)")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a suite (default: digits-quick, a few minutes on a CPU)")
+    run.add_argument("suite", nargs="?", help="suite name in suites/ or a path to a .toml file (default: digits-quick; "
+                     "the reference grid: digits)")
     run.add_argument("--defense", action="append", help="only this defense entry, by name or label (repeatable)")
     run.add_argument("--model", "--models", action="append",
                      help="only this model label, as authorized and as evaluated model (repeatable)")
@@ -64,7 +88,7 @@ def _parser(executor: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--psnr", action="append", type=float, help="only this PSNR point in dB (repeatable)")
     run.add_argument("--release", action="append", help="only this release format (repeatable)")
     run.add_argument("--out", type=Path, help="results folder (default: runs/<suite>)")
-    run.add_argument("--reports", type=Path, help="reports folder (default: reports/<suite>)")
+    run.add_argument("--reports", type=Path, help="reports folder (default: <out>/reports, beside the results)")
     run.add_argument("--cache-dir", type=Path, help="cache root (default: $AUTHBENCH_CACHE or ~/.cache/authbench)")
     run.add_argument("--full", action="store_true", help="also run the suite's tier = \"full\" entries (heavier attacks)")
     run.add_argument("--subset", type=int, help="evaluate a seeded subset of N test samples (overrides [data] subset)")
@@ -74,8 +98,15 @@ def _parser(executor: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, help="images per batch through encoding and every model (default: "
                      "suite [run] batch_size, else 256); results do not depend on it")
     run.add_argument("--device", help="compute device: cpu, cuda, cuda:N or auto (default: suite [run] device, else auto)")
-    run.add_argument("--threads", type=int, help="torch CPU threads (on a shared machine 1 is often fastest)")
+    run.add_argument("--threads", type=int, help="torch intra-op threads of this process (default on CPU: 1, which "
+                     "was 3-5x faster than torch's one per core here; on CUDA: torch's default)")
+    run.add_argument("--trials", type=int, help="at most N trials of each cell that trains at run time (default: the "
+                     "suite's [check] trials); --trials 1 is the cheap ranking mode: trial 0's cells are the reference's")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run.add_argument("--allow-mixed", action="store_true",
+                     help="add this suite's rows to an --out folder that holds another suite's rows (refused otherwise)")
+    run.add_argument("--render", action="store_true", help="render the reports even when no row changed since "
+                     "they were last rendered (by default they are rendered again only then)")
     run.add_argument("--plan", action="store_true",
                      help="print the jobs, their groups and tasks and the estimated forward passes; run nothing")
     ex = run.add_argument_group("executor (or the suite's [executor] section; see docs/executors.md)")
@@ -87,7 +118,8 @@ def _parser(executor: str | None = None) -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="render tables and figures from a results file without recomputing")
     rep.add_argument("results", type=Path, help="run folder or results.jsonl")
-    rep.add_argument("--out", type=Path, help="reports folder (default: reports/<suite>)")
+    rep.add_argument("--out", type=Path, help="reports folder (default: <run folder>/reports; the shipped reports: "
+                     "--out reports/<suite>)")
     rep.add_argument("--suite", help="suite whose [report] section picks the points (default: the suite file the "
                      "results recorded; a name outside suites/ resolves by that recorded path)")
     rep.add_argument("--html", action="store_true", help="also write the static HTML site (<out>/site/index.html; "
@@ -113,6 +145,8 @@ def _parser(executor: str | None = None) -> argparse.ArgumentParser:
     lb.add_argument("results", type=Path, help="run folder or results.jsonl (trained cells: several trials)")
     lb.add_argument("--out", type=Path, required=True, help="reference .json to write, e.g. reports/leaderboards/digits.json")
     lb.add_argument("--suite", help="suite whose [check] section gives the tolerance floors (default: the results' suite)")
+    lb.add_argument("--boards", type=Path, metavar="FILE", help="also write the boards alone (kind authbench-boards), "
+                    "the file the package ships for `authbench rank`: bench/leaderboards/<suite>.json")
     lb.add_argument("--entries", type=Path, metavar="DIR", help="also write one leaderboard entry JSON per ranked row "
                     "(docs/entry.schema.json) under DIR/<suite>/<board>/, e.g. reports/leaderboards/entries")
 
@@ -143,15 +177,23 @@ def _parser(executor: str | None = None) -> argparse.ArgumentParser:
     rnk.add_argument("results", type=Path, help="run folder or results.jsonl of the new defense")
     rnk.add_argument("--against", type=Path, help="reference: a leaderboard/boards .json or a results.jsonl "
                      "(default: reports/leaderboards/<suite>.json)")
-    rnk.add_argument("--out", type=Path, help="where the merged boards go (default: reports/<suite>/ranked)")
+    rnk.add_argument("--out", type=Path, help="where the merged boards and their HTML page go (default: <run folder>/ranked)")
     rnk.add_argument("--suite", help="suite whose [standard_attacks] scores a results.jsonl reference (default: its own)")
     rnk.add_argument("--submit", type=Path, metavar="DIR", help="also write the new rows' leaderboard entries "
                      "(DIR/<suite>/<board>/<entry>.json, the files of a pull request)")
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    add_convert_arguments(data_sub.add_parser("convert", help="write an .npz or ImageFolder from an ImageFolder tree, "
-                                              "CIFAR pickle batches, images + labels CSV or another .npz"))
+    convert = data_sub.add_parser("convert", help="write an .npz or ImageFolder from an ImageFolder tree, "
+                                  "CIFAR pickle batches, images + labels CSV or another .npz")
+    if argv is None or "data" in argv:
+        from bench.data.convert import add_arguments as add_convert_arguments
+
+        add_convert_arguments(convert)
+
+    from bench.kits.cli import add_arguments as add_kit_arguments
+
+    add_kit_arguments(sub)
 
     cache = sub.add_parser("cache", help="inspect or clear the forward-pass cache")
     cache.add_argument("action", choices=("info", "clear"))
@@ -165,23 +207,51 @@ def _whole(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+LOCAL_DATASETS = ("digits", "synthetic")  # built in or generated: nothing to download
+
+
+def needs_hub(suite) -> bool:
+    """Whether a suite's models or data may come from a model hub: any model that is not a zoo model, a
+    local checkpoint, a factory or seeded random weights, or data other than a built-in or local dataset."""
+    specs = [*suite.authorized, *suite.evaluated, *(m for d in suite.defenses for m in d.models if ":" in str(m))]
+    for spec in specs:
+        if isinstance(spec, str):
+            source, _, _ = spec.partition(":")
+            spec = {"source": source}
+        source = spec.get("source")
+        if source in ("zoo", "torch", "python", "tflite", "onnx") or spec.get("checkpoint") or spec.get("pretrained") is False:
+            continue  # built in, local files or code, or seeded random weights
+        return True
+    data = suite.data or {}
+    return str(data.get("dataset")) not in LOCAL_DATASETS and not data.get("root")
+
+
+def offline_by_default(needed: bool) -> None:
+    """No model hub call where nothing needs downloading (the hub libraries otherwise retry for minutes
+    without a network); a user's own HF_HUB_OFFLINE / HF_DATASETS_OFFLINE always wins."""
+    if not needed:
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            os.environ.setdefault(name, "1")
+
+
 def _cmd_run(args) -> int:
     from bench.api import engine_for, run_suite
     from bench.suite import load_suite
     from bench.suite_overrides import apply_overrides
 
     suite = apply_overrides(load_suite(args.suite), args.subset, args.data_root, args.random_weights)
+    offline_by_default(needs_hub(suite))
     executor = {k: _whole(getattr(args, k)) for k in executor_options(args.executor)
                 if getattr(args, k, None) is not None}
     executor = {k: str(v) if isinstance(v, Path) else v for k, v in executor.items()}
     options = dict(defenses=args.defense, models=args.model, authorized=args.authorized, evaluated=args.evaluated,
-                   psnr=args.psnr, releases=args.release, full=args.full,
+                   psnr=args.psnr, releases=args.release, full=args.full, trials=args.trials,
                    batch_size=args.batch_size, device=args.device, threads=args.threads, cache_dir=args.cache_dir,
-                   progress=not args.no_progress, executor=args.executor, **executor)
+                   progress=not args.no_progress, executor=args.executor, allow_mixed=args.allow_mixed, **executor)
     if args.plan:
         print(engine_for(suite, out=args.out, **options).describe())
         return 0
-    results = run_suite(suite, out=args.out, reports=args.reports, **options)
+    results = run_suite(suite, out=args.out, reports=args.reports, rerender=args.render, check=False, **options)
     print(results.summary_text())
     return 1 if results.summary.jobs_failed else 0
 
@@ -202,16 +272,10 @@ def _cmd_list(args) -> int:
     elif args.what == "models":
         from bench.models.sources import list_models as fn
     else:
-        from bench.suite import available_suites, load_suite
+        from bench.suite import available_suites, suite_description
 
-        def fn():
-            out = {}
-            for name, path in available_suites().items():
-                try:
-                    out[name] = load_suite(str(path)).description
-                except UserError as exc:  # one bad suite file does not hide the others
-                    out[name] = f"(invalid: {exc})"
-            return out
+        def fn():  # the files' descriptions, without validating them (that imports every plugin: torch)
+            return {name: suite_description(path) for name, path in available_suites().items()}
 
     entries = fn()
     width = max(map(len, entries), default=0)
@@ -224,24 +288,21 @@ def _cmd_report(args) -> int:
     from bench.api import dataset_classes
     from bench.protocols import render
     from bench.results import read_rows
-    from bench.suite import SUITE_NAME, recorded_suite
+    from bench.suite import recorded_suite
 
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
     if args.out is not None:
         check_folder(args.out, "--out")
-    own = rows[0].get("suite")
-    own = own if isinstance(own, str) and SUITE_NAME.fullmatch(own) else None
-    if args.out is None and own is None:
-        raise UserError(f"the rows of {args.results} name no suite that can name a folder; pass --out DIR for the reports")
+    folder = args.results if args.results.is_dir() else args.results.parent
     suite, note = recorded_suite(rows, args.suite)  # the suite the rows recorded (path and digest), or --suite
     if note:
         print(f"authbench: {note}", file=sys.stderr)
     report, classes = (suite.report, dataset_classes(suite)) if suite is not None else ({}, None)
     standard = suite.standard_attacks if suite is not None else {}
     with foreign_rows(args.results):
-        paths = render(rows, args.out or Path("reports") / own, report, standard, site=args.html, classes=classes)
+        paths = render(rows, args.out or folder / "reports", report, standard, site=args.html, classes=classes)
     for path in paths:
         print(path)
     return 0
@@ -266,7 +327,7 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not metric:
-            raise UserError(f"bad --tolerance {item!r}; expected METRIC=POINTS, e.g. auth_gap=2.0")
+            raise UserError(f"bad --tolerance {item!r}; expected METRIC=POINTS, e.g. attacked_gap=2.0")
     return out
 
 
@@ -275,6 +336,8 @@ def _cmd_check(args) -> int:
     from bench.reports.reference import Tolerances, from_source, read_source
     from bench.suite import recorded_suite
 
+    if args.junit:
+        output_file(args.junit, "--junit")  # before any work: a path that cannot be written is one line
     fresh_source, reference_source = read_source(args.results), read_source(args.against)  # each file read once
     suite, note = recorded_suite(reference_source, args.suite)  # the reference's recorded suite,
     if suite is None and args.suite is None:                      # else the fresh results'
@@ -302,6 +365,9 @@ def _cmd_leaderboard(args) -> int:
     from bench.results import read_rows
     from bench.suite import recorded_suite
 
+    output_file(args.out, "--out")
+    if args.entries is not None:
+        output_folder(args.entries, "--entries")
     rows = read_rows(args.results)
     if not rows:
         raise UserError(f"{args.results} holds no result rows; run a suite first")
@@ -309,9 +375,19 @@ def _cmd_leaderboard(args) -> int:
     if note:
         print(f"authbench: {note}", file=sys.stderr)
     boards = build_boards(rows, parse_standard(suite.standard_attacks if suite else {}))
+    if args.entries is not None:  # entries go under DIR/<suite>/<board>/: names from the rows, checked first
+        for b in boards:
+            safe_part(b.key.suite, f"the suite of the rows in {args.results}")
+            safe_part(b.key.board, "board")
     ref = freeze(rows, args.out, Tolerances.from_check(suite.check if suite else {}), boards=[b.to_json() for b in boards])
+    if args.boards is not None:
+        from bench.reports.boards import boards_payload
+        from bench.reports.tables import provenance_of
+
+        args.boards.parent.mkdir(parents=True, exist_ok=True)
+        args.boards.write_text(json.dumps(boards_payload(boards, provenance_of(rows)), indent=1) + "\n")
+        print(f"wrote the boards alone to {args.boards}")
     if args.entries is not None:
-        check_folder(args.entries, "--entries")
         written = write_entries(boards, args.entries, only_new=False, ranked_only=True)
         print(f"wrote {len(written)} leaderboard entr{'y' if len(written) == 1 else 'ies'} under {args.entries}")
     trained = [c for c in ref.cells if c.trained]
@@ -352,6 +428,8 @@ def _cmd_zoo(args) -> int:
         print(zoo.pin(args.model, root=args.cache_dir))
         return 0
     tolerance = zoo.REPRODUCE_TOLERANCE if args.tolerance is None else args.tolerance
+    if args.cache_dir is not None:
+        check_folder(args.cache_dir, "--cache-dir")
     results = zoo.retrain(args.model, root=args.cache_dir, progress=not args.no_progress, tolerance=tolerance)
     for r in results:
         pinned = "no pinned weights" if r.pinned_accuracy is None else (
@@ -367,6 +445,7 @@ def _cmd_zoo(args) -> int:
 
 
 def _cmd_tables(args) -> int:
+    offline_by_default(args.pretrained)  # seeded random weights from their configs: no hub (set before importing it)
     from bench.reports.ne_spectra import TABLE6_PSNR, render_layers, render_spectra
 
     arches = args.arch or DEFAULT_ARCHES[args.table]
@@ -398,9 +477,15 @@ def _cmd_cache(args) -> int:
     return 0
 
 
+def _cmd_data(args) -> int:
+    from bench.data.convert import run as run_convert
+
+    return run_convert(args)
+
+
 COMMANDS = {"run": _cmd_run, "list": _cmd_list, "report": _cmd_report, "check": _cmd_check,
             "leaderboard": _cmd_leaderboard, "zoo": _cmd_zoo, "tables": _cmd_tables,
-            "data": run_convert,
+            "data": _cmd_data,
             "cache": _cmd_cache}
 
 
@@ -416,13 +501,30 @@ def _cmd_rank(args) -> int:
 COMMANDS["rank"] = _cmd_rank
 
 
+def _cmd_kit(args) -> int:
+    from bench.kits.cli import run
+
+    return run(args)
+
+
+COMMANDS["kit"] = _cmd_kit
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         argv = sys.argv[1:] if argv is None else list(argv)
-        args = _parser(_executor_named(argv)).parse_args(argv)
+        parser = _parser(argv, _executor_named(argv))
+        args = parser.parse_args(argv)
+        if args.command is None:  # bare `authbench`: the usage and the commands, exit 2 as for a missing argument
+            parser.print_help(sys.stderr)
+            return 2
+        if args.malloc:
+            os.environ["AUTHBENCH_MALLOC"] = args.malloc  # workers inherit it with the other AUTHBENCH_* settings
+        allocator.tune()
         return COMMANDS[args.command](args)
     except UserError as exc:
-        print(f"authbench: error: {exc}", file=sys.stderr)
+        print(f"authbench: error: {bounded(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("authbench: interrupted; finished cells are saved and the next run resumes", file=sys.stderr)

@@ -10,6 +10,27 @@ class UserError(Exception):
     """A mistake in the user's input (unknown key, bad file, bad shape)."""
 
 
+class BadKeyword(UserError, ValueError):
+    """A Python API keyword with a value it does not take (`keyword`: its name; `valid`: what it takes)."""
+
+    def __init__(self, message: str, *, keyword: str, valid: str):
+        super().__init__(message)
+        self.keyword, self.valid = keyword, valid
+
+
+class UnknownKeyword(BadKeyword, TypeError):
+    """A keyword the Python API does not have."""
+
+
+MAX_MESSAGE = 1200  # characters of one error line; longer ones keep their start and say how much is cut
+
+
+def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
+    """One error line of at most `limit` characters (whitespace runs folded, the rest counted, not printed)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else f"{text[:limit - 40]} ... (+{len(text) - limit + 40} characters)"
+
+
 def show(value) -> str:
     """A value as an error message quotes it (repr, shortened)."""
     text = repr(value)
@@ -37,3 +58,22 @@ def check_folder(path, what: str) -> None:
                 where = "is a file" if p == path else f"is under {str(p)!r}, which is a file"
                 raise UserError(f"{what} {str(path)!r} {where}, not a folder; pass a folder path")
             return
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that installs the optional extra `extra` and works wherever authbench came from (a
+    checkout, an editable or a wheel install): its packages by name, as pyproject.toml's extra lists them
+    (`pip install 'authbench[dp]'` would ask the package index for a package of that name instead)."""
+    packages: list[str] = []
+    try:
+        from importlib.metadata import PackageNotFoundError, requires
+
+        for req in requires("authbench") or []:
+            spec, _, marker = req.partition(";")
+            if f'extra == "{extra}"' in marker.replace("'", '"'):
+                packages.append(spec.strip().replace(" ", ""))
+    except PackageNotFoundError:
+        pass
+    if not packages:  # metadata not installed (running from a bare checkout): the extra from the checkout
+        return f"pip install -e '.[{extra}]' (in the authbench checkout)"
+    return "pip install " + " ".join(f"'{p}'" for p in packages) + f" (the '{extra}' extra)"

@@ -106,15 +106,24 @@ class ResultWriter:
         self._repair_tail()
 
     def _acquire(self):
-        lock = open(self.path.parent / LOCK_FILE, "a+")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
+        where = self.path.parent / LOCK_FILE
+        while True:
+            lock = open(where, "a+")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.seek(0)
+                holder = lock.read().strip() or "another process"
+                lock.close()
+                raise UserError(f"results folder {str(self.path.parent)!r} is in use by a running authbench ({holder}); "
+                                "wait for it to finish, or pass another --out") from None
+            try:  # the holder before us removed the file as we opened it: lock the file now at `where`
+                same = os.path.samestat(os.fstat(lock.fileno()), os.stat(where))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
             lock.close()
-            raise UserError(f"results folder {str(self.path.parent)!r} is in use by a running authbench ({holder}); "
-                            "wait for it to finish, or pass another --out") from None
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
@@ -122,7 +131,12 @@ class ResultWriter:
         return lock
 
     def close(self) -> None:
+        """Release the lock and remove the lock file (on every exit path: __exit__, __del__)."""
         if getattr(self, "_lock", None) is not None:
+            try:  # removed while still held, so no other run can hold the file being removed
+                (self.path.parent / LOCK_FILE).unlink()
+            except FileNotFoundError:
+                pass
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
             self._lock = None

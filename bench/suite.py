@@ -40,9 +40,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.cache import digest
 from bench.errors import UserError
-from bench.suite_schema import validate
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -93,6 +91,8 @@ class Suite:
 
     @property
     def digest(self) -> str:
+        from bench.cache import digest  # numpy: not needed to list suites
+
         return digest(self.raw)[:16]
 
     @property
@@ -114,9 +114,21 @@ def available_suites() -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
+DEFAULT_SUITE = "digits-quick"  # `authbench run` with no suite: a few minutes; `digits` is the reference grid
+
+
+def suite_description(path: Path) -> str:
+    """A suite file's [suite] description as written (not validated: `authbench list suites` stays light)."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+        return str((raw.get("suite") or {}).get("description", ""))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return f"(invalid: {exc})"
+
+
 def find_suite(name_or_path: str | None) -> Path:
     if name_or_path is None:
-        name_or_path = "digits"
+        name_or_path = DEFAULT_SUITE
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
@@ -141,6 +153,8 @@ def load_suite(name_or_path: str | None = None) -> Suite:
         raise UserError(f"{path}: malformed TOML: {exc}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: is not a text (UTF-8) TOML file") from None
+    from bench.suite_schema import validate  # imports every plugin (torch): only when a suite is loaded
+
     validate(raw, str(path))  # every section and key: bench.suite_schema
     meta = raw.get("suite", {})
     models = raw["models"]

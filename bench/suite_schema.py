@@ -28,7 +28,7 @@ from functools import lru_cache
 
 import jsonschema
 
-from bench.core.metrics import BOARDS, CHECK_METRICS  # the built-in protocols' boards and metrics
+from bench.core.metrics import BOARDS, CHECK_METRICS, LEGACY_METRICS  # the built-in protocols' boards and metrics
 from bench.data import DATASETS
 from bench.errors import UserError, show
 from bench.executors import EXECUTORS, executor_options
@@ -45,7 +45,7 @@ MODEL_SPEC = Key({"anyOf": [{"type": "string", "pattern": "^[^:]+:.+$"}, {"type"
 
 def _check_tolerance() -> Key:
     """[check] tolerance: a table metric = points over the metrics the protocols declared (bench.core.declared)."""
-    metrics = list({**CHECK_METRICS, **check_metrics(load=False)})  # loading a suite imports no protocol
+    metrics = [*{**CHECK_METRICS, **check_metrics(load=False)}, *LEGACY_METRICS]  # loading a suite imports no protocol
     return Key({"type": "object", "propertyNames": {"enum": metrics},
                 "additionalProperties": {"type": "number", "minimum": 0}},
                "a table metric = points (>= 0), metrics: " + ", ".join(metrics))
@@ -102,6 +102,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "batch_size": _integer(1),
         "device": Key({"type": "string", "pattern": r"^(cpu|cuda|cuda:\d+|auto)$"}, "'cpu', 'cuda', 'cuda:N' or 'auto'"),
         "threads": _integer(1),
+        "precision": _string("float32", "bfloat16", "float16"),  # forwards under autocast (bench.core.context)
+        "channels_last": Key({"type": "boolean"}, "true or false"),
     },
 }
 

@@ -94,21 +94,89 @@ def parallel_ceiling(workers: int) -> float:
 
 
 def fresh_cache(warm: Path, folder: Path) -> Path:
+    """An empty cache root, with the zoo weights of `warm` when it has any (the digits zoo is pinned in the
+    package, so usually there is no zoo folder to copy)."""
     folder.mkdir(parents=True)
-    shutil.copytree(warm / "zoo", folder / "zoo")
+    if (warm / "zoo").is_dir():
+        shutil.copytree(warm / "zoo", folder / "zoo")
     return folder
 
 
+class LocalRecording:
+    """The local executor, keeping each job's own time (the per-job figure the worker's is compared with)."""
+
+    name, remote = "local", False
+
+    def __init__(self):
+        from bench.executors.local import LocalExecutor
+
+        self.inner, self.results = LocalExecutor(), []
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    def map(self, fn, items):
+        for out in self.inner.map(fn, items):
+            self.results += out if isinstance(out, list) else []
+            yield out
+
+
+def job_in_worker_vs_local(suite, warm: Path, tmp: Path) -> list[tuple[float, float]]:
+    """Each job of the suite run twice in this process, alternating: `execute` in a local engine's context, and
+    `run_specs` on its spec in a warm worker context (the worker path without Ray's transport or a second
+    process sharing the cores). Both from their own empty forward cache, models loaded before timing.
+    Returns (local s, worker s) per job."""
+    from bench.core.engine import execute, run_specs, worker_context
+
+    local = Engine(suite, tmp / "inproc-local", RunOptions(cache_dir=fresh_cache(warm, tmp / "c-inproc-local"),
+                                                           threads=1, progress=False))
+    remote = Engine(suite, tmp / "inproc-worker", RunOptions(cache_dir=fresh_cache(warm, tmp / "c-inproc-worker"),
+                                                             threads=1, progress=False))
+    specs = [remote.spec(j) for j in remote.jobs]
+    ctx, _ = worker_context(specs[0])  # warm: suite rebuilt, planned, models loaded (as after a worker's first job)
+    for label in dict.fromkeys([*local.ctx.evaluated, *local.ctx.authorized]):
+        local.ctx.model(label), ctx.model(label)
+    out = []
+    for i, (job, spec) in enumerate(zip(local.jobs, specs)):
+        pair = {}
+        for side in (("local", "worker") if i % 2 == 0 else ("worker", "local")):
+            start = time.thread_time()
+            if side == "local":
+                execute(local.ctx, job)
+            else:
+                (res,) = run_specs((spec,))
+                assert res.error is None, res.error
+            pair[side] = time.thread_time() - start
+        out.append((pair["local"], pair["worker"]))
+    return out
+
+
+def report_inproc(pairs: list[tuple[float, float]]) -> None:
+    ratios = [w / l for l, w in pairs]
+    print(f"a job on the worker path (run_specs, warm context) / the same job locally (execute), CPU, in this "
+          f"process, {len(pairs)} jobs alternated: median {statistics.median(ratios):.3f} (target <= 1.10); "
+          f"totals {sum(w for _, w in pairs):.2f} s / {sum(l for l, _ in pairs):.2f} s; per-job fixed cost of the "
+          f"worker path {statistics.median(w - l for l, w in pairs) * 1e3:+.1f} ms (median)")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--subset", type=int, default=0, help="test images (0 = the whole split, 540)")
     parser.add_argument("--psnr", type=float, action="append", help="PSNR points (default 40 30 20 10 0 -10 -20)")
     parser.add_argument("--authorized", type=int, default=3, help="authorized models (groups)")
     parser.add_argument("--repeats", type=int, default=1, help="local / ray pairs, alternated (medians reported)")
     parser.add_argument("--empty-tasks", type=int, default=200)
+    parser.add_argument("--inproc-only", action="store_true",
+                        help="only the per-job comparison worker path vs local, in this process (no Ray)")
     args = parser.parse_args()
     psnr = args.psnr or [40.0, 30.0, 20.0, 10.0, 0.0, -10.0, -20.0]
+    if args.inproc_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            suite = load_suite(str(suite_file(tmp, args.subset, psnr, args.authorized)))
+            report_inproc(job_in_worker_vs_local(suite, cache_root(), tmp))
+        return
     import ray
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,13 +200,15 @@ def main() -> None:
             list(RayExecutor(max_in_flight=flight).map(noop, range(n)))
             empty[flight] = (time.perf_counter() - start) / n * 1e3
 
-        local_walls, ray_walls, ceilings, overheads, inside_medians = [], [], [], [], []
+        local_walls, ray_walls, ceilings, overheads, inside_medians, local_jobs, inside_all = [], [], [], [], [], [], []
         for rep in range(args.repeats):
             ceilings.append(parallel_ceiling(args.workers))
             opts = RunOptions(cache_dir=fresh_cache(warm, tmp / f"c-local{rep}"), threads=1, progress=False)
+            recorder = LocalRecording()
             start = time.perf_counter()
-            local = Engine(suite, tmp / f"local{rep}", opts).run()
+            local = Engine(suite, tmp / f"local{rep}", opts, recorder).run()
             local_walls.append(time.perf_counter() - start)
+            local_jobs += [r.wall_s for r in recorder.results]
 
             executor = Recording(cpus_per_job=1)
             opts = RunOptions(cache_dir=fresh_cache(warm, tmp / f"c-ray{rep}"), threads=1, progress=False)
@@ -148,8 +218,10 @@ def main() -> None:
             inside = sum(r.wall_s for r in executor.results)
             overheads.append((args.workers * ray_walls[-1] - inside) / max(remote.jobs_run, 1) * 1e3)
             inside_medians.append(statistics.median(r.wall_s for r in executor.results) * 1e3)
+            inside_all += [r.wall_s for r in executor.results]
             ceilings.append(parallel_ceiling(args.workers))
         ray.shutdown()
+        inproc = job_in_worker_vs_local(suite, warm, tmp)
 
     med = statistics.median
     local_wall, ray_wall = med(local_walls), med(ray_walls)
@@ -168,6 +240,22 @@ def main() -> None:
           f"{empty[1]:.2f} ms one at a time")
     print(f"ray start {init_s:.2f} s, worker warm-up (import torch + authbench in {len(pids)} workers) {warm_s:.2f} s "
           "(once per cluster; not in the ray wall)")
+    # the fixed costs, apart from the speedup, and what they project for N free cores
+    job_local, job_worker = med(local_jobs), med(inside_all)
+    per_job = med(overheads) / 1e3
+    print(f"fixed costs: ray start {init_s:.2f} s + worker warm-up {warm_s:.2f} s once per cluster; "
+          f"{per_job * 1e3:.1f} ms scheduling per job (target < 50 ms)")
+    print(f"a job inside a warm worker / the same jobs locally (medians): {job_worker * 1e3:.0f} ms / "
+          f"{job_local * 1e3:.0f} ms = {job_worker / job_local:.2f} (target <= 1.10; on a loaded machine this "
+          f"includes the share of the core the worker got)")
+    jobs = max(local.jobs_run, 1)
+    serial = sum(local_jobs) / max(args.repeats, 1)
+    print("projection from these parts (cores free, jobs as long as locally, one batch of jobs per task):")
+    for n in (2, 4, 8, 16):
+        wall = serial / n + jobs * per_job / n + job_local  # the work, its scheduling, one job's tail
+        print(f"  {n:>2} cores: {wall:6.2f} s vs {serial:.2f} s locally -> {serial / wall:.2f}x "
+              f"(+ {init_s + warm_s:.1f} s once per cluster)")
+    report_inproc(inproc)
     print(f"machine: {os.cpu_count()} CPU cores, shared with other processes; load average "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -174,7 +174,7 @@ def old_design_bytes_per_image() -> tuple[float, str]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help=f"sizes {QUICK['sizes']} on the lite grid (default)")
     mode.add_argument("--full", action="store_true", help=f"sizes {FULL['sizes']} on the wide grid (hours on 2 cores)")

@@ -30,7 +30,7 @@ PAPER = "reported by the NE paper (Sec. 5, runtime): 0.47 ms SVD once, 0.11 ms p
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
     ap.add_argument("--batch", type=int, default=8, help="images per encode call")
     ap.add_argument("--psnr", type=float, default=20.0, help="target PSNR (dB) of the calibration")

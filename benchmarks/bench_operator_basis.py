@@ -40,7 +40,7 @@ def digits_conv(size: int, c_out: int) -> FirstLinear:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
     ap.add_argument("--dense-repeats", type=int, default=3, help="timed runs of the (slow) dense build")
     ap.add_argument("--digits-size", type=int, default=32, help="side S of the 1 x S x S digits input")

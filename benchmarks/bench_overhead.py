@@ -191,7 +191,7 @@ def bare(args, n: int) -> tuple[tuple[float, float], dict, dict]:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed harness/bare pairs (median reported)")
     ap.add_argument("--n", type=int, default=128, help="synthetic images")
     ap.add_argument("--size", type=int, default=64, help="image side S (3 x S x S)")

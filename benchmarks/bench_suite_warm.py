@@ -38,7 +38,7 @@ def timed(suite, out: Path, options: RunOptions) -> tuple[float, object]:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="digits")
     parser.add_argument("--psnr", type=float, action="append", help="only these points (default: 20; --all: every one)")
     parser.add_argument("--defense", action="append", help=f"only these entries (default: {', '.join(DEFAULT_DEFENSES)})")

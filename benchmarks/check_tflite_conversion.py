@@ -67,7 +67,7 @@ def measure(path: Path, images: list[Path], quantize: bool) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--models-dir", required=True)
     ap.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS))
     ap.add_argument("--images", nargs="+", required=True, help="image files or folders")

@@ -17,7 +17,10 @@
 #      harness  a cold Engine run (fresh cache) of that one model: the clean baseline job and the ne-patch
 #               20 dB float job, images/second from each job's own wall time (the model is loaded, warmed and
 #               its first layer located before, as in a run's later jobs);
-#      decode   one read of the split from the ImageFolder (the CPU work the harness repeats per job);
+#      decode   one read of the split from the ImageFolder (the CPU work the harness repeats per job), with the
+#               decoding thread pool (bench.data.vision.decode_workers) and with one thread;
+#      NE encode the ne-patch job's own encode time per image (its row's encode_ms) over one forward per image
+#               of the bare loop: the NE encode share (target <= 5% on a GPU);
 #      peak GPU memory (torch.cuda.max_memory_allocated) of the bare loop and of the harness run.
 # 4. The CLI: HF_HUB_OFFLINE=1 authbench run imagenet --random-weights --subset N --data-root <folder>
 #    --device cuda --batch-size 128 --no-progress --models <each backbone> --psnr 20 (--psnr all: every
@@ -193,6 +196,11 @@ for label in os.environ["MODELS"].split():
     t = time.perf_counter()
     images = ctx.data.read(np.arange(len(ctx.data)))  # one decode (not Split.images: that would cache it for the run)
     decode_s = time.perf_counter() - t
+    os.environ["AUTHBENCH_DECODE_WORKERS"] = "1"  # the same read with one decoding thread (the pool's gain)
+    t = time.perf_counter()
+    ctx.data.read(np.arange(min(len(ctx.data), 4 * batch)))
+    decode1_ips = min(len(ctx.data), 4 * batch) / (time.perf_counter() - t)
+    del os.environ["AUTHBENCH_DECODE_WORKERS"]
     if len(images) != n:
         print(f"warning: {label}: the split has {len(images)} images, not {n}")
     if cuda:
@@ -226,10 +234,14 @@ for label in os.environ["MODELS"].split():
                  "bare_ips": len(ctx.data) / bare_s, "harness_ips": len(ctx.data) / clean["provenance"]["wall_s"],
                  "ne_ips": len(ctx.data) / encoded["provenance"]["wall_s"], "bare_peak": bare_peak,
                  "harness_peak": harness_peak, "cells": summary.cells_run, "wall_s": summary.wall_s,
-                 "device": clean["provenance"]["device"]})
+                 "device": clean["provenance"]["device"], "decode1_ips": decode1_ips,
+                 # NE encode share: the harness's own encode time per image over one forward per image (bare)
+                 "encode_ms": encoded["encoding"]["encode_ms"],
+                 "encode_share": encoded["encoding"]["encode_ms"] / (1e3 / (len(ctx.data) / bare_s))})
     r = rows[-1]
     print(f"{label}: bare {r['bare_ips']:.0f} img/s, harness clean {r['harness_ips']:.0f} img/s, ne-patch job "
-          f"{r['ne_ips']:.0f} img/s, decode {r['decode_ips']:.0f} img/s, peak GPU {r['bare_peak']:.0f} / "
+          f"{r['ne_ips']:.0f} img/s, NE encode {r['encode_ms']:.2f} ms/img = {r['encode_share']:.3f} of a forward, "
+          f"decode {r['decode_ips']:.0f} img/s ({r['decode1_ips']:.0f} with 1 thread), peak GPU {r['bare_peak']:.0f} / "
           f"{r['harness_peak']:.0f} MiB", flush=True)
     del engine, ctx, model, module
     if cuda:
@@ -277,11 +289,13 @@ lines = [f"# GPU check ({datetime.date.today().isoformat()}{', DRY RUN on the CP
          f"device `{device}`, torch {torch.__version__}, {env['N']} synthetic 224x224 JPEGs (ImageFolder, 8 classes), "
          f"batch {env['BATCH']}, suite imagenet --random-weights.", "",
          "| backbone | bare img/s | harness clean img/s | harness / bare | harness ne-patch 20 dB float img/s | "
-         "decode img/s (CPU, one read) | peak GPU MiB bare | peak GPU MiB harness | n scored |",
-         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+         "NE encode ms/img | NE encode / forward (target <= 0.05) | decode img/s (CPU, thread pool) | "
+         "decode img/s (1 thread) | peak GPU MiB bare | peak GPU MiB harness | n scored |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for r in rows:
     lines.append(f"| {r['model']} | {r['bare_ips']:.0f} | {r['harness_ips']:.0f} | {r['harness_ips'] / r['bare_ips']:.2f} | "
-                 f"{r['ne_ips']:.0f} | {r['decode_ips']:.0f} | {r['bare_peak']:.0f} | {r['harness_peak']:.0f} | {r['n']} |")
+                 f"{r['ne_ips']:.0f} | {r['encode_ms']:.3f} | {r['encode_share']:.3f} | {r['decode_ips']:.0f} | "
+                 f"{r['decode1_ips']:.0f} | {r['bare_peak']:.0f} | {r['harness_peak']:.0f} | {r['n']} |")
 lines += ["", "bare: the model's module on pre-decoded images (host to device copy included), torch.no_grad, "
           "synchronised; harness: a cold Engine run, img/s from each job's own wall time (the harness decodes the "
           "split again in every job: compare the decode column)."]

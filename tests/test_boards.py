@@ -189,15 +189,25 @@ def test_board_round_trips_and_csv_reads_with_pandas(tmp_path):
     assert [Board.from_json(json.loads(json.dumps(b.to_json()))) for b in boards] == boards
     paths = write_boards(boards, tmp_path, {"suite": "s", "suite_digest": "0", "git": "g", "versions": {}})
     csvs = [p for p in paths if p.suffix == ".csv"]
-    assert len(csvs) == 2
-    for csv in csvs:
+    wide = [p for p in csvs if p.name.endswith(".wide.csv")]
+    readable = [p for p in csvs if p not in wide]
+    assert len(wide) == 2 and len(readable) == 2 and len([p for p in paths if p.suffix == ".png"]) == 2
+    for csv in wide:
         frame = pd.read_csv(csv)
         assert frame.shape == (1, 17)  # rank, 8 identity columns, 3 clean, 2 attacked, headline, worst attack, status
         assert {"rank", "authorized", "n", "auth_gap", "worst_auth_gap", "status"} <= set(frame.columns)
+    for csv in readable:  # one row per entry, RobustBench style
+        frame = pd.read_csv(csv)
+        assert list(frame.columns) == ["rank", "defense", "paper", "operating point", "authorized top-1",
+                                       "worst unauthorized top-1", "clean auth_gap", "worst_auth_gap", "± 95% CI",
+                                       "worst attack"]
+    for csv in csvs:
         side = json.loads(sidecar_path(csv).read_text())
         assert side["file"] == csv.name and side["key"]["standard_attacks"] == list(STD["input"])
         assert not csv.read_text().startswith("#")
-    assert math.isclose(pd.read_csv(csvs[0])["worst_auth_gap"][0], 12.5)
+    first = pd.read_csv(readable[0])
+    assert math.isclose(first["worst_auth_gap"][0], 12.5) and first["operating point"][0] == "-10 dB float"
+    assert first["paper"][0] == "Wang et al., arXiv 2510.10982" and first["worst attack"][0] in ("crop", "jpeg(quality=75)")
 
 
 def test_standard_attacks_section_of_a_suite(tmp_path):

@@ -60,7 +60,7 @@ def test_authorized_drop_is_regression_naming_the_cell(tmp_path):
     assert not result.ok
     # mlp-a 90 -> 86: authorized_top1 85 -> 83, auth_gap 60 -> 58, retained 95 -> 93.
     assert sorted(line.split(":")[0] for line in result.regressions) == [
-        f"{KEY} auth_gap", f"{KEY} authorized_top1", f"{KEY} retained"]
+        f"{KEY} attacked_gap", f"{KEY} authorized_top1", f"{KEY} retained"]
     line = next(x for x in result.regressions if "authorized_top1" in x)
     assert "reference 85.00 -> fresh 83.00" in line and "delta -2.00" in line and "tolerance 1" in line
     assert "REGRESSION: " + line in format_check(result) and "FAIL" in format_check(result)
@@ -71,7 +71,7 @@ def test_unauthorized_rise_is_regression(tmp_path):
     result = check(shifted(tiny_rows(), "cnn-a", "mlp-a", +6.0), ref, {})
     # cnn-a -> mlp-a 30 -> 36: unauthorized_mean 25 -> 28, worst 30 -> 36, auth_gap 60 -> 57.
     names = {line.split(":")[0] for line in result.regressions}
-    assert names == {f"{KEY} unauthorized_mean", f"{KEY} unauthorized_worst", f"{KEY} auth_gap"}
+    assert names == {f"{KEY} unauthorized_mean", f"{KEY} unauthorized_worst", f"{KEY} attacked_gap"}
     assert any("reference 30.00 -> fresh 36.00 (delta +6.00" in x for x in result.regressions)
 
 
@@ -81,7 +81,7 @@ def test_improvement_is_reported_and_fails_only_when_strict(tmp_path):
     result = check(fresh, ref, {})
     assert result.ok and not result.regressions
     assert {line.split(":")[0] for line in result.improvements} == {
-        f"{KEY} unauthorized_mean", f"{KEY} auth_gap"}
+        f"{KEY} unauthorized_mean", f"{KEY} attacked_gap"}
     strict = check(fresh, ref, {}, strict=True)
     assert not strict.ok and len(strict.regressions) == 2 and not strict.improvements
 
@@ -89,10 +89,10 @@ def test_improvement_is_reported_and_fails_only_when_strict(tmp_path):
 def test_per_metric_tolerance(tmp_path):
     ref = reference_json(tmp_path, tiny_rows())
     fresh = shifted(tiny_rows(), "mlp-a", "mlp-a", -4.0)  # authorized_top1 -2, retained -2, auth_gap -2
-    loose = {"authorized_top1": 2.5, "retained": 2.5, "auth_gap": 2.5}
+    loose = {"authorized_top1": 2.5, "retained": 2.5, "attacked_gap": 2.5}
     assert check(fresh, ref, loose).ok
-    result = check(fresh, ref, {**loose, "auth_gap": 1.5})
-    assert [line.split(":")[0] for line in result.regressions] == [f"{KEY} auth_gap"]
+    result = check(fresh, ref, {**loose, "attacked_gap": 1.5})
+    assert [line.split(":")[0] for line in result.regressions] == [f"{KEY} attacked_gap"]
     assert check(fresh, ref, {}, default_tolerance=3.0).ok
     with pytest.raises(UserError, match="unknown metric"):
         check(fresh, ref, {"top5": 1.0})

@@ -303,7 +303,7 @@ def test_suite_run_section_is_validated(tmp_path):
     path = write_suite(tmp_path / "s.toml", extra='\n[run]\nbatch_size = 16\ndevice = "cpu"\n')
     assert load_suite(str(path)).run == {"batch_size": 16, "device": "cpu"}
     path.write_text(path.read_text().replace("batch_size = 16", "batch = 16"))
-    with pytest.raises(UserError, match=r"unknown key 'batch' in \[run\]; valid: batch_size, device, threads"):
+    with pytest.raises(UserError, match=r"unknown key 'batch' in \[run\]; valid: batch_size, channels_last, device, precision, threads"):
         load_suite(str(path))
     path.write_text(path.read_text().replace("batch = 16", 'batch_size = "16"'))
     with pytest.raises(UserError, match=r"\[run\] batch_size = '16' is not valid: it must be a whole number >= 1"):

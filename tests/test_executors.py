@@ -34,8 +34,8 @@ from bench.suite import load_suite
 from conftest import write_suite
 
 TIMING = ("encode_ms", "fit_ms")
-ray = pytest.importorskip("ray")
-submitit = pytest.importorskip("submitit")
+ray = pytest.importorskip("ray", reason="the executor tests need Ray and submitit, the 'dist' extra: pip install -e '.[dist]'")
+submitit = pytest.importorskip("submitit", reason="the executor tests need submitit, the 'dist' extra: pip install -e '.[dist]'")
 
 
 # -- fixtures -----------------------------------------------------------------------------------

@@ -48,9 +48,9 @@ def test_rank_places_a_plugin_on_the_reference_board(capsys, runs):
     code, stdout, err = cli(capsys, "rank", root / "new", "--against", root / "ref", "--suite", ref_suite,
                             "--out", out, "--submit", submit)
     assert code == 0, err
-    assert "NEW" in stdout and "`my-recoding` (`plugin_example:MyRecoding`): one line for `authbench list defenses`" in stdout
-    new_line = next(line for line in stdout.splitlines() if "| NEW" in line)
-    assert "| my-recoding " in new_line and "plugin_example" not in new_line  # the class's name, not its module path
+    assert "NEW my-recoding (plugin_example:MyRecoding): one line for `authbench list defenses`" in stdout
+    new_line = next(line for line in stdout.splitlines() if "my-recoding NEW" in line)
+    assert "plugin_example" not in new_line and len(new_line) <= 100  # the class's name, not its module path
     payload = json.loads((out / "boards.json").read_text())
     (board,) = payload["boards"]
     assert board["key"]["authorized"] == ["mlp-s0", "mlp-s1"] and board["key"]["n"] == [64]
@@ -63,10 +63,13 @@ def test_rank_places_a_plugin_on_the_reference_board(capsys, runs):
     headline = [r["values"]["worst_auth_gap"] for r in sorted(rows.values(), key=lambda r: r["rank"])]
     assert headline == sorted(headline, reverse=True)
 
-    (csv,) = (out / "boards").glob("*.csv")
+    (csv,) = (out / "boards").glob("*.wide.csv")
     frame = pd.read_csv(csv)
-    assert frame.shape == (3, 18)  # three rows; the columns with "new"
+    assert frame.shape == (3, 18)  # three rows; every column, with "new"
     assert set(frame["n"]) == {64} and set(frame["authorized"]) == {"mlp-s0,mlp-s1"}
+    readable = pd.read_csv(csv.with_name(csv.name.replace(".wide.csv", ".csv")))
+    assert readable.shape == (3, 11) and list(readable["new"].fillna("")).count("NEW") == 1
+    assert (out / "site" / "index.html").is_file() and "NEW" in (out / "site" / "boards.html").read_text()
 
     entries = sorted(submit.glob("tiny/input/*.json"))
     assert len(entries) == 1  # only the new row: the file a contributor opens a PR with

@@ -139,7 +139,7 @@ def test_a_shifted_inference_only_value_fails_exactly(tiny, tmp_path, capsys, mo
     assert f"::error title=authbench check::{INFERENCE_KEY} authorized_top1" in out
     failed = ET.parse(junit).getroot().findall(".//testcase[failure]")
     assert {(t.get("classname"), t.get("name")) for t in failed} == {
-        (f"leaderboard.{INFERENCE_KEY}", m) for m in ("authorized_top1", "retained", "auth_gap")}
+        (f"leaderboard.{INFERENCE_KEY}", m) for m in ("authorized_top1", "retained", "attacked_gap")}
 
 
 def test_a_trained_cell_passes_within_its_measured_tolerance_and_fails_beyond(tiny, tmp_path):
@@ -148,7 +148,7 @@ def test_a_trained_cell_passes_within_its_measured_tolerance_and_fails_beyond(ti
     assert check(small, ref).ok  # -0.5 / 3 models: inside every measured tolerance
     large = reference_from_rows(shifted(tiny["rows"], attack_prefix="reconstruct", delta=-60.0), Tolerances())
     result = check(large, ref)
-    assert not result.ok and any("reconstruct(" in line and "auth_gap" in line for line in result.regressions)
+    assert not result.ok and any("reconstruct(" in line and "attacked_gap" in line for line in result.regressions)
     assert not any(line.startswith(INFERENCE_KEY) for line in result.regressions)
 
 
@@ -173,14 +173,15 @@ def test_zero_compared_cells_fail(tiny, tmp_path, capsys):
     ref = tmp_path / "empty.json"
     freeze(clean, ref, Tolerances())
     assert json.loads(ref.read_text())["cells"] == []
+    # issue 25: after the identity checks, nothing compared is a refusal of the inputs (exit 2, one line)
     assert main(["check", str(write_rows(tmp_path / "clean", clean)), "--against", str(ref), "--junit",
-                 str(tmp_path / "j.xml")]) == 1
-    out = capsys.readouterr().out
-    assert "compared 0 cells" in out and "FAIL (nothing compared)" in out
-    assert ET.parse(tmp_path / "j.xml").getroot().get("failures") == "1"
-    # cells the fresh run does not hold, skipped under --allow-subset, leave nothing compared: a failure too
+                 str(tmp_path / "j.xml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing to compare: the reference holds no cells" in err
+    # cells the fresh run does not hold, skipped under --allow-subset, leave nothing compared: refused too
     fresh = write_rows(tmp_path / "fresh-clean", clean)
-    assert main(["check", str(fresh), "--against", str(tiny["ref"]), "--allow-subset"]) == 1
+    assert main(["check", str(fresh), "--against", str(tiny["ref"]), "--allow-subset"]) == 2
+    assert "skipped under --allow-subset" in capsys.readouterr().err
 
 
 def summary_row(method: str, trial: int, auc: float, tpr: float) -> dict:
@@ -256,12 +257,15 @@ def test_check_section_rejects_unknown_keys():
         Tolerances.from_check({"tolerance": {"top5": 1.0}})
 
 
-def test_a_run_without_a_terminal_logs_one_line_per_job_and_no_bar(tmp_path, capsys):
+def test_a_run_without_a_terminal_logs_a_header_and_a_line_a_minute_and_no_bar(tmp_path, capsys):
     suite = tmp_path / "log.toml"
     suite.write_text(TINY.replace(f', {RECON}', "").replace("subset = 64", "subset = 16"))
     assert main(["run", str(suite), "--out", str(tmp_path / "run"), "--reports", str(tmp_path / "rep"),
                  "--threads", "1"]) == 0  # progress on, but stderr is captured: not a terminal
     err = capsys.readouterr().err
-    jobs = [line for line in err.splitlines() if line.startswith("tiny: job ")]
-    assert len(jobs) == 4 and jobs[-1].startswith("tiny: job 4/4 done (") and "cells), " in jobs[-1]
+    assert err.startswith("authbench: suite tiny: 4 of 4 job(s) to run")
+    assert "1 torch thread(s) (--threads)" in err and "executor local" in err
+    progress = [line for line in err.splitlines() if line.startswith("tiny: ")]
+    assert progress and progress[-1].startswith("tiny: 4/4 jobs, ") and " elapsed" in progress[-1]
+    assert len(progress) <= 2  # a line a minute (and the last), not one per job
     assert "\r" not in err and "cells/s" not in err and "it/s" not in err

@@ -125,7 +125,7 @@ def test_leaderboard_by_hand():
     assert row["retained"] == pytest.approx((90.0 / 100 + 80.0 / 80) / 2 * 100)  # 95
     assert row["unauthorized_mean"] == pytest.approx(25.0)
     assert row["unauthorized_worst"] == pytest.approx(30.0)
-    assert row["auth_gap"] == pytest.approx(((90 - 20) + (80 - 30)) / 2)  # 60
+    assert row["attacked_gap"] == pytest.approx(((90 - 20) + (80 - 30)) / 2)  # 60
     assert row["psnr_true"] == pytest.approx(20.0)
     assert row["first_layer_dev_auth"] == pytest.approx(0.03)
     assert row["encode_ms"] == pytest.approx(0.3)
@@ -137,7 +137,7 @@ def test_leaderboard_groups_and_ranking():
     assert len(board) == 2 * 2 * len(PSNRS)  # defenses x releases x psnrs; "none" excluded
     assert set(board["defense"]) == {"ne", "noise"}
     assert list(board["rank"]) == list(range(1, len(board) + 1))
-    assert board["auth_gap"].is_monotonic_decreasing
+    assert board["attacked_gap"].is_monotonic_decreasing
     assert board.iloc[0]["defense"] == "ne"
 
 
@@ -150,7 +150,7 @@ def test_write_leaderboard_json(tmp_path):
     assert data["kind"] == "authbench-leaderboard" and data["version"] == 1
     assert data["metrics"] == METRIC_DIRECTIONS
     assert data["rows"][0]["key"] == "ne|tau=0.0001|psnr=20|true|float|none"
-    assert data["rows"][0]["auth_gap"] == pytest.approx(60.0)
+    assert data["rows"][0]["attacked_gap"] == pytest.approx(60.0)
     assert (tmp_path / "leaderboard.md").read_text().startswith("Measured by authbench")
 
 
@@ -208,4 +208,4 @@ def test_every_csv_a_report_writes_reads_back_to_its_shape(tmp_path):
     frame = pd.read_csv(tmp_path / "leaderboard.csv", keep_default_na=False, na_values=[""])
     assert frame.shape == board.shape and list(frame.columns) == list(board.columns)
     assert list(frame["defense"]) == list(board["defense"])
-    assert frame["auth_gap"].tolist() == pytest.approx(board["auth_gap"].tolist(), nan_ok=True)
+    assert frame["attacked_gap"].tolist() == pytest.approx(board["attacked_gap"].tolist(), nan_ok=True)

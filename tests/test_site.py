@@ -149,20 +149,17 @@ def test_render_writes_the_reports_site_with_row_provenance(tmp_path):
     assert paths[-1] == root / "index.html"
     assert not render(rows, tmp_path / "plain", {})[-1].is_relative_to(tmp_path / "plain" / "site")
     index = (root / "index.html").read_text()
-    for page in ("leaderboard.html", "input-authorization.html"):
+    for page in ("boards.html", "input-authorization.html"):
         assert f'href="{page}"' in index and (root / page).is_file()
+    assert not (root / "leaderboard.html").exists()  # one leaderboard page: the boards
     assert 'href="downloads/leaderboard.csv"' in index and (root / "downloads" / "leaderboard.provenance.json").is_file()
     assert not list((root / "downloads").glob("*.png"))  # figures are inlined in their page, not copied
-    board = json.loads((root / "data" / "leaderboard--leaderboard.json").read_text())
-    expected = leaderboard(rows)
-    assert [r["defense"] for r in board["rows"]] == list(expected["defense"])
-    assert len(board["provenance"]) == len(expected)
-    first = board["provenance"][0]  # ne at one point: 5 authorized x 5 evaluated cells
-    assert first["cells"] == 25 and first["evaluated models"] == 5 and first["git"] == "abc123"
-    assert first["params"] == {"tau": 1e-4} and first["wall_s"] == pytest.approx(12.5)
-    assert first["cache hits / misses"] == "25 / 25"
-    jpeg = board["provenance"][[r["attack"] for r in board["rows"]].index("jpeg(quality=75)")]
-    assert jpeg["cells"] == 5 and jpeg["authorized models"] == ["mlp-b"]
+    readable = [json.loads(p.read_text()) for p in sorted((root / "data").glob("boards--*.json"))
+                if not p.stem.endswith(("-wide", "-sweep"))]
+    assert readable and all(b["rows"] and len(b["provenance"]) == len(b["rows"]) for b in readable)
+    first = next(p for b in readable for p in b["provenance"] if "tau=0.0001" in p["params"])  # an NE row
+    assert first["git"] == "abc123" and first["cells"] > 0 and first["wall_s"] == pytest.approx(0.5 * first["cells"])
+    assert first["authorized"] and first["entry"].startswith("ne|")
     ne_page = (root / "input-authorization.html").read_text()
     assert ne_page.count("data:image/png;base64,") == 1  # fig1_psnr_float.png
     assert "Table 1 (NE shape): cross-model top-1 accuracy" in ne_page and "Attacks on input authorization" in ne_page
@@ -276,5 +273,68 @@ def test_site_in_headless_chromium_sorts_filters_and_screenshots(site, tmp_path)
         driver.get((root / "index.html").as_uri())
         driver.find_element(By.LINK_TEXT, "Input authorization board").click()
         assert driver.current_url.endswith("boards.html#board")
+    finally:
+        driver.quit()
+
+
+def _board_site(tmp_path):
+    """A reports folder of one input board as a run writes it: six standard attacks (the wide table has a
+    column per attack), long parameter strings, a ranked operating point and a PSNR sweep."""
+    from bench.core.types import Cell, Provenance, Role, Row
+    from bench.reports.boards import build_boards, write_boards
+    from bench.reports.pages import write_report_site
+    from bench.reports.tables import provenance_of
+
+    attacks = ["jpeg(quality=75)", "crop", "cutout", "reconstruct(epochs=3,samples=512,target=noise2clean,width=16)",
+               "project", "project(estimate=whitebox,fill=regress)"]
+    prov = Provenance(model_digest=None, authorized_digest=None, input_digest=None, defense_summary=None, versions={},
+                      git="g", device="cpu", seed=0, wall_s=0.5, cache={}, forwards=1)
+    models = ["cnn-s0", "vit-s0", "mlp-s0", "mixer-s0"]
+    rows = []
+    for d, base in (("ne-patch", 80.0), ("ne-operator", 60.0), ("noise", 10.0)):
+        for psnr, points in ((-10.0, ["none", *attacks]), (20.0, ["none"]), (0.0, ["none"])):
+            for a in models[:2]:
+                for attack in points:
+                    for e in models:
+                        top1 = 95.0 if e == a else 95.0 - base + (5.0 if attack != "none" else 0.0)
+                        cell = Cell(suite="s", defense=d, params={}, point={"psnr": psnr, "psnr_mode": "true"},
+                                    release="float", attack=attack, authorized=a, evaluated=e, trial=0)
+                        rows.append(Row.build(protocol="input", cell=cell, key=f"{d}{psnr}{a}{attack}{e}",
+                                              suite_digest="0" * 16, role=Role.of(authorized=a, evaluated=e, same_arch=False),
+                                              arch={"authorized": a, "evaluated": e}, n=540, provenance=prov,
+                                              metrics={"top1": top1}).to_json())
+    boards = build_boards(rows, {"input": tuple(attacks)})
+    paths = write_boards(boards, tmp_path, provenance_of(rows))
+    return write_report_site(rows, tmp_path, paths)[0].parent
+
+
+def test_the_boards_page_is_the_one_leaderboard_page(tmp_path):
+    root = _board_site(tmp_path)
+    assert (root / "boards.html").is_file() and not (root / "leaderboard.html").exists()
+    html = (root / "boards.html").read_text()
+    assert html.count('<details class="wide">') == 1 and "sweep (not ranked)" in html and "<img" in html
+
+
+def test_boards_page_headline_visible_in_a_1280_px_window(tmp_path):
+    from selenium.webdriver.common.by import By
+
+    root = _board_site(tmp_path)
+    driver = _browser()
+    try:
+        driver.set_window_size(1280, 900)
+        driver.get((root / "boards.html").as_uri())
+        width = driver.execute_script("return window.innerWidth")
+        table = driver.find_elements(By.CSS_SELECTOR, "table.sortable")[0]  # the readable board, first
+        heads = {h.text.split("\n")[0]: h for h in table.find_elements(By.CSS_SELECTOR, "thead th")}
+        for column in ("rank", "defense", "operating point", "worst_auth_gap", "± 95% CI", "worst attack"):
+            assert column in heads, list(heads)
+        right = driver.execute_script("return arguments[0].getBoundingClientRect().right", heads["worst_auth_gap"])
+        assert heads["worst_auth_gap"].is_displayed() and right <= width, (right, width)
+        assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in table.find_elements(By.CSS_SELECTOR, "tbody tr")] \
+            == ["1", "2", "3"]  # one row per entry, the sweep in its own table
+        wide = driver.find_element(By.CSS_SELECTOR, "details.wide")
+        assert wide.get_attribute("open") is None  # every column: behind the toggle
+        shot = tmp_path / "boards_1280.png"
+        assert driver.save_screenshot(str(shot)) and shot.read_bytes()[:4] == b"\x89PNG"
     finally:
         driver.quit()

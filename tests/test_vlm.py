@@ -16,7 +16,7 @@ import torch.nn as nn
 from PIL import Image
 
 if importlib.util.find_spec("vlmeval") is None:  # not importorskip: importing vlmeval here would switch SSL off
-    pytest.skip("VLMEvalKit is not installed (pip install 'authbench[vlm]')", allow_module_level=True)
+    pytest.skip("VLMEvalKit is not installed: it is the 'vlm' extra (pip install -e '.[vlm]')", allow_module_level=True)
 transformers = pytest.importorskip("transformers")
 
 from bench.cli import main  # noqa: E402

@@ -7,6 +7,7 @@ the cached forward-pass service (`forwards`, bench.core.forward) and the seeds. 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from dataclasses import dataclass, field
@@ -25,19 +26,42 @@ from bench.models.sources import default_init_seed, load_model, model_label, spe
 from bench.suite import Suite
 
 DEFAULT_BATCH_SIZE = 256
+PRECISIONS = ("float32", "bfloat16", "float16")
 
 
 def add_import_path(suite: Suite) -> None:
-    """Put the suite's import folders (its own folder, [models] python_path) at the front of sys.path, so its
-    `factory = "module:function"` and `loader` modules import; folders that do not exist are left out (a worker
-    rebuilds the suite elsewhere and gets the driver's import path instead)."""
+    """Put the suite's import folders (its own folder, [models] python_path) at the front of sys.path, and the
+    current folder at its end, so its `factory = "module:function"`, `loader` and `module:Class` defense modules
+    import; folders that do not exist are left out (a worker rebuilds the suite elsewhere and gets the driver's
+    import path instead)."""
     added = False
     for folder in reversed(suite.import_path):
         if folder.is_dir() and str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
             added = True
+    cwd = str(Path.cwd())  # and the current folder, last, as `python -m` has it and `authbench rank` does
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+        added = True
     if added:
         importlib.invalidate_caches()
+
+
+CPU_THREADS = 1  # torch intra-op threads per process on CPU unless --threads or [run] threads says
+
+
+def default_threads(option, suite_value, device) -> tuple[int | None, str]:
+    """(torch intra-op threads to set, where the number comes from) for a run: --threads, else the suite's
+    [run] threads, else one per process on CPU (torch's own default, one per core, ran 3-5x slower in wall
+    time and burnt ~5x the CPU on this project's 2-core machines, issue 26), else torch's own (None)."""
+    for value, source in ((option, "--threads"), (suite_value, "suite [run] threads")):
+        if value is not None:
+            if int(value) < 1:
+                raise UserError(f"threads must be >= 1, got {value}")
+            return int(value), source
+    if torch.device(device).type == "cpu":
+        return CPU_THREADS, "one per process on CPU by default; --threads N to change"
+    return None, "torch's default"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,10 +77,14 @@ class RunOptions:
     full: bool = False  # also the suite's tier = "full" entries
     batch_size: int | None = None  # default: suite [run] batch_size, else 256
     device: str | None = None  # cpu | cuda | cuda:N | auto (default: suite [run] device, else auto)
-    threads: int | None = None  # torch CPU threads (default: suite [run] threads, else torch's own)
+    threads: int | None = None  # torch CPU threads (default: suite [run] threads, else 1 on CPU)
+    precision: str | None = None  # forwards: float32 (default), or bfloat16 / float16 under torch.autocast
+    channels_last: bool | None = None  # models and their inputs in channels-last memory format (default False)
     progress: bool = True
     cache_dir: Path | None = None
+    trials: int | None = None  # at most this many trials per cell (--trials 1: the cheap ranking mode)
     loader: Callable | None = None  # replaces the protocol's model loader (tests, notebooks)
+    allow_mixed: bool = False  # add rows to a results folder that holds another suite's rows
 
 
 @dataclass
@@ -73,17 +101,25 @@ class EvalContext:
             raise UserError(f"batch size must be >= 1, got {self.batch_size}")
         self.device = resolve_device(self.options.device or run.get("device"))
         self._threads_before = torch.get_num_threads()
-        threads = self.options.threads if self.options.threads is not None else run.get("threads")
-        if threads is not None:
-            if int(threads) < 1:
-                raise UserError(f"threads must be >= 1, got {threads}")
-            torch.set_num_threads(int(threads))
+        self.threads, self.threads_source = default_threads(self.options.threads, run.get("threads"), self.device)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        if self.options.trials is not None and int(self.options.trials) < 1:
+            raise UserError(f"--trials must be >= 1, got {self.options.trials}")
+        self.precision = str(self.options.precision or run.get("precision") or "float32")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision {self.precision!r} is unknown; valid choices: {', '.join(PRECISIONS)}")
+        cl = self.options.channels_last if self.options.channels_last is not None else run.get("channels_last")
+        self.channels_last = bool(cl)
         self.cache_root = Path(self.options.cache_dir) if self.options.cache_dir else cache_root()
         self.forwards = ForwardService(self.cache_root)  # the cached forward pass protocols call
         self.done: set[str] = set()  # cells already in the results file
         self.progress = self.options.progress and sys.stderr.isatty()  # bars only on a terminal (the engine logs)
         self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
         add_import_path(self.suite)
+        from bench.kits.resolve import check_suite  # a missing kit fails here, before any job
+
+        check_suite(self.suite.data, [*self.suite.authorized, *self.suite.evaluated], self.cache_root)
         entry_models = [model_label(m) for d in self.suite.defenses for m in d.models if ":" in m]
         for flag, labels, known in (("--model", self.options.models, self.specs),
                                     ("--authorized", self.options.authorized,
@@ -104,6 +140,36 @@ class EvalContext:
     def restore_threads(self) -> None:
         """torch's CPU thread count as it was before this context set `threads`."""
         torch.set_num_threads(self._threads_before)
+
+    # -- how forwards run ---------------------------------------------------------------------
+    @property
+    def compute(self) -> dict:
+        """The forward settings that change results (cache keys and row identities carry them); empty for
+        the default float32, contiguous forwards, so their keys are as before."""
+        out = {}
+        if self.precision != "float32":
+            out["precision"] = self.precision
+        if self.channels_last:
+            out["channels_last"] = True
+        return out
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch on the compute device: through pinned memory with a non-blocking copy to a GPU."""
+        if self.device.type == "cuda" and x.device.type == "cpu":
+            return (x if x.is_pinned() else x.pin_memory()).to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch as the models read it: channels-last when asked (encodings never see that layout)."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
+
+    def forward_mode(self):
+        """The context model outputs are computed in: torch.inference_mode, and autocast at `precision`."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.precision != "float32":
+            stack.enter_context(torch.autocast(self.device.type, dtype=getattr(torch, self.precision)))
+        return stack
 
     # -- models ------------------------------------------------------------------------------
     def authorized_for(self, entry) -> list[str]:
@@ -127,6 +193,8 @@ class EvalContext:
                                  default_seed=default_init_seed(self.suite.seed, label))
             adapter.name = label  # the suite's label names the model in every row
             self._models[label] = adapter.to(self.device)
+            if self.channels_last:
+                adapter.module.to(memory_format=torch.channels_last)
         return self._models[label]
 
     def model_identity(self, label: str) -> dict:
@@ -143,6 +211,19 @@ class EvalContext:
         data.pop("split", None), data.pop("train_split", None)
         subset, subset_seed = int(data.pop("subset", 0)), int(data.pop("subset_seed", self.suite.seed))
         data.pop("encode_space", None)
+        if str(name).startswith("kit:"):  # the kit's format and options, its files as cache paths
+            from bench.kits.resolve import resolve_dataset
+
+            if split_key != "split":  # a kit dataset is one set of files: never silently its own training data
+                raise UserError(f"suite {self.suite.name!r}: {name} is a single evaluation set; the defense or "
+                                "attack asks for training data (attacker or defender images), which a kit dataset "
+                                "does not provide: drop that entry or use a dataset with a train split")
+            resolved = resolve_dataset(name, self.cache_root)
+            split = load_dataset(resolved.format, split, subset if split_key == "split" else 0, subset_seed,
+                                 **{**resolved.options, **data})
+            # the data identity names the kit and the sha256 of its files (not the cache's file times)
+            split.content = f"kit:{resolved.kit}/{resolved.dataset}|{resolved.identity['files']}"
+            return split
         return load_dataset(name, split, subset if split_key == "split" else 0, subset_seed, **data)
 
     @cached_property

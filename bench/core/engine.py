@@ -21,8 +21,10 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 
+from bench import allocator
 from bench.core.context import EvalContext, RunOptions
 from bench.core.spec import JobResult, JobSpec, environment, job_id, job_label, suite_toml
 from bench.cache import digest
@@ -131,6 +133,18 @@ def check_filters(suite, options: RunOptions, entries: list) -> None:
                 raise UserError(f"{flag} {shown} selects no cell of suite {suite.name!r}; valid choices{scope}: {have}")
 
 
+def model_outputs(model, data) -> int | None:
+    """How many outputs (logits) an image model gives, from one image of `data`; None when it cannot say."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            logits = model.predict(data.read([0]))
+    except Exception:  # noqa: BLE001 - the run reports a model that cannot run; this check only counts outputs
+        return None
+    return int(logits.shape[-1]) if getattr(logits, "ndim", 0) == 2 else None
+
+
 def _where() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -194,7 +208,9 @@ def worker_context(spec: JobSpec) -> tuple[EvalContext, dict[str, Job]]:
     that runs several jobs of a run loads each model, split and fitted defense once."""
     if spec.context_key in _CONTEXTS:
         _CONTEXTS.move_to_end(spec.context_key)
-        return _CONTEXTS[spec.context_key]
+        ctx, jobs = _CONTEXTS[spec.context_key]
+        ctx.out_dir = Path(spec.out_dir)  # the same suite and data, maybe another run's folder (artifacts go there)
+        return ctx, jobs
     mine = versions().get("authbench", "unknown")
     if spec.version != mine:
         raise UserError(f"the driver runs authbench {spec.version}, this worker {mine}; install one version everywhere")
@@ -214,6 +230,9 @@ def run_specs(specs: tuple[JobSpec, ...]) -> list[JobResult]:
     its rows and counters. A job's error comes back as a one-line result (its traceback goes to the
     worker's log), so the other jobs of the chunk still return; a dead process is the executor's to retry."""
     out, where = [], _where()
+    for spec in specs[:1]:
+        os.environ.update({k: v for k, v in spec.env.items() if k == allocator.ENV})
+    allocator.tune()  # a worker process is an entry point too (once per process)
     for i, spec in enumerate(specs, 1):
         print(f"authbench worker {where}: job {i}/{len(specs)} {spec.job} {spec.label}", file=sys.stderr, flush=True)
         start = time.perf_counter()
@@ -235,12 +254,45 @@ def run_specs(specs: tuple[JobSpec, ...]) -> list[JobResult]:
     return out
 
 
+class _Clock:
+    """A run's timing lines: the estimated total once the first jobs are done (5% of them, at least 3, and
+    10 s), then, off a terminal, one progress line a minute (jobs, cells, elapsed, estimated time left)."""
+
+    def __init__(self, jobs: int, on: bool, name: str):
+        self.jobs, self.on, self.name = jobs, on, name
+        self.start = self.last = time.perf_counter()
+        self.estimated = False
+
+    def tick(self, done: int, cells: int, *, minutely: bool) -> str | None:
+        if not self.on or not done:
+            return None
+        now = time.perf_counter()
+        elapsed = now - self.start
+        left = elapsed * (self.jobs - done) / done
+        if not self.estimated and done < self.jobs and done >= max(3, self.jobs // 20) and elapsed >= 10:
+            self.estimated, self.last = True, now
+            return (f"authbench: estimated time {_clock(elapsed + left)} in all ({_clock(left)} left, from the first "
+                    f"{done} job(s); jobs differ in cost, so this moves)")
+        if minutely and (now - self.last >= 60 or done == self.jobs):
+            self.last = now
+            return (f"{self.name}: {done}/{self.jobs} jobs, {cells} cells written, {_clock(elapsed)} elapsed"
+                    + (f", ~{_clock(left)} left" if done < self.jobs else ""))
+        return None
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
 # -- the driver -----------------------------------------------------------------------------------
 class Engine:
     """A suite's run: its context, its jobs, and the loop that executes the missing ones."""
 
     def __init__(self, suite: Suite, out_dir: Path, options: RunOptions | None = None,
                  executor: Executor | None = None):
+        allocator.tune()  # once per process: the CLI, bench.evaluate and notebooks all build an Engine
         self.out_dir = Path(out_dir)
         self.ctx = EvalContext(suite, options or RunOptions(), out_dir=self.out_dir)
         self.executor = executor or make_executor(None, suite.raw.get("executor"))
@@ -257,7 +309,8 @@ class Engine:
         are reused as they are)."""
         if not hasattr(self, "_identities"):
             self._identities = {"data": primary_protocol(self.ctx.suite).data_identity(self.ctx),
-                                "suspects": self.ctx.suite.raw.get("suspects"), "version": RESULTS_VERSION}
+                                "suspects": self.ctx.suite.raw.get("suspects"), "version": RESULTS_VERSION,
+                                **self.ctx.compute}  # autocast / channels-last rows are not float32 rows
             self._models: dict[str, dict] = {}
         labels = sorted({row.get("authorized"), row.get("evaluated")} & set(self.ctx.specs))
         for label in labels:
@@ -279,6 +332,17 @@ class Engine:
                     pass
         return self._suite_source
 
+    def refuse_other_suites(self, rows: list[dict], where) -> None:
+        """A results folder holds one suite's rows: rows of another suite there are refused (their reports
+        would mix the two) unless the run allows it (`--allow-mixed`)."""
+        if self.ctx.options.allow_mixed:
+            return
+        others = sorted({str(r.get("suite")) for r in rows} - {self.ctx.suite.name})
+        if others:
+            named = ", ".join(repr(o) for o in others[:3]) + (f" (+{len(others) - 3} more)" if len(others) > 3 else "")
+            raise UserError(f"{where} holds rows of suite {named}, not {self.ctx.suite.name!r}; give this run its own "
+                            "--out folder, or pass --allow-mixed to add its rows there")
+
     def current(self, rows: list[dict]) -> tuple[list[dict], int]:
         """The rows a resumed run reuses (one per cell, bound to today's identity) and how many it supersedes."""
         keep = [r for r in rows
@@ -291,17 +355,32 @@ class Engine:
         if not primary_protocol(self.ctx.suite).image_models:
             return  # protocols with their own loaders (text, VLM) load their models per task
         labels = list(dict.fromkeys(l for j in jobs for l in (j.authorized, *j.evaluated) if l in self.ctx.specs))
+        data = self.ctx.data  # a data error is said once, not once per model
+        classes = int(data.labels.max()) + 1 if len(data.labels) else 0
         bad = []
         for label in labels:
             try:
                 model = self.ctx.model(label)
-                if model.preprocess.input_size[0] != self.ctx.data.shape[0]:
+                if model.preprocess.input_size[0] != data.shape[0]:
                     bad.append(f"{label}: expects inputs of shape {tuple(model.preprocess.input_size)} (any height and "
-                               f"width) but the data has {tuple(self.ctx.data.shape)}")
+                               f"width) but the data has {tuple(data.shape)}")
+                    continue
+                outputs = model_outputs(model, data)
+                if outputs is not None and outputs < classes:
+                    bad.append(f"{label}: has {outputs} outputs but the data's labels go up to {classes - 1} "
+                               f"({classes} classes); give a model with one output per class of {data.name!r}")
             except UserError as exc:
                 bad.append(f"{label}: {exc}")
         if bad:
-            raise UserError(f"{len(bad)} of {len(labels)} model spec(s) cannot run, nothing was started: " + "; ".join(bad))
+            more = f"; (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+            raise UserError(f"{len(bad)} of {len(labels)} model spec(s) cannot run, nothing was started: "
+                            + "; ".join(bad[:3]) + more)
+
+    def data_digest(self) -> str:
+        """A digest of the evaluated data's identity (rows record it: `rank` and `check` compare it)."""
+        if not hasattr(self, "_data_digest"):
+            self._data_digest = digest(primary_protocol(self.ctx.suite).data_identity(self.ctx))[:24]
+        return self._data_digest
 
     def pending(self, rows: list[dict]) -> list[Job]:
         """Jobs with a cell not yet written; a job whose rows are known only when it runs is done once
@@ -347,6 +426,7 @@ class Engine:
 
     def _run(self, writer: ResultWriter) -> RunSummary:
         start = time.perf_counter()
+        self.refuse_other_suites(writer.rows(), writer.path)
         rows, superseded = self.current(writer.rows())
         if superseded and self.ctx.options.progress:
             print(f"authbench: {superseded} row(s) in {writer.path} were written for another model, data or harness "
@@ -369,7 +449,12 @@ class Engine:
         else:
             items, fn = tasks, self.run_jobs
         labels = {job_id(j): job_label(j) for j in todo}
-        show = self.ctx.progress  # a terminal (EvalContext); elsewhere one line per job
+        jobs_by_id = {job_id(j): j for j in todo}
+        show = self.ctx.progress  # a terminal (EvalContext); elsewhere one line per minute
+        say = self.ctx.options.progress
+        if say:
+            print(self.header(todo, estimate), file=sys.stderr)
+        clock = _Clock(len(todo), say and bool(todo), self.ctx.suite.name)
         bar = tqdm(total=estimate, desc=f"{self.ctx.suite.name} cells", unit="cell", disable=not show)
         run, done_jobs, failures, received = 0, 0, [], set()
         counts = Counter(forwards=0, encodings=0, **{k: 0 for k in CACHE_COUNTERS})
@@ -396,8 +481,12 @@ class Engine:
                         continue
                     received.add(res.job)
                     new = [r for r in res.rows if r["cell"] not in written]  # one writer: never a duplicate row
-                    for r in new:  # what only the driver knows: the identity resume binds to, the suite file
-                        r["provenance"].update(identity=self.row_identity(r), **self.suite_source())
+                    label = (jobs_by_id.get(res.job).extra.get("label") if res.job in jobs_by_id else "") or ""
+                    for r in new:
+                        r["provenance"].update(identity=self.row_identity(r), data_identity=self.data_digest(),
+                                               **self.suite_source())
+                        if label:
+                            r["label"] = label
                     writer.append(new)
                     written.update(r["cell"] for r in new)
                     run += len(new)
@@ -406,9 +495,9 @@ class Engine:
                     bar.total = max(bar.total, run)
                     bar.update(len(new))
                     bar.set_postfix_str(f"jobs {done_jobs}/{len(todo)}" + (f", {len(failures)} failed" if failures else ""))
-                    if self.ctx.options.progress and not show:  # a log, not a bar, where stderr is not a terminal
-                        print(f"{self.ctx.suite.name}: job {done_jobs}/{len(todo)} done ({labels.get(res.job, res.job)}: "
-                              f"{len(new)} cells), {run} cells written", file=sys.stderr)
+                    line = clock.tick(done_jobs, run, minutely=say and not show)  # the estimate once, then a log
+                    if line:                                                        # line a minute off a terminal
+                        (bar.write if show else lambda t: print(t, file=sys.stderr))(line)
         finally:
             close = getattr(results, "close", None)
             if close is not None:
@@ -421,13 +510,29 @@ class Engine:
             jobs_failed=len(todo) - done_jobs, failures=tuple(failures), executor=executor.name, superseded=superseded,
             merged=self.merged)
 
+    def header(self, todo: list[Job], cells: int) -> str:
+        """What a run prints first: suite, what is left to run, device, threads, executor, where results go."""
+        ctx, unknown = self.ctx, sum(not j.cells for j in todo)
+        left = (f"{len(todo)} of {len(self.jobs)} job(s) to run, {cells} cell(s)"
+                + (f" (+ the cells of {unknown} job(s) known when they run)" if unknown else "")) if todo else \
+            f"all {len(self.jobs)} job(s) done: nothing to run"
+        threads = (f"{ctx.threads} torch thread(s) ({ctx.threads_source})" if ctx.threads is not None
+                   else f"{torch.get_num_threads()} torch thread(s) ({ctx.threads_source})")
+        return (f"authbench: suite {ctx.suite.name}: {left}\n"
+                f"authbench: device {ctx.device}, {threads}, executor {self.executor.name}; "
+                f"results: {results_path(self.out_dir)}")
+
     # -- the plan, without running --------------------------------------------------------------
     def describe(self) -> str:
         """What `authbench run --plan` prints: jobs, their groups and tasks, and the estimated forward passes."""
         path = results_path(self.out_dir)
-        rows = self.current(read_rows(path, all_rows=True, require=("cell",)))[0] if path.exists() else []
+        every = read_rows(path, all_rows=True, require=("cell",)) if path.exists() else []
+        self.refuse_other_suites(every, path)
+        rows = self.current(every)[0]
         self.ctx.done = {r["cell"] for r in rows}
         todo = self.pending(rows)
+        if not self.executor.remote:
+            self.check_models(todo)  # the plan names only models that load
         self.executor.bind(self.out_dir)
         tasks = self.executor.tasks(todo)
         cells = [c for j in todo for c in j.cells if c not in self.ctx.done]

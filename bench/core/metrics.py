@@ -2,8 +2,12 @@
 ([check] tolerance keys), `check`, `rank` and the reports, so none of them has to import another's layer."""
 
 # the leaderboard of the image protocols (bench.reports.leaderboard): input and model authorization
-LEADERBOARD_METRICS = {"authorized_top1": "higher", "retained": "higher", "auth_gap": "higher",
+LEADERBOARD_METRICS = {"authorized_top1": "higher", "retained": "higher", "attacked_gap": "higher",
                        "unauthorized_mean": "lower", "unauthorized_worst": "lower"}
+# The leaderboard's gap scores the authorized model on the attacked release too; the boards' auth_gap scores it on
+# the release as delivered (bench.reports.boards). One name per quantity: this one is `attacked_gap`. References
+# and [check] tolerances written before the rename say `auth_gap` for it, and are read as `attacked_gap`.
+LEGACY_METRICS = {"auth_gap": "attacked_gap"}
 # the ownership-verification board (bench.reports.fingerprint)
 FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
 # the unlearnable-examples board (bench.protocols.unlearnable): test top-1 of models trained on protected data

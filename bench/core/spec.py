@@ -101,8 +101,10 @@ class JobSpec:
 
     @property
     def context_key(self) -> str:
-        """Jobs with one context key share one worker context (models loaded once per process)."""
-        return digest([self.suite_digest, self.options, self.out_dir, self.cwd, self.version])[:16]
+        """Jobs with one context key share one worker context (models loaded once per process), across runs
+        of the same suite, options and data: the results folder is not part of it (a worker points the
+        context at each spec's folder), so a long-lived worker serves the next run of the suite warm."""
+        return digest([self.suite_digest, self.options, self.cwd, self.version])[:16]
 
     def suite(self) -> Suite:
         """The suite rebuilt from the text, verified against the driver's digest and name."""

@@ -142,6 +142,7 @@ class Provenance:
     cache: dict
     forwards: int
     identity: str | None = None  # what the row's numbers depend on: models, data, RESULTS_VERSION (resume checks it)
+    data_identity: str | None = None  # digest of the evaluated data's identity (rank and check compare it)
     suite_path: str | None = None  # the suite file the run read (report / check take its [report] / [check])
     suite_file_digest: str | None = None  # that file's suite digest as read, before command-line overrides
 

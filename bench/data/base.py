@@ -118,6 +118,7 @@ class Split:
         self._reader = TensorReader(images) if reader is None else reader
         self._images = images
         self._shape: tuple | None = None
+        self.class_names: tuple[str, ...] | None = None  # class i's name, when the dataset declares them
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -157,13 +158,34 @@ class Split:
             raise RuntimeError(f"Split {self.name!r}: reader returned {len(out)} images for {len(pos)} positions")
         return out
 
-    def batches(self, batch_size: int) -> Iterator[Batch]:
-        """Batches of consecutive positions, in order, covering every position once."""
+    def batches(self, batch_size: int, prefetch: bool | None = None) -> Iterator[Batch]:
+        """Batches of consecutive positions, in order, covering every position once. With `prefetch`
+        (default: for a lazy split, whose reader decodes files), the next batch is read in a background
+        thread while the caller works on this one (the same batches; a reader's error comes out in order)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        for start in range(0, len(self), int(batch_size)):
+        starts = range(0, len(self), int(batch_size))
+
+        def make(start: int) -> Batch:
             pos = np.arange(start, min(start + int(batch_size), len(self)), dtype=np.int64)
-            yield Batch(pos, self.read(pos), self.labels[torch.as_tensor(pos)], self.indices[pos])
+            return Batch(pos, self.read(pos), self.labels[torch.as_tensor(pos)], self.indices[pos])
+
+        if not (self.lazy if prefetch is None else prefetch) or len(starts) < 2:
+            for start in starts:
+                yield make(start)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="authbench-prefetch") as pool:
+            ahead = pool.submit(make, starts[0])
+            try:
+                for nxt in list(starts[1:]) + [None]:
+                    batch = ahead.result()
+                    ahead = pool.submit(make, nxt) if nxt is not None else None
+                    yield batch
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
 
     @property
     def images(self) -> torch.Tensor:
@@ -198,13 +220,16 @@ class Split:
         pos = self._positions(positions)
         rows = torch.as_tensor(pos)
         if not self.lazy:  # an in-memory split stays one (as before: the rows are copied)
-            return Split(self.name, self._images[rows], self.labels[rows], self.indices[pos], self.num_classes,
+            part = Split(self.name, self._images[rows], self.labels[rows], self.indices[pos], self.num_classes,
                          content=self.content)
+            part.class_names = self.class_names
+            return part
         part = Split(self.name, None, self.labels[rows], self.indices[pos], self.num_classes,
                      reader=TakeReader(self._reader, pos), content=self.content)
         if self._images is not None:  # already materialised here: keep those rows (a cache, not pickled)
             part._images = self._images[rows]
         part._shape = self._shape
+        part.class_names = self.class_names
         return part
 
     # -- identity --------------------------------------------------------------------------------
@@ -289,5 +314,10 @@ def load_dataset(name: str, split: str, subset: int = 0, subset_seed: int = 0, *
     dataset = DATASETS.get(name)
     dataset.check_options(options)
     if subset > 0 and "subset" in inspect.signature(dataset.load).parameters:
-        return dataset.load(split, subset=subset, subset_seed=subset_seed, **options)
-    return dataset.load(split, **options).subset(subset, subset_seed)
+        out = dataset.load(split, subset=subset, subset_seed=subset_seed, **options)
+    else:
+        out = dataset.load(split, **options).subset(subset, subset_seed)
+    if subset > len(out):  # a subset the split cannot give is an error, not quietly the whole split
+        raise UserError(f"[data] subset = {subset} is larger than {name!r} split {split!r} ({len(out)} samples); "
+                        f"give at most {len(out)}, or 0 for the whole split")
+    return out

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import pickle
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from bench.errors import UserError
+from bench.paths import output_file, output_folder, slug, under
+from bench.safe_pickle import load_plain
 
 LAYOUTS = ("auto", "imagefolder", "cifar", "csv", "npz")
 TARGETS = ("npz", "imagefolder")
@@ -106,6 +107,43 @@ def read_imagefolder(source: Path, size=None) -> tuple[np.ndarray, np.ndarray, l
     return _stack([_read_image(p, size) for p in paths], paths), np.asarray(labels, dtype=np.int64), classes
 
 
+def cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 32, 32, 3) uint8, labels (N,) int64) of one CIFAR pickle batch, read without running code
+    (bench.safe_pickle) and checked: a malformed batch is one line naming what is wrong."""
+    batch = load_plain(path, "CIFAR pickle batch")
+    if not isinstance(batch, dict):
+        raise UserError(f"{path}: a CIFAR batch is a dict with 'data' and 'labels', got {type(batch).__name__}")
+    key = "labels" if "labels" in batch else "fine_labels"
+    if "data" not in batch or key not in batch:
+        keys = sorted(map(str, batch))
+        raise UserError(f"{path}: a CIFAR batch needs 'data' and 'labels' (or 'fine_labels'), has "
+                        f"{', '.join(keys[:5])}{f' (+{len(keys) - 5} more)' if len(keys) > 5 else ''}")
+    data, labels = batch["data"], batch[key]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        what = f"an array of dtype {data.dtype} and shape {data.shape}" if isinstance(data, np.ndarray) else \
+            f"a {type(data).__name__}"
+        raise UserError(f"{path}: 'data' must be a uint8 array (N, 3072), got {what}")
+    if not isinstance(labels, (list, tuple, np.ndarray)) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
+        raise UserError(f"{path}: {key!r} must be a list of integer class ids")
+    if len(labels) != len(data):
+        raise UserError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, dtype=np.int64).reshape(-1)
+
+
+def cifar_class_names(folder: Path) -> list[str]:
+    """The class names of a CIFAR folder's meta file (batches.meta / meta), [] when it has none."""
+    meta = next((folder / n for n in ("batches.meta", "meta") if (folder / n).is_file()), None)
+    if meta is None:
+        return []
+    info = load_plain(meta, "CIFAR meta file")
+    names = (info.get("label_names") or info.get("fine_label_names") or []) if isinstance(info, dict) else None
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise UserError(f"{meta}: a CIFAR meta file is a dict whose 'label_names' (or 'fine_label_names') is a list "
+                        "of strings")
+    return list(names)
+
+
 def read_cifar(source: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     folder = _cifar_folder(source)
     if folder is None:
@@ -116,23 +154,10 @@ def read_cifar(source: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[s
         path = folder / name
         if not path.is_file():
             raise UserError(f"{folder}: CIFAR batch {name!r} of split {split!r} is missing")
-        try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="latin1")  # torchvision's own format (trusted local data)
-        except (pickle.UnpicklingError, EOFError, OSError) as e:
-            raise UserError(f"{path}: not a CIFAR pickle batch ({type(e).__name__})") from None
-        key = "labels" if "labels" in batch else "fine_labels"
-        if "data" not in batch or key not in batch:
-            raise UserError(f"{path}: a CIFAR batch needs 'data' and 'labels' (or 'fine_labels'), has {sorted(batch)}")
-        images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.append(np.asarray(batch[key], dtype=np.int64))
-    meta = next((folder / n for n in ("batches.meta", "meta") if (folder / n).is_file()), None)
-    classes: list[str] = []
-    if meta is not None:
-        with open(meta, "rb") as f:
-            info = pickle.load(f, encoding="latin1")
-        classes = list(info.get("label_names") or info.get("fine_label_names") or [])
-    return np.concatenate(images), np.concatenate(labels), classes
+        x, y = cifar_batch(path)
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels), cifar_class_names(folder)
 
 
 def read_csv_folder(source: Path, labels_csv: Path, size=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -194,6 +219,10 @@ def read_npz(source: Path, images_key: str | None, labels_key: str | None) -> tu
     if images.shape[-1] not in (1, 3) and images.shape[1] in (1, 3):
         images = images.transpose(0, 2, 3, 1)
     if images.dtype.kind == "f":
+        if not np.isfinite(images).all():
+            bad = int((~np.isfinite(images)).reshape(len(images), -1).any(1).sum())
+            raise UserError(f"{source}: images {ik!r} hold NaN or infinite values ({bad} of {len(images)} images); "
+                            "store finite pixels in [0, 1] or 0..255")
         lo, hi = float(images.min()), float(images.max())
         if lo < 0 or hi > 255:
             raise UserError(f"{source}: float images {ik!r} have values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] or 0..255")
@@ -242,6 +271,7 @@ def convert(source: Path, out: Path, *, layout: str = "auto", to: str | None = N
         raise UserError(f"{source}: labels must be class ids >= 0, found {int(ys.min())}")
     n_classes = int(ys.max()) + 1
     if to == "npz":
+        output_file(out, "--out")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp.npz")
         np.savez(tmp, images=images, labels=ys)
@@ -249,14 +279,28 @@ def convert(source: Path, out: Path, *, layout: str = "auto", to: str | None = N
     else:
         from PIL import Image
 
+        output_folder(out, "--out")
         if out.exists() and any(out.iterdir()):
             raise UserError(f"--out {str(out)!r} exists and is not empty; give a new folder for the ImageFolder")
-        names = classes if len(classes) == n_classes else [f"{c:04d}" for c in range(n_classes)]
+        names = class_folders(classes) if len(classes) == n_classes else [f"{c:04d}" for c in range(n_classes)]
         for i, (img, y) in enumerate(zip(images, ys)):
-            folder = out / names[int(y)]
+            folder = under(out, names[int(y)], what="class folder")
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(folder / f"{i:06d}.png")
     return out, len(images), n_classes
+
+
+def class_folders(classes: list[str]) -> list[str]:
+    """One folder name per class name read from data (a labels CSV, CIFAR metadata): slugged to a plain name
+    (bench.paths.slug), never a path; two names that slug alike are an error naming them."""
+    names = [slug(c, f"class-{i:04d}") for i, c in enumerate(classes)]
+    seen: dict[str, str] = {}
+    for original, name in zip(classes, names):
+        if name in seen and seen[name] != original:
+            raise UserError(f"class names {seen[name]!r} and {original!r} both map to the folder name {name!r}; "
+                            "rename one of them")
+        seen[name] = original
+    return names
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -280,6 +324,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         raise UserError(f"{self.prog}: {message}")
 

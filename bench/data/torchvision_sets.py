@@ -15,7 +15,7 @@ import torch
 
 from bench.data.base import Split, array_digest, check_labels, register_dataset
 from bench.data.vision import ArrayReader, cifar10_reader, resolution_tag, subset_positions, torchvision_set
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 
 SPLITS = ("train", "test")
 
@@ -31,7 +31,7 @@ def _reader(cls_name: str, name: str, split: str, root: str | None, classes: int
     try:
         import torchvision.datasets  # noqa: F401
     except ImportError:
-        raise UserError(f"dataset {name!r} needs torchvision: pip install 'authbench[vision]'") from None
+        raise UserError(f"dataset {name!r} needs torchvision: {install_hint('vision')}") from None
     try:
         ds = torchvision_set(cls_name, str(root), split == "train")
     except RuntimeError as exc:

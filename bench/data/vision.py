@@ -98,12 +98,37 @@ def _pil_to_tensor(img, resize, crop, resample: str) -> torch.Tensor:
 PROGRESS_MIN = 1024  # a progress bar only for reads this large (not for every batch)
 
 
-def _stack(decode: Callable[[int], object], positions: Sequence[int], resize, crop, resample, what: str) -> torch.Tensor:
+DECODE_WORKERS_ENV = "AUTHBENCH_DECODE_WORKERS"
+
+
+def decode_workers() -> int:
+    """Threads that decode a batch of image files: $AUTHBENCH_DECODE_WORKERS, else min(8, CPU cores). PIL
+    decodes and resizes outside the GIL, so threads scale; 1 decodes in the calling thread."""
+    value = os.environ.get(DECODE_WORKERS_ENV)
+    if value is None:
+        return max(1, min(8, os.cpu_count() or 1))
+    if not value.strip().isdigit() or int(value) < 1:
+        raise UserError(f"{DECODE_WORKERS_ENV}={value!r} must be a whole number >= 1 (1: no decoding threads)")
+    return int(value)
+
+
+def _stack(decode: Callable[[int], object], positions: Sequence[int], resize, crop, resample, what: str,
+           workers: int | None = None) -> torch.Tensor:
+    """The images at `positions`, decoded by a pool of `workers` threads (default `decode_workers()`), in the
+    order given: the same tensor as decoding them one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
-    images = [_pil_to_tensor(decode(int(i)), resize, crop, resample)
-              for i in tqdm(positions, desc=f"decoding {what}", unit="img", leave=False,
-                            disable=len(positions) < PROGRESS_MIN)]
+    workers = decode_workers() if workers is None else workers
+    one = lambda i: _pil_to_tensor(decode(int(i)), resize, crop, resample)  # noqa: E731
+    bar = dict(desc=f"decoding {what}", unit="img", leave=False, disable=len(positions) < PROGRESS_MIN,
+               total=len(positions))
+    if workers > 1 and len(positions) > 1:
+        with ThreadPoolExecutor(min(workers, len(positions)), thread_name_prefix="authbench-decode") as pool:
+            images = list(tqdm(pool.map(one, positions), **bar))
+    else:
+        images = [one(i) for i in tqdm(positions, **bar)]
     _same_shapes({tuple(t.shape) for t in images}, what)
     return torch.stack(images)
 
@@ -192,7 +217,30 @@ def _load_array(source: tuple) -> np.ndarray:
     raise ValueError(f"unknown array source {source!r}")
 
 
+CIFAR_FOLDERS = {"CIFAR10": "cifar-10-batches-py", "CIFAR100": "cifar-100-python"}
+
+
+class CifarFiles:
+    """torchvision's CIFAR-10 / CIFAR-100 files under `root`, read as torchvision reads them (`data` (N, 32, 32, 3)
+    uint8, `targets`) but without unpickling code: each batch goes through bench.safe_pickle, which admits only
+    the dicts, lists, strings and numpy arrays the format holds (torchvision's own reader runs pickle.load)."""
+
+    def __init__(self, cls_name: str, root: str, train: bool):
+        from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, cifar_batch
+
+        folder = Path(root) / CIFAR_FOLDERS[cls_name]
+        names = (CIFAR_BATCHES if cls_name == "CIFAR10" else CIFAR100_FILES)["train" if train else "test"]
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            raise RuntimeError(f"Dataset not found: {str(folder / missing[0])!r} is missing")
+        parts = [cifar_batch(folder / n) for n in names]
+        self.data = np.concatenate([x for x, _ in parts])
+        self.targets = [int(v) for _, y in parts for v in y]
+
+
 def torchvision_set(cls_name: str, root: str, train: bool):
+    if cls_name in CIFAR_FOLDERS:
+        return CifarFiles(cls_name, root, train)
     import torchvision.datasets as tvd
 
     return getattr(tvd, cls_name)(root=root, train=train, download=False)
@@ -257,25 +305,45 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     if not folder.is_dir():
         raise UserError(f"imagenet root {str(folder)!r} does not exist; set [data] root (or --data-root) to an "
                         "ImageFolder with one subfolder per class")
-    from torchvision.datasets import ImageFolder
-
-    try:
-        ds = ImageFolder(str(folder))  # lists class folders and files; opens no image
-    except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"imagenet root {str(folder)!r} is not an ImageFolder ({str(e).splitlines()[0]})") from None
-    positions = subset_positions(len(ds.samples), subset, subset_seed)
-    paths = [ds.samples[i][0] for i in positions]
-    _check_headers(paths, resize, "imagenet")
+    # every class folder in sorted-wnid order (the 1k label order), empty ones too: a validation subset with
+    # images in 725 of the 1000 folders keeps its true class ids
+    classes, samples = scan_folder(folder, f"imagenet root {str(folder)!r}")
+    if len(classes) > 1000:
+        raise UserError(f"imagenet root {str(folder)!r} has {len(classes)} class folders; ImageNet-1k has 1000")
+    index = {c: i for i, c in enumerate(classes)}
+    positions = subset_positions(len(samples), subset, subset_seed)
     base = str(folder)
-    files = [p[len(base) + 1:] if p.startswith(base + os.sep) else os.path.relpath(p, base) for p in paths]
-    labels = torch.tensor([ds.samples[i][1] for i in positions], dtype=torch.long)
+    files = [samples[i][0] for i in positions]
+    check_headers([os.path.join(base, f) for f in files], resize, "imagenet")
+    labels = torch.tensor([index[samples[i][1]] for i in positions], dtype=torch.long)
     reader = ImageFolderReader(base, files, resize, crop, resample, "imagenet")
-    every = [os.path.relpath(p, base) for p, _ in ds.samples]  # the folder's identity: all its files' names, sizes, mtimes
-    # class folders in sorted-wnid order: the 1k label order
+    every = [f for f, _ in samples]  # the folder's identity: all its files' names, sizes, mtimes
     return Split(tag, None, labels, positions, 1000, reader=reader, content=stat_digest(base, every))
 
 
-def _check_headers(paths: Sequence[str], resize, what: str) -> None:
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+
+
+def scan_folder(folder: Path, what: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(every class folder in sorted order, [(relative file, class folder)] for the images in them); empty class
+    folders are kept (their ids stay true), files outside class folders ignored."""
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise UserError(f"{what}: {str(folder)!r} has no class folders; expected <root>/<class>/<image>")
+    samples = []
+    for c in classes:
+        for dirpath, dirnames, filenames in os.walk(folder / c, followlinks=True):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    samples.append((os.path.relpath(os.path.join(dirpath, name), folder), c))
+    if not samples:
+        raise UserError(f"{what}: the {len(classes)} class folders under {str(folder)!r} hold no image "
+                        f"({', '.join(IMAGE_EXTENSIONS)})")
+    return classes, samples
+
+
+def check_headers(paths: Sequence[str], resize, what: str) -> None:
     """Open each image's header (PIL reads the size, decodes no pixels), so that an unreadable file, or images of
     different native sizes without resize, fail here in one line and not in the middle of a run."""
     from PIL import Image
@@ -320,7 +388,7 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
     file = data_path(path)
     if file is None or not file.is_file():
         raise UserError(f"cifar10 array file {str(file)!r} does not exist; set [data] path to an .npz with images and labels")
-    images, labels, img_key, lab_key = _read_npz(file, split)
+    images, labels, img_key, lab_key = read_npz(file, split)
     what = str(file)
     if images.ndim != 4 or 3 not in (images.shape[1], images.shape[-1]):
         raise UserError(f"{what}: images {img_key!r} must be {CIFAR_SHAPES}, got {images.shape}")
@@ -332,7 +400,11 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
     if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(np.mod(labels, 1) == 0)):
         raise UserError(f"{what}: labels {lab_key!r} must be integer class ids, got dtype {labels.dtype}")
     labels = torch.as_tensor(labels.astype(np.int64))
-    check_labels(labels, 10, f"{what}: labels {lab_key!r}")
+    try:
+        check_labels(labels, 10, f"{what}: labels {lab_key!r}")
+    except UserError as e:
+        hint = "; for another label space use dataset = \"npz\" with num_classes = N (true class ids kept)"
+        raise UserError(f"{e}{hint if int(labels.max()) >= 10 else ''}") from None
     lo, hi = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
     if images.dtype.kind == "f" and (lo < 0.0 or hi > 1.0 or not np.isfinite([lo, hi]).all()):
         raise UserError(f"{what}: float images {img_key!r} have values in [{lo:.4g}, {hi:.4g}]; float pixels must lie "
@@ -347,7 +419,7 @@ def cifar10_reader(split: str, path: str | None, hub: str | None, resize=None, c
     return reader, labels
 
 
-def _read_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
+def read_npz(file: Path, split: str) -> tuple[np.ndarray, np.ndarray, str, str]:
     import zipfile
 
     try:

@@ -24,7 +24,7 @@ import os
 import time
 from pathlib import Path
 
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.executors.base import EXECUTORS, Executor, Failure, Option, chunked
 
 DEFAULT_TIME_LIMIT = 240  # minutes per array task
@@ -37,7 +37,7 @@ def import_submitit():
     try:
         import submitit
     except ImportError:
-        raise UserError("the submitit executor needs submitit: pip install 'authbench[dist]' "
+        raise UserError(f"the submitit executor needs submitit: {install_hint('dist')} "
                         "(or pip install 'submitit>=1.5')") from None
     return submitit
 
@@ -121,7 +121,20 @@ class SubmititExecutor(Executor):
             return Path(self.job_folder)
         return (self.out_dir or Path("runs")) / "submitit"
 
+    def check_gpus(self) -> None:
+        """--gpus-per-job on submitit's local executor: this machine must have the GPUs (else the tasks run on
+        the CPU while the run says GPU). On Slurm the scheduler decides (a partition without GPUs is its error)."""
+        if self.gpus_per_job and self.which() == "local":
+            import torch
+
+            have = torch.cuda.device_count()
+            if have < self.gpus_per_job:
+                raise UserError(f"--gpus-per-job {self.gpus_per_job} cannot be met: submitit runs locally here "
+                                f"(no Slurm) and this machine has {have} GPU(s); drop --gpus-per-job, or run where "
+                                "Slurm is")
+
     def executor(self):
+        self.check_gpus()
         submitit = import_submitit()
         executor = submitit.AutoExecutor(folder=str(self.folder()), cluster=self.which())
         params = {"name": "authbench", "timeout_min": self.time_limit, "cpus_per_task": self.cpus_per_job,

@@ -129,10 +129,18 @@ class FirstLinear:
             y = y + (b if self.kind == "linear" else b.repeat_interleave(y.shape[1] // b.numel()))
         return y
 
-    def output_deviation(self, clean: torch.Tensor, released: torch.Tensor) -> torch.Tensor:
+    def output_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample ||L(x)||: the denominator of `output_deviation` (computed once per clean split and reused)."""
+        return self.output(x).norm(dim=1)
+
+    def output_deviation(self, clean: torch.Tensor, released: torch.Tensor,
+                         clean_norm: torch.Tensor | None = None) -> torch.Tensor:
         """Per-sample ||L(x~) - L(x)|| / ||L(x)||: the relative change of the first layer's actual output
-        (L(x~) - L(x) = W(x~ - x): the mean and the bias cancel in the numerator, not in the denominator)."""
-        return self.apply(released - clean).norm(dim=1) / self.output(clean).norm(dim=1).clamp_min(1e-12)
+        (L(x~) - L(x) = W(x~ - x): the mean and the bias cancel in the numerator, not in the denominator).
+        `clean_norm`: ||L(x)|| as `output_norm(clean)` gave it (the same bits), to skip recomputing it."""
+        if clean_norm is None:
+            clean_norm = self.output_norm(clean)
+        return self.apply(released - clean).norm(dim=1) / clean_norm.clamp_min(1e-12)
 
 def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.models.adapter import ModelAdapter
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -206,7 +206,7 @@ def load_hf(spec: dict, preprocess_fn, load_checkpoint):
     try:
         import transformers  # noqa: F401
     except ImportError:
-        raise UserError("source 'hf' needs transformers: pip install 'authbench[vision]' transformers") from None
+        raise UserError(f"source 'hf' needs transformers: {install_hint('text')}") from None
     config = _config(spec, model, trc)
     module = _build(spec, model, config, trc).eval()
     if "checkpoint" in spec:

@@ -7,6 +7,8 @@ record them); `input_size` defaults to the graph input's static (C, H, W) (an in
 and `crop_pct`, `resize`, `interpolation` set the geometry for images of other sizes. The output is the
 graph's first output (logits). `sha256`, when given, must be the file's digest; the digest is always recorded
 (`adapter.file_sha256`). onnxruntime is not needed to load; tests compare the conversion with it.
+`layout = "nhwc"` is for graphs that read (N, H, W, C) (e.g. exported from Keras, like the Marabou CIFAR-10
+networks): the harness's (N, C, H, W) images are permuted before the graph.
 """
 
 from __future__ import annotations
@@ -16,22 +18,25 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.models.converted import PREPROCESS_KEYS, ConvertedAdapter, preprocess_from_spec
 from bench.models.python_source import check_sha256
 
-ONNX_KEYS = {"path", "name", "arch", "sha256", *PREPROCESS_KEYS}
+ONNX_KEYS = {"path", "name", "arch", "sha256", "layout", *PREPROCESS_KEYS}
+LAYOUTS = ("nchw", "nhwc")  # "nhwc": the graph reads (N, H, W, C) (e.g. converted from Keras); fed by a permute
 
 
 class FirstOutput(nn.Module):
-    """The converted graph, returning its first output when it has several."""
+    """The converted graph, returning its first output when it has several; `nhwc` graphs get the
+    harness's (N, C, H, W) images permuted to (N, H, W, C)."""
 
-    def __init__(self, graph: nn.Module):
+    def __init__(self, graph: nn.Module, nhwc: bool = False):
         super().__init__()
         self.graph = graph
+        self.nhwc = nhwc
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.graph(x)
+        out = self.graph(x.permute(0, 2, 3, 1) if self.nhwc else x)
         return out[0] if isinstance(out, (tuple, list)) else out
 
 
@@ -60,13 +65,18 @@ def load_onnx(spec: dict, make_preprocess) -> ConvertedAdapter:
         import onnx
         from onnx2torch import convert
     except ImportError:
-        raise UserError("the onnx model source needs onnx and onnx2torch: pip install 'authbench[convert]'") from None
+        raise UserError(f"the onnx model source needs onnx and onnx2torch: {install_hint('convert')}") from None
     digest = check_sha256(path, spec.get("sha256"), label)
     try:
         model = onnx.load(str(path))
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
         raise UserError(f"onnx model {label!r}: cannot read {str(path)!r} ({type(e).__name__}: {e})") from None
+    layout = str(spec.get("layout", "nchw")).lower()
+    if layout not in LAYOUTS:
+        raise UserError(f"onnx model {label!r}: layout {spec.get('layout')!r} is not one of {', '.join(LAYOUTS)}")
     size = _static_input_size(model)
+    if size and layout == "nhwc":
+        size = [size[2], size[0], size[1]]
     try:
         graph = convert(model)
     except Exception as e:  # noqa: BLE001 - onnx2torch refuses an operator: one line naming it
@@ -75,4 +85,4 @@ def load_onnx(spec: dict, make_preprocess) -> ConvertedAdapter:
     defaults = {"input_size": size} if size else {}
     pre = preprocess_from_spec(label, spec, defaults, make_preprocess)
     arch = spec.get("arch") or f"onnx/{path.name}"
-    return ConvertedAdapter(label, FirstOutput(graph), pre, str(arch), "onnx", file_sha256=digest)
+    return ConvertedAdapter(label, FirstOutput(graph, layout == "nhwc"), pre, str(arch), "onnx", file_sha256=digest)

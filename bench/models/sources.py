@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 
 from bench.data.base import file_digest
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
+from bench.kits.resolve import PREFIX as KIT_PREFIX, model_identity, resolve_model
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.hf_vision import HF_KEYS, load_hf
 from bench.models.onnx_source import ONNX_KEYS, load_onnx
@@ -239,6 +240,31 @@ class ONNXSource(_FileSource):
         return load_onnx(spec, _preprocess)
 
 
+@SOURCES.register
+class KitSource(ModelSource):
+    name = "kit"
+    description = "a model of a pinned kit (authbench kit list; files fetched or imported first)"
+    keys = frozenset({"model", "name"})
+    pattern = "kit:<kit>/<model>"
+
+    def label(self, spec):
+        return str(spec.get("name") or str(spec.get("model")).rsplit("/", 1)[-1])
+
+    def check(self, spec):
+        if set(spec) - {"source", "model", "name"}:
+            raise UserError(f"model spec {spec!r}: a kit model takes only model = '<kit>/<model>' and name")
+
+    def load(self, spec, *, progress, default_seed, cache_dir):
+        """The kit's manifest spec with kit files as cache paths (bench.kits)."""
+        resolved = resolve_model(KIT_PREFIX + str(_required(spec, "model")), cache_dir)
+        adapter = load_model(resolved.spec, progress, default_seed=default_seed, cache_dir=cache_dir)
+        adapter.name = self.label(spec)
+        return adapter
+
+    def identity(self, spec, default_seed):
+        return {"kit": model_identity(KIT_PREFIX + str(spec.get("model")))}
+
+
 def from_module(
     module: nn.Module,
     name: str,
@@ -309,7 +335,7 @@ def _load_timm(spec: dict) -> ModelAdapter:
     try:
         import timm
     except ImportError:
-        raise UserError(f"model {spec.get('name', spec.get('model'))!r} needs timm: pip install 'authbench[vision]'") from None
+        raise UserError(f"model {spec.get('name', spec.get('model'))!r} needs timm: {install_hint('vision')}") from None
 
     model = str(_required(spec, "model"))
     label = spec.get("name", model)
@@ -446,6 +472,14 @@ def _read_checkpoint(path: Path, label: str, loader: str | None):
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file is the user's to fix
+        import pickle
+
+        if isinstance(e, pickle.UnpicklingError) or "weights_only" in str(e) or "Weights only" in str(e):
+            raise UserError(f"cannot read checkpoint {str(path)!r} for model {label!r}: it is not a safetensors file or "
+                            "a torch state dict of plain tensors (reading it would unpickle arbitrary objects, which "
+                            "can run code, so it is refused); convert it to .safetensors, or give the model spec a "
+                            "loader = \"module:function\" that reads this format into a state dict "
+                            "(docs/own-models.md)") from None
         raise UserError(f"cannot read checkpoint {str(path)!r} for model {label!r}: {_first_line(e)}") from None
 
 

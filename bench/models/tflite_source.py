@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bench.data.base import file_digest
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 from bench.models.converted import PREPROCESS_KEYS, ConvertedAdapter, SameConv2d, preprocess_from_spec, same_pads
 from bench.models.python_source import check_sha256
 
@@ -55,7 +55,7 @@ def _tflite():
     try:
         import tflite
     except ImportError:
-        raise UserError("the tflite model source needs the tflite package: pip install 'authbench[convert]'") from None
+        raise UserError(f"the tflite model source needs the tflite package: {install_hint('convert')}") from None
     return tflite
 
 

@@ -28,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import load as load_bytes, load_file, save as save_bytes
 from tqdm.auto import tqdm
 
-from bench.cache import atomic_write_bytes, cache_root
+from bench.cache import atomic_write_bytes, cache_root, mark_root
 from bench.data.digits import load_digits_split
 from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess, weights_digest
@@ -314,6 +314,7 @@ def _file_bytes(module: nn.Module, recipe: Recipe) -> bytes:
 
 
 def _save(path: Path, module: nn.Module, recipe: Recipe) -> None:
+    mark_root(path.parent.parent)  # <cache root>/zoo/<file>: the root carries the cache's marker
     atomic_write_bytes(path, _file_bytes(module, recipe))
 
 
@@ -392,6 +393,15 @@ def retrain(models: list[str] | None = None, *, root: Path | None = None, progre
             tolerance: float = REPRODUCE_TOLERANCE, pinned_root: Path | None = None) -> list[RetrainResult]:
     """Train each model's recipe again into the cache (never the package) and compare it with the pinned
     weights: test accuracy within `tolerance` points reproduces; bit-identical weights are reported too."""
+    import math
+
+    from bench.paths import output_folder
+
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or tolerance < 0:
+        raise UserError(f"--tolerance {tolerance!r} is not a tolerance: it must be a finite number of accuracy "
+                        "points >= 0 (default 1.0)")
+    output_folder(Path(root or cache_root()) / "zoo", "--cache-dir")  # before training, not after it
     results = []
     for name in _selected(models):
         recipe = recipe_for(name)

@@ -58,9 +58,11 @@ def with_key(ctx: EvalContext, job: Job, *, summary_cell: bool = False) -> Job:
 def trials_for(ctx: EvalContext, entry, cls, attack) -> int:
     """The entry's `trials`, raised to the suite's [check] trials where the defense or the attack trains at
     run time (`Plugin.trains`): the reference records those cells' spread over trials (bench.reports.reference)."""
+    trials = entry.trials
     if cls.trains or get_attack(attack).trains:  # [check] trials is a whole number >= 1: the suite schema checks it
-        return max(entry.trials, ctx.suite.check.get("trials", 1))
-    return entry.trials
+        trials = max(entry.trials, ctx.suite.check.get("trials", 1))
+    cap = getattr(ctx.options, "trials", None)  # --trials N: the cheap ranking mode (trial 0's cells are the same)
+    return min(trials, cap) if cap is not None else trials
 
 
 def entry_jobs(ctx: EvalContext, protocol: str, entry, cls, *, release: str, check_attack=None,
@@ -100,7 +102,7 @@ class Protocol:
     # -- rows, reports, boards, check --------------------------------------------------------------
     uses_clean_rows: ClassVar[bool] = False  # its reports also read the other protocols' clean rows
     legacy_release: ClassVar[str | None] = None  # rows written before rows named it: their `release`
-    ranked: ClassVar[bool] = False  # its rows are on the leaderboard (leaderboard.json, rank by auth_gap)
+    ranked: ClassVar[bool] = False  # its rows are on the leaderboard (leaderboard.json, rank by attacked_gap)
     board: ClassVar[str | None] = None  # the board its rows rank on (bench.reports.boards); None: its name
     boards: ClassVar[dict] = {}  # board name -> BoardSpec of the boards its rows (or its defenses') rank on
     check_board: ClassVar[str | None] = None  # the board `check` compares its cells on (None: not checked)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from bench.cache import ArrayCache
 from bench.core.context import EvalContext
 from bench.data import Batch
 from bench.errors import UserError
@@ -30,10 +31,11 @@ TOPK = 5
 OUTPUTS_VERSION = 2
 
 
-def outputs_identity(identity: dict) -> dict:
-    """What the cached outputs of a model on the inputs `identity` names are: those inputs, in today's output form
-    (the forward service keys its entries by it: bench.core.forward)."""
-    return {**identity, "outputs": OUTPUTS_VERSION}
+def outputs_identity(ctx: EvalContext, identity: dict) -> dict:
+    """What the cached outputs of a model on the inputs `identity` names are: those inputs, in today's output form,
+    computed at the run's precision and memory format (the forward service keys its entries by it:
+    bench.core.forward; autocast or channels-last outputs never answer for float32 ones)."""
+    return {**identity, "outputs": OUTPUTS_VERSION, **ctx.compute}
 
 
 def check_channels(model: ModelAdapter, x: torch.Tensor) -> None:
@@ -43,28 +45,90 @@ def check_channels(model: ModelAdapter, x: torch.Tensor) -> None:
             f"width: it resizes and crops) but suite data has {tuple(x.shape[1:])}; pick models for this dataset")
 
 
+# part of the cache key of a model's clean first-layer norms: bump when what an entry holds changes meaning
+CLEAN_NORMS_VERSION = 1
+
+
+class CleanNorms:
+    """Per-sample ||L(x)|| of one model's first layer on the clean evaluated split: the denominator of every
+    job's first-layer deviation, the same for every job that reads this split in this space. The first job
+    computes it batch by batch as it streams; the complete array goes to the forward cache (keyed by the
+    model's identity, the clean inputs' identity - data, indices, encode space - the batch size and the
+    device type, so a reused value has exactly the bits a recomputation would give), and every later job,
+    in this process or another, reads it instead of recomputing it."""
+
+    def __init__(self, cache, key: str, n: int):
+        self.cache, self.key, self.n = cache, key, n
+        entry = cache.get(key)
+        norm = None if entry is None else entry.get("norm")
+        if norm is not None and norm.shape == (n,):
+            self.values, self.known, self.saved = torch.from_numpy(np.array(norm)), np.ones(n, dtype=bool), True
+        else:
+            self.values, self.known, self.saved = torch.zeros(n, dtype=torch.float32), np.zeros(n, dtype=bool), False
+        self.computed = 0  # batches computed here (tests, benchmarks)
+
+    def lookup(self, positions: np.ndarray) -> torch.Tensor | None:
+        """The norms at these split positions, or None when any of them is not known yet."""
+        pos = np.asarray(positions, dtype=np.int64)
+        return self.values[torch.as_tensor(pos)] if self.known[pos].all() else None
+
+    def store(self, positions: np.ndarray, norms: torch.Tensor) -> None:
+        pos = np.asarray(positions, dtype=np.int64)
+        self.values[torch.as_tensor(pos)] = norms.detach().to(device="cpu", dtype=torch.float32)
+        self.known[pos] = True
+        self.computed += 1
+        if not self.saved and self.known.all():
+            self.cache.put(self.key, {"norm": self.values.numpy()})
+            self.saved = True
+
+
+def clean_norms(ctx: EvalContext, model: ModelAdapter, clean_identity: dict) -> CleanNorms:
+    """The context's store of `model`'s clean first-layer norms on the inputs `clean_identity` names (one per
+    model, clean inputs, batch size and device type; read from the forward cache the first time)."""
+    store = ctx.memo("classify.clean_norms")
+    cache = store.get(None)
+    if cache is None:  # the forward cache's folder, with its own counters (job summaries count model outputs)
+        cache = store[None] = ArrayCache(ctx.cache_root, "forward")
+    key = cache.key(model.digest, {"clean": clean_identity, "batch_size": ctx.batch_size,
+                                   "device": ctx.device.type, "first_layer_clean_norms": CLEAN_NORMS_VERSION})
+    if key not in store:
+        store[key] = CleanNorms(cache, key, len(ctx.data))
+    return store[key]
+
+
 class FirstLayerDeviation:
     """Per-sample first-layer deviation ||L(x~) - L(x)|| / ||L(x)||: the relative change of the model's
     first layer's actual output L (its weights and bias, on the model's own normalised input (x - mean) / std)
     between the inputs x~ and their clean counterpart x, both through the model's resize and crop
     (float32, on the inputs' device; bench.models.first_linear.FirstLinear.output_deviation); NaN where the
-    model has no first linear map or the shapes differ (e.g. a resizing attack)."""
+    model has no first linear map or the shapes differ (e.g. a resizing attack). With `norms`, ||L(x)|| is
+    computed once per clean split position and reused (`CleanNorms`)."""
 
-    def __init__(self, model: ModelAdapter):
+    def __init__(self, model: ModelAdapter, norms: CleanNorms | None = None):
         self.model = model
         try:
             self.fl = model.first_linear().to(torch.float32)
         except UserError:
             self.fl = None
+        self.norms = norms
         self._on: dict = {}
 
-    def __call__(self, x: torch.Tensor, clean: torch.Tensor | None) -> np.ndarray:
+    def __call__(self, x: torch.Tensor, clean: torch.Tensor | None, positions: np.ndarray | None = None) -> np.ndarray:
         if self.fl is None or clean is None or clean.shape != x.shape:
             return np.full(len(x), np.nan)
         if x.device not in self._on:
             self._on[x.device] = self.fl.to(device=x.device)
-        geometry = self.model.preprocess.geometry
-        dev = self._on[x.device].output_deviation(geometry(clean.float()), geometry(x.float()))
+        fl, geometry = self._on[x.device], self.model.preprocess.geometry
+        clean_g = geometry(clean.float())
+        norm = None
+        if self.norms is not None and positions is not None:
+            norm = self.norms.lookup(positions)
+            if norm is None:
+                norm = fl.output_norm(clean_g)
+                self.norms.store(positions, norm)
+            else:
+                norm = norm.to(clean_g.device)
+        dev = fl.output_deviation(clean_g, geometry(x.float()), clean_norm=norm)
         return dev.cpu().numpy()
 
 
@@ -110,7 +174,9 @@ def batches(ctx: EvalContext, desc: str) -> Iterator[Batch]:
 def stream(ctx: EvalContext, predictors: dict[str, ModelAdapter], deviations: dict[str, FirstLayerDeviation],
            inputs: Callable[[Batch], tuple[torch.Tensor, torch.Tensor | None]], desc: str) -> dict[str, dict]:
     """Every batch of the evaluated split through `inputs` (-> model inputs and their clean counterpart,
-    on the compute device) and each predictor; returns each predictor's accumulated outputs."""
+    on the compute device) and each predictor; returns each predictor's accumulated outputs. Forwards run
+    under torch.inference_mode (and autocast at the run's precision: `EvalContext.forward_mode`), except a
+    whole-split baseline's or a predictor's that sets `needs_grad` (it optimises inside predict)."""
     acc = {label: Accumulator() for label in predictors}
     whole = {label: ([], []) for label, m in predictors.items() if getattr(m, "whole_split", False)}
     for batch in batches(ctx, desc):
@@ -120,7 +186,14 @@ def stream(ctx: EvalContext, predictors: dict[str, ModelAdapter], deviations: di
             if label in whole:  # a baseline that needs the whole split in one call (bounded by its own budget)
                 whole[label][0].append(x.cpu()), whole[label][1].append(None if clean is None else clean.cpu())
                 continue
-            acc[label].add(model.predict(x, batch_size=ctx.batch_size), deviations[label](x, clean))
+            if getattr(model, "needs_grad", False):  # a predictor that optimises inside predict (its own no_grad)
+                logits = model.predict(x, batch_size=ctx.batch_size)
+            else:
+                with ctx.forward_mode():  # inference_mode (+ autocast at the run's precision)
+                    logits = model.predict(ctx.model_input(x), batch_size=ctx.batch_size)
+            with torch.inference_mode():  # the deviation: float32, no autocast
+                dev = deviations[label](x, clean, batch.positions)
+            acc[label].add(logits, dev)
     for label, (xs, cleans) in whole.items():
         x = torch.cat(xs)
         clean = None if any(c is None for c in cleans) else torch.cat(cleans)

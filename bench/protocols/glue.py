@@ -117,6 +117,10 @@ class Glue(Protocol):
             data = ctx.suite.data
             root = data.get("root")  # --data-root: <root>/<task>.tsv unless [data] files names the task
             path = data.get("files", {}).get(task) or (str(Path(root) / f"{task}.tsv") if root else None)
+            if path and str(path).startswith("kit:"):  # a kit dataset (e.g. kit:sst2-real/dev): its file in the cache
+                from bench.kits.resolve import resolve_dataset
+
+                path = resolve_dataset(str(path), ctx.cache_root).options["path"]
             memo[task] = load_glue(task, path, data.get("split"), int(data.get("subset", 0)),
                                    int(data.get("subset_seed", ctx.suite.seed)))
         return memo[task]

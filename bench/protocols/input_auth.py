@@ -96,7 +96,7 @@ class BypassedModel:
         finally:
             hook.remove()
 
-    def deviation(self, x, clean):
+    def deviation(self, x, clean, positions=None):
         return self.pending[2]
 
 
@@ -241,11 +241,20 @@ class InputAuthorization(Protocol):
             transforms.append({"attack": attack_label(job.attack), "seed": ctx.seed(job.trial)})
         return {"data": ctx.data.identity, "transforms": transforms}
 
+    def clean_identity(self, ctx: EvalContext, job: Job) -> dict:
+        """What the clean counterpart `release` returns is: the data, through the authorized model's geometry
+        when the defense encodes in the model's input space (else the images themselves)."""
+        auth = ctx.model(job.authorized) if job.defense != "none" and job.authorized else None
+        space = encode_space(ctx.suite.data)
+        g = None if auth is None or space == "pixel" else auth.preprocess.geometry
+        geometry = None if g is None or tuple(ctx.data.shape[-2:]) == tuple(g.crop) else g.to_dict()  # identity there
+        return {"data": ctx.data.identity, "geometry": geometry}
+
     def release(self, ctx: EvalContext, job: Job, images: torch.Tensor, indices, labels, seed: int,
                 stats: EncodingStats | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`images` as the job's defense releases them (directions, PSNR calibration, release format) on
         the compute device, and their clean counterpart in the encode space; per-sample facts go to `stats`."""
-        images = images.to(ctx.device)
+        images = ctx.to_device(images)
         if job.defense == "none":
             return images, images
         auth = ctx.model(job.authorized) if job.authorized else None
@@ -339,7 +348,7 @@ class InputAuthorization(Protocol):
             fresh["outputs"], fresh["stats"] = self.measure(ctx, job, {e: models[e] for e in todo}, seed)
             return fresh["outputs"]
 
-        outputs = ctx.forwards.outputs({e: m.digest for e, m in models.items()}, classify.outputs_identity(identity),
+        outputs = ctx.forwards.outputs({e: m.digest for e, m in models.items()}, classify.outputs_identity(ctx, identity),
                                        compute, classify.from_cache)
         if fresh or stats is None:  # a lost encoding record is re-made without a forward pass
             stats = fresh["stats"] if fresh else self.measure(ctx, job, {}, seed)[1]
@@ -387,7 +396,8 @@ class InputAuthorization(Protocol):
                 enc.attack_psnr.append(psnr(clean.cpu(), x.cpu()))
             return x, clean
 
-        deviations = {e: classify.FirstLayerDeviation(m) for e, m in models.items()}
+        clean = self.clean_identity(ctx, job)
+        deviations = {e: classify.FirstLayerDeviation(m, classify.clean_norms(ctx, m, clean)) for e, m in models.items()}
         bypass = ctx.memo("input.bypass")
         bypass.clear()
         if job.point.get("evaluation") == "paper-code" and job.authorized in predictors:

@@ -95,7 +95,7 @@ class ModelAuthorization(Protocol):
         outputs = {}
         if scored is not None:
             for ev in scored:
-                outputs[ev["label"]] = ctx.forwards.cached(ev["digest"], classify.outputs_identity(identity),
+                outputs[ev["label"]] = ctx.forwards.cached(ev["digest"], classify.outputs_identity(ctx, identity),
                                                            classify.from_cache)
         if scored is None or any(o is None for o in outputs.values()):
             scored, outputs = self.measure(ctx, job, model, attack, identity, {o: ctx.model(o) for o in others}, seed)
@@ -124,16 +124,19 @@ class ModelAuthorization(Protocol):
         attacks_inputs = attack.kind == "input" and attack.name != "none"
 
         def inputs(batch):
-            x = batch.images.to(ctx.device)
+            x = ctx.to_device(batch.images)
             return (apply_attack(attack, x, seed, batch.positions) if attacks_inputs else x), x
+
+        clean = {"data": ctx.data.identity, "geometry": None}  # the images themselves (as input_auth's clean jobs)
 
         def compute(todo: list[str]) -> dict:
             chosen = {label: adapters[label] for label in todo}
-            deviations = {label: classify.FirstLayerDeviation(a) for label, a in chosen.items()}
+            deviations = {label: classify.FirstLayerDeviation(a, classify.clean_norms(ctx, a, clean))
+                          for label, a in chosen.items()}
             return classify.stream(ctx, chosen, deviations, inputs, f"{job.defense} {job.authorized}")
 
         outputs = ctx.forwards.outputs({label: a.digest for label, a in adapters.items()},
-                                       classify.outputs_identity(identity), compute, classify.from_cache)
+                                       classify.outputs_identity(ctx, identity), compute, classify.from_cache)
         cost = json.loads(json.dumps(protected.cost, default=str))  # the cost as measured, after every evaluation
         for ev in evaluations:
             ev["cost"] = cost

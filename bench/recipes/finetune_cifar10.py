@@ -128,7 +128,7 @@ def finetune(adapter, train, test, *, epochs: int, batch_size: int, lr: float, w
 
 
 def main(argv: list[str] | None = None) -> Path:
-    ap = argparse.ArgumentParser(prog="python -m bench.recipes.finetune_cifar10", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, prog="python -m bench.recipes.finetune_cifar10", description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default="imagenet", help="suite whose models are fine-tuned (default: imagenet)")
     ap.add_argument("--model", action="append", help="only this model label (repeatable)")
     ap.add_argument("--data-root", help="torchvision CIFAR-10 folder (default: the cifar10 suite's root, data/)")

@@ -69,7 +69,7 @@ def finetune(model_name: str, task: str, out: Path, *, epochs: float = 3.0, lr: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.recipes.finetune_glue", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m bench.recipes.finetune_glue", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="hub name or local folder of a pretrained encoder")
     p.add_argument("--task", required=True, help="GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli; or ag_news")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")

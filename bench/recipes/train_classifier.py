@@ -178,7 +178,7 @@ def accuracy(model, x, y, norm, device, batch: int = 512) -> float:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    ap = argparse.ArgumentParser(prog="python -m bench.recipes.train_classifier", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, prog="python -m bench.recipes.train_classifier", description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="timm:<name> or torch:<pkg.mod:fn>")
     ap.add_argument("--dataset", required=True, choices=["digits", *STATS])
     ap.add_argument("--data-dir")

@@ -36,6 +36,7 @@ from bench.core.types import infer_protocol as row_protocol
 from bench.defenses import get_defense
 from bench.errors import UserError
 from bench.results import json_view
+from bench.paths import under
 from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
 
 KIND = "authbench-boards"
@@ -127,6 +128,26 @@ def display_name(defense: str) -> tuple[str, str]:
     return str(getattr(cls, "name", defense)), str(getattr(cls, "description", ""))
 
 
+def short_paper(defense: str) -> str:
+    """The defense's paper in a few words for a board's `paper` column ("Wang et al., arXiv 2510.10982"): from
+    its class's `paper` (or the built-in table, bench.reports.entries.paper_of); "control (no paper)" for the
+    noise control, "" where none is known."""
+    from bench.reports.papers import paper_of
+
+    try:
+        paper = paper_of(defense)
+    except (AttributeError, TypeError):  # a class whose `paper` is not the documented table
+        return ""
+    if not paper:
+        return "control (no paper)" if display_name(defense)[0] == "noise" else ""
+    where = f"arXiv {paper['arxiv']}" if paper.get("arxiv") else paper.get("venue") or ""
+    text = ", ".join(p for p in (paper.get("authors"), where) if p)
+    authors = str(paper.get("authors") or "")
+    if authors.count(",") >= 2:  # a full author list: the first author et al.
+        text = text.replace(authors, authors.split(",")[0].split()[-1] + " et al.")
+    return text + (" (NE Table 3 baseline)" if paper.get("note", "").startswith("as instantiated in NE Table 3") else "")
+
+
 def board_kind(protocol: str, defense: str) -> str:
     """The board a row ranks on: its defense's `board` when it names one (the baselines), else its protocol's
     declared `board` (by default the protocol's name)."""
@@ -207,6 +228,7 @@ class BoardRow:
     rank: int | None = None
     new: bool = False
     provenance: dict = field(default_factory=dict)
+    paper: str = ""  # the defense's paper (its class's `paper`), shown beside its name
 
     @property
     def entry(self) -> str:
@@ -219,7 +241,8 @@ class BoardRow:
                 "params": self.params, "psnr": self.psnr, "psnr_mode": self.psnr_mode, "release": self.release,
                 "authorized": list(self.authorized), "n": list(self.n), "values": self.values,
                 "per_model": self.per_model, "worst_attack": self.worst_attack, "complete": self.complete,
-                "missing": list(self.missing), "rank": self.rank, "new": self.new, "provenance": self.provenance}
+                "missing": list(self.missing), "rank": self.rank, "new": self.new, "provenance": self.provenance,
+                "paper": self.paper}
 
     @classmethod
     def from_json(cls, data: dict) -> "BoardRow":
@@ -229,7 +252,8 @@ class BoardRow:
                    values=dict(data.get("values", {})), per_model=dict(data.get("per_model", {})),
                    worst_attack=data.get("worst_attack", ""), complete=bool(data.get("complete")),
                    missing=tuple(data.get("missing", ())), rank=data.get("rank"), new=bool(data.get("new")),
-                   provenance=dict(data.get("provenance", {})))
+                   provenance=dict(data.get("provenance", {})),
+                   paper=str(data.get("paper") or short_paper(data["defense"])))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -364,7 +388,20 @@ def _row_provenance(cells: list[dict]) -> dict:
     prov = provenance_of(cells)
     return {"suite": prov["suite"], "suite_digest": prov["suite_digest"], "git": prov["git"],
             "versions": prov["versions"], "cells": len(cells),
-            "wall_s": round(sum(float((c.get("provenance") or {}).get("wall_s") or 0) for c in cells), 3)}
+            "wall_s": round(sum(job_walls(cells).values()), 3)}
+
+
+def job_walls(cells: list[dict]) -> dict:
+    """Each job's wall time once: every row of a job records the whole job's wall time, so summing the rows
+    counts a job once per cell. A job is its row's `job` key, else (authorized, attack, trial) within one
+    operating point (the evaluated models of a job are its cells)."""
+    walls: dict = {}
+    for c in cells:
+        job = c.get("job") or (c.get("authorized"), c.get("attack"), c.get("trial"), c.get("defense"),
+                               json.dumps(c.get("point") or {}, sort_keys=True), c.get("release"))
+        wall = float((c.get("provenance") or {}).get("wall_s") or 0)
+        walls[job] = max(walls.get(job, 0.0), wall)
+    return walls
 
 
 def rank_rows(rows, headline: str, tiebreak: str, sign: float = 1.0) -> tuple[BoardRow, ...]:
@@ -411,10 +448,11 @@ def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list
                         n=tuple(sorted({int(c.get("n") or 0) for c in scored})), standard_attacks=std)
         values, per_model, worst, missing = spec.score(cells, std)
         name, description = display_name(defense)
+        paper = short_paper(defense)
         boards.setdefault(bkey, []).append(BoardRow(
             defense=defense, name=name, description=description, params=params, psnr=psnr, psnr_mode=mode,
             release=release, authorized=bkey.authorized, n=bkey.n, values=values, per_model=per_model,
-            worst_attack=worst, complete=not missing, missing=missing, provenance=_row_provenance(cells)))
+            worst_attack=worst, complete=not missing, missing=missing, provenance=_row_provenance(cells), paper=paper))
         seen = models.setdefault(bkey, {})
         for c in cells:  # the pinned models' weights: each authorized model, and the evaluated models of input rows
             prov = c.get("provenance") or {}
@@ -491,24 +529,91 @@ def boards_from_json(data) -> list[Board] | None:
         raise UserError(f"the reference's boards are malformed ({type(e).__name__}: {e}); regenerate it with authbench report")
 
 
-def board_frame(board: Board) -> pd.DataFrame:
-    """One row per board row: rank, the new-row mark, identity, authorized models, n, values, status."""
+def wide_frame(board: Board) -> pd.DataFrame:
+    """Every row of the board with every column: rank, the new-row mark, identity, authorized models, n, every
+    value (one gap per standard attack), status (the wide table: CSV, JSON and the site's toggle)."""
     records = []
     for r in board.rows:
-        status = "ranked" if r.rank is not None else (
+        status = "ranked" if r.rank is not None else "sweep point (clean only)" if is_sweep(r) else (
             "incomplete: missing " + "; ".join(r.missing[:3]) + (f" (+{len(r.missing) - 3} more)" if len(r.missing) > 3 else "")
             if r.missing else "not ranked: headline not measured")
         records.append({"rank": r.rank, "new": "NEW" if r.new else "", "defense": r.name,
                         "params": r.params, "psnr": r.psnr, "psnr_mode": r.psnr_mode, "release": r.release,
                         "authorized": ",".join(r.authorized), "n_authorized": len(r.authorized),
                         "n": "/".join(map(str, r.n)), **r.values, "worst_attack": r.worst_attack, "status": status})
-    frame = pd.DataFrame.from_records(records)
-    if not frame.empty and not any(r.new for r in board.rows):
+    return _numeric(pd.DataFrame.from_records(records), board)
+
+
+board_frame = wide_frame  # the name callers used before the readable table existed
+
+
+def _numeric(frame: pd.DataFrame, board: Board) -> pd.DataFrame:
+    if not frame.empty and "new" in frame and not any(r.new for r in board.rows):
         frame = frame.drop(columns="new")
-    for column in ("rank", "psnr", *(k for r in board.rows for k in r.values)):
+    for column in ("rank", "psnr", *(k for r in board.rows for k in r.values), "± 95% CI"):
         if column in frame:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
+
+
+Z95 = 1.959963984540054
+
+
+def headline_ci(row: BoardRow) -> float | None:
+    """Half-width of a normal 95% interval of a gap row's worst_auth_gap from test-set sampling: per authorized
+    model a, the gap is a difference of two top-1 rates on n images (treated as independent, so the interval
+    is conservative); the headline is their mean over the k authorized models, so its variance is the sum of
+    theirs over k^2. None where a rate or n is unknown (and for ownership rows)."""
+    n = min(row.n) if row.n else 0
+    if n < 1 or not row.per_model or row.values.get("worst_auth_gap") is None:
+        return None
+    var = 0.0
+    for m in row.per_model.values():
+        attack = m.get("worst_attack")
+        own, other = m.get("authorized_top1"), (m.get("unauthorized_worst") or {}).get(attack)
+        if own is None or other is None:
+            return None
+        p, q = own / 100.0, other / 100.0
+        var += p * (1 - p) / n + q * (1 - q) / n
+    return 100.0 * Z95 * math.sqrt(var) / len(row.per_model)
+
+
+def readable_frame(board: Board, rows=None) -> pd.DataFrame:
+    """One row per entry, RobustBench style: rank, defense and its paper, operating point, authorized top-1,
+    worst unauthorized top-1, the clean gap, the headline with its 95% CI, the worst attack. Sweep points are
+    left out (sweep_frame); incomplete rows stay, unranked."""
+    rows = [r for r in board.rows if not is_sweep(r)] if rows is None else rows
+    varying = varying_params(board.rows)
+    records = []
+    for r in rows:
+        base = {"rank": r.rank, "new": "NEW" if r.new else "", "defense": r.name, "paper": r.paper or "-",
+                "operating point": operating_point(r, varying)}
+        if _ranks_auc(board):
+            records.append({**base, "auc": r.values.get("auc"), "worst_auc": r.values.get("worst_auc"),
+                            "worst_tpr@1%fpr": r.values.get("worst_tpr@1%fpr"), "worst attack": r.worst_attack or "-"})
+        else:
+            records.append({**base, "authorized top-1": r.values.get("authorized_top1"),
+                            "worst unauthorized top-1": r.values.get("unauthorized_worst"),
+                            "clean auth_gap": r.values.get("auth_gap"),
+                            "worst_auth_gap": r.values.get("worst_auth_gap"), "± 95% CI": headline_ci(r),
+                            "worst attack": r.worst_attack or "-"})
+    return _numeric(pd.DataFrame.from_records(records), board)
+
+
+def sweep_frame(board: Board) -> pd.DataFrame:
+    """The board's sweep: points off its ranked operating point, measured clean only (no rank)."""
+    varying = varying_params(board.rows)
+    records = [{"defense": r.name, "operating point": operating_point(r, varying), "params": r.params,
+                "authorized top-1": r.values.get("authorized_top1"),
+                "worst unauthorized top-1": r.values.get("unauthorized_worst"), "clean auth_gap": r.values.get("auth_gap"),
+                **({"auc": r.values.get("auc")} if _ranks_auc(board) else {})}
+               for r in board.rows if is_sweep(r)]
+    return _numeric(pd.DataFrame.from_records(records), board)
+
+
+def _ranks_auc(board: Board) -> bool:
+    """An ownership-style board: ranked by the worst AUC of a verification method (not an accuracy gap)."""
+    return board.spec.headline == "worst_auc"
 
 
 def _decimals(frame: pd.DataFrame, board: Board) -> dict[str, int]:
@@ -519,17 +624,23 @@ def _decimals(frame: pd.DataFrame, board: Board) -> dict[str, int]:
 
 def format_board(board: Board) -> str:
     k = board.key
-    frame = board_frame(board)
+    frame, sweep = readable_frame(board), sweep_frame(board)
     attacks = ", ".join(k.standard_attacks) or "none (clean only)"
     text = [f"## {board.title}: suite `{k.suite}`, {len(k.authorized)} authorized model(s), n = {'/'.join(map(str, k.n))}",
             "", f"Board `{k.slug}` (protocol `{k.protocol}`). Authorized: {', '.join(k.authorized)}. "
             f"Evaluated: {', '.join(k.evaluated)}. Standard attacks: {attacks}. Ranked by `{board.headline}`"
             f"{board.spec.ranking}; incomplete and "
-            "unmeasured rows are listed unranked." + (" NEW marks the rows of the run being ranked." if any(r.new for r in board.rows) else ""),
-            "", to_markdown(frame, _decimals(frame, board), index=False) if not frame.empty else "(no rows)", "",
-            "Defenses: " + "; ".join(dict.fromkeys(
-                f"`{r.name}`" + (f" (`{r.defense}`)" if r.defense != r.name else "") + (f": {r.description}" if r.description else "")
-                for r in board.rows)) + "."]
+            "unmeasured rows are listed unranked." + (" NEW marks the rows of the run being ranked." if any(r.new for r in board.rows) else "")
+            + ("" if _ranks_auc(board) else " ± 95% CI: test-set sampling of the headline (normal, conservative)."),
+            "", to_markdown(frame, _decimals(frame, board), index=False) if not frame.empty else "(no ranked or incomplete rows)"]
+    if not sweep.empty:
+        text += ["", f"Sweep ({len(sweep)} point(s) off the ranked operating point, clean only, not ranked):", "",
+                 to_markdown(sweep, _decimals(sweep, board), index=False)]
+    text += ["", "Every column (one gap per standard attack, parameters in full): "
+             f"`boards/{k.slug}.wide.csv` and `boards.json`.", "",
+             "Defenses: " + "; ".join(dict.fromkeys(
+                 f"`{r.name}`" + (f" (`{r.defense}`)" if r.defense != r.name else "") + (f": {r.description}" if r.description else "")
+                 + (f" [{r.paper}]" if r.paper else "") for r in board.rows)) + "."]
     return "\n".join(text)
 
 
@@ -548,12 +659,47 @@ def definition(boards: list) -> str:
     return " ".join([DEFINITION, *dict.fromkeys(extra)])
 
 
+def plot_board(board: Board, path: Path) -> Path | None:
+    """A dot plot of the board's headline per ranked row (with its 95% CI), best at the top; None when no row
+    is ranked."""
+    ranked = [r for r in board.rows if r.rank is not None]
+    if not ranked:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    varying = varying_params(board.rows)
+    labels = [f"{r.rank}. {r.name} {operating_point(r, varying)}" + (" NEW" if r.new else "") for r in ranked]
+    values = [r.values.get(board.headline) for r in ranked]
+    errors = [headline_ci(r) or 0.0 for r in ranked]
+    fig, ax = plt.subplots(figsize=(7, 0.9 + 0.35 * len(ranked)))
+    ys = list(range(len(ranked)))[::-1]
+    ax.errorbar(values, ys, xerr=errors, fmt="o", color="#1f5fa8", ecolor="#8aa9cc", capsize=3)
+    for y, r in zip(ys, ranked):
+        if r.new:
+            ax.plot([r.values.get(board.headline)], [y], "o", color="#c0392b")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.axvline(0, color="#999", lw=0.8)
+    ax.set_xlabel(board.headline + (" (top-1 points; bars: 95% CI)" if not _ranks_auc(board) else ""))
+    ax.set_title(f"{board.title}: {board.key.suite}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str = "boards") -> list[Path]:
-    """<name>.md (every board), <name>.json (kind authbench-boards), and per board <name>/<slug>.csv (a
-    standard CSV) with its sidecar <name>/<slug>.provenance.json (the board's key, models and provenance);
-    the static site (bench.reports.pages) shows each board CSV as a table of its Boards page."""
+    """<name>.md (every board: the readable table and its sweep), <name>.json (kind authbench-boards, every
+    value), and per board under <name>/: <slug>.csv (the readable table, with its provenance sidecar),
+    <slug>.sweep.csv (points off the ranked operating point), <slug>.wide.csv (every column) and <slug>.png
+    (the headline per ranked row). The static site shows them on its Boards page."""
     out_dir = Path(out_dir)
-    folder = out_dir / name
+    folder = under(out_dir, name)
+    csvs = {b.key.slug: under(folder, f"{b.key.slug}.csv", what="board file name") for b in boards}
     folder.mkdir(parents=True, exist_ok=True)
     md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
     md.write_text(f"{measured_line(provenance)}\n\n# Boards\n\n{definition(boards)}\n\n" +
@@ -561,9 +707,118 @@ def write_boards(boards: list[Board], out_dir: Path, provenance: dict, name: str
     js.write_text(json.dumps(boards_payload(boards, provenance), indent=1) + "\n")
     paths = [md, js]
     for b in boards:
-        paths += write_csv(board_frame(b), folder / f"{b.key.slug}.csv", provenance, note=definition([b]),
-                           extra={"title": f"{b.title}: {b.key.suite}", "key": b.key.to_json(), "headline": b.headline,
-                                  "models": b.models})
-    for stale in {*folder.glob("*.csv"), *folder.glob("*.provenance.json")} - set(paths):
+        extra = {"title": f"{b.title}: {b.key.suite}", "key": b.key.to_json(), "headline": b.headline, "models": b.models}
+        readable, sweep = readable_frame(b), sweep_frame(b)
+        if not readable.empty:
+            paths += write_csv(readable, csvs[b.key.slug], provenance, note=definition([b]), extra=extra)
+        if not sweep.empty:
+            paths += write_csv(sweep, under(folder, f"{b.key.slug}.sweep.csv", what="board file name"), provenance, note=definition([b]),
+                               extra={**extra, "title": f"{b.title}: {b.key.suite}, sweep (not ranked)"})
+        paths += write_csv(wide_frame(b), under(folder, f"{b.key.slug}.wide.csv", what="board file name"), provenance, note=definition([b]),
+                           extra={**extra, "title": f"{b.title}: {b.key.suite}, every column"})
+        figure = plot_board(b, under(folder, f"{b.key.slug}.png", what="board file name"))
+        if figure is not None:
+            paths.append(figure)
+    for stale in {*folder.glob("*.csv"), *folder.glob("*.provenance.json"), *folder.glob("*.png")} - set(paths):
         stale.unlink()  # a board an earlier render of this folder wrote that these rows no longer make
     return paths
+
+
+# -- reading a board at a glance ------------------------------------------------------------------
+
+def is_sweep(row: BoardRow) -> bool:
+    """A row off the board's ranked operating point: measured clean only, no standard attack at all (a PSNR
+    sweep point, a ratio of a sweep); shown in the board's sweep table, not as an incomplete ranked row."""
+    if row.complete or not row.missing:
+        return False
+    return all(not ((m.get("auth_gap") or m.get("auc") or {}).keys() - {"none"}) for m in row.per_model.values())
+
+
+def varying_params(rows) -> dict[str, list[str]]:
+    """Per row entry, the `k=v` parameters that differ between the rows of the same defense (what tells them
+    apart), plus those the suite set away from the defense's defaults."""
+    rows = list(rows)
+    split = {r.entry: split_params(r.params) for r in rows}
+    out = {}
+    for r in rows:
+        same = [split[o.entry] for o in rows if o.defense == r.defense]
+        vary = {k for k in split[r.entry] if len({d.get(k) for d in same}) > 1}
+        own = set(k.split("=", 1)[0] for k in (set_params(r) or []))
+        out[r.entry] = [f"{k}={v}" for k, v in split[r.entry].items() if k in vary | own]
+    return out
+
+
+def split_params(text: str) -> dict[str, str]:
+    """`k=v,k=[1,2],...` (full_params) back into {k: v}: commas inside brackets or braces belong to the value."""
+    out, depth, part = {}, 0, ""
+    for ch in text + ",":
+        if ch == "," and depth == 0:
+            if "=" in part:
+                k, v = part.split("=", 1)
+                out[k] = v
+            part = ""
+            continue
+        depth += (ch in "[{") - (ch in "]}")
+        part += ch
+    return out
+
+
+def set_params(row: BoardRow) -> list[str] | None:
+    """The row's `k=v` parameters that differ from its defense's defaults (what the suite set); None where the
+    defense's class is not installed here."""
+    cls = _defense_class(row.defense)
+    if cls is None:
+        return None
+    defaults = {k: _fmt(v) for k, v in dict(cls.defaults).items()}
+    return [f"{k}={v}" for k, v in split_params(row.params).items() if defaults.get(k) != v]
+
+
+def operating_point(row: BoardRow, varying: dict[str, list[str]] | None = None) -> str:
+    """The operating point in a few characters: '-10 dB float' for an input defense, else the parameters the
+    suite set (those that differ from the defense's defaults; where its class is not installed, those that
+    tell the row apart on its board, or all of them)."""
+    parts = [f"{row.psnr:g} dB"] if row.psnr is not None else []
+    if row.psnr_mode and row.psnr_mode not in ("true", ""):
+        parts.append(row.psnr_mode)
+    if row.release and row.release not in ("-", "model", "None"):
+        parts.append(row.release)
+    if row.psnr is None:
+        own = (varying or {}).get(row.entry)
+        if own is None:
+            own = set_params(row)
+        parts += own if own is not None else ([row.params] if row.params != "-" else [])
+    return " ".join(parts) or "defaults"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "~"
+
+
+def glance(board: Board, top: int = 5, width: int = 100) -> str:
+    """Each board's top ranked rows as a fixed-width table no wider than `width` (what `authbench run`
+    prints at the end): rank, defense, operating point, headline, worst attack."""
+    k = board.key
+    ranked = [r for r in board.rows if r.rank is not None]
+    sweep = [r for r in board.rows if is_sweep(r)]
+    title = (f"{board.title} [{k.suite}]: {len(k.authorized)} authorized, n = {'/'.join(map(str, k.n))}, "
+             f"{len(k.standard_attacks)} standard attack(s)")
+    lines = [_cut(title, width)]
+    if not ranked:
+        lines.append(_cut(f"  no ranked row ({len(sweep)} sweep point(s), {len(board.rows) - len(sweep)} other "
+                          "row(s): see the full boards)", width))
+        return "\n".join(lines)
+    varying = varying_params(board.rows)
+    head = board.headline
+    fixed = 4 + 2 + 16 + 2 + 28 + 2 + 14 + 2  # rank, defense, point, headline and the gaps between them
+    attack_w = max(12, width - fixed)
+    lines.append(f"{'rank':>4}  {'defense':<16}  {'operating point':<28}  {head:>14}  {'worst attack':<{attack_w}}".rstrip())
+    for r in ranked[:top]:
+        value = r.values.get(head)
+        shown = "-" if value is None else f"{value:.3f}" if _ranks_auc(board) else f"{value:.1f}"
+        lines.append(f"{r.rank:>4}  {_cut(r.name + (' NEW' if r.new else ''), 16):<16}  "
+                     f"{_cut(operating_point(r, varying), 28):<28}  {shown:>14}  {_cut(r.worst_attack or '-', attack_w)}".rstrip())
+    if len(ranked) > top:
+        lines.append(f"      ... {len(ranked) - top} more ranked row(s)")
+    if sweep:
+        lines.append(f"      (+ {len(sweep)} sweep point(s) off the ranked operating point)")
+    return "\n".join(lines)

@@ -13,9 +13,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.cache import atomic_write_bytes
 from bench.errors import UserError
 from bench.core.declared import check_metrics
+from bench.core.metrics import LEGACY_METRICS
 from bench.reports.reference import Reference, Tolerances, load
+from bench.paths import output_file
+from bench.reports.identity import RunIdentity, differences
 
 STATUSES = ("ok", "regression", "improvement", "missing", "not-measured")
 FAILING = ("regression", "missing", "not-measured")
@@ -94,9 +98,8 @@ class CheckResult:
 
 def like_for_like(fresh: Reference, reference: Reference) -> list[str]:
     """What differs between the runs behind `fresh` and `reference` (suite, suite digest, model set)."""
-    out = []
-    if fresh.suite and reference.suite and fresh.suite != reference.suite:
-        out.append(f"suite {fresh.suite!r} vs the reference's {reference.suite!r}")
+    out = differences(RunIdentity.from_json(fresh.identity), RunIdentity.from_json(reference.identity),
+                      parts=("data",))  # other images, split or subset: refused unless --allow-subset
     if fresh.suite_digest and reference.suite_digest and fresh.suite_digest != reference.suite_digest:
         out.append(f"suite digest {fresh.suite_digest[:12]} vs the reference's {reference.suite_digest[:12]}")
     if fresh.models is not None and reference.models is not None and set(fresh.models) != set(reference.models):
@@ -107,17 +110,35 @@ def like_for_like(fresh: Reference, reference: Reference) -> list[str]:
     return out
 
 
+def unlike_runs(fresh: Reference, reference: Reference) -> list[str]:
+    """What makes two runs incomparable cell by cell, --allow-subset or not: another suite name, other weights
+    for a model label (where both sides record them; bench.reports.identity)."""
+    out = []
+    if fresh.suite and reference.suite and fresh.suite != reference.suite:
+        out.append(f"suite {fresh.suite!r} vs the reference's {reference.suite!r}")
+    out += differences(RunIdentity.from_json(fresh.identity), RunIdentity.from_json(reference.identity),
+                       parts=("weights",))
+    return out
+
+
 def check(fresh: Reference, reference: Reference, *, strict: bool = False, allow_subset: bool = False,
           override: dict[str, float] | None = None, override_default: float | None = None) -> CheckResult:
     """Compare every reference cell with the fresh one. A move in the worse direction by more than the
     cell's tolerance is a regression; in the better direction an improvement (a regression when `strict`).
     A reference cell absent from fresh is missing (skipped, as a note, under `allow_subset`). `override`
     (metric -> points) and `override_default` replace the reference's recorded tolerances."""
-    override = dict(override or {})
+    override = {LEGACY_METRICS.get(k, k): v for k, v in dict(override or {}).items()}  # auth_gap: attacked_gap
+    for what, value in [("--default-tolerance", override_default), *((f"--tolerance {k}", v) for k, v in override.items())]:
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise UserError(f"{what} = {value!r} is not a tolerance: it must be a finite number of points >= 0, e.g. 1.0")
     known = check_metrics()
     unknown = sorted(set(override) - set(known))
     if unknown:
         raise UserError(f"unknown metric(s) {', '.join(unknown)} in tolerances; valid: {', '.join(known)}")
+    unlike = unlike_runs(fresh, reference)
+    if unlike:  # another suite, other data or other weights: never comparable, --allow-subset or not
+        raise UserError(f"fresh results and reference are not runs of the same thing: {'; '.join(unlike)}; compare "
+                        "a run of the reference's suite on its data and models")
     differs = like_for_like(fresh, reference)
     if differs and not allow_subset:
         raise UserError(f"fresh results and reference differ: {'; '.join(differs)}; compare runs of the same suite "
@@ -146,6 +167,12 @@ def check(fresh: Reference, reference: Reference, *, strict: bool = False, allow
         outcomes.append(CellOutcome(**base, fresh=got.value, status=status))
     if skipped:
         notes.append(f"{skipped} reference cell(s) absent from the fresh results were skipped (--allow-subset)")
+    compared = sum(o.status != "missing" for o in outcomes)
+    if compared == 0:  # after the identity checks, nothing compared is a mistake in the inputs, not a result
+        why = ("the reference holds no cells (no ranked board: a run of defense 'none' only?)" if not reference.cells
+               else f"none of the reference's {len(reference.cells)} cells is in the fresh results"
+               + (f" ({skipped} skipped under --allow-subset)" if skipped else ""))
+        raise UserError(f"nothing to compare: {why}; check a run of the reference's suite that holds its boards")
     return CheckResult(outcomes=tuple(outcomes), notes=tuple(notes), strict=strict)
 
 
@@ -191,8 +218,9 @@ def github_annotations(result: CheckResult) -> str:
 
 
 def write_junit(result: CheckResult, path: Path) -> None:
+    output_file(path, "--junit")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(junit_xml(result))
+    atomic_write_bytes(Path(path), junit_xml(result).encode())
 
 
 def load_reference(path: Path, tolerances: Tolerances | None = None) -> Reference:

@@ -13,33 +13,18 @@ A third-party defense states its paper with a class attribute `paper = {"authors
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from bench.cache import digest
+from bench.cache import atomic_write_bytes, digest
 from bench.defenses import get_defense
 from bench.errors import UserError
+from bench.paths import slug, under
 from bench.reports.boards import Board, BoardRow
+from bench.reports.papers import CORELOCKER, MFUE, NE, PAPER_NOTES, PAPERS, paper_of  # noqa: F401  (their home)
 
 ENTRY_KIND = "authbench-entry"
 ENTRY_VERSION = 1
 SCHEMA = Path(__file__).resolve().parent.parent.parent / "docs" / "entry.schema.json"
-
-NE = {"authors": "Wang et al.", "title": "Catch-Only-One: Non-Transferable Examples for Model-Specific Authorization",
-      "venue": "arXiv", "arxiv": "2510.10982", "link": "https://arxiv.org/abs/2510.10982"}
-CORELOCKER = {"authors": "Zihan Wang, Zhongkui Ma, Xinguo Feng, Ruoxi Sun, Hu Wang, Minhui Xue, Guangdong Bai",
-              "title": "CoreLocker: Neuron-level Usage Control", "venue": "IEEE S&P 2024", "arxiv": None,
-              "link": "https://github.com/CoreLocker/CoreLocker"}
-MFUE = {"authors": "Xu et al.", "title": "Breaking the Boundary Barrier: Robust Model Fingerprinting via Unlearnable "
-        "Examples in Model-Parameter Space", "venue": "KDD '26", "arxiv": None,
-        "link": "https://doi.org/10.1145/3770854.3780310"}
-# The baselines are scored as the NE paper's Table 3 instantiates them (baselines/README.md).
-PAPERS = {"ne-patch": NE, "ne-operator": NE, "corelocker": CORELOCKER, "mfue-w": MFUE, "mfue-b": MFUE,
-          "dp": NE, "fhe": NE, "algospec": NE}
-PAPER_NOTES = {"ne-operator": "a whole-operator variant of NE's construction (docs/ne.md), not the paper's own",
-               "dp": "as instantiated in NE Table 3", "fhe": "as instantiated in NE Table 3",
-               "algospec": "as instantiated in NE Table 3 (ALGOSPEC: Liu et al., USENIX Security 2024)",
-               "noise": "the model-agnostic Gaussian-noise control at the same PSNR; no paper"}
 
 
 def _cls(defense: str):
@@ -47,18 +32,6 @@ def _cls(defense: str):
         return get_defense(defense)
     except UserError:
         return None
-
-
-def paper_of(defense: str) -> dict | None:
-    """The defense's paper: its class's `paper` attribute, else the built-in table, else None."""
-    cls = _cls(defense)
-    paper = getattr(cls, "paper", None) if cls is not None else None
-    paper = paper or PAPERS.get(getattr(cls, "name", defense))
-    if not paper:
-        return None
-    out = {k: paper.get(k) for k in ("authors", "title", "venue", "arxiv", "link")}
-    note = PAPER_NOTES.get(getattr(cls, "name", defense))
-    return {**out, "note": note} if note else out
 
 
 def reported_of(defense: str, suite: str) -> list[dict]:
@@ -69,8 +42,7 @@ def reported_of(defense: str, suite: str) -> list[dict]:
 
 def entry_name(board: Board, row: BoardRow) -> str:
     """The entry's file stem: the defense's name and a digest of (board, operating point)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", row.name).strip("-") or "defense"
-    return f"{stem}-{digest([board.key.slug, row.entry])[:10]}"
+    return f"{slug(row.name, 'defense')[:80]}-{digest([board.key.slug, row.entry])[:10]}"
 
 
 def build_entry(board: Board, row: BoardRow) -> dict:
@@ -97,9 +69,10 @@ def write_entries(boards: list[Board], folder: Path, only_new: bool = True, rank
         for row in board.rows:
             if (only_new and not row.new) or (ranked_only and row.rank is None):
                 continue
-            path = Path(folder) / board.key.suite / board.key.board / f"{entry_name(board, row)}.json"
+            path = under(folder, board.key.suite, board.key.board, f"{entry_name(board, row)}.json",
+                         what="leaderboard entry path part")
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(build_entry(board, row), indent=1) + "\n")
+            atomic_write_bytes(path, (json.dumps(build_entry(board, row), indent=1) + "\n").encode())
             paths.append(path)
     return paths
 

@@ -19,7 +19,7 @@ from bench.reports.tables import clean_top1, measured_line, results_frame, to_ma
 
 METRIC_DIRECTIONS = LEADERBOARD_METRICS  # bench.core.metrics
 GROUP = ["defense", "params", "psnr", "psnr_mode", "release", "attack"]
-COLUMNS = ["rank", *GROUP, "authorized_top1", "retained", "unauthorized_mean", "unauthorized_worst", "auth_gap",
+COLUMNS = ["rank", *GROUP, "authorized_top1", "retained", "unauthorized_mean", "unauthorized_worst", "attacked_gap",
            "psnr_true", "first_layer_dev_auth", "encode_ms", "protect_ms", "key_kb", "n_models"]
 _DECIMALS = {"rank": 0, "n_models": 0, "first_layer_dev_auth": 3, "encode_ms": 3, "protect_ms": 1, "key_kb": 1}
 
@@ -35,7 +35,7 @@ def _group_metrics(cells: pd.DataFrame, clean: pd.Series) -> dict:
         "retained": (100.0 * auth / clean.reindex(auth.index)).mean(),
         "unauthorized_mean": unauth["top1"].mean(),
         "unauthorized_worst": unauth["top1"].max(),
-        "auth_gap": (auth - worst).mean(),
+        "attacked_gap": (auth - worst).mean(),
         "psnr_true": own["psnr_true"].mean().mean(),
         "first_layer_dev_auth": own["first_layer_dev"].mean().mean(),
         "encode_ms": own["encode_ms"].mean().mean(),
@@ -46,8 +46,8 @@ def _group_metrics(cells: pd.DataFrame, clean: pd.Series) -> dict:
 
 
 def leaderboard(rows: list[dict]) -> pd.DataFrame:
-    """Rank every protected (defense, params, point, release, attack) by auth_gap, the mean over
-    authorized models a of (top1 of a on its own data - max top1 of any other model on it).
+    """Rank every protected (defense, params, point, release, attack) by attacked_gap, the mean over
+    authorized models a of (top1 of a on its own data after the attack - max top1 of any other model on it).
     `retained` is a's top1 as a percent of its clean top1 (defense "none", same attack when measured)."""
     frame = results_frame(ranked_rows(json_view(rows)))  # the rows of the protocols that declare themselves `ranked`
     protected = frame[frame["defense"] != "none"]
@@ -55,7 +55,7 @@ def leaderboard(rows: list[dict]) -> pd.DataFrame:
     for key, cells in protected.groupby(GROUP, sort=False, dropna=False):
         records.append({**dict(zip(GROUP, key)), **_group_metrics(cells, clean_top1(frame, key[-1]))})
     board = pd.DataFrame.from_records(records, columns=[c for c in COLUMNS if c != "rank"])
-    board = board.sort_values("auth_gap", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    board = board.sort_values("attacked_gap", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
 
@@ -132,7 +132,7 @@ def write_leaderboard(df: pd.DataFrame, out_dir: Path, provenance: dict, boards:
     head = measured_line(provenance)
     directions = ", ".join(f"{m} ({d} is better)" for m, d in METRIC_DIRECTIONS.items())
     md, csv, js = out_dir / "leaderboard.md", out_dir / "leaderboard.csv", out_dir / "leaderboard.json"
-    md.write_text(f"{head}\n\n# Leaderboard\n\nRanked by auth_gap. Accuracies in top-1 %; {directions}.\n\n"
+    md.write_text(f"{head}\n\n# Leaderboard\n\nRanked by attacked_gap (every model, the authorized one included, scored on the attacked release; the boards' auth_gap scores the authorized model on the release as delivered: boards.md). Accuracies in top-1 %; {directions}.\n\n"
                   f"{format_leaderboard(df)}\n")
     sidecar = write_csv(df, csv, provenance, head)[1]
     payload = {"kind": "authbench-leaderboard", "version": 1, "provenance": provenance,

@@ -11,6 +11,7 @@ own `SiteTable`s to `write_site`; nothing here depends on a board's layout beyon
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -21,8 +22,7 @@ from bench.reports.tables import PROVENANCE_SUFFIX, provenance_of, results_frame
 
 SITE_DIR = "site"  # the site's folder inside a reports folder
 FAMILIES = (  # (file-name prefix, page slug, page title); the first match wins
-    ("boards", "boards", "Boards (like for like, ranked by the worst-case auth_gap)"),
-    ("leaderboard", "leaderboard", "Leaderboard"),
+    ("boards", "boards", "Leaderboard (like-for-like boards, ranked by the worst-case auth_gap)"),
     ("table1_", "input-authorization", "Input authorization (NE tables and figures)"),
     ("table2_", "input-authorization", "Input authorization (NE tables and figures)"),
     ("fig1_", "input-authorization", "Input authorization (NE tables and figures)"),
@@ -165,6 +165,28 @@ def leaderboard_table(rows: list[dict]) -> SiteTable | None:
                                 meta=meta, decimals=_decimals(board.columns))
 
 
+def with_board_provenance(table: SiteTable, path: Path) -> SiteTable:
+    """A board's readable table with one provenance entry per row (from the boards.json beside its folder:
+    the row's full parameters, authorized models, n, cells, suite digest, git, versions, wall time)."""
+    from bench.reports.boards import boards_from_json, is_sweep
+
+    source = path.parent.parent / "boards.json"
+    try:
+        boards = boards_from_json(json.loads(source.read_text())) or []
+    except (OSError, ValueError):
+        return table
+    board = next((b for b in boards if b.key.slug == path.name[: -len(".csv")]), None)
+    if board is None:
+        return table
+    rows = [r for r in board.rows if not is_sweep(r)]
+    if len(rows) != len(table.rows):
+        return table
+    provenance = tuple({"entry": r.entry, "params": r.params, "authorized": list(r.authorized), "n": list(r.n),
+                        "complete": r.complete, **({"missing": list(r.missing)} if r.missing else {}),
+                        **r.provenance} for r in rows)
+    return replace(table, provenance=provenance)
+
+
 def report_pages(rows: list[dict], paths: list[Path]) -> list[SitePage]:
     """One page per report family, in FAMILIES order, from the files `render` wrote for `rows`."""
     paths = [Path(p) for p in paths if Path(p).is_file()]
@@ -174,15 +196,17 @@ def report_pages(rows: list[dict], paths: list[Path]) -> list[SitePage]:
         slug, title = _family(path)
         return pages.setdefault(slug, {"title": title, "tables": [], "figures": [], "documents": []})
 
-    board = leaderboard_table(rows)
-    if board is not None:
-        pages["leaderboard"] = {"title": "Leaderboard", "tables": [board], "figures": [], "documents": []}
     tabled = {p.with_suffix("") for p in paths if p.suffix in (".csv", ".json")}
     for path in paths:
         if path.name.endswith(PROVENANCE_SUFFIX) or path.name.startswith("leaderboard."):
             continue
         if path.suffix == ".csv":
-            page(path)["tables"].append(csv_table(path))
+            table = csv_table(path)
+            if path.name.endswith(".wide.csv"):  # every column of a board: behind a toggle, the readable one first
+                table = replace(table, collapsed=True)
+            elif path.parent.name == "boards" and not path.name.endswith(".sweep.csv"):
+                table = with_board_provenance(table, path)
+            page(path)["tables"].append(table)
         elif path.suffix == ".json" and path.with_suffix(".csv") not in paths:
             table = json_board_table(path)
             if table is not None:
@@ -193,7 +217,7 @@ def report_pages(rows: list[dict], paths: list[Path]) -> list[SitePage]:
             page(path)["documents"].append((path.stem.replace("_", " "), path.read_text()))
     order = [slug for _, slug, _ in FAMILIES] + [OTHER[0]]
     return [SitePage(title=p["title"], slug=slug, tables=tuple(p["tables"]), figures=tuple(p["figures"]),
-                     documents=tuple(p["documents"]))
+                     documents=tuple(p["documents"]), figures_first=slug == "boards")
             for slug, p in sorted(pages.items(), key=lambda kv: order.index(kv[0]))]
 
 

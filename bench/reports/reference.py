@@ -29,9 +29,11 @@ from pathlib import Path
 
 from bench.cache import atomic_write_bytes
 from bench.core.declared import check_boards, check_metrics, declared, protocols
+from bench.core.metrics import LEGACY_METRICS
 from bench.core.types import infer_protocol
 from bench.errors import UserError
 from bench.reports.fingerprint import fingerprint_key
+from bench.reports.identity import of_rows
 from bench.reports.leaderboard import trains_at_run_time
 from bench.reports.tables import provenance_of
 from bench.results import json_view, read_rows
@@ -66,7 +68,7 @@ class Tolerances:
         unknown = sorted(set(check) - CHECK_KEYS)
         if unknown:
             raise UserError(f"[check] has unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(CHECK_KEYS))}")
-        metrics = {**dict(check.get("tolerance") or {}), **(per_metric or {})}
+        metrics = {LEGACY_METRICS.get(k, k): v for k, v in {**dict(check.get("tolerance") or {}), **(per_metric or {})}.items()}
         known = check_metrics()
         bad = sorted(set(metrics) - set(known))
         if bad:
@@ -108,8 +110,11 @@ class RefCell:
 
     @classmethod
     def from_json(cls, data: dict) -> "RefCell":
-        return cls(**{k: data[k] for k in ("board", "key", "metric", "direction", "value", "std", "n_trials",
-                                           "trained", "tolerance")})
+        cell = {k: data[k] for k in ("board", "key", "metric", "direction", "value", "std", "n_trials", "trained",
+                                     "tolerance")}
+        if cell["board"] == "leaderboard":  # a reference frozen before the leaderboard's gap was renamed
+            cell["metric"] = LEGACY_METRICS.get(cell["metric"], cell["metric"])
+        return cls(**cell)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,11 +128,12 @@ class Reference:
     cells: tuple[RefCell, ...]
     provenance: dict = field(default_factory=dict)
     source: str = "reference"  # "reference" (frozen), "rows" (results), "leaderboard" (legacy leaderboard.json)
+    identity: dict = field(default_factory=dict)  # bench.reports.identity.RunIdentity (data, weights, n) as JSON
 
     def to_json(self) -> dict:
         return {"kind": KIND, "version": VERSION, "suite": self.suite, "suite_digest": self.suite_digest,
                 "models": list(self.models or ()), "rule": RULE, "std_factor": STD_FACTOR,
-                "provenance": self.provenance, "cells": [c.to_json() for c in self.cells]}
+                "provenance": self.provenance, "identity": self.identity, "cells": [c.to_json() for c in self.cells]}
 
 
 def _finite(value) -> bool:
@@ -180,7 +186,8 @@ def reference_from_rows(rows: list, tolerances: Tolerances) -> Reference:
     prov = provenance_of(rows)
     digests = sorted({str(r.get("suite_digest")) for r in rows if r.get("suite_digest")})
     return Reference(suite=str(prov.get("suite", "")), suite_digest=", ".join(digests) or None,
-                     models=model_set(rows), cells=tuple(cells), provenance=prov, source="rows")
+                     models=model_set(rows), cells=tuple(cells), provenance=prov, source="rows",
+                     identity=of_rows(rows).to_json())
 
 
 def _owner(board: str) -> str:
@@ -195,6 +202,8 @@ def _legacy(data: dict, tolerances: Tolerances) -> Reference:
     for rec in data["rows"]:
         trained = trains_at_run_time(str(rec.get("defense", "")), str(rec.get("attack", "")))
         key = fingerprint_key(rec, _owner(board)) if board == "fingerprint" else rec["key"]
+        if board == "leaderboard":  # a leaderboard.json written before the rename
+            rec = {**{LEGACY_METRICS[k]: v for k, v in rec.items() if k in LEGACY_METRICS}, **rec}
         for metric, direction in check_boards().get(board, {}).items():
             if _finite(rec.get(metric)):
                 cells.append(RefCell(board=board, key=key, metric=metric, direction=direction,
@@ -216,8 +225,9 @@ def _frozen(data: dict, where: str) -> Reference:
     bad = sorted({c.board for c in cells} - set(boards))
     if bad:
         raise UserError(f"reference {where!r} names unknown board(s) {', '.join(bad)}; valid: {', '.join(boards)}")
+    identity = data.get("identity") if isinstance(data.get("identity"), dict) else {}
     return Reference(suite=suite, suite_digest=data.get("suite_digest"), models=tuple(models), cells=cells,
-                     provenance=data.get("provenance") or {}, source="reference")
+                     provenance=data.get("provenance") or {}, source="reference", identity=identity)
 
 
 def read_json(path: Path) -> dict | None:

@@ -28,6 +28,7 @@ import jinja2
 import pandas as pd
 
 from bench.errors import UserError
+from bench.paths import safe_part
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 MARKER = ".authbench-site"  # written into every site folder; only a folder holding it is ever cleared
@@ -75,6 +76,7 @@ class SiteTable:
     meta: dict = field(default_factory=dict)
     compare: tuple[tuple[str, str], ...] = ()
     decimals: dict = field(default_factory=dict)  # column -> decimals shown (sorting uses the full value)
+    collapsed: bool = False  # shown behind a toggle (a board's wide table of every column)
 
     def __post_init__(self):
         # rows may be given as a DataFrame or any list of dicts; they are kept as a tuple of plain dicts
@@ -150,6 +152,7 @@ class SitePage:
     figures: tuple[Path, ...] = ()
     documents: tuple[tuple[str, str], ...] = ()  # (title, text)
     notes: str = ""
+    figures_first: bool = False  # figures above the tables (a board's plot above its rows)
 
     def __post_init__(self):
         object.__setattr__(self, "tables", tuple(self.tables))
@@ -259,6 +262,10 @@ def write_site(out_dir: Path, *, title: str, pages=(), tables=(), figures=(), do
     names = [p.name for p in downloads]
     if len(set(names)) != len(names):
         raise UserError(f"site {title!r}: two downloads share a file name; give each a distinct name")
+    for page in all_pages:  # slugs name files: each one plain part (bench.paths), checked before anything is cleared
+        safe_part(f"{page.slug}.html", "site page slug")
+        for table in page.tables:
+            safe_part(f"{page.slug}--{table.slug}.csv", "site table slug")
     _clear(out_dir)
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text("written by bench.reports.site; the folder is replaced on each write\n")

@@ -169,6 +169,16 @@ def load_text_model(label: str, spec, task: str, progress: bool = False) -> Text
     """spec: a hub name or local path, or {checkpoints = {task = name}, max_length, label_order = {task = [...]}}."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    if isinstance(spec, str) and spec.startswith("kit:"):  # a kit model: its manifest spec, files as cache paths
+        from bench.kits.resolve import resolve_model
+
+        spec = resolve_model(spec).spec
+    if isinstance(spec, dict) and spec.get("source") == "text-pooled":  # encoder + pooled head (bench.text.pooled)
+        from bench.text.pooled import encoder_dir, load_pooled
+
+        model, tokenizer, _ = load_pooled(label, spec)
+        model.to(spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return TextClassifier(label, model, tokenizer, str(encoder_dir(spec)), int(spec.get("max_length", 64)))
     if isinstance(spec, str):
         spec = {"checkpoints": {task: spec}}
     checkpoints = spec.get("checkpoints") or {}

@@ -17,7 +17,7 @@ import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 
 HUB_DATASET = "nyu-mll/glue"
 
@@ -93,7 +93,7 @@ def _read_hub(task: GlueTask, split: str) -> pd.DataFrame:
     try:
         import datasets
     except ImportError:
-        raise UserError("loading GLUE by hub name needs `datasets` (pip install 'authbench[text]'), "
+        raise UserError(f"loading GLUE by hub name needs `datasets` ({install_hint('text')}), "
                         "or give local files with files = {task = path}") from None
     try:
         config = task.name if task.hub == HUB_DATASET else task.hub_config

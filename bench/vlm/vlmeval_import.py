@@ -13,7 +13,7 @@ import ssl
 
 import torch
 
-from bench.errors import UserError
+from bench.errors import UserError, install_hint
 
 
 def import_vlmeval(module: str = "vlmeval"):
@@ -22,7 +22,7 @@ def import_vlmeval(module: str = "vlmeval"):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise UserError(f"the MMBench suite needs VLMEvalKit (pip install 'authbench[vlm]'): {exc}") from None
+        raise UserError(f"the MMBench suite needs VLMEvalKit ({install_hint('vlm')}): {exc}") from None
     finally:
         ssl._create_default_https_context = saved
         torch.set_grad_enabled(grad)
