@@ -193,3 +193,13 @@ def test_a_bad_entry_is_a_one_line_error(tmp_path, capsys, extra, says):
                             "--cache-dir", tmp_path / "cache"], capsys)
     assert code == 2 and says in err and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_the_shipped_suite_plans_every_method_and_countermeasure(tmp_path, capsys):
+    code, text, err = _run(["run", "unlearnable-digits", "--plan", "--out", tmp_path / "run", "--threads", "1",
+                            "--no-progress", "--cache-dir", tmp_path / "cache"], capsys)
+    assert code == 0, err
+    # 5 entries x 6 countermeasures x 3 families + EM at 8/255 (standard training, 3 families) + the clean baseline
+    assert "cells to run: 94" in text, text
+    for group in ("clean-data|0", "em|0", "rem|0", "tap|0", "lsp|0"):
+        assert group in text
