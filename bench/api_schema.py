@@ -17,6 +17,7 @@ import jsonschema
 
 from bench.errors import BadKeyword, UnknownKeyword, show
 from bench.suite_schema import SECTIONS, Key
+from bench.executors import Executor
 
 NAMES = Key({"type": "array", "items": {"type": "string", "minLength": 1}}, "a name or a list of names")
 NUMBERS = Key({"type": "array", "items": {"type": "number"}}, "a number or a list of numbers (dB)")
@@ -65,7 +66,6 @@ def check_keywords(options: dict) -> dict:
             if not callable(value):
                 raise _fail(key, value, CALLABLE)
         elif spec == EXECUTOR:
-            from bench.executors import Executor
 
             if not isinstance(value, (str, Executor)):
                 raise _fail(key, value, EXECUTOR)

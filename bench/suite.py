@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.errors import UserError
+from bench.cache import digest
+from bench.suite_schema import validate
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -108,9 +108,9 @@ LAZY_DEPENDENCIES = {
     "timm", "torchvision", "transformers", "datasets", "scipy", "accelerate", "einops", "vlmeval",  # extras
     "tenseal", "opacus", "ray", "submitit",  # extras: fhe, dp, dist
     "tflite", "onnx", "onnx2torch", "onnxruntime", "ai_edge_litert",  # extra: convert
-    "sklearn", "PIL", "tqdm", "safetensors", "torch",  # heavy, or needed by one path only
+    "sklearn", "PIL", "tqdm", "safetensors", "torch", "matplotlib", "jsonschema",  # heavy, or needed by one path only
 }
-LAZY_PROJECT_IMPORTS = {"bench.cli"}
+LAZY_PROJECT_IMPORTS = {"bench.cli", "bench.kits.cli", "bench.suite"}  # command dispatchers; `list suites` and --help without numpy
 
 
 def _function_level_imports():

@@ -21,6 +21,7 @@ from bench.cache import cache_root
 from bench.core.forward import ForwardService
 from bench.data import load_dataset
 from bench.errors import UserError
+from bench.kits.resolve import check_suite, resolve_dataset
 from bench.models.adapter import ModelAdapter, resolve_device
 from bench.models.sources import default_init_seed, load_model, model_label, spec_identity
 from bench.suite import Suite
@@ -117,8 +118,6 @@ class EvalContext:
         self.progress = self.options.progress and sys.stderr.isatty()  # bars only on a terminal (the engine logs)
         self.specs = {model_label(s): s for s in [*self.suite.authorized, *self.suite.evaluated]}
         add_import_path(self.suite)
-        from bench.kits.resolve import check_suite  # a missing kit fails here, before any job
-
         check_suite(self.suite.data, [*self.suite.authorized, *self.suite.evaluated], self.cache_root)
         entry_models = [model_label(m) for d in self.suite.defenses for m in d.models if ":" in m]
         for flag, labels, known in (("--model", self.options.models, self.specs),
@@ -212,7 +211,6 @@ class EvalContext:
         subset, subset_seed = int(data.pop("subset", 0)), int(data.pop("subset_seed", self.suite.seed))
         data.pop("encode_space", None)
         if str(name).startswith("kit:"):  # the kit's format and options, its files as cache paths
-            from bench.kits.resolve import resolve_dataset
 
             if split_key != "split":  # a kit dataset is one set of files: never silently its own training data
                 raise UserError(f"suite {self.suite.name!r}: {name} is a single evaluation set; the defense or "

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from bench.data.base import Split, check_labels, file_digest, register_dataset, stat_digest
-from bench.data.vision import (ArrayReader, ImageFolderReader, check_headers, read_npz, data_path,
+from bench.data.vision import (IMAGE_EXTENSIONS, ArrayReader, ImageFolderReader, check_headers, data_path, read_npz,
                                resolution_tag, scan_folder, subset_positions)
 from bench.errors import UserError
 
@@ -138,6 +138,8 @@ def _class_index(path, what: str) -> dict[str, int]:
                             "'<folder name> <class id>'")
         out[parts[0]] = int(parts[1])
     return out
+
+
 
 
 @register_dataset("imagefolder", "root/<class folder>/<image>, empty class folders allowed; class ids from the "

@@ -34,6 +34,7 @@ from bench.data.base import (Split, array_digest, check_labels, check_lengths, f
                              stat_digest)
 from bench.errors import UserError
 from bench.models.geometry import center_crop, interpolation_name
+from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, cifar_batch
 
 DATA_ENV = "AUTHBENCH_DATA"
 
@@ -226,7 +227,6 @@ class CifarFiles:
     the dicts, lists, strings and numpy arrays the format holds (torchvision's own reader runs pickle.load)."""
 
     def __init__(self, cls_name: str, root: str, train: bool):
-        from bench.data.convert import CIFAR100_FILES, CIFAR_BATCHES, cifar_batch
 
         folder = Path(root) / CIFAR_FOLDERS[cls_name]
         names = (CIFAR_BATCHES if cls_name == "CIFAR10" else CIFAR100_FILES)["train" if train else "test"]
@@ -277,6 +277,29 @@ def _hub_columns(ds, what: str) -> tuple[str, str]:
 IMAGENET_SPLITS = {"validation": ("val", "validation"), "val": ("val", "validation"), "train": ("train",)}
 
 
+# the image files an image folder holds (imagenet here, imagefolder and image-list in bench.data.classes)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def scan_folder(folder: Path, what: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """(every class folder in sorted order, [(relative file, class folder)] for the images in them); empty class
+    folders are kept (their ids stay true), files outside class folders ignored."""
+    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        raise UserError(f"{what}: {str(folder)!r} has no class folders; expected <root>/<class>/<image>")
+    samples = []
+    for c in classes:
+        for dirpath, dirnames, filenames in os.walk(folder / c, followlinks=True):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.lower().endswith(IMAGE_EXTENSIONS):
+                    samples.append((os.path.relpath(os.path.join(dirpath, name), folder), c))
+    if not samples:
+        raise UserError(f"{what}: the {len(classes)} class folders under {str(folder)!r} hold no image "
+                        f"({', '.join(IMAGE_EXTENSIONS)})")
+    return classes, samples
+
+
 @register_dataset("imagenet", "ImageNet-1k (ImageFolder root or hub name), stored at resize/crop (default 256), 1000 classes")
 def imagenet(split: str = "validation", root: str | None = None, hub: str | None = None, resize=256, crop=None,
              resample: str = "bilinear", subset: int = 0, subset_seed: int = 0) -> Split:
@@ -321,26 +344,6 @@ def imagenet(split: str = "validation", root: str | None = None, hub: str | None
     return Split(tag, None, labels, positions, 1000, reader=reader, content=stat_digest(base, every))
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
-
-
-def scan_folder(folder: Path, what: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """(every class folder in sorted order, [(relative file, class folder)] for the images in them); empty class
-    folders are kept (their ids stay true), files outside class folders ignored."""
-    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        raise UserError(f"{what}: {str(folder)!r} has no class folders; expected <root>/<class>/<image>")
-    samples = []
-    for c in classes:
-        for dirpath, dirnames, filenames in os.walk(folder / c, followlinks=True):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if name.lower().endswith(IMAGE_EXTENSIONS):
-                    samples.append((os.path.relpath(os.path.join(dirpath, name), folder), c))
-    if not samples:
-        raise UserError(f"{what}: the {len(classes)} class folders under {str(folder)!r} hold no image "
-                        f"({', '.join(IMAGE_EXTENSIONS)})")
-    return classes, samples
 
 
 def check_headers(paths: Sequence[str], resize, what: str) -> None:

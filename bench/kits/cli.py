@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.errors import UserError
+from bench.kits.manifest import available_kits, get_kit
+from bench.kits.store import fetch, file_states, import_from, kit_dir
 
 
 def add_arguments(sub) -> None:
@@ -27,8 +29,6 @@ def add_arguments(sub) -> None:
 
 
 def run(args) -> int:
-    from bench.kits.manifest import available_kits, get_kit
-    from bench.kits.store import fetch, file_states, import_from, kit_dir
 
     cache = args.cache_dir
     if args.kit_command == "list":

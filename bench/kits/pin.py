@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.errors import UserError
 from bench.kits.manifest import MANIFESTS, normalize_project, parse
-from bench.kits.store import index_folder, sha256_of
+from bench.kits.store import folder_index, sha256_of
 
 ACUITY = ("VeriSilicon/acuity-dataset", "aded2e9f22cd8fe0745aa57356c68cb95457aad9")
 CORAL = ("google-coral/test_data", "104342d2d3480b3e66203073dac24f4e2dbb4c41")
@@ -88,7 +88,7 @@ def cross_check(dataset_txt: Path, val_txt: Path) -> tuple[int, int]:
 
 
 def imagenet_mini(folder: Path) -> dict:
-    index = index_folder(folder)
+    index = folder_index(folder)
     files = []
     lst = _find(index, folder, "ILSVRC2012_VAL_SET/dataset.txt")
     val = _find(index, folder, "ImageNet/val.txt")

@@ -266,7 +266,7 @@ def fetch(kit: Kit, cache: Path | None = None, *, progress: bool | Progress = Tr
 # -- import ----------------------------------------------------------------------------------------
 
 
-def index_folder(folder: Path) -> dict[str, list[Path]]:
+def folder_index(folder: Path) -> dict[str, list[Path]]:
     """Every file under `folder` by its base name (a checkout, a folder of wheels, the kit's own layout)."""
     out: dict[str, list[Path]] = {}
     for root, dirs, files in os.walk(folder):
@@ -308,7 +308,7 @@ def import_from(kit: Kit, folder: str | Path, cache: Path | None = None,
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UserError(f"kit import {kit.name}: --from {str(folder)!r} is not a folder")
-    index = index_folder(folder)
+    index = folder_index(folder)
     states = {s.path: s.state for s in file_states(kit, cache, deep=False)}
     counts = {"present": 0, "imported": 0, "missing": 0, "mismatched": 0}
     absent: list[str] = []

@@ -250,10 +250,6 @@ class KitSource(ModelSource):
     def label(self, spec):
         return str(spec.get("name") or str(spec.get("model")).rsplit("/", 1)[-1])
 
-    def check(self, spec):
-        if set(spec) - {"source", "model", "name"}:
-            raise UserError(f"model spec {spec!r}: a kit model takes only model = '<kit>/<model>' and name")
-
     def load(self, spec, *, progress, default_seed, cache_dir):
         """The kit's manifest spec with kit files as cache paths (bench.kits)."""
         resolved = resolve_model(KIT_PREFIX + str(_required(spec, "model")), cache_dir)

@@ -34,6 +34,7 @@ from bench.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess, weights_digest
 from bench.models.pinned import (REPRODUCE_TOLERANCE, PinnedEntry, pinned_entries, pinned_entry, read_pinned,
                                  sha256_bytes, write_pinned)
+from bench.paths import output_folder
 
 INPUT = (1, 32, 32)
 CLASSES = 10
@@ -395,7 +396,6 @@ def retrain(models: list[str] | None = None, *, root: Path | None = None, progre
     weights: test accuracy within `tolerance` points reproduces; bit-identical weights are reported too."""
     import math
 
-    from bench.paths import output_folder
 
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
             or tolerance < 0:

@@ -31,6 +31,7 @@ from bench.core.entry import Entry, as_list, key, list_of, one_or_list, string, 
 from bench.core.types import Encoding, Job, Measurement, Role
 from bench.defenses import get_defense
 from bench.errors import UserError
+from bench.kits.resolve import resolve_dataset
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
 from bench.reports.corelocker import render_corelocker
 from bench.reports.ne_tasks import render_glue_tables, task_summary
@@ -118,8 +119,6 @@ class Glue(Protocol):
             root = data.get("root")  # --data-root: <root>/<task>.tsv unless [data] files names the task
             path = data.get("files", {}).get(task) or (str(Path(root) / f"{task}.tsv") if root else None)
             if path and str(path).startswith("kit:"):  # a kit dataset (e.g. kit:sst2-real/dev): its file in the cache
-                from bench.kits.resolve import resolve_dataset
-
                 path = resolve_dataset(str(path), ctx.cache_root).options["path"]
             memo[task] = load_glue(task, path, data.get("split"), int(data.get("subset", 0)),
                                    int(data.get("subset_seed", ctx.suite.seed)))

@@ -38,6 +38,7 @@ from bench.errors import UserError
 from bench.results import json_view
 from bench.paths import under
 from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
+from bench.reports.papers import paper_of
 
 KIND = "authbench-boards"
 VERSION = 1
@@ -132,7 +133,6 @@ def short_paper(defense: str) -> str:
     """The defense's paper in a few words for a board's `paper` column ("Wang et al., arXiv 2510.10982"): from
     its class's `paper` (or the built-in table, bench.reports.entries.paper_of); "control (no paper)" for the
     noise control, "" where none is known."""
-    from bench.reports.papers import paper_of
 
     try:
         paper = paper_of(defense)

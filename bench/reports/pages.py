@@ -19,6 +19,7 @@ import pandas as pd
 from bench.reports.leaderboard import GROUP, leaderboard, ranked_rows, row_key
 from bench.reports.site import SitePage, SiteTable, slugify, write_site
 from bench.reports.tables import PROVENANCE_SUFFIX, provenance_of, results_frame, sidecar_path
+from bench.reports.boards import boards_from_json, is_sweep
 
 SITE_DIR = "site"  # the site's folder inside a reports folder
 FAMILIES = (  # (file-name prefix, page slug, page title); the first match wins
@@ -168,7 +169,6 @@ def leaderboard_table(rows: list[dict]) -> SiteTable | None:
 def with_board_provenance(table: SiteTable, path: Path) -> SiteTable:
     """A board's readable table with one provenance entry per row (from the boards.json beside its folder:
     the row's full parameters, authorized models, n, cells, suite digest, git, versions, wall time)."""
-    from bench.reports.boards import boards_from_json, is_sweep
 
     source = path.parent.parent / "boards.json"
     try:

@@ -22,6 +22,8 @@ from bench.reports.identity import RunIdentity, differences, of_rows, refuse
 from bench.reports.tables import provenance_of
 from bench.results import read_rows
 from bench.suite import load_suite, recorded_suite
+from bench.reports.pages import report_pages
+from bench.reports.site import write_site
 
 REFERENCE_DIR = Path("reports") / "leaderboards"  # a checkout's references (the working directory's)
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "leaderboards"  # the boards shipped in the package
@@ -173,8 +175,6 @@ def rank_command(results: Path, *, against: Path | None = None, out: Path | None
 def write_rank_site(boards: list[Board], out: Path, paths: list[Path], provenance: dict) -> Path:
     """The merged boards as a static HTML page (<out>/site/index.html and boards.html): per board its plot,
     its readable table (NEW rows marked), its sweep, and every column behind a toggle."""
-    from bench.reports.pages import report_pages
-    from bench.reports.site import write_site
 
     files = [Path(p) for p in paths if Path(p).is_file()]
     about = (f"Rows of suite {provenance.get('suite')} placed on the reference boards by `authbench rank`; NEW marks "

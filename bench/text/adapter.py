@@ -21,8 +21,10 @@ import torch
 import torch.nn as nn
 
 from bench.errors import UserError
+from bench.kits.resolve import resolve_model
 from bench.models.adapter import run_device, weights_digest
 from bench.models.first_linear import FirstLinear
+from bench.text.pooled import encoder_dir, load_pooled
 
 
 class _Stop(Exception):
@@ -170,12 +172,8 @@ def load_text_model(label: str, spec, task: str, progress: bool = False) -> Text
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if isinstance(spec, str) and spec.startswith("kit:"):  # a kit model: its manifest spec, files as cache paths
-        from bench.kits.resolve import resolve_model
-
         spec = resolve_model(spec).spec
     if isinstance(spec, dict) and spec.get("source") == "text-pooled":  # encoder + pooled head (bench.text.pooled)
-        from bench.text.pooled import encoder_dir, load_pooled
-
         model, tokenizer, _ = load_pooled(label, spec)
         model.to(spec.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         return TextClassifier(label, model, tokenizer, str(encoder_dir(spec)), int(spec.get("max_length", 64)))
