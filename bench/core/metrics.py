@@ -10,8 +10,10 @@ LEADERBOARD_METRICS = {"authorized_top1": "higher", "retained": "higher", "attac
 LEGACY_METRICS = {"auth_gap": "attacked_gap"}
 # the ownership-verification board (bench.reports.fingerprint)
 FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
+# the unlearnable-examples board (bench.protocols.unlearnable): test top-1 of models trained on protected data
+UNLEARNABLE_METRICS = {"top1": "lower"}
 # every metric a reference can hold, hence every key a tolerance may name
-CHECK_METRICS = {**LEADERBOARD_METRICS, **FINGERPRINT_METRICS}
+CHECK_METRICS = {**LEADERBOARD_METRICS, **FINGERPRINT_METRICS, **UNLEARNABLE_METRICS}
 # the boards the built-in protocols rank on ([standard_attacks] keys a suite may name before any protocol is loaded;
 # each protocol declares its own: Protocol.boards, and tests/test_protocols.py checks the two agree)
-BOARDS = ("input", "model", "baselines", "ownership")
+BOARDS = ("input", "model", "baselines", "ownership", "train-on-data")

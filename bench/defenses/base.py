@@ -69,7 +69,7 @@ class Defense(Plugin):
 DEFENSES: Registry[type[Defense]] = Registry(
     "defense", "authbench.defenses", base=Defense,
     modules=("bench.defenses.ne", "bench.defenses.noise", "bench.defenses.corelocker", "bench.defenses.locks", "baselines",
-             "bench.fingerprint", "bench.ntl.defenses"))
+             "bench.fingerprint", "bench.ntl.defenses", "bench.unlearnable.methods"))
 
 
 class InputDefense(Defense):

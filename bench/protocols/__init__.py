@@ -13,7 +13,7 @@ from bench.core.declared import protocols as declared_protocols
 from bench.core.types import infer_protocol
 from bench.core.results import json_view
 from bench.defenses import get_defense
-from bench.protocols import domain, glue, input_auth, mmbench, model_auth, ownership  # noqa: F401  (registers them)
+from bench.protocols import domain, glue, input_auth, mmbench, model_auth, ownership, unlearnable  # noqa: F401  (registers them)
 from bench.protocols.base import PROTOCOLS, Protocol, get_protocol, grid
 from bench.protocols import classify  # noqa: F401  (public for third-party protocols)
 from bench.protocols.model_auth import render_baselines
