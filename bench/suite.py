@@ -41,8 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.core.errors import UserError
-from bench.core.cache import digest
-from bench.suite_schema import validate
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -26,7 +26,7 @@ class CountCorrect(Protocol):
 
     def run(self, ctx, job):
         models = {e: ctx.model(e) for e in job.evaluated}
-        no_dev = {e: (lambda x, clean: [float("nan")] * len(x)) for e in models}
+        no_dev = {e: (lambda x, clean, positions=None: [float("nan")] * len(x)) for e in models}
         outs = classify.stream(ctx, models, no_dev, lambda b: (b.images.to(ctx.device), None), "count")
         out = []
         for e in job.evaluated:

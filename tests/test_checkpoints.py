@@ -75,5 +75,5 @@ def test_a_timm_model_without_timm_installed_is_a_one_line_error(monkeypatch):
     import sys
 
     monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError
-    with pytest.raises(UserError, match=r"model 'r18' needs timm: pip install 'authbench\[vision\]'"):
+    with pytest.raises(UserError, match=r"model 'r18' needs timm: pip install 'timm>=1.0' 'torchvision>=0.16' \(the 'vision' extra\)"):
         load_model({"source": "timm", "model": "resnet18", "name": "r18"})

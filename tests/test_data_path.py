@@ -89,7 +89,7 @@ def test_autocast_and_channels_last_are_within_tolerance_of_float32(tmp_path):
         assert (low.argmax(1) == ref.argmax(1)).float().mean() >= 0.95
         assert torch.allclose(last, ref, rtol=1e-4, atol=1e-4)
     identity = {"data": base.data.identity}
-    keys = {classify.forward_key(c, "m", identity) for c in (base, bf16, cl)}
+    keys = {c.forwards.cache.key("m", classify.outputs_identity(c, identity)) for c in (base, bf16, cl)}
     assert len(keys) == 3  # never served from each other's cache entries
     assert base.compute == {} and bf16.compute == {"precision": "bfloat16"} and cl.compute == {"channels_last": True}
 

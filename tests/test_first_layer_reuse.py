@@ -53,7 +53,7 @@ def test_clean_first_layer_output_is_computed_once_and_gives_identical_deviation
     calls.clear()
     again = make_engine(suite, tmp_path / "again", cache_dir=tmp_path / "c-new", batch_size=16, threads=1,
                         progress=False)
-    again.ctx.forward_cache.root = tmp_path / "c-empty"  # force the model outputs to be recomputed
+    again.ctx.forwards.cache.root = tmp_path / "c-empty"  # force the model outputs to be recomputed
     summary = again.run()
     assert summary.forwards > 0 and calls == []
     assert _devs(read_rows(summary.results)) == _devs(new_rows)

@@ -19,6 +19,7 @@ from bench.models.sources import SOURCE_KEYS, load_model
 from bench.core.results import read_rows
 from bench.models.sources import model_label
 from bench.encode_space import encode_space
+from bench.protocols import get_protocol, protocol_of
 from conftest import make_engine
 from bench.suite import load_suite
 
@@ -213,7 +214,7 @@ def test_shipped_suites_plan(name):
         if spec["source"] == "timm":  # real pretrained tags, each sharing an arch label with a backbone
             assert spec["model"] in timm.list_pretrained(spec["model"])
             assert spec["arch"] in {arches[a] for a in runner.ctx.authorized}
-    default = [d for d in suite.defenses if d.tier == "default"]
+    default = [protocol_of(get_protocol("input"), d).parse_entry(suite, d) for d in suite.defenses if d.tier == "default"]
     attack_jobs = sum(len(d.attacks) * len(d.models) * len(d.psnr) * len(d.release) for d in default if d.models)
     grid = sum(len(d.psnr) * len(d.release) * len(d.attacks) for d in default if not d.models)
     assert grid == 2 * (7 * 2 + 1 * 2) + (2 if name == "imagenet" else 1)  # the sweeps, the paper-nominal points, paper-code

@@ -86,11 +86,11 @@ class CleanNorms:
 
 def clean_norms(ctx: EvalContext, model: ModelAdapter, clean_identity: dict) -> CleanNorms:
     """The context's store of `model`'s clean first-layer norms on the inputs `clean_identity` names (one per
-    model, clean inputs, batch size and device type; read from the forward cache the first time)."""
+    model, clean inputs, batch size and device type; read from the cache's clean-norms namespace the first time)."""
     store = ctx.memo("classify.clean_norms")
     cache = store.get(None)
-    if cache is None:  # the forward cache's folder, with its own counters (job summaries count model outputs)
-        cache = store[None] = ArrayCache(ctx.cache_root, "forward")
+    if cache is None:  # a namespace of its own beside the forward cache (whose entries are model outputs)
+        cache = store[None] = ArrayCache(ctx.cache_root, "clean-norms")
     key = cache.key(model.digest, {"clean": clean_identity, "batch_size": ctx.batch_size,
                                    "device": ctx.device.type, "first_layer_clean_norms": CLEAN_NORMS_VERSION})
     if key not in store:

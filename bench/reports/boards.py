@@ -574,6 +574,8 @@ def headline_ci(row: BoardRow) -> float | None:
         if own is None or other is None:
             return None
         p, q = own / 100.0, other / 100.0
+        if not (0 <= p <= 1 and 0 <= q <= 1):  # not a rate (e.g. a GLUE correlation score): no binomial interval
+            return None
         var += p * (1 - p) / n + q * (1 - q) / n
     return 100.0 * Z95 * math.sqrt(var) / len(row.per_model)
 

@@ -127,10 +127,11 @@ def check(fresh: Reference, reference: Reference, *, strict: bool = False, allow
     cell's tolerance is a regression; in the better direction an improvement (a regression when `strict`).
     A reference cell absent from fresh is missing (skipped, as a note, under `allow_subset`). `override`
     (metric -> points) and `override_default` replace the reference's recorded tolerances."""
-    override = {LEGACY_METRICS.get(k, k): v for k, v in dict(override or {}).items()}  # auth_gap: attacked_gap
+    override = dict(override or {})
     for what, value in [("--default-tolerance", override_default), *((f"--tolerance {k}", v) for k, v in override.items())]:
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
             raise UserError(f"{what} = {value!r} is not a tolerance: it must be a finite number of points >= 0, e.g. 1.0")
+    override = {LEGACY_METRICS.get(k, k): v for k, v in override.items()}  # auth_gap: attacked_gap
     known = check_metrics()
     unknown = sorted(set(override) - set(known))
     if unknown:
