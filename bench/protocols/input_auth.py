@@ -144,9 +144,6 @@ class InputAuthorization(Protocol):
     def check_cells(cls, rows):
         return leaderboard_cells(rows)
 
-    def summary(self, rows, reports):
-        return []  # its boards' top rows are what a run prints (bench.api.Results.summary_text)
-
     # -- planning ------------------------------------------------------------------------------
     def job(self, ctx: EvalContext, **fields) -> Job:
         job = Job(protocol=self.name, evaluated=tuple(ctx.evaluated), group=fields.get("authorized", ""), **fields)

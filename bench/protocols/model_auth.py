@@ -61,9 +61,6 @@ class ModelAuthorization(Protocol):
     def check_cells(cls, rows):
         return leaderboard_cells(rows)
 
-    def summary(self, rows, reports):
-        return []  # its boards' top rows are what a run prints (bench.api.Results.summary_text)
-
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
         for attack in entry.attacks:

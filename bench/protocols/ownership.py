@@ -70,9 +70,6 @@ class OwnershipVerification(Protocol):
     def check_cells(cls, rows):
         return fingerprint_cells(rows, cls.name)
 
-    def summary(self, rows, reports):
-        return []  # its boards' top rows are what a run prints (bench.api.Results.summary_text)
-
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
         zoo_config(ctx.suite)  # validates [suspects] at plan time

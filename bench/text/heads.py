@@ -1,22 +1,7 @@
-"""SST-2 classification heads on frozen pretrained text encoders: the recipe's library part (encode, fit,
-store and reload a seeded head; dev accuracy). The recipe and its command line are bench.recipes.sst2_heads;
-the pooled classifier (bench.text.pooled) loads heads from here.
-
-Seeded SST-2 classification heads on frozen pretrained text encoders (the `sst2-real` kit's models).
-
-Recipe: the encoder stays frozen; each of the first `train_rows` rows of SST-2 train is encoded once
-(pooled last hidden state: mean over real tokens, or [CLS]), and an L2-regularised logistic regression
-(scikit-learn, lbfgs, C = 1.0, features standardised inside the fit) is trained on those vectors. The
-fitted classifier is folded into one nn.Linear(d, 2) (logits [-z/2, z/2] for the decision value z:
-the same argmax and softmax), saved to `<cache>/heads/<digest>.pt` with its record, and reused.
-Everything is deterministic for a given seed (the seed picks nothing else: the rows are the first
-`train_rows`, lbfgs has no randomness), so the head and its digest reproduce exactly on CPU.
-
-    python -m bench.recipes.sst2_heads --kit sst2-real --model minilm-l6   # train (or load) + dev accuracy
-
-CPU cost: encoding 6,000 short SST-2 phrases with MiniLM-L6 at max length 64 takes a few minutes on
-one thread; the fit takes seconds.
-"""
+"""SST-2 classification heads on frozen pretrained text encoders: the recipe's library part (encode the
+training rows once, fit the seeded logistic head, fold it into an nn.Linear, store and reload it by digest,
+dev accuracy). The recipe in words and its command line: bench.recipes.sst2_heads; the pooled
+classifier (bench.text.pooled) loads heads from here."""
 
 from __future__ import annotations
 
