@@ -139,3 +139,50 @@ def test_the_board_worst_case_is_the_attack_that_helps_the_attacker_most():
     assert values["worst_auth_gap"] == ((95 - 60) + (85 - 45)) / 2  # each architecture's worst attack
     values, _, _, missing = BOARD.score([c for c in cells if c["attack"] != "shot"], ("ft", "shot"))
     assert missing and values["worst_auth_gap"] is None  # an unmeasured standard attack: no headline
+
+
+def _one_attack(tmp_path, check: str = "") -> Path:
+    suite = tmp_path / "tiny.toml"
+    text = TINY.format(extra="").replace('attacks = ["none", {{ name = "target-ft", epochs = 1 }}, {{ name = "shot", epochs = 1 }}]'
+                                         .replace("{{", "{").replace("}}", "}"), 'attacks = ["none"]')
+    text = text.replace('domain = [{ name = "target-ft", epochs = 1 }, { name = "shot", epochs = 1 }]', "domain = []")
+    suite.write_text(text.replace("[standard_attacks]", check + "[standard_attacks]"))
+    return suite
+
+
+def test_the_suites_check_trials_train_one_model_per_trial_and_trials_caps_them(tmp_path, capsys):
+    suite = _one_attack(tmp_path, "[check]\ntrials = 2\n\n")
+    base = ["--threads", "1", "--no-progress", "--cache-dir", tmp_path / "cache", "--reports", tmp_path / "rep"]
+    code, _, err = _run(["run", suite, *base, "--out", tmp_path / "two"], capsys)
+    assert code == 0, err
+    rows = [r for r in read_rows(tmp_path / "two") if r["protocol"] == "domain"]
+    assert sorted({r["trial"] for r in rows}) == [0, 1] and len(rows) == 2 * 3
+    by_trial = {t: {r["evaluated"]: r["metrics"]["top1"] for r in rows if r["trial"] == t} for t in (0, 1)}
+    assert by_trial[0] != by_trial[1]  # two models, trained with two seeds
+    code, _, err = _run(["run", suite, *base, "--out", tmp_path / "one", "--trials", "1"], capsys)
+    assert code == 0, err
+    assert {r["trial"] for r in read_rows(tmp_path / "one") if r["protocol"] == "domain"} == {0}
+    # check compares each cell's mean over the trials
+    from bench.protocols.domain import DomainProtocol
+    cells = {k: v for k, _, v, _ in DomainProtocol.check_cells(rows)}
+    source = next(v for k, v in cells.items() if k.endswith("|source"))
+    assert len(cells) == 3 and source == pytest.approx((by_trial[0]["source"] + by_trial[1]["source"]) / 2)
+
+
+def test_training_and_attacks_run_on_the_runs_device(tmp_path, capsys, monkeypatch):
+    from bench.engine.context import EvalContext
+    moved = []
+    original = EvalContext.to_device
+
+    def spy(self, x):
+        moved.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(EvalContext, "to_device", spy)
+    suite = _one_attack(tmp_path)
+    code, _, err = _run(["run", suite, "--threads", "1", "--no-progress", "--device", "cpu", "--cache-dir",
+                         tmp_path / "cache", "--out", tmp_path / "o", "--reports", tmp_path / "r"], capsys)
+    assert code == 0, err
+    # the training images of the source and the targets, and each domain's evaluated images, went through the
+    # run's device placement
+    assert any(len(s) == 4 for s in moved) and len(moved) >= 2 + 3

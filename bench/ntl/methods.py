@@ -202,7 +202,7 @@ def suppression_loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.
 def train_sophon(module: nn.Module, preprocess, source_x, source_y, target_x, target_y, num_classes: int, *,
                  epochs: int, lr: float, seed: int, loops: int = 50, inner_steps: int = 5, inner_lr: float = 0.01,
                  alpha: float = 3.0, beta: float = 5.0, natural_steps: int = 1, loss: str = "ice",
-                 reinit_head: bool = False, batch: int = 64, sophon_lr: float = 1e-4) -> nn.Module:
+                 reinit_head: bool = False, batch: int = 64, sophon_lr: float = 1e-3) -> nn.Module:
     """`epochs` of ordinary source training (SOPHON protects a trained model), then `loops` rounds of fine-tuning
     suppression and normal training reinforcement. `reinit_head`: the simulated fine-tuning starts from a freshly
     initialised last Linear layer (the inverse-loss code's `initialize`)."""
