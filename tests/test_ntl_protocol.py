@@ -93,6 +93,18 @@ def test_domain_protocol_plans_runs_resumes_and_reports(tmp_path, capsys):
     code, text, err = _run(["check", moved, "--against", out / "results.jsonl"], capsys)
     assert code == 1 and "REGRESSION" in text and "invert" in text, text + err
 
+    # freeze and check in a fresh interpreter, where nothing imported the domain protocol before the suite (with its
+    # [standard_attacks] domain) is parsed
+    import os
+    import subprocess
+    ref = tmp_path / "ref.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for argv in (["leaderboard", "freeze", str(out), "--out", str(ref)], ["check", str(out), "--against", str(ref)]):
+        done = subprocess.run([sys.executable, "-m", "bench", *argv], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert "0 regression(s)" in done.stdout
+
 
 def test_an_unread_entry_key_and_a_bad_attack_are_one_line_errors(tmp_path, capsys):
     suite = tmp_path / "bad.toml"
