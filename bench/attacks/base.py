@@ -25,6 +25,7 @@ class Attack(Plugin):
 
     plugin_type = "attack"
     kind = "input"
+    version = 1  # bumped where a default changes what the attack outputs (bench.attacks.base.attack_identity)
 
     def __call__(self, x: torch.Tensor, seed: int, positions: np.ndarray | None = None) -> torch.Tensor:
         """Attack the batch x; `positions` (default 0..n-1) are the samples' positions in the split, which
@@ -32,14 +33,27 @@ class Attack(Plugin):
         raise NotImplementedError
 
 
-def apply_attack(attack, x: torch.Tensor, seed: int, positions: np.ndarray) -> torch.Tensor:
+def apply_attack(attack, x: torch.Tensor, seed: int, positions: np.ndarray, norm=None) -> torch.Tensor:
     """Apply an input-side attack to one batch (on the CPU, where PIL and the learned attacks run), passing
-    the batch's positions to attacks that take them (third-party attacks may take only (x, seed))."""
+    the batch's positions to attacks that take them (third-party attacks may take only (x, seed)), and
+    `norm` = (mean, std) of the model that reads the result to attacks that take it (cutout's mean fill,
+    jpeg's per-image rescale: the public NE code applies both to the normalized tensor)."""
     device = x.device
     x = x.cpu()
-    if "positions" in inspect.signature(attack.__call__).parameters:
-        return attack(x, seed, positions=positions).to(device)
-    return attack(x, seed).to(device)
+    params = inspect.signature(attack.__call__).parameters
+    extra = {"positions": positions} if "positions" in params else {}
+    if "norm" in params:
+        extra["norm"] = norm
+    return attack(x, seed, **extra).to(device)
+
+
+def attack_identity(attack) -> dict:
+    """What an attack entry contributes to an input identity: its label, and its version where a default changed
+    (outputs cached under an older default are then not reused)."""
+    from bench.attacks import attack_label, get_attack
+
+    version = getattr(get_attack(attack), "version", 1)
+    return {"attack": attack_label(attack), **({"version": version} if version != 1 else {})}
 
 
 class NoAttack(Attack):
