@@ -142,11 +142,11 @@ def rows_of(protected, layer: str) -> set[int]:
 
 def test_criteria_select_different_units_and_random_uses_seed():
     model = adapter(cnn())
-    picks = {c: rows_of(CoreLocker(ratio=0.25, criterion=c).protect(model, None, 0), "4") |
-             {100 + r for r in rows_of(CoreLocker(ratio=0.25, criterion=c).protect(model, None, 0), "8")}
+    picks = {c: rows_of(CoreLocker(ratio=0.25, criterion=c, random_unit="filter").protect(model, None, 0), "4") |
+             {100 + r for r in rows_of(CoreLocker(ratio=0.25, criterion=c, random_unit="filter").protect(model, None, 0), "8")}
              for c in ("l1", "bn-scale", "random")}
     assert len({frozenset(p) for p in picks.values()}) == 3
-    again = CoreLocker(ratio=0.25, criterion="random").protect(model, None, 1)
+    again = CoreLocker(ratio=0.25, criterion="random", random_unit="filter").protect(model, None, 1)
     assert rows_of(again, "4") | {100 + r for r in rows_of(again, "8")} != picks["random"]
     bn = CoreLocker(ratio=0.25, criterion="bn-scale").protect(model, None, 0)
     gamma = model.module[5].weight.abs()
@@ -157,7 +157,7 @@ def test_criteria_select_different_units_and_random_uses_seed():
 
 def test_linked_next_layer_channels_zeroed_and_residual_noted():
     model = adapter(cnn())
-    protected = CoreLocker(ratio=0.5, criterion="random").protect(model, None, 0)
+    protected = CoreLocker(ratio=0.5, criterion="random", random_unit="filter").protect(model, None, 0)
     state = protected.released.state_dict()
     assert rows_of(protected, "4") and rows_of(protected, "8")
     for layer, nxt, bn in (("4", "8", "5"), ("8", "13", "9")):
@@ -167,6 +167,49 @@ def test_linked_next_layer_channels_zeroed_and_residual_noted():
             assert (cols == 0).all()
     res = CoreLocker(ratio=0.2).protect(adapter(SmallResNet()), None, 0)
     assert "without a verified next-layer link" in res.cost["notes"]
+
+
+def bn150():
+    """Three hidden conv layers with 50 BatchNorm channels each: 150 |gamma| ranked globally."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 50, 3, padding=1), nn.BatchNorm2d(50), nn.ReLU(), nn.MaxPool2d(4),
+        nn.Conv2d(50, 50, 3, padding=1), nn.BatchNorm2d(50), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(50, 50, 3, padding=1), nn.BatchNorm2d(50), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(50, 10))
+
+
+def test_bn_scale_count_paper_by_default_and_the_codes_threshold_as_an_option():
+    """150 BatchNorm channels at 0.05: the paper's share round(0.05 * 150) = 8; the public code (corelock.py)
+    thresholds at the sorted |gamma| of index int(150 * 0.95) = 142 and extracts those above it: 7."""
+    from bench.defenses.corelocker import code_count
+
+    model = adapter(bn150())
+    paper = CoreLocker(ratio=0.05).protect(model, None, 0)
+    code = CoreLocker(ratio=0.05, count="code").protect(model, None, 0)
+    assert paper.cost["units_eligible"] == code.cost["units_eligible"] == 150
+    assert (paper.cost["units_extracted"], code.cost["units_extracted"]) == (8, 7) == (8, code_count(150, 0.05))
+    gamma = torch.cat([model.module[i].weight.detach().abs() for i in (1, 5, 9)])
+    threshold = torch.sort(gamma).values[int(150 * 0.95)]  # corelock.py's rule, written out
+    released = torch.cat([code.released[i].weight.detach() for i in (1, 5, 9)])
+    assert torch.equal(released == 0, gamma > threshold)
+
+
+def test_random_control_extracts_random_single_weights_by_default():
+    """The paper's baseline is "random weight extraction" at the same ratio: single weights of every hidden layer
+    (conv weights too), not whole filters; random_unit = "filter" is the earlier whole-filter control."""
+    model = adapter(cnn())
+    hidden = {"4.weight": 8 * 16 * 9, "8.weight": 16 * 16 * 9, "13.weight": 256 * 24}
+    weights = CoreLocker(ratio=0.1, criterion="random").protect(model, None, 0)
+    assert weights.cost["units_eligible"] == sum(hidden.values())
+    assert weights.cost["units_extracted"] == round(0.1 * sum(hidden.values()))
+    state = weights.released.state_dict()
+    zeroed = {name: int((state[name] == 0).sum()) for name in hidden}
+    assert sum(zeroed.values()) == weights.cost["units_extracted"] and all(zeroed.values())
+    assert not rows_of(weights, "4") and not rows_of(weights, "8")  # no whole filter removed
+    assert state["5.weight"].ne(0).all()  # BatchNorm untouched
+    filters = CoreLocker(ratio=0.1, criterion="random", random_unit="filter").protect(model, None, 0)
+    assert rows_of(filters, "4") or rows_of(filters, "8")
 
 
 def test_key_round_trip_and_wrong_model(tmp_path):
