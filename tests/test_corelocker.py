@@ -17,7 +17,7 @@ from bench.defenses.corelocker import CoreLocker, load_key, save_key, unlock
 from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.zoo import SmallResNet, TinyViT
-from bench.reports.corelocker import REPORTED, corelocker_frame, render_corelocker, table1
+from bench.reports.corelocker import PAPER, REPORTED, corelocker_frame, render_corelocker, table1
 
 PRE = Preprocess((0.5,), (0.25,), (1, 32, 32))
 
@@ -301,7 +301,8 @@ def test_report_tables_from_synthetic_rows(tmp_path):
     md1 = (tmp_path / "corelocker_table1.md").read_text()
     assert md1.startswith("Measured by authbench (suite `syn`") and "git `deadbeef`" in md1
     assert "81.00 ± 0.82" in md1
-    measured, reported = md1.split("### Reported by the paper (CoreLocker (Wang et al., IEEE S&P 2024)), Table 1")
+    measured, reported = md1.split(f"### Reported by the paper ({PAPER}), Table 1")
+    assert "Zihan Wang, Zhongkui Ma, Xinguo Feng, Ruoxi Sun, Hu Wang, Minhui Xue, Guangdong Bai" in PAPER
     assert "94.62" not in measured and "94.62" in reported
     md2 = (tmp_path / "corelocker_table2.md").read_text()
     assert "▲ finetune(fraction=0.05)" in md2 and "12.00 ± 1.63" in md2 and "17.23 ± 4.26" in md2

@@ -1,4 +1,5 @@
-"""CoreLocker (Wang et al., IEEE S&P 2024): lock a model by extracting its most important units.
+"""CoreLocker: lock a model by extracting its most important units (Zihan Wang, Zhongkui Ma, Xinguo Feng,
+Ruoxi Sun, Hu Wang, Minhui Xue and Guangdong Bai, "CoreLocker: Neuron-level Usage Control", IEEE S&P 2024).
 
 Layers are found by tracing one forward pass of a seeded probe: images of the model's input size,
 or token ids for a text classifier (bench.text.adapter.TextClassifier). The input layer (the first

@@ -26,10 +26,11 @@ import pandas as pd  # noqa: E402
 
 from bench.core.errors import UserError  # noqa: E402
 from bench.reports.figures import SIDE_LEGEND_BELOW, chance_level, outside_legend, wrapped  # noqa: E402
+from bench.reports.papers import CORELOCKER_AUTHORS  # noqa: E402
 from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
 
-PAPER = "CoreLocker (Wang et al., IEEE S&P 2024)"
-CITATION = ('Z. Wang, Z. Ma, X. Feng, R. Sun, H. Wang, M. Xue and G. Bai, "CoreLocker: Neuron-level Usage Control", '
+PAPER = f"CoreLocker ({CORELOCKER_AUTHORS}, IEEE S&P 2024)"
+CITATION = (f'{CORELOCKER_AUTHORS}, "CoreLocker: Neuron-level Usage Control", '
             "IEEE Symposium on Security and Privacy (S&P) 2024")
 SCORED = "bn-scale"  # the criterion of the paper's Tables 2, 3, 5 and Figure 6
 MAIN_RATIO = 0.05
