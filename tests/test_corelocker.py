@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -280,7 +281,8 @@ def synthetic_rows() -> list[dict]:
                 row(model, "corelocker", "unauthorized", "none", 10.0 + 100 * (0.05 - ratio), ratio=ratio, criterion=crit)
                 row(model, "corelocker", "authorized", "none", 94.0 + i, ratio=ratio, criterion=crit)
             for t in range(3):
-                row(model, "corelocker", "unauthorized", "none", 80.0 + t, trial=t, ratio=ratio, criterion="random")
+                row(model, "corelocker", "unauthorized", "none", 80.0 + t, trial=t, ratio=ratio, criterion="random",
+                    random_unit="weight")
         for t in range(3):
             for attack, top1 in (("finetune(fraction=0.05)", 20.0 + 2 * t), ("finetune(fraction=0.1)", 30.0 + t),
                                  ("prune(ratio=0.2)", 10.0), ("distill", 50.0 + t)):
@@ -321,7 +323,8 @@ def test_report_tables_from_synthetic_rows(tmp_path):
 def test_reported_values_cite_the_paper():
     assert len([e for e in REPORTED if e["table"] == 1]) == 36
     assert {(e["table"], e["kind"]) for e in REPORTED} == {(t, "reported") for t in (1, 2, 3, 5, 6, 7, "fig7")}
-    assert all("IEEE Symposium on Security and Privacy (S&P) 2024" in e["citation"] and "Z. Wang" in e["citation"]
+    assert all("IEEE Symposium on Security and Privacy (S&P) 2024" in e["citation"]
+               and "Zihan Wang, Zhongkui Ma" in e["citation"]
                for e in REPORTED)
     assert len([e for e in REPORTED if e["table"] == 5]) == 40  # 20 ratios x (ResNet-164, DenseNet-40)
     cell5 = next(e for e in REPORTED if e["table"] == 5 and e["row"] == "0.0050" and "ResNet-164" in e["column"])
@@ -496,3 +499,19 @@ def test_cnn_lstm_recurrent_weights_are_units_and_unlock_is_bit_exact(granularit
     assert protected.cost["units_eligible"] == units
     unlocked = defense.authorized(protected, model).module.state_dict()
     assert all(torch.equal(unlocked[k], v) for k, v in model.module.state_dict().items())
+
+
+def test_report_labels_the_whole_filter_random_control_apart(tmp_path):
+    """Rows of random_unit = "filter" (and rows written before the parameter, which drew filters) are their own
+    labelled column of Table 1, never the paper's random-weight column."""
+    rows = synthetic_rows()
+    for r in [r for r in rows if r["point"].get("criterion") == "random"]:
+        rows.append({**r, "point": {**r["point"], "random_unit": "filter"}, "metrics": {**r["metrics"], "top1": 11.0}})
+    t1 = table1(corelocker_frame(rows))
+    for model, cols in t1.items():
+        assert cols["Random extraction"][0] == pytest.approx(81.0)  # the random-weight rows alone
+        assert cols["Random filters (random_unit = filter)"][0] == pytest.approx(11.0)
+    old = [{**r, "point": {k: v for k, v in r["point"].items() if k != "random_unit"}} for r in synthetic_rows()]
+    cols = table1(corelocker_frame(old))["vgg"]
+    assert np.isnan(cols["Random extraction"][0])  # rows written before random_unit drew whole filters
+    assert cols["Random filters (random_unit = filter)"][0] == pytest.approx(81.0)
