@@ -120,7 +120,8 @@ def leaders(root: Path = ROOT) -> list[Leader]:
                 ranked = [r for r in b.rows if r.rank is not None]
                 top = min(ranked, key=lambda r: r.rank) if ranked else None
                 out.append(Leader(
-                    family=family.name, suite=suite, board=b.key.slug, models=", ".join(b.key.authorized) or "-",
+                    family=family.name, suite=suite, board=b.key.slug,
+                    models=", ".join(b.key.authorized) or ("trained: " + ", ".join(b.key.evaluated) if b.key.evaluated else "-"),
                     leader=top.name if top else "(none ranked)",
                     value=None if top is None else top.values.get(b.headline), headline=b.headline,
                     worst_attack=(top.worst_attack or "-") if top else "-", ranked=len(ranked),
@@ -206,7 +207,7 @@ def overview_markdown(root: Path = ROOT) -> str:
               "their papers, and the controls and reference rows).", "",
               "Leader of each shipped board (rank 1; measured by authbench on the offline digits suites, read from the "
               "file named; a board per model set):", "",
-              "| family | suite | board | authorized models | leader | headline | value | its worst attack | ranked rows "
+              "| family | suite | board | models (authorized) | leader | headline | value | its worst attack | ranked rows "
               "| read from |", "|---|---|---|---|---|---|---|---|---|---|"]
     for x in leaders(root):
         lines.append(f"| {x.family} | `{x.suite}` | `{x.board}` | {x.models} | `{x.leader}` | {x.headline} | "
@@ -225,7 +226,7 @@ def overview_page(root: Path = ROOT) -> SitePage:
         fam_rows.append({"family": f.name, "protects": f.protects, "protocol": f.protocol, "headline": f.headline,
                          "methods": len(methods), "registered methods": ", ".join(methods),
                          "controls / reference rows": ", ".join(others) or "-"})
-    lead_rows = [{"family": x.family, "suite": x.suite, "board": x.board, "authorized models": x.models,
+    lead_rows = [{"family": x.family, "suite": x.suite, "board": x.board, "models (authorized)": x.models,
                   "leader": x.leader, "headline": x.headline, "value": x.value, "worst attack": x.worst_attack,
                   "ranked rows": x.ranked, "read from": x.source} for x in leaders(root)]
     families = SiteTable(title="The six families", slug="families", columns=tuple(fam_rows[0]), rows=tuple(fam_rows),
