@@ -138,9 +138,10 @@ MFUE_AUTHORS = ("Tianlong Xu, Zixiong Wang, Gaoyang Liu, Jian Chen, Ahmed M. Abd
                 "doi 10.1145/3770854.3780310")
 # the families whose papers' figures were not read in this change (no table text within reach): said, not guessed
 NOT_FOUND = {
-    "model authorization (locks)": "key-transform (AprilPyone & Kiya), passport (DeepIPR: its repository's README has "
-                                   "no table) and nnsplitter: not read",
-    "non-transferable learning": "NTL (Wang et al., ICLR 2022): not read",
+    "model authorization (locks)": "key-transform (AprilPyone & Kiya: only the article's abstract was reachable), "
+                                   "passport (DeepIPR: its repository's README has no table; the paper's tables were "
+                                   "not reachable) and nnsplitter: not read",
+    "non-transferable learning": "NTL (Wang et al., ICLR 2022): its repository's README has no table; not read",
     "unlearnable examples": "EM, REM, TAP, LSP: their repositories' READMEs (and APBench's) hold no result table; the "
                             "papers' tables were not reachable here",
 }
