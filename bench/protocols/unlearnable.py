@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.attacks import attack_label
 from bench.attacks.base import attack_identity
 from bench.core.cache import digest
 from bench.core.metrics import UNLEARNABLE_METRICS
