@@ -165,3 +165,58 @@ def test_real_paraphrase_minilm_l3_matches_onnxruntime():
     batch = tok(["a gorgeous, witty, seductive movie.", "the plot is nothing but boilerplate clichés"],
                 padding=True, return_tensors="pt")
     assert check_against_onnxruntime(model, path, batch["input_ids"], batch["attention_mask"]) < 1e-4
+
+
+# -- `check` on GLUE (NE text) rows: the sst2-real board is checkable ------------------------------------
+def _glue_rows():
+    def row(release, authorized, evaluated, role, top1, point=None):
+        return {"protocol": "glue", "task": "sst2", "defense": "none" if release == "clean" else "ne-text",
+                "params": {} if release == "clean" else {"dims": 0.0833, "snr_db": 20.0}, "point": point or {"task": "sst2"},
+                "release": release, "authorized": authorized, "evaluated": evaluated, "role": role, "attack": "none",
+                "metrics": {"top1": top1}}
+
+    return [row("clean", "", "a", "clean", 79.0), row("clean", "", "b", "clean", 77.0),
+            row("embedding", "a", "a", "authorized", 78.5, {"task": "sst2", "snr_db": 20.0}),
+            row("embedding", "a", "b", "same-arch", 75.0, {"task": "sst2", "snr_db": 20.0})]
+
+
+def test_glue_cells_are_checked_with_a_direction_per_role():
+    import copy
+
+    from bench.protocols.glue import Glue
+    from bench.reports.check import check
+    from bench.reports.reference import Tolerances, reference_from_rows
+
+    rows = _glue_rows()
+    cells = Glue.check_cells(rows)
+    assert [c[1] for c in cells] == ["glue_clean", "glue_clean", "glue_authorized", "glue_unauthorized"]
+    assert len({c[0] for c in cells}) == 4 and not any(c[3] for c in cells)  # distinct keys, inference only
+    tol = Tolerances(inference=0.5)
+    ref = reference_from_rows(rows, tol)
+    assert check(reference_from_rows(rows, tol), ref).ok
+    for who, delta, ok in (("b", +1.0, False), ("b", -1.0, True), ("a", -1.0, False), ("a", +0.4, True)):
+        moved = copy.deepcopy(rows)
+        next(r for r in moved if r["authorized"] == "a" and r["evaluated"] == who)["metrics"]["top1"] += delta
+        assert check(reference_from_rows(moved, tol), ref).ok is ok, (who, delta)
+
+
+def test_the_frozen_sst2_board_has_both_pairs_and_checks_against_itself():
+    import json
+
+    from bench.reports.check import check, load_reference
+
+    root = Path(__file__).resolve().parent.parent
+    path = root / "reports" / "leaderboards" / "sst2-real.json"
+    if not path.is_file():
+        pytest.skip("reports/leaderboards/sst2-real.json is not frozen in this checkout")
+    data = json.loads(path.read_text())
+    assert data["suite"] == "sst2-real" and data["cells"]
+    roles = {(c["key"].split("|")[-2], c["key"].split("|")[-1]): c["metric"] for c in data["cells"]}
+    for auth, other in (("minilm-l6", "paraphrase-l3"), ("paraphrase-l3", "minilm-l6")):
+        assert roles[(auth, auth)] == "glue_authorized" and roles[(auth, other)] == "glue_unauthorized"
+    (board,) = data["boards"]
+    assert sorted(board["models"]["authorized"] if isinstance(board["models"], dict) else board["models"]) \
+        >= ["minilm-l6", "paraphrase-l3"] or board["models"]
+    assert any(r.get("rank") for r in board["rows"])  # measured, ranked rows
+    ref = load_reference(path)
+    assert check(ref, ref).ok and check(ref, ref).compared == len(data["cells"])

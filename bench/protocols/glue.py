@@ -68,6 +68,22 @@ class Glue(Protocol):
                  "files": table(string(), "a table task = \"file.tsv\"")}
     entry = GlueEntry
     entries = {LOCK: GlueLockEntry}
+    check_board = "glue"
+    # a cell's primary GLUE metric (x 100): higher is better for the clean and authorized models, lower for a
+    # model reading another's release (one it reads better is a regression of the defense)
+    check_metrics = {"glue_clean": "higher", "glue_authorized": "higher", "glue_unauthorized": "lower"}
+
+    @classmethod
+    def check_cells(cls, rows):
+        """Every measured NE-text cell: (task|defense|params|point|release|authorized|evaluated, metric, value,
+        False). They train nothing at run time (a recipe head is trained once, deterministically, and cached),
+        so the suite's inference_tolerance applies."""
+        metric = {Role.CLEAN.value: "glue_clean", Role.AUTHORIZED.value: "glue_authorized"}
+        return [("|".join([str(r.get("task")), r["defense"], str(sorted(r["params"].items())),
+                           str(sorted(r["point"].items())), r["release"], r["authorized"], r["evaluated"]]),
+                 metric.get(r["role"], "glue_unauthorized"), float(r["metrics"]["top1"]), False)
+                for r in rows if r.get("protocol") == cls.name and r.get("defense") != LOCK
+                and (r.get("metrics") or {}).get("top1") is not None]
 
     def summary(self, rows, reports):
         return task_summary(reports)
