@@ -215,8 +215,19 @@ def test_the_frozen_sst2_board_has_both_pairs_and_checks_against_itself():
     for auth, other in (("minilm-l6", "paraphrase-l3"), ("paraphrase-l3", "minilm-l6")):
         assert roles[(auth, auth)] == "glue_authorized" and roles[(auth, other)] == "glue_unauthorized"
     (board,) = data["boards"]
-    assert sorted(board["models"]["authorized"] if isinstance(board["models"], dict) else board["models"]) \
-        >= ["minilm-l6", "paraphrase-l3"] or board["models"]
-    assert any(r.get("rank") for r in board["rows"])  # measured, ranked rows
+    assert sorted(board["models"]) == ["minilm-l6", "paraphrase-l3"]  # label -> model digest (provenance)
+    assert all(len(d) == 64 for d in board["models"].values())
+    ranked = [r for r in board["rows"] if r.get("rank")]
+    assert ranked and all(r["complete"] and r["values"]["worst_auth_gap"] is not None for r in ranked)
     ref = load_reference(path)
     assert check(ref, ref).ok and check(ref, ref).compared == len(data["cells"])
+
+
+def test_rank_accepts_the_glue_protocols_own_ne_text_defense():
+    from bench.reports.rank import import_plugins_of
+
+    rows = _glue_rows()
+    import_plugins_of(rows)  # ne-text is run by the GLUE protocol itself, not the defense registry
+    rows[-1]["defense"] = "nopkg.nomodule:Recoding"
+    with pytest.raises(UserError, match="cannot be imported here"):
+        import_plugins_of(rows)

@@ -68,6 +68,7 @@ class Glue(Protocol):
                  "files": table(string(), "a table task = \"file.tsv\"")}
     entry = GlueEntry
     entries = {LOCK: GlueLockEntry}
+    own_defenses = (TextNE.name,)  # run by this protocol itself, not through the defense registry (rank reads this)
     check_board = "glue"
     # a cell's primary GLUE metric (x 100): higher is better for the clean and authorized models, lower for a
     # model reading another's release (one it reads better is a regression of the defense)
