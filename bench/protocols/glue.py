@@ -33,6 +33,8 @@ from bench.defenses import get_defense
 from bench.core.errors import UserError
 from bench.kits.resolve import resolve_dataset
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
+from bench.core.metrics import GLUE_METRICS
+from bench.reports.boards import gap_board
 from bench.reports.corelocker import render_corelocker
 from bench.reports.ne_tasks import render_glue_tables, task_summary
 from bench.text.adapter import TextClassifier, load_text_model
@@ -69,10 +71,11 @@ class Glue(Protocol):
     entry = GlueEntry
     entries = {LOCK: GlueLockEntry}
     own_defenses = (TextNE.name,)  # run by this protocol itself, not through the defense registry (rank reads this)
+    boards = {"glue": gap_board("glue")}  # the gap board its NE-text rows rank on (named as the protocol)
     check_board = "glue"
     # a cell's primary GLUE metric (x 100): higher is better for the clean and authorized models, lower for a
     # model reading another's release (one it reads better is a regression of the defense)
-    check_metrics = {"glue_clean": "higher", "glue_authorized": "higher", "glue_unauthorized": "lower"}
+    check_metrics = GLUE_METRICS
 
     @classmethod
     def check_cells(cls, rows):
