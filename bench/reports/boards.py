@@ -133,6 +133,16 @@ def display_name(defense: str) -> tuple[str, str]:
     return str(getattr(cls, "name", defense)), str(getattr(cls, "description", ""))
 
 
+def row_name(defense: str, params: dict | None = None, point: dict | None = None) -> str:
+    """The name a row shows: the defense's display name, or what its class's `row_label(params)` gives
+    (a method whose public-code options or ablations must be told apart from its paper default)."""
+    cls = _defense_class(defense)
+    labeller = getattr(cls, "row_label", None)
+    if labeller is None:
+        return display_name(defense)[0]
+    return str(labeller({**(params or {}), **(point or {})}))
+
+
 def short_paper(defense: str) -> str:
     """The defense's paper in a few words for a board's `paper` column ("Wang et al., arXiv 2510.10982"): from
     its class's `paper` (or the built-in table, bench.reports.entries.paper_of); "control (no paper)" for the
@@ -452,6 +462,7 @@ def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list
                         n=tuple(sorted({int(c.get("n") or 0) for c in scored})), standard_attacks=std)
         values, per_model, worst, missing = spec.score(cells, std)
         name, description = display_name(defense)
+        name = row_name(defense, cells[0].get("params") or {}, cells[0].get("point") or {})
         paper = short_paper(defense)
         boards.setdefault(bkey, []).append(BoardRow(
             defense=defense, name=name, description=description, params=params, psnr=psnr, psnr_mode=mode,
