@@ -94,7 +94,8 @@ def test_cutout_zeroes_one_square_of_the_drawn_side_and_keeps_the_rest():
 def test_cutout_fills_with_the_normalization_mean_by_default():
     """The public code zeroes the square on the processor-normalized tensor: in pixel space, the reading model's
     normalization mean (mid grey without one); `fill = "black"` is the earlier pixel-space zero, labelled."""
-    from bench.attacks.base import apply_attack, attack_identity
+    from bench.attacks import attack_identity
+    from bench.attacks.base import apply_attack
 
     x = torch.ones(12, 3, 20, 20)
     norm = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

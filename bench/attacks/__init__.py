@@ -44,4 +44,11 @@ def list_attacks() -> dict[str, str]:
 
 
 __all__ = ["ATTACKS", "Attack", "LearnedAttack", "AdaptationAttack", "NoAttack", "TrainingAttack", "get_attack", "parse_attack",
-           "attack_label", "list_attacks", "BASES", "DATA_KINDS"]
+           "attack_label", "attack_identity", "list_attacks", "BASES", "DATA_KINDS"]
+
+
+def attack_identity(attack) -> dict:
+    """What an attack entry contributes to an input identity: its label, and its version where a default changed
+    (outputs cached under an older default are then not reused)."""
+    version = getattr(get_attack(attack), "version", 1)
+    return {"attack": attack_label(attack), **({"version": version} if version != 1 else {})}

@@ -54,15 +54,6 @@ def apply_attack(attack, x: torch.Tensor, seed: int, positions: np.ndarray, norm
     return attack(x, seed, **extra).to(device)
 
 
-def attack_identity(attack) -> dict:
-    """What an attack entry contributes to an input identity: its label, and its version where a default changed
-    (outputs cached under an older default are then not reused)."""
-    from bench.attacks import attack_label, get_attack
-
-    version = getattr(get_attack(attack), "version", 1)
-    return {"attack": attack_label(attack), **({"version": version} if version != 1 else {})}
-
-
 class NoAttack(Attack):
     name = "none"
     description = "the released data as shipped"

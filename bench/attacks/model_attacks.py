@@ -15,6 +15,7 @@ import torch.nn.utils.prune as prune
 
 from bench.attacks.base import ATTACKS
 from bench.attacks.model import ModelAttack
+from bench.defenses.passport_layers import forge_passports, passport_norms, recalibrate, rescale_passports
 from bench.core.errors import UserError
 
 BATCH = 64
@@ -96,7 +97,6 @@ class ForgedFineTune(ModelAttack):
                     "lr": {"type": "number", "exclusiveMinimum": 0}}
 
     def __call__(self, module, preprocess, data, seed):
-        from bench.defenses.locks import forge_passports, passport_norms, recalibrate, rescale_passports  # (a cycle)
 
         subset = _attacker_data(data, _fraction(self.params), seed)
         module = copy.deepcopy(module).eval()

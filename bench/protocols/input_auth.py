@@ -30,7 +30,8 @@ import torch
 
 from bench.attacks import DATA_KINDS, attack_label, get_attack
 from bench.attacks.attacker import AttackerView
-from bench.attacks.base import apply_attack, attack_identity
+from bench.attacks import attack_identity
+from bench.attacks.base import apply_attack
 from bench.core.cache import digest
 from bench.core.entry import Entry, as_list, attacks_key, key, models_key, number, one_or_list, string, trials_key
 from bench.core.types import Encoding, Job, Measurement, Role

@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass
 
 from bench.attacks import attack_label, get_attack
-from bench.attacks.base import apply_attack, attack_identity
+from bench.attacks import attack_identity
+from bench.attacks.base import apply_attack
 from bench.core.cache import digest
 from bench.core.entry import Entry, attacks_key, models_key, trials_key
 from bench.core.types import Job, Measurement

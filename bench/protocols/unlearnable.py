@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.attacks.base import attack_identity
+from bench.attacks import attack_identity
 from bench.core.cache import digest
 from bench.core.metrics import UNLEARNABLE_METRICS
 from bench.core.entry import Entry, Key, attacks_key, integer, key, list_of, number, string, trials_key

@@ -33,11 +33,11 @@ from bench.attacks import attack_label
 from bench.core.cache import digest
 from bench.core.declared import declared, protocols
 from bench.core.types import infer_protocol as row_protocol
-from bench.defenses import get_defense
 from bench.core.errors import UserError
 from bench.core.results import json_view
 from bench.paths import under
-from bench.reports.tables import measured_line, provenance_of, to_markdown, write_csv
+from bench.reports.tables import defense_class as _defense_class
+from bench.reports.tables import display_name, measured_line, provenance_of, row_name, to_markdown, write_csv  # noqa: F401
 from bench.reports.papers import paper_of
 
 KIND = "authbench-boards"
@@ -109,38 +109,12 @@ def _fmt(v) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
-def _defense_class(name: str):
-    try:
-        return get_defense(name)
-    except UserError:  # a plugin not installed where the board is read
-        return None
-
-
 def full_params(defense: str, params: dict, point: dict) -> str:
     """`k=v,...` of every parameter of the defense, defaults included (from its registered class),
     swept values from `point` overriding them; psnr and psnr_mode have their own columns."""
     cls = _defense_class(defense)
     merged = {**(dict(cls.defaults) if cls is not None else {}), **(params or {}), **(point or {})}
     return ",".join(f"{k}={_fmt(merged[k])}" for k in sorted(merged) if k not in _POINT) or "-"
-
-
-def display_name(defense: str) -> tuple[str, str]:
-    """(name, description) of a defense as its class states them: a `module:Class` plugin shows its
-    class's `name` and `description`, never the module path."""
-    cls = _defense_class(defense)
-    if cls is None:
-        return defense, ""
-    return str(getattr(cls, "name", defense)), str(getattr(cls, "description", ""))
-
-
-def row_name(defense: str, params: dict | None = None, point: dict | None = None) -> str:
-    """The name a row shows: the defense's display name, or what its class's `row_label(params)` gives
-    (a method whose public-code options or ablations must be told apart from its paper default)."""
-    cls = _defense_class(defense)
-    labeller = getattr(cls, "row_label", None)
-    if labeller is None:
-        return display_name(defense)[0]
-    return str(labeller({**(params or {}), **(point or {})}))
 
 
 def short_paper(defense: str) -> str:

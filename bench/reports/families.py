@@ -17,7 +17,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from baselines.report import REPORTED as TABLE3
+from bench.defenses import DEFENSES
 from bench.reports.boards import Board, boards_from_json
+from bench.reports.corelocker import REPORTED as CORELOCKER
+from bench.reports.fingerprint import REPORTED_AUC, REPORTED_DATASETS
+from bench.reports.ne_reported import REPORTED as NE
 from bench.reports.site import SitePage, SiteTable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,11 +50,6 @@ class Family:
 
 def _load_families(path: Path) -> tuple[Family, ...]:
     """The families as data (bench/reports/families.toml): no protocol is named in this module."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-
     return tuple(Family(**{**entry, "boards": tuple(tuple(b) for b in entry["boards"])})
                  for entry in tomllib.loads(path.read_text())["family"])
 
@@ -58,8 +63,6 @@ CONTROLS = ("none", "noise", "plain", "clean-data")
 
 def family_methods(family: Family) -> tuple[list[str], list[str]]:
     """(methods, controls and reference rows) registered for the family, in registration order."""
-    from bench.defenses import DEFENSES
-
     methods, others = [], []
     for name, cls in DEFENSES.items():
         if getattr(cls, "protocol", None) != family.protocol or getattr(cls, "board", None) != family.board:
@@ -139,11 +142,6 @@ NOT_FOUND = {
 def reported_figures() -> list[dict]:
     """Paper-reported figures beside each family's headline, taken from the harness's own reported tables (each
     typed there from its paper with table, row and column) - reported, never measured here."""
-    from baselines.report import REPORTED as TABLE3
-    from bench.reports.corelocker import REPORTED as CORELOCKER
-    from bench.reports.fingerprint import REPORTED_AUC, REPORTED_DATASETS
-    from bench.reports.ne_reported import REPORTED as NE
-
     out = []
     for e in NE:
         if e["table"] == 1 and e["dataset"] == "ImageNet" and e["row"] == "ResNet-50":

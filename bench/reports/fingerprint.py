@@ -24,6 +24,7 @@ from bench.fingerprint.metrics import roc  # noqa: E402
 from bench.fingerprint.suspects import parse_chain, parse_number  # noqa: E402
 from bench.core.metrics import FINGERPRINT_METRICS  # noqa: E402
 from bench.reports.leaderboard import trains_at_run_time  # noqa: E402
+from bench.reports.tables import row_name  # noqa: E402
 from bench.reports.tables import (  # noqa: E402
     compact_params, measured_line, provenance_of, registered_defaults, to_markdown)
 
@@ -51,7 +52,6 @@ SORT = ["auc", "tpr@1%fpr"]
 
 def _name(row: dict) -> str:
     """The defense as rows name it: MFUE's public-code options and ablations carry their own label."""
-    from bench.reports.boards import row_name
     return row_name(row["defense"], row.get("params") or {}, row.get("point") or {})
 
 

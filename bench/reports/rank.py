@@ -12,6 +12,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from bench.core.declared import declared
 from bench.core.errors import UserError
 from bench.defenses import get_defense
 from bench.paths import output_folder, safe_part, under
@@ -60,8 +61,6 @@ def import_plugins_of(rows: list[dict]) -> None:
         if folder.is_dir() and str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
     importlib.invalidate_caches()
-    from bench.core.declared import declared
-
     own = set()  # defenses a protocol runs itself, outside the defense registry (the GLUE protocol's ne-text)
     for protocol in dict.fromkeys(r.get("protocol") for r in rows):
         own.update(getattr(declared(protocol) if protocol else None, "own_defenses", ()))

@@ -54,9 +54,35 @@ def _num(v) -> float:
     return float(v) if v is not None else math.nan
 
 
+def defense_class(name: str):
+    """The registered class of a defense, None for a plugin not installed where the rows are read."""
+    try:
+        return get_defense(name)
+    except UserError:  # a plugin not installed where the board is read
+        return None
+
+
+def display_name(defense: str) -> tuple[str, str]:
+    """(name, description) of a defense as its class states them: a `module:Class` plugin shows its
+    class's `name` and `description`, never the module path."""
+    cls = defense_class(defense)
+    if cls is None:
+        return defense, ""
+    return str(getattr(cls, "name", defense)), str(getattr(cls, "description", ""))
+
+
+def row_name(defense: str, params: dict | None = None, point: dict | None = None) -> str:
+    """The name a row shows: the defense's display name, or what its class's `row_label(params)` gives
+    (a method whose public-code options or ablations must be told apart from its paper default)."""
+    cls = defense_class(defense)
+    labeller = getattr(cls, "row_label", None)
+    if labeller is None:
+        return display_name(defense)[0]
+    return str(labeller({**(params or {}), **(point or {})}))
+
+
 def _own_label(row: dict) -> str:
     """The label a defense gives a row itself (e.g. MFUE's code schedule), "" where it is its plain name."""
-    from bench.reports.boards import row_name
     name = row_name(row["defense"], row.get("params") or {}, row.get("point") or {})
     return "" if name == row["defense"] else name
 

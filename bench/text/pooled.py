@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from bench.core.errors import UserError
+from bench.text.onnx_bert import bert_from_onnx
 from bench.text.heads import HeadSpec, load_head, train_or_load_head
 from bench.text.pooling import pool
 
@@ -68,8 +69,6 @@ def load_encoder(folder: Path, onnx_file: Path | None = None, num_attention_head
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         if onnx_file is not None:
-            from bench.text.onnx_bert import bert_from_onnx
-
             return bert_from_onnx(onnx_file, num_attention_heads), tokenizer
         encoder = AutoModel.from_pretrained(str(folder))
     except OSError as exc:

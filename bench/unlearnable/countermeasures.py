@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.attacks import attack_label, get_attack
 from bench.attacks.base import ATTACKS, Attack, TrainingAttack, apply_attack
 from bench.core.errors import UserError
 from bench.data.base import Split
@@ -91,8 +92,6 @@ class Countermeasure:
 def get_countermeasure(entry) -> Countermeasure:
     """An attack entry ('name' or {name = ..., params}) as a training-time countermeasure: an input attack or a
     training attack (an unknown name or parameter, or another kind of attack: a UserError)."""
-    from bench.attacks import attack_label, get_attack
-
     attack = get_attack(entry)
     if attack.kind not in KINDS:
         raise UserError(f"attack {attack_label(entry)!r} is of kind {attack.kind!r}; the train-on-data protocol trains "
