@@ -308,7 +308,12 @@ REGISTRIES = {
 
 
 def _cmd_list(args) -> int:
-    if args.what in REGISTRIES:
+    from bench.core.catalog import KINDS, static_describe
+
+    static = static_describe(args.what) if args.what in KINDS else None  # from the source: no torch
+    if static is not None:
+        fn = lambda: static  # noqa: E731
+    elif args.what in REGISTRIES:
         module, attr = REGISTRIES[args.what]
         fn = getattr(importlib.import_module(module), attr).describe
     elif args.what == "models":
