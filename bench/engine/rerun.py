@@ -26,6 +26,11 @@ import sys
 import time
 from pathlib import Path
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 DONE_STAMP = ".authbench-done.json"
 RENDER_STAMP = ".authbench-rendered.json"  # in a reports folder: what its reports were rendered from (bench.api)
 FORMAT = 1
@@ -131,10 +136,6 @@ def rerun_key(*, suite_path: Path, command: dict, cache: Path) -> str | None:
     """The digest of everything a fully-done run's plan and rows' identities come from, from cheap facts;
     None when it cannot be known cheaply (the run then takes the full path and writes no stamp)."""
     try:
-        import tomllib
-    except ImportError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    try:
         text = Path(suite_path).read_bytes()
         raw = tomllib.loads(text.decode())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
@@ -230,10 +231,6 @@ def print_done(stamp: dict, *, progress: bool, started: float) -> None:
 def default_out(suite_path: Path, random_weights: bool = False) -> Path:
     """runs/<suite name>, the results folder `authbench run` uses without --out (bench.api.engine_for), from
     the file's [suite] name (as bench.suite.load_suite and bench.suite_overrides name it)."""
-    try:
-        import tomllib
-    except ImportError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
     try:
         name = (tomllib.loads(Path(suite_path).read_text()).get("suite") or {}).get("name") or Path(suite_path).stem
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
