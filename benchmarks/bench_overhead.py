@@ -52,7 +52,9 @@ from bench.defenses.release import calibrate  # noqa: E402
 from bench.models.sources import load_model  # noqa: E402
 
 
-def model_specs(size: int) -> dict[str, dict]:
+def model_specs(size: int, data: str = "synthetic", zoo=("cnn-s0", "vit-s0")) -> dict[str, dict]:
+    if data == "digits":  # the pinned digits zoo (the digits reduced suite)
+        return {name: {"source": "zoo", "model": name, "name": name} for name in zoo}
     common = {"source": "timm", "pretrained": False, "init_seed": 0, "num_classes": 10, "input_size": [3, size, size]}
     return {"resnet18": {**common, "model": "resnet18", "name": "resnet18"},
             "vit-tiny": {**common, "model": "vit_tiny_patch16_224", "name": "vit-tiny", "kwargs": {"img_size": size}}}
@@ -68,10 +70,19 @@ def toml_value(v) -> str:
     return f'"{v}"' if isinstance(v, str) else str(v)
 
 
+def load_split(args, n: int):
+    if args.data == "digits":
+        return load_dataset("digits", "test", n, 0)
+    return load_dataset("synthetic", "test", n=n, size=args.size, channels=3, classes=10, seed=0)
+
+
 def suite_toml(args) -> str:
-    lines = ["[suite]", 'name = "overhead"', "seed = 0", "", "[data]", 'dataset = "synthetic"', f"n = {args.n}",
-             f"size = {args.size}", "channels = 3", "classes = 10", "seed = 0", 'split = "test"', "", "[models]",
-             "authorized = [", *[f"  {toml_value(s)}," for s in model_specs(args.size).values()], "]", ""]
+    data = (['dataset = "digits"', 'split = "test"', f"subset = {args.n}", "subset_seed = 0"] if args.data == "digits"
+            else ['dataset = "synthetic"', f"n = {args.n}", f"size = {args.size}", "channels = 3", "classes = 10",
+                  "seed = 0", 'split = "test"'])
+    lines = ["[suite]", 'name = "overhead"', "seed = 0", "", "[data]", *data, "", "[models]",
+             "authorized = [", *[f"  {toml_value(s)}," for s in model_specs(args.size, args.data, args.zoo).values()],
+             "]", ""]
     for name in args.defenses:
         lines += ["[[defenses]]", f'name = "{name}"', f"psnr = [{args.psnr}]", f"release = {toml_value(args.releases)}", ""]
     return "\n".join(lines)
@@ -145,8 +156,9 @@ def bare(args, n: int) -> tuple[tuple[float, float], dict, dict]:
     start, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         t = time.perf_counter()
-        split = load_dataset("synthetic", "test", n=n, size=args.size, channels=3, classes=10, seed=0)
-        models = {label: load_model(spec, progress=False) for label, spec in model_specs(args.size).items()}
+        split = load_split(args, n)
+        models = {label: load_model(spec, progress=False)
+                  for label, spec in model_specs(args.size, args.data, args.zoo).items()}
         fls = {label: m.first_linear().to(torch.float32) for label, m in models.items()}  # located once per model
         stages["load"] += time.perf_counter() - t
         jobs = [("none", "", "clean", None)]
@@ -158,7 +170,7 @@ def bare(args, n: int) -> tuple[tuple[float, float], dict, dict]:
                     defense.fit(adapter)
                 stages["fit"] += time.perf_counter() - t
                 jobs += [(name, auth, rel, defense) for rel in args.releases]
-        top1 = {}
+        top1, norms = {}, {}  # the clean first-layer norms: once per model and batch, as the harness keeps them
         for name, auth, rel, defense in jobs:
             correct = dict.fromkeys(models, 0)
             std = models[auth].preprocess.std if auth else None
@@ -179,21 +191,28 @@ def bare(args, n: int) -> tuple[tuple[float, float], dict, dict]:
                     t = time.perf_counter()
                     logits = m.module(m.preprocess(m.preprocess.geometry(x))).float()
                     pred, _top5 = logits.argmax(1), logits.topk(5, 1).indices
-                    correct[label] += int((pred == batch.labels).sum())
+                    correct[label] += int((pred == torch.as_tensor(batch.labels)).sum())
                     stages["forward"] += time.perf_counter() - t
                     t = time.perf_counter()
                     geometry = m.preprocess.geometry
-                    fls[label].relative_deviation(geometry(clean.float()), geometry(x.float()))
+                    key = (label, int(batch.indices[0]))
+                    if key not in norms:
+                        norms[key] = fls[label].output_norm(geometry(clean.float()))
+                    fls[label].output_deviation(geometry(clean.float()), geometry(x.float()), clean_norm=norms[key])
                     stages["deviation"] += time.perf_counter() - t
             for label in models:
-                top1[(name, rel, auth, label)] = correct[label] * 100 / n
+                top1[(name, rel, auth, label)] = correct[label] * 100 / len(split)
     return (time.perf_counter() - start, time.process_time() - cpu), dict(stages), top1
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed harness/bare pairs (median reported)")
-    ap.add_argument("--n", type=int, default=128, help="synthetic images")
+    ap.add_argument("--data", choices=("synthetic", "digits"), default="synthetic",
+                    help="synthetic: timm resnet18 + vit-tiny at S x S; digits: the digits test split (subset --n, "
+                         "0 = all 540) and the pinned zoo models --zoo, as the digits reduced suite")
+    ap.add_argument("--zoo", nargs="+", default=["cnn-s0", "vit-s0"], help="digits: the zoo models")
+    ap.add_argument("--n", type=int, default=128, help="images (synthetic; digits: subset, 0 = all)")
     ap.add_argument("--size", type=int, default=64, help="image side S (3 x S x S)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--psnr", type=float, default=20.0, help="the one PSNR point (dB)")
@@ -204,8 +223,9 @@ def main(argv=None) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="authbench-overhead-"))
     try:
-        print(f"torch {torch.__version__}, 1 thread, CPU; {args.n} synthetic 3x{args.size}x{args.size} images, batch "
-              f"{args.batch_size}; resnet18 + vit-tiny; {', '.join(args.defenses)} at {args.psnr:g} dB, "
+        what = (f"digits test split (subset {args.n or 'all'}); zoo {' + '.join(args.zoo)}" if args.data == "digits"
+                else f"{args.n} synthetic 3x{args.size}x{args.size} images; resnet18 + vit-tiny")
+        print(f"torch {torch.__version__}, 1 thread, CPU; {what}, batch {args.batch_size}; {', '.join(args.defenses)} at {args.psnr:g} dB, "
               f"{' + '.join(args.releases)}; warm-up pair on {args.batch_size} images, then {args.repeats} interleaved pairs\n")
         warm = argparse.Namespace(**{**vars(args), "n": args.batch_size})
         (tmp / "warm.toml").write_text(suite_toml(warm))
