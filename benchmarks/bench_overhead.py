@@ -273,7 +273,8 @@ def main(argv=None) -> None:
           + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in sorted(books.items(), key=lambda kv: -kv[1])))
     print("bare loop, median seconds per stage: " + ", ".join(
         f"{k} {statistics.median(s[k] for s in stage_runs):.2f}" for k in stage_runs[0]))
-    same = "yes" if not mismatches else f"NO ({len(mismatches)} cells differ, e.g. {sorted(mismatches)[0]})"
+    same = "yes" if not mismatches else f"NO ({len(mismatches)} cells differ: " + "; ".join(
+        f"{k}: harness {h_top1[k]}, bare {b_top1.get(k)}" for k in sorted(mismatches)) + ")"
     print(f"bare loop reproduces the harness's top-1 in every cell: {same}")
 
 
