@@ -73,10 +73,12 @@ REG.register(C)
 def _fake(tmp_path, monkeypatch, extra: str = "") -> None:
     (tmp_path / "bench").mkdir()
     (tmp_path / "bench" / "__init__.py").write_text("")
-    (tmp_path / "bench" / "fake_base.py").write_text('REG = None\n\nclass Base:\n    description = "base"\n')
+    (tmp_path / "bench" / "fake_base.py").write_text('REG = Registry("fake", "authbench.fake-test-group", '
+                                                      'modules=("bench.fake",))\n\nclass Base:\n'
+                                                      '    description = "base"\n')
     (tmp_path / "bench" / "fake.py").write_text(FAKE + extra)
     monkeypatch.setattr(catalog, "ROOT", tmp_path)
-    monkeypatch.setitem(catalog.KINDS, "fake", (("bench.fake",), "REG", "authbench.fake-test-group"))
+    monkeypatch.setitem(catalog.KINDS, "fake", ("bench.fake_base", "REG"))
 
 
 def test_what_the_source_reading_follows(tmp_path, monkeypatch):

@@ -215,23 +215,41 @@ def _builtins(modules: tuple[str, ...], registry: str) -> list[tuple[str, dict]]
     return list(seen.items())
 
 
-# what `authbench list` describes statically: kind -> (the registry's modules, its variable, entry-point group)
+# what `authbench list` describes statically: kind -> (the module that defines the registry, its variable)
 KINDS = {
-    "defenses": (("bench.defenses.base", "bench.defenses.ne", "bench.defenses.noise", "bench.defenses.corelocker",
-                  "bench.defenses.locks", "baselines", "bench.fingerprint", "bench.ntl.defenses",
-                  "bench.unlearnable.methods"), "DEFENSES", "authbench.defenses"),
-    "attacks": (("bench.attacks.base", "bench.attacks.preprocessing", "bench.attacks.reconstruction",
-                 "bench.attacks.projection", "bench.attacks.adaptation", "bench.attacks.model_attacks",
-                 "bench.attacks.query"), "ATTACKS", "authbench.attacks"),
-    "models": (("bench.models.source_base", "bench.models.sources"), "SOURCES", "authbench.sources"),
+    "defenses": ("bench.defenses.base", "DEFENSES"),
+    "attacks": ("bench.attacks.base", "ATTACKS"),
+    "models": ("bench.models.source_base", "SOURCES"),
 }
+
+
+def registry_declaration(module: str, variable: str) -> tuple[tuple[str, ...], str]:
+    """(the modules whose import registers the built-ins, the entry-point group) of `variable = Registry(kind,
+    group, ..., modules=(...))` in `module`, read from its source."""
+    path = module_file(module)
+    if path is None:
+        raise _Unreadable(f"module {module}")
+    for node in ast.parse(path.read_text()).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(
+            node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and target.id == variable and isinstance(node.value, ast.Call):
+            call = node.value
+            try:
+                group = ast.literal_eval(call.args[1]) if len(call.args) > 1 else ast.literal_eval(
+                    next(k.value for k in call.keywords if k.arg == "group"))
+                modules = next((ast.literal_eval(k.value) for k in call.keywords if k.arg == "modules"), ())
+            except (ValueError, StopIteration):
+                raise _Unreadable(f"the declaration of {variable}") from None
+            return (module, *modules), str(group)
+    raise _Unreadable(f"no {variable} = Registry(...) in {module}")
 
 
 def static_describe(kind: str) -> dict[str, str] | None:
     """What `authbench list <kind>` prints (name -> description, as the registry's `describe()` or
     `list_models()` gives it), read from the source; None where that cannot be done."""
-    modules, registry, group = KINDS[kind]
+    where, registry = KINDS[kind]
     try:
+        modules, group = registry_declaration(where, registry)
         found = _builtins(modules, registry)
     except (_Unreadable, OSError, SyntaxError):
         return None
