@@ -3,7 +3,8 @@
 Setup (small, so repeats fit): --n `synthetic` 3 x S x S images (default 256 at 64 x 64), timm
 resnet18 and vit_tiny_patch16_224 at S x S (seeded random weights, 10 classes), both authorized
 and both evaluated; ne-patch, ne-operator and noise at one PSNR, releases float and uint8; batch
---batch-size; one thread (torch.set_num_threads(1)).
+--batch-size; one thread (torch.set_num_threads(1)). `--data digits`: the digits test split (subset
+--n, 0 = all 540) and the pinned zoo models --zoo (default cnn-s0, vit-s0): the digits reduced suite.
 
 harness: `bench.evaluate(suite)` with a fresh cache dir and results dir per repeat (cold: every
          forward pass and encoding is computed), reports off; its provenance lru caches (git
@@ -13,7 +14,8 @@ bare:    the same work by hand, per job the harness ran (clean baseline; each de
          model-specific defense once per authorized model, then for every batch of the split:
          `defense.directions` + `bench.defenses.release.calibrate`, each evaluated model's forward
          pass (module(normalize(x)), torch.no_grad), top-1/top-5 and the first-layer deviation the
-         harness records (`FirstLinear.relative_deviation`). No cache, no results file, no hashing.
+         harness records (`FirstLinear.output_deviation`, the clean norms once per model and batch).
+         No cache, no results file, no hashing.
          Its per-cell top-1 is checked against the harness's rows (same work, same numbers).
 
 Repeats are interleaved in one process (harness/bare order alternating), after one warm-up pair on
