@@ -41,10 +41,12 @@ def _jpeg_roundtrip(arr: np.ndarray, quality: int) -> np.ndarray:
 @ATTACKS.register
 class Jpeg(Attack):
     name = "jpeg"
-    description = ("JPEG re-encoding at a given quality (PIL); the paper sweeps 95 -> 75. range 'clamp' (default: the "
-                   "image a real JPEG file stores) or 'rescale' (the public NE code's: per-image min-max of the "
-                   "normalized tensor to [0, 255] and back)")
+    description = ("JPEG re-encoding at a given quality (PIL); NE sweeps 95 -> 75; on training data at quality 10 it is "
+                   "Image Shortcut Squeezing (Liu, Zhao, Larson, ICML 2023). range 'clamp' (default: the image a real "
+                   "JPEG file stores) or 'rescale' (the public NE code's: per-image min-max of the normalized tensor to "
+                   "[0, 255] and back)")
     defaults = {"quality": 75, "range": "clamp"}
+    param_schema = {"quality": {"type": "integer", "minimum": 1, "maximum": 100}}
 
     def __call__(self, x, seed, norm=None):
         """`norm` = (mean, std) of the model that reads the result (the protocols pass it): the code's 'rescale'
@@ -103,6 +105,7 @@ class GaussianBlur(Attack):
 @ATTACKS.register
 class RandomCrop(Attack):
     name = "crop"
+    stochastic = True
     description = "random crop keeping a fraction of the image area drawn from [low, high], resized back (bilinear)"
     defaults = {"low": 0.6, "high": 0.9}
 
@@ -129,6 +132,7 @@ CUTOUT_FILLS = ("mean", "black")
 @ATTACKS.register
 class Cutout(Attack):
     name = "cutout"
+    stochastic = True
     description = ("fill one random square of side drawn from [low, high] of the image side (the public NE code's "
                    "'crop'); fill 'mean' (default, the code's: 0 on the normalized tensor, the normalization mean) "
                    "or 'black'")
@@ -179,6 +183,7 @@ class Resize(Attack):
 @ATTACKS.register
 class AddGaussianNoise(Attack):
     name = "gauss-noise"
+    stochastic = True
     description = "add i.i.d. Gaussian pixel noise with standard deviation sigma"
     defaults = {"sigma": 0.05}
 
@@ -188,3 +193,26 @@ class AddGaussianNoise(Attack):
         noise = torch.stack([torch.randn(x.shape[1:], generator=sample_generator(seed, int(i), self.name))
                              for i in positions])
         return x + sigma * noise.to(x.dtype)
+
+
+@ATTACKS.register
+class BitDepth(Attack):
+    name = "bdr"
+    description = ("bit-depth reduction to `bits` bits per channel (Image Shortcut Squeezing; Liu, Zhao, Larson, "
+                   "ICML 2023)")
+    defaults = {"bits": 2}
+    param_schema = {"bits": {"type": "integer", "minimum": 1, "maximum": 8}}
+
+    def __call__(self, x, seed):
+        levels = 2 ** int(self.params["bits"]) - 1
+        return (x.clamp(0, 1) * levels).round() / levels
+
+
+@ATTACKS.register
+class Grayscale(Attack):
+    name = "grayscale"
+    description = ("grayscale: every channel set to the channels' mean (Image Shortcut Squeezing; Liu, Zhao, Larson, "
+                   "ICML 2023); a no-op on 1-channel images")
+
+    def __call__(self, x, seed):
+        return x.mean(1, keepdim=True).expand_as(x).clone()
