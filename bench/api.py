@@ -26,6 +26,7 @@ import pandas as pd
 from bench.core.cache import atomic_write_bytes, digest
 from bench.engine.context import EvalContext, RunOptions
 from bench.engine.engine import Engine, RunSummary
+from bench.engine.rerun import RENDER_STAMP, counts_line
 from bench.api_schema import check_keywords
 from bench.data.base import stat_digest
 from bench.core.errors import BadKeyword, UserError, check_folder, show
@@ -56,26 +57,27 @@ class Results:
         ranked = ranked_rows(self.records)
         return leaderboard(ranked) if ranked else None
 
-    def summary_text(self) -> str:
-        """What `authbench run` prints: the boards (or the task tables), the counts, where things are."""
-        # the like-for-like boards' top rows, then each protocol's own summary lines (its tables, its facts)
-        parts = [glance(b) for b in self.boards] + summary_lines(self.records, self.reports)
+    def summary_head(self) -> str:
+        """The boards' top rows, then each protocol's own summary lines (its tables, its facts)."""
+        return "\n\n".join([glance(b) for b in self.boards] + summary_lines(self.records, self.reports))
+
+    def summary_tail(self) -> str:
+        """Where the results, reports, boards and site are."""
         s = self.summary
-        parts.append(
-            f"cells: {s.cells_total} total, {s.cells_done_before} already done, {s.cells_run} run | "
-            f"forward passes: {s.forwards} | encodings: {s.encodings} | "
-            f"cache hits {s.cache['hits']}, misses {s.cache['misses']}, corrupt {s.cache['corrupt']} | {s.wall_s:.1f}s"
-            + (f" | executor {s.executor}" if s.executor != "local" else "")
-            + (f" | {s.superseded} superseded" if s.superseded else "")
-            + (f" | {s.merged} duplicate job(s) merged (identical parameters run once)" if s.merged else "")
-            + (f"\nFAILED: {s.jobs_failed} job(s) did not finish (one line each above); `authbench run` again "
-               "retries only them" if s.jobs_failed else ""))
         site = next((p for p in self.reports if p.name == "index.html"), None)
         full = next((p for p in self.reports if p.name == "boards.md"), None)
-        parts.append(f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}"
-                     + (f"\nboards: {full} (every row and column)" if full else "")
-                     + (f"\nsite: {site}" if site else ""))
-        return "\n\n".join(parts[:-1]) + "\n" + parts[-1]
+        return (f"results: {s.results}\nreports: {self.reports[0].parent if self.reports else '-'}"
+                + (f"\nboards: {full} (every row and column)" if full else "")
+                + (f"\nsite: {site}" if site else ""))
+
+    def summary_text(self) -> str:
+        """What `authbench run` prints: the boards (or the task tables), the counts, where things are."""
+        s = self.summary
+        line = counts_line(cells_total=s.cells_total, cells_done_before=s.cells_done_before, cells_run=s.cells_run,
+                           forwards=s.forwards, encodings=s.encodings, cache=s.cache, wall_s=s.wall_s,
+                           executor=s.executor, superseded=s.superseded, merged=s.merged, jobs_failed=s.jobs_failed)
+        head = self.summary_head()
+        return (head + "\n\n" if head else "") + line + "\n" + self.summary_tail()
 
 
 def dataset_classes(suite: Suite, ctx: EvalContext | None = None) -> int | None:
@@ -101,9 +103,6 @@ def engine_for(suite: Suite, *, out: Path | None = None, executor: Executor | st
         raise UserError("pass executor options with an executor name, not with an Executor instance")
     opts = RunOptions(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items() if v is not None})
     return Engine(suite, Path(out) if out else Path("runs") / suite.name, opts, executor)
-
-
-RENDER_STAMP = ".authbench-rendered.json"  # in a reports folder: what its reports were rendered from
 
 
 def render_inputs(suite: Suite, results: Path) -> str:

@@ -234,8 +234,36 @@ def offline_by_default(needed: bool) -> None:
             os.environ.setdefault(name, "1")
 
 
+RUN_OUTPUT_ONLY = ("command", "suite", "no_progress", "render", "plan", "malloc")  # flags that change no cell
+
+
+def _rerun_key(args, suite_path: Path) -> tuple[str | None, Path]:
+    """The done stamp's key of this command line (bench.engine.rerun) and its results folder, without torch."""
+    from bench.engine.rerun import default_out, rerun_key
+
+    command = {k: (str(v.expanduser().resolve()) if isinstance(v, Path) else v) for k, v in sorted(vars(args).items())
+               if k not in RUN_OUTPUT_ONLY}
+    out = args.out if args.out is not None else default_out(suite_path, args.random_weights)
+    command["out"] = str(Path(out).expanduser().resolve())
+    cache = args.cache_dir or Path(os.environ.get("AUTHBENCH_CACHE") or Path.home() / ".cache" / "authbench")
+    return rerun_key(suite_path=suite_path, command=command, cache=cache), Path(out)
+
+
 def _cmd_run(args) -> int:
+    import time
+
+    from bench.engine.rerun import done_rerun, print_done
+    from bench.suite import find_suite
+
+    started = time.perf_counter()
+    key, out = (None, None) if args.plan else _rerun_key(args, find_suite(args.suite))
+    stamp = done_rerun(out, key) if key and not args.render else None
+    if stamp is not None:  # every job done and nothing changed since: no plan, no torch (issue 26)
+        print_done(stamp, progress=not args.no_progress, started=started)
+        return 0
+
     from bench.api import engine_for, run_suite
+    from bench.engine.rerun import RENDER_STAMP, clear_stamp, write_stamp
     from bench.suite import load_suite
     from bench.suite_overrides import apply_overrides
 
@@ -251,8 +279,22 @@ def _cmd_run(args) -> int:
     if args.plan:
         print(engine_for(suite, out=args.out, **options).describe())
         return 0
+    if out is not None:
+        clear_stamp(out)
     results = run_suite(suite, out=args.out, reports=args.reports, rerender=args.render, check=False, **options)
     print(results.summary_text())
+    s = results.summary
+    if key is not None and s.complete and results.records:  # the next rerun can tell it has nothing to do
+        reports = args.reports or Path(s.results).parent / "reports"
+        try:
+            rendered = json.loads((reports / RENDER_STAMP).read_text()).get("inputs")
+        except (OSError, ValueError, AttributeError):
+            rendered = None
+        if rendered is not None:
+            write_stamp(Path(s.results).parent, key=key, results=s.results, reports=reports, render_inputs=rendered,
+                        header=f"authbench: suite {suite.name}: all {s.jobs_total} job(s) done: nothing to run",
+                        head=results.summary_head(), tail=results.summary_tail(), cells=s.cells_total,
+                        jobs=s.jobs_total, superseded=s.superseded, merged=s.merged, executor=s.executor)
     return 1 if results.summary.jobs_failed else 0
 
 
@@ -266,7 +308,12 @@ REGISTRIES = {
 
 
 def _cmd_list(args) -> int:
-    if args.what in REGISTRIES:
+    from bench.core.catalog import KINDS, static_describe
+
+    static = static_describe(args.what) if args.what in KINDS else None  # from the source: no torch
+    if static is not None:
+        fn = lambda: static  # noqa: E731
+    elif args.what in REGISTRIES:
         module, attr = REGISTRIES[args.what]
         fn = getattr(importlib.import_module(module), attr).describe
     elif args.what == "models":
@@ -332,6 +379,7 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
 
 
 def _cmd_check(args) -> int:
+    import bench.protocols  # noqa: F401  (the built-in protocols declare their boards before the suite is parsed)
     from bench.reports.check import check, format_check, github_annotations, to_text_json, write_junit
     from bench.reports.reference import Tolerances, from_source, read_source
     from bench.suite import recorded_suite
@@ -359,6 +407,7 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
+    import bench.protocols  # noqa: F401  (the built-in protocols declare their boards before the suite is parsed)
     from bench.reports.boards import build_boards, parse_standard
     from bench.reports.entries import write_entries
     from bench.reports.reference import Tolerances, freeze

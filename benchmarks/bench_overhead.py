@@ -3,7 +3,8 @@
 Setup (small, so repeats fit): --n `synthetic` 3 x S x S images (default 256 at 64 x 64), timm
 resnet18 and vit_tiny_patch16_224 at S x S (seeded random weights, 10 classes), both authorized
 and both evaluated; ne-patch, ne-operator and noise at one PSNR, releases float and uint8; batch
---batch-size; one thread (torch.set_num_threads(1)).
+--batch-size; one thread (torch.set_num_threads(1)). `--data digits`: the digits test split (subset
+--n, 0 = all 540) and the pinned zoo models --zoo (default cnn-s0, vit-s0): the digits reduced suite.
 
 harness: `bench.evaluate(suite)` with a fresh cache dir and results dir per repeat (cold: every
          forward pass and encoding is computed), reports off; its provenance lru caches (git
@@ -13,7 +14,8 @@ bare:    the same work by hand, per job the harness ran (clean baseline; each de
          model-specific defense once per authorized model, then for every batch of the split:
          `defense.directions` + `bench.defenses.release.calibrate`, each evaluated model's forward
          pass (module(normalize(x)), torch.no_grad), top-1/top-5 and the first-layer deviation the
-         harness records (`FirstLinear.relative_deviation`). No cache, no results file, no hashing.
+         harness records (`FirstLinear.output_deviation`, the clean norms once per model and batch).
+         No cache, no results file, no hashing.
          Its per-cell top-1 is checked against the harness's rows (same work, same numbers).
 
 Repeats are interleaved in one process (harness/bare order alternating), after one warm-up pair on
@@ -52,7 +54,9 @@ from bench.defenses.release import calibrate  # noqa: E402
 from bench.models.sources import load_model  # noqa: E402
 
 
-def model_specs(size: int) -> dict[str, dict]:
+def model_specs(size: int, data: str = "synthetic", zoo=("cnn-s0", "vit-s0")) -> dict[str, dict]:
+    if data == "digits":  # the pinned digits zoo (the digits reduced suite)
+        return {name: {"source": "zoo", "model": name, "name": name} for name in zoo}
     common = {"source": "timm", "pretrained": False, "init_seed": 0, "num_classes": 10, "input_size": [3, size, size]}
     return {"resnet18": {**common, "model": "resnet18", "name": "resnet18"},
             "vit-tiny": {**common, "model": "vit_tiny_patch16_224", "name": "vit-tiny", "kwargs": {"img_size": size}}}
@@ -68,10 +72,19 @@ def toml_value(v) -> str:
     return f'"{v}"' if isinstance(v, str) else str(v)
 
 
+def load_split(args, n: int):
+    if args.data == "digits":
+        return load_dataset("digits", "test", n, 0)
+    return load_dataset("synthetic", "test", n=n, size=args.size, channels=3, classes=10, seed=0)
+
+
 def suite_toml(args) -> str:
-    lines = ["[suite]", 'name = "overhead"', "seed = 0", "", "[data]", 'dataset = "synthetic"', f"n = {args.n}",
-             f"size = {args.size}", "channels = 3", "classes = 10", "seed = 0", 'split = "test"', "", "[models]",
-             "authorized = [", *[f"  {toml_value(s)}," for s in model_specs(args.size).values()], "]", ""]
+    data = (['dataset = "digits"', 'split = "test"', f"subset = {args.n}", "subset_seed = 0"] if args.data == "digits"
+            else ['dataset = "synthetic"', f"n = {args.n}", f"size = {args.size}", "channels = 3", "classes = 10",
+                  "seed = 0", 'split = "test"'])
+    lines = ["[suite]", 'name = "overhead"', "seed = 0", "", "[data]", *data, "", "[models]",
+             "authorized = [", *[f"  {toml_value(s)}," for s in model_specs(args.size, args.data, args.zoo).values()],
+             "]", ""]
     for name in args.defenses:
         lines += ["[[defenses]]", f'name = "{name}"', f"psnr = [{args.psnr}]", f"release = {toml_value(args.releases)}", ""]
     return "\n".join(lines)
@@ -145,8 +158,9 @@ def bare(args, n: int) -> tuple[tuple[float, float], dict, dict]:
     start, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         t = time.perf_counter()
-        split = load_dataset("synthetic", "test", n=n, size=args.size, channels=3, classes=10, seed=0)
-        models = {label: load_model(spec, progress=False) for label, spec in model_specs(args.size).items()}
+        split = load_split(args, n)
+        models = {label: load_model(spec, progress=False)
+                  for label, spec in model_specs(args.size, args.data, args.zoo).items()}
         fls = {label: m.first_linear().to(torch.float32) for label, m in models.items()}  # located once per model
         stages["load"] += time.perf_counter() - t
         jobs = [("none", "", "clean", None)]
@@ -158,7 +172,7 @@ def bare(args, n: int) -> tuple[tuple[float, float], dict, dict]:
                     defense.fit(adapter)
                 stages["fit"] += time.perf_counter() - t
                 jobs += [(name, auth, rel, defense) for rel in args.releases]
-        top1 = {}
+        top1, norms = {}, {}  # the clean first-layer norms: once per model and batch, as the harness keeps them
         for name, auth, rel, defense in jobs:
             correct = dict.fromkeys(models, 0)
             std = models[auth].preprocess.std if auth else None
@@ -179,21 +193,28 @@ def bare(args, n: int) -> tuple[tuple[float, float], dict, dict]:
                     t = time.perf_counter()
                     logits = m.module(m.preprocess(m.preprocess.geometry(x))).float()
                     pred, _top5 = logits.argmax(1), logits.topk(5, 1).indices
-                    correct[label] += int((pred == batch.labels).sum())
+                    correct[label] += int((pred == torch.as_tensor(batch.labels)).sum())
                     stages["forward"] += time.perf_counter() - t
                     t = time.perf_counter()
                     geometry = m.preprocess.geometry
-                    fls[label].relative_deviation(geometry(clean.float()), geometry(x.float()))
+                    key = (label, int(batch.indices[0]))
+                    if key not in norms:
+                        norms[key] = fls[label].output_norm(geometry(clean.float()))
+                    fls[label].output_deviation(geometry(clean.float()), geometry(x.float()), clean_norm=norms[key])
                     stages["deviation"] += time.perf_counter() - t
             for label in models:
-                top1[(name, rel, auth, label)] = correct[label] * 100 / n
+                top1[(name, rel, auth, label)] = correct[label] * 100 / len(split)
     return (time.perf_counter() - start, time.process_time() - cpu), dict(stages), top1
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="timed harness/bare pairs (median reported)")
-    ap.add_argument("--n", type=int, default=128, help="synthetic images")
+    ap.add_argument("--data", choices=("synthetic", "digits"), default="synthetic",
+                    help="synthetic: timm resnet18 + vit-tiny at S x S; digits: the digits test split (subset --n, "
+                         "0 = all 540) and the pinned zoo models --zoo, as the digits reduced suite")
+    ap.add_argument("--zoo", nargs="+", default=["cnn-s0", "vit-s0"], help="digits: the zoo models")
+    ap.add_argument("--n", type=int, default=128, help="images (synthetic; digits: subset, 0 = all)")
     ap.add_argument("--size", type=int, default=64, help="image side S (3 x S x S)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--psnr", type=float, default=20.0, help="the one PSNR point (dB)")
@@ -204,8 +225,9 @@ def main(argv=None) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="authbench-overhead-"))
     try:
-        print(f"torch {torch.__version__}, 1 thread, CPU; {args.n} synthetic 3x{args.size}x{args.size} images, batch "
-              f"{args.batch_size}; resnet18 + vit-tiny; {', '.join(args.defenses)} at {args.psnr:g} dB, "
+        what = (f"digits test split (subset {args.n or 'all'}); zoo {' + '.join(args.zoo)}" if args.data == "digits"
+                else f"{args.n} synthetic 3x{args.size}x{args.size} images; resnet18 + vit-tiny")
+        print(f"torch {torch.__version__}, 1 thread, CPU; {what}, batch {args.batch_size}; {', '.join(args.defenses)} at {args.psnr:g} dB, "
               f"{' + '.join(args.releases)}; warm-up pair on {args.batch_size} images, then {args.repeats} interleaved pairs\n")
         warm = argparse.Namespace(**{**vars(args), "n": args.batch_size})
         (tmp / "warm.toml").write_text(suite_toml(warm))
@@ -227,7 +249,8 @@ def main(argv=None) -> None:
                     wall, stages, b_top1 = bare(args, args.n)
                     b_times.append(wall)
                     stage_runs.append(stages)
-            mismatches |= {k for k in h_top1 if b_top1.get(k) != h_top1[k]}
+            # the same count of correct images (the two compute the percentage in another order: 1e-14 apart)
+            mismatches |= {k for k in h_top1 if b_top1.get(k) is None or abs(b_top1[k] - h_top1[k]) > 1e-9}
             (hw, hc), (bw, bc) = h_times[-1], b_times[-1]
             print(f"  pair {r + 1}: wall harness {hw:6.1f} s, bare {bw:6.1f} s, ratio {hw / bw:.3f}   |   "
                   f"CPU harness {hc:6.1f} s, bare {bc:6.1f} s, ratio {hc / bc:.3f}", flush=True)
@@ -253,7 +276,8 @@ def main(argv=None) -> None:
           + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in sorted(books.items(), key=lambda kv: -kv[1])))
     print("bare loop, median seconds per stage: " + ", ".join(
         f"{k} {statistics.median(s[k] for s in stage_runs):.2f}" for k in stage_runs[0]))
-    same = "yes" if not mismatches else f"NO ({len(mismatches)} cells differ, e.g. {sorted(mismatches)[0]})"
+    same = "yes" if not mismatches else f"NO ({len(mismatches)} cells differ: " + "; ".join(
+        f"{k}: harness {h_top1[k]}, bare {b_top1.get(k)}" for k in sorted(mismatches)) + ")"
     print(f"bare loop reproduces the harness's top-1 in every cell: {same}")
 
 

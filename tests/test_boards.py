@@ -215,7 +215,7 @@ def test_standard_attacks_section_of_a_suite(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[data]\ndataset="digits"\n[models]\nauthorized=["zoo:mlp-s0"]\n[[defenses]]\nname="noise"\n'
                    '[standard_attacks]\ninputs = ["crop"]\n')
-    with pytest.raises(UserError, match=r"unknown key 'inputs' in \[standard_attacks\]; valid: baselines, (calibration, )?domain, input, model, ownership, train-on-data"):
+    with pytest.raises(UserError, match=r"unknown key 'inputs' in \[standard_attacks\]; valid: baselines, (calibration, )?domain, glue, input, model, ownership, train-on-data"):
         load_suite(str(bad))
 
 

@@ -465,8 +465,72 @@ def test_a_kit_dataset_is_never_its_own_training_data(tmp_path, monkeypatch):
     ctx = EvalContext(load_suite(str(suite)), RunOptions(cache_dir=tmp_path / "cache", progress=False))
     assert ctx.data.labels.tolist() == [4, 0, 2, 4, 1, 3] and ctx.data.num_classes == 5
     assert ctx.data.content.startswith("kit:toy/val|")  # identity: the kit files' sha256, not file times
-    with pytest.raises(UserError, match="is a single evaluation set; .* does not provide"):
+    with pytest.raises(UserError, match="is a single evaluation set; .* name a kit dataset of other images"):
         ctx.train_data
+
+
+def _two_dataset_kit(tmp_path, monkeypatch, train_split: str):
+    """The image kit with a second dataset, "train" (4 other images), and a suite naming it as train_split."""
+    import numpy as np
+    from PIL import Image
+
+    src, suite = _image_kit(tmp_path, monkeypatch)
+    (src / "train").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(src / "train" / f"{i}.png")
+    (src / "train.txt").write_text("".join(f"train/{i}.png, {i}\n" for i in range(4)))
+    raw = json.loads((tmp_path / "manifests/toy.json").read_text())
+    raw["files"] = [{"path": p.relative_to(src).as_posix(), "sha256": sha(p.read_bytes()), "size": p.stat().st_size,
+                     "source": {"url": "http://unused/x", "repo_path": "x"}}
+                    for p in sorted(src.rglob("*")) if p.is_file()]
+    raw["datasets"]["train"] = {"format": "image-list", "num_classes": 5, "list": "train.txt"}
+    (tmp_path / "manifests/toy.json").write_text(json.dumps(raw))
+    suite.write_text(suite.read_text().replace('split = "val"\n', f'split = "val"\ntrain_split = "{train_split}"\n'))
+    return src, suite
+
+
+def test_a_kit_train_split_names_another_kit_dataset(tmp_path, monkeypatch):
+    """`train_split = "kit:<kit>/<dataset>"`: the attacker's images are that dataset, with its own identity."""
+    from bench.engine.context import EvalContext, RunOptions
+    from bench.suite import load_suite
+
+    src, suite = _two_dataset_kit(tmp_path, monkeypatch, "kit:toy/train")
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    cache = tmp_path / "cache"
+    store.import_from(mf.get_kit("toy"), src, cache, log=lambda s: None)
+    ctx = EvalContext(load_suite(str(suite)), RunOptions(cache_dir=cache, progress=False))
+    train = ctx.train_data
+    assert train.labels.tolist() == [0, 1, 2, 3] and train.content.startswith("kit:toy/train|")
+    assert train.content != ctx.data.content and ctx.data.labels.tolist() == [4, 0, 2, 4, 1, 3]
+    assert not (train.images[:, None] == ctx.data.images[None]).flatten(2).all(-1).any()  # other images
+    (cache / "kits/toy/train/2.png").unlink()  # the train dataset's files are checked upfront too
+    with pytest.raises(UserError, match=r"\(first: train/2.png\)"):
+        check_suite(dict(load_suite(str(suite)).data), [], cache)
+
+
+def test_a_kit_train_split_cannot_be_the_evaluated_dataset(tmp_path, monkeypatch):
+    from bench.engine.context import EvalContext, RunOptions
+    from bench.suite import load_suite
+
+    src, suite = _two_dataset_kit(tmp_path, monkeypatch, "kit:toy/val")
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    store.import_from(mf.get_kit("toy"), src, tmp_path / "cache", log=lambda s: None)
+    ctx = EvalContext(load_suite(str(suite)), RunOptions(cache_dir=tmp_path / "cache", progress=False))
+    with pytest.raises(UserError, match="is the evaluated dataset itself; the attacker's data must be other images"):
+        ctx.train_data
+
+
+def test_cifar10_real_train_images_are_other_files_than_its_test_images():
+    kit = mf.get_kit("cifar10-real")
+    test, train = set(kit.dataset_files("test")), set(kit.dataset_files("train"))
+    assert len(test) == 1000 and len(train) == 5000 and not test & train
+    assert all(p.startswith("train/") for p in train) and all(p.startswith("test/") for p in test)
+    assert not {kit.file(p).sha256 for p in test} & {kit.file(p).sha256 for p in train}  # no duplicate image
+    per_class = {}
+    for p in train:
+        per_class[p.split("/")[1]] = per_class.get(p.split("/")[1], 0) + 1
+    assert sorted(per_class.values()) == [500] * 10
 
 
 def test_imagenet_mini_manifest():
@@ -484,3 +548,12 @@ def test_imagenet_mini_manifest():
         assert m.license and m.citation
         assert m.reported is None or (m.reported.citation and m.reported.dataset == "ImageNet val (50,000)")
     assert any("1300 of 1300 labels" in n for n in kit.notes) and any("easier" in n for n in kit.notes)
+
+
+def test_small_cifar_networks_take_three_channel_32x32_images():
+    import torch
+
+    from bench.fingerprint.training import build_arch
+
+    for family in ("torch:bench.recipes.small_cifar:cnn", "torch:bench.recipes.small_cifar:mlp"):
+        assert build_arch(family, 10, 3)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

@@ -47,6 +47,8 @@ from bench.defenses.corelocker import digest_tensor, key_bytes, unlock
 from bench.core.errors import UserError
 from bench.attacks.model_attacks import train_module
 from bench.models.adapter import weights_digest
+from bench.defenses.passport_layers import (PassportNorm, conv_bn_pairs, forge_passports, layer_inputs,  # noqa: F401
+                                           passport_norms, recalibrate, rescale_passports, set_submodule, with_passports)
 
 
 def _adapter(model, module: nn.Module, label: str | None = None):
@@ -91,8 +93,10 @@ class KeyedInput(nn.Module):
     def __init__(self, inner: nn.Module, perm, flip, block: int, mean, std):
         super().__init__()
         self.inner, self.block = inner, block
-        self.register_buffer("perm", perm, persistent=False)
-        self.register_buffer("flip", flip, persistent=False)
+        # persistent: the key is part of the key holder's model identity (a wrong key is another model, whose
+        # forward passes must not share the cache with the right key's)
+        self.register_buffer("perm", perm)
+        self.register_buffer("flip", flip)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
@@ -120,6 +124,10 @@ def draw_key(channels: int, block: int, flip: bool, gen: torch.Generator) -> tup
 @DEFENSES.register
 class KeyTransform(ModelDefense):
     name = "key-transform"
+    paper = {"authors": "MaungMaung AprilPyone, Hitoshi Kiya",
+             "title": "A Protection Method of Trained CNN Model with a Secret Key from Unauthorized Access",
+             "venue": "APSIPA TSIP 10(1) e10, 2021",
+             "link": "https://doi.org/10.1017/ATSIP.2021.9"}
     description = ("Key-based block-wise transform (AprilPyone & Kiya, APSIPA TSIP 2021): trained on key-shuffled "
                    "blocks; plain or wrong-key input fails")
     trains = True
@@ -165,58 +173,6 @@ class KeyTransform(ModelDefense):
 # Passport layers (DeepIPR)
 
 
-class PassportNorm(nn.Module):
-    """A BatchNorm whose scale and bias come from the preceding convolution applied to passports."""
-
-    def __init__(self, bn: nn.BatchNorm2d, conv: nn.Conv2d, p_gamma: torch.Tensor, p_beta: torch.Tensor):
-        super().__init__()
-        self.bn = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=False)
-        self.bn.load_state_dict({k: v for k, v in bn.state_dict().items() if k.startswith("running") or k == "num_batches_tracked"})
-        self.conv = [conv]  # shared with the network, not registered twice
-        self.register_buffer("p_gamma", p_gamma, persistent=False)
-        self.register_buffer("p_beta", p_beta, persistent=False)
-
-    def set_passports(self, p_gamma: torch.Tensor, p_beta: torch.Tensor) -> None:
-        self.p_gamma, self.p_beta = p_gamma, p_beta
-
-    def forward(self, x):
-        conv = self.conv[0]
-        gamma = conv(self.p_gamma.to(x.dtype)).mean((0, 2, 3))
-        beta = conv(self.p_beta.to(x.dtype)).mean((0, 2, 3))
-        return self.bn(x) * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
-
-
-def conv_bn_pairs(module: nn.Module) -> list[tuple[str, nn.Conv2d, str, nn.BatchNorm2d]]:
-    """(conv name, conv, bn name, bn) for every BatchNorm2d registered right after a Conv2d of matching width."""
-    named = [(n, m) for n, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
-    return [(cn, c, bn_name, bn) for (cn, c), (bn_name, bn) in zip(named, named[1:])
-            if isinstance(c, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and c.out_channels == bn.num_features]
-
-
-def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, new)
-
-
-def layer_inputs(module: nn.Module, convs: list[nn.Conv2d], x: torch.Tensor) -> list[torch.Tensor]:
-    """What each convolution receives when the (normalized) batch x runs through the module."""
-    seen: dict[int, torch.Tensor] = {}
-
-    def keep(i):
-        def hook(module, args, output):  # returns None: the output is left as it is
-            seen.setdefault(i, args[0].detach())
-        return hook
-
-    hooks = [c.register_forward_hook(keep(i)) for i, c in enumerate(convs)]
-    try:
-        with torch.no_grad():
-            module.eval()(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [seen[i] for i in range(len(convs))]
-
-
 @dataclass
 class PassportProtected(Protected):
     """The released passport network plus the attacker's forged passports (not a secret: anyone with the
@@ -225,26 +181,12 @@ class PassportProtected(Protected):
     forged: list = field(default_factory=list)
 
 
-def recalibrate(module: nn.Module, norms: list[nn.BatchNorm2d], data, preprocess, batch: int = 64) -> None:
-    """Running statistics recomputed as the exact average over `data` with the final weights. The passport
-    scale moves with the convolution weights, so the moving average of training lags behind them (on the
-    digits ResNet it left the evaluated network at 18% where the same weights in training mode reach 90%)."""
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
-    module.train()
-    with torch.no_grad():
-        for i in range(0, len(data.labels), batch):
-            module(preprocess(data.images[i : i + batch]))
-    for bn, momentum in zip(norms, momenta):
-        bn.momentum = momentum
-    module.eval()
-
-
 @DEFENSES.register
 class Passport(ModelDefense):
     name = "passport"
+    paper = {"authors": "Lixin Fan, Kam Woh Ng, Chee Seng Chan",
+             "title": "Rethinking Deep Neural Network Ownership Verification: Embedding Passports to Defeat Ambiguity "
+                      "Attacks", "venue": "NeurIPS 2019", "link": "https://github.com/kamwoh/DeepIPR"}
     description = ("DeepIPR passport layers (Fan et al., NeurIPS 2019): BatchNorm scale/bias from secret passports; "
                    "forged passports fail")
     trains = True
@@ -281,7 +223,7 @@ class Passport(ModelDefense):
             reinitialize(module, seed)
         passports = self._passports(pairs, features)
         for (_, conv, bn_name, bn), (pg, pb) in zip(pairs, passports):
-            _set_submodule(module, bn_name, PassportNorm(bn, conv, pg, pb))
+            set_submodule(module, bn_name, PassportNorm(bn, conv, pg, pb))
         train_module(module, _ce(model.preprocess), train, train.labels, int(p["epochs"]), float(p["lr"]), seed)
         recalibrate(module, [n.bn for n in self._norms(module)], train, model.preprocess)
         key = {}
@@ -299,13 +241,10 @@ class Passport(ModelDefense):
 
     @staticmethod
     def _norms(module: nn.Module) -> list[PassportNorm]:
-        return [m for m in module.modules() if isinstance(m, PassportNorm)]
+        return passport_norms(module)
 
     def _with(self, released: nn.Module, passports: list[tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
-        module = copy.deepcopy(released)
-        for norm, (pg, pb) in zip(self._norms(module), passports):
-            norm.set_passports(pg, pb)
-        return module.eval()
+        return with_passports(released, passports)
 
     def authorized(self, protected, model):
         n = len(self._norms(protected.released))
@@ -315,20 +254,11 @@ class Passport(ModelDefense):
     def forge(self, released: nn.Module, model, images: torch.Tensor, seed: int) -> list:
         """The attacker's passports: layer-input features of two images of its own through the released
         weights (the paper's fake passports), or uniform noise in [-1, 1]."""
-        norms = self._norms(released)
         if self.params["forge"] == "random":
             gen = _seed(seed, "passport-random")
             return [(torch.rand(n.p_gamma.shape, generator=gen) * 2 - 1, torch.rand(n.p_beta.shape, generator=gen) * 2 - 1)
-                    for n in norms]
-        # layer by layer: each layer's passports are its input features once the earlier layers run with
-        # the passports already forged (later layers' zeros do not affect earlier inputs)
-        forged, x = [], model.preprocess(images)
-        for i in range(len(norms)):
-            module = self._with(released, forged + [(torch.zeros_like(n.p_gamma), torch.zeros_like(n.p_beta))
-                                                    for n in norms[len(forged):]])
-            f = layer_inputs(module, [n.conv[0] for n in self._norms(module)], x)[i]
-            forged.append((f[:1].clone(), f[1:2].clone()))
-        return forged
+                    for n in passport_norms(released)]
+        return forge_passports(released, model.preprocess(images))
 
     def evaluations(self, protected, model, others):
         forged = _adapter(model, self._with(protected.released, protected.forged), f"{model.name}[forged-passport]")
@@ -342,6 +272,9 @@ class Passport(ModelDefense):
 @DEFENSES.register
 class NNSplitter(ModelDefense):
     name = "nnsplitter"
+    paper = {"authors": "Tong Zhou, Yukui Luo, Shaolei Ren, Xiaolin Xu",
+             "title": "NNSplitter: An Active Defense Solution for DNN Model via Automated Weight Obfuscation",
+             "venue": "ICML 2023"}
     description = ("NNSplitter (Zhou et al., ICML 2023): a few in-range weight perturbations destroy accuracy; the "
                    "key restores them")
     trains = False

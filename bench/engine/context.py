@@ -211,11 +211,16 @@ class EvalContext:
         subset, subset_seed = int(data.pop("subset", 0)), int(data.pop("subset_seed", self.suite.seed))
         data.pop("encode_space", None)
         if str(name).startswith("kit:"):  # the kit's format and options, its files as cache paths
-
             if split_key != "split":  # a kit dataset is one set of files: never silently its own training data
-                raise UserError(f"suite {self.suite.name!r}: {name} is a single evaluation set; the defense or "
-                                "attack asks for training data (attacker or defender images), which a kit dataset "
-                                "does not provide: drop that entry or use a dataset with a train split")
+                if not str(split).startswith("kit:"):
+                    raise UserError(f"suite {self.suite.name!r}: {name} is a single evaluation set; the defense or "
+                                    "attack asks for training data (attacker or defender images): name a kit "
+                                    "dataset of other images, e.g. train_split = \"kit:cifar10-real/train\", or "
+                                    "drop that entry")
+                if str(split) == str(name):
+                    raise UserError(f"suite {self.suite.name!r}: train_split {split!r} is the evaluated dataset "
+                                    "itself; the attacker's data must be other images (e.g. kit:cifar10-real/train)")
+                name, split = split, "train"
             resolved = resolve_dataset(name, self.cache_root)
             split = load_dataset(resolved.format, split, subset if split_key == "split" else 0, subset_seed,
                                  **{**resolved.options, **data})

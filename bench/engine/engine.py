@@ -62,6 +62,7 @@ class RunSummary:
     executor: str = "local"
     superseded: int = 0  # rows kept in the file but not reused: written for another model, data or version
     merged: int = 0  # planned jobs left out because an earlier one measures the same cells (identical entries)
+    complete: bool = False  # every planned job done after this run (a rerun would run nothing)
 
 
 def plan(ctx: EvalContext) -> list[Job]:
@@ -508,7 +509,8 @@ class Engine:
             jobs_run=done_jobs, forwards=counts["forwards"], encodings=counts["encodings"],
             cache={k: counts[k] for k in CACHE_COUNTERS}, wall_s=time.perf_counter() - start, results=writer.path,
             jobs_failed=len(todo) - done_jobs, failures=tuple(failures), executor=executor.name, superseded=superseded,
-            merged=self.merged)
+            merged=self.merged, complete=done_jobs == len(todo) and not failures and received >= set(labels)
+            and all(c in written for j in todo for c in j.cells))
 
     def header(self, todo: list[Job], cells: int) -> str:
         """What a run prints first: suite, what is left to run, device, threads, executor, where results go."""

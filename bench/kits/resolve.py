@@ -112,6 +112,8 @@ def suite_kits(data: dict, specs) -> list[tuple[str, str]]:
     out = []
     if is_kit(data.get("dataset")):
         out.append(("dataset", data["dataset"]))
+    if is_kit(data.get("train_split")):  # the attacker's / defender's images of a kit (kit:cifar10-real/train)
+        out.append(("dataset", data["train_split"]))
     for spec in specs:
         if is_kit(spec):
             out.append(("model", spec))

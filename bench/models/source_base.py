@@ -22,6 +22,9 @@ class ModelSource:
     description: ClassVar[str]
     keys: ClassVar[frozenset[str]] = frozenset()  # the spec-table keys it reads, besides `source`
     pattern: ClassVar[str] = ""  # how `authbench list models` shows it, e.g. "timm:<name>"
+    # where `models()` lists more than the pattern: a light "module:function" giving the same lines without
+    # importing the source's module (torch), so `authbench list models` stays light (bench.core.catalog)
+    listing: ClassVar[str | None] = None
 
     def from_string(self, model: str, spec: str) -> dict:
         """The table of a 'source:model' string spec (a user error where the source needs a table)."""

@@ -36,7 +36,8 @@ from bench.models.python_source import PYTHON_KEYS, load_python, weights_path
 from bench.models.tflite_source import TFLITE_KEYS, load_tflite
 from bench.models.geometry import interpolation_name
 from bench.models.source_base import SOURCES, ModelSource, get_source, spec_identity
-from bench.models.zoo import load_zoo_model, pinned_identity, recipe_for, zoo_names
+from bench.models.zoo import load_zoo_model, pinned_identity, recipe_for
+from bench.zoo_catalog import zoo_models
 
 class _SourceKeys(Mapping):
     """source name -> the spec-table keys it reads (each source declares its own `keys`)."""
@@ -114,6 +115,7 @@ class ZooSource(ModelSource):
     name = "zoo"
     description = "the pinned digits zoo shipped with the package (authbench zoo list)"
     keys = frozenset({"model", "name", "epochs"})
+    listing = "bench.zoo_catalog:zoo_models"  # its `models()`, importable without torch
 
     def load(self, spec, *, progress, default_seed, cache_dir):
         adapter = load_zoo_model(_required(spec, "model"), spec.get("epochs"), progress, cache_dir)
@@ -129,7 +131,7 @@ class ZooSource(ModelSource):
             return {"recipe": None}  # reported when the model is loaded
 
     def models(self):
-        return {f"zoo:{name}": desc for name, desc in zoo_names().items()}
+        return zoo_models()
 
 
 @SOURCES.register

@@ -32,6 +32,7 @@ from bench.core.cache import atomic_write_bytes, cache_root, mark_root
 from bench.data.digits import load_digits_split
 from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess, weights_digest
+from bench.zoo_catalog import FAMILY_DESCRIPTIONS, SEEDS, zoo_names
 from bench.models.pinned import (REPRODUCE_TOLERANCE, PinnedEntry, pinned_entries, pinned_entry, read_pinned,
                                  sha256_bytes, write_pinned)
 from bench.paths import output_folder
@@ -181,20 +182,15 @@ class Recipe:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-FAMILIES: dict[str, tuple[type[nn.Module], str, int, float]] = {
-    "mlp": (MLP, "MLP 1024-256-128-10 (Linear first layer, 768-dim nullspace)", 40, 2e-3),
-    "cnn": (SmallCNN, "3-layer CNN, 3x3 stride-1 stem (overlapping, no per-patch nullspace)", 30, 2e-3),
-    "resnet": (SmallResNet, "ResNet-6-style CNN with BatchNorm, 3x3 stride-1 stem, 2 residual blocks", 25, 2e-3),
-    "vit": (TinyViT, "ViT, 8x8 patch embedding to 32 dims, 2 blocks", 80, 2e-3),
-    "mixer": (TinyMixer, "MLP-Mixer, 8x8 patch embedding to 32 dims, 2 blocks", 80, 2e-3),
-    "fhe": (FHENet, "FHE-sized CNN with x^2 activations: 8x8/8 conv to 4 channels, MLP 64-16-10 (for encrypted inference)", 15, 3e-3),
+FAMILIES: dict[str, tuple[type[nn.Module], str, int, float]] = {  # descriptions: bench.zoo_catalog
+    "mlp": (MLP, FAMILY_DESCRIPTIONS["mlp"], 40, 2e-3),
+    "cnn": (SmallCNN, FAMILY_DESCRIPTIONS["cnn"], 30, 2e-3),
+    "resnet": (SmallResNet, FAMILY_DESCRIPTIONS["resnet"], 25, 2e-3),
+    "vit": (TinyViT, FAMILY_DESCRIPTIONS["vit"], 80, 2e-3),
+    "mixer": (TinyMixer, FAMILY_DESCRIPTIONS["mixer"], 80, 2e-3),
+    "fhe": (FHENet, FAMILY_DESCRIPTIONS["fhe"], 15, 3e-3),
 }
-SEEDS = (0, 1)
 DIGEST_KEY = "weights_sha256"  # safetensors metadata: the sha256 of the weights (bench.models.adapter.weights_digest)
-
-
-def zoo_names() -> dict[str, str]:
-    return {f"{fam}-s{seed}": f"{desc}, seed {seed}" for fam, (_, desc, _, _) in FAMILIES.items() for seed in SEEDS}
 
 
 def recipe_for(name: str, epochs: int | None = None) -> Recipe:

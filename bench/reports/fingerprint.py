@@ -24,6 +24,7 @@ from bench.fingerprint.metrics import roc  # noqa: E402
 from bench.fingerprint.suspects import parse_chain, parse_number  # noqa: E402
 from bench.core.metrics import FINGERPRINT_METRICS  # noqa: E402
 from bench.reports.leaderboard import trains_at_run_time  # noqa: E402
+from bench.reports.tables import row_name  # noqa: E402
 from bench.reports.tables import (  # noqa: E402
     compact_params, measured_line, provenance_of, registered_defaults, to_markdown)
 
@@ -49,16 +50,21 @@ SUITE_DATASET = {"fingerprint-cifar10": "CIFAR-10", "fingerprint-cifar100": "CIF
 SORT = ["auc", "tpr@1%fpr"]
 
 
+def _name(row: dict) -> str:
+    """The defense as rows name it: MFUE's public-code options and ablations carry their own label."""
+    return row_name(row["defense"], row.get("params") or {}, row.get("point") or {})
+
+
 def _method(row: dict) -> str:
 
     params = compact_params(row.get("params") or {}, row.get("point") or {}, registered_defaults(row["defense"]))
-    return row["defense"] if params == "defaults" else f"{row['defense']} ({params})"
+    return _name(row) if params == "defaults" else f"{_name(row)} ({params})"
 
 
 def _label(row: dict) -> str:
     """Short name for figures: the method and its swept parameters (the leaderboard lists them all)."""
     point = row.get("point") or {}
-    return row["defense"] + (" (" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+    return _name(row) + (" (" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                              for k, v in sorted(point.items())) + ")" if point else "")
 
 

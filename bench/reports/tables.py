@@ -54,6 +54,39 @@ def _num(v) -> float:
     return float(v) if v is not None else math.nan
 
 
+def defense_class(name: str):
+    """The registered class of a defense, None for a plugin not installed where the rows are read."""
+    try:
+        return get_defense(name)
+    except UserError:  # a plugin not installed where the board is read
+        return None
+
+
+def display_name(defense: str) -> tuple[str, str]:
+    """(name, description) of a defense as its class states them: a `module:Class` plugin shows its
+    class's `name` and `description`, never the module path."""
+    cls = defense_class(defense)
+    if cls is None:
+        return defense, ""
+    return str(getattr(cls, "name", defense)), str(getattr(cls, "description", ""))
+
+
+def row_name(defense: str, params: dict | None = None, point: dict | None = None) -> str:
+    """The name a row shows: the defense's display name, or what its class's `row_label(params)` gives
+    (a method whose public-code options or ablations must be told apart from its paper default)."""
+    cls = defense_class(defense)
+    labeller = getattr(cls, "row_label", None)
+    if labeller is None:
+        return display_name(defense)[0]
+    return str(labeller({**(params or {}), **(point or {})}))
+
+
+def _own_label(row: dict) -> str:
+    """The label a defense gives a row itself (e.g. MFUE's code schedule), "" where it is its plain name."""
+    name = row_name(row["defense"], row.get("params") or {}, row.get("point") or {})
+    return "" if name == row["defense"] else name
+
+
 def results_frame(rows: list[dict]) -> pd.DataFrame:
     """Flatten result rows into one DataFrame row per cell (the columns reports use)."""
     records = []
@@ -62,7 +95,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
         cost = r.get("cost") or {}
         records.append({
             "defense": r["defense"],
-            "label": r.get("label") or "",
+            "label": r.get("label") or _own_label(r),
             "params": compact_params(r.get("params") or {}, point, registered_defaults(r["defense"])),
             "psnr": _num(point.get("psnr")),
             "psnr_mode": point.get("psnr_mode") or "",
