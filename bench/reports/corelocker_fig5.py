@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 
 from bench.recipes.fcn_grid import parse_fig5_label  # noqa: E402
 from bench.reports.corelocker import CITATION  # noqa: E402
+from bench.reports.figures import wrapped  # noqa: E402
 from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
 
 CRITERION = "l1"
@@ -95,8 +96,8 @@ def _heatmaps(f: pd.DataFrame, path: Path, head: str) -> Path:
         ax.set(xlabel="neurons per hidden layer", ylabel="hidden layers", title=title)
         ax.title.set_fontsize(8)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="top-1 (%)")
-    fig.suptitle("CoreLocker Figure 5 shape: l1 extraction of single weights in fully connected networks\n" + head,
-                 fontsize=6)
+    fig.suptitle("CoreLocker Figure 5 shape: l1 extraction of single weights in fully connected networks\n"
+                 + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path

@@ -35,6 +35,7 @@ import pandas as pd  # noqa: E402
 
 from bench.core.errors import UserError  # noqa: E402
 from bench.fingerprint.suspects import parse_chain, parse_number  # noqa: E402
+from bench.reports.figures import wrapped  # noqa: E402
 from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
 
 CITATION = ('T. Xu, Z. Wang, G. Liu, J. Chen, A. M. Abdelmoniem and C. Wang, "Breaking the Boundary Barrier: Robust '
@@ -191,7 +192,7 @@ def _bars(wide: pd.DataFrame, path: Path, title: str, head: str, ylabel: str = "
     ax.set(ylabel=ylabel, ylim=(0, 1.05))
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle(f"{title}\n{head}", fontsize=6)
+    fig.suptitle(f"{title}\n" + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
@@ -207,7 +208,7 @@ def _fig9_png(frame: pd.DataFrame, path: Path, head: str) -> Path:
                ylim=(0, 1.05))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("MFUE Figure 9 shape: verification under DP-Logits\n" + head, fontsize=6)
+    fig.suptitle("MFUE Figure 9 shape: verification under DP-Logits\n" + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path

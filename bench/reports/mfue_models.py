@@ -44,6 +44,7 @@ import torch.nn as nn  # noqa: E402
 from bench.core import provenance  # noqa: E402
 from bench.core.errors import UserError  # noqa: E402
 from bench.reports.mfue_figures import CITATION  # noqa: E402
+from bench.reports.figures import wrapped  # noqa: E402
 from bench.reports.tables import write_csv  # noqa: E402
 
 ADV_POSITIVE = "advtrain(4/255)"
@@ -245,7 +246,7 @@ def _fig5_png(f: pd.DataFrame, path: Path, head: str) -> Path:
     for ax in axes:
         ax.title.set_fontsize(8)
         ax.grid(alpha=0.3)
-    fig.suptitle("MFUE Figure 5 shape\n" + head, fontsize=6)
+    fig.suptitle("MFUE Figure 5 shape\n" + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
@@ -265,7 +266,8 @@ def _fig7_png(f: pd.DataFrame, path: Path, head: str) -> Path:
         ax.title.set_fontsize(8)
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
-    fig.suptitle("MFUE Figure 7 shape: t-SNE of trigger embeddings (last Linear's input)\n" + head, fontsize=6)
+    fig.suptitle("MFUE Figure 7 shape: t-SNE of trigger embeddings (last Linear's input)\n"
+                 + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
@@ -284,7 +286,8 @@ def _fig9_png(f: pd.DataFrame, path: Path, head: str) -> Path:
     for ax in axes:
         ax.set_xlabel("DP-Logits noise scale sigma")
         ax.grid(alpha=0.3)
-    fig.suptitle("MFUE Figure 9 shape (models): AUC, test accuracy and loss under DP-Logits\n" + head, fontsize=6)
+    fig.suptitle("MFUE Figure 9 shape (models): AUC, test accuracy and loss under DP-Logits\n"
+                 + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
