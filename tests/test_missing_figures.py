@@ -132,6 +132,7 @@ def test_mfue_figures_from_rows(tmp_path):
     f8 = F.fig8(rows)
     assert list(f8.columns) == ["mlp-K", "Avg", "negatives (mean)"]
     assert f8.loc["ipguard", "mlp-K"] == pytest.approx(0.2) and f8.loc["ipguard", "negatives (mean)"] == pytest.approx(0.1)
+    assert F.fig8([r for r in rows if "distill" not in r["evaluated"]]).empty  # negatives alone are no Figure 8
     f10 = F.fig10(rows)
     assert list(f10.columns) == ["none", "flip"]  # dp-logits is Figure 9's, not a query-processing attack
     assert f10.loc["mfue-w", "flip"] == pytest.approx(np.mean([0.7, 0.6, 0.45, 0.0]))

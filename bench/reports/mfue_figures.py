@@ -131,9 +131,10 @@ def fig8(rows: list[dict]) -> pd.DataFrame:
                             "score": r.score})
     frame = pd.DataFrame.from_records(records, columns=["method", "column", "score"])
     extracted = sorted(c for c in set(frame["column"]) if c != "negatives (mean)")
+    if not extracted:  # no extracted positives: no Figure 8 (the negatives alone are not one)
+        return pd.DataFrame()
     wide = _wide(frame, extracted + ["negatives (mean)"])
-    if not wide.empty and extracted:
-        wide.insert(len(extracted), "Avg", wide[extracted].mean(axis=1))
+    wide.insert(len(extracted), "Avg", wide[extracted].mean(axis=1))
     return wide
 
 
