@@ -190,3 +190,23 @@ def test_mfue_models_on_a_tiny_ownership_suite(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no \\[\\[defenses\\]\\] entry 'ipguard'"):
         suite.write_text(suite.read_text().split('[[defenses]]\nname = "ipguard"')[0])
         M.render_models(str(suite), tmp_path / "out2", extra_negatives=0)
+
+
+def test_mnist_files_give_the_papers_784_input_fcn(tmp_path, monkeypatch):
+    """The paper grid's data path: torchvision's MNIST layout (MNIST/raw/*-ubyte), 1x28x28, 784 FCN inputs."""
+    pytest.importorskip("torchvision")
+    monkeypatch.setenv("AUTHBENCH_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 40), ("t10k", 12)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(np.array([2051, n, 28, 28], ">i4").tobytes() + images.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(np.array([2049, n], ">i4").tobytes() + labels.tobytes())
+    from bench.data import load_dataset
+
+    test = load_dataset("mnist", "test", root=str(tmp_path / "data"))
+    assert test.images.shape == (12, 1, 28, 28) and test.labels.tolist()[:3] == [0, 1, 2]
+    net = G.trained_fcn(2, 8, dataset="mnist", root=str(tmp_path / "data"), epochs=1)
+    assert net.net[1].in_features == 784 and net(test.images).shape == (12, 10)
