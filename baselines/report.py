@@ -20,9 +20,13 @@ import numpy as np
 
 from baselines.fhe import wilson
 from bench.core.errors import UserError
+from bench.reports.papers import NE_CITATION
+from bench.reports.tables import provenance_of
 
-NE = "Non-Transferable Examples (NE) paper, Table 3"
-MEFTAH = "Meftah et al., 'DOReN', IEEE TIFS 16:3740-3752, 2021 (ResNet-20, CIFAR-10), as cited in NE Table 3 note 3"
+NE = f"{NE_CITATION}, Table 3"
+MEFTAH = ("Souhail Meftah, Benjamin Hong Meng Tan, Chan Fook Mun, Khin Mi Mi Aung, Bharadwaj Veeravalli, Vijay "
+          "Chandrasekhar, 'DOReN: Toward Efficient Deep Convolutional Neural Networks with Fully Homomorphic "
+          "Encryption', IEEE TIFS 16:3740-3752, 2021 (ResNet-20, CIFAR-10), as cited in NE Table 3 note 3")
 METHODS = ["Plain", "DP", "FHE", "ALGOSPEC", "NE"]
 BASELINES = ("dp", "fhe", "algospec")
 UTILITY_DROP = 5.0
@@ -185,8 +189,11 @@ def render_markdown(rows: list[dict], chance: float = 10.0, **ne_point) -> str:
         raise UserError(f"[report] table3: unknown key {sorted(bad)[0]!r}; valid keys: ne, psnr, release")
     models, table = table3(rows, chance, **ne_point)
     ne = {"ne": "ne-patch", "psnr": -10.0, "release": "float", **ne_point}
+    prov = provenance_of(rows)
     lines = ["# Table 3: comparison with other authorization methods", "",
              "## Measured (this harness)", "",
+             f"Measured by authbench (suite `{prov['suite']}`, suite digest `{prov['suite_digest']}`, git "
+             f"`{prov['git']}`); the section after this one quotes the papers.", "",
              "Cell: authorized top-1 % [Wilson 95% CI, n when a subset] / mean unauthorized top-1 %. "
              f"Representative points: DP at its largest epsilon, ALGOSPEC at its best degree, FHE on its largest "
              f"subset, NE = {ne['ne']} at {float(ne['psnr']):g} dB ({ne['release']}). {PROTECTION_RULE}; "

@@ -332,6 +332,7 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
 
 
 def _cmd_check(args) -> int:
+    import bench.protocols  # noqa: F401  (the built-in protocols declare their boards before the suite is parsed)
     from bench.reports.check import check, format_check, github_annotations, to_text_json, write_junit
     from bench.reports.reference import Tolerances, from_source, read_source
     from bench.suite import recorded_suite
@@ -359,6 +360,7 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_leaderboard(args) -> int:
+    import bench.protocols  # noqa: F401  (the built-in protocols declare their boards before the suite is parsed)
     from bench.reports.boards import build_boards, parse_standard
     from bench.reports.entries import write_entries
     from bench.reports.reference import Tolerances, freeze

@@ -76,7 +76,7 @@ def test_crop_keeps_the_drawn_area_and_resizes_back():
 
 def test_cutout_zeroes_one_square_of_the_drawn_side_and_keeps_the_rest():
     x = torch.ones(40, 3, 20, 20)
-    out = get_attack("cutout")(x, seed=0)  # defaults: side 10-40% of 20 pixels, as the public code's "crop"
+    out = get_attack({"name": "cutout", "fill": "black"})(x, seed=0)  # side 10-40% of 20 pixels, as the code's "crop"
     zeroed = (out == 0).all(1)  # (N, H, W): every channel zeroed together
     for mask in zeroed:
         rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
@@ -85,9 +85,66 @@ def test_cutout_zeroes_one_square_of_the_drawn_side_and_keeps_the_rest():
         assert rows.max() - rows.min() + 1 == side
     assert torch.equal(out[~(out == 0)], x[~(out == 0)])  # nothing else changes (no resize, unlike crop)
     assert len({int(m.sum()) for m in zeroed}) > 2  # each sample draws its own side
-    batched = torch.cat([get_attack("cutout")(x[i : i + 7], seed=0, positions=list(range(i, min(i + 7, 40))))
+    batched = torch.cat([get_attack({"name": "cutout", "fill": "black"})(x[i : i + 7], seed=0,
+                                                                       positions=list(range(i, min(i + 7, 40))))
                          for i in range(0, 40, 7)])
     assert torch.equal(batched, out)
+
+
+def test_cutout_fills_with_the_normalization_mean_by_default():
+    """The public code zeroes the square on the processor-normalized tensor: in pixel space, the reading model's
+    normalization mean (mid grey without one); `fill = "black"` is the earlier pixel-space zero, labelled."""
+    from bench.attacks.base import apply_attack, attack_identity
+
+    x = torch.ones(12, 3, 20, 20)
+    norm = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    out = apply_attack(get_attack("cutout"), x, 0, np.arange(12), norm)
+    black = get_attack({"name": "cutout", "fill": "black"})(x, seed=0)
+    hole = (black == 0).all(1)  # the same squares, drawn from the same seeds
+    assert hole.any(2).any(1).all()
+    for c, m in enumerate(norm[0]):
+        assert torch.allclose(out[:, c][hole], torch.tensor(m))
+    xn = (out - torch.tensor(norm[0]).view(1, 3, 1, 1)) / torch.tensor(norm[1]).view(1, 3, 1, 1)
+    assert xn.permute(1, 0, 2, 3)[:, hole].abs().max() < 1e-6  # 0 on the normalized tensor, as the code sets it
+    assert torch.allclose(get_attack("cutout")(x, seed=0)[:, 0][hole], torch.tensor(0.5))
+    assert attack_identity("cutout")["version"] == 2 and "version" not in attack_identity("crop")
+
+
+def _code_jpeg(xn: torch.Tensor, quality: int) -> torch.Tensor:
+    """The public code's apply_jpeg_compression_to_image, written out from its text (normalized tensor in and out)."""
+    import io
+
+    from PIL import Image
+
+    flat = xn.reshape(len(xn), -1)
+    mins, maxs = flat.min(1).values.view(-1, 1, 1, 1), flat.max(1).values.view(-1, 1, 1, 1)
+    scale = (maxs - mins).clamp(min=1e-6)
+    normed = ((xn - mins) / scale * 255.0).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    outs = []
+    for arr in normed.numpy():
+        buf = io.BytesIO()
+        Image.fromarray(arr, mode="RGB").save(buf, format="JPEG", quality=quality)
+        outs.append(np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    out = torch.from_numpy(np.stack(outs)).float().permute(0, 3, 1, 2) / 255.0
+    return out * scale + mins
+
+
+def test_jpeg_clamps_by_default_and_rescales_per_image_as_the_code_does():
+    g = torch.Generator().manual_seed(0)
+    x = gaussian_blur(torch.rand(4, 3, 16, 16, generator=g), 1.0)
+    x = (x - x.mean()) * 12 + 0.5  # a float release outside [0, 1]
+    norm = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    from bench.attacks.base import apply_attack
+
+    clamp = apply_attack(get_attack({"name": "jpeg", "quality": 75}), x, 0, np.arange(4), norm)
+    assert clamp.min() >= 0 and clamp.max() <= 1  # a JPEG file of the image stores [0, 255]
+    code = apply_attack(get_attack({"name": "jpeg", "quality": 75, "range": "rescale"}), x, 0, np.arange(4), norm)
+    expected = _code_jpeg((x - 0.5) / 0.25, 75) * 0.25 + 0.5
+    assert torch.allclose(code, expected, atol=1e-5)
+    assert code.min() < -0.1 and code.max() > 1.1  # the out-of-range release survives the code's rescale
+    assert x.min() < -0.1 and x.max() > 1.1
+    with pytest.raises(UserError, match="unknown range"):
+        get_attack({"name": "jpeg", "range": "wrap"})(x, 0)
 
 
 def test_noise_attack_psnr_matches_sigma():
@@ -97,8 +154,8 @@ def test_noise_attack_psnr_matches_sigma():
 
 
 def test_bad_attack_parameters_are_one_line_errors():
-    with pytest.raises(UserError, match="outside"):
-        get_attack({"name": "jpeg", "quality": 0})(_images(1), 0)
+    with pytest.raises(UserError, match="quality = 0 is not valid"):  # refused when built, before any image
+        get_attack({"name": "jpeg", "quality": 0})
     with pytest.raises(UserError, match="no parameter 'strength'"):
         get_attack({"name": "blur", "strength": 2})
     with pytest.raises(UserError, match="unknown target"):

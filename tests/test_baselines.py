@@ -273,5 +273,11 @@ def test_table3_layout_renders_from_a_results_file(tmp_path):
     assert "| f | 97.0 | not run | 96.0 [" in measured_part and "n=30 / 10.0" in measured_part
     assert "| Protection | - | no (0/1) | yes | no (0/1) | yes |" in measured_part
     assert "87.8%" not in measured_part and "Meftah" in reported_part and all(r["source"] for r in REPORTED)
+    # the measured part names where it comes from; the reported part cites the paper in full (eight authors)
+    assert "Measured by authbench (suite `" in measured_part and "git `" in measured_part
+    assert reported_part.count("Zihan Wang, Zhiyong Ma, Zhongkui Ma, Shuofeng Liu, Akide Liu, Derui Wang, Minhui Xue, "
+                               "Guangdong Bai, \"Catch-Only-One: Non-Transferable Examples for Model-Specific "
+                               "Authorization\", arXiv 2510.10982, Table 3") == 2
+    assert "Wang et al." not in text and "Souhail Meftah, Benjamin Hong Meng Tan" in reported_part
     with pytest.raises(UserError, match="table3"):
         render_markdown(rows, psnr_db=3)

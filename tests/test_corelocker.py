@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,7 +18,7 @@ from bench.defenses.corelocker import CoreLocker, load_key, save_key, unlock
 from bench.core.errors import UserError
 from bench.models.adapter import ModelAdapter, Preprocess
 from bench.models.zoo import SmallResNet, TinyViT
-from bench.reports.corelocker import REPORTED, corelocker_frame, render_corelocker, table1
+from bench.reports.corelocker import PAPER, REPORTED, corelocker_frame, render_corelocker, table1
 
 PRE = Preprocess((0.5,), (0.25,), (1, 32, 32))
 
@@ -142,11 +143,11 @@ def rows_of(protected, layer: str) -> set[int]:
 
 def test_criteria_select_different_units_and_random_uses_seed():
     model = adapter(cnn())
-    picks = {c: rows_of(CoreLocker(ratio=0.25, criterion=c).protect(model, None, 0), "4") |
-             {100 + r for r in rows_of(CoreLocker(ratio=0.25, criterion=c).protect(model, None, 0), "8")}
+    picks = {c: rows_of(CoreLocker(ratio=0.25, criterion=c, random_unit="filter").protect(model, None, 0), "4") |
+             {100 + r for r in rows_of(CoreLocker(ratio=0.25, criterion=c, random_unit="filter").protect(model, None, 0), "8")}
              for c in ("l1", "bn-scale", "random")}
     assert len({frozenset(p) for p in picks.values()}) == 3
-    again = CoreLocker(ratio=0.25, criterion="random").protect(model, None, 1)
+    again = CoreLocker(ratio=0.25, criterion="random", random_unit="filter").protect(model, None, 1)
     assert rows_of(again, "4") | {100 + r for r in rows_of(again, "8")} != picks["random"]
     bn = CoreLocker(ratio=0.25, criterion="bn-scale").protect(model, None, 0)
     gamma = model.module[5].weight.abs()
@@ -157,7 +158,7 @@ def test_criteria_select_different_units_and_random_uses_seed():
 
 def test_linked_next_layer_channels_zeroed_and_residual_noted():
     model = adapter(cnn())
-    protected = CoreLocker(ratio=0.5, criterion="random").protect(model, None, 0)
+    protected = CoreLocker(ratio=0.5, criterion="random", random_unit="filter").protect(model, None, 0)
     state = protected.released.state_dict()
     assert rows_of(protected, "4") and rows_of(protected, "8")
     for layer, nxt, bn in (("4", "8", "5"), ("8", "13", "9")):
@@ -167,6 +168,49 @@ def test_linked_next_layer_channels_zeroed_and_residual_noted():
             assert (cols == 0).all()
     res = CoreLocker(ratio=0.2).protect(adapter(SmallResNet()), None, 0)
     assert "without a verified next-layer link" in res.cost["notes"]
+
+
+def bn150():
+    """Three hidden conv layers with 50 BatchNorm channels each: 150 |gamma| ranked globally."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 50, 3, padding=1), nn.BatchNorm2d(50), nn.ReLU(), nn.MaxPool2d(4),
+        nn.Conv2d(50, 50, 3, padding=1), nn.BatchNorm2d(50), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(50, 50, 3, padding=1), nn.BatchNorm2d(50), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(50, 10))
+
+
+def test_bn_scale_count_paper_by_default_and_the_codes_threshold_as_an_option():
+    """150 BatchNorm channels at 0.05: the paper's share round(0.05 * 150) = 8; the public code (corelock.py)
+    thresholds at the sorted |gamma| of index int(150 * 0.95) = 142 and extracts those above it: 7."""
+    from bench.defenses.corelocker import code_count
+
+    model = adapter(bn150())
+    paper = CoreLocker(ratio=0.05).protect(model, None, 0)
+    code = CoreLocker(ratio=0.05, count="code").protect(model, None, 0)
+    assert paper.cost["units_eligible"] == code.cost["units_eligible"] == 150
+    assert (paper.cost["units_extracted"], code.cost["units_extracted"]) == (8, 7) == (8, code_count(150, 0.05))
+    gamma = torch.cat([model.module[i].weight.detach().abs() for i in (1, 5, 9)])
+    threshold = torch.sort(gamma).values[int(150 * 0.95)]  # corelock.py's rule, written out
+    released = torch.cat([code.released[i].weight.detach() for i in (1, 5, 9)])
+    assert torch.equal(released == 0, gamma > threshold)
+
+
+def test_random_control_extracts_random_single_weights_by_default():
+    """The paper's baseline is "random weight extraction" at the same ratio: single weights of every hidden layer
+    (conv weights too), not whole filters; random_unit = "filter" is the earlier whole-filter control."""
+    model = adapter(cnn())
+    hidden = {"4.weight": 8 * 16 * 9, "8.weight": 16 * 16 * 9, "13.weight": 256 * 24}
+    weights = CoreLocker(ratio=0.1, criterion="random").protect(model, None, 0)
+    assert weights.cost["units_eligible"] == sum(hidden.values())
+    assert weights.cost["units_extracted"] == round(0.1 * sum(hidden.values()))
+    state = weights.released.state_dict()
+    zeroed = {name: int((state[name] == 0).sum()) for name in hidden}
+    assert sum(zeroed.values()) == weights.cost["units_extracted"] and all(zeroed.values())
+    assert not rows_of(weights, "4") and not rows_of(weights, "8")  # no whole filter removed
+    assert state["5.weight"].ne(0).all()  # BatchNorm untouched
+    filters = CoreLocker(ratio=0.1, criterion="random", random_unit="filter").protect(model, None, 0)
+    assert rows_of(filters, "4") or rows_of(filters, "8")
 
 
 def test_key_round_trip_and_wrong_model(tmp_path):
@@ -237,7 +281,8 @@ def synthetic_rows() -> list[dict]:
                 row(model, "corelocker", "unauthorized", "none", 10.0 + 100 * (0.05 - ratio), ratio=ratio, criterion=crit)
                 row(model, "corelocker", "authorized", "none", 94.0 + i, ratio=ratio, criterion=crit)
             for t in range(3):
-                row(model, "corelocker", "unauthorized", "none", 80.0 + t, trial=t, ratio=ratio, criterion="random")
+                row(model, "corelocker", "unauthorized", "none", 80.0 + t, trial=t, ratio=ratio, criterion="random",
+                    random_unit="weight")
         for t in range(3):
             for attack, top1 in (("finetune(fraction=0.05)", 20.0 + 2 * t), ("finetune(fraction=0.1)", 30.0 + t),
                                  ("prune(ratio=0.2)", 10.0), ("distill", 50.0 + t)):
@@ -258,7 +303,8 @@ def test_report_tables_from_synthetic_rows(tmp_path):
     md1 = (tmp_path / "corelocker_table1.md").read_text()
     assert md1.startswith("Measured by authbench (suite `syn`") and "git `deadbeef`" in md1
     assert "81.00 ± 0.82" in md1
-    measured, reported = md1.split("### Reported by the paper (CoreLocker (Wang et al., IEEE S&P 2024)), Table 1")
+    measured, reported = md1.split(f"### Reported by the paper ({PAPER}), Table 1")
+    assert "Zihan Wang, Zhongkui Ma, Xinguo Feng, Ruoxi Sun, Hu Wang, Minhui Xue, Guangdong Bai" in PAPER
     assert "94.62" not in measured and "94.62" in reported
     md2 = (tmp_path / "corelocker_table2.md").read_text()
     assert "▲ finetune(fraction=0.05)" in md2 and "12.00 ± 1.63" in md2 and "17.23 ± 4.26" in md2
@@ -277,7 +323,8 @@ def test_report_tables_from_synthetic_rows(tmp_path):
 def test_reported_values_cite_the_paper():
     assert len([e for e in REPORTED if e["table"] == 1]) == 36
     assert {(e["table"], e["kind"]) for e in REPORTED} == {(t, "reported") for t in (1, 2, 3, 5, 6, 7, "fig7")}
-    assert all("IEEE Symposium on Security and Privacy (S&P) 2024" in e["citation"] and "Z. Wang" in e["citation"]
+    assert all("IEEE Symposium on Security and Privacy (S&P) 2024" in e["citation"]
+               and "Zihan Wang, Zhongkui Ma" in e["citation"]
                for e in REPORTED)
     assert len([e for e in REPORTED if e["table"] == 5]) == 40  # 20 ratios x (ResNet-164, DenseNet-40)
     cell5 = next(e for e in REPORTED if e["table"] == 5 and e["row"] == "0.0050" and "ResNet-164" in e["column"])
@@ -452,3 +499,19 @@ def test_cnn_lstm_recurrent_weights_are_units_and_unlock_is_bit_exact(granularit
     assert protected.cost["units_eligible"] == units
     unlocked = defense.authorized(protected, model).module.state_dict()
     assert all(torch.equal(unlocked[k], v) for k, v in model.module.state_dict().items())
+
+
+def test_report_labels_the_whole_filter_random_control_apart(tmp_path):
+    """Rows of random_unit = "filter" (and rows written before the parameter, which drew filters) are their own
+    labelled column of Table 1, never the paper's random-weight column."""
+    rows = synthetic_rows()
+    for r in [r for r in rows if r["point"].get("criterion") == "random"]:
+        rows.append({**r, "point": {**r["point"], "random_unit": "filter"}, "metrics": {**r["metrics"], "top1": 11.0}})
+    t1 = table1(corelocker_frame(rows))
+    for model, cols in t1.items():
+        assert cols["Random extraction"][0] == pytest.approx(81.0)  # the random-weight rows alone
+        assert cols["Random filters (random_unit = filter)"][0] == pytest.approx(11.0)
+    old = [{**r, "point": {k: v for k, v in r["point"].items() if k != "random_unit"}} for r in synthetic_rows()]
+    cols = table1(corelocker_frame(old))["vgg"]
+    assert np.isnan(cols["Random extraction"][0])  # rows written before random_unit drew whole filters
+    assert cols["Random filters (random_unit = filter)"][0] == pytest.approx(81.0)

@@ -149,7 +149,7 @@ def _rows(models: dict[str, list[float]], ratios, extra=()) -> list[dict]:
         row(model, "none", "clean", values[0], 99.0)
         for r, v in zip(ratios, values[1:]):
             row(model, "corelocker", "unauthorized", v, v + 5, ratio=r, criterion="bn-scale")
-            row(model, "corelocker", "unauthorized", v + 20, v + 25, ratio=r, criterion="random")
+            row(model, "corelocker", "unauthorized", v + 20, v + 25, ratio=r, criterion="random", random_unit="weight")
     return rows + list(extra)
 
 

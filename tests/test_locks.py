@@ -7,10 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.attacks import get_attack
 from bench.data.digits import load_digits_split
 from bench.defenses import get_defense
 from bench.defenses.locks import block_transform, conv_bn_pairs, draw_key
 from bench.core.errors import UserError
+from bench.models.adapter import ModelAdapter, weights_digest
 from bench.models.zoo import load_zoo_model
 
 
@@ -55,15 +57,66 @@ def test_key_transform_needs_the_key(data):
     assert acc["cnn-s0[wrong-key]"] < acc["cnn-s0"] - 30, acc
 
 
-def test_passport_forged_passport_collapses(data):
+@pytest.fixture(scope="module")
+def passport(data):
+    """The zoo ResNet under passports (10 epochs), its scores and the original's accuracy (one protect shared)."""
     train, test = data
     model = load_zoo_model("resnet-s0", progress=False)
-    assert len(conv_bn_pairs(model.module)) == 7  # stem, then (conv1, conv2, projection shortcut) per block
     protected, acc = scores("passport", {"epochs": 10}, model, train, test)
+    return model, protected, acc
+
+
+def test_passport_forged_passport_collapses(data, passport):
+    train, test = data
+    model, protected, acc = passport
+    assert len(conv_bn_pairs(model.module)) == 7  # stem, then (conv1, conv2, projection shortcut) per block
     assert acc["resnet-s0"] > accuracy(model, test) - 6, acc
     assert acc["resnet-s0[forged-passport]"] < acc["resnet-s0"] - 30, acc
     assert acc["resnet-s0[released]"] < 30, acc  # no passports at all: zero scale and bias
     assert all(float(n.p_gamma.abs().sum()) == 0 for n in protected.released.modules() if hasattr(n, "p_gamma"))
+
+
+def test_every_lock_evaluation_is_its_own_model(data, passport):
+    """The passports and the transform key are part of the weights digest: the key holder's, the released and
+    the forged-passport (wrong-key) models are three models to the forward-pass cache, which keys outputs by
+    digest (non-persistent buffers made all three one model, so a warm rerun read one's outputs for all)."""
+    model, protected, _ = passport
+    evaluations = get_defense("passport")(epochs=10).evaluations(protected, model, {})
+    assert len({ev.adapter.digest for ev in evaluations}) == len(evaluations) == 3
+    cnn = load_zoo_model("cnn-s0", progress=False)
+    defense = get_defense("key-transform")(epochs=0, block=8, flip=True)
+    evaluations = defense.evaluations(defense.protect(cnn, data[0], seed=0), cnn, {})
+    assert len({ev.adapter.digest for ev in evaluations}) == len(evaluations) == 3
+
+
+def test_forged_passport_finetuning_unlocks_what_plain_finetuning_cannot(data, passport):
+    """DeepIPR's ambiguity attack as the fair fine-tuning attack on passports: zero passports leave every
+    passport layer's scale and bias at zero, so plain fine-tuning gets no gradient and stays at chance; with
+    passports forged from the attacker's images and fine-tuned with the weights, the same budget (10% of the
+    data, 10 epochs) recovers most of the accuracy."""
+    train, test = data
+    model, protected, acc = passport
+
+    def attacked(entry):
+        module = get_attack(entry)(protected.released, model.preprocess, train, 0)
+        return accuracy(ModelAdapter("attacked", module, model.preprocess, model.arch, model.source), test)
+
+    plain = attacked({"name": "finetune", "fraction": 0.1})
+    forged = attacked({"name": "forge-finetune", "fraction": 0.1})
+    assert plain < 20, plain
+    assert forged > plain + 30, (plain, forged)
+    # weights frozen, only the forged passports learn: the weights carry the lock (below the key holder)
+    assert attacked({"name": "forge-finetune", "fraction": 0.1, "train": "passports"}) < acc["resnet-s0"] - 30
+
+
+def test_forged_finetuning_is_plain_finetuning_without_passport_layers(data):
+    train, _ = data
+    model = load_zoo_model("mlp-s0", progress=False)
+    a = get_attack({"name": "finetune", "fraction": 0.05, "epochs": 2})(model.module, model.preprocess, train, 3)
+    b = get_attack({"name": "forge-finetune", "fraction": 0.05, "epochs": 2})(model.module, model.preprocess, train, 3)
+    assert weights_digest(a) == weights_digest(b) != weights_digest(model.module)
+    with pytest.raises(UserError, match="train"):
+        get_attack({"name": "forge-finetune", "train": "bn"})
 
 
 def test_passport_needs_conv_bn():

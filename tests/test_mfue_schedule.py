@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from bench.data.base import Split
 from bench.core.errors import UserError
+from bench.core.types import Cell, Provenance, Row
 from bench.fingerprint import FINGERPRINTS as METHODS
 from bench.fingerprint import mfue as MF
 from bench.fingerprint import training as T
@@ -122,10 +123,130 @@ def test_bad_schedule_parameters_are_user_errors(params, match):
         METHODS["mfue-w"](**params)
 
 
-def test_digits_suite_runs_a_reduced_budget_by_default_and_the_paper_budget_in_the_full_tier():
-    entries = [d for d in load_suite("fingerprint-digits").defenses if d.name.startswith("mfue")]
-    full = [d for d in entries if d.tier == "full"]
-    assert full and all(d.params["trigger_rounds"] == 2000 for d in full)
-    assert {v for d in full for v in d.sweep.get("schedule", [])} == {"paper", "code"}
-    assert all(d.params.get("trigger_rounds", 2000) < 2000 for d in entries if d.tier == "default")
-    assert all(d.params.get("n_mimic", 10) == 10 and "mimic_epochs" not in d.params for d in entries)
+def test_digits_suites_run_a_reduced_budget_on_the_board_and_the_paper_budget_in_the_mfue_suite():
+    board = [d for d in load_suite("fingerprint-digits").defenses if d.name.startswith("mfue")]
+    assert board and all(d.params.get("trigger_rounds", 2000) < 2000 for d in board)
+    assert {d.params.get("schedule", "paper") for d in board if d.tier == "default"} == {"paper", "code"}
+    mfue = load_suite("fingerprint-digits-mfue").defenses
+    budget = [d for d in mfue if d.params.get("trigger_rounds") == 2000]
+    assert {(d.params.get("schedule", "paper"), d.tier) for d in budget if d.name == "mfue-w"} == {
+        ("code", "default"), ("paper", "full")}  # the paper schedule's 200,000 gradients: full tier only
+    assert all(d.params.get("n_mimic", 10) == 10 and "mimic_epochs" not in d.params for d in board + mfue)
+
+
+def _pixel_model(target: float):
+    """One pixel; class 0's logit peaks at `target`: loss descent pulls the pixel towards it."""
+    class Pull(nn.Module):
+        def forward(self, z):
+            p = z.flatten(1)[:, :1]
+            return torch.cat([-50 * (p - target) ** 2, torch.zeros_like(p)], 1)
+    return Pull()
+
+
+def test_code_clamping_leaves_a_pixel_pushed_past_the_image_range_stuck():
+    """PGD_uf clips delta to [-eps, eps] only and feeds clip(x + delta, 0, 1): a pixel stepped past 1 gets
+    no gradient through the clip and stays at 1. The former projection (clamp = "project") puts it back
+    on 1, where the model's gradient sends it down again (regression: the harness only projected)."""
+    x, y, model = torch.full((1, 1, 1, 1), 0.995), torch.zeros(1, dtype=torch.long), _pixel_model(0.998)
+    code = MF.paper_triggers([model], lambda z: z, x, y, 8 / 255, 1, 2, 0.01)
+    project = MF.paper_triggers([model], lambda z: z, x, y, 8 / 255, 1, 2, 0.01, clamp="project")
+    assert float(code) == 1.0
+    assert float(project) == pytest.approx(0.99)
+    assert METHODS["mfue-w"]().params["clamp"] == "code"  # the paper is silent: the code's clipping is the default
+
+
+def _constant(label: int):
+    class Constant(nn.Module):
+        def forward(self, z):
+            out = 0 * z.flatten(1)[:, :4]  # answers do not depend on the input (but keep a gradient path)
+            return out + nn.functional.one_hot(torch.tensor(label), 4).float()
+    return ModelAdapter("const", Constant(), PRE, "t/const", "test")
+
+
+@pytest.mark.parametrize("probe", ["gradient", "gaussian"])
+def test_mfue_b_drops_triggers_whose_bisection_fails_by_default(probe):
+    """The public code's MC_estimate skips a trigger when alpha_determine finds no alpha (the paper does not
+    say); bisection_fail = "keep" is the former harness rule. A source that answers class 0 everywhere: probes
+    of class-0 triggers never cross the boundary (bisection fails), those of other classes always do."""
+    data = _tiny()
+    triggers, y = data.images[:8], data.labels[:8]
+    source = _constant(0)
+    m = METHODS["mfue-b"](n_probes=8, probe=probe)
+    assert m.params["bisection_fail"] == "drop"
+    if probe == "gaussian":  # the code's band [0.4, 0.6] is never met by a constant model: every trigger fails
+        expected = torch.zeros(8, dtype=torch.bool)
+    else:
+        expected = y != 0
+    ref = m.reference(source, triggers, y, seed=0)
+    assert torch.equal(ref["kept"], expected) and len(ref["loss"]) == len(ref["alpha"]) == int(expected.sum())
+    kept = METHODS["mfue-b"](n_probes=8, probe=probe, bisection_fail="keep").reference(source, triggers, y, seed=0)
+    assert bool(kept["kept"].all()) and len(kept["loss"]) == 8
+
+
+def test_mfue_b_fingerprint_keeps_only_the_triggers_it_can_verify():
+    data = _tiny()
+    source = ModelAdapter("src", T.fit(_net(), T.ce_loss(PRE), data, 3, 1e-2, 0), PRE, "t/mlp", "test")
+    m = METHODS["mfue-b"](n_triggers=8, n_mimic=1, mimic_steps=1, trigger_rounds=1, trigger_steps=1, n_probes=16,
+                          probe="gaussian")
+    fp = m.fingerprint(source, data, seed=0)
+    n = fp.summary["triggers"]
+    assert len(fp.queries) == len(fp.reference["labels"]) == len(fp.reference["alpha"]) == n
+    if n:  # every kept trigger met the code's band on the source
+        probes = m._probes(fp.queries, fp.reference["deltas"], fp.reference["alpha"])
+        acc = m._accuracy(source, probes, fp.reference["labels"])
+        assert bool(((acc >= 0.4) & (acc <= 0.6)).all())
+    assert m.verify(fp, MF.SuspectOracle(source, labels_only=True)) in ((1.0,) if n else (0.0,))
+
+
+def test_ablations_remove_one_component_each():
+    data = _tiny()
+    source = ModelAdapter("src", T.fit(_net(), T.ce_loss(PRE), data, 3, 1e-2, 0), PRE, "t/mlp", "test")
+    clean = METHODS["mfue-w"](n_triggers=8, n_mimic=2, mimic_steps=1, trigger_rounds=0)
+    before = len(MF._MIMICS)
+    fp = clean.fingerprint(source, data, seed=3)
+    x, _ = MF.select_samples(source, data, 8, 3)
+    assert torch.equal(fp.queries, x) and len(MF._MIMICS) == before  # clean samples, no mimic models trained
+    for match in ("log-ratio", "label"):  # the source itself scores 1 under every rule
+        m = METHODS["mfue-w"](n_triggers=8, n_mimic=2, mimic_steps=1, trigger_rounds=1, trigger_steps=2, match=match)
+        assert m.verify(m.fingerprint(source, data, seed=0), MF.SuspectOracle(source)) == pytest.approx(1.0)
+    assert MF.log_ratio_score(torch.tensor([0.1, 0.2]), torch.tensor([0.2, 0.2])) == pytest.approx((0.5 + 1) / 2)
+    with pytest.raises(UserError, match="needs schedule"):
+        METHODS["mfue-w"](mimics="source", schedule="code")
+
+
+def test_source_only_triggers_never_touch_a_mimic_model():
+    data = _tiny()
+    log: list = []
+    net = T.fit(_net(), T.ce_loss(PRE), data, 2, 1e-2, 0)
+    source = ModelAdapter("src", Counting(net, "src", log), PRE, "t/mlp", "test")
+    m = METHODS["mfue-w"](n_triggers=6, n_mimic=2, mimic_steps=1, trigger_rounds=2, trigger_steps=1, mimics="source")
+    before = len(MF._MIMICS)
+    m.triggers(source, data, seed=5)
+    assert len(MF._MIMICS) == before
+
+
+@pytest.mark.parametrize("params,label", [
+    ({"schedule": "code"}, "mfue-w [code schedule]"), ({}, "mfue-w"),
+    ({"clamp": "project", "match": "log-ratio"}, "mfue-w [projected clamp; ablation: log-ratio match]")])
+def test_public_code_options_carry_their_own_row_label(params, label):
+    """Regression: code-schedule rows were labelled plain "mfue-w" in tables, boards and CSV."""
+    from bench.reports.boards import build_boards, row_name
+    from bench.reports.fingerprint import summaries
+    from bench.reports.tables import results_frame
+    assert row_name("mfue-w", params) == label
+    assert row_name("mfue-b", {"schedule": "code", "bisection_fail": "keep"}) == (
+        "mfue-b [code schedule; keeps failed bisections]")
+    cell = Cell(suite="s", defense="mfue-w", params=params, point={}, release="verify", attack="none",
+                authorized="src", evaluated="", trial=0)
+    r = Row.build(protocol="verify", cell=cell, key="k", suite_digest="0" * 16, role="summary", arch={}, n=44,
+                  provenance=Provenance(model_digest=None, authorized_digest=None, input_digest=None,
+                                        defense_summary=None, versions={}, git="g", device="cpu", seed=0, wall_s=0.1,
+                                        cache={}, forwards=1),
+                  metrics={"auc": 0.8, "auc_ci": [0.7, 0.9], "tpr@1%fpr": 0.3, "tpr@1%fpr_ci": [0.1, 0.5],
+                           "tpr@5%fpr": 0.4, "score_pos_mean": 0.2, "score_neg_mean": 0.1, "n_positive": 24,
+                           "n_negative": 20}).to_json()
+    (board,) = build_boards([r], {"ownership": ()})
+    assert board.rows[0].name == label
+    s = summaries([r])
+    assert s["label"].iloc[0] == label and s["method"].iloc[0].startswith(label)
+    assert results_frame([r])["label"].iloc[0] == ("" if label == "mfue-w" else label)

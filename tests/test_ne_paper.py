@@ -87,7 +87,8 @@ def test_table2_maps_other_weights_columns_apart_from_table1(tmp_path):
 def test_citations_name_authors_title_arxiv_and_the_987_is_no_table_9_row():
     from bench.reports.ne_reported import CITATION
 
-    assert "Wang et al." in CITATION and "Catch-Only-One" in CITATION and "arXiv 2510.10982" in CITATION
+    assert CITATION.startswith("Zihan Wang, Zhiyong Ma, Zhongkui Ma, Shuofeng Liu, Akide Liu, Derui Wang, Minhui Xue, "
+                               "Guangdong Bai, ") and "Catch-Only-One" in CITATION and "arXiv 2510.10982" in CITATION
     assert all(e["cite"].startswith(CITATION) for e in REPORTED)
     (auth,) = [e for e in REPORTED if e["table"] == 9 and e["value"] == 98.7]
     assert "caption and Sec. 5.3" in auth["cite"] and "not a row" in auth["cite"]
@@ -113,3 +114,41 @@ def test_paper_code_rows_say_the_papers_figures_come_from_them(tmp_path):
     (marked,) = [s for s in sections if "evaluation=paper-code" in s.splitlines()[0]]
     assert "The paper's figures come from this setting" in marked
     assert all("come from this setting" not in s for s in sections if s is not marked)
+
+
+def _task_row(task, defense, release, authorized, evaluated, top1=None, **metrics):
+    return {"task": task, "defense": defense, "release": release, "authorized": authorized, "evaluated": evaluated,
+            "role": "authorized" if authorized == evaluated else "unauthorized", "params": {}, "suite": "syn",
+            "metrics": {"top1": top1, **metrics}, "provenance": {"git": "deadbeef", "suite_digest": "d"}}
+
+
+@pytest.mark.parametrize("table", [7, 4])
+def test_tables_4_and_7_keep_the_papers_rows_in_their_own_labelled_table(tmp_path, table):
+    """The paper's blocks are a section and a CSV of their own, cited; the measured table and CSV hold measured
+    rows only (no row marked by a suffix)."""
+    import pandas as pd
+
+    from bench.reports.ne_tasks import render_glue_tables, render_mmbench_tables
+
+    if table == 7:
+        rows = [_task_row(t, d, r, a, e, 70.0 + i) for i, (t, d, r, a, e) in enumerate([
+            ("cola", "none", "clean", "", "bert"), ("cola", "ne-text", "embedding", "bert", "bert"),
+            ("cola", "none", "clean", "", "roberta"), ("cola", "ne-text", "embedding", "bert", "roberta")])]
+        paths = render_glue_tables(rows, tmp_path, {"paper_models": {"bert": "BERT-base"}})
+        name, value = "table7_glue", "54.2"  # BERT-base CoLA baseline
+    else:
+        groups = {g: 0.5 for g in ("Overall", "AR", "CP", "FP-C", "FP-S", "LR", "RR")}
+        rows = [_task_row("mmbench", d, r, a, e, **groups) for d, r, a, e in [
+            ("none", "clean", "", "intern"), ("ne-vlm", "png", "intern", "intern"),
+            ("none", "clean", "", "qwen"), ("ne-vlm", "png", "intern", "qwen")]]
+        paths = render_mmbench_tables(rows, tmp_path, {"paper_models": {"intern": "InternVL3-1B"}})
+        name, value = "table4_mmbench", "72.7"  # InternVL3-1B Overall baseline
+    md = (tmp_path / f"{name}.md").read_text()
+    measured, reported = md.split("## Reported by the paper (not measured here)")
+    assert "(reported)" not in measured and value not in measured and value in reported
+    assert "Zihan Wang, Zhiyong Ma" in reported and f"Table {table}" in reported
+    csv = pd.read_csv(tmp_path / f"{name}.csv")
+    assert not csv["row"].astype(str).str.contains("reported").any()
+    quoted = pd.read_csv(tmp_path / f"{name}_reported.csv")
+    assert set(quoted["kind"]) == {"reported"} and quoted["cite"].str.startswith("Zihan Wang").all()
+    assert tmp_path / f"{name}_reported.csv" in paths

@@ -3,6 +3,7 @@ authorized-model bypass for overlapping stems, checked against the formula writt
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -12,6 +13,7 @@ from bench.defenses import get_defense
 from bench.defenses.release import calibrate, calibrate_paper_code, paper_code_scale, psnr, split_psnr
 from bench.core.errors import UserError
 from bench.models.sources import from_module
+from ne_code_pipeline import code_null_basis, code_release, principal_gap
 
 
 def _adapter(module, shape, mean, std):
@@ -102,9 +104,10 @@ def test_ne_patch_noise_is_in_the_normalized_nullspace(std):
     w_raw = fl.matrix.double() * per_entry  # the conv's own weight, acting on the normalized tensor
     assert (w_raw @ cols).abs().max() < 1e-9 * cols.abs().max()
     assert torch.allclose(cols[..., :1].expand_as(cols), cols)  # tiled: one code per sample
-    if len(set(std)) == 1:  # one std: the pixel-space directions folded are this noise folded
-        dirs = defense.directions(x, list(range(len(x))), [0] * len(x), 0)
-        assert torch.allclose(fl.fold(cols), dirs)
+    # the code's own subspace, in the code's order (SVD of the conv's own weight), the harness's exact nullspace too
+    code = code_null_basis(model.module[0].weight, 1e-4)
+    assert torch.allclose(defense.code_basis(std), code, atol=1e-10)
+    assert principal_gap(code, defense._basis) < 1e-9 if len(set(std)) == 1 else defense._basis.shape == code.shape
 
 
 def test_calibrate_refuses_paper_code_without_patches():
@@ -194,3 +197,134 @@ def test_paper_code_release_does_not_depend_on_the_batch():
     whole = released(list(range(7)))
     assert torch.equal(torch.cat([released([i]) for i in range(7)]), whole)
     assert torch.equal(torch.cat([released([0, 1, 2]), released([3, 4, 5, 6])]), whole)
+
+
+# -- the public code's subspace rule and per-model preprocessing (issue 24) ------------------------------------
+
+
+def _crafted_stem(out, kernel, stride, padding, size, raw_small, std, seed=0):
+    """A conv stem whose OWN weight has the singular values `raw_small` (the rest in [0.5, 1.5])."""
+    g = torch.Generator().manual_seed(seed)
+    n = 3 * kernel * kernel
+    u = torch.linalg.qr(torch.randn(out, out, generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64)).Q
+    r = min(out, n)
+    s = 0.5 + torch.rand(r, generator=g, dtype=torch.float64)
+    s[r - len(raw_small):] = torch.tensor(raw_small, dtype=torch.float64)
+    w = u[:, :r] @ torch.diag(s) @ v[:, :r].T
+    conv = nn.Conv2d(3, out, kernel, stride, padding, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(w.reshape(out, 3, kernel, kernel))
+    module = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(out, 10))
+    return from_module(module, "stem", mean=(0.45,) * 3, std=std, input_size=(3, size, size))
+
+
+@pytest.mark.parametrize("case,harness,code", [
+    # ResNet-50's stem (64 x 3x7x7, stride 2): more inputs than outputs, the code ignores tau (exact 83-dim nullspace);
+    # one raw singular value of 1e-5 is <= tau after the ImageNet std is folded in, so the harness counts 84
+    ("resnet50", 84, 83),
+    # ViT-B's patch embedding (768 x 3x16x16): square, the code counts raw singular values <= tau (5), the harness
+    # those of W / 0.5 (2)
+    ("vitb", 2, 5),
+])
+def test_paper_code_subspace_is_the_codes_rule(case, harness, code):
+    if case == "resnet50":
+        model = _crafted_stem(64, 7, 2, 3, 14, [1e-5], (0.229, 0.224, 0.225))
+    else:
+        model = _crafted_stem(768, 16, 16, 0, 16, [1e-5, 3e-5, 6e-5, 8e-5, 9e-5], (0.5, 0.5, 0.5))
+    ne = get_defense("ne-patch")(layout="tiled")
+    ne.fit(model)
+    std = model.preprocess.std
+    assert ne.summary()["subspace_dim"] == harness  # the paper's rule (default modes) is unchanged
+    n = 110
+    x = torch.rand(n, *model.preprocess.input_size, generator=torch.Generator().manual_seed(1))
+    cols = ne.patch_noise(x, list(range(n)), [0] * n, 0, model.first_linear(), std)[:, :, 0]
+    assert int(torch.linalg.matrix_rank(cols)) == code  # what psnr_mode "paper-code" perturbs in
+    conv = model.module[0]
+    assert principal_gap(ne.code_basis(std), code_null_basis(conv.weight, 1e-4)) < 1e-9
+    assert ne.code_summary(std) == {"subspace_dim": code, "harness_subspace_dim": harness,
+                                    "subspace_rule": ne.code_summary(std)["subspace_rule"]}
+
+
+def _own_models():
+    """An authorized stem (std 0.25, 16x16) and an unauthorized model with other preprocessing (std 0.5, 20x20)."""
+    torch.manual_seed(0)
+    auth = _adapter(nn.Sequential(nn.Conv2d(3, 8, 4, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10)),
+                    (3, 16, 16), (0.4,) * 3, (0.25,) * 3)
+    other = _adapter(nn.Sequential(nn.Conv2d(3, 6, 3, 1, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 10)),
+                     (3, 20, 20), (0.5,) * 3, (0.5,) * 3)
+    return auth, other
+
+
+@pytest.mark.parametrize("evaluation", [False, True])
+def test_code_encodes_each_model_through_its_own_preprocessing(evaluation):
+    """The public code (cli.py with --cross_model_name) preprocesses the images with the unauthorized model's own
+    processor, then adds the authorized layer's noise there (its kernel and stride, the scale rule on that
+    tensor): the same as the reference pipeline on the model's own normalized images, not the release made in
+    the authorized model's space."""
+    from bench.protocols.input_auth import code_encode, same_preprocessing
+
+    auth, other = _own_models()
+    assert not same_preprocessing(auth, other) and same_preprocessing(auth, auth)
+    ne = get_defense("ne-patch")(layout="tiled")
+    ne.fit(auth)
+    raw = images(5, (3, 24, 24)).float()
+    idx, y = list(range(5)), [0] * 5
+    mine = other.preprocess.geometry(raw)
+    got = code_encode(ne, auth, other, mine, idx, y, 3, 20.0, "float", evaluation).released
+    k = ne.code_basis(auth.preprocess.std).shape[1]
+    samples = list(zip(idx, y))
+    codes = (ne.draw_codes(3, samples, (k, 1)), ne.draw_codes(3 + 7_919, samples, (k, 1)))
+    fl = auth.first_linear()
+    ref = code_release((mine.double() - 0.5) / 0.5, code_null_basis(auth.module[0].weight, 1e-4), 20.0,
+                       fl.kernel_size, fl.stride, fl.padding, codes=codes)
+    expected = (ref.fed if evaluation else ref.intended) * 0.5 + 0.5
+    assert got.shape == mine.shape and torch.allclose(got.double(), expected, rtol=1e-5, atol=1e-4)
+    shared = code_encode(ne, auth, auth, auth.preprocess.geometry(raw), idx, y, 3, 20.0, "float", evaluation).released
+    assert not torch.allclose(other.preprocess.geometry(shared), got, atol=1e-2)  # the harness's old single encoding
+
+
+def test_runner_feeds_a_model_with_other_preprocessing_its_own_encoding(tmp_path):
+    """Through the runner: psnr_mode "paper-code" encodes the digits once per preprocessing (the authorized model's
+    space for the models that share it, the model's own for the other one), records which models read their own
+    encoding, and scores that model on it (its first-layer deviation is the one of its own encoding)."""
+    from bench.core.results import read_rows
+    from bench.suite import load_suite
+    from conftest import make_engine
+
+    spec = ('{{ source = "torch", factory = "models_example:tiny_cnn", mean = [{m}], std = [{s}], '
+            'input_size = [1, {n}, {n}], name = "{name}", init_seed = {seed} }}')
+    auth = spec.format(m=0.5, s=0.25, n=32, name="auth", seed=0)
+    same = spec.format(m=0.5, s=0.25, n=32, name="same", seed=1)
+    other = spec.format(m=0.3, s=0.5, n=24, name="other", seed=2)
+    path = tmp_path / "own.toml"
+    path.write_text('[suite]\nname = "own"\ndescription = "own preprocessing"\nseed = 0\n\n'
+                    '[data]\ndataset = "digits"\nsplit = "test"\nsubset = 24\n\n'
+                    f'[models]\nauthorized = [{auth}]\nevaluated = [{auth}, {same}, {other}]\n\n'
+                    '[[defenses]]\nname = "ne-patch"\nparams = { layout = "tiled" }\npsnr = [20]\n'
+                    'psnr_mode = "paper-code"\nrelease = ["float"]\n')
+    engine = make_engine(load_suite(path), tmp_path / "run", progress=False)
+    engine.run()
+    rows = {r["evaluated"]: r for r in read_rows(tmp_path / "run") if r["defense"] == "ne-patch"}
+    assert set(rows) == {"auth", "same", "other"}
+    assert rows["auth"]["provenance"]["defense_summary"]["own_preprocessing"] == ["other"]
+    # "other" was scored on the code's encoding of the stored images through its own preprocessing
+    from bench.protocols.classify import FirstLayerDeviation
+    from bench.protocols.input_auth import code_encode
+
+    ctx = engine.ctx
+    auth_m, other_m = ctx.model("auth"), ctx.model("other")
+    ne = get_defense("ne-patch")(layout="tiled")
+    ne.fit(auth_m)
+    data = ctx.data
+    mine = other_m.preprocess.geometry(data.images.float())
+    enc = code_encode(ne, auth_m, other_m, mine, data.indices, data.labels, ctx.seed(0), 20.0, "float", False).released
+    top1 = float((other_m.predict(enc).argmax(1) == data.labels).float().mean() * 100)
+    assert abs(rows["other"]["metrics"]["top1"] - top1) < 1e-6
+    dev = float(np.nanmean(FirstLayerDeviation(other_m)(enc, mine)))
+    assert abs(rows["other"]["metrics"]["first_layer_dev"] - dev) < 1e-4 * dev
+    # the release made in the authorized model's space (what every model read before) gives another deviation
+    shared = code_encode(ne, auth_m, auth_m, auth_m.preprocess.geometry(data.images.float()), data.indices, data.labels,
+                         ctx.seed(0), 20.0, "float", False).released
+    assert abs(float(np.nanmean(FirstLayerDeviation(other_m)(shared, auth_m.preprocess.geometry(data.images.float()))))
+               - dev) > 1e-3 * dev

@@ -93,6 +93,18 @@ def test_domain_protocol_plans_runs_resumes_and_reports(tmp_path, capsys):
     code, text, err = _run(["check", moved, "--against", out / "results.jsonl"], capsys)
     assert code == 1 and "REGRESSION" in text and "invert" in text, text + err
 
+    # freeze and check in a fresh interpreter, where nothing imported the domain protocol before the suite (with its
+    # [standard_attacks] domain) is parsed
+    import os
+    import subprocess
+    ref = tmp_path / "ref.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for argv in (["leaderboard", "freeze", str(out), "--out", str(ref)], ["check", str(out), "--against", str(ref)]):
+        done = subprocess.run([sys.executable, "-m", "bench", *argv], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert "0 regression(s)" in done.stdout
+
 
 def test_an_unread_entry_key_and_a_bad_attack_are_one_line_errors(tmp_path, capsys):
     suite = tmp_path / "bad.toml"
@@ -139,3 +151,50 @@ def test_the_board_worst_case_is_the_attack_that_helps_the_attacker_most():
     assert values["worst_auth_gap"] == ((95 - 60) + (85 - 45)) / 2  # each architecture's worst attack
     values, _, _, missing = BOARD.score([c for c in cells if c["attack"] != "shot"], ("ft", "shot"))
     assert missing and values["worst_auth_gap"] is None  # an unmeasured standard attack: no headline
+
+
+def _one_attack(tmp_path, check: str = "") -> Path:
+    suite = tmp_path / "tiny.toml"
+    text = TINY.format(extra="").replace('attacks = ["none", {{ name = "target-ft", epochs = 1 }}, {{ name = "shot", epochs = 1 }}]'
+                                         .replace("{{", "{").replace("}}", "}"), 'attacks = ["none"]')
+    text = text.replace('domain = [{ name = "target-ft", epochs = 1 }, { name = "shot", epochs = 1 }]', "domain = []")
+    suite.write_text(text.replace("[standard_attacks]", check + "[standard_attacks]"))
+    return suite
+
+
+def test_the_suites_check_trials_train_one_model_per_trial_and_trials_caps_them(tmp_path, capsys):
+    suite = _one_attack(tmp_path, "[check]\ntrials = 2\n\n")
+    base = ["--threads", "1", "--no-progress", "--cache-dir", tmp_path / "cache", "--reports", tmp_path / "rep"]
+    code, _, err = _run(["run", suite, *base, "--out", tmp_path / "two"], capsys)
+    assert code == 0, err
+    rows = [r for r in read_rows(tmp_path / "two") if r["protocol"] == "domain"]
+    assert sorted({r["trial"] for r in rows}) == [0, 1] and len(rows) == 2 * 3
+    by_trial = {t: {r["evaluated"]: r["metrics"]["top1"] for r in rows if r["trial"] == t} for t in (0, 1)}
+    assert by_trial[0] != by_trial[1]  # two models, trained with two seeds
+    code, _, err = _run(["run", suite, *base, "--out", tmp_path / "one", "--trials", "1"], capsys)
+    assert code == 0, err
+    assert {r["trial"] for r in read_rows(tmp_path / "one") if r["protocol"] == "domain"} == {0}
+    # check compares each cell's mean over the trials
+    from bench.protocols.domain import DomainProtocol
+    cells = {k: v for k, _, v, _ in DomainProtocol.check_cells(rows)}
+    source = next(v for k, v in cells.items() if k.endswith("|source"))
+    assert len(cells) == 3 and source == pytest.approx((by_trial[0]["source"] + by_trial[1]["source"]) / 2)
+
+
+def test_training_and_attacks_run_on_the_runs_device(tmp_path, capsys, monkeypatch):
+    from bench.engine.context import EvalContext
+    moved = []
+    original = EvalContext.to_device
+
+    def spy(self, x):
+        moved.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(EvalContext, "to_device", spy)
+    suite = _one_attack(tmp_path)
+    code, _, err = _run(["run", suite, "--threads", "1", "--no-progress", "--device", "cpu", "--cache-dir",
+                         tmp_path / "cache", "--out", tmp_path / "o", "--reports", tmp_path / "r"], capsys)
+    assert code == 0, err
+    # the training images of the source and the targets, and each domain's evaluated images, went through the
+    # run's device placement
+    assert any(len(s) == 4 for s in moved) and len(moved) >= 2 + 3

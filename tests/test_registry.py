@@ -192,3 +192,31 @@ def test_builtins_load_on_first_lookup_and_entry_points_only_when_asked(monkeypa
     registry = Registry("widget", "authbench.widgets")
     assert registry.names() == ["thing"] and "thing" in registry and not loaded
     assert registry.get("thing").description == "a plugin" and loaded == [1]
+
+
+def _domain_attack_names():
+    from bench.ntl.attacks import ATTACKS as DOMAIN_ATTACKS
+    return list(DOMAIN_ATTACKS)
+
+
+@pytest.mark.parametrize("name", _domain_attack_names())
+def test_every_domain_attack_checks_its_parameters_and_adapts_a_copy(name):
+    """The domain protocol's attacks (bench.ntl.attacks): described, an unknown parameter is a one-line error, each
+    returns an adapted copy and leaves the released model as it was."""
+    import torch
+
+    from bench.ntl.attacks import ATTACKS as DOMAIN_ATTACKS, attack, parse
+
+    spec = DOMAIN_ATTACKS[name]
+    assert spec.name == name and spec.description.strip() and "\n" not in spec.description
+    with pytest.raises(UserError, match=rf"attack {name!r}: unknown parameter 'no_such_param'"):
+        parse({"name": name, "no_such_param": 1})
+    gen = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.rand(12, 1, 4, 4, generator=gen), torch.randint(0, 3, (12,), generator=gen)
+    small = {k: 1 for k in ("epochs",) if k in spec.defaults}
+    out = attack({"name": name, **small}, model, lambda v: v, source=(x, y), targets=[(1 - x, y)], seed=0)
+    assert out is not model and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    changed = any(not torch.equal(before[k], v) for k, v in out.state_dict().items())
+    assert changed == (name != "none")

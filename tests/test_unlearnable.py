@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -14,7 +16,8 @@ from bench.data.base import Split
 from bench.defenses import get_defense, list_defenses
 from bench.core.errors import UserError
 from bench.core.results import read_rows
-from bench.unlearnable.countermeasures import COUNTERMEASURES, get_countermeasure, top1, train_victim
+from bench.attacks import ATTACKS
+from bench.unlearnable.countermeasures import get_countermeasure, top1, train_victim
 from bench.unlearnable.methods import split_norm
 
 EPS = 32 / 255  # the digits budget of suites/unlearnable-digits.toml
@@ -113,15 +116,41 @@ def test_bad_method_parameters_are_user_errors(params):
         get_defense("em")(**params)
 
 
-def test_countermeasures_validate_and_transform():
-    assert {"none", "jpeg", "bdr", "grayscale", "cutout", "mixup", "adv-train"} <= set(COUNTERMEASURES.names())
-    with pytest.raises(UserError):
+def test_countermeasures_are_attacks_of_the_one_registry_and_reuse_its_preprocessing():
+    described = ATTACKS.describe()
+    for name in ("none", "jpeg", "bdr", "grayscale", "cutout", "mixup", "adv-train"):
+        assert name in described
+    assert "ICML 2023" in described["bdr"] and "ICLR 2018" in described["mixup"]  # listed with their papers
+    with pytest.raises(UserError, match="unknown attack"):
         get_countermeasure("blur-the-data")
     with pytest.raises(UserError):
         get_countermeasure({"name": "jpeg", "quality": 0})
+    with pytest.raises(UserError, match="train-on-data protocol trains under input attacks"):
+        get_countermeasure("finetune")
     x = torch.rand(4, 1, 8, 8)
     assert set(get_countermeasure({"name": "bdr", "bits": 1}).prepare(x, 0).unique().tolist()) <= {0.0, 1.0}
-    assert not torch.equal(get_countermeasure("jpeg").prepare(x, 0), x)
+    # ISS JPEG is the shared JPEG attack, applied once to the training images
+    assert torch.equal(get_countermeasure({"name": "jpeg", "quality": 10}).prepare(x, 0),
+                       ATTACKS.get("jpeg")(quality=10)(x, 0))
+    # a random input attack is an augmentation: not applied up front, drawn anew for every batch
+    cutout = get_countermeasure({"name": "cutout", "low": 0.5, "high": 0.5})
+    assert torch.equal(cutout.prepare(x, 0), x)
+    seen = []
+
+    def model(t):
+        seen.append(t.clone())
+        return t.flatten(1)[:, :10]
+
+    ones, y, norm, gen = torch.ones(4, 1, 8, 8), torch.zeros(4, dtype=torch.long), split_norm(train_like()), torch.Generator().manual_seed(0)
+    cutout.loss(model, norm, ones, y, gen)
+    cutout.loss(model, norm, ones, y, gen)
+    holes = [(t != t.max()).sum((1, 2, 3)) for t in seen]
+    assert all(int(h.min()) == 16 for h in holes)  # a 4x4 hole in every image
+    assert not torch.equal(seen[0], seen[1])  # at other places in the next batch
+
+
+def train_like():
+    return Split("t", torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long), np.arange(8), 10)
 
 
 SUITE = """[suite]

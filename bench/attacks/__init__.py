@@ -4,7 +4,9 @@ By what they touch (bench.attacks.base): input attacks transform the released da
 (preprocessing: jpeg, blur, crop, cutout, resize, gauss-noise); learned attacks first learn from the
 attacker's own released data (reconstruct: a Noise2Noise / Noise2Clean denoiser; project: the
 method-aware subspace projection); the adaptation attack fine-tunes unauthorized models on
-released data (adapt); model attacks transform a released model (finetune, prune, fine-prune, distill).
+released data (adapt); model attacks transform a released model (finetune, forge-finetune, prune, fine-prune,
+distill); training attacks change how a data user trains on protected data (mixup, adv-train:
+bench.unlearnable.countermeasures).
 One registry, `ATTACKS` (bench.attacks.base): each built-in registers itself where it is defined.
 Third-party attacks plug in via the `authbench.attacks` entry point or 'module:Class'.
 An attack entry in a suite is a name or an inline table {name = "...", <params>}.
@@ -12,7 +14,7 @@ An attack entry in a suite is a name or an inline table {name = "...", <params>}
 
 from __future__ import annotations
 
-from bench.attacks.base import ATTACKS, BASES, AdaptationAttack, Attack, LearnedAttack, NoAttack
+from bench.attacks.base import ATTACKS, BASES, AdaptationAttack, Attack, LearnedAttack, NoAttack, TrainingAttack
 from bench.core.errors import UserError
 
 DATA_KINDS = ("input", "learned", "adapt")  # attacks an input-authorization job can run
@@ -41,5 +43,5 @@ def list_attacks() -> dict[str, str]:
     return ATTACKS.describe()
 
 
-__all__ = ["ATTACKS", "Attack", "LearnedAttack", "AdaptationAttack", "NoAttack", "get_attack", "parse_attack",
+__all__ = ["ATTACKS", "Attack", "LearnedAttack", "AdaptationAttack", "NoAttack", "TrainingAttack", "get_attack", "parse_attack",
            "attack_label", "list_attacks", "BASES", "DATA_KINDS"]

@@ -74,6 +74,65 @@ class FineTune(ModelAttack):
 
 
 @ATTACKS.register
+class ForgedFineTune(ModelAttack):
+    """The fair fine-tuning attack on passport locks: DeepIPR's ambiguity (forgery) attack (Lixin Fan, Kam Woh
+    Ng and Chee Seng Chan, NeurIPS 2019, Sec. 4; the public code's fake attacks 1-3). A released passport
+    network carries zero passports, so every passport layer's scale and bias are zero and plain fine-tuning
+    gets no gradient through them: `finetune` on it measures the zeros, not the lock. Here the attacker first
+    forges passports from two of its own images (their layer-input features through the released weights,
+    `bench.defenses.locks.forge_passports`), scaled to a fresh BatchNorm's magnitude (`rescale`), then
+    fine-tunes them as parameters on a seeded `fraction` of its data: with the weights (`train = "all"`,
+    default) or with the weights frozen (`train = "passports"`: the code's fake attack 3, without its term that
+    pushes the forgery away from the genuine passport, which this attacker does not have). A model without
+    passport layers is fine-tuned as `finetune` does (`train = "all"`; with `"passports"` it is left as is)."""
+
+    name = "forge-finetune"
+    trains = True
+    description = ("fine-tune with forged passports (DeepIPR's ambiguity attack, Fan et al., NeurIPS 2019): passports "
+                   "forged from the attacker's images, then fine-tuned with the weights on its data; plain "
+                   "fine-tuning where the model has no passport layers")
+    defaults = {"fraction": 0.05, "epochs": 10, "lr": 1e-3, "train": "all", "rescale": True, "recalibrate": True}
+    param_schema = {"train": {"enum": ["all", "passports"]}, "epochs": {"type": "integer", "minimum": 0},
+                    "lr": {"type": "number", "exclusiveMinimum": 0}}
+
+    def __call__(self, module, preprocess, data, seed):
+        from bench.defenses.locks import forge_passports, passport_norms, recalibrate, rescale_passports  # (a cycle)
+
+        subset = _attacker_data(data, _fraction(self.params), seed)
+        module = copy.deepcopy(module).eval()
+        norms = passport_norms(module)
+        if norms:
+            if len(subset.labels) < 2:
+                raise UserError(f"forge-finetune needs at least 2 attacker images to forge passports; fraction "
+                                f"{self.params['fraction']} of {len(data.labels)} gives {len(subset.labels)}")
+            x = preprocess(_rows(subset, torch.arange(2), next(module.parameters()).device))
+            forged = forge_passports(module, x)
+            if self.params["rescale"]:
+                forged = rescale_passports(module, forged)
+            for norm, (pg, pb) in zip(norms, forged):
+                norm.set_passports(pg, pb)
+        if self.params["train"] == "passports":
+            for p in module.parameters():
+                p.requires_grad_(False)
+            if not norms:
+                return module
+        for norm in norms:
+            norm.learn_passports()
+
+        def loss(m, x, y):
+            return F.cross_entropy(m(preprocess(x)), y)
+
+        module = train_module(module, loss, subset, subset.labels, self.params["epochs"], self.params["lr"], seed)
+        for norm in norms:
+            norm.learn_passports(False)
+        for p in module.parameters():
+            p.requires_grad_(True)
+        if norms and self.params["recalibrate"]:  # the defender's own last step, on the attacker's data
+            recalibrate(module, [n.bn for n in norms], subset, preprocess)
+        return module.eval()
+
+
+@ATTACKS.register
 class Prune(ModelAttack):
     name = "prune"
     description = "global magnitude (L1-unstructured) pruning of the Conv2d/Linear weights, made permanent"

@@ -27,23 +27,58 @@ def _check_range(name: str, value, low: float, high: float) -> float:
     return value
 
 
+JPEG_RANGES = ("clamp", "rescale")
+
+
+def _jpeg_roundtrip(arr: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 (H, W, C) through a JPEG file of the given quality (PIL) and back, as float32 in [0, 1]."""
+    pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=quality)
+    return (np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255.0).reshape(arr.shape)
+
+
 @ATTACKS.register
 class Jpeg(Attack):
     name = "jpeg"
-    description = "JPEG re-encoding at a given quality (PIL); the paper sweeps 95 -> 75"
-    defaults = {"quality": 75}
+    description = ("JPEG re-encoding at a given quality (PIL); NE sweeps 95 -> 75; on training data at quality 10 it is "
+                   "Image Shortcut Squeezing (Liu, Zhao, Larson, ICML 2023). range 'clamp' (default: the image a real "
+                   "JPEG file stores) or 'rescale' (the public NE code's: per-image min-max of the normalized tensor to "
+                   "[0, 255] and back)")
+    defaults = {"quality": 75, "range": "clamp"}
+    param_schema = {"quality": {"type": "integer", "minimum": 1, "maximum": 100}}
 
-    def __call__(self, x, seed):
+    def __call__(self, x, seed, norm=None):
+        """`norm` = (mean, std) of the model that reads the result (the protocols pass it): the code's 'rescale'
+        stretches each image's normalized tensor (x - mean) / std to [0, 255] and maps the decoded image back."""
         quality = int(_check_range(self.name, self.params["quality"], 1, 100))
+        mode = self.params["range"]
+        if mode not in JPEG_RANGES:
+            raise UserError(f"attack 'jpeg': unknown range {mode!r}; valid choices: {', '.join(JPEG_RANGES)}")
+        if mode == "clamp":
+            out = []
+            for img in x.clamp(0, 1):
+                arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                out.append(torch.from_numpy(_jpeg_roundtrip(arr, quality)).permute(2, 0, 1))
+            return torch.stack(out).to(x.dtype)
+        m, s = _norm(x, norm)
+        xn = (x.to(torch.float64) - m) / s
         out = []
-        for img in x.clamp(0, 1):
-            arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-            buf = io.BytesIO()
-            pil.save(buf, format="JPEG", quality=quality)
-            dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255.0
-            out.append(torch.from_numpy(dec.reshape(arr.shape)).permute(2, 0, 1))
-        return torch.stack(out).to(x.dtype)
+        for img in xn:
+            low, high = img.min(), img.max()
+            scale = (high - low).clamp_min(1e-6)
+            arr = (((img - low) / scale).permute(1, 2, 0).numpy() * 255.0).clip(0, 255).round().astype(np.uint8)
+            dec = torch.from_numpy(_jpeg_roundtrip(arr, quality)).permute(2, 0, 1).to(torch.float64)
+            out.append(dec * scale + low)
+        return (torch.stack(out) * s + m).to(x.dtype)
+
+
+def _norm(x: torch.Tensor, norm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) per channel as (1, C, 1, 1) float64 tensors; (0, 1) when no model's normalization is given."""
+    c = x.shape[1]
+    mean, std = norm if norm is not None else ((0.0,), (1.0,))
+    m, s = (torch.tensor([float(v) for v in t], dtype=torch.float64).expand(c).view(1, c, 1, 1) for t in (mean, std))
+    return m, s
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -70,6 +105,7 @@ class GaussianBlur(Attack):
 @ATTACKS.register
 class RandomCrop(Attack):
     name = "crop"
+    stochastic = True
     description = "random crop keeping a fraction of the image area drawn from [low, high], resized back (bilinear)"
     defaults = {"low": 0.6, "high": 0.9}
 
@@ -90,18 +126,34 @@ class RandomCrop(Attack):
         return torch.stack(out)
 
 
+CUTOUT_FILLS = ("mean", "black")
+
+
 @ATTACKS.register
 class Cutout(Attack):
     name = "cutout"
-    description = "zero one random square of side drawn from [low, high] of the image side (the public NE code's 'crop')"
-    defaults = {"low": 0.1, "high": 0.4}
+    stochastic = True
+    description = ("fill one random square of side drawn from [low, high] of the image side (the public NE code's "
+                   "'crop'); fill 'mean' (default, the code's: 0 on the normalized tensor, the normalization mean) "
+                   "or 'black'")
+    defaults = {"low": 0.1, "high": 0.4, "fill": "mean"}
+    version = 2  # 1: filled black, unlabelled
 
-    def __call__(self, x, seed, positions=None):
+    def __call__(self, x, seed, positions=None, norm=None):
         """The public code's `apply_crop_to_image(threshold)` zeroes a square of side threshold * H at a random
-        place; its sweep runs threshold over 10-40%, so the side is drawn per sample from [low, high]."""
+        place of the processor-normalized tensor, i.e. fills it with the normalization mean in pixel space; its
+        sweep runs threshold over 10-40%, so the side is drawn per sample from [low, high]. `norm` = (mean, std)
+        of the model that reads the result (the protocols pass it; without it 'mean' is mid grey, 0.5)."""
         positions = range(len(x)) if positions is None else positions
         low = _check_range(self.name, self.params["low"], 0.0, 1)
         high = _check_range(self.name, self.params["high"], low, 1)
+        fill = self.params["fill"]
+        if fill not in CUTOUT_FILLS:
+            raise UserError(f"attack 'cutout': unknown fill {fill!r}; valid choices: {', '.join(CUTOUT_FILLS)}")
+        c = x.shape[1]
+        value = torch.zeros(c, dtype=x.dtype)
+        if fill == "mean":
+            value = _norm(x, norm)[0].view(c).to(x.dtype) if norm is not None else torch.full((c,), 0.5, dtype=x.dtype)
         h, w = x.shape[-2:]
         out = x.clone()
         for row, i in enumerate(positions):
@@ -110,7 +162,7 @@ class Cutout(Attack):
             ch, cw = max(1, int(h * side)), max(1, int(w * side))
             top = int(torch.randint(0, h - ch + 1, (), generator=g))
             left = int(torch.randint(0, w - cw + 1, (), generator=g))
-            out[row, :, top : top + ch, left : left + cw] = 0
+            out[row, :, top : top + ch, left : left + cw] = value.view(c, 1, 1)
         return out
 
 
@@ -131,6 +183,7 @@ class Resize(Attack):
 @ATTACKS.register
 class AddGaussianNoise(Attack):
     name = "gauss-noise"
+    stochastic = True
     description = "add i.i.d. Gaussian pixel noise with standard deviation sigma"
     defaults = {"sigma": 0.05}
 
@@ -140,3 +193,26 @@ class AddGaussianNoise(Attack):
         noise = torch.stack([torch.randn(x.shape[1:], generator=sample_generator(seed, int(i), self.name))
                              for i in positions])
         return x + sigma * noise.to(x.dtype)
+
+
+@ATTACKS.register
+class BitDepth(Attack):
+    name = "bdr"
+    description = ("bit-depth reduction to `bits` bits per channel (Image Shortcut Squeezing; Liu, Zhao, Larson, "
+                   "ICML 2023)")
+    defaults = {"bits": 2}
+    param_schema = {"bits": {"type": "integer", "minimum": 1, "maximum": 8}}
+
+    def __call__(self, x, seed):
+        levels = 2 ** int(self.params["bits"]) - 1
+        return (x.clamp(0, 1) * levels).round() / levels
+
+
+@ATTACKS.register
+class Grayscale(Attack):
+    name = "grayscale"
+    description = ("grayscale: every channel set to the channels' mean (Image Shortcut Squeezing; Liu, Zhao, Larson, "
+                   "ICML 2023); a no-op on 1-channel images")
+
+    def __call__(self, x, seed):
+        return x.mean(1, keepdim=True).expand_as(x).clone()

@@ -12,8 +12,10 @@ LEGACY_METRICS = {"auth_gap": "attacked_gap"}
 FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
 # the unlearnable-examples board (bench.protocols.unlearnable): test top-1 of models trained on protected data
 UNLEARNABLE_METRICS = {"top1": "lower"}
+# the GLUE (NE text) board (bench.protocols.glue): a cell's primary GLUE metric x 100, by the evaluated model's role
+GLUE_METRICS = {"glue_clean": "higher", "glue_authorized": "higher", "glue_unauthorized": "lower"}
 # every metric a reference can hold, hence every key a tolerance may name
-CHECK_METRICS = {**LEADERBOARD_METRICS, **FINGERPRINT_METRICS, **UNLEARNABLE_METRICS}
+CHECK_METRICS = {**LEADERBOARD_METRICS, **FINGERPRINT_METRICS, **UNLEARNABLE_METRICS, **GLUE_METRICS}
 # the boards the built-in protocols rank on ([standard_attacks] keys a suite may name before any protocol is loaded;
 # each protocol declares its own: Protocol.boards, and tests/test_protocols.py checks the two agree)
-BOARDS = ("input", "model", "baselines", "ownership", "train-on-data")
+BOARDS = ("input", "model", "baselines", "ownership", "train-on-data", "glue")

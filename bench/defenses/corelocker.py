@@ -1,4 +1,5 @@
-"""CoreLocker (Wang et al., IEEE S&P 2024): lock a model by extracting its most important units.
+"""CoreLocker: lock a model by extracting its most important units (Zihan Wang, Zhongkui Ma, Xinguo Feng,
+Ruoxi Sun, Hu Wang, Minhui Xue and Guangdong Bai, "CoreLocker: Neuron-level Usage Control", IEEE S&P 2024).
 
 Layers are found by tracing one forward pass of a seeded probe: images of the model's input size,
 or token ids for a text classifier (bench.text.adapter.TextClassifier). The input layer (the first
@@ -53,6 +54,8 @@ from bench.models.adapter import ModelAdapter, weights_digest
 
 CRITERIA = ("l1", "bn-scale", "random")
 GRANULARITIES = ("weight", "row")
+COUNTS = ("paper", "code")
+RANDOM_UNITS = ("weight", "filter")
 DIGEST_KEYS = ("__model_digest__", "__weights_digest__")
 PROBE = 4
 PROBE_TOKENS = 16
@@ -127,10 +130,12 @@ def _layers(module: nn.Module, forward):
     return order, inputs, outputs, _logits(result)
 
 
-def _groups(module: nn.Module, forward, granularity: str = "row") -> tuple[list[Group], dict, dict, list]:
+def _groups(module: nn.Module, forward, granularity: str = "row", conv_weights: bool = False
+            ) -> tuple[list[Group], dict, dict, list]:
     """Hidden Conv2d/Linear/MHA groups (Linear and MHA projections as single weights when
-    `granularity == "weight"`; Conv2d always as filters), the traced layers, their inputs, and the
-    BatchNorm units: one group per affine BatchNorm the probe reaches, in execution order."""
+    `granularity == "weight"`; Conv2d as filters, or as single weights too with `conv_weights`: the
+    random control's units), the traced layers, their inputs, and the BatchNorm units: one group per
+    affine BatchNorm the probe reaches, in execution order."""
     order, inputs, outputs, _ = _layers(module, forward)
     mhas = [n for n, m in order if isinstance(m, nn.MultiheadAttention)]
     linear = [(n, m) for n, m in order if isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention, nn.RNNBase))
@@ -157,7 +162,7 @@ def _groups(module: nn.Module, forward, granularity: str = "row") -> tuple[list[
                     groups.append(Group(name, pre + wname, None if entries or getattr(mod, bname, None) is None
                                         else pre + bname, w.numel() if entries else w.shape[0], entries=entries))
             continue
-        if entries and isinstance(mod, nn.Linear):
+        if entries and (isinstance(mod, nn.Linear) or conv_weights):
             groups.append(Group(name, pre + "weight", None, mod.weight.numel(), entries=True))
             continue
         bn = next((n for n, m in order if isinstance(m, nn.modules.batchnorm._BatchNorm)
@@ -181,10 +186,20 @@ def _groups(module: nn.Module, forward, granularity: str = "row") -> tuple[list[
     return groups, dict(linear), inputs, bns
 
 
-def _select(groups: list[Group], params: dict, criterion: str, ratio: float, gen: torch.Generator):
+def code_count(n: int, ratio: float) -> int:
+    """How many of n units the public code extracts at `ratio` (corelock.py: threshold = the ascending-sorted
+    score at index int(n * (1 - ratio)), units strictly above it extracted; distinct scores)."""
+    cut = int(n * (1 - ratio))
+    return max(n - cut - 1, 0) if cut < n else 0
+
+
+def _select(groups: list[Group], params: dict, criterion: str, ratio: float, gen: torch.Generator,
+            count: str = "paper"):
     """[(group index, unit)] of the extracted units, and notes. Groups of one kind (filters/rows, single
     weights, BatchNorm channels) form one pool ranked globally; with several pools each takes the
-    `ratio` share of its own size (scores of different kinds are not comparable)."""
+    `ratio` share of its own size (scores of different kinds are not comparable). `count = "code"`: each
+    pool extracts the units strictly above the public code's threshold instead (`code_count` for distinct
+    scores: one fewer than round(ratio * n) at 0.05 of 150 BatchNorm channels, 7 against 8)."""
     n_units = sum(g.size for g in groups)
     if not n_units:
         raise UserError("corelocker found no hidden Conv2d/Linear/MultiheadAttention layer to extract from")
@@ -211,6 +226,9 @@ def _select(groups: list[Group], params: dict, criterion: str, ratio: float, gen
         left -= take
         values = torch.cat([score(g) for g in pool])
         ids = [(g, r) for g in pool for r in range(groups[g].size)]
+        if count == "code":  # the code's threshold: strictly above the sorted score at int(n * (1 - ratio))
+            cut = int(n * (1 - ratio))
+            take = int((values > torch.sort(values).values[cut]).sum()) if ratio > 0 and cut < n else 0
         top = torch.sort(values, descending=True, stable=True).indices[:take].tolist()
         chosen += [ids[i] for i in top]
     return sorted(chosen), []
@@ -321,9 +339,11 @@ class CoreLocker(ModelDefense):
     name = "corelocker"
     description = ("CoreLocker: zero the top-ratio weights/filters (global, by l1) or BatchNorm channels (global, by "
                    "|gamma|) and release; the key restores them")
-    defaults = {"ratio": 0.05, "criterion": "bn-scale", "granularity": "weight", "seed": 0}
+    defaults = {"ratio": 0.05, "criterion": "bn-scale", "granularity": "weight", "count": "paper",
+                "random_unit": "weight", "seed": 0}
     param_schema = {"ratio": {"type": "number", "minimum": 0, "maximum": 1}, "criterion": {"enum": list(CRITERIA)},
-                    "granularity": {"enum": list(GRANULARITIES)}, "seed": {"type": "integer"}}
+                    "granularity": {"enum": list(GRANULARITIES)}, "count": {"enum": list(COUNTS)},
+                    "random_unit": {"enum": list(RANDOM_UNITS)}, "seed": {"type": "integer"}}
 
     def protect(self, model, train, seed: int) -> Protected:
         start = time.perf_counter()
@@ -332,14 +352,16 @@ class CoreLocker(ModelDefense):
         forward = probe_forward(model, gen)
         released = copy.deepcopy(_module(model)).eval()
         criterion = self.params["criterion"]
-        layers, linear, _, bns = _groups(released, forward, self.params["granularity"])
+        random_weights = criterion == "random" and self.params["random_unit"] == "weight"  # the paper's control
+        layers, linear, _, bns = _groups(released, forward, "weight" if random_weights else self.params["granularity"],
+                                         conv_weights=random_weights)
         notes = []
         if criterion == "bn-scale" and not bns:
             notes.append("bn-scale: the model has no affine BatchNorm; units ranked by l1 instead")
         groups = bns if criterion == "bn-scale" and bns else layers
         params = dict(released.named_parameters())
         chosen, _ = _select(groups, params, "l1" if criterion == "bn-scale" and not bns else criterion,
-                            float(self.params["ratio"]), gen)
+                            float(self.params["ratio"]), gen, self.params["count"])
         original = {n: p.detach().clone() for n, p in params.items()}
         masks, link_notes = _extract(released, groups, chosen, linear, forward)
         stats = _bn_statistics(released, groups, chosen)  # per-channel running statistics leak too: extract them

@@ -91,8 +91,10 @@ class KeyedInput(nn.Module):
     def __init__(self, inner: nn.Module, perm, flip, block: int, mean, std):
         super().__init__()
         self.inner, self.block = inner, block
-        self.register_buffer("perm", perm, persistent=False)
-        self.register_buffer("flip", flip, persistent=False)
+        # persistent: the key is part of the key holder's model identity (a wrong key is another model, whose
+        # forward passes must not share the cache with the right key's)
+        self.register_buffer("perm", perm)
+        self.register_buffer("flip", flip)
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
@@ -120,6 +122,10 @@ def draw_key(channels: int, block: int, flip: bool, gen: torch.Generator) -> tup
 @DEFENSES.register
 class KeyTransform(ModelDefense):
     name = "key-transform"
+    paper = {"authors": "MaungMaung AprilPyone, Hitoshi Kiya",
+             "title": "A Protection Method of Trained CNN Model with a Secret Key from Unauthorized Access",
+             "venue": "APSIPA TSIP 10(1) e10, 2021",
+             "link": "https://doi.org/10.1017/ATSIP.2021.9"}
     description = ("Key-based block-wise transform (AprilPyone & Kiya, APSIPA TSIP 2021): trained on key-shuffled "
                    "blocks; plain or wrong-key input fails")
     trains = True
@@ -173,11 +179,24 @@ class PassportNorm(nn.Module):
         self.bn = nn.BatchNorm2d(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=False)
         self.bn.load_state_dict({k: v for k, v in bn.state_dict().items() if k.startswith("running") or k == "num_batches_tracked"})
         self.conv = [conv]  # shared with the network, not registered twice
-        self.register_buffer("p_gamma", p_gamma, persistent=False)
-        self.register_buffer("p_beta", p_beta, persistent=False)
+        # persistent: the passports are part of the model's identity (weights digest), so the key holder's,
+        # the released (zero) and a forged passport network are three models to the forward-pass cache
+        self.register_buffer("p_gamma", p_gamma)
+        self.register_buffer("p_beta", p_beta)
 
     def set_passports(self, p_gamma: torch.Tensor, p_beta: torch.Tensor) -> None:
         self.p_gamma, self.p_beta = p_gamma, p_beta
+
+    def learn_passports(self, learn: bool = True) -> None:
+        """Make the passports trainable parameters (an attacker fitting forged passports) or, with
+        `learn=False`, fixed buffers again (their learned values kept)."""
+        for name in ("p_gamma", "p_beta"):
+            value = getattr(self, name).detach().clone()
+            delattr(self, name)
+            if learn:
+                self.register_parameter(name, nn.Parameter(value))
+            else:
+                self.register_buffer(name, value)
 
     def forward(self, x):
         conv = self.conv[0]
@@ -242,9 +261,53 @@ def recalibrate(module: nn.Module, norms: list[nn.BatchNorm2d], data, preprocess
     module.eval()
 
 
+def passport_norms(module: nn.Module) -> list[PassportNorm]:
+    """The passport layers of a network, in registration order (empty for a network without them)."""
+    return [m for m in module.modules() if isinstance(m, PassportNorm)]
+
+
+def with_passports(released: nn.Module, passports: list[tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
+    """A copy of a passport network with `passports` (one (P_gamma, P_beta) per passport layer) in place."""
+    module = copy.deepcopy(released)
+    for norm, (pg, pb) in zip(passport_norms(module), passports):
+        norm.set_passports(pg, pb)
+    return module.eval()
+
+
+def forge_passports(released: nn.Module, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """DeepIPR's fake passports, made from what an attacker has: the layer-input features of two of its own
+    (normalized) images `x[:2]` through the released weights, layer by layer (each layer's passports are its
+    input features once the earlier layers run with the passports already forged; the later layers' zeros do
+    not affect earlier inputs)."""
+    norms = passport_norms(released)
+    forged: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for i in range(len(norms)):
+        module = with_passports(released, forged + [(torch.zeros_like(n.p_gamma), torch.zeros_like(n.p_beta))
+                                                    for n in norms[len(forged):]])
+        f = layer_inputs(module, [n.conv[0] for n in passport_norms(module)], x)[i]
+        forged.append((f[:1].clone(), f[1:2].clone()))
+    return forged
+
+
+def rescale_passports(released: nn.Module, passports: list, gamma: float = 1.0, beta: float = 0.1) -> list:
+    """Passports scaled so that the scale and bias they give have mean magnitude `gamma` and `beta` (a fresh
+    BatchNorm's 1 and 0.1; the same free choice of passport norm the defense makes): raw features give scales
+    in the hundreds."""
+    out = []
+    for norm, (pg, pb) in zip(passport_norms(released), passports):
+        conv = norm.conv[0]
+        with torch.no_grad():
+            g, b = conv(pg).mean((0, 2, 3)).abs().mean(), conv(pb).mean((0, 2, 3)).abs().mean()
+        out.append((pg * float(gamma / g.clamp_min(1e-12)), pb * float(beta / b.clamp_min(1e-12))))
+    return out
+
+
 @DEFENSES.register
 class Passport(ModelDefense):
     name = "passport"
+    paper = {"authors": "Lixin Fan, Kam Woh Ng, Chee Seng Chan",
+             "title": "Rethinking Deep Neural Network Ownership Verification: Embedding Passports to Defeat Ambiguity "
+                      "Attacks", "venue": "NeurIPS 2019", "link": "https://github.com/kamwoh/DeepIPR"}
     description = ("DeepIPR passport layers (Fan et al., NeurIPS 2019): BatchNorm scale/bias from secret passports; "
                    "forged passports fail")
     trains = True
@@ -299,13 +362,10 @@ class Passport(ModelDefense):
 
     @staticmethod
     def _norms(module: nn.Module) -> list[PassportNorm]:
-        return [m for m in module.modules() if isinstance(m, PassportNorm)]
+        return passport_norms(module)
 
     def _with(self, released: nn.Module, passports: list[tuple[torch.Tensor, torch.Tensor]]) -> nn.Module:
-        module = copy.deepcopy(released)
-        for norm, (pg, pb) in zip(self._norms(module), passports):
-            norm.set_passports(pg, pb)
-        return module.eval()
+        return with_passports(released, passports)
 
     def authorized(self, protected, model):
         n = len(self._norms(protected.released))
@@ -315,20 +375,11 @@ class Passport(ModelDefense):
     def forge(self, released: nn.Module, model, images: torch.Tensor, seed: int) -> list:
         """The attacker's passports: layer-input features of two images of its own through the released
         weights (the paper's fake passports), or uniform noise in [-1, 1]."""
-        norms = self._norms(released)
         if self.params["forge"] == "random":
             gen = _seed(seed, "passport-random")
             return [(torch.rand(n.p_gamma.shape, generator=gen) * 2 - 1, torch.rand(n.p_beta.shape, generator=gen) * 2 - 1)
-                    for n in norms]
-        # layer by layer: each layer's passports are its input features once the earlier layers run with
-        # the passports already forged (later layers' zeros do not affect earlier inputs)
-        forged, x = [], model.preprocess(images)
-        for i in range(len(norms)):
-            module = self._with(released, forged + [(torch.zeros_like(n.p_gamma), torch.zeros_like(n.p_beta))
-                                                    for n in norms[len(forged):]])
-            f = layer_inputs(module, [n.conv[0] for n in self._norms(module)], x)[i]
-            forged.append((f[:1].clone(), f[1:2].clone()))
-        return forged
+                    for n in passport_norms(released)]
+        return forge_passports(released, model.preprocess(images))
 
     def evaluations(self, protected, model, others):
         forged = _adapter(model, self._with(protected.released, protected.forged), f"{model.name}[forged-passport]")
@@ -342,6 +393,9 @@ class Passport(ModelDefense):
 @DEFENSES.register
 class NNSplitter(ModelDefense):
     name = "nnsplitter"
+    paper = {"authors": "Tong Zhou, Yukui Luo, Shaolei Ren, Xiaolin Xu",
+             "title": "NNSplitter: An Active Defense Solution for DNN Model via Automated Weight Obfuscation",
+             "venue": "ICML 2023"}
     description = ("NNSplitter (Zhou et al., ICML 2023): a few in-range weight perturbations destroy accuracy; the "
                    "key restores them")
     trains = False

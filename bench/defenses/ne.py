@@ -108,22 +108,49 @@ class NEPatch(InputDefense):
             self._normalized[key] = PerDevice(basis=basis.contiguous(), basis_t=basis.T.contiguous())
         return self._normalized[key]
 
+    def code_basis(self, std) -> torch.Tensor:
+        """The public code's subspace (`nes.py`, `extract_null_space_vectors`), for psnr_mode "paper-code": the
+        SVD of the layer's OWN weight (W with the normalization's std taken back out: it acts on the
+        processor-normalized tensor) reshaped (outputs, inputs); rank = outputs when the layer has more inputs
+        than outputs (tau ignored: the exact nullspace), else the count of singular values > tau; the basis is
+        the right-singular vectors past the rank, the last one alone when that leaves none. (n, k) float64,
+        orthonormal in the normalized patch domain, in the code's order. `std`: the authorized model's."""
+        key = ("code", tuple(float(v) for v in std))
+        if key not in self._normalized:
+            n, c = self._basis.shape[0], self._fl.input_shape[0]
+            per_entry = torch.tensor(key[1], dtype=torch.float64).expand(c).repeat_interleave(n // c)
+            w = self._fl.matrix.to(torch.float64) * per_entry  # the layer's own weight
+            _, s, vh = torch.linalg.svd(w, full_matrices=True)
+            rank = s.numel() if vh.shape[0] > s.numel() else int((s > self.params["tau"]).sum())
+            basis = (vh[rank:].T if rank < vh.shape[0] else vh[-1:].T).contiguous()
+            self._normalized[key] = PerDevice(basis=basis, basis_t=basis.T.contiguous())
+        return self._normalized[key].on(torch.device("cpu"))["basis"]
+
     def patch_noise(self, x, indices, labels, seed, fl, std):
-        """V z per patch before the fold, in the normalized domain (the public code's noise: the same codes
-        z as `directions`, tiled or per position), (N, n, L); `fl` is the fitted model's own first layer."""
-        (n, k), positions = self._basis.shape, self._positions
+        """V z per patch before the fold, in the normalized domain: the public code's noise, in the public code's
+        subspace (`code_basis`: tau on the layer's own weight), with the codes z tiled or per position, (N, n, L).
+        `fl` is the fitted model's first layer or the same layer on another input size (the code unfolds each
+        model's own preprocessed image with the authorized layer's kernel); `std` is the authorized model's."""
+        n, k = self.code_basis(std).shape
+        state = self._normalized[("code", tuple(float(v) for v in std))]
+        positions = fl.unfold(torch.zeros(1, *fl.input_shape, dtype=torch.float64)).shape[-1]
         tiled = self.params["layout"] == "tiled"
-        normalized = self._normalized_basis(std)
 
         def build(z):
-            g, state = len(z), normalized.on(z.device)
+            g, on = len(z), state.on(z.device)
             if tiled or positions == 1:
-                return rows_matmul(z[:, :, 0], state["basis_t"]).unsqueeze(2).expand(g, n, positions)
-            return torch.bmm(state["basis"].expand(g, n, k), z)
+                return rows_matmul(z[:, :, 0], on["basis_t"]).unsqueeze(2).expand(g, n, positions)
+            return torch.bmm(on["basis"].expand(g, n, k), z)
 
         code_shape = (k, 1) if tiled else (k, positions)
         return self.batched_directions(x, indices, labels, seed, code_shape, (n, positions), build,
                                        8 * (k + 2 * n) * positions)
+
+    def code_summary(self, std) -> dict:
+        """What psnr_mode "paper-code" perturbs in (`code_basis`), for the row's defense summary."""
+        k = self.code_basis(std).shape[1]
+        return {"subspace_dim": k, "subspace_rule": "code (tau on the layer's own weight; ignored when inputs > outputs)",
+                "harness_subspace_dim": self._summary["subspace_dim"]}
 
     def summary(self) -> dict:
         return dict(self._summary)

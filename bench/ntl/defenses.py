@@ -5,7 +5,9 @@ unauthorized (target) domains' training images as its method requires, and retur
 protocol scores it on every domain's test images and under the standard attacks (bench.ntl.attacks).
 
 - `plain`: ordinary training on the source domain only (the reference every NTL method is compared with);
-- `ntl`: Non-Transferable Learning, target-specified (bench.ntl.methods.train_ntl; the public code's objective).
+- `ntl`: Non-Transferable Learning, target-specified (bench.ntl.methods.train_ntl; the public code's objective);
+- `cuti`: target-specified CUTI-domain (bench.ntl.methods.train_cuti);
+- `sophon`: SOPHON non-fine-tunable learning, the restricted domain = the targets (bench.ntl.methods.train_sophon).
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from bench.defenses.base import DEFENSES, Defense
-from bench.ntl.methods import train_ntl
+from bench.ntl.methods import train_cuti, train_ntl, train_sophon, train_supervised
 
 PROTOCOL = "domain"
 
@@ -47,24 +48,6 @@ class DomainDefense(Defense):
         raise NotImplementedError
 
 
-def train_plain(module: nn.Module, preprocess, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
-                seed: int, batch: int = 64) -> nn.Module:
-    """Cross-entropy, Adam, seeded mini-batches (the same loop as train_ntl without the target term)."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
-    module.train()
-    for _ in range(int(epochs)):
-        order = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y), batch):
-            idx = order[i : i + batch]
-            loss = F.cross_entropy(module(preprocess(x[idx])), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return module.eval()
-
-
 @DEFENSES.register
 class Plain(DomainDefense):
     name = "plain"
@@ -72,7 +55,7 @@ class Plain(DomainDefense):
 
     def train(self, module, preprocess, source, target, num_classes, seed):
         p = self.params
-        return train_plain(module, preprocess, source.images, source.labels, epochs=int(p["epochs"]), lr=float(p["lr"]),
+        return train_supervised(module, preprocess, source.images, source.labels, epochs=int(p["epochs"]), lr=float(p["lr"]),
                            seed=seed, batch=int(p["batch"]))
 
 
@@ -93,3 +76,52 @@ class NTL(DomainDefense):
         return train_ntl(module, preprocess, source.images, source.labels, target.images, target.labels, num_classes,
                          epochs=int(p["epochs"]), lr=float(p["lr"]), seed=seed, alpha=float(p["alpha"]),
                          beta=float(p["beta"]), batch=int(p["batch"]))
+
+
+@DEFENSES.register
+class CUTI(DomainDefense):
+    name = "cuti"
+    description = ("CUTI-domain, target-specified (Wang, Wang, Zhang & Fu, CVPR 2023): NTL's target term, every second step "
+                   "on target features restyled with the source's instance statistics")
+    paper = {"authors": "Lianyu Wang, Meng Wang, Daoqiang Zhang, Huazhu Fu",
+             "title": "Model Barrier: A Compact Un-Transferable Isolation Domain for Model Intellectual Property "
+                      "Protection", "venue": "CVPR 2023", "link": "https://github.com/LyWang12/CUTI-Domain"}
+    defaults = {**DomainDefense.defaults, "alpha": 0.1, "clip": 1.0, "lr_decay": 0.999, "every": 2}
+    param_schema = {**DomainDefense.param_schema, "alpha": {"type": "number", "minimum": 0},
+                    "clip": {"type": "number", "exclusiveMinimum": 0},
+                    "lr_decay": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "every": {"type": "integer", "minimum": 1}}
+
+    def train(self, module, preprocess, source, target, num_classes, seed):
+        p = self.params
+        return train_cuti(module, preprocess, source.images, source.labels, target.images, target.labels, num_classes,
+                          epochs=int(p["epochs"]), lr=float(p["lr"]), seed=seed, alpha=float(p["alpha"]),
+                          clip=float(p["clip"]), lr_decay=float(p["lr_decay"]), every=int(p["every"]),
+                          batch=int(p["batch"]))
+
+
+@DEFENSES.register
+class Sophon(DomainDefense):
+    name = "sophon"
+    description = ("SOPHON non-fine-tunable learning (Deng et al., IEEE S&P 2024): simulated fine-tuning on the targets "
+                   "(first-order MAML) whose outcome is suppressed, alternating with source training")
+    paper = {"authors": "Jiangyi Deng, Shengyuan Pang, Yanjiao Chen, Liangming Xia, Yijie Bai, Haiqin Weng, Wenyuan Xu",
+             "title": "SOPHON: Non-Fine-Tunable Learning to Restrain Task Transferability For Pre-trained Models",
+             "venue": "IEEE S&P 2024", "link": "https://github.com/ChiangE/Sophon"}
+    defaults = {**DomainDefense.defaults, "loops": 50, "inner_steps": 5, "inner_lr": 0.01, "alpha": 3.0, "beta": 5.0,
+                "natural_steps": 1, "sophon_lr": 1e-3, "loss": "ice", "reinit_head": False}
+    param_schema = {**DomainDefense.param_schema, "loops": {"type": "integer", "minimum": 0},
+                    "inner_steps": {"type": "integer", "minimum": 1},
+                    "inner_lr": {"type": "number", "exclusiveMinimum": 0},
+                    "alpha": {"type": "number", "exclusiveMinimum": 0}, "beta": {"type": "number", "exclusiveMinimum": 0},
+                    "natural_steps": {"type": "integer", "minimum": 0},
+                    "sophon_lr": {"type": "number", "exclusiveMinimum": 0},
+                    "loss": {"enum": ["ice", "ice-code", "klu"]}, "reinit_head": {"type": "boolean"}}
+
+    def train(self, module, preprocess, source, target, num_classes, seed):
+        p = self.params
+        return train_sophon(module, preprocess, source.images, source.labels, target.images, target.labels, num_classes,
+                            epochs=int(p["epochs"]), lr=float(p["lr"]), seed=seed, loops=int(p["loops"]),
+                            inner_steps=int(p["inner_steps"]), inner_lr=float(p["inner_lr"]), alpha=float(p["alpha"]),
+                            beta=float(p["beta"]), natural_steps=int(p["natural_steps"]), loss=str(p["loss"]),
+                            reinit_head=bool(p["reinit_head"]), batch=int(p["batch"]), sophon_lr=float(p["sophon_lr"]))

@@ -7,6 +7,8 @@ documented transform of the source images, so an authorized / unauthorized domai
 - `invert`: x -> 1 - x (white digits on black become black on white);
 - `blur`: a 5x5 Gaussian blur, sigma 1 (on the 32 x 32 upsampled digits);
 - `noise`: additive Gaussian noise, sigma 0.1, clipped to [0, 1], seeded per image index;
+- `heavy-noise`: the same with sigma 0.3 (its own seeds): far enough from the source that NTL can close it, and
+  of the kind of shift TransNTL's augmentations imitate;
 - `shift`: a translation by 4 pixels right and down, zero fill.
 Real domain pairs (CIFAR-10 vs STL-10, digits datasets) come through their loaders and kits.
 """
@@ -27,12 +29,12 @@ def _blur(x: torch.Tensor, sigma: float = 1.0, size: int = 5) -> torch.Tensor:
     return F.conv2d(F.pad(x, (size // 2,) * 4, mode="replicate"), kernel, groups=x.shape[1])
 
 
-def _noise(x: torch.Tensor, indices: torch.Tensor | None) -> torch.Tensor:
+def _noise(x: torch.Tensor, indices: torch.Tensor | None, sigma: float = 0.1, salt: int = 17) -> torch.Tensor:
     idx = indices if indices is not None else torch.arange(len(x))
     out = torch.empty_like(x)
     for row, i in enumerate(idx.tolist()):
-        gen = torch.Generator().manual_seed(1_000_003 * int(i) + 17)
-        out[row] = (x[row] + 0.1 * torch.randn(x[row].shape, generator=gen, dtype=x.dtype)).clamp(0, 1)
+        gen = torch.Generator().manual_seed(1_000_003 * int(i) + salt)
+        out[row] = (x[row] + sigma * torch.randn(x[row].shape, generator=gen, dtype=x.dtype)).clamp(0, 1)
     return out
 
 
@@ -46,6 +48,7 @@ DOMAINS = {
     "invert": lambda x, idx: 1 - x,
     "blur": lambda x, idx: _blur(x),
     "noise": _noise,
+    "heavy-noise": lambda x, idx: _noise(x, idx, 0.3, 29),
     "shift": lambda x, idx: _shift(x),
 }
 

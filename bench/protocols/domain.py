@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench.attacks import attack_label
-from bench.core.entry import Entry, attacks_key, key, list_of, string
+from bench.core.entry import Entry, attacks_key, key, list_of, string, trials_key
 from bench.core.types import Job, Measurement, Role
 from bench.defenses import get_defense
 from bench.core.errors import UserError
@@ -61,6 +61,7 @@ class DomainEntry(Entry):
     archs: list = key(list_of(string(), "architectures (digits zoo families, timm:<name>, torch:<pkg.mod:fn>)",
                               min_items=1), factory=list, parse=lambda v: [str(a) for a in v])
     attacks: list = attacks_key()
+    trials: int = trials_key()
 
 
 def suite_archs(ctx) -> list[str]:
@@ -104,11 +105,16 @@ class DomainProtocol(Protocol):
         for attack in entry.attacks:
             domain_attacks.parse(attack)  # validates
         domains = (entry.source, *entry.targets)
+        # every domain defense trains at run time: the entry's trials are raised to the suite's [check] trials (the
+        # reference records the spread over trials, bench.reports.reference); --trials N caps them
+        trials = max(entry.trials, int(ctx.suite.check.get("trials", 1)))
+        cap = getattr(ctx.options, "trials", None)
+        trials = min(trials, int(cap)) if cap is not None else trials
         return [with_cells(ctx, Job(protocol=self.name, defense=entry.name, params=cls(**{**entry.params, **p}).params,
                                     point={"source": entry.source, "targets": list(entry.targets), **p},
-                                    release="model", attack=attack, authorized=arch, evaluated=domains,
+                                    release="model", attack=attack, authorized=arch, evaluated=domains, trial=trial,
                                     group=f"{entry.name}|{arch}"))
-                for p in grid(entry.sweep) for arch in archs for attack in entry.attacks]
+                for p in grid(entry.sweep) for arch in archs for trial in range(trials) for attack in entry.attacks]
 
     def trained(self, ctx, job: Job, train, pre):
         """The defense's model of (defense, params, domains, architecture, trial): trained once per run."""
@@ -123,9 +129,11 @@ class DomainProtocol(Protocol):
                                for i in range(len(idx))])  # each image's target copy: the targets in turn
             torch.manual_seed(seed)
             module = build_arch(job.authorized, num_classes=train.num_classes, in_chans=train.images.shape[1])
-            module = defense.train(module, pre, DomainData(images=to_domain(job.point["source"], train.images, idx),
-                                                           labels=train.labels),
-                                   DomainData(images=mixed, labels=train.labels), train.num_classes, seed)
+            labels = ctx.to_device(train.labels)  # trained on the run's device (--device, [run] device)
+            module = defense.train(module.to(ctx.device), pre,
+                                   DomainData(images=ctx.to_device(to_domain(job.point["source"], train.images, idx)),
+                                              labels=labels),
+                                   DomainData(images=ctx.to_device(mixed), labels=labels), train.num_classes, seed)
             memo.clear()  # one trained model at a time (jobs of one group run in turn)
             memo[k] = module
         return memo[k]
@@ -139,14 +147,15 @@ class DomainProtocol(Protocol):
         module = self.trained(ctx, job, train, pre)
         seed = ctx.seed(job.trial)
         tidx = torch.as_tensor(train.indices)
-        src = (to_domain(job.point["source"], train.images, tidx), train.labels)
-        tgts = [(to_domain(t, train.images, tidx), train.labels) for t in job.point["targets"]]
+        labels = ctx.to_device(train.labels)
+        src = (ctx.to_device(to_domain(job.point["source"], train.images, tidx)), labels)
+        tgts = [(ctx.to_device(to_domain(t, train.images, tidx)), labels) for t in job.point["targets"]]
         attacked = domain_attacks.attack(job.attack, module, pre, source=src, targets=tgts, seed=seed)
         eidx = torch.as_tensor(test.indices)
         out = []
         for domain, cell in zip(job.evaluated, job.cells):
             with torch.no_grad():
-                logits = attacked(pre(to_domain(domain, test.images, eidx)))
+                logits = attacked(pre(ctx.to_device(to_domain(domain, test.images, eidx)))).cpu()
             top1 = 100 * float((logits.argmax(1) == test.labels).float().mean())
             role = Role.AUTHORIZED if domain == job.point["source"] else Role.UNAUTHORIZED
             out.append(Measurement(evaluated=domain, role=role, arch={"authorized": job.authorized,
@@ -157,24 +166,35 @@ class DomainProtocol(Protocol):
 
     @classmethod
     def check_cells(cls, rows):
-        return [(f"{r['defense']}|{sorted(r['point'].items())}|{r['authorized']}|{r['attack']}|{r['evaluated']}",
-                 "source_top1" if r["role"] == Role.AUTHORIZED.value else "target_top1", float(r["metrics"]["top1"]), True)
-                for r in rows if r.get("protocol") == NAME]
+        """One cell per (defense, point, architecture, attack, domain): its top-1, averaged over the trials."""
+        cells: dict[tuple, list[float]] = {}
+        for r in rows:
+            if r.get("protocol") == NAME:
+                k = (f"{r['defense']}|{sorted(r['point'].items())}|{r['authorized']}|{r['attack']}|{r['evaluated']}",
+                     "source_top1" if r["role"] == Role.AUTHORIZED.value else "target_top1")
+                cells.setdefault(k, []).append(float(r["metrics"]["top1"]))
+        return [(k, metric, sum(v) / len(v), True) for (k, metric), v in cells.items()]
 
     def reports(self, rows, out, cfg):
         mine = [r for r in rows if r.get("protocol") == NAME]
         if not mine:
             return []
-        groups: dict[tuple, dict] = {}
+        seen: dict[tuple, list[float]] = {}  # (defense, arch, attack, domain, is source) -> top-1 per trial
         for r in mine:
-            g = groups.setdefault((r["defense"], r["authorized"], r["attack"]), {"source": None, "targets": {}})
-            if r["role"] == Role.AUTHORIZED.value:
-                g["source"] = r["metrics"]["top1"]
+            seen.setdefault((r["defense"], r["authorized"], r["attack"], r["evaluated"],
+                             r["role"] == Role.AUTHORIZED.value), []).append(float(r["metrics"]["top1"]))
+        groups: dict[tuple, dict] = {}
+        for (defense, arch, attack, domain, is_source), values in seen.items():
+            g = groups.setdefault((defense, arch, attack), {"source": None, "targets": {}})
+            mean = sum(values) / len(values)  # the trials' mean
+            if is_source:
+                g["source"] = mean
             else:
-                g["targets"][r["evaluated"]] = r["metrics"]["top1"]
+                g["targets"][domain] = mean
         targets = list(dict.fromkeys(t for g in groups.values() for t in g["targets"]))
         lines = ["# Non-transferable learning (measured by authbench)", "",
-                 "Top-1 (%) on the evaluated split in each domain, after each attack; gap = source - best target.", "",
+                 "Top-1 (%) on the evaluated split in each domain, after each attack (mean over trials); gap = source - "
+                 "best target.", "",
                  "| defense | arch | attack | source | " + " | ".join(targets) + " | gap |",
                  "|---|---|---|---|" + "---|" * len(targets) + "---|"]
         for (defense, arch, attack), g in groups.items():

@@ -33,6 +33,8 @@ from bench.defenses import get_defense
 from bench.core.errors import UserError
 from bench.kits.resolve import resolve_dataset
 from bench.protocols.base import PROTOCOLS, Protocol, grid, with_cells
+from bench.core.metrics import GLUE_METRICS
+from bench.reports.boards import gap_board
 from bench.reports.corelocker import render_corelocker
 from bench.reports.ne_tasks import render_glue_tables, task_summary
 from bench.text.adapter import TextClassifier, load_text_model
@@ -68,6 +70,24 @@ class Glue(Protocol):
                  "files": table(string(), "a table task = \"file.tsv\"")}
     entry = GlueEntry
     entries = {LOCK: GlueLockEntry}
+    own_defenses = (TextNE.name,)  # run by this protocol itself, not through the defense registry (rank reads this)
+    boards = {"glue": gap_board("glue")}  # the gap board its NE-text rows rank on (named as the protocol)
+    check_board = "glue"
+    # a cell's primary GLUE metric (x 100): higher is better for the clean and authorized models, lower for a
+    # model reading another's release (one it reads better is a regression of the defense)
+    check_metrics = GLUE_METRICS
+
+    @classmethod
+    def check_cells(cls, rows):
+        """Every measured NE-text cell: (task|defense|params|point|release|authorized|evaluated, metric, value,
+        False). They train nothing at run time (a recipe head is trained once, deterministically, and cached),
+        so the suite's inference_tolerance applies."""
+        metric = {Role.CLEAN.value: "glue_clean", Role.AUTHORIZED.value: "glue_authorized"}
+        return [("|".join([str(r.get("task")), r["defense"], str(sorted(r["params"].items())),
+                           str(sorted(r["point"].items())), r["release"], r["authorized"], r["evaluated"]]),
+                 metric.get(r["role"], "glue_unauthorized"), float(r["metrics"]["top1"]), False)
+                for r in rows if r.get("protocol") == cls.name and r.get("defense") != LOCK
+                and (r.get("metrics") or {}).get("top1") is not None]
 
     def summary(self, rows, reports):
         return task_summary(reports)

@@ -23,14 +23,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from bench.attacks import DATA_KINDS, attack_label, get_attack
 from bench.attacks.attacker import AttackerView
-from bench.attacks.base import apply_attack
+from bench.attacks.base import apply_attack, attack_identity
 from bench.core.cache import digest
 from bench.core.entry import Entry, as_list, attacks_key, key, models_key, number, one_or_list, string, trials_key
 from bench.core.types import Encoding, Job, Measurement, Role
@@ -76,6 +76,9 @@ def _mean(parts: list) -> float | None:
 
 EVALUATIONS = ("release", "paper-code")
 CODE_FRESH_DRAW = 7_919  # seed offset of the public code's second draw of z (after its scale)
+# what psnr_mode "paper-code" releases, in input identities: 2 = the code's subspace (tau on the layer's own
+# weight) and each unauthorized model's own preprocessing (1, unversioned: the harness's subspace, one encoding)
+PAPER_CODE_VERSION = 2
 
 
 class BypassedModel:
@@ -101,6 +104,88 @@ class BypassedModel:
 
     def deviation(self, x, clean, positions=None):
         return self.pending[2]
+
+
+class OwnPreprocessingModel:
+    """psnr_mode "paper-code": an unauthorized model as the public NE code evaluates it (cli.py with
+    --cross_model_name: the cross model's own processor), reading the code's encoding of the stored images
+    through its OWN preprocessing (geometry, mean, std) instead of the release made in the authorized model's
+    space; `pending` = (its release, its clean input) is set per batch by the release step."""
+
+    whole_split = False
+
+    def __init__(self, adapter, deviation):
+        self.adapter, self.preprocess, self._deviation = adapter, adapter.preprocess, deviation
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def predict(self, x, batch_size=256):
+        return self.adapter.predict(self.pending[0].to(device=x.device), batch_size=batch_size)
+
+    def deviation(self, x, clean, positions=None):
+        return self._deviation(*self.pending, positions)
+
+
+def same_preprocessing(a, b) -> bool:
+    """Whether two models read the stored images identically (geometry, mean, std per channel)."""
+    pa, pb = a.preprocess, b.preprocess
+    c = pa.input_size[0]
+
+    def per_channel(v):
+        return tuple(float(t) for t in v) * (c if len(v) == 1 else 1)
+
+    return (pa.geometry.to_dict() == pb.geometry.to_dict() and tuple(pa.input_size) == tuple(pb.input_size)
+            and per_channel(pa.mean) == per_channel(pb.mean) and per_channel(pa.std) == per_channel(pb.std))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodeEncoded:
+    """The public NE code's encoding of one batch for one model (`code_encode`)."""
+
+    released: torch.Tensor  # what the model is fed, pixel space in its own geometry
+    calibrated: object  # bench.defenses.release.Calibrated of the real release (clean + folded perturbation)
+    bypass: tuple | None  # (first-layer offset, per-sample deviation) of the bypassed authorized model, or None
+
+
+def code_encode(defense, auth, model, x: torch.Tensor, indices, labels, seed: int, target_db: float, fmt: str,
+                evaluation: bool) -> CodeEncoded:
+    """The public code's encoding (`nes.py` generate_cnn_noised_images) of `x`, images already through `model`'s
+    geometry: normalized by `model`'s mean and std, unfolded with the authorized first layer's kernel, stride
+    and padding, perturbed in the code's subspace of the authorized layer, scaled by the code's rule.
+    With `evaluation` ("paper-code"), a model other than the authorized one is fed fold(P + s N) (the fold sums
+    overlapping image patches too) and an overlapping authorized stem is bypassed."""
+    fl_auth = auth.first_linear()
+    c = x.shape[1]
+    if model is auth:
+        fl = fl_auth
+    elif fl_auth.kind == "conv":
+        fl = replace(fl_auth, input_shape=(c, *x.shape[-2:]))
+    elif tuple(x.shape[1:]) == tuple(fl_auth.input_shape):
+        fl = fl_auth
+    else:
+        raise UserError(f"psnr_mode 'paper-code': model {model.name!r} reads {tuple(x.shape[1:])} but the authorized "
+                        f"model's first layer is a Linear over {tuple(fl_auth.input_shape)}; pick models of one input size")
+
+    def per_channel(v):
+        return tuple(float(t) for t in v) * (c if len(v) == 1 else 1)
+
+    mean, std, std_auth = per_channel(model.preprocess.mean), per_channel(model.preprocess.std), per_channel(auth.preprocess.std)
+    first = defense.patch_noise(x, indices, labels, seed, fl, std_auth)
+    fresh = defense.patch_noise(x, indices, labels, seed + CODE_FRESH_DRAW, fl, std_auth) if defense.paper_code_fresh else first
+    code = calibrate_paper_code(x, first, fresh, fl.unfold, fl.fold, mean, std, target_db, fmt)
+    released, bypass = code.calibrated.released, None
+    if evaluation and (model is not auth or not fl.non_overlapping):
+        s = torch.tensor(std, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
+        m = torch.tensor(mean, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
+        released = (m + s * fl.fold(code.noised_patches)).to(x.dtype)  # the code's fold for everyone else
+    if evaluation and model is auth and not fl.non_overlapping:
+        n = fl.matrix.shape[1]
+        per_entry = torch.tensor(std, dtype=torch.float64, device=x.device).repeat_interleave(n // c)
+        w_raw = fl.matrix.to(device=x.device, dtype=torch.float64) * per_entry  # W on the normalized tensor
+        offset = torch.einsum("mn,bnl->bml", w_raw, code.noise)
+        signal = torch.einsum("mn,bnl->bml", w_raw, code.noised_patches - code.noise)
+        dev = (offset.flatten(1).norm(dim=1) / signal.flatten(1).norm(dim=1).clamp_min(1e-30)).cpu().numpy()
+        bypass = (offset, dev)
+    return CodeEncoded(released=released, calibrated=code.calibrated, bypass=bypass)
 
 
 def target_metrics(job: Job, encoding: Encoding) -> dict:
@@ -237,8 +322,10 @@ class InputAuthorization(Protocol):
                 transforms[-1]["space"] = space
             if job.release != "float":  # unreachable targets stop where the PSNR stops falling (version 2)
                 transforms[-1]["calibration"] = CALIBRATION_VERSION
+            if job.point.get("psnr_mode") == "paper-code":  # version 2: the code's subspace, own preprocessing
+                transforms[-1]["paper_code"] = PAPER_CODE_VERSION
         if attack_label(job.attack) != "none":
-            transforms.append({"attack": attack_label(job.attack), "seed": ctx.seed(job.trial)})
+            transforms.append({**attack_identity(job.attack), "seed": ctx.seed(job.trial)})
         return {"data": ctx.data.identity, "transforms": transforms}
 
     def clean_identity(self, ctx: EvalContext, job: Job) -> dict:
@@ -260,7 +347,7 @@ class InputAuthorization(Protocol):
         auth = ctx.model(job.authorized) if job.authorized else None
         x = space_input(images, auth, encode_space(ctx.suite.data))
         if job.point["psnr_mode"] == "paper-code":
-            return self.release_paper_code(ctx, job, x, indices, labels, seed, stats)
+            return self.release_paper_code(ctx, job, x, indices, labels, seed, stats, images)
         defense = self.defense(ctx, job)
         std = auth.preprocess.std if auth else None
         if std is not None and len(std) == 1:
@@ -279,11 +366,14 @@ class InputAuthorization(Protocol):
         return cal.released, x
 
     def release_paper_code(self, ctx: EvalContext, job: Job, x: torch.Tensor, indices, labels, seed: int,
-                           stats: EncodingStats | None) -> tuple[torch.Tensor, torch.Tensor]:
+                           stats: EncodingStats | None, images: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """psnr_mode "paper-code": the public NE code's scale rule on the authorized first layer's unfolded
-        patches (bench.defenses.release.calibrate_paper_code); with evaluation "paper-code" on an
-        overlapping stem, the image everyone else gets is the code's fold(P + s N) and the authorized
-        model is bypassed (`BypassedModel.pending`)."""
+        patches (bench.defenses.release.calibrate_paper_code), in the code's subspace (`code_basis`: tau on
+        the layer's own weight); with evaluation "paper-code" on an overlapping stem, the image everyone else
+        gets is the code's fold(P + s N) and the authorized model is bypassed (`BypassedModel.pending`).
+        An unauthorized model whose preprocessing differs from the authorized one's gets the code's encoding
+        of `images` (the stored batch) through its OWN preprocessing (`OwnPreprocessingModel.pending`)."""
         if not job.authorized:
             raise UserError(f"defense {job.defense!r}: psnr_mode 'paper-code' needs an authorized model")
         auth = ctx.model(job.authorized)
@@ -291,34 +381,25 @@ class InputAuthorization(Protocol):
         if tuple(x.shape[1:]) != tuple(fl.input_shape):
             raise UserError(f"psnr_mode 'paper-code': images {tuple(x.shape[1:])} are not the authorized model's "
                             f"input {tuple(fl.input_shape)}")
-        c = x.shape[1]
-        mean = tuple(auth.preprocess.mean) * (c if len(auth.preprocess.mean) == 1 else 1)
-        std = tuple(auth.preprocess.std) * (c if len(auth.preprocess.std) == 1 else 1)
         defense = self.defense(ctx, job)
-        first = defense.patch_noise(x, indices, labels, seed, fl, std)
-        fresh = defense.patch_noise(x, indices, labels, seed + CODE_FRESH_DRAW, fl, std) if defense.paper_code_fresh else first
-        code = calibrate_paper_code(x, first, fresh, fl.unfold, fl.fold, mean, std, job.point["psnr"], job.release)
-        cal, released = code.calibrated, code.calibrated.released
-        bypass = job.point.get("evaluation") == "paper-code" and not fl.non_overlapping
-        if bypass:
-            s = torch.tensor(std, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
-            m = torch.tensor(mean, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
-            released = (m + s * fl.fold(code.noised_patches)).to(x.dtype)  # the code's fold for everyone else
-            n = fl.matrix.shape[1]
-            per_entry = torch.tensor(std, dtype=torch.float64, device=x.device).repeat_interleave(n // c)
-            w_raw = fl.matrix.to(device=x.device, dtype=torch.float64) * per_entry  # W on the normalized tensor
-            offset = torch.einsum("mn,bnl->bml", w_raw, code.noise)
-            signal = torch.einsum("mn,bnl->bml", w_raw, code.noised_patches - code.noise)
-            dev = (offset.flatten(1).norm(dim=1) / signal.flatten(1).norm(dim=1).clamp_min(1e-30)).cpu().numpy()
-            holder = ctx.memo("input.bypass").get(job.authorized)
-            if holder is not None:
-                holder.pending = (x, offset, dev)
+        evaluation = job.point.get("evaluation") == "paper-code"
+        code = code_encode(defense, auth, auth, x, indices, labels, seed, job.point["psnr"], job.release, evaluation)
+        holder = ctx.memo("input.bypass").get(job.authorized)
+        if holder is not None and code.bypass is not None:
+            holder.pending = (x, *code.bypass)
+        for own in ctx.memo("input.own").values():  # each model that reads its own preprocessing of the batch
+            if images is None:
+                raise UserError("psnr_mode 'paper-code': a model with its own preprocessing needs the stored images")
+            mine = own.adapter.preprocess.geometry(images)
+            other = code_encode(defense, auth, own.adapter, mine, indices, labels, seed, job.point["psnr"], job.release,
+                                evaluation)
+            own.pending = (other.released, mine)
         if stats is not None:
-            stats.psnr_true.append(cal.psnr_true.cpu())
-            stats.psnr_nominal.append(cal.psnr_nominal.cpu())
-            if bypass:
-                stats.bypass_dev.append(torch.from_numpy(dev))
-        return released, x
+            stats.psnr_true.append(code.calibrated.psnr_true.cpu())
+            stats.psnr_nominal.append(code.calibrated.psnr_nominal.cpu())
+            if code.bypass is not None:
+                stats.bypass_dev.append(torch.from_numpy(code.bypass[1]))
+        return code.released, x
 
     def attacker(self, ctx: EvalContext, job: Job, seed: int) -> AttackerView:
         auth = ctx.model(job.authorized) if job.authorized else None
@@ -385,6 +466,9 @@ class InputAuthorization(Protocol):
                               for e, m in models.items()}
         attacks_inputs = attack.kind in ("input", "learned") and attack.name != "none"
         enc = EncodingStats()
+        # the normalization of the model the shared release is made for (cutout's mean fill, jpeg's rescale)
+        reader = ctx.model(job.authorized) if job.authorized else next(iter(models.values()), None)
+        norm = None if reader is None else (reader.preprocess.mean, reader.preprocess.std)
 
         def inputs(batch):
             start = time.perf_counter()
@@ -392,8 +476,12 @@ class InputAuthorization(Protocol):
             enc.seconds += time.perf_counter() - start
             enc.samples += len(x)
             if attacks_inputs:
-                x = apply_attack(attack, x, seed, batch.positions)
+                x = apply_attack(attack, x, seed, batch.positions, norm)
                 enc.attack_psnr.append(psnr(clean.cpu(), x.cpu()))
+                for holder in own.values():  # the code transforms each model's own encoding
+                    pre = holder.adapter.preprocess
+                    holder.pending = (apply_attack(attack, holder.pending[0], seed, batch.positions, (pre.mean, pre.std)),
+                                      holder.pending[1])
             return x, clean
 
         clean = self.clean_identity(ctx, job)
@@ -405,6 +493,15 @@ class InputAuthorization(Protocol):
             if not auth.first_linear().non_overlapping:
                 bypass[job.authorized] = predictors[job.authorized] = BypassedModel(auth)
                 deviations[job.authorized] = bypass[job.authorized].deviation
+        own = ctx.memo("input.own")
+        own.clear()
+        if job.point.get("psnr_mode") == "paper-code" and job.authorized:
+            auth = ctx.model(job.authorized)
+            for e, m in models.items():  # the code preprocesses each unauthorized model's images its own way
+                if e != job.authorized and not same_preprocessing(m, auth):
+                    norms = classify.clean_norms(ctx, m, {"data": ctx.data.identity, "geometry": None})
+                    own[e] = predictors[e] = OwnPreprocessingModel(predictors[e], classify.FirstLayerDeviation(m, norms))
+                    deviations[e] = own[e].deviation
         outputs = classify.stream(ctx, predictors, deviations, inputs, f"{job.defense} {job.authorized or 'clean'}")
         if attacks_inputs:
             attack_stats["psnr"] = _mean(enc.attack_psnr)
@@ -415,7 +512,14 @@ class InputAuthorization(Protocol):
             summary["psnr_nominal_split"] = split_psnr(torch.cat(enc.psnr_nominal))
         if job.point.get("evaluation") == "paper-code":
             summary["evaluation"] = "paper-code (authorized model bypassed)" if enc.bypass_dev else "paper-code (non-overlapping stem: the release)"
+        if job.point.get("psnr_mode") == "paper-code" and job.defense != "none":
+            code_summary = getattr(self.defense(ctx, job), "code_summary", None)
+            if code_summary is not None:
+                summary.update(code_summary(ctx.model(job.authorized).preprocess.std))
+            if own:
+                summary["own_preprocessing"] = sorted(own)
         bypass.clear()
+        own.clear()
         stats = {"psnr_true": _mean(enc.psnr_true), "psnr_nominal": _mean(enc.psnr_nominal),
                  "calib_err_db": enc.err, "unreachable": enc.unreachable,
                  "encode_ms": enc.seconds * 1e3 / max(enc.samples, 1), "fit_ms": summary.pop("fit_ms", 0.0),

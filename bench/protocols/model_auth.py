@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 
 from bench.attacks import attack_label, get_attack
-from bench.attacks.base import apply_attack
+from bench.attacks.base import apply_attack, attack_identity
 from bench.core.cache import digest
 from bench.core.entry import Entry, attacks_key, models_key, trials_key
 from bench.core.types import Job, Measurement
@@ -85,7 +85,7 @@ class ModelAuthorization(Protocol):
         attack = get_attack(job.attack)
         identity = {"data": ctx.data.identity, "transforms": []}
         if attack.kind == "input" and attack_label(job.attack) != "none":
-            identity["transforms"].append({"attack": attack_label(job.attack), "seed": seed})
+            identity["transforms"].append({**attack_identity(job.attack), "seed": seed})
         others = [label for label in ctx.evaluated if label != job.authorized]
         record = {"job": job.key, "identity": identity, "others": [ctx.model(o).digest for o in others]}
         scored = ctx.forwards.record(model.digest, record, kind="artifact", name="evaluations")
@@ -119,10 +119,11 @@ class ModelAuthorization(Protocol):
             adapters[ev.label] = adapter
             evaluations.append({"label": ev.label, "role": ev.role, "digest": adapter.digest, "arch": adapter.arch})
         attacks_inputs = attack.kind == "input" and attack.name != "none"
+        norm = (model.preprocess.mean, model.preprocess.std)  # the locked model's (cutout's mean fill, jpeg's rescale)
 
         def inputs(batch):
             x = ctx.to_device(batch.images)
-            return (apply_attack(attack, x, seed, batch.positions) if attacks_inputs else x), x
+            return (apply_attack(attack, x, seed, batch.positions, norm) if attacks_inputs else x), x
 
         clean = {"data": ctx.data.identity, "geometry": None}  # the images themselves (as input_auth's clean jobs)
 

@@ -64,6 +64,10 @@ class BoardSpec:
     ranking: str = ""  # how rows are ranked, in words (format_board)
     higher_is_better: bool = True  # of the headline and the tiebreak
     definition: str = ""  # what the board's columns mean (boards.md prints it once per kind of board)
+    # a board of its own kind: row -> its readable columns after the operating point (None: the gap or the
+    # ownership columns), and the same for a sweep point (clean only)
+    columns: Callable | None = None
+    sweep_columns: Callable | None = None
 
 
 def gap_board(title: str, *, order: int = 9, records_evaluated: bool = False) -> BoardSpec:
@@ -127,6 +131,16 @@ def display_name(defense: str) -> tuple[str, str]:
     if cls is None:
         return defense, ""
     return str(getattr(cls, "name", defense)), str(getattr(cls, "description", ""))
+
+
+def row_name(defense: str, params: dict | None = None, point: dict | None = None) -> str:
+    """The name a row shows: the defense's display name, or what its class's `row_label(params)` gives
+    (a method whose public-code options or ablations must be told apart from its paper default)."""
+    cls = _defense_class(defense)
+    labeller = getattr(cls, "row_label", None)
+    if labeller is None:
+        return display_name(defense)[0]
+    return str(labeller({**(params or {}), **(point or {})}))
 
 
 def short_paper(defense: str) -> str:
@@ -448,6 +462,7 @@ def build_boards(rows: list[dict], standard: dict[str, tuple[str, ...]]) -> list
                         n=tuple(sorted({int(c.get("n") or 0) for c in scored})), standard_attacks=std)
         values, per_model, worst, missing = spec.score(cells, std)
         name, description = display_name(defense)
+        name = row_name(defense, cells[0].get("params") or {}, cells[0].get("point") or {})
         paper = short_paper(defense)
         boards.setdefault(bkey, []).append(BoardRow(
             defense=defense, name=name, description=description, params=params, psnr=psnr, psnr_mode=mode,
@@ -590,7 +605,9 @@ def readable_frame(board: Board, rows=None) -> pd.DataFrame:
     for r in rows:
         base = {"rank": r.rank, "new": "NEW" if r.new else "", "defense": r.name, "paper": r.paper or "-",
                 "operating point": operating_point(r, varying)}
-        if _ranks_auc(board):
+        if board.spec.columns is not None:
+            records.append({**base, **board.spec.columns(r)})
+        elif _ranks_auc(board):
             records.append({**base, "auc": r.values.get("auc"), "worst_auc": r.values.get("worst_auc"),
                             "worst_tpr@1%fpr": r.values.get("worst_tpr@1%fpr"), "worst attack": r.worst_attack or "-"})
         else:
@@ -605,10 +622,12 @@ def readable_frame(board: Board, rows=None) -> pd.DataFrame:
 def sweep_frame(board: Board) -> pd.DataFrame:
     """The board's sweep: points off its ranked operating point, measured clean only (no rank)."""
     varying = varying_params(board.rows)
+    own = board.spec.sweep_columns
     records = [{"defense": r.name, "operating point": operating_point(r, varying), "params": r.params,
-                "authorized top-1": r.values.get("authorized_top1"),
-                "worst unauthorized top-1": r.values.get("unauthorized_worst"), "clean auth_gap": r.values.get("auth_gap"),
-                **({"auc": r.values.get("auc")} if _ranks_auc(board) else {})}
+                **(own(r) if own is not None else {
+                    "authorized top-1": r.values.get("authorized_top1"),
+                    "worst unauthorized top-1": r.values.get("unauthorized_worst"), "clean auth_gap": r.values.get("auth_gap"),
+                    **({"auc": r.values.get("auc")} if _ranks_auc(board) else {})})}
                for r in board.rows if is_sweep(r)]
     return _numeric(pd.DataFrame.from_records(records), board)
 
@@ -638,7 +657,8 @@ def format_board(board: Board) -> str:
     if not sweep.empty:
         text += ["", f"Sweep ({len(sweep)} point(s) off the ranked operating point, clean only, not ranked):", "",
                  to_markdown(sweep, _decimals(sweep, board), index=False)]
-    text += ["", "Every column (one gap per standard attack, parameters in full): "
+    what = "one value per standard attack" if board.spec.columns is not None else "one gap per standard attack"
+    text += ["", f"Every column ({what}, parameters in full): "
              f"`boards/{k.slug}.wide.csv` and `boards.json`.", "",
              "Defenses: " + "; ".join(dict.fromkeys(
                  f"`{r.name}`" + (f" (`{r.defense}`)" if r.defense != r.name else "") + (f": {r.description}" if r.description else "")
@@ -656,9 +676,11 @@ DEFINITION = (f"{GAP_DEFINITION} {OWNERSHIP_DEFINITION} Accuracies in top-1 %, h
 
 
 def definition(boards: list) -> str:
-    """What the columns of `boards` mean: DEFINITION for the built-in kinds, each other board's own definition."""
+    """What the columns of `boards` mean: DEFINITION where a gap or ownership board is among them (or none is
+    given), then each other board's own definition."""
     extra = [b.spec.definition for b in boards if b.spec.definition not in ("", GAP_DEFINITION, OWNERSHIP_DEFINITION)]
-    return " ".join([DEFINITION, *dict.fromkeys(extra)])
+    builtin = not boards or any(b.spec.definition in ("", GAP_DEFINITION, OWNERSHIP_DEFINITION) for b in boards)
+    return " ".join([DEFINITION] * builtin + list(dict.fromkeys(extra)))
 
 
 def plot_board(board: Board, path: Path) -> Path | None:

@@ -26,10 +26,11 @@ import pandas as pd  # noqa: E402
 
 from bench.core.errors import UserError  # noqa: E402
 from bench.reports.figures import SIDE_LEGEND_BELOW, chance_level, outside_legend, wrapped  # noqa: E402
+from bench.reports.papers import CORELOCKER_AUTHORS  # noqa: E402
 from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
 
-PAPER = "CoreLocker (Wang et al., IEEE S&P 2024)"
-CITATION = ('Z. Wang, Z. Ma, X. Feng, R. Sun, H. Wang, M. Xue and G. Bai, "CoreLocker: Neuron-level Usage Control", '
+PAPER = f"CoreLocker ({CORELOCKER_AUTHORS}, IEEE S&P 2024)"
+CITATION = (f'{CORELOCKER_AUTHORS}, "CoreLocker: Neuron-level Usage Control", '
             "IEEE Symposium on Security and Privacy (S&P) 2024")
 SCORED = "bn-scale"  # the criterion of the paper's Tables 2, 3, 5 and Figure 6
 MAIN_RATIO = 0.05
@@ -102,12 +103,20 @@ def corelocker_frame(rows: list[dict]) -> pd.DataFrame:
         records.append({
             "model": r.get("authorized") or r["evaluated"],
             "defense": r["defense"], "role": r["role"], "attack": r["attack"], "trial": int(r.get("trial") or 0),
-            "criterion": merged.get("criterion", ""), "ratio": float(merged.get("ratio", np.nan)),
+            "criterion": _criterion(merged), "ratio": float(merged.get("ratio", np.nan)),
             "top1": _num((r.get("metrics") or {}).get("top1")),
             "top3": _num((r.get("metrics") or {}).get("top3")),
         })
     return pd.DataFrame.from_records(records, columns=["model", "defense", "role", "attack", "trial",
                                                        "criterion", "ratio", "top1", "top3"])
+
+
+def _criterion(params: dict) -> str:
+    """The row's extraction criterion; the random control is "random" only for the paper's random single weights
+    (random_unit "weight"), "random-filter" for whole filters (random_unit "filter", and rows written before the
+    parameter existed, which drew filters)."""
+    crit = params.get("criterion", "")
+    return "random-filter" if crit == "random" and params.get("random_unit", "filter") == "filter" else crit
 
 
 def _num(value) -> float:
@@ -140,8 +149,10 @@ def _by_criterion(mine: pd.DataFrame, metric: str, ratio: float) -> dict:
     """One model's unattacked rows as {column: stat} of `metric`: the original, then the released model of each
     extraction criterion at `ratio` (Table 1's and Figure 7's columns)."""
     cols = {"Original": _stat(mine[mine["role"] == "clean"][metric])}
-    for crit, label in (("random", "Random extraction"), ("l1", "CoreLocker l1"), ("bn-scale", "CoreLocker bn-scale")):
-        cols[label] = _stat(_locked(mine, crit, ratio)[metric])
+    for crit, label in (("random", "Random extraction"), ("random-filter", "Random filters (random_unit = filter)"),
+                        ("l1", "CoreLocker l1"), ("bn-scale", "CoreLocker bn-scale")):
+        if crit != "random-filter" or (mine["criterion"] == crit).any():  # the labelled option only where it ran
+            cols[label] = _stat(_locked(mine, crit, ratio)[metric])
     return cols
 
 
@@ -283,7 +294,7 @@ def _locked_any(f: pd.DataFrame, ratio: float) -> pd.DataFrame:
 def granular(f: pd.DataFrame, ratios: list[float] | None = None) -> dict:
     """{ratio: {column: stat}} of the released model per model and non-random criterion (Tables 5, 7)."""
     none = f[(f["attack"] == "none") & (f["defense"] == "corelocker") & (f["role"] == "unauthorized")
-             & (f["criterion"] != "random")]
+             & ~f["criterion"].str.startswith("random")]
     grid = ratios if ratios is not None else sorted(none["ratio"].dropna().unique())
     out = {}
     for ratio in grid:
@@ -345,8 +356,9 @@ def _figure6(f: pd.DataFrame, path: Path, head: str, classes: int | None) -> Pat
             mean, std = stats.mean(), stats.std(ddof=0).fillna(0)
             style, color = styles.get(crit, (":", "C3"))
             ax.plot(mean.index, mean.values, style, color=color, marker="o", ms=3, label=f"CoreLocker {crit}"
-                    if crit != "random" else "random extraction (± std)")
-            if crit == "random":
+                    if not crit.startswith("random") else "random extraction (± std)" if crit == "random"
+                    else "random filters (± std)")
+            if crit.startswith("random"):
                 ax.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.15)
         if chance is not None:
             ax.axhline(chance, color="0.5", lw=0.8, ls=":", label=f"chance ({chance:.3g}%, {classes} classes)")

@@ -49,16 +49,22 @@ SUITE_DATASET = {"fingerprint-cifar10": "CIFAR-10", "fingerprint-cifar100": "CIF
 SORT = ["auc", "tpr@1%fpr"]
 
 
+def _name(row: dict) -> str:
+    """The defense as rows name it: MFUE's public-code options and ablations carry their own label."""
+    from bench.reports.boards import row_name
+    return row_name(row["defense"], row.get("params") or {}, row.get("point") or {})
+
+
 def _method(row: dict) -> str:
 
     params = compact_params(row.get("params") or {}, row.get("point") or {}, registered_defaults(row["defense"]))
-    return row["defense"] if params == "defaults" else f"{row['defense']} ({params})"
+    return _name(row) if params == "defaults" else f"{_name(row)} ({params})"
 
 
 def _label(row: dict) -> str:
     """Short name for figures: the method and its swept parameters (the leaderboard lists them all)."""
     point = row.get("point") or {}
-    return row["defense"] + (" (" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+    return _name(row) + (" (" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                                              for k, v in sorted(point.items())) + ")" if point else "")
 
 

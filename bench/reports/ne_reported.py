@@ -17,12 +17,12 @@ import pandas as pd
 
 from bench.core.errors import UserError
 from bench.reports.leaderboard import METRIC_DIRECTIONS
+from bench.reports.papers import NE_CITATION
 from bench.reports.tables import (BASELINE, cross_model_matrix, measured_line, provenance_of, psnr_label, results_frame,
                                   same_arch_matrix, to_markdown, write_csv)
 
 PAPER = "Non-Transferable Examples (NE) paper"
-CITATION = ('Wang et al., "Catch-Only-One: Non-Transferable Examples for Model-Specific Authorization", '
-            "arXiv 2510.10982")
+CITATION = NE_CITATION
 BACKBONES = ("ResNet-50", "ViT-B", "SwinV2-T", "DeiT-B", "MambaVision-T")
 DATASETS = ("CIFAR-10", "ImageNet")
 COMPARISON_COLUMNS = ["authorized", "evaluated", "paper row", "paper column", "measured", "reported", "delta"]

@@ -1,4 +1,4 @@
-"""NE Table 7 (GLUE) and Table 4 (MMBench) from measured rows, with the paper's values as `reported` entries.
+"""NE Table 7 (GLUE) and Table 4 (MMBench) from measured rows; the paper's values in their own `reported` tables.
 
 Reading of the paper's tables used here (the paper does not spell it out for Table 7):
 - Table 7, block = one model m: "Baseline" = m on clean text; "NE" = m on the release made for m
@@ -62,12 +62,27 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def _reported_block(table: int, model: str | None, columns: list[str]) -> pd.DataFrame | None:
+    """The paper's rows of block `model` (a paper model name) of Table `table`, as printed there."""
     entries = [e for e in REPORTED if e["table"] == table and e["model"] == model and e["column"] in columns]
     if not entries:
         return None
     frame = pd.DataFrame(entries).pivot(index="row", columns="column", values="value")
-    frame.index = [f"{i} (reported)" for i in frame.index]
-    return frame.reindex(columns=columns)
+    return frame.reindex(index=list(dict.fromkeys(e["row"] for e in entries)), columns=columns)
+
+
+def reported_tables(table: int, rows: list[dict], paper_models: dict[str, str] | None) -> list[tuple[str, pd.DataFrame]]:
+    """[(paper model, frame)]: the paper's own blocks of Table `table` for the paper models that the suite's
+    `[report] paper_models` maps its evaluated models to, in their own table (never mixed into a measured one)."""
+    paper_models = paper_models or {}
+    columns = list(MMB_GROUPS) if table == 4 else [GLUE_COLUMNS[t] for t in GLUE_COLUMNS
+                                                   if t in {r.get("task") for r in rows}]
+    out = []
+    for m in dict.fromkeys(r["evaluated"] for r in rows):
+        name = paper_models.get(m)
+        block = _reported_block(table, name, columns) if name else None
+        if block is not None and name not in [n for n, _ in out]:
+            out.append((name, block))
+    return out
 
 
 def table7(rows: list[dict], paper_models: dict[str, str] | None = None) -> list[tuple[str, str, pd.DataFrame]]:
@@ -95,11 +110,7 @@ def table7(rows: list[dict], paper_models: dict[str, str] | None = None) -> list
                     body[f"Unauthorized (release for {a})"] = cell(mine[(mine["authorized"] == a) & (mine["release"] == "embedding")])
                     body[f"delta = 0 control (embedding of {a})"] = cell(
                         mine[(mine["authorized"] == a) & (mine["release"] == "embedding-clean")])
-            table = pd.DataFrame(body, index=columns).T
-            reported = _reported_block(7, paper_models.get(m), columns)
-            if reported is not None:
-                table = pd.concat([table, reported])
-            out.append((params, m, table))
+            out.append((params, m, pd.DataFrame(body, index=columns).T))
     return out
 
 
@@ -125,10 +136,6 @@ def table4(rows: list[dict], paper_models: dict[str, str] | None = None) -> list
                 body = {f"{m} ({role}) Baseline": values(frame[(frame["defense"] == "none") & (frame["evaluated"] == m)]),
                         f"{m} ({role}) NE": values(part[(part["authorized"] == a) & (part["evaluated"] == m)])}
                 blocks.append(pd.DataFrame(body, index=list(MMB_GROUPS)).T)
-                reported = _reported_block(4, paper_models.get(m), list(MMB_GROUPS))
-                if reported is not None:
-                    reported.index = [f"{paper_models[m]} {i}" for i in reported.index]
-                    blocks.append(reported)
             out.append((params, a, pd.concat(blocks)))
     return out
 
@@ -163,18 +170,32 @@ def _render_task_tables(rows: list[dict], out_dir: Path, report: dict | None, bu
     for name, title, note, parts in ((*text, build(rows, paper_models)),):
         if not parts:
             continue
-        quoted = any(str(i).endswith("(reported)") for _, _, frame in parts for i in frame.index)
+        reported = reported_tables(table, rows, paper_models)
         head = measured.replace("no figure here is reported by a paper.",
-                                "rows marked (reported) are the paper's figures, quoted with citation.") if quoted else measured
+                                "the section \"Reported by the paper\" quotes the paper's own table, with citation; "
+                                "nothing there is measured.") if reported else measured
         md = [f"{head}\n\n# {title}\n\n{note}"]
         csv = []
         for params, model, frame in parts:
             md.append(f"## {model}, params {params}\n\n{to_markdown(frame)}")
             csv.append(frame.reset_index().rename(columns={"index": "row"}).assign(model=model, params=params))
-        cite = sorted({e["cite"].split(", block")[0] for e in REPORTED if e["table"] == table})
-        if quoted:
-            md.append(f"Reported rows cite: {'; '.join(cite)} (block, row and column as labelled).")
-        (out_dir / f"{name}.md").write_text("\n\n".join(md) + "\n")
+        (out_dir / f"{name}.md").write_text("\n\n".join(md + _reported_section(table, reported, name)) + "\n")
         paths += [out_dir / f"{name}.md",
-                  *write_csv(pd.concat(csv, ignore_index=True), out_dir / f"{name}.csv", provenance_of(rows), head)]
+                  *write_csv(pd.concat(csv, ignore_index=True), out_dir / f"{name}.csv", provenance_of(rows), measured)]
+        if reported:
+            long = pd.DataFrame([e for e in REPORTED if e["table"] == table and e["model"] in dict(reported)
+                                 and e["column"] in set().union(*(set(f.columns) for _, f in reported))])
+            long = long[["kind", "table", "model", "row", "column", "value", "cite"]].rename(columns={"model": "block"})
+            paths += write_csv(long, out_dir / f"{name}_reported.csv", {"reported": CITATION},
+                               f"Reported by the paper ({CITATION}, Table {table}); not measured here.")
     return paths
+
+
+def _reported_section(table: int, reported: list[tuple[str, pd.DataFrame]], name: str) -> list[str]:
+    """The paper's own blocks of Table `table`, under their own heading and citation (empty when none maps)."""
+    if not reported:
+        return []
+    out = [f"## Reported by the paper (not measured here)\n\nQuoted from {CITATION}, Table {table} (block, row and "
+           f"column as labelled); also in `{name}_reported.csv`."]
+    out += [f"### {model} (Table {table}, reported)\n\n{to_markdown(frame)}" for model, frame in reported]
+    return out

@@ -231,7 +231,10 @@ def write_report_site(rows: list[dict], out_dir: Path, paths: list[Path]) -> lis
     about = (f"Reports of suite {prov['suite']} measured by authbench. Tables sort on a click of their header "
              "and filter on the words typed; every number is measured by this harness unless its column is "
              "labelled reported (quoted from a paper, with its citation in the table's notes).")
-    return write_site(site, title=f"authbench: {prov['suite']}", pages=report_pages(rows, files), about=about,
+    from bench.reports.families import overview_page  # the six families and each shipped board's leader
+
+    return write_site(site, title=f"authbench: {prov['suite']}", pages=[*report_pages(rows, files), overview_page()],
+                      about=about,
                       provenance=prov, downloads=[p for p in files if p.suffix in DOWNLOADS])
 
 

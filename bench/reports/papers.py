@@ -6,12 +6,19 @@ from __future__ import annotations
 from bench.defenses import get_defense
 from bench.core.errors import UserError
 
-NE = {"authors": "Wang et al.", "title": "Catch-Only-One: Non-Transferable Examples for Model-Specific Authorization",
-      "venue": "arXiv", "arxiv": "2510.10982", "link": "https://arxiv.org/abs/2510.10982"}
-CORELOCKER = {"authors": "Zihan Wang, Zhongkui Ma, Xinguo Feng, Ruoxi Sun, Hu Wang, Minhui Xue, Guangdong Bai",
+NE_AUTHORS = ("Zihan Wang, Zhiyong Ma, Zhongkui Ma, Shuofeng Liu, Akide Liu, Derui Wang, Minhui Xue, "
+              "Guangdong Bai")
+NE_TITLE = "Catch-Only-One: Non-Transferable Examples for Model-Specific Authorization"
+NE_CITATION = f'{NE_AUTHORS}, "{NE_TITLE}", arXiv 2510.10982'
+NE = {"authors": NE_AUTHORS, "title": NE_TITLE, "venue": "arXiv", "arxiv": "2510.10982",
+      "link": "https://arxiv.org/abs/2510.10982"}
+CORELOCKER_AUTHORS = "Zihan Wang, Zhongkui Ma, Xinguo Feng, Ruoxi Sun, Hu Wang, Minhui Xue, Guangdong Bai"
+CORELOCKER_CITATION = f'{CORELOCKER_AUTHORS}, "CoreLocker: Neuron-level Usage Control", IEEE S&P 2024'
+
+CORELOCKER = {"authors": CORELOCKER_AUTHORS,
               "title": "CoreLocker: Neuron-level Usage Control", "venue": "IEEE S&P 2024", "arxiv": None,
               "link": "https://github.com/CoreLocker/CoreLocker"}
-MFUE = {"authors": "Xu et al.", "title": "Breaking the Boundary Barrier: Robust Model Fingerprinting via Unlearnable "
+MFUE = {"authors": "Tianlong Xu, Zixiong Wang, Gaoyang Liu, Jian Chen, Ahmed M. Abdelmoniem, Chen Wang", "title": "Breaking the Boundary Barrier: Robust Model Fingerprinting via Unlearnable "
         "Examples in Model-Parameter Space", "venue": "KDD '26", "arxiv": None,
         "link": "https://doi.org/10.1145/3770854.3780310"}
 # The baselines are scored as the NE paper's Table 3 instantiates them (baselines/README.md).

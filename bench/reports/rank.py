@@ -60,7 +60,12 @@ def import_plugins_of(rows: list[dict]) -> None:
         if folder.is_dir() and str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
     importlib.invalidate_caches()
-    for name in dict.fromkeys(r["defense"] for r in rows if r.get("defense") not in (None, "none")):
+    from bench.core.declared import declared
+
+    own = set()  # defenses a protocol runs itself, outside the defense registry (the GLUE protocol's ne-text)
+    for protocol in dict.fromkeys(r.get("protocol") for r in rows):
+        own.update(getattr(declared(protocol) if protocol else None, "own_defenses", ()))
+    for name in dict.fromkeys(r["defense"] for r in rows if r.get("defense") not in (None, "none", *own)):
         try:
             get_defense(name)
         except UserError as exc:

@@ -54,6 +54,13 @@ def _num(v) -> float:
     return float(v) if v is not None else math.nan
 
 
+def _own_label(row: dict) -> str:
+    """The label a defense gives a row itself (e.g. MFUE's code schedule), "" where it is its plain name."""
+    from bench.reports.boards import row_name
+    name = row_name(row["defense"], row.get("params") or {}, row.get("point") or {})
+    return "" if name == row["defense"] else name
+
+
 def results_frame(rows: list[dict]) -> pd.DataFrame:
     """Flatten result rows into one DataFrame row per cell (the columns reports use)."""
     records = []
@@ -62,7 +69,7 @@ def results_frame(rows: list[dict]) -> pd.DataFrame:
         cost = r.get("cost") or {}
         records.append({
             "defense": r["defense"],
-            "label": r.get("label") or "",
+            "label": r.get("label") or _own_label(r),
             "params": compact_params(r.get("params") or {}, point, registered_defaults(r["defense"])),
             "psnr": _num(point.get("psnr")),
             "psnr_mode": point.get("psnr_mode") or "",

@@ -39,10 +39,10 @@ def _file_sha(path: Path) -> str:
 
 
 def encoder_digest(folder: Path) -> str:
-    """sha256 over the encoder folder's weight and config files (names and contents)."""
+    """sha256 over the encoder folder's weight, config and tokenizer files (names and contents)."""
     h = hashlib.sha256()
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt"):
+        if p.is_file() and p.suffix in (".safetensors", ".bin", ".json", ".txt", ".onnx"):
             h.update(p.name.encode() + b"\0" + _file_sha(p).encode())
     return h.hexdigest()
 

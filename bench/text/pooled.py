@@ -7,10 +7,12 @@ the pooling and the head itself, so every model the GLUE protocol scores - clean
 embedding sequence - runs encoder + head end to end (bench.text.adapter.TextClassifier).
 
 Spec (a kit model, `kit-file:` values already replaced by cache paths):
-    {"source": "text-pooled", "encoder": "<dir or its config.json>", "pooling": "mean" | "cls",
+    {"source": "text-pooled", "encoder": "<dir, its config.json, or a BERT .onnx file>", "pooling": "mean" | "cls",
      "max_length": 64, "head": {"recipe": "sst2-heads", "train": "<train.tsv>", "train_rows": 6000, "seed": 0}}
 The head comes from bench.text.heads (the recipe of bench.recipes.sst2_heads: trained once, seeded, kept in the
 cache), or from a file: "head": {"path": "<head.pt>"}.
+An `.onnx` encoder (a BERT exported by torch.onnx) is rebuilt as a transformers BertModel with the file's
+weights (bench.text.onnx_bert; optional "num_attention_heads"); its tokenizer files lie in the same folder.
 """
 
 from __future__ import annotations
@@ -56,14 +58,19 @@ def encoder_dir(spec: dict) -> Path:
     if not value:
         raise UserError("a text-pooled model spec needs 'encoder' (a transformers model folder or its config.json)")
     path = Path(str(value))
-    return path.parent if path.suffix == ".json" else path
+    return path.parent if path.suffix in (".json", ".onnx") else path
 
 
-def load_encoder(folder: Path):
+def load_encoder(folder: Path, onnx_file: Path | None = None, num_attention_heads: int | None = None):
+    """(encoder, tokenizer) from a transformers folder, or from a BERT .onnx file with the tokenizer in `folder`."""
     from transformers import AutoModel, AutoTokenizer
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        if onnx_file is not None:
+            from bench.text.onnx_bert import bert_from_onnx
+
+            return bert_from_onnx(onnx_file, num_attention_heads), tokenizer
         encoder = AutoModel.from_pretrained(str(folder))
     except OSError as exc:
         raise UserError(f"cannot load the text encoder in {str(folder)!r} ({str(exc).splitlines()[0]})") from None
@@ -74,7 +81,9 @@ def load_pooled(label: str, spec: dict, cache_root: Path | None = None):
     """(PooledClassifier, tokenizer, head record) for a `text-pooled` spec."""
 
     folder = encoder_dir(spec)
-    encoder, tokenizer = load_encoder(folder)
+    onnx_file = Path(str(spec["encoder"])) if str(spec["encoder"]).endswith(".onnx") else None
+    heads = spec.get("num_attention_heads")
+    encoder, tokenizer = load_encoder(folder, onnx_file, int(heads) if heads else None)
     pooling = str(spec.get("pooling", "mean"))
     head_spec = spec.get("head")
     if not isinstance(head_spec, dict):

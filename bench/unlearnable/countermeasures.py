@@ -1,152 +1,104 @@
 """Training-time countermeasures against unlearnable examples: what a data user does to learn from protected data
-anyway (the standard attacks of the train-on-data protocol). Each is a `Countermeasure` plugin (name,
-description, defaults validated like every plugin's); `train_victim` trains a fresh network on a training split
-under one of them.
+anyway (the standard attacks of the train-on-data protocol). They are attacks of the one attack registry
+(`bench.attacks.ATTACKS`, listed by `authbench list attacks`):
 
-- `none`: standard training (the digits zoo's recipe: AdamW, random shifts of up to 2 pixels).
-- `jpeg`, `bdr`, `grayscale`: Image Shortcut Squeezing, the training data preprocessed once (Zhuoran Liu,
-  Zhengyu Zhao, Martha Larson, "Image Shortcut Squeezing: Countering Perturbative Availability Poisons with
-  Compression", ICML 2023: JPEG quality 10, bit-depth reduction, grayscale).
-- `cutout` (DeVries & Taylor 2017), `mixup` (Zhang et al., ICLR 2018): augmentation during training.
-- `adv-train`: PGD adversarial training (Madry et al., ICLR 2018) of radius `eps`, `steps` steps.
+- input attacks (bench.attacks.preprocessing), applied to the training images: a deterministic one once before
+  training (`none`; Image Shortcut Squeezing: `jpeg` at quality 10, `bdr` bit-depth reduction, `grayscale`;
+  Zhuoran Liu, Zhengyu Zhao, Martha Larson, "Image Shortcut Squeezing: Countering Perturbative Availability
+  Poisons with Compression", ICML 2023), a `stochastic` one to every training batch with a fresh seed
+  (augmentation: `cutout` after DeVries & Taylor 2017, `crop`, `gauss-noise`);
+- training attacks (kind "train", registered here) that change the training loss: `mixup` (Zhang et al.,
+  ICLR 2018) and `adv-train`, PGD adversarial training (Madry et al., ICLR 2018).
+
+`Countermeasure` is how the protocol trains under one of them; `train_victim` trains a fresh network on a
+training split under it.
 """
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from bench.data.base import Split
+from bench.attacks.base import ATTACKS, Attack, TrainingAttack, apply_attack
 from bench.core.errors import UserError
+from bench.data.base import Split
 from bench.fingerprint.training import build_arch, fit, shift
-from bench.core.registry import Plugin, Registry
-from bench.unlearnable.methods import Norm, pgd_max, normalize
+from bench.unlearnable.methods import Norm, normalize, pgd_ascent
+
+KINDS = ("input", "train")  # the attack kinds a data user can train under
 
 
-class Countermeasure(Plugin):
-    plugin_type = "countermeasure"
-    preprocess_only = True  # transforms the training images once, then trains normally
-
-    def prepare(self, images: torch.Tensor, seed: int) -> torch.Tensor:
-        return images
-
-    def loss(self, model, norm: Norm, x, y, gen: torch.Generator):
-        return F.cross_entropy(model(normalize(norm, x)), y)
-
-
-COUNTERMEASURES: Registry[type[Countermeasure]] = Registry("countermeasure", "authbench.countermeasures",
-                                                           base=Countermeasure)
-
-
-@COUNTERMEASURES.register
-class Standard(Countermeasure):
-    name = "none"
-    description = "standard training on the data as released"
-
-
-@COUNTERMEASURES.register
-class Jpeg(Countermeasure):
-    name = "jpeg"
-    description = "JPEG-compress every training image (ISS: quality 10; Liu, Zhao, Larson, ICML 2023)"
-    defaults = {"quality": 10}
-    param_schema = {"quality": {"type": "integer", "minimum": 1, "maximum": 100}}
-
-    def prepare(self, images, seed):
-        out = torch.empty_like(images)
-        for i, img in enumerate(images):
-            arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-            buf = io.BytesIO()
-            pil.save(buf, format="JPEG", quality=int(self.params["quality"]))
-            back = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255
-            out[i] = torch.from_numpy(back.reshape(arr.shape)).permute(2, 0, 1)
-        return out
-
-
-@COUNTERMEASURES.register
-class BitDepth(Countermeasure):
-    name = "bdr"
-    description = "bit-depth reduction of every training image (ISS; Liu, Zhao, Larson, ICML 2023)"
-    defaults = {"bits": 2}
-    param_schema = {"bits": {"type": "integer", "minimum": 1, "maximum": 8}}
-
-    def prepare(self, images, seed):
-        levels = 2 ** int(self.params["bits"]) - 1
-        return (images * levels).round() / levels
-
-
-@COUNTERMEASURES.register
-class Grayscale(Countermeasure):
-    name = "grayscale"
-    description = "grayscale training images (ISS; Liu, Zhao, Larson, ICML 2023); a no-op on 1-channel data"
-
-    def prepare(self, images, seed):
-        return images.mean(1, keepdim=True).expand_as(images).clone()
-
-
-@COUNTERMEASURES.register
-class Cutout(Countermeasure):
-    name = "cutout"
-    description = "cutout augmentation: one zeroed square of side `size` per image (DeVries & Taylor, 2017)"
-    preprocess_only = False
-    defaults = {"size": 8}
-    param_schema = {"size": {"type": "integer", "minimum": 1}}
-
-    def loss(self, model, norm, x, y, gen):
-        n, _, h, w = x.shape
-        s = int(self.params["size"])
-        cy, cx = torch.randint(0, h, (n,), generator=gen), torch.randint(0, w, (n,), generator=gen)
-        rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
-        hole = ((rows - cy.view(n, 1, 1)).abs() <= s // 2) & ((cols - cx.view(n, 1, 1)).abs() <= s // 2)
-        return F.cross_entropy(model(normalize(norm, x * (~hole).unsqueeze(1).to(x.device))), y)
-
-
-@COUNTERMEASURES.register
-class Mixup(Countermeasure):
+@ATTACKS.register
+class Mixup(TrainingAttack):
     name = "mixup"
-    description = "mixup augmentation, Beta(alpha, alpha) mixing of images and labels (Zhang et al., ICLR 2018)"
-    preprocess_only = False
+    description = ("mixup augmentation while training on the data: Beta(alpha, alpha) mixing of images and labels "
+                   "(Zhang, Cisse, Dauphin, Lopez-Paz, ICLR 2018)")
     defaults = {"alpha": 1.0}
     param_schema = {"alpha": {"type": "number", "exclusiveMinimum": 0}}
 
-    def loss(self, model, norm, x, y, gen):
+    def loss(self, model, normalize, x, y, gen):
         a = float(self.params["alpha"])
         lam = float(torch.distributions.Beta(a, a).sample())
         perm = torch.randperm(len(y), generator=gen).to(x.device)
-        out = model(normalize(norm, lam * x + (1 - lam) * x[perm]))
+        out = model(normalize(lam * x + (1 - lam) * x[perm]))
         return lam * F.cross_entropy(out, y) + (1 - lam) * F.cross_entropy(out, y[perm])
 
 
-@COUNTERMEASURES.register
-class AdversarialTraining(Countermeasure):
+@ATTACKS.register
+class AdversarialTraining(TrainingAttack):
     name = "adv-train"
-    description = "PGD adversarial training of L-inf radius eps (Madry et al., ICLR 2018)"
-    preprocess_only = False
+    description = ("PGD adversarial training on the data, L-inf radius eps, `steps` steps of 2.5 eps / steps "
+                   "(Madry, Makelov, Schmidt, Tsipras, Vladu, ICLR 2018)")
     defaults = {"eps": 4 / 255, "steps": 5}
     param_schema = {"eps": {"type": "number", "minimum": 0, "maximum": 1}, "steps": {"type": "integer", "minimum": 1}}
 
-    def loss(self, model, norm, x, y, gen):
+    def loss(self, model, normalize, x, y, gen):
         eps, steps = float(self.params["eps"]), int(self.params["steps"])
         was = model.training
         model.eval()
-        adv = pgd_max(model, norm, x, y, eps, steps, 2.5 * eps / steps, gen)
+        adv = pgd_ascent(lambda a: model(normalize(a)), x, y, eps, steps, 2.5 * eps / steps, gen)
         model.train(was)
-        return F.cross_entropy(model(normalize(norm, adv)), y)
+        return F.cross_entropy(model(normalize(adv)), y)
+
+
+class Countermeasure:
+    """Training under one attack: `prepare(images, seed)` once before training, `loss(...)` for every batch."""
+
+    def __init__(self, attack):
+        self.attack = attack
+        self.name = attack.name
+
+    def prepare(self, images: torch.Tensor, seed: int) -> torch.Tensor:
+        """The training images as the data user trains on them: a deterministic input attack applied once."""
+        if isinstance(self.attack, Attack) and not self.attack.stochastic and self.attack.name != "none":
+            return apply_attack(self.attack, images, seed, np.arange(len(images)))
+        return images
+
+    def loss(self, model, norm: Norm, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        def norm_fn(t):
+            return normalize(norm, t)
+
+        if isinstance(self.attack, TrainingAttack):
+            return self.attack.loss(model, norm_fn, x, y, gen)
+        if isinstance(self.attack, Attack) and self.attack.stochastic:  # augmentation: new draws every batch
+            step_seed = int(torch.randint(0, 2**31 - 1, (), generator=gen))
+            # the data user's normalization is the reading model's (cutout's mean fill is its mean)
+            x = apply_attack(self.attack, x, step_seed, np.arange(len(x)), norm=(norm.mean, norm.std))
+        return F.cross_entropy(model(norm_fn(x)), y)
 
 
 def get_countermeasure(entry) -> Countermeasure:
-    """'name' or {name = ..., params} -> the countermeasure (unknown name or parameter: a UserError)."""
-    if isinstance(entry, str):
-        name, params = entry, {}
-    elif isinstance(entry, dict) and "name" in entry:
-        name, params = entry["name"], {k: v for k, v in entry.items() if k != "name"}
-    else:
-        raise UserError(f"countermeasure {entry!r} must be a name or a table {{name = \"...\", <parameters>}}")
-    return COUNTERMEASURES.get(str(name))(**params)
+    """An attack entry ('name' or {name = ..., params}) as a training-time countermeasure: an input attack or a
+    training attack (an unknown name or parameter, or another kind of attack: a UserError)."""
+    from bench.attacks import attack_label, get_attack
+
+    attack = get_attack(entry)
+    if attack.kind not in KINDS:
+        raise UserError(f"attack {attack_label(entry)!r} is of kind {attack.kind!r}; the train-on-data protocol trains "
+                        f"under input attacks (applied to the training images: jpeg, bdr, grayscale, cutout, ...) or "
+                        f"training attacks (mixup, adv-train)")
+    return Countermeasure(attack)
 
 
 def train_victim(family: str, train: Split, norm: Norm, counter: Countermeasure, epochs: int, lr: float,
@@ -168,4 +120,4 @@ def top1(module, norm: Norm, images: torch.Tensor, labels: torch.Tensor, batch: 
     return 100.0 * hits / max(1, len(labels))
 
 
-__all__ = ["COUNTERMEASURES", "Countermeasure", "get_countermeasure", "train_victim", "top1", "shift"]
+__all__ = ["Countermeasure", "KINDS", "get_countermeasure", "train_victim", "top1", "shift"]

@@ -140,6 +140,9 @@ class ErrorMinimizing(DataDefense):
     noises, stop error 0.1)."""
 
     name = "em"
+    paper = {"authors": "Hanxun Huang, Xingjun Ma, Sarah Monazam Erfani, James Bailey, Yisen Wang",
+             "title": "Unlearnable Examples: Making Personal Data Unexploitable", "venue": "ICLR 2021",
+             "link": "https://github.com/HanxunH/Unlearnable-Examples"}
     description = ("error-minimizing noise, bi-level min-min with a source model (Huang, Ma, Erfani, Bailey, Wang: "
                    "Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021)")
     trains = True
@@ -200,12 +203,17 @@ class ErrorMinimizing(DataDefense):
 
 def pgd_max(model, norm, x, y, rho, steps, step_size, gen):
     """The inner maximisation of REM and adversarial training: untargeted L-inf PGD around x (random start)."""
+    return pgd_ascent(lambda a: model(normalize(norm, a)), x, y, rho, steps, step_size, gen)
+
+
+def pgd_ascent(forward, x, y, rho, steps, step_size, gen):
+    """Untargeted L-inf PGD around pixel-space x (random start) against `forward(x)` -> logits."""
     if rho <= 0 or steps <= 0:
         return x
     adv = (x + (torch.rand(x.shape, generator=gen).to(x.device) * 2 - 1) * rho).clamp(0, 1)
     for _ in range(steps):
         adv.requires_grad_(True)
-        loss = F.cross_entropy(model(normalize(norm, adv)), y)
+        loss = F.cross_entropy(forward(adv), y)
         (grad,) = torch.autograd.grad(loss, adv)
         adv = (x + (adv.detach() + step_size * grad.sign() - x).clamp(-rho, rho)).clamp(0, 1)
     return adv.detach()
@@ -225,6 +233,9 @@ class RobustErrorMinimizing(DataDefense):
     sample's noise is regenerated. The augmentation here is the digits zoo's random shift (the code: crop + flip)."""
 
     name = "rem"
+    paper = {"authors": "Shaopeng Fu, Fengxiang He, Yang Liu, Li Shen, Dacheng Tao",
+             "title": "Robust Unlearnable Examples: Protecting Data Privacy Against Adversarial Learning",
+             "venue": "ICLR 2022", "link": "https://github.com/fshp971/robust-unlearnable-examples"}
     description = ("robust error-minimizing noise, min-min-max against adversarial training of radius rho (Fu, He, "
                    "Liu, Shen, Tao: Robust Unlearnable Examples: Protecting Data Privacy Against Adversarial "
                    "Learning, ICLR 2022)")
@@ -297,6 +308,9 @@ class TargetedAdversarialPoison(DataDefense):
     differentiable data augmentation; `augment = true` does that with the zoo's random shift."""
 
     name = "tap"
+    paper = {"authors": "Liam Fowl, Micah Goldblum, Ping-yeh Chiang, Jonas Geiping, Wojciech Czaja, Tom Goldstein",
+             "title": "Adversarial Examples Make Strong Poisons", "venue": "NeurIPS 2021",
+             "link": "https://github.com/lhfowl/adversarial_poisons"}
     description = ("targeted adversarial poisoning from a model trained on clean data (Fowl, Goldblum, Chiang, "
                    "Geiping, Czaja, Goldstein: Adversarial Examples Make Strong Poisons, NeurIPS 2021)")
     trains = True
@@ -356,6 +370,9 @@ class LinearSeparablePoison(DataDefense):
     eps 6/255); `projection = "linf"`: scaled into the L-inf ball of radius eps, the harness's common budget."""
 
     name = "lsp"
+    paper = {"authors": "Da Yu, Huishuai Zhang, Wei Chen, Jian Yin, Tie-Yan Liu",
+             "title": "Availability Attacks Create Shortcuts", "venue": "KDD 2022",
+             "link": "https://github.com/dayu11/Availability-Attacks-Create-Shortcuts"}
     description = ("synthetic linearly separable patch noise, model-free (Yu, Zhang, Chen, Yin, Liu: Availability "
                    "Attacks Create Shortcuts, KDD 2022)")
     defaults = {"eps": 6 / 255, "patch": 8, "class_sep": 10.0, "projection": "l2"}
