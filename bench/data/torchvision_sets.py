@@ -79,3 +79,8 @@ def cifar100(split: str, root: str | None = None) -> Split:
 @register_dataset("fashion-mnist", "Fashion-MNIST (torchvision files under root), zero-padded to 1x32x32")
 def fashion_mnist(split: str, root: str | None = None) -> Split:
     return _split("fashion-mnist", "FashionMNIST", 10, split, root, pad_to=32)
+
+
+@register_dataset("mnist", "MNIST (torchvision files under root), 1x28x28 (784 inputs, as CoreLocker's Figure 5 FCNs)")
+def mnist(split: str, root: str | None = None) -> Split:
+    return _split("mnist", "MNIST", 10, split, root)

@@ -448,4 +448,6 @@ def render_corelocker(rows: list[dict], out_dir: Path, classes: int | None = Non
             paths.append(_figure7_png(table, out_dir / "corelocker_fig7.png", head))
     if len(set(f.loc[f["defense"] == "corelocker", "ratio"].dropna())) > 1:
         paths.append(_figure6(f, out_dir / "corelocker_fig6.png", head, classes))
-    return paths
+    from bench.reports.corelocker_fig5 import render_fig5  # fcn-d<depth>-w<width> models only (Figure 5)
+
+    return paths + render_fig5(rows, out_dir, setting)

@@ -411,4 +411,6 @@ def render_fingerprint(rows: list[dict], out_dir: Path) -> list[Path]:
         paths.append(strength_figure(rows, out / "fingerprint_strength.png"))
     if len(set(s["attack"])) > 1:
         paths.append(attack_figure(rows, out / "fingerprint_attacks.png"))
-    return paths
+    from bench.reports.mfue_figures import render_mfue_figures  # MFUE Figures 6a/b, 8, 9, 10 (matching rates)
+
+    return paths + render_mfue_figures(rows, out)
