@@ -30,7 +30,6 @@ and of any archive (HAM10000_images_part_1.zip, ...) in DIR, for [data] sha256 a
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -42,6 +41,7 @@ from bench.core.errors import UserError
 from bench.data.base import Split, check_labels, register_dataset, stat_digest
 from bench.data.vision import (IMAGE_EXTENSIONS, HubReader, ImageFolderReader, data_path, hub_fingerprint,
                                resolution_tag, subset_positions)
+from bench.kits.store import sha256_of
 
 DX = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")  # HAM10000's seven diagnoses, sorted: the folder label ids
 METADATA = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata")
@@ -50,14 +50,6 @@ HUB = "Nagabu/HAM10000"  # the NE paper's source (its reference "Nagabu, 2024")
 HUB_URL = "https://huggingface.co/datasets/Nagabu/HAM10000"
 DATAVERSE = "https://doi.org/10.7910/DVN/DBW86T"
 WHAT = "ham10000"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_metadata(folder: Path) -> Path:
@@ -128,7 +120,7 @@ def ham10000(split: str = "test", root: str | None = None, hub: str | None = Non
         raise UserError(f"{WHAT}: test_fraction must be in (0, 1), got {test_fraction!r}")
     meta = find_metadata(folder)
     if sha256:
-        got = sha256_file(meta)
+        got = sha256_of(meta)
         if got != str(sha256).lower():
             raise UserError(f"{WHAT}: {str(meta)!r} has sha256 {got}, not the pinned {sha256}; use the pinned "
                             "metadata file or update [data] sha256")
@@ -191,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {str(folder)!r} holds no HAM10000 metadata file or archive", file=sys.stderr)
         return 2
     for p in found:
-        print(f"{sha256_file(p)}  {p.stat().st_size:>12}  {p.name}")
+        print(f"{sha256_of(p)}  {p.stat().st_size:>12}  {p.name}")
     return 0
 
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from bench.core.cache import atomic_write_bytes, cache_root, digest
 from bench.core.errors import UserError
 from bench.data.base import array_digest
+from bench.data import load_dataset
 
 LABEL = re.compile(r"^fcn-d(?P<depth>\d+)-w(?P<width>\d+)$")
 PAPER_DEPTHS = tuple(range(4, 14))  # hidden layers, Sec. 5.1.1
@@ -66,7 +67,6 @@ class FCN(nn.Module):
 
 
 def _train_split(dataset: str, root: str | None):
-    from bench.data import load_dataset
 
     options = {"root": root} if root else {}
     return load_dataset(dataset, split="train", **options)

@@ -27,11 +27,10 @@ import pandas as pd  # noqa: E402
 from bench.core.errors import UserError  # noqa: E402
 from bench.reports.figures import SIDE_LEGEND_BELOW, chance_level, outside_legend, wrapped  # noqa: E402
 from bench.reports.papers import CORELOCKER_AUTHORS  # noqa: E402
+from bench.reports.corelocker_fig5 import CITATION, render_fig5  # noqa: E402,F401  (Figure 5: fcn-d<depth>-w<width> models only)
 from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
 
 PAPER = f"CoreLocker ({CORELOCKER_AUTHORS}, IEEE S&P 2024)"
-CITATION = (f'{CORELOCKER_AUTHORS}, "CoreLocker: Neuron-level Usage Control", '
-            "IEEE Symposium on Security and Privacy (S&P) 2024")
 SCORED = "bn-scale"  # the criterion of the paper's Tables 2, 3, 5 and Figure 6
 MAIN_RATIO = 0.05
 TABLE5_RATIOS = [round(0.0005 * (i + 1), 4) for i in range(20)]  # the paper's grid, 0.0005..0.01
@@ -448,6 +447,4 @@ def render_corelocker(rows: list[dict], out_dir: Path, classes: int | None = Non
             paths.append(_figure7_png(table, out_dir / "corelocker_fig7.png", head))
     if len(set(f.loc[f["defense"] == "corelocker", "ratio"].dropna())) > 1:
         paths.append(_figure6(f, out_dir / "corelocker_fig6.png", head, classes))
-    from bench.reports.corelocker_fig5 import render_fig5  # fcn-d<depth>-w<width> models only (Figure 5)
-
     return paths + render_fig5(rows, out_dir, setting)

@@ -22,9 +22,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.recipes.fcn_grid import parse_fig5_label  # noqa: E402
-from bench.reports.corelocker import CITATION  # noqa: E402
+from bench.reports.papers import CORELOCKER_AUTHORS  # noqa: E402
 from bench.reports.figures import wrapped  # noqa: E402
 from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
+
+CITATION = (f'{CORELOCKER_AUTHORS}, "CoreLocker: Neuron-level Usage Control", '
+            "IEEE Symposium on Security and Privacy (S&P) 2024")
+
 
 CRITERION = "l1"
 # The paper's statements about Figure 5 (kind `reported`): the section and the sentence they come from.

@@ -27,6 +27,7 @@ from bench.reports.leaderboard import trains_at_run_time  # noqa: E402
 from bench.reports.tables import row_name  # noqa: E402
 from bench.reports.tables import (  # noqa: E402
     compact_params, measured_line, provenance_of, registered_defaults, to_markdown)
+from bench.reports.mfue_figures import render_mfue_figures  # noqa: E402
 
 PAPER = ("Xu, Wang, Liu, Chen, Abdelmoniem & Wang, \"Breaking the Boundary Barrier: Robust Model Fingerprinting "
          "via Unlearnable Examples in Model-Parameter Space\", KDD '26, doi 10.1145/3770854.3780310")
@@ -411,6 +412,5 @@ def render_fingerprint(rows: list[dict], out_dir: Path) -> list[Path]:
         paths.append(strength_figure(rows, out / "fingerprint_strength.png"))
     if len(set(s["attack"])) > 1:
         paths.append(attack_figure(rows, out / "fingerprint_attacks.png"))
-    from bench.reports.mfue_figures import render_mfue_figures  # MFUE Figures 6a/b, 8, 9, 10 (matching rates)
 
     return paths + render_mfue_figures(rows, out)

@@ -46,6 +46,19 @@ from bench.core.errors import UserError  # noqa: E402
 from bench.reports.mfue_figures import CITATION  # noqa: E402
 from bench.reports.figures import wrapped  # noqa: E402
 from bench.reports.tables import write_csv  # noqa: E402
+from bench.data import load_dataset  # noqa: E402
+from bench.fingerprint.suspects import build_zoo  # noqa: E402
+from bench.fingerprint.training import halves  # noqa: E402
+from bench.models.sources import default_init_seed, load_model, model_label  # noqa: E402
+from bench.protocols.ownership import zoo_config  # noqa: E402
+from bench.suite import load_suite  # noqa: E402
+from bench.fingerprint.base import SuspectOracle  # noqa: E402
+from bench.attacks import get_attack  # noqa: E402
+from bench.fingerprint.suspects import Suspect, independent  # noqa: E402
+from bench.fingerprint.training import accuracy  # noqa: E402
+from bench.defenses import get_defense  # noqa: E402
+from bench.models.adapter import ModelAdapter  # noqa: E402
+from bench.fingerprint.suspects import parse_chain, parse_number  # noqa: E402
 
 ADV_POSITIVE = "advtrain(4/255)"
 EXTRACTION = ("distill", "hardlabel")
@@ -71,12 +84,6 @@ REPORTED = {
 def setting(suite_name: str, progress: bool = False):
     """(suite, source adapter, defender half, attacker half, test split, suspects) as the ownership protocol
     builds them for the suite's first authorized model."""
-    from bench.data import load_dataset
-    from bench.fingerprint.suspects import build_zoo
-    from bench.fingerprint.training import halves
-    from bench.models.sources import default_init_seed, load_model, model_label
-    from bench.protocols.ownership import zoo_config
-    from bench.suite import load_suite
 
     suite = load_suite(suite_name)
     data = suite.data
@@ -161,7 +168,6 @@ def _group(s) -> str:
 def figure5(source, zoo, extra: list, mfue, fp, seed: int) -> pd.DataFrame:
     """One line per model of the source's architecture: group, L2 distance, mean / median trigger loss, matching
     rate, and the 2-d t-SNE of its classification head."""
-    from bench.fingerprint.base import SuspectOracle
 
     labels = fp.reference["labels"]
     records, heads = [], []
@@ -202,8 +208,6 @@ def figure9_models(source, zoo, mfue, fp, test, seed: int, sigmas=SIGMAS) -> pd.
     """Per sigma: the source's test top-1 under DP-Logits, the mean trigger loss of positives / negatives, the AUC."""
     from sklearn.metrics import roc_auc_score
 
-    from bench.attacks import get_attack
-    from bench.fingerprint.base import SuspectOracle
 
     labels, out = fp.reference["labels"], []
     for sigma in sigmas:
@@ -296,11 +300,6 @@ def _fig9_png(f: pd.DataFrame, path: Path, head: str) -> Path:
 def render_models(suite_name: str, out_dir: Path, extra_negatives: int = 8, sigmas=SIGMAS,
                   progress: bool = False) -> list[Path]:
     """mfue_fig5.{md,csv,png}, mfue_fig7.{md,csv,png} and mfue_fig9_models.{md,csv,png} for `suite_name`."""
-    from bench.fingerprint.suspects import Suspect, independent
-    from bench.fingerprint.training import accuracy
-    from bench.defenses import get_defense
-    from bench.models.adapter import ModelAdapter
-    from bench.protocols.ownership import zoo_config
 
     start = time.perf_counter()
     suite, source, defender, attacker, test, zoo = setting(suite_name, progress)
@@ -376,7 +375,6 @@ def render_models(suite_name: str, out_dir: Path, extra_negatives: int = 8, sigm
 
 def _is_adv_positive(name: str) -> bool:
     """A one-step positive `...->advtrain(4/255[,epochs])`: the paper's eps_adv of Figure 7."""
-    from bench.fingerprint.suspects import parse_chain, parse_number
 
     chain = name.split("->", 1)[-1] if "->" in name else ""
     steps = parse_chain(chain) if chain and "->" not in chain else []
