@@ -354,3 +354,19 @@ def test_attack_kind_must_fit_the_protocol(tmp_path):
     suite = load_suite(write_suite(tmp_path / "c.toml", defenses=(), extra=extra))
     with pytest.raises(UserError, match="cannot take attack 'adapt'"):
         make_engine(suite, tmp_path / "run", progress=False)
+
+
+def test_a_versioned_attack_default_supersedes_rows_written_under_the_old_one(monkeypatch, tmp_path):
+    """A row written before an attack's default changed (cutout's fill: version 2) must not be reused on resume:
+    the row identity carries the attack's version (the imagenet-mini board once kept black-fill cutout rows)."""
+    from conftest import make_engine
+    from bench.attacks.base import ATTACKS
+    from bench.suite import load_suite
+
+    runner = make_engine(load_suite("digits-quick"), str(tmp_path / "out"), progress=False)
+    row = {"authorized": "cnn-s0", "evaluated": "cnn-s0", "attack": "cutout"}
+    now = runner.row_identity(row)
+    assert runner.row_identity({**row, "attack": "crop"}) != now  # cutout (version 2) differs from a v1 attack
+    assert runner.row_identity({**row, "attack": "cutout(low=0.2,high=0.2)"}) == now  # the label's params aside
+    monkeypatch.setattr(ATTACKS.get("cutout"), "version", 1)
+    assert runner.row_identity(row) != now  # the same cell under the old default is another identity

@@ -30,6 +30,7 @@ from bench.engine.spec import JobResult, JobSpec, environment, job_id, job_label
 from bench.core.cache import digest
 from bench.core import provenance
 from bench.attacks import attack_label
+from bench.attacks.base import ATTACKS
 from bench.core.forward import Usage
 from bench.core.types import RESULTS_VERSION, Job, Measurement, Provenance, Role, Row
 from bench.core.errors import UserError
@@ -317,7 +318,12 @@ class Engine:
         for label in labels:
             if label not in self._models:
                 self._models[label] = self.ctx.model_identity(label)
-        return digest({**self._identities, "models": {label: self._models[label] for label in labels}})[:24]
+        # an attack whose default output changed carries a version (bench.attacks.base.Attack.version): rows written
+        # under the old default are not this row (version 1, the unversioned default, adds nothing)
+        name = str(row.get("attack") or "none").split("(", 1)[0]
+        version = getattr(ATTACKS.get(name), "version", 1) if name in ATTACKS else 1
+        extra = {"attack_version": version} if version != 1 else {}
+        return digest({**self._identities, **extra, "models": {label: self._models[label] for label in labels}})[:24]
 
     def suite_source(self) -> dict:
         """The suite file this run read and its digest as read (rows record them: `report` and `check` apply
