@@ -34,7 +34,6 @@ from bench.core.errors import UserError, show
 from bench.executors import EXECUTORS, executor_options
 from bench.fingerprint.suspects import ZooConfig
 from bench.core.declared import check_metrics
-from bench.core.declared import protocols as declared_protocols
 from bench.core.entry import (ATTACK, BOARD_KEYS, OWNED_DATA_KEYS, Entry, Key, integer, list_of, number, one_or_list,
                               string, table)
 
@@ -166,7 +165,6 @@ def schema(executor: str | None = None) -> dict:
     """The suite file's JSON Schema, built from SECTIONS, the protocols' entry dataclasses and their declared check
     metrics (docs/suites.md lists the same keys)."""
     SECTIONS["check"]["tolerance"] = _check_tolerance()
-    declared_protocols()  # the built-in protocols declare their boards before any suite is checked
     for board, spec in BOARD_KEYS.items():
         SECTIONS["standard_attacks"].setdefault(board, spec)
     sections = {name: _object(keys, REQUIRED.get(name, ())) for name, keys in _sections(executor).items()}

@@ -207,7 +207,7 @@ CASES = [
                                  'input_size = [1, 32, 32], name = "c", checkpoint = "missing.pt" }'), "'missing.pt'"),
     ("model-channels", model('{ source = "torch", factory = "models_example:rgb_cnn", mean = [0.5], std = [0.25], '
                              'input_size = [3, 32, 32], name = "c" }'), "(3, 32, 32)"),
-    ("dataset-unknown", edit('dataset = "digits"', 'dataset = "mnist"'), "unknown dataset 'mnist'"),
+    ("dataset-unknown", edit('dataset = "digits"', 'dataset = "svhn"'), "unknown dataset 'svhn'"),
     ("npz-object-array", npz("objects"), "dtype object"),
     ("npz-lengths", npz("lengths"), "4 images but 3 labels"),
     ("npz-label-range", npz("label10"), "label 10 is outside [0, 10)"),

@@ -62,7 +62,7 @@ def test_user_errors_are_one_line(capsys, argv, needle):
     ('[data]\ndataset="digits"\n[models]\nauthorized=["zoo:mlp-s0"]\n[[defenses]]\nname="nee"\n', "unknown defense 'nee'; valid choices:"),
     ('[data]\ndataset="digits"\n[models]\nauthorized=["zoo:nope-s0"]\n[[defenses]]\nname="noise"\n', "unknown zoo model 'nope-s0'"),
     ('[data]\ndataset="digits"\n[models]\nauthorized=["zoo:mlp-s0"]\n[[defenses]]\nname="noise"\nrelease=["png"]\n', "unknown release 'png'"),
-    ('[data]\ndataset="mnist"\n[models]\nauthorized=["zoo:mlp-s0"]\n[[defenses]]\nname="noise"\n', "unknown dataset 'mnist'"),
+    ('[data]\ndataset="svhn"\n[models]\nauthorized=["zoo:mlp-s0"]\n[[defenses]]\nname="noise"\n', "unknown dataset 'svhn'"),
     ('[data]\ndataset="digits"\n[models]\nauthorized=["timm:resnet18"]\n[[defenses]]\nname="noise"\n', "expects inputs of shape (3, 224, 224)"),
     ('[data]\ndataset="digits"\n[modles]\n', "unknown section 'modles'"),
     ('[data]\ndataset="digits"\n[models]\nauthorized=["zoo:mlp-s0"]\n[[defenses]]\nname="ne-patch"\nparams={tua=1}\n', "has no parameter 'tua'"),

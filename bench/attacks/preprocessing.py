@@ -41,10 +41,8 @@ def _jpeg_roundtrip(arr: np.ndarray, quality: int) -> np.ndarray:
 @ATTACKS.register
 class Jpeg(Attack):
     name = "jpeg"
-    description = ("JPEG re-encoding at a given quality (PIL); NE sweeps 95 -> 75; on training data at quality 10 it is "
-                   "Image Shortcut Squeezing (Liu, Zhao, Larson, ICML 2023). range 'clamp' (default: the image a real "
-                   "JPEG file stores) or 'rescale' (the public NE code's: per-image min-max of the normalized tensor to "
-                   "[0, 255] and back)")
+    description = ("JPEG re-encoding at a given quality (PIL; NE sweeps 95 -> 75, ISS uses 10); range 'clamp' (a real "
+                   "JPEG file, default) or 'rescale' (the NE code's per-image min-max)")
     defaults = {"quality": 75, "range": "clamp"}
     param_schema = {"quality": {"type": "integer", "minimum": 1, "maximum": 100}}
 

@@ -18,4 +18,4 @@ GLUE_METRICS = {"glue_clean": "higher", "glue_authorized": "higher", "glue_unaut
 CHECK_METRICS = {**LEADERBOARD_METRICS, **FINGERPRINT_METRICS, **UNLEARNABLE_METRICS, **GLUE_METRICS}
 # the boards the built-in protocols rank on ([standard_attacks] keys a suite may name before any protocol is loaded;
 # each protocol declares its own: Protocol.boards, and tests/test_protocols.py checks the two agree)
-BOARDS = ("input", "model", "baselines", "ownership", "train-on-data", "glue")
+BOARDS = ("input", "model", "baselines", "ownership", "train-on-data", "glue", "domain")
