@@ -171,7 +171,7 @@ def test_every_protocol_declares_its_entry_boards_check_and_data_keys():
     from bench.core.entry import OWNED_DATA_KEYS
     from bench.protocols import PROTOCOLS
 
-    classes = [PROTOCOLS.get(n) for n in ("input", "model", "verify", "glue", "mmbench", "train-on-data")]
+    classes = [PROTOCOLS.get(n) for n in ("input", "model", "verify", "glue", "mmbench", "train-on-data", "domain")]
     for cls in classes:
         assert "name" in cls.entry.keys() and cls.description, cls.name
     assert all(c.boards for c in classes if c.check_board)  # the checked protocols rank on boards they declare

@@ -14,8 +14,10 @@ FINGERPRINT_METRICS = {"auc": "higher", "tpr@1%fpr": "higher"}
 UNLEARNABLE_METRICS = {"top1": "lower"}
 # the GLUE (NE text) board (bench.protocols.glue): a cell's primary GLUE metric x 100, by the evaluated model's role
 GLUE_METRICS = {"glue_clean": "higher", "glue_authorized": "higher", "glue_unauthorized": "lower"}
+# the non-transferable-learning board (bench.protocols.domain): a cell's top-1 on the source or on a target domain
+DOMAIN_METRICS = {"source_top1": "higher", "target_top1": "lower"}
 # every metric a reference can hold, hence every key a tolerance may name
-CHECK_METRICS = {**LEADERBOARD_METRICS, **FINGERPRINT_METRICS, **UNLEARNABLE_METRICS, **GLUE_METRICS}
+CHECK_METRICS = {**LEADERBOARD_METRICS, **FINGERPRINT_METRICS, **UNLEARNABLE_METRICS, **GLUE_METRICS, **DOMAIN_METRICS}
 # the boards the built-in protocols rank on ([standard_attacks] keys a suite may name before any protocol is loaded;
 # each protocol declares its own: Protocol.boards, and tests/test_protocols.py checks the two agree)
 BOARDS = ("input", "model", "baselines", "ownership", "train-on-data", "glue", "domain")

@@ -24,6 +24,7 @@ import torch
 
 from bench.attacks import attack_label
 from bench.core.entry import Entry, attacks_key, key, list_of, string, trials_key
+from bench.core.metrics import DOMAIN_METRICS
 from bench.core.types import Job, Measurement, Role
 from bench.defenses import get_defense
 from bench.core.errors import UserError
@@ -84,7 +85,7 @@ class DomainProtocol(Protocol):
     check_board = NAME
     # a cell's top-1 is compared as source_top1 on the source (higher is better) and as target_top1 on a target
     # (lower is better: a target the model reads better is a regression of the defense)
-    check_metrics = {"source_top1": "higher", "target_top1": "lower"}
+    check_metrics = DOMAIN_METRICS
 
     def plan(self, ctx, entry):
         cls = get_defense(entry.name)
