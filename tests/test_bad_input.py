@@ -656,7 +656,7 @@ def _cache_entry(tmp_path, marker):
     import io
     import pickle
 
-    from bench.core.cache import KEY_FIELD, MAGIC, ArrayCache
+    from bench.core.cache import KEY_FIELD, MAGIC_V2, ArrayCache
 
     cache = ArrayCache(tmp_path, "forward")
     key = cache.key("m", {})
@@ -666,7 +666,7 @@ def _cache_entry(tmp_path, marker):
     np.savez(buf, logits=obj, **{KEY_FIELD: np.array(key)})
     payload = buf.getvalue()
     cache.path_of(key).parent.mkdir(parents=True)
-    cache.path_of(key).write_bytes(MAGIC + hashlib.sha256(payload).digest() + b"\0" * 32 + payload)
+    cache.path_of(key).write_bytes(MAGIC_V2 + hashlib.sha256(payload).digest() + b"\0" * 32 + payload)
     assert cache.get(key) is None and cache.stats.corrupt == 1 and pickle  # refused, removed
 
 
@@ -787,14 +787,14 @@ def test_a_cache_entry_that_is_not_an_array_file_is_removed_and_recomputed(tmp_p
     """Regression (issue 25): a valid checksum over bytes that are not an .npz crashed every run."""
     import hashlib
 
-    from bench.core.cache import MAGIC, ArrayCache, binding
+    from bench.core.cache import MAGIC_V2, ArrayCache, binding
 
     cache = ArrayCache(tmp_path, "forward")
     key = cache.key("m", {})
     junk = b"these bytes are not an npz file"
     path = cache.path_of(key)
     path.parent.mkdir(parents=True)
-    path.write_bytes(MAGIC + hashlib.sha256(junk).digest() + binding(key, {}) + junk)
+    path.write_bytes(MAGIC_V2 + hashlib.sha256(junk).digest() + binding(key, {}) + junk)
     assert cache.get(key) is None and cache.stats.corrupt == 1 and not path.exists()
     cache.put(key, {"logits": np.ones(3)})
     assert np.array_equal(cache.get(key)["logits"], np.ones(3))
@@ -806,18 +806,16 @@ def test_another_entrys_arrays_with_a_recomputed_checksum_are_not_served(tmp_pat
     import hashlib
     import io
 
-    from bench.core.cache import KEY_FIELD, MAGIC, ArrayCache
+    from bench.core.cache import KEY_FIELD, MAGIC_V2, ArrayCache, binding
 
     cache = ArrayCache(tmp_path, "forward")
-    a, b = cache.key("model-a", {}), cache.key("model-b", {})
-    cache.put(a, {"logits": np.zeros(3)})
-    cache.put(b, {"logits": np.ones(3)})
-    blob = cache.path_of(a).read_bytes()
-    head = len(MAGIC) + 64
+    a = cache.key("model-a", {})
     buf = io.BytesIO()
-    np.savez(buf, logits=np.ones(3), **{KEY_FIELD: np.array(a)})  # b's arrays under a's key
+    np.savez(buf, logits=np.ones(3), **{KEY_FIELD: np.array(a)})  # another entry's arrays under a's key
     payload = buf.getvalue()
-    cache.path_of(a).write_bytes(MAGIC + hashlib.sha256(payload).digest() + blob[len(MAGIC) + 32:head] + payload)
+    a_binding = binding(a, {"logits": np.zeros(3), KEY_FIELD: np.array(a)})  # a's own arrays' binding
+    cache.path_of(a).parent.mkdir(parents=True)
+    cache.path_of(a).write_bytes(MAGIC_V2 + hashlib.sha256(payload).digest() + a_binding + payload)
     assert cache.get(a) is None and cache.stats.corrupt == 1
 
 

@@ -60,9 +60,10 @@ class ForwardService:
         `compute(labels)` returns {label: outputs} for the labels not cached (None for a model that cannot
         read these inputs: not stored); `load` brings a cached entry to today's form."""
         keys = {label: self.cache.key(d, identity) for label, d in models.items()}
+        entries = self.cache.get_many(keys.values())  # one batch: every model this request names
         out = {}
         for label, k in keys.items():
-            entry = self.cache.get(k)
+            entry = entries[k]
             out[label] = load(entry) if (load is not None and entry is not None) else entry
         todo = [label for label in models if out[label] is None]
         if todo:
