@@ -230,6 +230,10 @@ def test_a_bad_dataset_domain_is_a_one_line_error_listing_the_datasets(tmp_path,
     assert code == 2 and len(lines) == 1, err
     assert "'dataset:stl-10'" in lines[0] and "unknown dataset 'stl-10'" in lines[0]
     assert "stl10" in lines[0] and "cifar10" in lines[0] and "digits" in lines[0]
+    suite.write_text(SUITE.format(root=root, target="dataset:stl10").replace('check = "size"', 'checks = "size"'))
+    code = main(["run", str(suite), "--plan", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "has no option 'checks'" in err and "check" in err, err
 
 
 def test_the_shipped_cifar10_stl10_suite_plans_on_the_fixture_and_names_the_fetch_without_data(tmp_path, capsys):

@@ -295,8 +295,8 @@ class Dataset:
 # lookup); third-party ones are `authbench.datasets` entry points naming a Dataset
 DATASETS: Registry[Dataset] = Registry(
     "dataset", "authbench.datasets", base=Dataset, instances=True, paths=False,
-    modules=("bench.data.classes", "bench.data.digits", "bench.data.stl10", "bench.data.synthetic",
-             "bench.data.torchvision_sets", "bench.data.vision"))
+    modules=("bench.data.classes", "bench.data.digits", "bench.data.synthetic", "bench.data.torchvision_sets",
+             "bench.data.vision"))
 
 
 def register_dataset(name: str, description: str):

@@ -190,7 +190,7 @@ class DomainProtocol(Protocol):
         named = [dataset_name(d) for d in domains if dataset_name(d) is not None]
         for name in named:
             try:
-                DATASETS.get(name)
+                DATASETS.get(name).check_options(entry.datasets.get(name, {}))
             except UserError as e:
                 raise UserError(f"defense {entry.name!r}: domain 'dataset:{name}': {e}") from None
         extra = sorted(set(entry.datasets) - set(named))
