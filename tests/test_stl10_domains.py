@@ -130,7 +130,7 @@ def test_pinned_archive_checks_refuse_another_archive_in_one_line(tmp_path):
     folder = archives.unpack(path, replace(archives.STL10, size=size, sha256=sha, md5=md5), tmp_path / "out")
     assert folder == tmp_path / "out" / "stl10_binary" and not (folder / "unlabeled_X.bin").exists()
     assert load_dataset("stl10", "test", root=str(tmp_path / "out"), check="size").labels.tolist() == [4, 5]
-    assert archives.main(["verify", "stl10", str(path)]) == 2
+    assert archives.main(["check", "stl10", str(path)]) == 2
 
 
 def test_the_class_map_keeps_the_nine_shared_classes_and_maps_automobile_to_car():

@@ -2,7 +2,7 @@
 
     python -m bench.data.archives fetch stl10 --root data/          # download (resumable), verify, unpack
     python -m bench.data.archives extract stl10 ARCHIVE --root data/ # a local copy of the archive: verify, unpack
-    python -m bench.data.archives verify cifar10 ARCHIVE            # check a copy only
+    python -m bench.data.archives check cifar10 ARCHIVE             # check a copy only
 
 Each archive is pinned by its byte size, its sha256 and torchvision's md5 (a second, independent check): a
 copy that differs in any of them is refused in one line before anything is unpacked. Only the members the
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("dataset", choices=sorted(ARCHIVES))
     ex.add_argument("archive", type=Path)
     ex.add_argument("--root", required=True, type=Path)
-    ve = sub.add_parser("verify", help="check a local copy of a pinned archive (size, sha256, md5)")
+    ve = sub.add_parser("check", help="check a local copy of a pinned archive (size, sha256, md5)")
     ve.add_argument("dataset", choices=sorted(ARCHIVES))
     ve.add_argument("archive", type=Path)
     args = ap.parse_args(argv)
