@@ -133,6 +133,37 @@ def test_pinned_archive_checks_refuse_another_archive_in_one_line(tmp_path):
     assert archives.main(["check", "stl10", str(path)]) == 2
 
 
+def test_fetch_without_a_route_or_with_other_bytes_is_one_line_and_places_nothing(tmp_path, monkeypatch):
+    import urllib.error
+
+    import bench.kits.store as store
+
+    def offline(url, part, size, progress=None, label=""):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(store, "download", offline)
+    with pytest.raises(UserError) as e:
+        archives.fetch(archives.STL10, tmp_path / "data", log=lambda *_: None)
+    text = str(e.value)
+    assert "\n" not in text and "cs.stanford.edu" in text and "ai.stanford.edu" in text  # both mirrors tried
+    assert "python -m bench.data.archives extract stl10 ARCHIVE" in text
+
+    fake = _fake_archive(tmp_path)
+
+    def wrong_bytes(url, part, size, progress=None, label=""):
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(fake.read_bytes())
+
+    monkeypatch.setattr(store, "download", wrong_bytes)
+    pin = replace(archives.STL10, size=fake.stat().st_size)  # the size matches, the content does not
+    with pytest.raises(UserError, match="has sha256 .* not the pinned"):
+        archives.fetch(pin, tmp_path / "data", log=lambda *_: None)
+    assert not list((tmp_path / "data").rglob("*.tar.gz")) and not (tmp_path / "data" / "stl10_binary").exists()
+    sha, md5 = archives.digests(fake)
+    folder = archives.fetch(replace(pin, sha256=sha, md5=md5), tmp_path / "data", log=lambda *_: None)
+    assert (folder / "train_X.bin").is_file() and (tmp_path / "data" / "stl10_binary.tar.gz").is_file()
+
+
 def test_the_class_map_keeps_the_nine_shared_classes_and_maps_automobile_to_car():
     keep = shared_classes(CIFAR10_CLASSES, {"dataset:stl10": STL_CLASSES})
     assert [CIFAR10_CLASSES[i] for i in keep] == ["airplane", "automobile", "bird", "cat", "deer", "dog", "horse",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import os
 import sys
 import tarfile
@@ -142,21 +143,25 @@ def unpack(path, pin: ArchivePin, root, *, check: bool = True) -> Path:
 def fetch(pin: ArchivePin, root, log=print) -> Path:
     """Download the archive into `<root>/.part/` (resumable: bench.kits.store.download), try the mirrors in turn,
     verify it, keep it as `<root>/<file>` and unpack. Returns the unpacked folder."""
-    from bench.kits.store import download
+    from bench.kits.store import _tqdm_progress, download
 
     root = Path(root)
     final = root / pin.file
     if not final.is_file():
         part = root / ".part" / pin.file
         reasons = []
-        for url in pin.urls:
-            try:
-                download(url, part, pin.size, label=pin.file)
-                break
-            except (urllib.error.URLError, OSError) as e:
-                reason = getattr(e, "reason", None) or e
-                reasons.append(f"{url}: {str(reason).splitlines()[0] if str(reason) else type(e).__name__}")
-        else:
+        update, close = _tqdm_progress(True)
+        try:
+            for url in pin.urls:
+                try:
+                    download(url, part, pin.size, update, pin.file)
+                    break
+                except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                    reason = getattr(e, "reason", None) or e
+                    reasons.append(f"{url}: {str(reason).splitlines()[0] if str(reason) else type(e).__name__}")
+        finally:
+            close()
+        if len(reasons) == len(pin.urls):
             raise UserError(f"{pin.name}: cannot download {pin.file} ({'; '.join(reasons)}); on a machine without "
                             f"internet copy the archive here and run `python -m bench.data.archives extract "
                             f"{pin.name} ARCHIVE --root {root}`")
@@ -169,8 +174,9 @@ def fetch(pin: ArchivePin, root, log=print) -> Path:
             part.unlink()
             raise
         os.replace(part, final)
-    log(f"{pin.name}: {final} verified (sha256 {pin.sha256[:16]}..., md5 {pin.md5})")
-    return unpack(final, pin, root)
+    folder = unpack(final, pin, root)  # verifies again (a copy kept from an earlier fetch included)
+    log(f"{pin.name}: {final} verified (sha256 {pin.sha256[:16]}..., md5 {pin.md5}), unpacked into {folder}")
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
