@@ -24,7 +24,16 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+from baselines.report import REPORTED as NE_TABLE3_REPORTED
+from bench.attacks import ATTACKS
 from bench.core.errors import UserError
+from bench.defenses import DEFENSES
+from bench.ntl.attacks import ATTACKS as DOMAIN_ATTACKS
+from bench.reports.corelocker import REPORTED as CORELOCKER_REPORTED
+from bench.reports.family_data import FAMILIES, ROOT, family_methods, shipped_boards
+from bench.reports.fingerprint import REPORTED_AUC, REPORTED_DATASETS, REPORTED_DECIMALS
+from bench.reports.ne_reported import REPORTED as NE_REPORTED
+from bench.reports.papers import paper_of
 
 PATH = Path(__file__).with_name("reported.toml")
 REPORTED_LABEL = "reported by the paper"
@@ -108,28 +117,24 @@ def _table_no(table: str) -> int:
 
 
 def _ne_table1(f: dict) -> str | None:
-    from bench.reports.ne_reported import REPORTED
     n = _table_no(f["table"])
-    hit = [e for e in REPORTED if e["table"] == n and e["dataset"] == f["dataset"] and e["row"] == f["row"]
+    hit = [e for e in NE_REPORTED if e["table"] == n and e["dataset"] == f["dataset"] and e["row"] == f["row"]
            and e["column"] == f["column"]]
     return hit[0]["text"] if hit else None
 
 
 def _corelocker(f: dict) -> str | None:
-    from bench.reports.corelocker import REPORTED
     n = _table_no(f["table"])
-    hit = [e for e in REPORTED if e["table"] == n and e["row"] == f["row"] and e["column"] == f["column"]]
+    hit = [e for e in CORELOCKER_REPORTED if e["table"] == n and e["row"] == f["row"] and e["column"] == f["column"]]
     return f"{hit[0]['value']:.{hit[0]['decimals']}f}" if hit else None
 
 
 def _ne_table3(f: dict) -> str | None:
-    from baselines.report import REPORTED
-    hit = [e for e in REPORTED if e["dataset"] == f["dataset"] and e["model"] == f["row"] and e["method"] == f["column"]]
+    hit = [e for e in NE_TABLE3_REPORTED if e["dataset"] == f["dataset"] and e["model"] == f["row"] and e["method"] == f["column"]]
     return hit[0]["value"] if hit and _table_no(f["table"]) == 3 else None
 
 
 def _mfue_table1(f: dict) -> str | None:
-    from bench.reports.fingerprint import REPORTED_AUC, REPORTED_DATASETS, REPORTED_DECIMALS
     if _table_no(f["table"]) != 1 or f["row"] not in REPORTED_AUC or f["column"] not in REPORTED_DATASETS \
             or f["dataset"] != f["column"]:
         return None
@@ -143,9 +148,6 @@ BUILTINS = {"ne-table1": _ne_table1, "corelocker": _corelocker, "ne-table3": _ne
 
 def registered_methods() -> dict[str, str]:
     """Every registered name a figure may stand beside: defenses, attacks and the domain protocol's attacks."""
-    from bench.attacks import ATTACKS
-    from bench.defenses import DEFENSES
-    from bench.ntl.attacks import ATTACKS as DOMAIN_ATTACKS
     out = {name: "attack" for name in DOMAIN_ATTACKS}
     out.update({name: "attack" for name in ATTACKS.names()})
     out.update({name: "defense" for name in DEFENSES.names()})
@@ -185,7 +187,6 @@ def _check_keys(entry, required, optional, where):
 
 
 def _own_paper(method: str) -> dict | None:
-    from bench.reports.papers import paper_of
     try:
         return paper_of(method)
     except (AttributeError, TypeError):
@@ -193,7 +194,6 @@ def _own_paper(method: str) -> dict | None:
 
 
 def _method_family(method: str, family: str, kind: str, where: str) -> None:
-    from bench.reports.families import FAMILIES, family_methods
     names = [f.name for f in FAMILIES]
     if family not in names:
         raise UserError(f"{where}: unknown family {family!r}; valid: {', '.join(names)}")
@@ -282,7 +282,6 @@ def load(path: Path = PATH) -> Reported:
 def required_methods() -> list[tuple[str, str]]:
     """(family, method) that must have a figure or a not_found entry: every registered method of the six
     families (controls and reference rows aside) and the attacks that are a paper's method (TransNTL)."""
-    from bench.reports.families import FAMILIES, family_methods
     return [(f.name, m) for f in FAMILIES for m in family_methods(f)[0] + list(PAPER_ATTACKS.get(f.name, ()))]
 
 
@@ -317,7 +316,6 @@ class Measured:
 
 def _suite_boards(suite: str, root: Path, cache: dict) -> tuple[list, Path | None]:
     """[(board, its headline metric, its ranked rows)] of a suite's shipped boards, read once per `cache`."""
-    from bench.reports.families import shipped_boards
     if suite not in cache:
         boards, path = shipped_boards(suite, root)
         cache[suite] = ([(b, b.headline, [r for r in b.rows if r.rank is not None]) for b in boards], path)
@@ -328,7 +326,6 @@ def measured(method: str, family: str, beside: str = "", root: Path | None = Non
              attacks: set[str] | None = None) -> Measured | None:
     """The method's best-ranked row on its family's shipped boards (an attack: the leader row of the board); `cache`
     and `attacks` spare re-reading the boards and the registries for every method of a table."""
-    from bench.reports.families import FAMILIES, ROOT
     root = root or ROOT
     cache = {} if cache is None else cache
     attack = method in (_attacks() if attacks is None else attacks)
