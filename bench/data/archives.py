@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.errors import UserError
+from bench.kits.store import download, tqdm_progress
 
 PROVENANCE = ("sha256 and size: a third party's dataset notes in the public code index (measured from the URL), "
               "the same sha256 pinned by {also}; md5: torchvision's {tv}")
@@ -143,14 +144,13 @@ def unpack(path, pin: ArchivePin, root, *, check: bool = True) -> Path:
 def fetch(pin: ArchivePin, root, log=print) -> Path:
     """Download the archive into `<root>/.part/` (resumable: bench.kits.store.download), try the mirrors in turn,
     verify it, keep it as `<root>/<file>` and unpack. Returns the unpacked folder."""
-    from bench.kits.store import _tqdm_progress, download
 
     root = Path(root)
     final = root / pin.file
     if not final.is_file():
         part = root / ".part" / pin.file
         reasons = []
-        update, close = _tqdm_progress(True)
+        update, close = tqdm_progress(True)
         try:
             for url in pin.urls:
                 try:

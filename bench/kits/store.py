@@ -106,7 +106,7 @@ def _place(src: Path, dest: Path, move: bool) -> None:
 Progress = Callable[[str, int, int], None]  # (file path, bytes so far, total bytes)
 
 
-def _tqdm_progress(enabled: bool):
+def tqdm_progress(enabled: bool):
     if not enabled:
         return None, lambda: None
     from tqdm.auto import tqdm
@@ -242,7 +242,7 @@ def fetch(kit: Kit, cache: Path | None = None, *, progress: bool | Progress = Tr
     each sha256 before placing it. Returns counts: {"present": n, "fetched": n}."""
     states = {s.path: s.state for s in file_states(kit, cache)}
     todo = [f for f in kit.files if states[f.path] != "ok"]
-    update, close = _tqdm_progress(progress) if isinstance(progress, bool) else (progress, lambda: None)
+    update, close = tqdm_progress(progress) if isinstance(progress, bool) else (progress, lambda: None)
     wheels: dict[tuple, Path] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="authbench-kit-") as tmp:

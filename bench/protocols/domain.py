@@ -36,6 +36,8 @@ from bench.attacks import attack_label
 from bench.core.entry import Entry, Key, attacks_key, key, list_of, string, table, trials_key
 from bench.core.metrics import DOMAIN_METRICS
 from bench.core.types import Job, Measurement, Role
+from bench.data.base import DATASETS, load_dataset
+from bench.data.vision import resize_images
 from bench.defenses import get_defense
 from bench.core.errors import UserError
 from bench.fingerprint.training import build_arch
@@ -185,8 +187,6 @@ class DomainProtocol(Protocol):
     @staticmethod
     def check_datasets(entry, domains) -> None:
         """A dataset domain names a registered dataset; `datasets` options only for the entry's dataset domains."""
-        from bench.data.base import DATASETS
-
         named = [dataset_name(d) for d in domains if dataset_name(d) is not None]
         for name in named:
             try:
@@ -216,9 +216,6 @@ class DomainProtocol(Protocol):
         return memo[k]
 
     def _load_sets(self, ctx, train, test, named, options) -> DomainSets:
-        from bench.data.base import DATASETS, load_dataset
-        from bench.data.vision import resize_images
-
         suite_name = ctx.suite.data.get("dataset")
         if not train.class_names:
             raise UserError(f"the {NAME} protocol maps a dataset domain's classes by name, and the suite's dataset "
