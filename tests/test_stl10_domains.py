@@ -136,12 +136,10 @@ def test_pinned_archive_checks_refuse_another_archive_in_one_line(tmp_path):
 def test_fetch_without_a_route_or_with_other_bytes_is_one_line_and_places_nothing(tmp_path, monkeypatch):
     import urllib.error
 
-    import bench.kits.store as store
-
     def offline(url, part, size, progress=None, label=""):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(store, "download", offline)
+    monkeypatch.setattr(archives, "download", offline)
     with pytest.raises(UserError) as e:
         archives.fetch(archives.STL10, tmp_path / "data", log=lambda *_: None)
     text = str(e.value)
@@ -154,7 +152,7 @@ def test_fetch_without_a_route_or_with_other_bytes_is_one_line_and_places_nothin
         part.parent.mkdir(parents=True, exist_ok=True)
         part.write_bytes(fake.read_bytes())
 
-    monkeypatch.setattr(store, "download", wrong_bytes)
+    monkeypatch.setattr(archives, "download", wrong_bytes)
     pin = replace(archives.STL10, size=fake.stat().st_size)  # the size matches, the content does not
     with pytest.raises(UserError, match="has sha256 .* not the pinned"):
         archives.fetch(pin, tmp_path / "data", log=lambda *_: None)
