@@ -54,29 +54,56 @@ class AlternativeRelease(nn.Module):
                 q.requires_grad_(True)
 
     def _search(self, x: torch.Tensor, p: dict, t0: float) -> tuple[torch.Tensor, dict]:
+        """Adam on ||P(x') - P(x)||^2 / mean(P(x)^2). A polynomial of high degree on a deep network can overflow on
+        some records (its output, or its gradient at x', is not finite): such a record keeps its last finite x' (its
+        start if it never had one) and is counted in `diverged`, so the others are searched exactly as when every
+        value is finite (the same operations, bit for bit) and the run goes on instead of feeding NaN to a model."""
         with torch.no_grad():
             target = self.poly(self.preprocess(x))
+        ok_target = torch.isfinite(target).all(dim=1)
         g = torch.Generator().manual_seed(self.seed)
         alt = torch.rand(x.shape, generator=g).requires_grad_(True)
         opt = torch.optim.Adam([alt], lr=p["lr"])
-        scale = target.pow(2).mean().clamp_min(1e-6)
+        if bool(ok_target.all()):
+            scale = target.pow(2).mean().clamp_min(1e-6)
+        else:  # the scale of the records P maps to finite outputs (no record's: 1)
+            scale = target[ok_target].pow(2).mean().clamp_min(1e-6) if bool(ok_target.any()) else torch.tensor(1.0)
+        diverged = torch.zeros(len(x), dtype=torch.bool)
         for _ in range(p["steps"]):
+            last = alt.detach().clone()
             with torch.enable_grad():  # adapters predict under no_grad
-                loss = (self.poly(self.preprocess(alt)) - target).pow(2).mean() / scale
+                diff = self.poly(self.preprocess(alt)) - target
+                loss = diff.pow(2).mean() / scale
+                if not bool(torch.isfinite(loss)):  # only the finite records' terms (same normalisation)
+                    per = diff.pow(2).mean(dim=1)
+                    finite = torch.isfinite(per)
+                    diverged |= ~finite
+                    loss = per[finite].sum() / (len(x) * scale) if bool(finite.any()) else None
                 opt.zero_grad()
-                loss.backward()
+                if loss is not None:
+                    loss.backward()
+            if loss is None:
+                break
             opt.step()
             with torch.no_grad():
                 alt.clamp_(0, 1)
+                bad = ~torch.isfinite(alt).flatten(1).all(dim=1)
+                if bool(bad.any()):  # a record whose gradient overflowed keeps its last finite alternative
+                    diverged |= bad
+                    alt[bad] = last[bad]
         alt = alt.detach()
         with torch.no_grad():
             got = self.poly(self.preprocess(alt))
+        rel = (got - target).norm(dim=1) / target.norm(dim=1).clamp_min(1e-9)
         stats = {
             "release_ms_per_sample": (time.perf_counter() - t0) * 1000 / len(x),
-            "match_rel_error": float(((got - target).norm(dim=1) / target.norm(dim=1).clamp_min(1e-9)).mean()),
+            "match_rel_error": float(rel.mean()) if bool(torch.isfinite(rel).all()) else (  # over the finite records
+                float(rel[torch.isfinite(rel)].mean()) if bool(torch.isfinite(rel).any()) else None),
             "argmax_agreement": float((got.argmax(1) == target.argmax(1)).float().mean() * 100),
             "pixel_distance": float((alt - x).abs().mean()),
         }
+        if bool(diverged.any()) or not bool(ok_target.all()):
+            stats["diverged"] = int((diverged | ~ok_target).sum())  # records P could not match (non-finite values)
         return alt, stats
 
 

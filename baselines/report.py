@@ -178,7 +178,8 @@ def _notes(c: dict) -> str:
         parts.append(f"ciphertext in/out {c['ciphertext_in_bytes']}/{c['ciphertext_out_bytes']} B")
     if "argmax_agreement" in c:
         parts.append(f"alternatives: argmax agreement {c['argmax_agreement']:.1f}%, "
-                     f"mean abs(x' - x) {c['pixel_distance']:.2f}")
+                     f"mean abs(x' - x) {c['pixel_distance']:.2f}"
+                     + (f", {c['diverged']} record(s) the polynomial overflowed on" if c.get("diverged") else ""))
     return "; ".join(parts + ([c["notes"]] if c.get("notes") else []))
 
 

@@ -15,8 +15,6 @@ the checks and the .npz parse); format 3 through `ArrayCache.get`. Both must ret
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
 import json
 import statistics
 import sys
@@ -28,15 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.core.cache import KEY_FIELD, MAGIC_V2, ArrayCache, _parse_v2, binding  # noqa: E402
-
-
-def v2_bytes(key: str, arrays: dict) -> bytes:
-    full = {**arrays, KEY_FIELD: np.array(key)}
-    buf = io.BytesIO()
-    np.savez(buf, **full)
-    payload = buf.getvalue()
-    return MAGIC_V2 + hashlib.sha256(payload).digest() + binding(key, full) + payload
+from bench.core.cache import ArrayCache, _parse_v2, encode_entry_v2  # noqa: E402
 
 
 def kinds(rng) -> dict[str, dict]:
@@ -65,7 +55,7 @@ def main(argv=None) -> None:
             for k in keys:
                 v3.put(k, arrays)
                 v2.path_of(k).parent.mkdir(parents=True, exist_ok=True)
-                v2.path_of(k).write_bytes(v2_bytes(k, arrays))
+                v2.path_of(k).write_bytes(encode_entry_v2(k, arrays))
             t2, t3 = [], []
             for r in range(args.repeats):
                 for k in keys:

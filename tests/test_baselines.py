@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pytest
 import torch
 import torch.nn as nn
@@ -281,3 +282,45 @@ def test_table3_layout_renders_from_a_results_file(tmp_path):
     assert "Wang et al." not in text and "Souhail Meftah, Benjamin Hong Meng Tan" in reported_part
     with pytest.raises(UserError, match="table3"):
         render_markdown(rows, psnr_db=3)
+
+
+class _Overflowing(nn.Module):
+    """A 'polynomial' that is 1 on pixels up to 0.9 and overflows float32 on pixels above ~0.99."""
+
+    def forward(self, x):
+        return torch.exp(1000 * (x.flatten(1)[:, :10] - 0.9).clamp(min=0))
+
+
+def _old_search(poly, x, steps, lr, seed):
+    """The search as it was before non-finite records were handled (every value finite: must agree bit for bit)."""
+    target = poly(x).detach()
+    alt = torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
+    opt = torch.optim.Adam([alt], lr=lr)
+    scale = target.pow(2).mean().clamp_min(1e-6)
+    for _ in range(steps):
+        loss = (poly(alt) - target).pow(2).mean() / scale
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            alt.clamp_(0, 1)
+    return alt.detach()
+
+
+def test_algospec_search_keeps_going_when_the_polynomial_overflows_on_some_records():
+    """Regression (digits --full, ALGOSPEC degree 16 on cnn-s0): the search fed NaN alternatives to the model and the
+    run stopped with 'input to model ... contains NaN'. Records P cannot match keep a finite alternative and are
+    counted; a search where every value is finite is unchanged."""
+    from baselines.algospec import AlternativeRelease
+
+    x = torch.full((6, 1, 4, 4), 0.2)
+    x[0] = 1.0  # P(x) itself overflows on record 0
+    release = AlternativeRelease(_Overflowing(), lambda t: t, {"steps": 20, "lr": 0.05}, seed=0)
+    alt, stats = release.release(x)
+    assert torch.isfinite(alt).all() and alt.min() >= 0 and alt.max() <= 1
+    assert 1 <= stats["diverged"] < len(x) and math.isfinite(stats["match_rel_error"])
+    poly = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    y = torch.rand((5, 1, 4, 4), generator=torch.Generator().manual_seed(1))
+    alt, stats = AlternativeRelease(poly, lambda t: t, {"steps": 15, "lr": 0.05}, seed=3).release(y)
+    assert "diverged" not in stats
+    assert torch.equal(alt, _old_search(poly, y, 15, 0.05, 3))

@@ -4,22 +4,12 @@ every corruption it must refuse, the format-2 entries it still serves and rewrit
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 
 import numpy as np
 import pytest
 
-from bench.core.cache import ALIGN, KEY_FIELD, MAGIC, MAGIC_V2, ArrayCache, binding, encode_entry
-
-
-def _v2_bytes(key: str, arrays: dict) -> bytes:
-    """An entry as format 2 wrote it (before issue 26): .npz payload, its sha256, the key binding."""
-    full = {**arrays, KEY_FIELD: np.array(key)}
-    buf = io.BytesIO()
-    np.savez(buf, **full)
-    payload = buf.getvalue()
-    return MAGIC_V2 + hashlib.sha256(payload).digest() + binding(key, full) + payload
+from bench.core.cache import ALIGN, KEY_FIELD, MAGIC, ArrayCache, encode_entry, encode_entry_v2
 
 
 def _rewrite(key: str, header: dict, data: bytes) -> bytes:
@@ -132,7 +122,7 @@ def test_a_format_2_entry_is_served_and_rewritten_in_format_3(tmp_path):
     key = cache.key("m", {})
     arrays = {k: v for k, v in ARRAYS.items() if k != "strided"}
     cache.path_of(key).parent.mkdir(parents=True)
-    cache.path_of(key).write_bytes(_v2_bytes(key, arrays))
+    cache.path_of(key).write_bytes(encode_entry_v2(key, arrays))
     entry = cache.get(key)
     assert all(np.array_equal(entry[k], v) and entry[k].dtype == v.dtype for k, v in arrays.items())
     assert KEY_FIELD not in entry
@@ -146,7 +136,7 @@ def test_a_format_2_entry_of_another_key_is_not_served(tmp_path):
     cache = ArrayCache(tmp_path, "forward")
     a, b = cache.key("a", {}), cache.key("b", {})
     cache.path_of(a).parent.mkdir(parents=True)
-    cache.path_of(a).write_bytes(_v2_bytes(b, {"logits": np.ones(3)}))
+    cache.path_of(a).write_bytes(encode_entry_v2(b, {"logits": np.ones(3)}))
     assert cache.get(a) is None and cache.stats.corrupt == 1 and not cache.path_of(a).exists()
 
 

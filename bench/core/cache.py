@@ -103,6 +103,16 @@ def binding(key: str, arrays: dict) -> bytes:
     return h.digest()
 
 
+def encode_entry_v2(key: str, arrays: dict) -> bytes:
+    """The bytes format 2 wrote (an .npz payload, its sha256, the key binding). Nothing writes it any more: the
+    migration tests and benchmarks/bench_cache.py build old entries with it."""
+    full = {**arrays, KEY_FIELD: np.array(key)}
+    buf = io.BytesIO()
+    np.savez(buf, **full)
+    payload = buf.getvalue()
+    return MAGIC_V2 + hashlib.sha256(payload).digest() + binding(key, full) + payload
+
+
 def encode_entry(key: str, arrays: dict) -> bytes:
     """The bytes of a format-3 entry holding `arrays` under `key`."""
     parts, specs, offset = [], [], 0

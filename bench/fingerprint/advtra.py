@@ -23,6 +23,10 @@ from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, reg
 @register_fingerprint
 class ADVTRA(LabelMatchMethod):
     name = "adv-tra"
+    paper = {"authors": "Tianlong Xu, Chen Wang, Gaoyang Liu, Yang Yang, Liu Wei",
+             "title": "United We Stand, Divided We Fall: Fingerprinting Deep Neural Networks "
+                      "via Adversarial Trajectories",
+             "venue": "NeurIPS 2024"}  # as MFUE's references cite it
     description = "ADV-TRA: adversarial trajectories crossing m class boundaries, label matching along the path"
     defaults = {"n_triggers": 100, "length": 40, "m": 8, "step": 2 / 255, "growth": 1.5}
 

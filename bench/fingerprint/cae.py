@@ -26,6 +26,9 @@ from bench.fingerprint.pool import NEGATIVE_FAMILIES, defender_pool
 @register_fingerprint
 class CAE(LabelMatchMethod):
     name = "cae"
+    paper = {"authors": "Nils Lukas, Yuxuan Zhang, Florian Kerschbaum",
+             "title": "Deep Neural Network Fingerprinting by Conferrable Adversarial Examples",
+             "venue": "ICLR 2021"}  # as MFUE's references cite it
     description = "CAE: conferrable adversarial examples (surrogates vs references), label matching"
     defaults = {"n_triggers": 100, "n_surrogates": 10, "n_references": 10, "eps": 0.05, "steps": 50, "lr": 0.005,
                 "candidates": 2, "pool_epochs": 10, "pool_families": list(NEGATIVE_FAMILIES)}

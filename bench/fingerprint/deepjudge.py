@@ -66,6 +66,11 @@ def jsd(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 @register_fingerprint
 class DeepJudge(FingerprintMethod):
     name = "deepjudge"
+    paper = {"authors": "Jialuo Chen, Jingyi Wang, Tinglan Peng, Youcheng Sun, Peng Cheng, Shouling Ji, Xingjun Ma, Bo Li, Dawn Song",
+             "title": "Copy, Right? A Testing Framework for Copyright Protection of Deep Learning Models",
+             "venue": "IEEE S&P 2022",
+             "arxiv": "2112.05588",
+             "link": "https://github.com/Testing4AI/DeepJudge"}
     description = "DeepJudge (S&P'22), black-box: robustness distance and JS divergence on PGD test cases"
     labels_only = False
     defaults = {"n_triggers": 100, "eps": 0.1, "steps": 10, "alpha": 0.03, "random_start": True, "metric": "both"}

@@ -21,6 +21,10 @@ from bench.fingerprint.base import Fingerprint, LabelMatchMethod, logits_of, oth
 @register_fingerprint
 class IPGuard(LabelMatchMethod):
     name = "ipguard"
+    paper = {"authors": "Xiaoyu Cao, Jinyuan Jia, Neil Zhenqiang Gong",
+             "title": "IPGuard: Protecting Intellectual Property of Deep Neural Networks via "
+                      "Fingerprinting the Classification Boundary",
+             "venue": "ACM ASIACCS 2021"}  # as MFUE's references cite it
     description = "IPGuard: boundary-near data points (margin k), label matching"
     defaults = {"n_triggers": 100, "k": 10.0, "steps": 100, "lr": 0.01}
 

@@ -24,6 +24,9 @@ from bench.fingerprint.training import shift
 @register_fingerprint
 class MetaFinger(LabelMatchMethod):
     name = "metafinger"
+    paper = {"authors": "Kang Yang, Run Wang, Lina Wang",
+             "title": "MetaFinger: Fingerprinting the Deep Neural Networks with Meta-training",
+             "venue": "IJCAI 2022"}  # as MFUE's references cite it
     description = "MetaFinger: fingerprints meta-trained on a positive/negative model pool with augmentation"
     defaults = {"n_triggers": 100, "n_positive": 20, "n_negative": 20, "eps": 0.2, "steps": 100, "lr": 0.01,
                 "neg_weight": 1.0, "cap": 5.0, "noise": 0.03, "pool_epochs": 10,

@@ -53,6 +53,11 @@ def _similarity(a: torch.Tensor, b: torch.Tensor) -> float:
 @register_fingerprint
 class ModelDiff(FingerprintMethod):
     name = "modeldiff"
+    paper = {"authors": "Yuanchun Li, Ziqi Zhang, Bingyan Liu, Ziyue Yang, Yunxin Liu",
+             "title": "ModelDiff: Testing-Based DNN Similarity Comparison for Model Reuse Detection",
+             "venue": "ISSTA 2021",
+             "arxiv": "2106.08890",
+             "link": "https://doi.org/10.1145/3460319.3464816"}
     description = "ModelDiff (ISSTA'21): decision distance vectors on searched input pairs, cosine similarity"
     labels_only = False
     defaults = {"n_triggers": 100, "epsilon": 0.2, "iterations": 1000, "compare": "ddv"}

@@ -53,6 +53,11 @@ def cutmix(x: torch.Tensor, n: int, rng: np.random.Generator) -> torch.Tensor:
 @register_fingerprint
 class SAC(FingerprintMethod):
     name = "sac"
+    paper = {"authors": "Jiyang Guan, Jian Liang, Ran He",
+             "title": "Are You Stealing My Model? Sample Correlation for Fingerprinting Deep Neural Networks",
+             "venue": "NeurIPS 2022",
+             "arxiv": "2210.15427",
+             "link": "https://github.com/guanjiyang/SAC"}
     description = "SAC (NeurIPS'22): sample-correlation matrices on misclassified (SAC-w) or CutMix (SAC-m) samples"
     labels_only = False
     defaults = {"n_triggers": 50, "samples": "wrong"}

@@ -49,6 +49,10 @@ def lime_weights(masks: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
 @register_fingerprint
 class Zest(FingerprintMethod):
     name = "zest"
+    paper = {"authors": "Hengrui Jia, Hongyu Chen, Jonas Guan, Ali Shahin Shamsabadi, Nicolas Papernot",
+             "title": "A Zest of LIME: Towards Architecture-Independent Model Distances",
+             "venue": "ICLR 2022",
+             "link": "https://openreview.net/forum?id=OUz_9TiTv9j"}
     description = "Zest (ICLR'22): LIME explanation signatures around reference samples, cosine distance"
     labels_only = False
     defaults = {"n_triggers": 128, "n_masks": 1000, "segment": 4, "distance": "cos", "outputs": "log-probs"}

@@ -4,7 +4,8 @@ Nothing here is typed by hand but the families themselves (what each protects, i
 metric, the boards it ranks on): the methods of a family are read from the defense registry, and the leader
 of each board from the shipped boards (`reports/leaderboards/<suite>.json`, the frozen references, in a
 checkout; else the boards the package ships, `bench/leaderboards/<suite>.json`; else a suite's shipped
-reports, `reports/<suite>/boards.json`).
+reports, `reports/<suite>/boards.json`). Its last table sets each method's digits headline beside its paper's
+closest reported figure (bench.reports.reported, whose data is bench/reports/reported.toml), labelled as reported.
 
     python -m bench.reports.families            # print the overview (Markdown)
     python -m bench.reports.families --write    # rewrite its section of docs/families.md
@@ -12,173 +13,16 @@ reports, `reports/<suite>/boards.json`).
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-from baselines.report import REPORTED as TABLE3
-from bench.defenses import DEFENSES
-from bench.reports.boards import Board, boards_from_json
-from bench.reports.corelocker import REPORTED as CORELOCKER
-from bench.reports.fingerprint import REPORTED_AUC, REPORTED_DATASETS
-from bench.reports.ne_reported import REPORTED as NE
+from bench.reports.family_data import (CONTROLS, FAMILIES, ROOT, Family, Leader, family_methods, format_value,  # noqa: F401
+                                       leaders, shipped_boards)
+from bench.reports.reported import REPORTED_LABEL, site_rows
+from bench.reports.reported import markdown as reported_markdown
 from bench.reports.site import SitePage, SiteTable
 
-ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- families:begin (python -m bench.reports.families --write) -->", "<!-- families:end -->"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Family:
-    """One family: what it protects, how it is scored, the boards it ranks on ((suite, board) pairs) and which
-    registered defenses belong to it (their `protocol`, and `board` where a protocol holds two families)."""
-
-    name: str
-    protects: str
-    protocol: str
-    headline: str
-    boards: tuple[tuple[str, str], ...]
-    doc: str
-    board: str | None = None  # the defenses' `board` attribute that selects this family within the protocol
-
-
-def _load_families(path: Path) -> tuple[Family, ...]:
-    """The families as data (bench/reports/families.toml): no protocol is named in this module."""
-    return tuple(Family(**{**entry, "boards": tuple(tuple(b) for b in entry["boards"])})
-                 for entry in tomllib.loads(path.read_text())["family"])
-
-
-FAMILIES = _load_families(Path(__file__).with_name("families.toml"))
-
-
-# the harness's own controls and reference rows: registered defenses that are no paper's method
-CONTROLS = ("none", "noise", "plain", "clean-data")
-
-
-def family_methods(family: Family) -> tuple[list[str], list[str]]:
-    """(methods, controls and reference rows) registered for the family, in registration order."""
-    methods, others = [], []
-    for name, cls in DEFENSES.items():
-        if getattr(cls, "protocol", None) != family.protocol or getattr(cls, "board", None) != family.board:
-            continue
-        (others if name in CONTROLS else methods).append(name)
-    return methods, others
-
-
-def shipped_boards(suite: str, root: Path = ROOT) -> tuple[list[Board], Path | None]:
-    """The shipped boards of a suite and the file they came from (see the module docstring), or ([], None)."""
-    for path in (root / "reports" / "leaderboards" / f"{suite}.json", root / "bench" / "leaderboards" / f"{suite}.json",
-                 root / "reports" / suite / "boards.json"):
-        if path.is_file():
-            boards = boards_from_json(json.loads(path.read_text()))
-            if boards:
-                return boards, path
-    return [], None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Leader:
-    family: str
-    suite: str
-    board: str
-    models: str
-    leader: str
-    value: float | None
-    headline: str
-    worst_attack: str
-    ranked: int
-    source: str
-
-
-def leaders(root: Path = ROOT) -> list[Leader]:
-    """One line per shipped board of every family: its rank-1 row (or none ranked)."""
-    out = []
-    for family in FAMILIES:
-        for suite, name in family.boards:
-            boards, path = shipped_boards(suite, root)
-            found = [b for b in boards if b.key.board == name]
-            if not found:
-                out.append(Leader(family=family.name, suite=suite, board=name, models="-", leader="(no shipped board)",
-                                  value=None, headline="-", worst_attack="-", ranked=0, source="-"))
-            for b in found:
-                ranked = [r for r in b.rows if r.rank is not None]
-                top = min(ranked, key=lambda r: r.rank) if ranked else None
-                out.append(Leader(
-                    family=family.name, suite=suite, board=b.key.slug,
-                    models=", ".join(b.key.authorized) or ("trained: " + ", ".join(b.key.evaluated) if b.key.evaluated else "-"),
-                    leader=top.name if top else "(none ranked)",
-                    value=None if top is None else top.values.get(b.headline), headline=b.headline,
-                    worst_attack=(top.worst_attack or "-") if top else "-", ranked=len(ranked),
-                    source=str(path.relative_to(root)) if path is not None else "-"))
-    return out
-
-
-NE_AUTHORS = ("Zihan Wang, Zhiyong Ma, Zhongkui Ma, Shuofeng Liu, Akide Liu, Derui Wang, Minhui Xue, Guangdong Bai, "
-              "\"Catch-Only-One: Non-Transferable Examples for Model-Specific Authorization\", arXiv 2510.10982")
-CORELOCKER_AUTHORS = ("Zihan Wang, Zhongkui Ma, Xinguo Feng, Ruoxi Sun, Hu Wang, Minhui Xue, Guangdong Bai, \"CoreLocker: "
-                      "Neuron-level Usage Control\", IEEE S&P 2024")
-MFUE_AUTHORS = ("Tianlong Xu, Zixiong Wang, Gaoyang Liu, Jian Chen, Ahmed M. Abdelmoniem, Chen Wang, \"Breaking the "
-                "Boundary Barrier: Robust Model Fingerprinting via Unlearnable Examples in Model-Parameter Space\", KDD '26, "
-                "doi 10.1145/3770854.3780310")
-# the families whose papers' figures were not read in this change (no table text within reach): said, not guessed
-NOT_FOUND = {
-    "model authorization (locks)": "key-transform (AprilPyone & Kiya: only the article's abstract was reachable), "
-                                   "passport (DeepIPR: its repository's README has no table; the paper's tables were "
-                                   "not reachable) and nnsplitter: not read",
-    "non-transferable learning": "NTL (Wang et al., ICLR 2022), CUTI-domain (CVPR 2023), SOPHON (IEEE S&P 2024) and "
-                                 "TransNTL (CVPR 2024): their repositories' READMEs have no table; the papers' tables "
-                                 "were not reachable here",
-    "unlearnable examples": "EM, REM, TAP, LSP: their repositories' READMEs (and APBench's) hold no result table; the "
-                            "papers' tables were not reachable here",
-}
-
-
-def reported_figures() -> list[dict]:
-    """Paper-reported figures beside each family's headline, taken from the harness's own reported tables (each
-    typed there from its paper with table, row and column) - reported, never measured here."""
-    out = []
-    for e in NE:
-        if e["table"] == 1 and e["dataset"] == "ImageNet" and e["row"] == "ResNet-50":
-            role = "authorized" if e["column"] == e["row"] else "unauthorized"
-            out.append({"family": "input authorization", "method": "ne-patch", "value": e["text"],
-                        "figure": f"top-1 %, ImageNet, NE authorized for ResNet-50, read by {e['column']} ({role})",
-                        "source": f"{NE_AUTHORS}, Table 1, ImageNet, row 'ResNet-50', column '{e['column']}'"})
-    for e in CORELOCKER:
-        if e["table"] == 2 and e["row"].startswith("CIFAR-10") and "10%" in e["column"]:
-            out.append({"family": "model authorization (locks)", "method": "corelocker", "value": f"{e['value']:g}",
-                        "figure": f"top-1 points recovered by fine-tuning the locked model on 10% of the data, {e['row']}",
-                        "source": f"{CORELOCKER_AUTHORS}, Table 2, row '{e['row']}', column '{e['column']}'"})
-    for e in TABLE3:
-        if e["dataset"] == "ImageNet" and e["model"] == "ResNet-50":
-            out.append({"family": "baselines", "method": e["method"], "value": e["value"],
-                        "figure": "top-1 of the authorized ResNet-50 on ImageNet (NE Table 3; footnotes in the value)",
-                        "source": f"{NE_AUTHORS}, Table 3, ImageNet, row 'ResNet-50', column '{e['method']}'"})
-    for method, values in REPORTED_AUC.items():
-        out.append({"family": "ownership verification (fingerprints)", "method": method,
-                    "value": f"{values[0]:.2f}", "figure": f"AUC, {REPORTED_DATASETS[0]}",
-                    "source": f"{MFUE_AUTHORS}, Table 1, row '{method}', column '{REPORTED_DATASETS[0]}'"})
-    return out
-
-
-def reported_markdown() -> str:
-    lines = ["| family | method | reported figure | value (reported) | source (paper, table, row, column) |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['family']} | {r['method']} | {r['figure']} | {r['value']} | {r['source']} |" for r in reported_figures()]
-    lines += ["", "Not found in this change (no figure is given for them rather than one from memory): "
-              + "; ".join(f"{k}: {v}" for k, v in NOT_FOUND.items()) + "."]
-    return "\n".join(lines)
-
-
-def _value(v: float | None, headline: str) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.3f}" if headline == "worst_auc" else f"{v:.1f}"
 
 
 def overview_markdown(root: Path = ROOT) -> str:
@@ -199,15 +43,18 @@ def overview_markdown(root: Path = ROOT) -> str:
               "| read from |", "|---|---|---|---|---|---|---|---|---|---|"]
     for x in leaders(root):
         lines.append(f"| {x.family} | `{x.suite}` | `{x.board}` | {x.models} | `{x.leader}` | {x.headline} | "
-                     f"{_value(x.value, x.headline)} | {x.worst_attack} | {x.ranked} | {x.source} |")
-    lines += ["", "Reported by the papers, beside each family's headline (quoted from the papers' tables on their own "
-              "data and models - CIFAR-10, ImageNet - not measured here and not comparable cell for cell with the "
-              "digits boards above):", "", reported_markdown()]
+                     f"{format_value(x.value, x.headline)} | {x.worst_attack} | {x.ranked} | {x.source} |")
+    lines += ["", "Each method's headline on digits (measured by authbench, read from the shipped boards) beside its "
+              "paper's closest figure (**reported by the paper**, on the paper's own data and models - CIFAR-10, "
+              "ImageNet, its own benchmark - quoted as printed, never measured here and not comparable cell for cell "
+              "with the digits columns). The figures and their citations are data, `bench/reports/reported.toml`; a "
+              "method whose paper figure could not be read says so and what was searched:", "", reported_markdown(root=root)]
     return "\n".join(lines)
 
 
 def overview_page(root: Path = ROOT) -> SitePage:
-    """The `families` page of the HTML site: the families and the leader of each shipped board."""
+    """The `families` page of the HTML site: the families, the leader of each shipped board and each method beside
+    its paper's closest reported figure."""
     fam_rows = []
     for f in FAMILIES:
         methods, others = family_methods(f)
@@ -223,13 +70,13 @@ def overview_page(root: Path = ROOT) -> SitePage:
                      rows=tuple(lead_rows), decimals={"value": 3, "ranked rows": 0},
                      notes="Measured by authbench on the offline digits suites; read from the shipped boards "
                            "(the file named per row), not typed.")
-    reported = SiteTable(title="Reported by the papers (not measured here)", slug="family-reported",
-                         columns=("family", "method", "figure", "value", "source"),
-                         rows=tuple({"family": r["family"], "method": r["method"], "figure": r["figure"],
-                                     "value": r["value"], "source": r["source"]} for r in reported_figures()),
-                         notes="Quoted from the papers (kind reported; the source column cites paper, table, row and "
-                               "column), on the papers' data and models. Not found: "
-                               + "; ".join(f"{k}: {v}" for k, v in NOT_FOUND.items()) + ".")
+    rep = site_rows(root=root)
+    reported = SiteTable(title="Each method on digits beside its paper's closest figure", slug="family-reported",
+                         columns=tuple(rep[0]), rows=tuple(rep),
+                         notes=f"The digits columns are measured by authbench (read from the shipped boards named); the "
+                               f"paper's figure is {REPORTED_LABEL} (quoted as printed, on the paper's data and models, "
+                               "with table, row, column and citation), never measured here. Data: "
+                               "bench/reports/reported.toml.")
     return SitePage(title="Families: what each protects, its headline, the leader of each board", slug="families",
                     tables=(families, lead, reported))
 
