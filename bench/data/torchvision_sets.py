@@ -18,6 +18,8 @@ from bench.data.vision import ArrayReader, cifar10_reader, resolution_tag, subse
 from bench.core.errors import UserError, install_hint
 
 SPLITS = ("train", "test")
+# CIFAR-10's class names in label order (batches.meta's label_names), declared on its splits (Split.class_names)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _reader(cls_name: str, name: str, split: str, root: str | None, classes: int, pad_to: int = 0, resize=None,
@@ -36,7 +38,9 @@ def _reader(cls_name: str, name: str, split: str, root: str | None, classes: int
         ds = torchvision_set(cls_name, str(root), split == "train")
     except RuntimeError as exc:
         raise UserError(f"dataset {name!r} not found under {root!r} ({str(exc).splitlines()[0]}); "
-                        f"place torchvision's {cls_name} files there") from None
+                        f"place torchvision's {cls_name} files there"
+                        + (" (python -m bench.data.archives fetch cifar10 --root DIR downloads, verifies and unpacks "
+                           "the pinned archive)" if cls_name == "CIFAR10" else "")) from None
     array = np.asarray(ds.data)
     labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
     check_labels(labels, classes, f"{name}/{split} under {root!r}")
@@ -67,6 +71,7 @@ def cifar10(split: str, root: str | None = None, path: str | None = None, hub: s
         reader, labels = _reader("CIFAR10", "cifar10", split, root, 10, 0, resize, crop, resample)
     name = f"cifar10/{split}" if resize is None else f"cifar10@{resize}/{split}"
     full = Split(name, None, labels, np.arange(len(labels)), 10, reader=reader, content=reader.content)
+    full.class_names = CIFAR10_CLASSES
     keep = subset_positions(len(full), subset, subset_seed)
     return full if len(keep) == len(full) else full.take(keep)
 

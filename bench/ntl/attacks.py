@@ -154,7 +154,8 @@ def _transntl(module, preprocess, x, y, *, epochs, lr, seed, weight, rho, std, b
 
 def attack(entry, module: nn.Module, preprocess, *, source: tuple, targets: list[tuple], seed: int) -> nn.Module:
     """The attacked copy of `module`. `source`: (images, labels) of the source domain's training split;
-    `targets`: (images, labels) per target domain (the same images in each domain)."""
+    `targets`: (images, labels) per target domain (a transform domain: the source's images transformed; a dataset
+    domain: that dataset's own training images, of its own size)."""
     name, p = parse(entry)
     torch.manual_seed(seed)
     out = copy.deepcopy(module)
@@ -165,9 +166,9 @@ def attack(entry, module: nn.Module, preprocess, *, source: tuple, targets: list
         return train_supervised(out, preprocess, source[0][idx], source[1][idx], epochs=p["epochs"], lr=p["lr"], seed=seed,
                                 batch=32)
     if name == "target-ft":
-        idx = subset(len(targets[0][1]), p["fraction"], seed)
-        x = torch.cat([t[0][idx] for t in targets])
-        y = torch.cat([t[1][idx] for t in targets])
+        idx = [subset(len(t[1]), p["fraction"], seed) for t in targets]  # the same positions in same-size domains
+        x = torch.cat([t[0][i.to(t[0].device)] for t, i in zip(targets, idx)])
+        y = torch.cat([t[1][i.to(t[1].device)] for t, i in zip(targets, idx)])
         return train_supervised(out, preprocess, x, y, epochs=p["epochs"], lr=p["lr"], seed=seed,
                                 batch=32)
     if name == "transntl":

@@ -10,7 +10,8 @@ documented transform of the source images, so an authorized / unauthorized domai
 - `heavy-noise`: the same with sigma 0.3 (its own seeds): far enough from the source that NTL can close it, and
   of the kind of shift TransNTL's augmentations imitate;
 - `shift`: a translation by 4 pixels right and down, zero fill.
-Real domain pairs (CIFAR-10 vs STL-10, digits datasets) come through their loaders and kits.
+Real domain pairs are other datasets: a domain "dataset:<name>" (e.g. "dataset:stl10" beside a CIFAR-10 suite)
+is read by bench.protocols.domain from that dataset's own splits, its classes mapped onto the suite's by name.
 """
 
 from __future__ import annotations
