@@ -37,13 +37,22 @@ def mlp():
                          nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 10))
 
 
-def cnn():
+def conv_net(widths: tuple[int, ...], pools: tuple[nn.Module, ...], head: tuple[int, ...]) -> nn.Sequential:
+    """Seeded: per width a 3x3 Conv2d (1 input channel first), its BatchNorm2d, a ReLU and that layer's
+    pooling; then Flatten and Linear layers of sizes `head` with ReLUs between (conv at 0, 4, 8, BN at 1, 5, 9)."""
     torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 16, 24), nn.ReLU(), nn.Linear(24, 10))
+    layers, channels = [], 1
+    for width, pool in zip(widths, pools, strict=True):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), pool]
+        channels = width
+    layers.append(nn.Flatten())
+    for i, (a, b) in enumerate(zip(head, head[1:])):
+        layers += [nn.ReLU()] * (i > 0) + [nn.Linear(a, b)]
+    return nn.Sequential(*layers)
+
+
+def cnn():
+    return conv_net((8, 16, 16), (nn.MaxPool2d(2), nn.MaxPool2d(2), nn.MaxPool2d(2)), (16 * 16, 24, 10))
 
 
 def vit():
@@ -172,12 +181,7 @@ def test_linked_next_layer_channels_zeroed_and_residual_noted():
 
 def bn150():
     """Three hidden conv layers with 50 BatchNorm channels each: 150 |gamma| ranked globally."""
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 50, 3, padding=1), nn.BatchNorm2d(50), nn.ReLU(), nn.MaxPool2d(4),
-        nn.Conv2d(50, 50, 3, padding=1), nn.BatchNorm2d(50), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(50, 50, 3, padding=1), nn.BatchNorm2d(50), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(50, 10))
+    return conv_net((50, 50, 50), (nn.MaxPool2d(4), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1)), (50, 10))
 
 
 def test_bn_scale_count_paper_by_default_and_the_codes_threshold_as_an_option():

@@ -157,6 +157,15 @@ def test_mfue_figures_cli_bad_input(tmp_path, capsys):
     assert "no results file" in capsys.readouterr().err
 
 
+def test_mfue_models_cli_bad_input_is_one_line_before_any_work(tmp_path, capsys):
+    from bench.reports.mfue_models import main
+
+    assert main(["fingerprint-digits", "--out", str(tmp_path / "out"), "--extra-negatives", "-1"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "error: --extra-negatives and --sigma must be >= 0\n"
+    assert not (tmp_path / "out").exists()
+
+
 # -- MFUE Figures 5, 7, 9 (models) ---------------------------------------------------------------------------------
 
 

@@ -35,28 +35,6 @@ def test_mmd_separates_shifted_features():
     assert float(mmd(a, b)) < float(mmd(a, b + 3.0))
 
 
-def test_ntl_keeps_the_source_and_breaks_a_transferable_target():
-    pre = digits_preprocess()
-    train, test = load_digits_split("train"), load_digits_split("test")
-    target_train = to_domain("contrast", train.images, train.indices)
-    target_test = to_domain("contrast", test.images, test.indices)
-
-    def fit(alpha):
-        torch.manual_seed(0)
-        m = build_arch("cnn")
-        return train_ntl(m, pre, train.images, train.labels, target_train, train.labels, 10, epochs=10, lr=1e-3,
-                         seed=0, alpha=alpha)
-
-    def acc(m, x):
-        with torch.no_grad():
-            return 100 * float((m(pre(x)).argmax(1) == test.labels).float().mean())
-
-    plain, ntl = fit(0.0), fit(0.1)  # alpha = 0: the same loop without the target term (ordinary training)
-    assert acc(plain, target_test) > 70  # ordinary training transfers to the contrast-halved digits
-    assert acc(ntl, test.images) > acc(plain, test.images) - 8  # NTL keeps the source domain
-    assert acc(ntl, target_test) < 25  # and falls to near chance on the target domain
-
-
 @pytest.fixture(scope="module")
 def digits():
     pre = digits_preprocess()
@@ -67,6 +45,41 @@ def digits():
 def _acc(pre, m, x, y):
     with torch.no_grad():
         return 100 * float((m(pre(x)).argmax(1) == y).float().mean())
+
+
+@pytest.fixture
+def shifted(digits):
+    """`shifted(domain)`: (target train images, target test images, fit) with the digits moved to `domain`;
+    `fit(method, **kwargs)` trains a fresh seeded cnn with `method` (train_ntl, train_cuti, train_sophon) on the
+    digits as the source and those target images (the source labels) for 10 epochs."""
+    pre, train, test = digits
+
+    def make(domain: str):
+        target_train = to_domain(domain, train.images, train.indices)
+        target_test = to_domain(domain, test.images, test.indices)
+
+        def fit(method, **kwargs):
+            torch.manual_seed(0)
+            return method(build_arch("cnn"), pre, train.images, train.labels, target_train, train.labels, 10,
+                          epochs=10, lr=1e-3, seed=0, **kwargs)
+
+        return target_train, target_test, fit
+
+    return make
+
+
+def test_ntl_keeps_the_source_and_breaks_a_transferable_target(digits, shifted):
+    pre, _, test = digits
+    _, target_test, fit = shifted("contrast")
+
+    def acc(m, x):
+        return _acc(pre, m, x, test.labels)
+
+    # alpha = 0: the same loop without the target term (ordinary training)
+    plain, ntl = fit(train_ntl, alpha=0.0), fit(train_ntl, alpha=0.1)
+    assert acc(plain, target_test) > 70  # ordinary training transfers to the contrast-halved digits
+    assert acc(ntl, test.images) > acc(plain, test.images) - 8  # NTL keeps the source domain
+    assert acc(ntl, target_test) < 25  # and falls to near chance on the target domain
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +106,10 @@ def test_cuti_restyles_only_the_target_half_with_the_source_statistics():
     assert cuti_restyle(torch.rand(4, 8))[2:].shape == (2, 8)  # 2-D features (an MLP's hidden layer) too
 
 
-def test_cuti_keeps_the_source_and_breaks_a_transferable_target(digits, plain_cnn):
-    pre, train, test = digits
-    target_train = to_domain("contrast", train.images, train.indices)
-    target_test = to_domain("contrast", test.images, test.indices)
-    torch.manual_seed(0)
-    cuti = train_cuti(build_arch("cnn"), pre, train.images, train.labels, target_train, train.labels, 10, epochs=10,
-                      lr=1e-3, seed=0)
+def test_cuti_keeps_the_source_and_breaks_a_transferable_target(digits, shifted, plain_cnn):
+    pre, _, test = digits
+    _, target_test, fit = shifted("contrast")
+    cuti = fit(train_cuti)
     assert all(not p._forward_hooks for p in _cuti_points(cuti))  # the generator is gone from the released model
     assert _acc(pre, plain_cnn, target_test, test.labels) > 70  # ordinary training transfers to the target
     assert _acc(pre, cuti, test.images, test.labels) > _acc(pre, plain_cnn, test.images, test.labels) - 8
@@ -116,13 +126,10 @@ def test_suppression_losses_reward_a_wrong_or_uniform_prediction():
 
 
 @pytest.mark.slow
-def test_sophon_keeps_the_source_and_resists_target_finetuning(digits, plain_cnn):
+def test_sophon_keeps_the_source_and_resists_target_finetuning(digits, shifted, plain_cnn):
     pre, train, test = digits
-    target_train = to_domain("contrast", train.images, train.indices)
-    target_test = to_domain("contrast", test.images, test.indices)
-    torch.manual_seed(0)
-    sophon = train_sophon(build_arch("cnn"), pre, train.images, train.labels, target_train, train.labels, 10,
-                          epochs=10, lr=1e-3, seed=0, loops=50)
+    target_train, target_test, fit = shifted("contrast")
+    sophon = fit(train_sophon, loops=50)
     assert _acc(pre, sophon, test.images, test.labels) > _acc(pre, plain_cnn, test.images, test.labels) - 8
 
     def finetuned(m):
@@ -134,13 +141,10 @@ def test_sophon_keeps_the_source_and_resists_target_finetuning(digits, plain_cnn
 
 
 @pytest.mark.slow
-def test_transntl_recovers_a_target_an_ntl_model_closed(digits):
+def test_transntl_recovers_a_target_an_ntl_model_closed(digits, shifted):
     pre, train, test = digits
-    target_train = to_domain("heavy-noise", train.images, train.indices)
-    target_test = to_domain("heavy-noise", test.images, test.indices)
-    torch.manual_seed(0)
-    ntl = train_ntl(build_arch("cnn"), pre, train.images, train.labels, target_train, train.labels, 10, epochs=10,
-                    lr=1e-3, seed=0)
+    target_train, target_test, fit = shifted("heavy-noise")
+    ntl = fit(train_ntl)
     closed = _acc(pre, ntl, target_test, test.labels)
     assert closed < 20  # NTL closed the target
 

@@ -20,12 +20,10 @@ import ast
 import importlib
 from pathlib import Path
 
+from bench.core.registry import describe_installed, installed_names, one_line
+
 ROOT = Path(__file__).resolve().parents[2]  # the folder holding the bench and baselines packages
 PROJECT = ("bench", "baselines")
-
-
-def one_line(text) -> str:
-    return " ".join(str(text or "").split())
 
 
 def module_file(name: str) -> Path | None:
@@ -178,25 +176,6 @@ class _Scan:
 _MISSING = object()
 
 
-def _entry_points(group: str) -> dict:
-    from importlib.metadata import entry_points
-
-    return {ep.name: ep for ep in entry_points(group=group)}
-
-
-def describe_installed(group: str, known) -> dict[str, str]:
-    """name -> description of the installed plugins of an entry-point group not in `known` (loaded to be
-    described; one that does not load is listed with why)."""
-    out = {}
-    for name, ep in _entry_points(group).items():
-        if name not in known:
-            try:
-                out[name] = one_line(getattr(ep.load(), "description", "")) or f"plugin from {ep.value}"
-            except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal: say why
-                out[name] = f"plugin from {ep.value} (does not load: {type(exc).__name__}: {exc})"
-    return out
-
-
 def _builtins(modules: tuple[str, ...], registry: str) -> list[tuple[str, dict]]:
     """(name, literal attributes) of every built-in registered in `registry`, from the source."""
     scan = _Scan(modules)
@@ -266,7 +245,7 @@ def static_describe(kind: str) -> dict[str, str] | None:
             return None  # a `models()` method the source does not name a light listing for
         else:
             models[attrs["pattern"] or f"{name}:<model>"] = attrs["description"]
-    for name in _entry_points(group):
+    for name in installed_names(group):
         if name not in dict(found):
             return None  # a third-party source: its models() needs the class
     return models

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 class UserError(Exception):
@@ -29,6 +30,20 @@ def bounded(text: str, limit: int = MAX_MESSAGE) -> str:
     """One error line of at most `limit` characters (whitespace runs folded, the rest counted, not printed)."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else f"{text[:limit - 40]} ... (+{len(text) - limit + 40} characters)"
+
+
+def script_main(work: Callable[[], Iterable], prefix: str = "error") -> int:
+    """The exit code of a `python -m bench....` script whose `work()` returns the lines to print (e.g. the files it
+    wrote): 0 after printing them, or 2 after printing a UserError as one line `<prefix>: <message>` on stderr
+    (no traceback; nothing printed on stdout)."""
+    try:
+        lines = list(work())
+    except UserError as exc:
+        print(f"{prefix}: {bounded(str(exc))}", file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line)
+    return 0
 
 
 def show(value) -> str:

@@ -64,6 +64,23 @@ def _entry_points(group: str) -> dict:
     return {ep.name: ep for ep in entry_points(group=group)}
 
 
+def installed_names(group: str) -> list[str]:
+    """The names of the installed plugins (entry points) of the group, not loaded."""
+    return list(_entry_points(group))
+
+
+def describe_installed(group: str, known) -> Iterator[tuple[str, str]]:
+    """(name, one-line description) of each installed plugin of the entry-point group not in `known`, loaded to
+    be described (one that does not load is described by why): what `Registry.describe` and the static listing
+    (bench.core.catalog) both add after the built-ins."""
+    for name, ep in _entry_points(group).items():
+        if name not in known:
+            try:
+                yield name, one_line(getattr(ep.load(), "description", "")) or f"plugin from {ep.value}"
+            except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal: say why
+                yield name, f"plugin from {ep.value} (does not load: {type(exc).__name__}: {exc})"
+
+
 def _load(kind: str, key: str, load):
     try:
         return load()
@@ -167,7 +184,7 @@ class Registry(Generic[T]):
         """Built-ins in the order they were registered (a module's plugins in the order it defines them), then
         installed plugins (not loaded)."""
         builtins = self._builtins()
-        return [*builtins, *(n for n in _entry_points(self.group) if n not in builtins)]
+        return [*builtins, *(n for n in installed_names(self.group) if n not in builtins)]
 
     def get(self, name: str) -> T:
         """The plugin `name`: a built-in, an entry point of the group, or (with `paths`) 'package.module:Class'."""
@@ -218,12 +235,7 @@ class Registry(Generic[T]):
         with why."""
         builtins = self._builtins()
         out = {name: one_line(getattr(builtins[name], "description", "")) for name in sorted(builtins)}
-        for name, ep in _entry_points(self.group).items():
-            if name not in out:
-                try:
-                    out[name] = one_line(getattr(ep.load(), "description", "")) or f"plugin from {ep.value}"
-                except Exception as exc:  # noqa: BLE001 - a broken plugin is listed, not fatal: say why
-                    out[name] = f"plugin from {ep.value} (does not load: {type(exc).__name__}: {exc})"
+        out.update(describe_installed(self.group, out))
         return out
 
     def __repr__(self) -> str:

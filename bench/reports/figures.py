@@ -46,6 +46,15 @@ def wrapped(title: str, width_in: float, fontsize: float = 10) -> str:
     return "\n".join(textwrap.wrap(title, max(30, int(width_in * 120 / fontsize))))
 
 
+def save_titled(fig, path: Path, title: str, head: str, fontsize: float = 6) -> Path:
+    """Title `fig` with `title` over the provenance line `head` (wrapped to the figure's width), write it to `path`
+    (130 dpi) and close it."""
+    fig.suptitle(f"{title}\n" + wrapped(head, fig.get_figwidth(), fontsize), fontsize=fontsize)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
 def _variants(protected: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     """(legend label, defense, params, psnr_mode) of every curve family; the label names params
     and mode only where one defense has several."""

@@ -33,9 +33,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.core.errors import UserError  # noqa: E402
+from bench.core.errors import UserError, script_main  # noqa: E402
 from bench.fingerprint.suspects import parse_chain, parse_number  # noqa: E402
-from bench.reports.figures import wrapped  # noqa: E402
+from bench.reports.figures import save_titled  # noqa: E402
 from bench.reports.tables import MISSING, provenance_of, write_csv  # noqa: E402
 
 CITATION = ('T. Xu, Z. Wang, G. Liu, J. Chen, A. M. Abdelmoniem and C. Wang, "Breaking the Boundary Barrier: Robust '
@@ -193,10 +193,7 @@ def _bars(wide: pd.DataFrame, path: Path, title: str, head: str, ylabel: str = "
     ax.set(ylabel=ylabel, ylim=(0, 1.05))
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle(f"{title}\n" + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_titled(fig, path, title, head)
 
 
 def _fig9_png(frame: pd.DataFrame, path: Path, head: str) -> Path:
@@ -209,10 +206,7 @@ def _fig9_png(frame: pd.DataFrame, path: Path, head: str) -> Path:
                ylim=(0, 1.05))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("MFUE Figure 9 shape: verification under DP-Logits\n" + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_titled(fig, path, "MFUE Figure 9 shape: verification under DP-Logits", head)
 
 
 def _reported(figure: str) -> str:
@@ -275,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder")
     args = parser.parse_args(argv)
     path = args.results / "results.jsonl" if args.results.is_dir() else args.results
-    try:
+
+    def work() -> list[Path]:
         if not path.is_file():
             raise UserError(f"no results file at {str(path)!r}; give an ownership run's results.jsonl or its folder")
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -283,12 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         if not paths:
             raise UserError(f"{str(path)!r} has no ownership rows of {', '.join(PAPER_METHODS)}; give a verify-protocol "
                             "run such as runs/fingerprint-digits")
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for p in paths:
-        print(p)
-    return 0
+        return paths
+
+    return script_main(work)
 
 
 if __name__ == "__main__":

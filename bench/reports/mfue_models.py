@@ -42,9 +42,9 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 from bench.core import provenance  # noqa: E402
-from bench.core.errors import UserError  # noqa: E402
+from bench.core.errors import UserError, script_main  # noqa: E402
 from bench.reports.mfue_figures import CITATION  # noqa: E402
-from bench.reports.figures import wrapped  # noqa: E402
+from bench.reports.figures import save_titled  # noqa: E402
 from bench.reports.tables import write_csv  # noqa: E402
 from bench.data import load_dataset  # noqa: E402
 from bench.fingerprint.suspects import build_zoo  # noqa: E402
@@ -165,11 +165,16 @@ def _group(s) -> str:
     return f"positive ({kind})" + (" +chain" if "+" in s.kind else "")
 
 
+def trigger_scores(mfue, fp, oracle) -> tuple[torch.Tensor, float]:
+    """A suspect's MFUE-w loss per trigger and its matching rate, each through a fresh oracle (`oracle()`), as
+    Figures 5 and 9 score every suspect."""
+    return mfue.losses(fp.queries, fp.reference["labels"], oracle()), float(mfue.verify(fp, oracle()))
+
+
 def figure5(source, zoo, extra: list, mfue, fp, seed: int) -> pd.DataFrame:
     """One line per model of the source's architecture: group, L2 distance, mean / median trigger loss, matching
     rate, and the 2-d t-SNE of its classification head."""
 
-    labels = fp.reference["labels"]
     records, heads = [], []
     models = [("source", "source", source)]
     for s in list(zoo) + extra:
@@ -179,10 +184,9 @@ def figure5(source, zoo, extra: list, mfue, fp, seed: int) -> pd.DataFrame:
     for name, group, adapter in models:
         if not same_arch(adapter.module, source.module):
             continue
-        loss = mfue.losses(fp.queries, labels, SuspectOracle(adapter))
+        loss, rate = trigger_scores(mfue, fp, lambda: SuspectOracle(adapter))
         records.append({"model": name, "group": group, "l2_distance": param_distance(adapter.module, source.module),
-                        "loss_mean": float(loss.mean()), "loss_median": float(loss.median()),
-                        "matching_rate": float(mfue.verify(fp, SuspectOracle(adapter)))})
+                        "loss_mean": float(loss.mean()), "loss_median": float(loss.median()), "matching_rate": rate})
         heads.append(head_vector(adapter.module))
     frame = pd.DataFrame.from_records(records)
     xy = tsne(np.stack(heads), seed)
@@ -209,16 +213,16 @@ def figure9_models(source, zoo, mfue, fp, test, seed: int, sigmas=SIGMAS) -> pd.
     from sklearn.metrics import roc_auc_score
 
 
-    labels, out = fp.reference["labels"], []
+    out = []
     for sigma in sigmas:
         attack = get_attack({"name": "dp-logits", "sigma": sigma}) if sigma > 0 else None
         oracle = SuspectOracle(source, output_attack=attack, seed=seed)
         top1 = float((oracle.labels(test.images) == test.labels).float().mean()) * 100
         losses, rates = {"positive": [], "negative": []}, {"positive": [], "negative": []}
         for s in zoo:
-            loss = mfue.losses(fp.queries, labels, SuspectOracle(s.adapter, output_attack=attack, seed=seed))
+            loss, rate = trigger_scores(mfue, fp, lambda: SuspectOracle(s.adapter, output_attack=attack, seed=seed))
             losses[s.role].append(float(loss.mean()))
-            rates[s.role].append(float(mfue.verify(fp, SuspectOracle(s.adapter, output_attack=attack, seed=seed))))
+            rates[s.role].append(rate)
         y = [1] * len(rates["positive"]) + [0] * len(rates["negative"])
         out.append({"sigma": sigma, "source_test_top1": top1, "loss_positives": float(np.mean(losses["positive"])),
                     "loss_negatives": float(np.mean(losses["negative"])),
@@ -250,10 +254,7 @@ def _fig5_png(f: pd.DataFrame, path: Path, head: str) -> Path:
     for ax in axes:
         ax.title.set_fontsize(8)
         ax.grid(alpha=0.3)
-    fig.suptitle("MFUE Figure 5 shape\n" + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_titled(fig, path, "MFUE Figure 5 shape", head)
 
 
 def _fig7_png(f: pd.DataFrame, path: Path, head: str) -> Path:
@@ -270,11 +271,7 @@ def _fig7_png(f: pd.DataFrame, path: Path, head: str) -> Path:
         ax.title.set_fontsize(8)
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
-    fig.suptitle("MFUE Figure 7 shape: t-SNE of trigger embeddings (last Linear's input)\n"
-                 + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_titled(fig, path, "MFUE Figure 7 shape: t-SNE of trigger embeddings (last Linear's input)", head)
 
 
 def _fig9_png(f: pd.DataFrame, path: Path, head: str) -> Path:
@@ -290,11 +287,7 @@ def _fig9_png(f: pd.DataFrame, path: Path, head: str) -> Path:
     for ax in axes:
         ax.set_xlabel("DP-Logits noise scale sigma")
         ax.grid(alpha=0.3)
-    fig.suptitle("MFUE Figure 9 shape (models): AUC, test accuracy and loss under DP-Logits\n"
-                 + wrapped(head, fig.get_figwidth(), 6), fontsize=6)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_titled(fig, path, "MFUE Figure 9 shape (models): AUC, test accuracy and loss under DP-Logits", head)
 
 
 def render_models(suite_name: str, out_dir: Path, extra_negatives: int = 8, sigmas=SIGMAS,
@@ -402,16 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
-    try:
+
+    def work() -> list[Path]:
         if args.extra_negatives < 0 or any(s < 0 for s in args.sigma or ()):
             raise UserError("--extra-negatives and --sigma must be >= 0")
-        paths = render_models(args.suite, args.out, args.extra_negatives, tuple(args.sigma or SIGMAS))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for p in paths:
-        print(p)
-    return 0
+        return render_models(args.suite, args.out, args.extra_negatives, tuple(args.sigma or SIGMAS))
+
+    return script_main(work)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from baselines.report import REPORTED as NE_TABLE3_REPORTED
 from bench.attacks import ATTACKS
-from bench.core.errors import UserError
+from bench.core.errors import UserError, script_main
 from bench.defenses import DEFENSES
 from bench.ntl.attacks import ATTACKS as DOMAIN_ATTACKS
 from bench.reports.corelocker import REPORTED as CORELOCKER_REPORTED
@@ -452,8 +452,4 @@ def site_rows(reported: Reported | None = None, root: Path | None = None,
 
 
 if __name__ == "__main__":  # pragma: no cover - a maintainer's command
-    try:
-        print(markdown())
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(script_main(lambda: [markdown()]))
