@@ -381,7 +381,8 @@ def _parse_tolerances(items: list[str]) -> dict[str, float]:
 def _cmd_check(args) -> int:
     import bench.protocols  # noqa: F401  (the built-in protocols declare their boards before the suite is parsed)
     from bench.reports.check import check, format_check, github_annotations, to_text_json, write_junit
-    from bench.reports.reference import Tolerances, from_source, read_source
+    from bench.core.results import json_view
+    from bench.reports.reference import Tolerances, from_source, read_source, restrict_to_models
     from bench.suite import recorded_suite
 
     if args.junit:
@@ -394,8 +395,16 @@ def _cmd_check(args) -> int:
         print(f"authbench: {note}", file=sys.stderr)
     tolerances = Tolerances.from_check(suite.check if suite is not None else {})
     with foreign_rows(f"{args.results} or {args.against}"):
-        fresh = from_source(fresh_source, str(args.results), tolerances)
         reference = from_source(reference_source, str(args.against), tolerances)
+        if args.allow_subset and isinstance(fresh_source, list) and reference.models:
+            # a cell pools its rows over the models that hold it: compare it over the reference's models only (a
+            # --full run adds models to an entry the reference measured on fewer)
+            kept = restrict_to_models(json_view(fresh_source), reference.models)
+            if kept and len(kept) < len(fresh_source):
+                print(f"authbench: --allow-subset: compared over the reference's {len(reference.models)} models; "
+                      f"{len(fresh_source) - len(kept)} fresh row(s) of other models left out", file=sys.stderr)
+                fresh_source = kept
+        fresh = from_source(fresh_source, str(args.results), tolerances)
         result = check(fresh, reference, strict=args.strict, allow_subset=args.allow_subset,
                        override=_parse_tolerances(args.tolerance), override_default=args.default_tolerance)
     print(to_text_json(result) if args.format == "json" else format_check(result))

@@ -269,3 +269,21 @@ def test_a_run_without_a_terminal_logs_a_header_and_a_line_a_minute_and_no_bar(t
     assert progress and progress[-1].startswith("tiny: 4/4 jobs, ") and " elapsed" in progress[-1]
     assert len(progress) <= 2  # a line a minute (and the last), not one per job
     assert "\r" not in err and "cells/s" not in err and "it/s" not in err
+
+
+def test_allow_subset_compares_a_cell_over_the_references_models_only(tiny, tmp_path, capsys):
+    """Regression (digits --full against the digits reference): a --full run adds models to an entry the reference
+    measured on fewer; --allow-subset pooled the fresh cell over all of them and reported regressions that were only
+    the extra models. The fresh rows are restricted to the reference's models first."""
+    two = [r for r in tiny["rows"] if "vit-s0" not in (r["authorized"], r["evaluated"])]
+    ref = tmp_path / "two.json"
+    freeze(two, ref, Tolerances())
+    rows = copy.deepcopy(tiny["rows"])
+    for r in rows:  # the extra model's own cells far from the others: pooled in, they move every shared cell
+        if r["authorized"] == "vit-s0" and r["role"] == "authorized":
+            r["metrics"]["top1"] = 0.0
+    fresh = write_rows(tmp_path / "three", rows)
+    assert main(["check", str(fresh), "--against", str(ref), "--allow-subset"]) == 0, capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "0 regression(s)" in captured.out and "compared over the reference's 2 models" in captured.err
+    assert main(["check", str(fresh), "--against", str(ref)]) == 2  # without the flag: refused, as before

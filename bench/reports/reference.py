@@ -160,6 +160,13 @@ def model_set(rows: list[dict]) -> tuple[str, ...]:
     return tuple(sorted({str(r.get(k)) for r in rows for k in ("authorized", "evaluated") if r.get(k)}))
 
 
+def restrict_to_models(rows: list, models) -> list:
+    """The rows whose authorized and evaluated labels are all in `models` (the clean baseline's empty authorized
+    label passes): a board cell of these rows is pooled over those models only, as the reference's was."""
+    keep = set(models)
+    return [r for r in rows if all(not r.get(k) or str(r.get(k)) in keep for k in ("authorized", "evaluated"))]
+
+
 def reference_from_rows(rows: list, tolerances: Tolerances) -> Reference:
     """The reference of result rows (typed `Row`s or their JSON): board values over all trials, the spread of the
     per-trial values."""
