@@ -113,6 +113,14 @@ def encode_entry_v2(key: str, arrays: dict) -> bytes:
     return MAGIC_V2 + hashlib.sha256(payload).digest() + binding(key, full) + payload
 
 
+def _digest_v3(key: str, body) -> bytes:
+    """A format-3 entry's digest: sha256 of MAGIC, the key and `body` (the bytes after the digest), hashed in
+    place (no copy of the body)."""
+    h = hashlib.sha256(MAGIC + key.encode())
+    h.update(body)
+    return h.digest()
+
+
 def encode_entry(key: str, arrays: dict) -> bytes:
     """The bytes of a format-3 entry holding `arrays` under `key`."""
     parts, specs, offset = [], [], 0
@@ -131,7 +139,7 @@ def encode_entry(key: str, arrays: dict) -> bytes:
     head_len = len(MAGIC) + 32 + 4 + len(header)
     lead = -head_len % ALIGN  # the arrays' offsets count from an aligned start
     body = len(header).to_bytes(4, "little") + header + b" " * lead + b"".join(parts)
-    return MAGIC + hashlib.sha256(MAGIC + key.encode() + body).digest() + body
+    return MAGIC + _digest_v3(key, body) + body
 
 
 def _parse_v3(blob, key: str) -> dict[str, np.ndarray] | None:
@@ -139,7 +147,7 @@ def _parse_v3(blob, key: str) -> dict[str, np.ndarray] | None:
     when they are not a valid entry for `key`."""
     start = len(MAGIC) + 32
     view = memoryview(blob)
-    if len(blob) < start + 4 or hashlib.sha256(MAGIC + key.encode() + view[start:]).digest() != bytes(view[len(MAGIC):start]):
+    if len(blob) < start + 4 or _digest_v3(key, view[start:]) != bytes(view[len(MAGIC):start]):
         return None
     size = int.from_bytes(view[start:start + 4], "little")
     if size > MAX_HEADER or start + 4 + size > len(blob):
